@@ -1,0 +1,7 @@
+"""Node engines: ``Node`` (fast, jumps over unchanged decode steps) and ``ReferenceNode`` (step by step)."""
+
+from .common import NodeSnapshot, admission_problem
+from .node import Node
+from .reference import ReferenceNode
+
+__all__ = ["Node", "ReferenceNode", "NodeSnapshot", "admission_problem"]

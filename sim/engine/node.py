@@ -1,0 +1,410 @@
+"""Fast node engine: the reference scheduler's semantics, with runs of unchanged decode steps jumped over.
+
+Same rules as :mod:`sim.engine.reference` (read that first). What makes it fast:
+
+* Running requests in decode are kept as an aggregate. They advance one token per step together, so each
+  stores its state at the step counter value it joined (``dec_step0``) and its current state is derived from
+  the node's step counter ``S``. Advancing ``n`` steps is O(1): ``S += n``.
+* A decoder needs a new KV block at a step iff its context is a multiple of ``block_size``; that phase is
+  fixed while it decodes, so a histogram over phases gives the blocks needed by any run of steps in
+  O(block_size), and the longest run the free blocks allow.
+* Finishing steps are known in advance (a heap keyed by step number).
+* When the next step is decode-only and the waiting queue is empty or its head cannot be admitted (nothing
+  that could change that happens during a decode run), the node jumps straight to the next change: the first
+  finish, the last step before the cache runs out, or (if a request arrives meanwhile) the end of the step in
+  progress at the arrival. The run's duration has a closed form (:meth:`StepTimeModel.decode_run_s`).
+
+Steps that contain prefill work, admissions or preemptions are simulated one at a time. The engine's cost
+therefore grows with the number of requests (a few events each), not with the number of tokens.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Callable
+
+import simpy
+
+from ..config import Engine
+from ..perf import StepTimeModel, attention_pairs
+from ..request import Request, Status
+from .common import NodeSnapshot, admission_problem
+
+
+class Node:
+    """A serving replica (continuous batching, paged KV cache) simulated event by event."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        node_id: int,
+        perf: StepTimeModel,
+        engine: Engine,
+        capacity_blocks: int,
+        max_model_len: int,
+        on_done: Callable[[Request], None],
+    ) -> None:
+        self.env = env
+        self.node_id = node_id
+        self.perf = perf
+        self.engine = engine
+        self.bs = engine.block_size
+        self.capacity_blocks = capacity_blocks
+        self.max_model_len = max_model_len
+        self.on_done = on_done
+        self.max_seqs = engine.max_num_seqs
+        self.max_batched = engine.max_num_batched_tokens
+        self.chunked = engine.chunked_prefill
+
+        self.waiting: deque[Request] = deque()
+        self.decoding: dict[int, Request] = {}  # admission order
+        self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
+        self.S = 0  # engine steps executed
+        self.dec_ctx_sum = 0  # Σ num_computed over decoders, as of step S
+        self.phase_cnt = [0] * self.bs  # decoders by (num_computed − S) mod block_size
+        self.fin_heap: list[tuple[int, int, Request]] = []
+        self.used_blocks = 0
+        self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
+        self.busy_s = 0.0
+        self.steps = 0
+        self._seq = 0
+
+        # current activity: None (idle), "step" or "jump"
+        self._mode: str | None = None
+        self._t0 = 0.0
+        self._version = 0
+        self._chunks: list[tuple[Request, int]] = []
+        self._dt = 0.0
+        self._jump_n = 0
+        self._jump_b = 0
+        self._jump_c0 = 0
+        self._interruptible = False
+
+    # -- interface ------------------------------------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        req.node = self.node_id
+        if admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None:
+            req.status = Status.REJECTED
+            req.finish_s = self.env.now
+            self.on_done(req)
+            return
+        self.waiting.append(req)
+        self.work += req.prompt_tokens + req.output_tokens
+        if self._mode is None:
+            self._tick()
+        elif self._mode == "jump" and self._interruptible:
+            self._interruptible = False
+            self._shorten_jump()
+
+    def outstanding_tokens(self) -> int:
+        """Tokens still to compute or generate on this node at the current time."""
+        if self._mode == "jump":
+            return self.work - self._jump_b * self._steps_done_in_jump()
+        return self.work
+
+    def snapshot(self) -> NodeSnapshot:
+        running = len(self.decoding) + len(self.prefilling)
+        if self._mode == "jump":
+            j = self._steps_done_in_jump()
+            used = self.used_blocks + self._blocks_for_steps(self.S, j)
+            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
+        busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)
+        return NodeSnapshot(len(self.waiting), running, self.used_blocks, busy)
+
+    def in_flight(self) -> list[Request]:
+        return list(self.waiting) + list(self.decoding.values()) + list(self.prefilling)
+
+    # -- lazy decoder state ---------------------------------------------------------------------------
+    def _materialize(self, req: Request) -> None:
+        k = self.S - req.dec_step0
+        req.num_computed += k
+        req.num_generated += k
+        req.dec_step0 = self.S
+
+    def _add_decoder(self, req: Request) -> None:
+        req.dec_step0 = self.S
+        req.fin_step = self.S + req.output_tokens - req.num_generated
+        self.decoding[req.rid] = req
+        self.dec_ctx_sum += req.num_computed
+        self.phase_cnt[(req.num_computed - self.S) % self.bs] += 1
+        self._seq += 1
+        heapq.heappush(self.fin_heap, (req.fin_step, self._seq, req))
+
+    def _remove_decoder(self, req: Request) -> None:
+        """Take a decoder out of the aggregate (its state materialised); its heap entry goes stale."""
+        self._materialize(req)
+        del self.decoding[req.rid]
+        self.dec_ctx_sum -= req.num_computed
+        self.phase_cnt[(req.num_computed - self.S) % self.bs] -= 1
+        req.fin_step = -1
+
+    def _blocks(self, tokens: int) -> int:
+        return -(-tokens // self.bs)
+
+    def _blocks_for_steps(self, s0: int, n: int) -> int:
+        """KV blocks the decoders allocate in steps s0+1 … s0+n."""
+        if n <= 0 or not self.decoding:
+            return 0
+        full, rem = divmod(n, self.bs)
+        total = full * len(self.decoding)
+        bs, cnt = self.bs, self.phase_cnt
+        for k in range(rem):
+            total += cnt[(-(s0 + k)) % bs]
+        return total
+
+    def _max_steps_kv(self, limit: int) -> int:
+        """Most decode steps (≤ limit) whose block allocations all succeed."""
+        dec_n = len(self.decoding)
+        free = self.capacity_blocks - self.used_blocks
+        q = free // dec_n
+        n0 = q * self.bs
+        if n0 >= limit:
+            return limit
+        r = free - q * dec_n
+        bs, cnt, s = self.bs, self.phase_cnt, self.S + n0
+        k = 0
+        while k < bs:
+            need = cnt[(-(s + k)) % bs]
+            if need > r:
+                break
+            r -= need
+            k += 1
+        return min(limit, n0 + k)
+
+    # -- scheduling -----------------------------------------------------------------------------------
+    def _head_admissible(self) -> bool:
+        """Whether the next step would admit the waiting head, given decoders only are running."""
+        if not self.waiting:
+            return False
+        dec_n = len(self.decoding)
+        if dec_n >= self.max_seqs:
+            return False
+        budget = self.max_batched - dec_n
+        if budget <= 0:
+            return False
+        req = self.waiting[0]
+        n_new = req.num_tokens - req.cached_tokens
+        if not self.chunked:
+            if n_new > budget and budget < self.max_batched:
+                return False
+        else:
+            n_new = min(n_new, budget)
+        free = self.capacity_blocks - self.used_blocks - self.phase_cnt[(-self.S) % self.bs]
+        return self._blocks(req.cached_tokens + n_new) <= free
+
+    def _next_finish_step(self) -> int:
+        heap = self.fin_heap
+        while heap:
+            fin, _, req = heap[0]
+            if req.fin_step == fin:
+                return fin
+            heapq.heappop(heap)
+        raise RuntimeError("decoders without a finish step")  # pragma: no cover
+
+    def _tick(self) -> None:
+        """At a step boundary (or on waking): choose and start the next step or decode run."""
+        if not self.prefilling and self.decoding and not self._head_admissible():
+            limit = self._next_finish_step() - self.S
+            n = self._max_steps_kv(limit)
+            if n >= 1:
+                self._start_jump(n)
+                return
+        chunks = self._schedule_step()
+        dec_n = len(self.decoding)
+        if not chunks and dec_n == 0:
+            self._mode = None
+            return
+        tokens = dec_n
+        ctx = self.dec_ctx_sum + dec_n
+        attn = ctx
+        for req, n in chunks:
+            end = req.num_computed + n
+            tokens += n
+            ctx += end
+            attn += attention_pairs(n, end)
+        self._chunks = chunks
+        self._dt = self.perf.step_s(tokens, attn, ctx)
+        self._mode = "step"
+        self._t0 = self.env.now
+        self._set_timer(self._dt, self._end_step)
+
+    def _pop_newest(self) -> Request:
+        if self.prefilling:
+            return self.prefilling.pop()
+        rid = next(reversed(self.decoding))
+        req = self.decoding[rid]
+        self._remove_decoder(req)
+        return req
+
+    def _preempt(self, req: Request) -> None:
+        self.used_blocks -= self._blocks(req.num_computed)
+        self.work += req.num_computed
+        req.num_computed = 0
+        req.status = Status.WAITING
+        req.preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _schedule_step(self) -> list[tuple[Request, int]]:
+        """One step of the reference scheduler; decoders stay aggregated. Returns the prefill chunks."""
+        budget = self.max_batched
+        preempted = False
+        stop = False
+        bs = self.bs
+        # 1. decoders, in admission order, one token each
+        need = self.phase_cnt[(-self.S) % bs]
+        if need <= self.capacity_blocks - self.used_blocks:
+            self.used_blocks += need
+        else:
+            for req in list(self.decoding.values()):
+                if req.rid not in self.decoding:
+                    break  # popped as a victim: so were all after it
+                if (req.num_computed + self.S - req.dec_step0) % bs != 0:
+                    continue
+                while self.capacity_blocks - self.used_blocks < 1:
+                    victim = self._pop_newest()
+                    self._preempt(victim)
+                    preempted = True
+                    if victim is req:
+                        stop = True
+                        break
+                if stop:
+                    break
+                self.used_blocks += 1
+        budget -= len(self.decoding)
+        # 2. running requests still in prefill
+        chunks: list[tuple[Request, int]] = []
+        if not stop:
+            for req in list(self.prefilling):
+                if not self.prefilling or req not in self.prefilling:
+                    break
+                n_new = min(req.num_tokens - req.num_computed, budget)
+                if n_new <= 0:
+                    continue
+                ok = True
+                while True:
+                    need = self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
+                    if need <= self.capacity_blocks - self.used_blocks:
+                        self.used_blocks += need
+                        break
+                    victim = self._pop_newest()
+                    self._preempt(victim)
+                    preempted = True
+                    if victim is req:
+                        ok = False
+                        break
+                if not ok:
+                    break
+                chunks.append((req, n_new))
+                budget -= n_new
+        # 3. admissions, FCFS, only if nothing was preempted
+        if not preempted:
+            now = self.env.now
+            while (
+                self.waiting
+                and len(self.decoding) + len(self.prefilling) < self.max_seqs
+                and budget > 0
+            ):
+                req = self.waiting[0]
+                cached = req.cached_tokens
+                n_new = req.num_tokens - cached
+                if not self.chunked:
+                    if n_new > budget and budget < self.max_batched:
+                        break
+                else:
+                    n_new = min(n_new, budget)
+                need = self._blocks(cached + n_new)
+                if need > self.capacity_blocks - self.used_blocks:
+                    break
+                self.waiting.popleft()
+                self.used_blocks += need
+                req.num_computed = cached
+                self.work -= cached
+                req.status = Status.RUNNING
+                if req.first_scheduled_s < 0:
+                    req.first_scheduled_s = now
+                self.prefilling.append(req)
+                chunks.append((req, n_new))
+                budget -= n_new
+        return chunks
+
+    # -- time ------------------------------------------------------------------------------------------
+    def _set_timer(self, delay: float, fn: Callable[[], None]) -> None:
+        self._version += 1
+        version = self._version
+        ev = self.env.timeout(delay)
+        ev.callbacks.append(lambda _ev: fn() if version == self._version else None)
+
+    def _end_step(self) -> None:
+        now = self.env.now
+        dec_n = len(self.decoding)
+        self.S += 1
+        self.steps += 1
+        self.dec_ctx_sum += dec_n
+        self.busy_s += self._dt
+        self.work -= dec_n
+        for req, n in self._chunks:
+            req.num_computed += n
+            self.work -= n
+            if req.num_computed == req.num_tokens:
+                req.num_generated += 1
+                if req.first_token_s < 0:
+                    req.first_token_s = now
+                self.prefilling.remove(req)
+                if req.num_generated == req.output_tokens:
+                    self._finish(req, now)
+                else:
+                    self._add_decoder(req)
+        self._chunks = []
+        self._finish_decoders(now)
+        self._tick()
+
+    def _finish(self, req: Request, now: float) -> None:
+        self.used_blocks -= self._blocks(req.num_computed)
+        self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
+        req.status = Status.COMPLETED
+        req.finish_s = now
+        self.on_done(req)
+
+    def _finish_decoders(self, now: float) -> None:
+        heap = self.fin_heap
+        while heap and heap[0][0] <= self.S:
+            fin, _, req = heapq.heappop(heap)
+            if req.fin_step != fin:
+                continue  # stale: the request was preempted after this entry was pushed
+            self._remove_decoder(req)
+            self._finish(req, now)
+
+    def _start_jump(self, n: int) -> None:
+        self._mode = "jump"
+        self._t0 = self.env.now
+        self._jump_n = n
+        self._jump_b = len(self.decoding)
+        self._jump_c0 = self.dec_ctx_sum
+        self._interruptible = not self.waiting
+        self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        self._set_timer(self._dt, self._end_jump)
+
+    def _steps_done_in_jump(self) -> int:
+        elapsed = self.env.now - self._t0
+        return self.perf.decode_steps_within(self._jump_b, self._jump_c0, elapsed, self._jump_n)
+
+    def _shorten_jump(self) -> None:
+        """A request arrived mid-run: stop at the end of the step in progress so the scheduler sees it."""
+        n = self._steps_done_in_jump() + 1
+        if n >= self._jump_n:
+            return
+        self._jump_n = n
+        self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        self._set_timer(self._t0 + self._dt - self.env.now, self._end_jump)
+
+    def _end_jump(self) -> None:
+        n, b = self._jump_n, self._jump_b
+        self.used_blocks += self._blocks_for_steps(self.S, n)
+        self.S += n
+        self.steps += n
+        self.dec_ctx_sum += b * n
+        self.work -= b * n
+        self.busy_s += self._dt
+        self._finish_decoders(self.env.now)
+        self._tick()

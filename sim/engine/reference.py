@@ -1,0 +1,181 @@
+"""Step-by-step reference engine: one SimPy timeout per engine iteration, every request updated every step.
+
+Kept for tests: it implements the scheduler semantics below in the plainest way, and the fast engine
+(:mod:`sim.engine.node`) must reproduce its per-request timestamps. Semantics (vLLM v1 scheduler):
+
+1. One token budget (``max_num_batched_tokens``) per step. Running requests are visited in admission order;
+   each gets ``min(num_tokens − num_computed, budget)`` new tokens (1 for a decode, a chunk for a prefill).
+2. KV blocks (``block_size`` tokens each) are allocated for ``num_computed + new`` tokens. If none are free,
+   the newest running request is preempted (its blocks freed, ``num_computed = 0``, put back at the head of
+   the waiting queue); if the request being scheduled is itself the newest, it is preempted and the loop ends.
+3. Only if nothing was preempted this step, waiting requests are admitted FCFS while ``max_num_seqs``, the
+   budget and free blocks allow. A prefix-cache hit starts the request at ``num_computed = cached_tokens``.
+   Without chunked prefill a prompt that does not fit the remaining budget waits.
+4. The step takes :meth:`StepTimeModel.step_s`; then every scheduled request advances; a request whose
+   ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
+   generated tokens it finishes and frees its blocks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import simpy
+
+from ..config import Engine
+from ..perf import StepTimeModel, attention_pairs
+from ..request import Request, Status
+from .common import NodeSnapshot, admission_problem
+
+
+class ReferenceNode:
+    """A serving replica simulated one iteration at a time."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        node_id: int,
+        perf: StepTimeModel,
+        engine: Engine,
+        capacity_blocks: int,
+        max_model_len: int,
+        on_done: Callable[[Request], None],
+    ) -> None:
+        self.env = env
+        self.node_id = node_id
+        self.perf = perf
+        self.engine = engine
+        self.bs = engine.block_size
+        self.capacity_blocks = capacity_blocks
+        self.max_model_len = max_model_len
+        self.on_done = on_done
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.used_blocks = 0
+        self.busy_s = 0.0
+        self.steps = 0
+        self._step_t0 = -1.0
+        self._wake: simpy.Event | None = None
+        env.process(self._run())
+
+    # -- interface shared with the fast node -----------------------------------------------------------
+    def submit(self, req: Request) -> None:
+        req.node = self.node_id
+        if admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None:
+            req.status = Status.REJECTED
+            req.finish_s = self.env.now
+            self.on_done(req)
+            return
+        self.waiting.append(req)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def outstanding_tokens(self) -> int:
+        """Tokens still to compute or generate: Σ (prompt + output − computed) over queued and running."""
+        return sum(r.prompt_tokens + r.output_tokens - r.num_computed for r in self.waiting) + sum(
+            r.prompt_tokens + r.output_tokens - r.num_computed for r in self.running
+        )
+
+    def snapshot(self) -> NodeSnapshot:
+        busy = self.busy_s + (self.env.now - self._step_t0 if self._step_t0 >= 0 else 0.0)
+        return NodeSnapshot(len(self.waiting), len(self.running), self.used_blocks, busy)
+
+    def in_flight(self) -> list[Request]:
+        return list(self.waiting) + list(self.running)
+
+    # -- engine ---------------------------------------------------------------------------------------
+    def _blocks(self, tokens: int) -> int:
+        return -(-tokens // self.bs)
+
+    def _preempt(self, req: Request) -> None:
+        self.used_blocks -= self._blocks(req.num_computed)
+        req.num_computed = 0
+        req.status = Status.WAITING
+        req.preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _schedule(self) -> list[tuple[Request, int]]:
+        eng = self.engine
+        budget = eng.max_num_batched_tokens
+        scheduled: list[tuple[Request, int]] = []
+        preempted = False
+        i = 0
+        while i < len(self.running):
+            req = self.running[i]
+            n_new = min(req.num_tokens - req.num_computed, budget)
+            if n_new <= 0:
+                i += 1
+                continue
+            ok = True
+            while True:
+                need = self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
+                if need <= self.capacity_blocks - self.used_blocks:
+                    self.used_blocks += need
+                    break
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted = True
+                if victim is req:
+                    ok = False
+                    break
+            if not ok:
+                break
+            scheduled.append((req, n_new))
+            budget -= n_new
+            i += 1
+        if not preempted:
+            while self.waiting and len(self.running) < eng.max_num_seqs and budget > 0:
+                req = self.waiting[0]
+                cached = req.cached_tokens
+                n_new = req.num_tokens - cached
+                if not eng.chunked_prefill:
+                    if n_new > budget and budget < eng.max_num_batched_tokens:
+                        break  # whole prompts only; an oversized recompute runs alone in a full budget
+                else:
+                    n_new = min(n_new, budget)
+                need = self._blocks(cached + n_new)
+                if need > self.capacity_blocks - self.used_blocks:
+                    break
+                self.waiting.popleft()
+                self.used_blocks += need
+                req.num_computed = cached
+                req.status = Status.RUNNING
+                if req.first_scheduled_s < 0:
+                    req.first_scheduled_s = self.env.now
+                self.running.append(req)
+                scheduled.append((req, n_new))
+                budget -= n_new
+        return scheduled
+
+    def _run(self):  # noqa: ANN202 - SimPy process
+        env = self.env
+        while True:
+            scheduled = self._schedule()
+            if not scheduled:
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                continue
+            tokens = sum(n for _, n in scheduled)
+            attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
+            ctx = sum(r.num_computed + n for r, n in scheduled)
+            dt = self.perf.step_s(tokens, attn, ctx)
+            self._step_t0 = env.now
+            yield env.timeout(dt)
+            self._step_t0 = -1.0
+            self.busy_s += dt
+            self.steps += 1
+            now = env.now
+            for req, n in scheduled:
+                req.num_computed += n
+                if req.num_computed == req.num_tokens:
+                    req.num_generated += 1
+                    if req.first_token_s < 0:
+                        req.first_token_s = now
+                    if req.num_generated == req.output_tokens:
+                        self.running.remove(req)
+                        self.used_blocks -= self._blocks(req.num_computed)
+                        req.status = Status.COMPLETED
+                        req.finish_s = now
+                        self.on_done(req)

@@ -1,0 +1,205 @@
+"""Performance model of one serving node: KV-cache sizing and roofline step time.
+
+A node is ``G`` GPUs of one type running one model with tensor parallelism ``G``.
+
+Memory (design §3)::
+
+    weight_bytes        = params_total × bytes(weights)
+    kv_bytes_per_token  = kv_elements_per_token × bytes(kv)          (GQA: 2·L·kv_heads·head_dim; MLA: L·(rank+rope))
+                          × replication (GQA with G > kv_heads replicates heads; MLA's latent is held by every rank)
+    kv_capacity_tokens  = (G·mem·gpu_memory_utilization − weight_bytes − G·activation_reserve) / kv_bytes_per_token
+
+Step time of one engine iteration that computes ``T`` new tokens whose attention covers ``A`` (query, key)
+pairs and whose sequences hold ``C`` context tokens in total after the step::
+
+    t_compute = (2·active_params·T + 4·L·heads·head_dim·A) / (G · peak_flops · mfu)
+    t_memory  = (weight_bytes + kv_bytes_per_token·C) / (G · hbm_bw · mbu)
+    t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
+    t         = max(t_compute, t_memory) + overhead + t_comm
+
+Weights are read once per step whatever the batch: decode is bandwidth-bound at small batch and becomes
+compute-bound only at large batch. Every term is linear in ``T``, ``A`` and ``C``; during a run of decode-only
+steps with a fixed batch of ``B`` sequences, ``T = B`` and ``A = C = C0 + B·j`` at step ``j``, so the time of
+``n`` such steps has a closed form (:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine
+jump over them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .catalog import BYTES_PER_ELEMENT, GpuSpec, ModelSpec
+from .errors import ConfigError
+
+GB = 1e9
+
+
+def attention_pairs(new_tokens: int, context_end: int) -> int:
+    """(query, key) pairs for ``new_tokens`` causal queries ending at position ``context_end``."""
+    return new_tokens * context_end - new_tokens * (new_tokens - 1) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMemory:
+    """Memory plan of one node, in bytes and tokens."""
+
+    weight_bytes: float
+    kv_bytes_per_token: float
+    usable_bytes: float
+    kv_capacity_tokens: int
+    kv_capacity_blocks: int
+    block_size: int
+
+
+def kv_bytes_per_token(model: ModelSpec, kv_precision: str, gpus: int = 1) -> float:
+    """KV bytes per token for the whole node, counting replication under tensor parallelism."""
+    per_token = model.kv_elements_per_token() * BYTES_PER_ELEMENT[kv_precision]
+    if model.mla is not None:
+        return per_token * gpus  # every TP rank caches the full latent
+    replication = max(1.0, gpus / model.kv_heads)
+    return per_token * replication
+
+
+def plan_memory(
+    gpu: GpuSpec,
+    model: ModelSpec,
+    gpus: int,
+    weights: str,
+    kv_cache: str,
+    gpu_memory_utilization: float,
+    block_size: int,
+    activation_reserve_gb_per_gpu: float = 1.0,
+    source: str = "scenario",
+) -> NodeMemory:
+    """KV capacity after weights; raises ConfigError naming the missing bytes if the model does not fit."""
+    weight_bytes = model.params_total * BYTES_PER_ELEMENT[weights]
+    usable = gpus * gpu.memory_gb * GB * gpu_memory_utilization - gpus * activation_reserve_gb_per_gpu * GB
+    kv_b = kv_bytes_per_token(model, kv_cache, gpus)
+    free = usable - weight_bytes
+    if free < kv_b * block_size:
+        missing = weight_bytes + kv_b * block_size - usable
+        raise ConfigError(
+            source,
+            "fleet.model",
+            f"{model.name} ({weights} weights, {weight_bytes / GB:.1f} GB) does not fit on {gpus}x {gpu.name} "
+            f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB missing",
+        )
+    tokens = int(free // kv_b)
+    return NodeMemory(
+        weight_bytes=weight_bytes,
+        kv_bytes_per_token=kv_b,
+        usable_bytes=usable,
+        kv_capacity_tokens=tokens,
+        kv_capacity_blocks=tokens // block_size,
+        block_size=block_size,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeModel:
+    """Coefficients of the linear roofline step-time model (see module docstring); all in seconds."""
+
+    compute_s_per_token: float
+    compute_s_per_attn_pair: float
+    memory_s_const: float
+    memory_s_per_ctx_token: float
+    overhead_s: float
+    comm_s_const: float
+    comm_s_per_token: float
+
+    @classmethod
+    def build(cls, gpu: GpuSpec, model: ModelSpec, gpus: int, weights: str, kv_cache: str) -> "StepTimeModel":
+        cal = gpu.calibration
+        flops = gpus * gpu.peak_flops(weights) * cal.mfu
+        bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
+        weight_bytes = model.params_total * BYTES_PER_ELEMENT[weights]
+        attn_flops_per_pair = 4.0 * model.layers * model.attention_heads * model.head_dim
+        if gpus > 1:
+            n_allreduce = 2 * model.layers
+            link = gpu.interconnect_gb_s * GB * cal.allreduce_efficiency
+            comm_const = n_allreduce * cal.allreduce_latency_s
+            comm_tok = n_allreduce * 2.0 * (gpus - 1) / gpus * model.hidden_size * 2.0 / link
+        else:
+            comm_const = comm_tok = 0.0
+        return cls(
+            compute_s_per_token=2.0 * model.params_active / flops,
+            compute_s_per_attn_pair=attn_flops_per_pair / flops,
+            memory_s_const=weight_bytes / bw,
+            memory_s_per_ctx_token=kv_bytes_per_token(model, kv_cache, gpus) / bw,
+            overhead_s=cal.overhead_s,
+            comm_s_const=comm_const,
+            comm_s_per_token=comm_tok,
+        )
+
+    # -- one step ---------------------------------------------------------------------------------------
+    def step_s(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> float:
+        """Time of one iteration computing ``tokens`` new tokens (see module docstring)."""
+        compute = self.compute_s_per_token * tokens + self.compute_s_per_attn_pair * attn_pairs
+        memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
+        return max(compute, memory) + self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+
+    # -- runs of decode-only steps ---------------------------------------------------------------------
+    def _decode_lines(self, batch: int, ctx0: float) -> tuple[float, float, float, float, float]:
+        """Step j of a decode run is ``max(a1 + b1·j, a2 + b2·j) + k``; returns (a1, b1, a2, b2, k)."""
+        a1 = self.compute_s_per_token * batch + self.compute_s_per_attn_pair * ctx0
+        b1 = self.compute_s_per_attn_pair * batch
+        a2 = self.memory_s_const + self.memory_s_per_ctx_token * ctx0
+        b2 = self.memory_s_per_ctx_token * batch
+        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
+        return a1, b1, a2, b2, k
+
+    def decode_run_s(self, batch: int, ctx0: float, steps: int) -> float:
+        """Total time of ``steps`` decode steps of ``batch`` sequences holding ``ctx0`` context tokens at the start.
+
+        Step ``j`` (1-based) has ``T = batch`` and ``A = C = ctx0 + batch·j``. The max of two lines switches
+        at most once, so the sum splits into two arithmetic series.
+        """
+        if steps <= 0:
+            return 0.0
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
+
+    def decode_steps_within(self, batch: int, ctx0: float, budget_s: float, max_steps: int) -> int:
+        """Largest ``n ≤ max_steps`` with ``decode_run_s(batch, ctx0, n) ≤ budget_s`` (binary search)."""
+        if budget_s <= 0 or max_steps <= 0:
+            return 0
+        lo, hi = 0, max_steps
+        if self.decode_run_s(batch, ctx0, hi) <= budget_s:
+            return hi
+        # invariant: run(lo) <= budget < run(hi); start from the constant-step estimate
+        first = self.decode_run_s(batch, ctx0, 1)
+        guess = min(hi - 1, int(budget_s / first)) if first > 0 else hi - 1
+        if guess > lo and self.decode_run_s(batch, ctx0, guess) <= budget_s:
+            lo = guess
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.decode_run_s(batch, ctx0, mid) <= budget_s:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+
+def _sum_line(a: float, b: float, j0: int, j1: int) -> float:
+    """Σ_{j=j0..j1} (a + b·j)."""
+    if j1 < j0:
+        return 0.0
+    n = j1 - j0 + 1
+    return a * n + b * (j0 + j1) * n / 2.0
+
+
+def _sum_max_lines(a1: float, b1: float, a2: float, b2: float, j0: int, j1: int) -> float:
+    """Σ_{j=j0..j1} max(a1 + b1·j, a2 + b2·j) in O(1)."""
+    first1, first2 = a1 + b1 * j0, a2 + b2 * j0
+    last1, last2 = a1 + b1 * j1, a2 + b2 * j1
+    if first1 >= first2 and last1 >= last2:
+        return _sum_line(a1, b1, j0, j1)
+    if first2 >= first1 and last2 >= last1:
+        return _sum_line(a2, b2, j0, j1)
+    # exactly one crossing inside (j0, j1): line that leads at j0 dominates up to floor(crossing)
+    cross = (a2 - a1) / (b1 - b2)
+    jc = min(max(int(math.floor(cross)), j0), j1)
+    if first1 >= first2:
+        return _sum_line(a1, b1, j0, jc) + _sum_line(a2, b2, jc + 1, j1)
+    return _sum_line(a2, b2, j0, jc) + _sum_line(a1, b1, jc + 1, j1)

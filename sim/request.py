@@ -1,0 +1,84 @@
+"""One LLM request and its life-cycle timestamps (all times in simulated seconds).
+
+Token accounting follows vLLM: a request holds ``num_tokens = prompt_tokens + generated`` tokens, of which
+``num_computed`` have KV in the cache. A step schedules ``num_tokens − num_computed`` new tokens (a prefill
+chunk or one decode token); when ``num_computed`` reaches ``num_tokens`` a token is sampled. Preemption by
+recompute sets ``num_computed`` back to 0 (the generated tokens are kept and recomputed with the prompt).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    """Where a request is. Every arrived request ends in exactly one terminal status or is in flight."""
+
+    WAITING = 0
+    RUNNING = 1
+    COMPLETED = 2
+    REJECTED = 3
+    SPILLED = 4
+    FAILED = 5
+
+
+class Request:
+    """A request; engine fields are owned by the node that serves it."""
+
+    __slots__ = (
+        "rid",
+        "arrival_s",
+        "class_idx",
+        "prompt_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "node",
+        "status",
+        "first_scheduled_s",
+        "first_token_s",
+        "finish_s",
+        "preemptions",
+        # engine state
+        "num_computed",
+        "num_generated",
+        "seq",
+        "dec_step0",
+        "fin_step",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        arrival_s: float,
+        class_idx: int,
+        prompt_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+    ) -> None:
+        self.rid = rid
+        self.arrival_s = arrival_s
+        self.class_idx = class_idx
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.cached_tokens = cached_tokens
+        self.node = -1
+        self.status = Status.WAITING
+        self.first_scheduled_s = -1.0
+        self.first_token_s = -1.0
+        self.finish_s = -1.0
+        self.preemptions = 0
+        self.num_computed = 0
+        self.num_generated = 0
+        self.seq = 0
+        self.dec_step0 = 0
+        self.fin_step = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompt_tokens + self.num_generated
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (
+            f"Request({self.rid}, t={self.arrival_s:.3f}, P={self.prompt_tokens}, O={self.output_tokens}, "
+            f"status={self.status.name})"
+        )
