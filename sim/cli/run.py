@@ -1,0 +1,103 @@
+"""``capsim run``: simulate one scenario and write its report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..config import load_scenario
+from ..paths import default_scenario_path
+
+
+def _progress_bar(enabled: bool):  # noqa: ANN202
+    """A rich progress bar over simulated time, shown only on a terminal and only after 2 s of wall time."""
+    if not enabled:
+        return None, lambda: None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"), TimeRemainingColumn(),
+        transient=True, console=None,
+    )
+    state = {"task": None, "t0": time.perf_counter(), "started": False}
+
+    def update(t_s: float, duration_s: float) -> None:
+        if not state["started"]:
+            if time.perf_counter() - state["t0"] < 2.0:
+                return
+            bar.start()
+            state["task"] = bar.add_task("sim", total=duration_s, t="")
+            state["started"] = True
+        done = min(t_s, duration_s)
+        label = f"{t_s:,.0f} s simulated" + (" (draining)" if t_s > duration_s else "")
+        bar.update(state["task"], completed=done, t=label)
+
+    def stop() -> None:
+        if state["started"]:
+            bar.stop()
+
+    return update, stop
+
+
+def _print_summary(summary: dict, out_dir: Path | None) -> None:
+    r, lat, thr, u, slo, c = (summary[k] for k in ("requests", "latency", "throughput", "utilisation", "slo", "cost"))
+    f = summary["fleet"]
+
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{1000 * v:,.0f} ms"
+
+    lines = [
+        f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
+        f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
+        f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight",
+        f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
+        f"  TPOT       P50 {ms(lat['tpot_s']['p50'])}  P95 {ms(lat['tpot_s']['p95'])}  P99 {ms(lat['tpot_s']['p99'])}",
+        f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",
+        f"  throughput {thr['requests_per_s']:.2f} req/s, {thr['output_tokens_per_s']:,.0f} output tok/s, "
+        f"{thr['input_tokens_per_s']:,.0f} input tok/s",
+        f"  GPUs       busy {100 * (u['busy_fraction'] or 0):.0f}%, KV cache mean {100 * (u['kv_fraction_mean'] or 0):.0f}%"
+        f" (P95 {100 * (u['kv_fraction_p95'] or 0):.0f}%)",
+        f"  SLO        attainment {100 * (slo['attainment'] or 0):.1f}%, P95 targets "
+        + ("met" if slo["met"] else "MISSED"),
+        f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
+        f"(${c['usd_per_gpu_hour']:.2f}/GPU-h, {c['pricing_mode']}) → "
+        + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
+        + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
+    ]
+    if out_dir is not None:
+        lines.append(f"  report     {out_dir / 'report.html'}")
+    click.echo("\n".join(lines))
+
+
+@click.command()
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
+              show_default=True, help="Folder for tables, plots, summary.json and report.html.")
+@click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a field by dotted path, e.g. --set fleet.nodes=4 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout instead of the text summary.")
+@click.option("--no-report", is_flag=True, help="Skip writing files (summary only).")
+def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
+        no_report: bool) -> None:
+    """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report."""
+    path = scenario or default_scenario_path()
+    sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
+    sc = load_scenario(path, sets)
+    from ..run import run_scenario, write_outputs
+
+    update, stop = _progress_bar(sys.stderr.isatty() and not as_json)
+    try:
+        out = run_scenario(sc, update)
+    finally:
+        stop()
+    if not no_report:
+        write_outputs(out, out_dir)
+    if as_json:
+        click.echo(json.dumps(out.summary, indent=2))
+    else:
+        _print_summary(out.summary, None if no_report else out_dir)

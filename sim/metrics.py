@@ -1,0 +1,226 @@
+"""Turn a :class:`~sim.simulation.SimResult` into tidy tables and the ``summary.json`` dictionary.
+
+Definitions (as in vLLM's ``benchmark_serving``):
+
+* ``queue_wait_s`` = first scheduled − arrival (time in the waiting queue before the first prefill chunk).
+* ``ttft_s`` = first output token − arrival (includes queueing and the whole prefill).
+* ``tpot_s`` = (finish − first token) / (output tokens − 1): mean time per output token after the first;
+  undefined (NaN) for one-token outputs and excluded from TPOT statistics.
+* ``e2e_s`` = finish − arrival.
+* Latency statistics use completed requests that arrived at or after ``warmup_s``.
+* ``slo.attainment`` = share of finished requests (completed, rejected or failed, arrived after warm-up) whose
+  own TTFT, TPOT and E2E are all within the targets (a rejected or failed request misses). ``slo.met``: every
+  P95 target holds.
+* ``throughput.*`` = completed requests / tokens per second of the arrival window (``duration_s``).
+* ``utilisation.busy_fraction`` = share of node-time spent executing engine steps over ``duration_s``;
+  ``kv_fraction_*`` = time-sampled KV blocks in use / capacity, over all nodes and samples in the window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .cost import cost_breakdown
+from .request import Status
+from .simulation import SimResult
+
+PCTS = (50, 90, 95, 99)
+STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight"]
+# Status value -> index into STATUS_CATEGORIES (waiting and running are both "in flight")
+_STATUS_CODE = np.array(
+    [STATUS_CATEGORIES.index(s.name.lower()) if s.name.lower() in STATUS_CATEGORIES else 4 for s in Status]
+)
+
+
+def requests_table(result: SimResult) -> pd.DataFrame:
+    """One row per arrived request, columns with units."""
+    reqs = result.requests
+    n = len(reqs)
+    arrival = np.fromiter((r.arrival_s for r in reqs), float, n)
+    sched = np.fromiter((r.first_scheduled_s for r in reqs), float, n)
+    first = np.fromiter((r.first_token_s for r in reqs), float, n)
+    finish = np.fromiter((r.finish_s for r in reqs), float, n)
+    out = np.fromiter((r.output_tokens for r in reqs), np.int64, n)
+    status = np.fromiter((int(r.status) for r in reqs), np.int64, n)
+    completed = status == int(Status.COMPLETED)
+    nan = np.nan
+    ttft = np.where(first >= 0, first - arrival, nan)
+    e2e = np.where(completed, finish - arrival, nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
+    classes = pd.Categorical.from_codes(
+        np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=result.class_names
+    )
+    return pd.DataFrame(
+        {
+            "request_id": np.fromiter((r.rid for r in reqs), np.int64, n),
+            "arrival_s": arrival,
+            "class": classes,
+            "node": np.fromiter((r.node for r in reqs), np.int64, n),
+            "served_by": np.where(status == int(Status.SPILLED), "api", "fleet"),
+            "input_tokens": np.fromiter((r.prompt_tokens for r in reqs), np.int64, n),
+            "output_tokens": out,
+            "cached_tokens": np.fromiter((r.cached_tokens for r in reqs), np.int64, n),
+            "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=STATUS_CATEGORIES),
+            "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
+            "ttft_s": ttft,
+            "tpot_s": tpot,
+            "e2e_s": e2e,
+            "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
+        }
+    )
+
+
+def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval."""
+    s = result.series
+    interval = s.interval_s
+    cap = result.node_model.memory.kv_capacity_blocks
+    t = np.asarray(s.time_s, dtype=float)
+    if len(t) == 0:
+        empty = pd.DataFrame(columns=["time_s"])
+        return empty, empty
+    waiting = np.asarray(s.waiting, dtype=np.int64)
+    running = np.asarray(s.running, dtype=np.int64)
+    kv = np.asarray(s.kv_used_blocks, dtype=np.int64)
+    busy_cum = np.asarray(s.busy_s, dtype=float)
+    busy = np.diff(np.vstack([np.zeros((1, busy_cum.shape[1])), busy_cum]), axis=0) / interval
+    busy = np.clip(busy, 0.0, 1.0)
+    nodes = waiting.shape[1]
+    fleet = pd.DataFrame(
+        {
+            "time_s": t,
+            "arrival_rate_rps": np.asarray(s.arrivals, dtype=float) / interval,
+            "completion_rate_rps": np.asarray(s.completions, dtype=float) / interval,
+            "queue_len": waiting.sum(axis=1),
+            "running_seqs": running.sum(axis=1),
+            "in_system": waiting.sum(axis=1) + running.sum(axis=1),
+            "kv_used_blocks": kv.sum(axis=1),
+            "kv_fraction": kv.sum(axis=1) / (cap * nodes),
+            "busy_fraction": busy.mean(axis=1),
+        }
+    )
+    per_node = pd.DataFrame(
+        {
+            "time_s": np.repeat(t, nodes),
+            "node": np.tile(np.arange(nodes), len(t)),
+            "queue_len": waiting.ravel(),
+            "running_seqs": running.ravel(),
+            "kv_used_blocks": kv.ravel(),
+            "kv_fraction": kv.ravel() / cap,
+            "busy_fraction": busy.ravel(),
+        }
+    )
+    return fleet, per_node
+
+
+def _stats(x: np.ndarray) -> dict[str, float | None]:
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return {"mean": None, **{f"p{p}": None for p in PCTS}}
+    q = np.percentile(x, PCTS)
+    return {"mean": float(x.mean()), **{f"p{p}": float(v) for p, v in zip(PCTS, q)}}
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The ``summary.json`` dictionary (keys documented in the module docstring and README)."""
+    sc = result.scenario
+    df = req_df if req_df is not None else requests_table(result)
+    if fleet_ts is None:
+        fleet_ts, _ = timeseries_tables(result)
+    duration = sc.duration_s
+    counts = result.counts()
+    window = df[df["arrival_s"] >= sc.warmup_s]
+    done = window[window["status"] == "completed"]
+    lat = {
+        "ttft_s": _stats(done["ttft_s"].to_numpy()),
+        "tpot_s": _stats(done["tpot_s"].to_numpy()),
+        "e2e_s": _stats(done["e2e_s"].to_numpy()),
+        "queue_wait_s": _stats(done["queue_wait_s"].to_numpy()),
+    }
+    completed_all = df[df["status"] == "completed"]
+    in_tok = float(completed_all["input_tokens"].sum())
+    out_tok = float(completed_all["output_tokens"].sum())
+    thr = {
+        "requests_per_s": len(completed_all) / duration,
+        "input_tokens_per_s": in_tok / duration,
+        "output_tokens_per_s": out_tok / duration,
+    }
+    # utilisation over the arrival window
+    ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
+    n_nodes = sc.fleet.nodes
+    kv = ts["kv_fraction"].to_numpy() if len(ts) else np.array([])
+    nm = result.node_model
+    util = {
+        "busy_fraction": float(ts["busy_fraction"].mean()) if len(ts) else None,
+        "kv_fraction_mean": float(np.nanmean(kv)) if len(kv) else None,
+        "kv_fraction_p95": float(np.nanpercentile(kv, 95)) if len(kv) else None,
+        "queue_len_mean": float(ts["queue_len"].mean()) if len(ts) else None,
+        "running_seqs_mean": float(ts["running_seqs"].mean()) if len(ts) else None,
+    }
+    # SLO
+    slo = sc.slo
+    finished = window[window["status"].isin(["completed", "rejected", "failed"])]
+    ok = (finished["status"] == "completed").to_numpy().copy()  # rejected and failed requests miss
+    checks: dict[str, Any] = {}
+    for key, col in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
+        target = getattr(slo, key)
+        if target is None:
+            continue
+        vals = finished[col].to_numpy()
+        within = vals <= target
+        if col == "tpot_s":
+            within |= np.isnan(vals)  # one-token outputs have no TPOT
+        ok &= within
+        p95 = lat[col]["p95"]
+        checks[key] = {"target": target, "actual": p95, "met": p95 is not None and p95 <= target}
+    attainment = float(ok.mean()) if len(ok) else None
+    slo_out = {
+        "attainment": attainment,
+        "met": all(c["met"] for c in checks.values()) if checks else True,
+        "targets": checks,
+    }
+    cost = cost_breakdown(sc, nm.gpu, in_tok, out_tok, api_usd=0.0)
+    return _clean(
+        {
+            "scenario": sc.name,
+            "seed": sc.seed,
+            "duration_s": duration,
+            "simulated_end_s": result.end_s,
+            "requests": counts,
+            "latency": lat,
+            "throughput": thr,
+            "utilisation": util,
+            "slo": slo_out,
+            "cost": cost,
+            "fleet": {
+                "nodes": n_nodes,
+                "gpu": nm.gpu.name,
+                "gpus_per_node": sc.fleet.gpus_per_node,
+                "model": nm.model.name,
+                "weights": sc.fleet.weights,
+                "kv_cache": sc.fleet.kv_cache,
+                "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
+                "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
+                "engine_steps": int(sum(result.node_steps)),
+            },
+        }
+    )
