@@ -1,7 +1,15 @@
-"""Hardware and model catalogue: one YAML file per GPU in ``hardware_profiles/gpus/`` and per model in
-``hardware_profiles/models/``. A user adds a GPU or model by dropping in one file.
+"""Hardware and model catalogue: one YAML file per GPU in ``hardware_profiles/gpus/``, per model in
+``hardware_profiles/models/`` and per software stack in ``hardware_profiles/stacks/``. A user adds a GPU,
+model or stack by dropping in one file; ``capsim catalog`` lists what is there.
 
 Units are in the field names: GB means 10^9 bytes, TFLOPS dense (no sparsity), bandwidths in GB/s.
+
+Where the efficiency factors come from (see ``docs/performance-model.md``): a GPU profile states datasheet facts
+(peaks, memory, bandwidth) and the *measured* best-GEMM ceiling as a fraction of peak
+(``matmul_ceiling``); the factors that turn those into serving speed (``Calibration``) belong to the software
+stack (``nvidia-trtllm``, ``nvidia-vllm``, ``amd-vllm`` …) and are fitted once, to published measurements, by
+``calibration/fit_factors.py``. A GPU profile may carry its own ``calibration`` block (``capsim calibrate``
+writes one), which then wins over its stack's.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .paths import hardware_dir
@@ -28,6 +36,10 @@ BYTES_PER_ELEMENT: dict[str, float] = {
     "int4": 0.5,
 }
 
+# narrowest first: a precision without its own peak runs at the next wider one (FP4 weights on Hopper
+# are de-quantised and multiplied in FP8)
+_PRECISION_ORDER = ["fp4", "int4", "fp8", "int8", "bf16", "fp16", "fp32"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,20 +48,35 @@ class _Strict(BaseModel):
 class Calibration(_Strict):
     """Efficiency factors of the roofline step-time model (see ``sim.perf``).
 
-    ``mfu``: achieved fraction of dense peak FLOPS; ``mbu``: achieved fraction of peak memory bandwidth;
-    ``overhead_s``: fixed per-iteration cost (scheduling, kernel launches, sampling);
-    ``allreduce_latency_s``: fixed latency of one tensor-parallel all-reduce.
+    ``mfu``: achieved fraction of the GPU's *achievable* matmul rate (datasheet peak × ``matmul_ceiling``);
+    ``mbu``: achieved fraction of datasheet memory bandwidth; ``overhead_s``: fixed per-iteration cost
+    (scheduling, kernel launches, sampling); ``overhead_s_per_token``: per-token host cost of each scheduled
+    token (sampling, detokenisation, bookkeeping); ``allreduce_latency_s``: fixed latency of one tensor-parallel
+    all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth.
     """
 
     mfu: float = Field(0.5, gt=0, le=1)
     mbu: float = Field(0.75, gt=0, le=1)
     overhead_s: float = Field(0.003, ge=0)
+    overhead_s_per_token: float = Field(0.0, ge=0)
     allreduce_latency_s: float = Field(8e-6, ge=0)
     allreduce_efficiency: float = Field(0.7, gt=0, le=1)
 
 
+class StackSpec(_Strict):
+    """A serving software stack on one vendor's hardware, with the factors fitted for it."""
+
+    name: str
+    aliases: list[str] = []
+    vendor: str
+    description: str = ""
+    calibration: Calibration
+    fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
+    sources: list[str] = []
+
+
 class GpuSpec(_Strict):
-    """One accelerator, from its datasheet, plus calibration factors and prices."""
+    """One accelerator, from its datasheet, plus its default software stack and prices."""
 
     name: str
     aliases: list[str] = []
@@ -57,21 +84,58 @@ class GpuSpec(_Strict):
     memory_gb: float = Field(gt=0)
     hbm_bw_gb_s: float = Field(gt=0)
     peak_tflops: dict[str, float] = Field(description="dense TFLOPS per precision (bf16, fp8, fp4)")
+    matmul_ceiling: dict[str, float] = Field(
+        {}, description="measured best-GEMM TFLOPS as a fraction of peak, per precision (1.0 where unknown)"
+    )
     interconnect_gb_s: float = Field(450.0, gt=0, description="per-GPU, per-direction GPU-to-GPU bandwidth")
+    max_gpus_per_node: int = Field(8, gt=0, description="largest tensor-parallel group on the fast interconnect")
     tdp_w: float = Field(700.0, gt=0)
     usd_per_gpu_hour: float = Field(2.5, ge=0, description="rental price")
     purchase_usd_per_gpu: float = Field(30000.0, ge=0)
-    calibration: Calibration = Calibration()
+    stack: str | None = Field(None, description="default software stack (default: '<vendor>-vllm')")
+    calibration: Calibration | None = Field(None, description="overrides the stack's factors when given")
     sources: list[str] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> "GpuSpec":
+        unknown = set(self.peak_tflops) - set(_PRECISION_ORDER)
+        if unknown:
+            raise ValueError(f"peak_tflops: unknown precision(s) {sorted(unknown)}")
+        if not any(p in self.peak_tflops for p in ("bf16", "fp16")):
+            raise ValueError("peak_tflops needs at least bf16 (or fp16)")
+        for p, v in self.matmul_ceiling.items():
+            if p not in _PRECISION_ORDER or not 0 < v <= 1:
+                raise ValueError(f"matmul_ceiling.{p} must be a known precision with 0 < value <= 1")
+        return self
+
+    def _lookup(self, table: dict[str, float], precision: str) -> tuple[str, float] | None:
+        start = _PRECISION_ORDER.index(precision) if precision in _PRECISION_ORDER else _PRECISION_ORDER.index("bf16")
+        for p in _PRECISION_ORDER[start:]:
+            if p in table:
+                return p, table[p]
+        return None
 
     def peak_flops(self, precision: str) -> float:
         """Dense peak FLOP/s for matmuls in ``precision``; falls back to the next wider format."""
-        order = ["fp4", "int4", "fp8", "int8", "bf16", "fp16", "fp32"]
-        start = order.index(precision) if precision in order else order.index("bf16")
-        for p in order[start:]:
-            if p in self.peak_tflops:
-                return self.peak_tflops[p] * 1e12
-        raise ConfigError(self.name, "peak_tflops", f"no peak for {precision} or any wider format")
+        hit = self._lookup(self.peak_tflops, precision)
+        if hit is None:
+            raise ConfigError(self.name, "peak_tflops", f"no peak for {precision} or any wider format")
+        return hit[1] * 1e12
+
+    def compute_precision(self, precision: str) -> str:
+        """The precision matmuls on ``precision`` weights actually run in on this GPU."""
+        hit = self._lookup(self.peak_tflops, precision)
+        return hit[0] if hit else "bf16"
+
+    def achievable_flops(self, precision: str) -> float:
+        """Peak × measured GEMM ceiling for the precision the matmuls run in (ceiling 1.0 where unmeasured)."""
+        p = self.compute_precision(precision)
+        ceiling = self._lookup(self.matmul_ceiling, p)
+        return self.peak_flops(precision) * (ceiling[1] if ceiling else 1.0)
+
+    @property
+    def default_stack(self) -> str:
+        return self.stack or f"{self.vendor}-vllm"
 
 
 class MlaSpec(_Strict):
@@ -79,6 +143,19 @@ class MlaSpec(_Strict):
 
     kv_lora_rank: int = Field(gt=0)
     rope_head_dim: int = Field(ge=0)
+    q_lora_rank: int | None = Field(None, gt=0)
+    nope_head_dim: int | None = Field(None, gt=0)
+    v_head_dim: int | None = Field(None, gt=0)
+
+
+class MoeSpec(_Strict):
+    """Mixture of experts: all experts' weights are held (and read), only ``experts_per_token`` compute."""
+
+    experts: int = Field(gt=0)
+    experts_per_token: int = Field(gt=0)
+    shared_experts: int = Field(0, ge=0)
+    expert_intermediate_size: int = Field(gt=0)
+    moe_layers: int | None = Field(None, gt=0, description="layers with experts (default: all)")
 
 
 class ModelSpec(_Strict):
@@ -88,6 +165,8 @@ class ModelSpec(_Strict):
     aliases: list[str] = []
     layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
+    intermediate_size: int | None = Field(None, gt=0)
+    vocab_size: int | None = Field(None, gt=0)
     attention_heads: int = Field(gt=0)
     kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
@@ -95,7 +174,22 @@ class ModelSpec(_Strict):
     params_active: float = Field(gt=0)
     max_context: int = Field(gt=0)
     mla: MlaSpec | None = None
+    moe: MoeSpec | None = None
+    kv_bytes_per_token_bf16: int | None = Field(None, description="published figure, checked against the formula")
     sources: list[str] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSpec":
+        if self.params_active > self.params_total:
+            raise ValueError(f"params_active ({self.params_active:.3g}) > params_total ({self.params_total:.3g})")
+        if self.kv_heads > self.attention_heads:
+            raise ValueError("kv_heads must be <= attention_heads")
+        if self.kv_bytes_per_token_bf16 is not None and self.kv_bytes_per_token_bf16 != 2 * self.kv_elements_per_token():
+            raise ValueError(
+                f"kv_bytes_per_token_bf16 {self.kv_bytes_per_token_bf16} disagrees with the architecture "
+                f"({2 * self.kv_elements_per_token()})"
+            )
+        return self
 
     def kv_elements_per_token(self) -> int:
         """Cached elements per token: ``2·layers·kv_heads·head_dim`` (GQA) or ``layers·(rank+rope)`` (MLA)."""
@@ -103,27 +197,55 @@ class ModelSpec(_Strict):
             return self.layers * (self.mla.kv_lora_rank + self.mla.rope_head_dim)
         return 2 * self.layers * self.kv_heads * self.head_dim
 
+    def attention_flops_per_pair(self) -> float:
+        """FLOPs of one (query, key) pair summed over layers.
+
+        GQA/MHA: ``4·L·heads·head_dim`` (QKᵀ and PV, 2 FLOPs per multiply-add). MLA with weight absorption
+        (how vLLM/SGLang decode DeepSeek-V3): scores over the ``rank+rope`` latent and values over the
+        ``rank`` latent for every head: ``2·L·heads·(2·rank + rope)``.
+        """
+        if self.mla is not None:
+            return 2.0 * self.layers * self.attention_heads * (2 * self.mla.kv_lora_rank + self.mla.rope_head_dim)
+        return 4.0 * self.layers * self.attention_heads * self.head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None or self.params_active < self.params_total
+
 
 def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def load_spec_file(path: Path, cls: type[BaseModel]) -> BaseModel:
+    """Read and validate one catalogue YAML file; errors name the file and field."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML ({exc.__class__.__name__})") from None
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(str(path), field, msg) from None
+
+
 def _load_dir(folder: Path, cls: type[BaseModel]) -> dict[str, BaseModel]:
     out: dict[str, BaseModel] = {}
+    owner: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")):
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(path), "", f"not valid YAML ({exc.__class__.__name__})") from None
-        try:
-            spec = cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(str(path), field, err["msg"]) from None
+        spec = load_spec_file(path, cls)
         names = [spec.name] + list(getattr(spec, "aliases", []))  # type: ignore[attr-defined]
         for n in names:
-            out[_norm(n)] = spec
+            key = _norm(n)
+            if key in owner and owner[key] != path:
+                raise ConfigError(str(path), "name", f"'{n}' is already defined in {owner[key].name}")
+            owner[key] = path
+            out[key] = spec
     return out
 
 
@@ -137,6 +259,11 @@ def _models(folder: str) -> dict[str, ModelSpec]:
     return _load_dir(Path(folder), ModelSpec)  # type: ignore[return-value]
 
 
+@lru_cache(maxsize=8)
+def _stacks(folder: str) -> dict[str, StackSpec]:
+    return _load_dir(Path(folder), StackSpec)  # type: ignore[return-value]
+
+
 def gpus(folder: Path | None = None) -> dict[str, GpuSpec]:
     """All GPU profiles by lower-case name and alias."""
     return _gpus(str(folder or hardware_dir() / "gpus"))
@@ -145,6 +272,19 @@ def gpus(folder: Path | None = None) -> dict[str, GpuSpec]:
 def models(folder: Path | None = None) -> dict[str, ModelSpec]:
     """All model specs by lower-case name and alias."""
     return _models(str(folder or hardware_dir() / "models"))
+
+
+def stacks(folder: Path | None = None) -> dict[str, StackSpec]:
+    """All software stacks by lower-case name and alias."""
+    return _stacks(str(folder or hardware_dir() / "stacks"))
+
+
+def unique(table: dict[str, BaseModel]) -> list[BaseModel]:
+    """Distinct specs of a catalogue table (aliases folded), in name order."""
+    seen: dict[str, BaseModel] = {}
+    for spec in table.values():
+        seen.setdefault(spec.name, spec)  # type: ignore[attr-defined]
+    return [seen[k] for k in sorted(seen)]
 
 
 def get_gpu(name: str, source: str = "scenario", field: str = "fleet.gpu") -> GpuSpec:
@@ -163,3 +303,25 @@ def get_model(name: str, source: str = "scenario", field: str = "fleet.model") -
         known = sorted({s.name for s in table.values()})
         raise ConfigError(source, field, f"unknown model '{name}' (known: {', '.join(known)})")
     return spec
+
+
+def get_stack(name: str, source: str = "scenario", field: str = "stack") -> StackSpec:
+    table = stacks()
+    spec = table.get(_norm(name))
+    if spec is None:
+        known = sorted({s.name for s in table.values()})
+        raise ConfigError(source, field, f"unknown software stack '{name}' (known: {', '.join(known)})")
+    return spec
+
+
+def resolve_calibration(gpu: GpuSpec, stack: str | None = None) -> Calibration:
+    """Factors for ``gpu``: the named ``stack``'s if given, else the GPU's own block, else its default stack's."""
+    if stack is not None:
+        return get_stack(stack).calibration
+    if gpu.calibration is not None:
+        return gpu.calibration
+    table = stacks()
+    spec = table.get(_norm(gpu.default_stack))
+    if spec is None:
+        raise ConfigError(gpu.name, "stack", f"unknown software stack '{gpu.default_stack}' and no calibration block")
+    return spec.calibration

@@ -101,6 +101,9 @@ class Engine(Strict):
     chunked_prefill: bool = True
     max_model_len: int | None = Field(None, gt=0)
     activation_reserve_gb_per_gpu: float = Field(1.0, ge=0)
+    num_gpu_blocks_override: int | None = Field(
+        None, gt=0, description="use this many KV blocks instead of the memory plan (as vLLM's flag)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "Engine":

@@ -1,10 +1,12 @@
-"""Performance model of one serving node: KV-cache sizing and roofline step time.
+"""Performance model of one serving node: memory plan, KV sizing and the roofline step time.
 
-A node is ``G`` GPUs of one type running one model with tensor parallelism ``G``.
+A node is ``G`` GPUs of one type running one model with tensor parallelism ``G``. Factors ``mfu``, ``mbu``,
+``overhead``, ``allreduce_*`` come from :func:`sim.catalog.resolve_calibration` (software stack or the GPU's own
+calibration block).
 
 Memory (design §3)::
 
-    weight_bytes        = params_total × bytes(weights)
+    weight_bytes        = params_total × bytes(weights)            (MoE: all experts are resident)
     kv_bytes_per_token  = kv_elements_per_token × bytes(kv)          (GQA: 2·L·kv_heads·head_dim; MLA: L·(rank+rope))
                           × replication (GQA with G > kv_heads replicates heads; MLA's latent is held by every rank)
     kv_capacity_tokens  = (G·mem·gpu_memory_utilization − weight_bytes − G·activation_reserve) / kv_bytes_per_token
@@ -12,10 +14,14 @@ Memory (design §3)::
 Step time of one engine iteration that computes ``T`` new tokens whose attention covers ``A`` (query, key)
 pairs and whose sequences hold ``C`` context tokens in total after the step::
 
-    t_compute = (2·active_params·T + 4·L·heads·head_dim·A) / (G · peak_flops · mfu)
+    F_w       = G · peak(weights precision) · ceiling · mfu          achievable matmul FLOP/s (FP8 weights → FP8 GEMMs,
+                                                                      FP4 on a GPU without FP4 → FP8, …)
+    F_a       = G · peak(bf16) · ceiling(bf16) · mfu                 attention runs in BF16
+    t_compute = 2·active_params·T / F_w + attn_flops_per_pair·A / F_a
+                (MoE: active = shared + top-k experts; attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
     t_memory  = (weight_bytes + kv_bytes_per_token·C) / (G · hbm_bw · mbu)
     t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
-    t         = max(t_compute, t_memory) + overhead + t_comm
+    t         = max(t_compute, t_memory) + overhead + overhead_per_token·T + t_comm
 
 Weights are read once per step whatever the batch: decode is bandwidth-bound at small batch and becomes
 compute-bound only at large batch. Every term is linear in ``T``, ``A`` and ``C``; during a run of decode-only
@@ -29,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .catalog import BYTES_PER_ELEMENT, GpuSpec, ModelSpec
+from .catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration
 from .errors import ConfigError
 
 GB = 1e9
@@ -50,6 +56,11 @@ class NodeMemory:
     kv_capacity_tokens: int
     kv_capacity_blocks: int
     block_size: int
+
+
+def weight_bytes_total(model: ModelSpec, weights: str) -> float:
+    """Resident weight bytes of the whole model: ``params_total × bytes(weights)`` (every MoE expert)."""
+    return model.params_total * BYTES_PER_ELEMENT[weights]
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_precision: str, gpus: int = 1) -> float:
@@ -73,7 +84,7 @@ def plan_memory(
     source: str = "scenario",
 ) -> NodeMemory:
     """KV capacity after weights; raises ConfigError naming the missing bytes if the model does not fit."""
-    weight_bytes = model.params_total * BYTES_PER_ELEMENT[weights]
+    weight_bytes = weight_bytes_total(model, weights)
     usable = gpus * gpu.memory_gb * GB * gpu_memory_utilization - gpus * activation_reserve_gb_per_gpu * GB
     kv_b = kv_bytes_per_token(model, kv_cache, gpus)
     free = usable - weight_bytes
@@ -109,12 +120,25 @@ class StepTimeModel:
     comm_s_per_token: float
 
     @classmethod
-    def build(cls, gpu: GpuSpec, model: ModelSpec, gpus: int, weights: str, kv_cache: str) -> "StepTimeModel":
-        cal = gpu.calibration
-        flops = gpus * gpu.peak_flops(weights) * cal.mfu
+    def build(
+        cls,
+        gpu: GpuSpec,
+        model: ModelSpec,
+        gpus: int,
+        weights: str,
+        kv_cache: str,
+        calibration: Calibration | None = None,
+        stack: str | None = None,
+    ) -> "StepTimeModel":
+        """Coefficients for ``gpus``× ``gpu`` serving ``model`` (formulas in the module docstring).
+
+        Factors: ``calibration`` if given, else :func:`~sim.catalog.resolve_calibration` (``stack`` or the GPU's).
+        """
+        cal = calibration if calibration is not None else resolve_calibration(gpu, stack)
+        flops_w = gpus * gpu.achievable_flops(weights) * cal.mfu
+        flops_a = gpus * gpu.achievable_flops("bf16") * cal.mfu
         bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
-        weight_bytes = model.params_total * BYTES_PER_ELEMENT[weights]
-        attn_flops_per_pair = 4.0 * model.layers * model.attention_heads * model.head_dim
+        weight_bytes = weight_bytes_total(model, weights)
         if gpus > 1:
             n_allreduce = 2 * model.layers
             link = gpu.interconnect_gb_s * GB * cal.allreduce_efficiency
@@ -123,14 +147,37 @@ class StepTimeModel:
         else:
             comm_const = comm_tok = 0.0
         return cls(
-            compute_s_per_token=2.0 * model.params_active / flops,
-            compute_s_per_attn_pair=attn_flops_per_pair / flops,
+            compute_s_per_token=2.0 * model.params_active / flops_w,
+            compute_s_per_attn_pair=model.attention_flops_per_pair() / flops_a,
             memory_s_const=weight_bytes / bw,
             memory_s_per_ctx_token=kv_bytes_per_token(model, kv_cache, gpus) / bw,
             overhead_s=cal.overhead_s,
             comm_s_const=comm_const,
-            comm_s_per_token=comm_tok,
+            comm_s_per_token=comm_tok + cal.overhead_s_per_token,
         )
+
+    # -- derived quantities for reports -----------------------------------------------------------------
+    def decode_step_s(self, batch: int, context_tokens: int) -> float:
+        """One decode step of ``batch`` sequences each holding ``context_tokens`` tokens before the step."""
+        ctx = batch * (context_tokens + 1)
+        return self.step_s(batch, ctx, ctx)
+
+    def prefill_s(self, prompt_tokens: int, chunk_tokens: int | None = None) -> float:
+        """Time to prefill one prompt alone, in chunks of ``chunk_tokens`` (one step when None)."""
+        chunk = prompt_tokens if not chunk_tokens else chunk_tokens
+        done, total = 0, 0.0
+        while done < prompt_tokens:
+            n = min(chunk, prompt_tokens - done)
+            end = done + n
+            total += self.step_s(n, attention_pairs(n, end), end)
+            done = end
+        return total
+
+    def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> str:
+        """Which roof limits the step: ``"compute"`` or ``"memory"``."""
+        compute = self.compute_s_per_token * tokens + self.compute_s_per_attn_pair * attn_pairs
+        memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
+        return "compute" if compute >= memory else "memory"
 
     # -- one step ---------------------------------------------------------------------------------------
     def step_s(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> float:

@@ -8,8 +8,8 @@ result into tables, a summary and plots.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol
 
 import numpy as np
 import simpy
@@ -51,6 +51,9 @@ def build_node_model(scenario: Scenario) -> NodeModel:
         eng.activation_reserve_gb_per_gpu,
         source=src,
     )
+    if eng.num_gpu_blocks_override is not None:
+        blocks = eng.num_gpu_blocks_override
+        memory = replace(memory, kv_capacity_blocks=blocks, kv_capacity_tokens=blocks * eng.block_size)
     perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache)
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
     return NodeModel(gpu, model, memory, perf, max_len)
@@ -63,16 +66,39 @@ class TimeSeries:
     interval_s: float
     time_s: list[float] = field(default_factory=list)
     arrivals: list[int] = field(default_factory=list)  # arrivals during the interval ending at time_s
-    completions: list[int] = field(default_factory=list)
+    completions: list[int] = field(default_factory=list)  # requests reaching a terminal status
     waiting: list[list[int]] = field(default_factory=list)
     running: list[list[int]] = field(default_factory=list)
     kv_used_blocks: list[list[int]] = field(default_factory=list)
     busy_s: list[list[float]] = field(default_factory=list)  # cumulative busy seconds per node
 
 
+class Tally:
+    """Request counts by outcome, kept as events happen (so they need no per-request records)."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.by_status = [0] * len(Status)
+
+    def count(self, req: Request) -> None:
+        self.by_status[req.status] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        b = self.by_status
+        terminal = b[Status.COMPLETED] + b[Status.REJECTED] + b[Status.SPILLED] + b[Status.FAILED]
+        return {
+            "arrived": self.arrived,
+            "completed": b[Status.COMPLETED],
+            "spilled": b[Status.SPILLED],
+            "rejected": b[Status.REJECTED],
+            "failed": b[Status.FAILED],
+            "in_flight": self.arrived - terminal,
+        }
+
+
 @dataclass
 class SimResult:
-    """Raw outcome of one run."""
+    """Raw outcome of one run. ``requests`` is empty when the run did not keep per-request records."""
 
     scenario: Scenario
     node_model: NodeModel
@@ -83,37 +109,58 @@ class SimResult:
     node_busy_s: list[float]
     node_steps: list[int]
     wall_s: float
+    tally: Tally
 
     def counts(self) -> dict[str, int]:
-        c = {"arrived": len(self.requests), "completed": 0, "spilled": 0, "rejected": 0, "failed": 0, "in_flight": 0}
-        for r in self.requests:
-            s = r.status
-            if s == Status.COMPLETED:
-                c["completed"] += 1
-            elif s == Status.REJECTED:
-                c["rejected"] += 1
-            elif s == Status.SPILLED:
-                c["spilled"] += 1
-            elif s == Status.FAILED:
-                c["failed"] += 1
-            else:
-                c["in_flight"] += 1
-        return c
+        """arrived = completed + spilled + rejected + failed + in_flight."""
+        return self.tally.as_dict()
 
 
 ProgressFn = Callable[[float, float], None]
+DoneFn = Callable[[Request], None]
 
 
-def simulate(scenario: Scenario, progress: ProgressFn | None = None) -> SimResult:
-    """Run ``scenario`` to the end of its drain; ``progress(sim_time_s, end_s)`` is called now and then."""
+class Dispatcher(Protocol):
+    """Decides where an arriving request goes (a node via the router, or elsewhere, e.g. a hosted API)."""
+
+    def dispatch(self, req: Request) -> None: ...
+
+
+class FleetDispatcher:
+    """Default dispatcher: every request goes to the node the router picks."""
+
+    def __init__(self, nodes: list, router) -> None:  # noqa: ANN001
+        self.nodes = nodes
+        self.router = router
+
+    def dispatch(self, req: Request) -> None:
+        self.nodes[self.router.pick(req)].submit(req)
+
+
+def simulate(
+    scenario: Scenario,
+    progress: ProgressFn | None = None,
+    keep_requests: bool = True,
+    on_request_done: DoneFn | None = None,
+) -> SimResult:
+    """Run ``scenario`` to the end of its drain.
+
+    ``progress(sim_time_s, duration_s)`` is called now and then. ``on_request_done(req)`` is called once per
+    request when it reaches a terminal status (completed, rejected, spilled, failed); with
+    ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
+    """
     wall0 = time.perf_counter()
     nm = build_node_model(scenario)
     env = simpy.Environment()
     requests: list[Request] = []
+    tally = Tally()
     done = [0]
 
-    def on_done(_req: Request) -> None:
+    def on_done(req: Request) -> None:
         done[0] += 1
+        tally.count(req)
+        if on_request_done is not None:
+            on_request_done(req)
 
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
     nodes = [
@@ -121,6 +168,7 @@ def simulate(scenario: Scenario, progress: ProgressFn | None = None) -> SimResul
         for i in range(scenario.fleet.nodes)
     ]
     router = make_router(scenario.router.policy, nodes, stream(scenario.seed, "router"))
+    dispatcher: Dispatcher = FleetDispatcher(nodes, router)
     series = TimeSeries(scenario.output.sample_interval_s)
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
@@ -140,9 +188,11 @@ def simulate(scenario: Scenario, progress: ProgressFn | None = None) -> SimResul
                     yield env.timeout(delay)
                 req = Request(rid, t, k, p, o, c)
                 rid += 1
-                requests.append(req)
+                tally.arrived += 1
+                if keep_requests:
+                    requests.append(req)
                 arrivals_since[0] += 1
-                nodes[router.pick(req)].submit(req)
+                dispatcher.dispatch(req)
 
     def sampler():  # noqa: ANN202 - SimPy process
         last_done = 0
@@ -171,7 +221,7 @@ def simulate(scenario: Scenario, progress: ProgressFn | None = None) -> SimResul
         env.run(until=t)
         if progress is not None:
             progress(t, duration)
-        if t >= end_limit or (t >= duration and done[0] >= len(requests)):
+        if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     return SimResult(
         scenario=scenario,
@@ -183,4 +233,5 @@ def simulate(scenario: Scenario, progress: ProgressFn | None = None) -> SimResul
         node_busy_s=[n.snapshot().busy_s for n in nodes],
         node_steps=[n.steps for n in nodes],
         wall_s=time.perf_counter() - wall0,
+        tally=tally,
     )
