@@ -61,26 +61,272 @@ class EmpiricalTokens(Strict):
     max: int = Field(10_000_000, ge=1)
 
 
-TokenDist = Annotated[Union[FixedTokens, LognormalTokens, EmpiricalTokens], Field(discriminator="dist")]
+class PmfTokens(Strict):
+    """Draw from a probability mass function stored as a CSV with ``value`` and ``probability`` columns
+    (e.g. the ServeGen aggregated PMFs in ``data/traces/servegen/``); probabilities are renormalised and
+    values clipped to [min, max]."""
+
+    dist: Literal["pmf"] = "pmf"
+    file: str
+    value_column: str = "value"
+    probability_column: str = "probability"
+    min: int = Field(1, ge=1)
+    max: int = Field(10_000_000, ge=1)
+
+
+TokenDist = Annotated[
+    Union[FixedTokens, LognormalTokens, EmpiricalTokens, PmfTokens], Field(discriminator="dist")
+]
+
+
+class ClassSlo(Strict):
+    """Per-class latency objectives (P95 targets); unset fields fall back to the scenario's ``slo``."""
+
+    ttft_p95_s: float | None = Field(None, gt=0)
+    tpot_p95_s: float | None = Field(None, gt=0)
+    e2e_p95_s: float | None = Field(None, gt=0)
 
 
 class RequestClass(Strict):
-    """A class of requests: its share of arrivals, token lengths and optional shared prefix."""
+    """A class of requests: its share of arrivals, token lengths and optional shared prefix.
+
+    ``share_by_hour`` (24 non-negative factors, hour 0 = 00:00–01:00 local) makes the share time-varying:
+    at clock hour h the class is drawn with weight ``share × factor(h)`` (factors are linearly interpolated
+    between hour centres). With a replayed ``trace`` the token distributions may be omitted (the trace's
+    own lengths are used)."""
 
     name: str
+    description: str = ""
     share: float = Field(gt=0)
-    input_tokens: TokenDist
-    output_tokens: TokenDist
+    share_by_hour: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=24, max_length=24)
+    input_tokens: TokenDist | None = None
+    output_tokens: TokenDist | None = None
     prefix_tokens: int = Field(0, ge=0, description="shared system-prompt length")
     prefix_hit_rate: float = Field(0.0, ge=0, le=1, description="probability the prefix is already cached")
     priority: int = 0
+    slo: ClassSlo | None = None
+
+    @field_validator("share_by_hour")
+    @classmethod
+    def _some_hour(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and max(v) <= 0:
+            raise ValueError("share_by_hour needs at least one positive factor")
+        return v
+
+
+# --- traffic shapes: rate multipliers, composed by multiplication ------------------------------------------
+Combine = Literal["multiply", "add"]
+
+
+class DailyCurve(Strict):
+    """Smooth daily cycle: log-rate is a cosine peaking at ``peak_hour`` with max/min = ``peak_to_trough``;
+    normalised to mean 1 over a day. ``sharpness`` > 1 narrows the peak (cosine raised to a power)."""
+
+    type: Literal["daily"]
+    peak_hour: float = Field(20.0, ge=0, lt=24)
+    peak_to_trough: float = Field(4.0, ge=1)
+    sharpness: float = Field(1.0, gt=0, le=8)
+
+
+class OfficeHours(Strict):
+    """Business-day curve: ``peak_to_trough``× between ``start_hour`` and ``end_hour`` with logistic edges
+    of width ``ramp_h``, plus an optional lunch dip; normalised to mean 1 over a day."""
+
+    type: Literal["office_hours"]
+    start_hour: float = Field(9.0, ge=0, lt=24)
+    end_hour: float = Field(18.0, gt=0, le=24)
+    peak_to_trough: float = Field(8.0, ge=1)
+    ramp_h: float = Field(1.0, gt=0, le=6)
+    lunch_dip: float = Field(0.0, ge=0, lt=1, description="fractional dip around 12:30")
+
+    @model_validator(mode="after")
+    def _check(self) -> "OfficeHours":
+        if self.end_hour <= self.start_hour:
+            raise ValueError(f"end_hour ({self.end_hour}) must be > start_hour ({self.start_hour})")
+        return self
+
+
+class HourlyProfile(Strict):
+    """24 relative hourly rates (hour 0 = 00:00–01:00), linearly interpolated between hour centres and
+    normalised to mean 1."""
+
+    type: Literal["hourly"]
+    values: list[Annotated[float, Field(ge=0)]] = Field(min_length=24, max_length=24)
+
+
+class WeeklyCurve(Strict):
+    """Weekday/weekend cycle: mean weekday rate / mean weekend-day rate = ``weekday_to_weekend`` (solved
+    exactly including the smooth ``ramp_h`` transitions at midnight); normalised to mean 1 over a week."""
+
+    type: Literal["weekly"]
+    weekday_to_weekend: float = Field(2.5, gt=0)
+    weekend_days: list[Annotated[int, Field(ge=0, le=6)]] = [5, 6]
+    ramp_h: float = Field(2.0, gt=0, le=12)
+
+
+class HarmonicTerm(Strict):
+    k: int = Field(ge=1)
+    cos: float
+    sin: float
+
+
+class Harmonic(Strict):
+    """Periodic log-rate ``Σ cos·cos(2πk t/P) + sin·sin(2πk t/P)`` (as written by ``fit``), normalised to
+    mean 1 over the period."""
+
+    type: Literal["harmonic"]
+    period_h: float = Field(gt=0)
+    terms: list[HarmonicTerm] = Field(min_length=1)
+
+
+class Launch(Strict):
+    """Launch spike: ramps (linearly over ``ramp_h``) to ``multiplier``× at ``start_h`` (hours after the run
+    starts), holds for ``duration_h``, ramps down to ``after``× (sustained uplift)."""
+
+    type: Literal["launch"]
+    start_h: float = Field(ge=0)
+    multiplier: float = Field(15.0, ge=0)
+    duration_h: float = Field(6.0, ge=0)
+    ramp_h: float = Field(0.5, gt=0)
+    after: float = Field(1.0, ge=0)
+    combine: Combine = "multiply"
+
+
+class Viral(Strict):
+    """Viral incident: from ``start_h`` the factor rises (smoothly, over ``rise_h``) to ``peak``×, then decays
+    back to 1 with half-life ``half_life_h``: f = 1 + (peak − 1)·rise(t)·2^(−(t−t_peak)/half_life)."""
+
+    type: Literal["viral"]
+    start_h: float = Field(ge=0)
+    peak: float = Field(60.0, ge=1)
+    rise_h: float = Field(2.0, gt=0)
+    half_life_h: float = Field(18.0, gt=0)
+    combine: Combine = "multiply"
+
+
+class BatchWindow(Strict):
+    """A scheduled window every day (or on ``days``, 0 = Monday): ``multiplier``× from ``start_hour`` for
+    ``duration_h`` with ramps of ``ramp_h``. With ``combine: add`` the excess ``(multiplier − 1) × rate_rps``
+    is added instead of multiplied (a batch job does not follow the diurnal curve)."""
+
+    type: Literal["batch"]
+    start_hour: float = Field(ge=0, lt=24)
+    duration_h: float = Field(gt=0, le=24)
+    multiplier: float = Field(ge=0)
+    ramp_h: float = Field(0.25, gt=0)
+    days: list[Annotated[int, Field(ge=0, le=6)]] = [0, 1, 2, 3, 4, 5, 6]
+    combine: Combine = "add"
+
+
+class Growth(Strict):
+    """Exponential growth: factor (1 + per_day)^(t/1 day)."""
+
+    type: Literal["growth"]
+    per_day: float = Field(gt=-1)
+
+
+class Piecewise(Strict):
+    """Factor through ``points`` ([hour after start, factor], hours ascending), held flat outside them."""
+
+    type: Literal["piecewise"]
+    points: list[tuple[float, Annotated[float, Field(ge=0)]]] = Field(min_length=1)
+    interp: Literal["linear", "step"] = "linear"
+    combine: Combine = "multiply"
+
+    @field_validator("points")
+    @classmethod
+    def _ascending(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        hours = [p[0] for p in v]
+        if any(b <= a for a, b in zip(hours, hours[1:])):
+            raise ValueError("points must have strictly ascending hours")
+        return v
+
+
+ShapeComponent = Annotated[
+    Union[DailyCurve, OfficeHours, HourlyProfile, WeeklyCurve, Harmonic, Launch, Viral, BatchWindow, Growth,
+          Piecewise],
+    Field(discriminator="type"),
+]
+
+
+class Shape(Strict):
+    """A rate shape: dimensionless factors whose product (plus any ``combine: add`` excesses) multiplies
+    ``traffic.rate_rps``. Periodic components are normalised to mean 1, so ``rate_rps`` is the mean rate
+    outside events. ``include`` names other shapes (files in ``traffic_shapes/`` or paths) to multiply in."""
+
+    name: str = ""
+    description: str = ""
+    include: list[str] = []
+    components: list[ShapeComponent] = []
+
+
+class Dispersion(Strict):
+    """Burstiness beyond Poisson. ``gamma_renewal``: arrivals are a renewal process in operational time
+    (∫λ) with gamma inter-arrivals of coefficient of variation ``cv``. ``modulated``: a Cox process whose
+    rate is multiplied by an independent mean-1 gamma factor of CV ``cv`` redrawn every ``window_s``."""
+
+    model: Literal["poisson", "gamma_renewal", "modulated"] = "poisson"
+    cv: float = Field(1.0, gt=0, le=50)
+    window_s: float = Field(60.0, gt=0)
+
+
+class TraceReplay(Strict):
+    """Replay a request trace with its own timestamps. Formats: ``azure`` (Azure LLM inference 2023 CSV),
+    ``mooncake`` (JSONL; ``hash_ids`` give cached prefix tokens, infinite cache in trace order),
+    ``burstgpt`` (CSV), ``vidur`` (Vidur/Splitwise ``arrived_at,num_prefill_tokens,num_decode_tokens``),
+    ``csv`` (name the columns). Rows with 0 input or 0 output tokens are dropped (BurstGPT failures).
+    ``window_s`` [start, end) is cut on the trace's own clock (seconds from its first request);
+    ``time_scale`` multiplies timestamps (0.5 = twice as fast); ``rate_scale`` k thins (k < 1) or superposes
+    ⌊k⌋ circularly shifted copies plus a thinned one (k > 1); ``loop`` repeats the trace until
+    ``duration_s``."""
+
+    file: str
+    format: Literal["auto", "azure", "mooncake", "burstgpt", "vidur", "csv"] = "auto"
+    time_column: str | None = None
+    input_column: str | None = None
+    output_column: str | None = None
+    time_unit: Literal["s", "ms", "us", "datetime"] = "s"
+    model: str | None = Field(None, description="BurstGPT: keep only rows of this Model")
+    window_s: tuple[float, float] | None = None
+    time_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
+    rate_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
+    loop: bool = False
+    hash_block_tokens: int = Field(512, gt=0, description="Mooncake: tokens per hash_ids block")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TraceReplay":
+        if self.window_s is not None and not (0 <= self.window_s[0] < self.window_s[1]):
+            raise ValueError(f"window_s must be [start, end) with 0 <= start < end (got {list(self.window_s)})")
+        if self.format == "csv" and (self.time_column is None or self.input_column is None
+                                     or self.output_column is None):
+            raise ValueError("format csv needs time_column, input_column and output_column")
+        return self
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class Traffic(Strict):
-    """Arrivals: a Poisson process at ``rate_rps`` over a mix of request classes (shares are normalised)."""
+    """Arrivals. Either a (non-homogeneous) Poisson process at ``rate_rps × shape(t)`` — ``shape`` is a file
+    name in ``traffic_shapes/``, a path, an inline shape, or a list of these multiplied together; with no
+    shape the rate is constant — or a replayed ``trace`` (``rate_rps``, if given, rescales it to that mean
+    rate). Simulated time 0 is ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and
+    weekly curves). Arrivals are split over ``classes`` by share (shares are normalised)."""
 
-    rate_rps: float = Field(gt=0)
-    classes: list[RequestClass] = Field(min_length=1)
+    rate_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
+    shape: str | Shape | list[str | Shape] | None = None
+    dispersion: Dispersion = Dispersion()
+    trace: TraceReplay | None = None
+    start_weekday: Weekday = "mon"
+    start_hour: float = Field(0.0, ge=0, lt=24)
+    classes: list[RequestClass] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_trace_class(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("trace") is not None and not data.get("classes"):
+            data = {**data, "classes": [{"name": "trace", "share": 1.0}]}
+        return data
 
     @field_validator("classes")
     @classmethod
@@ -89,6 +335,25 @@ class Traffic(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
         return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Traffic":
+        if self.trace is None:
+            if self.rate_rps is None:
+                raise ValueError("rate_rps is required (unless a trace is replayed)")
+            if not self.classes:
+                raise ValueError("classes: at least one request class is required")
+            for i, c in enumerate(self.classes):
+                if c.input_tokens is None or c.output_tokens is None:
+                    raise ValueError(f"classes.{i} ({c.name}): input_tokens and output_tokens are required")
+        else:
+            if self.shape is not None:
+                raise ValueError("shape and trace are exclusive (a trace keeps its own timestamps)")
+            if self.dispersion.model != "poisson":
+                raise ValueError("dispersion applies to shaped traffic, not to a replayed trace")
+            if self.rate_rps is not None and self.trace.rate_scale != 1.0:
+                raise ValueError("give either rate_rps (target mean rate) or trace.rate_scale, not both")
+        return self
 
 
 class Engine(Strict):

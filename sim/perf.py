@@ -208,20 +208,53 @@ class StepTimeModel:
         return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
 
     def decode_steps_within(self, batch: int, ctx0: float, budget_s: float, max_steps: int) -> int:
-        """Largest ``n ≤ max_steps`` with ``decode_run_s(batch, ctx0, n) ≤ budget_s`` (binary search)."""
+        """Largest ``n ≤ max_steps`` with ``decode_run_s(batch, ctx0, n) ≤ budget_s``.
+
+        Each line's own sum is a lower bound of the run time, so solving its quadratic gives an upper bound
+        on ``n``; the smaller bound is exact while one line dominates and a few steps off near the crossing,
+        which a check (and, rarely, a bisection) settles. O(1) in the usual case.
+        """
         if budget_s <= 0 or max_steps <= 0:
             return 0
-        lo, hi = 0, max_steps
-        if self.decode_run_s(batch, ctx0, hi) <= budget_s:
-            return hi
-        # invariant: run(lo) <= budget < run(hi); start from the constant-step estimate
-        first = self.decode_run_s(batch, ctx0, 1)
-        guess = min(hi - 1, int(budget_s / first)) if first > 0 else hi - 1
-        if guess > lo and self.decode_run_s(batch, ctx0, guess) <= budget_s:
-            lo = guess
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        one_line = None
+        if a1 + b1 >= a2 + b2 and a1 + b1 * max_steps >= a2 + b2 * max_steps:
+            one_line = (a1 + k, b1)
+        elif a2 + b2 >= a1 + b1 and a2 + b2 * max_steps >= a1 + b1 * max_steps:
+            one_line = (a2 + k, b2)
+        if one_line is not None:
+            # one line dominates the whole range: the run time is exactly its sum; solve the quadratic
+            a, b = one_line
+            if b > 0:
+                half = a + b / 2.0
+                root = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
+            else:
+                root = budget_s / a if a > 0 else float(max_steps)
+            frac = root - math.floor(root)
+            if root >= max_steps:
+                return max_steps
+            if 1e-7 < frac < 1 - 1e-7:  # far enough from an integer for rounding not to matter
+                return int(root)
+        hi = max_steps
+        for a, b in ((a1 + k, b1), (a2 + k, b2)):
+            # Σ_{j=1..n} (a + b·j) = a·n + b·n(n+1)/2 ≤ budget
+            if b > 0:
+                half = a + b / 2.0
+                n = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
+            else:
+                n = budget_s / a if a > 0 else float(max_steps)
+            hi = min(hi, int(n) + 1)
+        hi = max(hi, 0)
+        run = self.decode_run_s
+        for n in (hi, hi - 1, hi - 2):
+            if n <= 0:
+                return 0
+            if run(batch, ctx0, n) <= budget_s:
+                return n  # n + 1 failed (or n is the upper bound), so n is the largest
+        lo, hi = 0, hi - 2  # run(hi) > budget
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self.decode_run_s(batch, ctx0, mid) <= budget_s:
+            if run(batch, ctx0, mid) <= budget_s:
                 lo = mid
             else:
                 hi = mid

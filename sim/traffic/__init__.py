@@ -1,0 +1,15 @@
+"""Traffic: rate shapes, exact NHPP sampling, request classes, trace replay and shape fitting.
+
+See ``docs/traffic.md``. :func:`arrival_chunks` is the simulation's interface."""
+
+from .arrivals import ArrivalChunk, arrival_chunks, rate_curve, traffic_chunks
+from .classes import Z95, ClassMix, TokenSampler, read_pmf, resolve_data_path
+from .sampling import CHUNK, GammaModulation, nhpp_times, poisson_times, renewal_times
+from .shapes import RateCurve, available_shapes, resolve_components
+from .traces import Trace, read_trace, replay
+
+__all__ = [
+    "CHUNK", "Z95", "ArrivalChunk", "ClassMix", "GammaModulation", "RateCurve", "TokenSampler", "Trace",
+    "arrival_chunks", "available_shapes", "nhpp_times", "poisson_times", "rate_curve", "read_pmf", "read_trace",
+    "renewal_times", "replay", "resolve_components", "resolve_data_path", "traffic_chunks",
+]

@@ -1,0 +1,40 @@
+"""Closed forms the fast engine relies on: decode-run time and its inverse."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.perf import StepTimeModel, attention_pairs
+
+coef = st.one_of(st.just(0.0), st.floats(1e-9, 1e-2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(coefs=st.tuples(*[coef] * 7), batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
+       steps=st.integers(1, 3000))
+def test_decode_run_equals_sum_of_steps(coefs, batch, ctx0, steps):
+    m = StepTimeModel(*coefs)
+    total = sum(m.step_s(batch, ctx0 + batch * j, ctx0 + batch * j) for j in range(1, steps + 1))
+    assert abs(m.decode_run_s(batch, ctx0, steps) - total) <= 1e-9 * max(1.0, total)
+
+
+@settings(max_examples=500, deadline=None)
+@given(coefs=st.tuples(*[coef] * 7), batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
+       max_steps=st.integers(1, 5000), frac=st.floats(0, 1.3), exact=st.booleans())
+def test_steps_within_is_the_exact_inverse(coefs, batch, ctx0, max_steps, frac, exact):
+    m = StepTimeModel(*coefs)
+    if exact:  # budgets that land exactly on a step boundary
+        budget = m.decode_run_s(batch, ctx0, int(frac * max_steps) % (max_steps + 1))
+    else:
+        budget = frac * m.decode_run_s(batch, ctx0, max_steps)
+    n = m.decode_steps_within(batch, ctx0, budget, max_steps)
+    assert 0 <= n <= max_steps
+    assert n == 0 or m.decode_run_s(batch, ctx0, n) <= budget
+    assert n == max_steps or m.decode_run_s(batch, ctx0, n + 1) > budget
+
+
+def test_attention_pairs_is_causal_triangle():
+    # 3 new tokens at positions 8, 9, 10 attend to 8 + 9 + 10 keys
+    assert attention_pairs(3, 10) == 27
+    assert attention_pairs(1, 10) == 10
