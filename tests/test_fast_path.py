@@ -8,10 +8,12 @@ from hypothesis import strategies as st
 from sim.perf import StepTimeModel, attention_pairs
 
 coef = st.one_of(st.just(0.0), st.floats(1e-9, 1e-2))
+# every real step reads the weights, so memory_s_const > 0 (a zero-time step is not a model)
+coefs7 = st.tuples(coef, coef, st.floats(1e-6, 1e-1), coef, coef, coef, coef)
 
 
 @settings(max_examples=300, deadline=None)
-@given(coefs=st.tuples(*[coef] * 7), batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
+@given(coefs=coefs7, batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
        steps=st.integers(1, 3000))
 def test_decode_run_equals_sum_of_steps(coefs, batch, ctx0, steps):
     m = StepTimeModel(*coefs)
@@ -20,7 +22,7 @@ def test_decode_run_equals_sum_of_steps(coefs, batch, ctx0, steps):
 
 
 @settings(max_examples=500, deadline=None)
-@given(coefs=st.tuples(*[coef] * 7), batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
+@given(coefs=coefs7, batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
        max_steps=st.integers(1, 5000), frac=st.floats(0, 1.3), exact=st.booleans())
 def test_steps_within_is_the_exact_inverse(coefs, batch, ctx0, max_steps, frac, exact):
     m = StepTimeModel(*coefs)
