@@ -39,6 +39,7 @@ BYTES_PER_ELEMENT: dict[str, float] = {
 # narrowest first: a precision without its own peak runs at the next wider one (FP4 weights on Hopper
 # are de-quantised and multiplied in FP8)
 _PRECISION_ORDER = ["fp4", "int4", "fp8", "int8", "bf16", "fp16", "fp32"]
+_SAME = {"bf16": ("bf16", "fp16"), "fp16": ("fp16", "bf16")}  # same tensor-core rate
 
 
 class _Strict(BaseModel):
@@ -111,8 +112,9 @@ class GpuSpec(_Strict):
     def _lookup(self, table: dict[str, float], precision: str) -> tuple[str, float] | None:
         start = _PRECISION_ORDER.index(precision) if precision in _PRECISION_ORDER else _PRECISION_ORDER.index("bf16")
         for p in _PRECISION_ORDER[start:]:
-            if p in table:
-                return p, table[p]
+            for q in _SAME.get(p, (p,)):
+                if q in table:
+                    return q, table[q]
         return None
 
     def peak_flops(self, precision: str) -> float:

@@ -383,10 +383,69 @@ class Engine(Strict):
 Precision = Literal["bf16", "fp16", "fp8", "int8", "fp4", "int4"]
 
 
-class Fleet(Strict):
-    """``nodes`` identical serving replicas, each ``gpus_per_node`` GPUs with tensor parallelism."""
+class OnDemand(Strict):
+    """Nodes started by the autoscaler: paid from the start request until terminated.
 
-    nodes: int = Field(gt=0)
+    Start-up delay = ``provision_s`` (VM/instance start) + ``model_load_s`` (weights into GPU memory)."""
+
+    max_nodes: int = Field(4, ge=0)
+    provision_s: float = Field(120.0, ge=0)
+    model_load_s: float = Field(45.0, ge=0)
+    price_multiplier: float = Field(1.0, gt=0, description="× the reserved $/GPU-hour")
+
+
+class Spot(Strict):
+    """Discounted nodes that the provider evicts (a Poisson process per node) after ``notice_s`` warning.
+
+    On notice the node takes no new requests; at eviction its unfinished requests are re-dispatched to the
+    rest of the fleet (``on_eviction: requeue``, recomputed from scratch) or to the hosted API
+    (``spill``, when one is configured). With ``replace``, a new spot node is requested at once and
+    serves after the on-demand start-up delay."""
+
+    nodes: int = Field(0, ge=0)
+    discount: float = Field(0.7, ge=0, lt=1, description="fraction off the reserved $/GPU-hour")
+    evictions_per_node_hour: float = Field(0.05, ge=0)
+    notice_s: float = Field(120.0, ge=0)
+    on_eviction: Literal["requeue", "spill"] = "requeue"
+    replace: bool = True
+
+
+class Autoscaler(Strict):
+    """Scales on-demand nodes every ``interval_s``.
+
+    * ``target_utilisation``: desired = ceil(up × signal / target), signal = mean KV-cache use of up nodes
+      (``metric: kv``) or running sequences / max_num_seqs (``metric: running``) — the HPA rule.
+    * ``queue``: +1 node while waiting requests per up node > ``scale_up_queue``; −1 below ``scale_down_queue``.
+    * ``schedule``: desired total nodes by hour of day (``schedule``: list of [hour, nodes], step function),
+      or, with ``rps_per_node``, from the traffic forecast: ceil(rate(t + lead_s) / rps_per_node).
+    Scale-down drains a node (no new requests; billed until its last request finishes) and waits
+    ``scale_down_cooldown_s`` after any scaling action."""
+
+    policy: Literal["none", "target_utilisation", "queue", "schedule"] = "none"
+    interval_s: float = Field(30.0, gt=0)
+    metric: Literal["kv", "running"] = "kv"
+    target_utilisation: float = Field(0.7, gt=0, le=1)
+    scale_up_queue: float = Field(2.0, ge=0)
+    scale_down_queue: float = Field(0.1, ge=0)
+    scale_down_cooldown_s: float = Field(300.0, ge=0)
+    schedule: list[tuple[float, int]] = []
+    rps_per_node: float | None = Field(None, gt=0)
+    lead_s: float | None = Field(None, ge=0, description="forecast lead; default: the start-up delay")
+
+    @field_validator("schedule")
+    @classmethod
+    def _sorted_hours(cls, v: list[tuple[float, int]]) -> list[tuple[float, int]]:
+        for hour, nodes in v:
+            if not 0 <= hour < 24 or nodes < 0:
+                raise ValueError(f"schedule entries are [hour in 0..24, nodes >= 0], got [{hour}, {nodes}]")
+        return sorted(v)
+
+
+class Fleet(Strict):
+    """``nodes`` reserved serving replicas (always up, always paid), each ``gpus_per_node`` GPUs with tensor
+    parallelism, plus optional ``spot`` nodes and autoscaled ``on_demand`` nodes of the same kind."""
+
+    nodes: int = Field(ge=0)
     gpu: str = "H100-SXM"
     gpus_per_node: int = Field(1, gt=0)
     model: str = "Llama-3.1-8B"
@@ -394,6 +453,23 @@ class Fleet(Strict):
     kv_cache: Precision = "bf16"
     engine: Engine = Engine()
     engine_impl: Literal["fast", "reference"] = "fast"
+    on_demand: OnDemand = OnDemand(max_nodes=0)
+    spot: Spot = Spot()
+    autoscaler: Autoscaler = Autoscaler()
+
+    @model_validator(mode="after")
+    def _check_fleet(self) -> "Fleet":
+        # at least one node unless every request goes to a hosted API: checked in Scenario._check_spill
+        if self.autoscaler.policy != "none" and self.on_demand.max_nodes < 1:
+            raise ValueError("an autoscaler needs on_demand.max_nodes >= 1")
+        if self.autoscaler.policy == "schedule" and not self.autoscaler.schedule and not self.autoscaler.rps_per_node:
+            raise ValueError("autoscaler policy 'schedule' needs a schedule or rps_per_node")
+        return self
+
+    @property
+    def max_nodes(self) -> int:
+        """Node slots: reserved, then spot, then on-demand."""
+        return self.nodes + self.spot.nodes + self.on_demand.max_nodes
 
 
 class Router(Strict):
@@ -437,6 +513,181 @@ class Output(Strict):
     sample_interval_s: float = Field(1.0, gt=0)
 
 
+# --- hosted API and spill policies (issue 5) -----------------------------------------------------------
+class ApiLatency(Strict):
+    """Latency of one API call: TTFT = ``network_s`` + lognormal(``ttft_median_s``, ``ttft_p95_s``) +
+    ``ttft_s_per_input_token`` × uncached input tokens; then the remaining output tokens stream at a per-call
+    rate drawn lognormal with median ``output_tokens_per_s`` and coefficient of variation ``output_rate_cv``."""
+
+    ttft_median_s: float = Field(0.4, gt=0)
+    ttft_p95_s: float = Field(1.2, gt=0)
+    ttft_s_per_input_token: float = Field(0.0001, ge=0)
+    network_s: float = Field(0.05, ge=0, description="client ↔ provider round trip added to TTFT")
+    output_tokens_per_s: float = Field(85.0, gt=0)
+    output_rate_cv: float = Field(0.2, ge=0, le=3)
+    batch_median_s: float = Field(7200.0, gt=0, description="batch tier: median completion time")
+    batch_p95_s: float = Field(14400.0, gt=0, description="batch tier: 95th percentile completion time")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ApiLatency":
+        if self.ttft_p95_s < self.ttft_median_s:
+            raise ValueError(f"ttft_p95_s ({self.ttft_p95_s}) must be >= ttft_median_s ({self.ttft_median_s})")
+        if self.batch_p95_s < self.batch_median_s:
+            raise ValueError(f"batch_p95_s ({self.batch_p95_s}) must be >= batch_median_s ({self.batch_median_s})")
+        return self
+
+
+class ApiLimits(Strict):
+    """Account limits, each a token bucket refilled continuously and holding ``bucket_s`` seconds of its
+    per-minute limit (60: one minute's worth). Tokens counted are the call's input + output tokens (``tpm``),
+    or input / output alone (``input_tpm`` / ``output_tpm``, Anthropic style). A call over any limit, or over
+    ``max_concurrency`` calls in progress, is answered 429 at once and not billed. None: no limit."""
+
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    input_tpm: float | None = Field(None, gt=0)
+    output_tpm: float | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(None, gt=0)
+    bucket_s: float = Field(60.0, gt=0, le=3600)
+
+
+class ApiRetry(Strict):
+    """Client retry policy: after a 429, a 5xx (outage), a transient failure or a timeout, wait
+    ``min(backoff_max_s, backoff_base_s × multiplier^(k−1))`` before retry k (``full`` jitter: a uniform draw
+    in [0, that]; ``equal``: half fixed, half uniform; ``none``), at most ``max_retries`` times; then give up.
+    ``timeout_s``: the client abandons an attempt not finished by then (the work done is billed)."""
+
+    max_retries: int = Field(2, ge=0, le=50)
+    backoff_base_s: float = Field(1.0, ge=0)
+    multiplier: float = Field(2.0, ge=1)
+    backoff_max_s: float = Field(30.0, ge=0)
+    jitter: Literal["full", "equal", "none"] = "full"
+    timeout_s: float | None = Field(120.0, gt=0)
+
+
+class ApiOutage(Strict):
+    """A window [start_s, end_s) of simulated time in which every call fails at once with a 5xx (not billed)."""
+
+    start_s: float = Field(ge=0)
+    end_s: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ApiOutage":
+        if self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be > start_s ({self.start_s})")
+        return self
+
+
+class Api(Strict):
+    """The hosted API that spilled requests go to. ``provider`` + ``model`` pick an entry of the catalogue
+    (``hardware_profiles/apis.yaml``); any price, ``latency``, ``limits`` or ``failure_rate`` given here
+    overrides it (without a catalogue entry, the prices are required). Prices are USD per million tokens;
+    the cached-input price applies to a request's prefix-cached tokens (default: the input price); the batch
+    tier costs ``1 − batch_discount`` of the synchronous price. ``failure_rate``: chance that an admitted call
+    fails part-way (the work processed until then is billed). ``on_give_up``: what happens to a request whose
+    retries are exhausted: ``fail`` (status failed) or ``fleet`` (queue it on the fleet after all)."""
+
+    provider: str | None = None
+    model: str | None = None
+    input_usd_per_mtok: float | None = Field(None, ge=0)
+    output_usd_per_mtok: float | None = Field(None, ge=0)
+    cached_input_usd_per_mtok: float | None = Field(None, ge=0)
+    batch_discount: float | None = Field(None, ge=0, lt=1)
+    latency: ApiLatency | None = None
+    limits: ApiLimits | None = None
+    failure_rate: float | None = Field(None, ge=0, le=1)
+    retry: ApiRetry = ApiRetry()
+    outages: list[ApiOutage] = []
+    on_give_up: Literal["fail", "fleet"] = "fail"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Api":
+        if self.provider is None and (self.input_usd_per_mtok is None or self.output_usd_per_mtok is None):
+            raise ValueError("give provider (and model) from the API catalogue, or input_usd_per_mtok and "
+                             "output_usd_per_mtok")
+        return self
+
+
+class LateSpill(Strict):
+    """Re-decide for queued requests: every ``check_every_s``, a request still waiting on a node after
+    ``after_s`` (and never scheduled) is taken off the queue and sent to the API."""
+
+    after_s: float = Field(gt=0)
+    check_every_s: float = Field(1.0, gt=0)
+
+
+class _SpillBase(Strict):
+    late: LateSpill | None = None
+
+
+class NeverSpill(_SpillBase):
+    """Never spill: every request queues on the fleet."""
+
+    policy: Literal["never"]
+
+
+class AllApi(_SpillBase):
+    """Send every request to the API (usually with ``fleet.nodes: 0``)."""
+
+    policy: Literal["all_api"]
+
+
+class QueueLengthSpill(_SpillBase):
+    """Spill when the node the router picked already has ``max_waiting`` or more requests waiting."""
+
+    policy: Literal["queue_length"]
+    max_waiting: int = Field(ge=0)
+
+
+class QueueWaitSpill(_SpillBase):
+    """Spill when the expected wait before the request is first scheduled exceeds ``max_wait_s``."""
+
+    policy: Literal["queue_wait"]
+    max_wait_s: float = Field(gt=0)
+
+
+class PredictedTtftSpill(_SpillBase):
+    """Spill when the fleet's predicted TTFT exceeds ``margin`` × the TTFT target (``ttft_s``, default the
+    request class's or the scenario's ``slo.ttft_p95_s``)."""
+
+    policy: Literal["predicted_ttft"]
+    ttft_s: float | None = Field(None, gt=0)
+    margin: float = Field(1.0, gt=0)
+
+
+class KvPressureSpill(_SpillBase):
+    """Spill when the node's KV cache, counting the prompts already waiting and this one, would be over
+    ``max_kv_fraction`` of its capacity."""
+
+    policy: Literal["kv_pressure"]
+    max_kv_fraction: float = Field(0.9, gt=0, le=1)
+
+
+class ClassBasedSpill(_SpillBase):
+    """Requests of ``classes`` (or with at least ``min_input_tokens`` input tokens) always go to the API;
+    ``batch_classes`` go to the API's batch tier; the rest stay on the fleet."""
+
+    policy: Literal["class_based"]
+    classes: list[str] = []
+    batch_classes: list[str] = []
+    min_input_tokens: int | None = Field(None, gt=0)
+
+
+class RateBudgetSpill(_SpillBase):
+    """Own up to ``fleet_rps`` requests/s (a token bucket holding ``burst_s`` seconds of it); spill the rest."""
+
+    policy: Literal["rate_budget"]
+    fleet_rps: float = Field(gt=0)
+    burst_s: float = Field(10.0, gt=0)
+
+
+SpillPolicySpec = Annotated[
+    Union[NeverSpill, AllApi, QueueLengthSpill, QueueWaitSpill, PredictedTtftSpill, KvPressureSpill,
+          ClassBasedSpill, RateBudgetSpill],
+    Field(discriminator="policy"),
+]
+
+
 class Scenario(Strict):
     """A complete simulation: traffic into a fleet for ``duration_s`` seconds of simulated time."""
 
@@ -452,6 +703,8 @@ class Scenario(Strict):
     slo: Slo = Slo()
     pricing: Pricing = Pricing()
     output: Output = Output()
+    api: Api | None = None
+    spill: SpillPolicySpec | None = None
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="scenario")
@@ -470,6 +723,24 @@ class Scenario(Strict):
     def _check(self) -> "Scenario":
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be < duration_s ({self.duration_s})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_spill(self) -> "Scenario":
+        policy = self.spill.policy if self.spill is not None else "never"
+        if self.fleet.nodes + self.fleet.spot.nodes < 1 and policy != "all_api":
+            raise ValueError("the fleet needs at least one node at the start (fleet.nodes + fleet.spot.nodes >= 1)"
+                             " unless spill.policy is all_api")
+        if policy != "never" and self.api is None:
+            raise ValueError(f"spill policy '{policy}' needs an api section (where spilled requests go)")
+        if self.fleet.max_nodes == 0 and self.api is not None and self.api.on_give_up == "fleet":
+            raise ValueError("api.on_give_up 'fleet' needs a fleet (it has no nodes)")
+        if isinstance(self.spill, ClassBasedSpill):
+            names = {c.name for c in self.traffic.classes}
+            for key in ("classes", "batch_classes"):
+                unknown = [c for c in getattr(self.spill, key) if c not in names]
+                if unknown:
+                    raise ValueError(f"spill.{key}: unknown request class(es) {unknown} (known: {sorted(names)})")
         return self
 
 

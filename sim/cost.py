@@ -9,8 +9,9 @@ Owned, per GPU-hour (guide's TCO table; all inputs in ``pricing.owned``)::
   + power_kw × colo_usd_per_kw_month × 12 / 8760
   + (maintenance_usd_per_gpu_year + ops_usd_per_gpu_year) / 8760
 
-GPUs are paid for the whole period (``duration_s``) whether busy or idle, which is why cost per token falls
-as utilisation rises. Cost per million tokens divides all cost in the period by the tokens of completed
+Reserved GPUs are paid for the whole period (``duration_s``) whether busy or idle, which is why cost per
+token falls as utilisation rises; on-demand and spot nodes are paid per second from their start request to
+their termination (clipped to the period). Cost per million tokens divides all cost in the period by the tokens of completed
 requests (``usd_per_mtok_output``: output tokens only; ``usd_per_mtok_total``: input + output).
 """
 
@@ -42,19 +43,35 @@ def usd_per_gpu_hour(scenario: Scenario, gpu: GpuSpec) -> float:
     return p.usd_per_gpu_hour if p.usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour
 
 
+def kind_usd_per_gpu_hour(scenario: Scenario, gpu: GpuSpec) -> dict[str, float]:
+    """$/GPU-hour per node kind: reserved at the pricing mode's rate; on-demand and spot are always rented
+    (on-demand at ``price_multiplier`` × the rental price, spot at ``1 − discount`` of it)."""
+    p = scenario.pricing
+    rental = p.usd_per_gpu_hour if p.usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour
+    return {
+        "reserved": usd_per_gpu_hour(scenario, gpu),
+        "on_demand": rental * scenario.fleet.on_demand.price_multiplier,
+        "spot": rental * (1.0 - scenario.fleet.spot.discount),
+    }
+
+
 def cost_breakdown(
     scenario: Scenario,
     gpu: GpuSpec,
     input_tokens: float,
     output_tokens: float,
     api_usd: float = 0.0,
-    gpu_hours: float | None = None,
+    gpu_hours: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Totals and per-token costs. ``gpu_hours`` defaults to all nodes up for the whole period."""
+    """Totals and per-token costs. ``gpu_hours`` (billed GPU-hours by node kind) defaults to the reserved
+    nodes for the whole period."""
     if gpu_hours is None:
-        gpu_hours = scenario.fleet.nodes * scenario.fleet.gpus_per_node * scenario.duration_s / 3600.0
-    rate = usd_per_gpu_hour(scenario, gpu)
-    self_host = gpu_hours * rate
+        gpu_hours = {"reserved": scenario.fleet.nodes * scenario.fleet.gpus_per_node * scenario.duration_s / 3600.0}
+    rates = kind_usd_per_gpu_hour(scenario, gpu)
+    by_kind = {k: h * rates[k] for k, h in gpu_hours.items()}
+    self_host = sum(by_kind.values())
+    total_hours = sum(gpu_hours.values())
+    rate = self_host / total_hours if total_hours > 0 else rates["reserved"]
     total = self_host + api_usd
     out_m = output_tokens / 1e6
     all_m = (input_tokens + output_tokens) / 1e6
@@ -62,8 +79,10 @@ def cost_breakdown(
         "total_usd": total,
         "self_host_usd": self_host,
         "api_usd": api_usd,
-        "gpu_hours": gpu_hours,
+        "gpu_hours": total_hours,
         "usd_per_gpu_hour": rate,
+        "self_host_usd_by_kind": by_kind,
+        "gpu_hours_by_kind": dict(gpu_hours),
         "pricing_mode": scenario.pricing.mode,
         "usd_per_mtok_output": total / out_m if out_m > 0 else None,
         "usd_per_mtok_total": total / all_m if all_m > 0 else None,

@@ -12,8 +12,8 @@ Definitions (as in vLLM's ``benchmark_serving``):
   own TTFT, TPOT and E2E are all within the targets (a rejected or failed request misses). ``slo.met``: every
   P95 target holds.
 * ``throughput.*`` = completed requests / tokens per second of the arrival window (``duration_s``).
-* ``utilisation.busy_fraction`` = share of node-time spent executing engine steps over ``duration_s``;
-  ``kv_fraction_*`` = time-sampled KV blocks in use / capacity, over all nodes and samples in the window.
+* ``utilisation.busy_fraction`` = share of up-node time spent executing engine steps over ``duration_s``;
+  ``kv_fraction_*`` = time-sampled KV blocks in use / capacity of the nodes up, over samples in the window.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     busy = np.diff(np.vstack([np.zeros((1, busy_cum.shape[1])), busy_cum]), axis=0) / interval
     busy = np.clip(busy, 0.0, 1.0)
     nodes = waiting.shape[1]
+    up = np.asarray(s.nodes_up, dtype=np.int64) if s.nodes_up else np.full(len(t), nodes)
+    up_safe = np.maximum(up, 1)
     fleet = pd.DataFrame(
         {
             "time_s": t,
@@ -100,14 +102,17 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "running_seqs": running.sum(axis=1),
             "in_system": waiting.sum(axis=1) + running.sum(axis=1),
             "kv_used_blocks": kv.sum(axis=1),
-            "kv_fraction": kv.sum(axis=1) / (cap * nodes),
-            "busy_fraction": busy.mean(axis=1),
+            "kv_fraction": kv.sum(axis=1) / (cap * up_safe),
+            "busy_fraction": busy.sum(axis=1) / up_safe,
+            "nodes_up": up,
+            "nodes_billed": np.asarray(s.nodes_billed, dtype=np.int64) if s.nodes_billed else up,
         }
     )
     per_node = pd.DataFrame(
         {
             "time_s": np.repeat(t, nodes),
             "node": np.tile(np.arange(nodes), len(t)),
+            "up": np.asarray(s.up, dtype=bool).ravel() if s.up else np.ones(len(t) * nodes, dtype=bool),
             "queue_len": waiting.ravel(),
             "running_seqs": running.ravel(),
             "kv_used_blocks": kv.ravel(),
@@ -175,6 +180,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         "kv_fraction_p95": float(np.nanpercentile(kv, 95)) if len(kv) else None,
         "queue_len_mean": float(ts["queue_len"].mean()) if len(ts) else None,
         "running_seqs_mean": float(ts["running_seqs"].mean()) if len(ts) else None,
+        "nodes_up_mean": float(ts["nodes_up"].mean()) if len(ts) else None,
     }
     # SLO
     slo = sc.slo
@@ -198,7 +204,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         "met": all(c["met"] for c in checks.values()) if checks else True,
         "targets": checks,
     }
-    cost = cost_breakdown(sc, nm.gpu, in_tok, out_tok, api_usd=0.0)
+    cost = cost_breakdown(sc, nm.gpu, in_tok, out_tok, api_usd=0.0, gpu_hours=result.gpu_hours or None)
     return _clean(
         {
             "scenario": sc.name,

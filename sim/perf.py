@@ -82,6 +82,7 @@ def plan_memory(
     block_size: int,
     activation_reserve_gb_per_gpu: float = 1.0,
     source: str = "scenario",
+    field: str = "fleet.model",
 ) -> NodeMemory:
     """KV capacity after weights; raises ConfigError naming the missing bytes if the model does not fit."""
     weight_bytes = weight_bytes_total(model, weights)
@@ -90,11 +91,15 @@ def plan_memory(
     free = usable - weight_bytes
     if free < kv_b * block_size:
         missing = weight_bytes + kv_b * block_size - usable
+        per_gpu = gpu.memory_gb * GB * gpu_memory_utilization - activation_reserve_gb_per_gpu * GB
+        need = math.ceil((weight_bytes + kv_b * block_size) / per_gpu) if per_gpu > 0 else 0
+        hint = f"; weights alone need at least {need} GPUs" if need > gpus else ""
         raise ConfigError(
             source,
-            "fleet.model",
+            field,
             f"{model.name} ({weights} weights, {weight_bytes / GB:.1f} GB) does not fit on {gpus}x {gpu.name} "
-            f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB missing",
+            f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB "
+            f"({int(math.ceil(missing)):,} bytes) missing{hint}",
         )
     tokens = int(free // kv_b)
     return NodeMemory(

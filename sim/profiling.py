@@ -57,7 +57,7 @@ class NodeSetup:
             raise ConfigError(source, "--gpus", f"must be >= 1 (got {gpus})")
         mem = plan_memory(
             g, m, gpus, weights, kv_cache, eng.gpu_memory_utilization, eng.block_size,
-            eng.activation_reserve_gb_per_gpu, source=source,
+            eng.activation_reserve_gb_per_gpu, source=source, field="--model",
         )
         perf = StepTimeModel.build(g, m, gpus, weights, kv_cache, calibration=calibration, stack=stack)
         max_len = min(eng.max_model_len or m.max_context, m.max_context)

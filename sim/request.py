@@ -38,6 +38,13 @@ class Request:
         "first_token_s",
         "finish_s",
         "preemptions",
+        # hosted-API facts (sim.api / sim.spill)
+        "via_api",
+        "spill_s",
+        "api_attempts",
+        "api_429s",
+        "api_errors",
+        "api_cost_usd",
         # engine state
         "num_computed",
         "num_generated",
@@ -67,6 +74,12 @@ class Request:
         self.first_token_s = -1.0
         self.finish_s = -1.0
         self.preemptions = 0
+        self.via_api = False  # handed to the hosted API (and not given back to the fleet)
+        self.spill_s = -1.0  # when it was handed to the API (−1: never)
+        self.api_attempts = 0
+        self.api_429s = 0
+        self.api_errors = 0  # 5xx, transient failures and timeouts
+        self.api_cost_usd = 0.0
         self.num_computed = 0
         self.num_generated = 0
         self.seq = 0

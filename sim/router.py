@@ -1,4 +1,5 @@
-"""Routers: pick the node for each arriving request.
+"""Routers: pick the node for each arriving request. ``pick`` returns an index into the node list the router
+was built with; the fleet mutates that list in place as nodes come and go, so routers never cache its length.
 
 ``round_robin`` cycles through nodes. ``least_work`` picks the node with the fewest outstanding tokens
 (queued and running, prefill and decode still to do; ties to the lowest index), as design §9 asks: counting
@@ -25,18 +26,18 @@ class Router(Protocol):
 
 class RoundRobin:
     def __init__(self, nodes: Sequence[_HasWork]) -> None:
-        self.n = len(nodes)
+        self.nodes = nodes
         self.next = 0
 
     def pick(self, req: Request) -> int:
-        i = self.next
-        self.next = (i + 1) % self.n
+        i = self.next % len(self.nodes)
+        self.next = i + 1
         return i
 
 
 class LeastWork:
     def __init__(self, nodes: Sequence[_HasWork]) -> None:
-        self.nodes = list(nodes)
+        self.nodes = nodes
 
     def pick(self, req: Request) -> int:
         best, best_work = 0, None
@@ -51,16 +52,17 @@ class LeastWork:
 
 class PowerOfTwo:
     def __init__(self, nodes: Sequence[_HasWork], rng: np.random.Generator) -> None:
-        self.nodes = list(nodes)
+        self.nodes = nodes
         self.rng = rng
-        self._buf: list[int] = []
+        self._buf: list[float] = []
 
     def _draw(self) -> tuple[int, int]:
+        """Two distinct uniform indices into the current node list."""
         n = len(self.nodes)
         if len(self._buf) < 2:
-            self._buf = self.rng.integers(0, n * (n - 1), size=4096).tolist()[::-1]
-        k = self._buf.pop()
-        a, b = divmod(k, n - 1)
+            self._buf = self.rng.random(8192).tolist()
+        a = int(self._buf.pop() * n)
+        b = int(self._buf.pop() * (n - 1))
         if b >= a:
             b += 1
         return a, b

@@ -19,7 +19,9 @@ from .config import Scenario
 from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
-from .router import make_router
+from .autoscale import autoscaler_process
+from .engine.common import NodeSnapshot
+from .fleet import FleetManager
 from .rng import stream
 from .workload import arrival_chunks
 
@@ -71,6 +73,9 @@ class TimeSeries:
     running: list[list[int]] = field(default_factory=list)
     kv_used_blocks: list[list[int]] = field(default_factory=list)
     busy_s: list[list[float]] = field(default_factory=list)  # cumulative busy seconds per node
+    up: list[list[bool]] = field(default_factory=list)  # per node: serving at the sample
+    nodes_up: list[int] = field(default_factory=list)  # nodes serving (up, draining or under eviction notice)
+    nodes_billed: list[int] = field(default_factory=list)  # nodes being paid for (incl. starting)
 
 
 class Tally:
@@ -110,6 +115,8 @@ class SimResult:
     node_steps: list[int]
     wall_s: float
     tally: Tally
+    gpu_hours: dict[str, float] = field(default_factory=dict)  # billed over [0, duration_s], by node kind
+    fleet_events: list[tuple[float, int, str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + in_flight."""
@@ -117,6 +124,7 @@ class SimResult:
 
 
 ProgressFn = Callable[[float, float], None]
+_DOWN = NodeSnapshot(0, 0, 0, 0.0)
 DoneFn = Callable[[Request], None]
 
 
@@ -124,17 +132,6 @@ class Dispatcher(Protocol):
     """Decides where an arriving request goes (a node via the router, or elsewhere, e.g. a hosted API)."""
 
     def dispatch(self, req: Request) -> None: ...
-
-
-class FleetDispatcher:
-    """Default dispatcher: every request goes to the node the router picks."""
-
-    def __init__(self, nodes: list, router) -> None:  # noqa: ANN001
-        self.nodes = nodes
-        self.router = router
-
-    def dispatch(self, req: Request) -> None:
-        self.nodes[self.router.pick(req)].submit(req)
 
 
 def simulate(
@@ -163,12 +160,15 @@ def simulate(
             on_request_done(req)
 
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
-    nodes = [
-        node_cls(env, i, nm.perf, scenario.fleet.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, on_done)
-        for i in range(scenario.fleet.nodes)
-    ]
-    router = make_router(scenario.router.policy, nodes, stream(scenario.seed, "router"))
-    dispatcher: Dispatcher = FleetDispatcher(nodes, router)
+
+    def make_node(slot: int, done: Callable[[Request], None]):  # noqa: ANN202
+        return node_cls(env, slot, nm.perf, scenario.fleet.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
+
+    fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"), stream(scenario.seed, "spot"))
+    slots = fleet.slots
+    dispatcher: Dispatcher = fleet
+    if scenario.fleet.autoscaler.policy != "none":
+        env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, rate_at=None))
     series = TimeSeries(scenario.output.sample_interval_s)
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
@@ -198,7 +198,10 @@ def simulate(
         last_done = 0
         while True:
             yield env.timeout(series.interval_s)
-            snaps = [n.snapshot() for n in nodes]
+            snaps = [s.node.snapshot() if s.node is not None else _DOWN for s in slots]
+            series.up.append([s.node is not None for s in slots])
+            series.nodes_up.append(sum(series.up[-1]))
+            series.nodes_billed.append(sum(1 for s in slots if s.state != "down"))
             series.time_s.append(env.now)
             series.arrivals.append(arrivals_since[0])
             arrivals_since[0] = 0
@@ -207,7 +210,7 @@ def simulate(
             series.waiting.append([s.waiting for s in snaps])
             series.running.append([s.running for s in snaps])
             series.kv_used_blocks.append([s.kv_used_blocks for s in snaps])
-            series.busy_s.append([s.busy_s for s in snaps])
+            series.busy_s.append([s.busy_s() for s in slots])
 
     env.process(arrival_process())
     env.process(sampler())
@@ -230,8 +233,10 @@ def simulate(
         requests=requests,
         series=series,
         end_s=env.now,
-        node_busy_s=[n.snapshot().busy_s for n in nodes],
-        node_steps=[n.steps for n in nodes],
+        node_busy_s=[s.busy_s() for s in slots],
+        node_steps=[s.steps_prev + (s.node.steps if s.node is not None else 0) for s in slots],
         wall_s=time.perf_counter() - wall0,
         tally=tally,
+        gpu_hours=fleet.billed_gpu_hours(scenario.duration_s),
+        fleet_events=fleet.events,
     )

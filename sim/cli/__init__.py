@@ -14,6 +14,12 @@ from ..errors import CapsimError
 # name -> "module:attribute" (imported only when the command is used, to keep start-up fast)
 COMMANDS: dict[str, str] = {
     "run": "sim.cli.run:run",
+    "profile": "sim.cli.profile:profile",
+    "calibrate": "sim.cli.calibrate:calibrate",
+    "catalog": "sim.cli.catalog:catalog",
+    "size": "sim.cli.size:size",
+    "sweep": "sim.cli.sweep:sweep",
+    "traffic": "sim.cli.traffic:traffic",
 }
 
 

@@ -109,11 +109,54 @@ class Node:
             j = self._steps_done_in_jump()
             used = self.used_blocks + self._blocks_for_steps(self.S, j)
             return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
-        busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)
+        busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)  # idle or dead: frozen
         return NodeSnapshot(len(self.waiting), running, self.used_blocks, busy)
 
     def in_flight(self) -> list[Request]:
         return list(self.waiting) + list(self.decoding.values()) + list(self.prefilling)
+
+    def withdraw(self, req: Request) -> bool:
+        """Take ``req`` off the waiting queue if it has never been scheduled (for a late spill elsewhere)."""
+        if req.first_scheduled_s >= 0 or req.status != Status.WAITING:
+            return False
+        try:
+            self.waiting.remove(req)
+        except ValueError:
+            return False
+        self.work -= req.prompt_tokens + req.output_tokens
+        return True
+
+    def in_flight_count(self) -> int:
+        return len(self.waiting) + len(self.decoding) + len(self.prefilling)
+
+    def kill(self) -> list[Request]:
+        """The node disappears now (e.g. a spot eviction): its step in progress is lost, its KV freed.
+
+        Returns its requests, reset for recompute elsewhere (generated tokens are kept, as after a
+        preemption) in admission order, queued ones last. The node does nothing afterwards."""
+        self._version += 1  # cancels the pending timer
+        if self._mode is not None:
+            self.busy_s += self.env.now - self._t0
+        self._mode = "dead"
+        out: list[Request] = []
+        for req in list(self.decoding.values()):
+            self._materialize(req)
+            out.append(req)
+        out.extend(self.prefilling)
+        for req in out:
+            req.preemptions += 1
+        out.extend(self.waiting)
+        for req in out:
+            req.num_computed = 0
+            req.status = Status.WAITING
+            req.fin_step = -1
+        self.waiting.clear()
+        self.decoding.clear()
+        self.prefilling.clear()
+        self.fin_heap.clear()
+        self.used_blocks = 0
+        self.work = 0
+        return out
 
     # -- lazy decoder state ---------------------------------------------------------------------------
     def _materialize(self, req: Request) -> None:

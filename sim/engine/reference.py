@@ -57,6 +57,7 @@ class ReferenceNode:
         self.steps = 0
         self._step_t0 = -1.0
         self._wake: simpy.Event | None = None
+        self.dead = False
         env.process(self._run())
 
     # -- interface shared with the fast node -----------------------------------------------------------
@@ -83,6 +84,37 @@ class ReferenceNode:
 
     def in_flight(self) -> list[Request]:
         return list(self.waiting) + list(self.running)
+
+    def withdraw(self, req: Request) -> bool:
+        """Take ``req`` off the waiting queue if it has never been scheduled (for a late spill elsewhere)."""
+        if req.first_scheduled_s >= 0 or req.status != Status.WAITING:
+            return False
+        try:
+            self.waiting.remove(req)
+        except ValueError:
+            return False
+        return True
+
+    def in_flight_count(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def kill(self) -> list[Request]:
+        """The node disappears now; returns its requests reset for recompute (see ``Node.kill``)."""
+        self.dead = True
+        if self._step_t0 >= 0:
+            self.busy_s += self.env.now - self._step_t0
+            self._step_t0 = -1.0
+        out = list(self.running)
+        for req in out:
+            req.preemptions += 1
+        out.extend(self.waiting)
+        for req in out:
+            req.num_computed = 0
+            req.status = Status.WAITING
+        self.waiting.clear()
+        self.running.clear()
+        self.used_blocks = 0
+        return out
 
     # -- engine ---------------------------------------------------------------------------------------
     def _blocks(self, tokens: int) -> int:
@@ -156,6 +188,8 @@ class ReferenceNode:
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+                if self.dead:
+                    return
                 continue
             tokens = sum(n for _, n in scheduled)
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
@@ -163,6 +197,8 @@ class ReferenceNode:
             dt = self.perf.step_s(tokens, attn, ctx)
             self._step_t0 = env.now
             yield env.timeout(dt)
+            if self.dead:
+                return
             self._step_t0 = -1.0
             self.busy_s += dt
             self.steps += 1

@@ -1,0 +1,59 @@
+"""Autoscaling policies: every ``interval_s`` decide how many nodes the fleet should have (rules in
+:class:`sim.config.Autoscaler`) and let the :class:`~sim.fleet.FleetManager` start or drain on-demand nodes.
+
+Signals are read from the nodes at the decision instant (no smoothing): KV-cache use or running sequences
+for ``target_utilisation``, waiting requests (plus the fleet-level queue) for ``queue``, and the hour of day
+or the traffic forecast for ``schedule``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Callable
+
+import simpy
+
+from .config import Autoscaler
+from .fleet import FleetManager
+
+RateFn = Callable[[float], float]
+
+
+def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: RateFn | None) -> int | None:
+    """The node count the policy asks for now (None: no opinion)."""
+    up = [s.node for s in fleet.slots if s.state == "up"]
+    serving = sum(1 for s in fleet.slots if s.state in ("up", "starting"))
+    if cfg.policy == "target_utilisation":
+        if not up:
+            return serving + 1 if fleet.pending else serving
+        if cfg.metric == "kv":
+            signal = sum(n.snapshot().kv_used_blocks / n.capacity_blocks for n in up) / len(up)
+        else:
+            signal = sum(n.snapshot().running / n.engine.max_num_seqs for n in up) / len(up)
+        return max(1, math.ceil(len(up) * signal / cfg.target_utilisation - 1e-9))
+    if cfg.policy == "queue":
+        waiting = sum(n.snapshot().waiting for n in up) + len(fleet.pending)
+        per_node = waiting / max(1, len(up))
+        if per_node > cfg.scale_up_queue:
+            return serving + 1
+        if per_node < cfg.scale_down_queue:
+            return serving - 1
+        return serving
+    if cfg.policy == "schedule":
+        if cfg.rps_per_node is not None and rate_at is not None:
+            lead = cfg.lead_s if cfg.lead_s is not None else fleet.startup_s
+            return max(1, math.ceil(rate_at(now_s + lead) / cfg.rps_per_node))
+        hours = [h for h, _ in cfg.schedule]
+        i = bisect.bisect_right(hours, (now_s / 3600.0) % 24.0) - 1
+        return cfg.schedule[i][1] if i >= 0 else cfg.schedule[-1][1]
+    return None
+
+
+def autoscaler_process(env: simpy.Environment, cfg: Autoscaler, fleet: FleetManager, rate_at: RateFn | None):  # noqa: ANN201
+    """SimPy process: decide every ``interval_s`` (first decision at t = 0)."""
+    while True:
+        want = desired_nodes(cfg, fleet, env.now, rate_at)
+        if want is not None:
+            fleet.scale_to(want)
+        yield env.timeout(cfg.interval_s)

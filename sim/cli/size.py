@@ -1,0 +1,91 @@
+"""``capsim size``: per-node goodput, the smallest fleet that meets every SLO, and the guide's sizing rules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import load_scenario
+from ..errors import ConfigError
+from ..paths import default_scenario_path
+
+
+def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
+    """``ttft_p95_s=2`` → {"ttft_p95_s": 2.0}; ``none``/``off`` switches a target off."""
+    out: dict[str, float | None] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError("--slo", item, "expected KEY=SECONDS, e.g. ttft_p95_s=2")
+        key, text = key.strip(), text.strip()
+        if text.lower() in {"none", "off", "null"}:
+            out[key] = None
+            continue
+        try:
+            out[key] = float(text)
+        except ValueError:
+            raise ConfigError("--slo", key, f"expected seconds (got {text!r})") from None
+    return out
+
+
+@click.command()
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
+              help="Set a P95 target, e.g. --slo ttft_p95_s=2 --slo tpot_p95_s=0.1 ('none' drops one).")
+@click.option("--rule", "rules", multiple=True, metavar="WORKLOAD",
+              help="Only this workload's rule(s) from the guide's table (repeatable; default all): steady_b2b, "
+                   "consumer_chat, voice_agents, internal_batch, healthcare_financial, free_tier.")
+@click.option("--seeds", type=int, default=5, show_default=True, help="Independent replications per fleet size.")
+@click.option("--max-nodes", type=int, default=256, show_default=True, help="Largest fleet the search tries.")
+@click.option("--tol", "rel_tol", type=float, default=0.01, show_default=True,
+              help="Relative tolerance of the goodput bisection.")
+@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/size"),
+              show_default=True, help="Folder for sizing.json, sizing.png, the tables and min_nodes_summary.json.")
+@click.option("--no-report", is_flag=True, help="Write no files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], seeds: int, max_nodes: int,
+         rel_tol: float, workers: int | None, overrides: tuple[str, ...], out_dir: Path, no_report: bool,
+         as_json: bool, quiet: bool) -> None:
+    """Size a fleet for SCENARIO (default: the embedded experiments/default.yaml): the simulated minimum node
+    count that meets every SLO over the whole traffic shape, beside the node counts the guide's rules give."""
+    from ..sizing import format_report, plot_sizing, select_rules, size_fleet, with_slo
+
+    if seeds < 1:
+        raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
+    chosen = select_rules(rules)
+    sc = with_slo(load_scenario(scenario or default_scenario_path(), list(overrides)), _parse_slo(slos))
+    if not any(getattr(sc.slo, k) is not None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
+        raise ConfigError("--slo", "", "every SLO target is off; sizing needs at least one")
+
+    def progress(msg: str) -> None:
+        if not quiet:
+            click.echo(f"  {msg}", err=True)
+
+    res = size_fleet(sc, n_seeds=seeds, rules=chosen, max_nodes=max_nodes, rel_tol=rel_tol, workers=workers,
+                     progress=progress)
+    report = res.to_json()
+    text = format_report(res)
+    if not no_report:
+        from ..io import atomic_write, write_csv, write_json, write_text
+
+        write_json(out_dir / "sizing.json", report)
+        if report["min_nodes_summary"] is not None:
+            write_json(out_dir / "min_nodes_summary.json", report["min_nodes_summary"])
+        write_csv(out_dir / "sizing_points.csv", res.points_table())
+        write_csv(out_dir / "sizing_rules.csv", res.rules_table())
+        write_text(out_dir / "sizing.txt", text + "\n")
+        fig = plot_sizing(res.points_table(), res.rules_table(), res.min_nodes, sc.duration_s)
+        atomic_write(out_dir / "sizing.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(text)
+        if not no_report:
+            click.echo(f"  files      {out_dir}/sizing.{{json,png,txt}}, sizing_points.csv, sizing_rules.csv")
+    sys.stdout.flush()

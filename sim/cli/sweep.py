@@ -1,0 +1,160 @@
+"""``capsim sweep``: run every point × seed of an experiment file in parallel, resumably, into tidy tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+
+
+def _progress(enabled: bool):  # noqa: ANN202
+    """(hook, stop): a rich progress bar over points with ETA, on stderr, only when it is a terminal."""
+    if not enabled:
+        return None, lambda: None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
+                   console=Console(stderr=True), transient=True)
+    state: dict[str, Any] = {"task": None, "failed": 0}
+
+    def hook(event: str, point, record) -> None:  # noqa: ANN001
+        if event == "start":
+            if record["todo"] == 0:
+                return
+            bar.start()
+            state["task"] = bar.add_task("sweep", total=record["todo"], failed="", last="")
+        elif event == "done" and state["task"] is not None:
+            if record["status"] != "ok":
+                state["failed"] += 1
+                bar.console.print(f"[red]failed[/red] {point.label()}: {record['error']}")
+            bar.update(state["task"], advance=1, last=point.label()[:60],
+                       failed=f"{state['failed']} failed" if state["failed"] else "")
+
+    def stop() -> None:
+        if state["task"] is not None:
+            bar.stop()
+
+    return hook, stop
+
+
+def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
+    if v is None or v != v:
+        return "–"
+    return f"{v * scale:,.{digits}f}{suffix}"
+
+
+def _print_overview(report, exp, max_rows: int = 40) -> None:  # noqa: ANN001
+    """Per grid point, means across seeds of the headline metrics."""
+    agg = report.aggregates
+    if agg is None or not len(agg):
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    wanted = {"latency.ttft_s.p95": ("TTFT P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT P95", 1000, 1, " ms"),
+              "slo.attainment": ("SLO att.", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+              "cost.usd_per_mtok_total": ("$/M tok", 1, 3, "")}
+    t = Table(title=f"{exp.name}: mean across seeds (95% CI in aggregates.csv)", box=None)
+    for c in exp.axis_columns:
+        t.add_column(c)
+    t.add_column("seeds", justify="right")
+    for name, *_ in wanted.values():
+        t.add_column(name, justify="right")
+    sub = agg[agg["metric"].isin(list(wanted))]
+    for i, (point, grp) in enumerate(sub.groupby("point", sort=True)):
+        if i >= max_rows:
+            t.add_row(*(["…"] * (len(exp.axis_columns) + 1 + len(wanted))))
+            break
+        by = dict(zip(grp["metric"], grp["mean"]))
+        n = int(grp["n"].max())
+        first = grp.iloc[0]
+        t.add_row(*[str(first[c]) for c in exp.axis_columns], str(n),
+                  *[_fmt(by.get(m), s, d, u) for m, (_, s, d, u) in wanted.items()])
+    Console().print(t)
+
+
+@click.command()
+@click.argument("experiment", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workers", "-j", type=int, default=None,
+              help="Local worker processes (default: all cores; 1 = in-process).")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs capsim[dask]).")
+@click.option("--in-process", is_flag=True, help="Run every point in this process (debugging).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: out/sweeps/<experiment name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a base-scenario field for every point (repeatable).")
+@click.option("--metrics", type=click.Choice(["exact", "streaming"]), default=None,
+              help="exact percentiles, or streaming histograms (constant memory; ±0.12%%). Default: the file's.")
+@click.option("--retry-failed/--skip-failed", default=True, show_default=True,
+              help="Re-run points whose stored result is a failure.")
+@click.option("--fresh", is_flag=True, help="Ignore stored results and recompute every point.")
+@click.option("--dry-run", is_flag=True, help="List the points and which are already done; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of the text overview.")
+def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_process: bool, out_dir: Path | None,
+          overrides: tuple[str, ...], metrics: str | None, retry_failed: bool, fresh: bool, dry_run: bool,
+          as_json: bool) -> None:
+    """Run every point × seed of EXPERIMENT (a YAML experiment file: base scenario, axes, seeds).
+
+    Finished points are saved one file each under OUT/points/ and skipped when the sweep is run again, so an
+    interrupted sweep resumes where it stopped. Writes OUT/results.{parquet,csv} (one row per point × seed)
+    and OUT/aggregates.{parquet,csv} (mean and 95% CI across seeds). Exit code 1 if any point failed.
+    """
+    from ..parallel import ExecutorSpec
+    from ..sweep import load_experiment, run_sweep
+    from ..sweep.runner import plan
+    from ..sweep.store import PointStore
+
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers", "", f"must be >= 1 (got {workers})")
+    if scheduler is not None and in_process:
+        raise ConfigError("--scheduler", "", "cannot be combined with --in-process")
+    exp = load_experiment(experiment, list(overrides), metrics)  # type: ignore[arg-type]
+    out = out_dir or Path("out") / "sweeps" / exp.name
+    spec = ExecutorSpec(workers=workers, scheduler=scheduler, in_process=in_process)
+    n_keys = len({p.key for p in exp.points})
+
+    if dry_run:
+        todo, _ = plan(exp, PointStore(out), retry_failed, fresh)
+        todo_keys = {p.key for p in todo}
+        for p in exp.points:
+            click.echo(f"{'todo' if p.key in todo_keys else 'done'}  {p.key}  {p.label()}")
+        click.echo(f"{len(todo_keys)} of {n_keys} point(s) to run on {spec.describe()} → {out}")
+        return
+
+    if not as_json:
+        click.echo(f"capsim sweep · {exp.name} · {exp.n_grid} grid point(s) × {len(exp.seeds)} seed(s) = "
+                   f"{len(exp.points)} run(s) on {spec.describe()} → {out}", err=True)
+    hook, stop = _progress(sys.stderr.isatty() and not as_json)
+    try:
+        report = run_sweep(exp, out, spec, retry_failed=retry_failed, fresh=fresh, hook=hook)
+    finally:
+        stop()
+    if as_json:
+        click.echo(json.dumps({
+            "experiment": exp.name, "out": str(out), "points": report.total, "computed": len(report.computed),
+            "cached": len(report.cached), "failed": len(report.failed), "missing": len(report.missing),
+            "interrupted": report.interrupted, "wall_s": report.wall_s,
+            "files": {k: str(v) for k, v in report.files.items()},
+        }, indent=2))
+    else:
+        _print_overview(report, exp)
+        click.echo(f"{len(report.computed)} computed, {len(report.cached)} reused, {len(report.failed)} failed"
+                   + (f", {len(report.missing)} not run (interrupted)" if report.interrupted else "")
+                   + f" in {report.wall_s:,.1f} s → {report.files.get('results.parquet', out)}")
+        if report.failed:
+            click.echo(f"failed points: see the 'error' column of {out / 'results.csv'} "
+                       f"(tracebacks in {out / 'points'}/<key>.json)", err=True)
+    if report.interrupted:
+        click.echo("interrupted: re-run the same command to finish the remaining points", err=True)
+        sys.exit(130)
+    if report.failed:
+        sys.exit(1)

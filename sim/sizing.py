@@ -1,0 +1,630 @@
+"""Capacity sizing: per-node goodput, the smallest fleet that meets every SLO, and the guide's sizing rules.
+
+**Per-node goodput** (:func:`node_goodput`). One node (``gpus_per_node`` GPUs) serves the scenario's request
+mix at a *constant* rate λ (the traffic shape removed, its dispersion and classes kept) for a horizon
+``H = duration_s`` (capped at :data:`GOODPUT_HORIZON_CAP_S` for shaped or replayed traffic). λ *passes* when
+every seed of a fixed seed set meets every P95 target of ``slo`` (``summary.slo.met``). The seeds are the
+same at every λ (common random numbers: arrival gaps are standard exponentials scaled by 1/λ and request
+attributes come from their own stream, so a higher rate replays the same requests compressed in time, and
+"passes" is very nearly monotone in λ). The search brackets by doubling/halving from the scenario's per-node
+rate, then bisects until ``hi − lo ≤ rel_tol · lo``; goodput is ``lo``, the highest rate shown to pass
+(so the true finite-horizon goodput lies in ``[lo, hi)``).
+
+**Simulated minimum fleet** (:func:`size_fleet`). The whole scenario (its traffic shape over its whole
+duration) at n nodes, with independent replications (seeds ``seed, seed+1, …``, the same for every n). n
+*passes* when every replication meets every P95 target. Assumes passing is monotone in n: the node counts
+the rules give are simulated first (one parallel batch), then the search brackets by doubling/halving and
+bisects on integers, so ``min_nodes − 1`` is always simulated too (and fails).
+
+**Rules** (:data:`RULES`, the guide's 2026 capacity table). Rule rate = a percentile of the offered rate over
+10-minute windows × (1 + headroom); nodes = ⌈rule rate ÷ node goodput⌉. "Spike reserve" (consumer chat) is
+taken as capacity for the peak 10-minute rate of the shape: rate = max(1.3 × P95, peak).
+
+All runs go through :func:`sim.parallel.map_summaries` (a process pool over all cores); nothing here holds
+global state and every seed is explicit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import Scenario, validate_scenario
+from .errors import ConfigError
+from .parallel import map_summaries
+
+#: goodput runs of shaped or replayed scenarios are at most this long (constant-rate runs use duration_s)
+GOODPUT_HORIZON_CAP_S = 1800.0
+#: windows over which the traffic P-rates are taken (the guide's and ``capsim traffic``'s 10 minutes)
+RATE_WINDOW_S = 600.0
+RATE_KEYS = ("mean_rps", "p50_rps", "p90_rps", "p95_rps", "p99_rps", "peak_rps")
+SLO_KEYS = ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")
+_SLO_LATENCY = {"ttft_p95_s": "ttft_s", "tpot_p95_s": "tpot_s", "e2e_p95_s": "e2e_s"}
+
+Progress = Callable[[str], None]
+
+
+# --- the guide's rules -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SizingRule:
+    """A rule of the guide's capacity table: size to ``stat`` × (1 + ``headroom``) (and the peak if
+    ``spike_reserve``)."""
+
+    workload: str
+    label: str
+    stat: str
+    headroom: float
+    spike_reserve: bool = False
+
+    def rate_rps(self, stats: dict[str, float]) -> float:
+        """The rate (requests/s) this rule sizes the fleet for, given the traffic's P-rates."""
+        rate = stats[self.stat] * (1.0 + self.headroom)
+        if self.spike_reserve:
+            rate = max(rate, stats["peak_rps"])
+        return rate
+
+
+RULES: tuple[SizingRule, ...] = (
+    SizingRule("steady_b2b", "P95+20%", "p95_rps", 0.20),
+    SizingRule("consumer_chat", "P95+30%", "p95_rps", 0.30),
+    SizingRule("consumer_chat", "P95+30% + spike reserve", "p95_rps", 0.30, spike_reserve=True),
+    SizingRule("voice_agents", "P99+50%", "p99_rps", 0.50),
+    SizingRule("internal_batch", "P50", "p50_rps", 0.0),
+    SizingRule("healthcare_financial", "P99+100%", "p99_rps", 1.00),
+    SizingRule("free_tier", "P90+0%", "p90_rps", 0.0),
+)
+WORKLOADS: tuple[str, ...] = tuple(dict.fromkeys(r.workload for r in RULES))
+
+
+def select_rules(workloads: Iterable[str] | None, source: str = "--rule") -> tuple[SizingRule, ...]:
+    """The rules of the named workloads (all rules when none are named)."""
+    names = list(workloads or [])
+    for n in names:
+        if n not in WORKLOADS:
+            raise ConfigError(source, n, f"unknown workload rule (known: {', '.join(WORKLOADS)})")
+    return tuple(r for r in RULES if not names or r.workload in names)
+
+
+def nodes_for_rate(rate_rps: float, goodput_rps: float) -> int:
+    """⌈rate ÷ goodput⌉, at least 1 (a relative 1e-9 slack keeps exact multiples from rounding up)."""
+    return max(1, math.ceil(rate_rps / goodput_rps * (1.0 - 1e-9)))
+
+
+# --- traffic statistics --------------------------------------------------------------------------------------
+def _is_constant(scenario: Scenario) -> bool:
+    t = scenario.traffic
+    return getattr(t, "shape", None) is None and getattr(t, "trace", None) is None
+
+
+def traffic_rate_stats(scenario: Scenario) -> dict[str, float]:
+    """Mean, P50/P90/P95/P99 and peak offered rate (requests/s) over 10-minute windows of the scenario.
+
+    A constant-rate scenario has every P-rate equal to ``rate_rps``. Shaped or replayed traffic uses the
+    traffic module's statistics (those ``capsim traffic SCENARIO --json`` prints): the scenario's own
+    arrivals (its seed) over its duration, counted in 10-minute windows."""
+    if _is_constant(scenario):
+        rate = float(scenario.traffic.rate_rps)
+        return {k: rate for k in RATE_KEYS}
+    from .traffic.arrivals import rate_curve, traffic_chunks
+    from .traffic.shapes import clock0_hours
+    from .traffic.stats import traffic_stats
+
+    tr = scenario.traffic
+    curve = rate_curve(tr, scenario.base_dir, scenario.source) if tr.trace is None else None
+    chunks = traffic_chunks(tr, scenario.base_dir, scenario.duration_s, scenario.seed,
+                            scenario.fleet.engine.block_size, scenario.source)
+    stats, _ = traffic_stats(chunks, scenario.duration_s, clock0_hours(tr.start_weekday, tr.start_hour), curve,
+                             tokens=False)
+    if stats.get("p95_rps") is None:
+        raise ConfigError(scenario.source, "duration_s", f"needs at least one complete {RATE_WINDOW_S:.0f}-s "
+                          "window for the rate percentiles")
+    return {k: float(stats[k]) for k in RATE_KEYS}
+
+
+# --- scenario variants ----------------------------------------------------------------------------------------
+def derive(scenario: Scenario, changes: dict[str, Any]) -> Scenario:
+    """A validated copy of ``scenario`` with dotted-path ``changes`` (``{"fleet.nodes": 3}``) applied; keeps
+    its source and base folder (relative data paths still resolve)."""
+    raw = scenario.model_dump()
+    for key, value in changes.items():
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    out = validate_scenario(raw, scenario.source)
+    out._base_dir = scenario._base_dir
+    out._source = scenario._source
+    return out
+
+
+def with_slo(scenario: Scenario, targets: dict[str, float | None], source: str = "--slo") -> Scenario:
+    """``scenario`` with the given SLO targets (seconds; None switches one off)."""
+    for k in targets:
+        if k not in SLO_KEYS:
+            raise ConfigError(source, k, f"unknown SLO (known: {', '.join(SLO_KEYS)})")
+    if not targets:
+        return scenario
+    try:
+        return derive(scenario, {f"slo.{k}": v for k, v in targets.items()})
+    except ConfigError as exc:
+        raise ConfigError(source, exc.field, exc.problem) from None
+
+
+def seed_list(scenario: Scenario, n_seeds: int) -> list[int]:
+    """Independent replications: the scenario's seed and the next ``n_seeds − 1`` integers."""
+    if n_seeds < 1:
+        raise ConfigError("--seeds", "", f"need at least one seed (got {n_seeds})")
+    return [scenario.seed + i for i in range(n_seeds)]
+
+
+def goodput_scenario(scenario: Scenario, rate_rps: float, horizon_s: float | None = None) -> Scenario:
+    """One node at a constant ``rate_rps`` of the scenario's request mix (shape and trace timing removed)."""
+    horizon = horizon_s if horizon_s is not None else goodput_horizon_s(scenario)
+    warmup = scenario.warmup_s if scenario.warmup_s < 0.5 * horizon else 0.05 * horizon
+    changes: dict[str, Any] = {"fleet.nodes": 1, "traffic.rate_rps": float(rate_rps), "duration_s": horizon,
+                               "warmup_s": warmup}
+    if getattr(scenario.traffic, "shape", None) is not None:
+        changes["traffic.shape"] = None
+    if getattr(scenario.traffic, "trace", None) is not None:
+        changes["traffic.trace.rate_scale"] = 1.0
+        changes["traffic.trace.loop"] = True
+    return derive(scenario, changes)
+
+
+def goodput_horizon_s(scenario: Scenario) -> float:
+    """Simulated seconds of each goodput run: the scenario's duration, capped for shaped traffic."""
+    if _is_constant(scenario):
+        return float(scenario.duration_s)
+    return float(min(scenario.duration_s, GOODPUT_HORIZON_CAP_S))
+
+
+# --- replications ---------------------------------------------------------------------------------------------
+def _get(summary: dict[str, Any], path: str) -> Any:
+    node: Any = summary
+    for p in path.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def mean_ci95(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and the half-width of its two-sided 95 % Student-t interval (None when undefined)."""
+    x = np.array([v for v in values if v is not None], dtype=float)
+    if len(x) == 0:
+        return None, None
+    if len(x) == 1:
+        return float(x[0]), None
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+@dataclass
+class Replicates:
+    """The summaries of one configuration (a rate or a node count) over the seed set."""
+
+    summaries: list[dict[str, Any]]
+
+    @property
+    def n(self) -> int:
+        return len(self.summaries)
+
+    @property
+    def n_met(self) -> int:
+        return sum(bool(_get(s, "slo.met")) for s in self.summaries)
+
+    @property
+    def all_met(self) -> bool:
+        return self.n_met == self.n
+
+    def mean(self, path: str) -> float | None:
+        return mean_ci95([_get(s, path) for s in self.summaries])[0]
+
+    def ci(self, path: str) -> tuple[float | None, float | None]:
+        return mean_ci95([_get(s, path) for s in self.summaries])
+
+
+def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None) -> dict[Any, Replicates]:
+    """Run every scenario of every key in one parallel batch; group the summaries back by key."""
+    flat = [(k, s) for k, group in scenarios_by_key.items() for s in group]
+    summaries = map_summaries([s for _, s in flat], workers)
+    out: dict[Any, list[dict[str, Any]]] = {k: [] for k in scenarios_by_key}
+    for (k, _), summ in zip(flat, summaries):
+        out[k].append(summ)
+    return {k: Replicates(v) for k, v in out.items()}
+
+
+# --- per-node goodput -----------------------------------------------------------------------------------------
+@dataclass
+class GoodputResult:
+    """Per-node goodput: ``rate_rps`` passed in every seed, ``upper_rps`` (> rate_rps) failed in at least one."""
+
+    rate_rps: float
+    upper_rps: float
+    rel_tol: float
+    horizon_s: float
+    seeds: list[int]
+    evaluations: dict[float, Replicates] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """One row per simulated rate: seeds met and mean P95 latencies."""
+        rows = [{"rate_rps": r, "seeds_met": rep.n_met, "seeds": rep.n,
+                 "slo_attainment": rep.mean("slo.attainment"),
+                 "ttft_p95_s": rep.mean("latency.ttft_s.p95"), "tpot_p95_s": rep.mean("latency.tpot_s.p95")}
+                for r, rep in sorted(self.evaluations.items())]
+        return pd.DataFrame(rows)
+
+
+def node_goodput(
+    scenario: Scenario,
+    seeds: Sequence[int],
+    rel_tol: float = 0.01,
+    workers: int | None = None,
+    horizon_s: float | None = None,
+    start_rps: float | None = None,
+    progress: Progress | None = None,
+) -> GoodputResult:
+    """Highest constant arrival rate (requests/s) at which one node meets every SLO in every seed.
+
+    Bracketing (×2 / ÷2 from ``start_rps``, default the scenario's mean rate per node) then bisection to
+    ``hi − lo ≤ rel_tol · lo``, with the same ``seeds`` at every rate."""
+    if not 0 < rel_tol < 1:
+        raise ConfigError("--tol", "", f"relative tolerance must be in (0, 1) (got {rel_tol})")
+    horizon = horizon_s if horizon_s is not None else goodput_horizon_s(scenario)
+    say = progress or (lambda _msg: None)
+    evals: dict[float, Replicates] = {}
+
+    def passes(rate: float) -> bool:
+        group = [derive(goodput_scenario(scenario, rate, horizon), {"seed": s}) for s in seeds]
+        rep = replicate({rate: group}, workers)[rate]
+        evals[rate] = rep
+        say(f"goodput: {rate:8.3f} req/s on one node → SLO met in {rep.n_met}/{rep.n} seeds")
+        return rep.all_met
+
+    if start_rps is None:
+        mean_rps = scenario.traffic.rate_rps or traffic_rate_stats(scenario)["mean_rps"]
+        start_rps = mean_rps / scenario.fleet.nodes
+    lo, hi = None, None
+    rate = float(start_rps)
+    if passes(rate):
+        lo = rate
+        for _ in range(30):
+            rate *= 2.0
+            if not passes(rate):
+                hi = rate
+                break
+            lo = rate
+        else:  # pragma: no cover - a node sustaining 2^30 × the start rate means a broken model
+            raise ConfigError(scenario.source, "traffic.rate_rps", "goodput search did not find an upper bound")
+    else:
+        hi = rate
+        for _ in range(30):
+            rate /= 2.0
+            if passes(rate):
+                lo = rate
+                break
+            hi = rate
+        else:
+            raise ConfigError(scenario.source, "slo", f"one node misses the SLO even at {rate:.3g} req/s; "
+                              "the targets are below the unloaded latency")
+    assert lo is not None and hi is not None
+    while hi - lo > rel_tol * lo:
+        mid = 0.5 * (lo + hi)
+        if passes(mid):
+            lo = mid
+        else:
+            hi = mid
+    return GoodputResult(lo, hi, rel_tol, horizon, list(seeds), evals)
+
+
+# --- fleet sizing ----------------------------------------------------------------------------------------------
+@dataclass
+class RuleResult:
+    rule: SizingRule
+    rate_rps: float
+    nodes: int
+    reps: Replicates
+
+
+@dataclass
+class SizingResult:
+    """Everything ``capsim size`` reports (see :meth:`to_json`)."""
+
+    scenario: Scenario
+    seeds: list[int]
+    rate_stats: dict[str, float]
+    goodput: GoodputResult
+    min_nodes: int | None
+    max_nodes: int
+    points: dict[int, Replicates]
+    rules: list[RuleResult]
+    elapsed_s: float = 0.0
+
+    # --- derived ------------------------------------------------------------------------------------------
+    @property
+    def peak_nodes(self) -> int:
+        """⌈peak 10-min rate ÷ node goodput⌉: the direct calculation (equals ⌈rate ÷ goodput⌉ at constant rate)."""
+        return nodes_for_rate(self.rate_stats["peak_rps"], self.goodput.rate_rps)
+
+    def slo_targets(self) -> dict[str, float]:
+        return {k: getattr(self.scenario.slo, k) for k in SLO_KEYS if getattr(self.scenario.slo, k) is not None}
+
+    def confidence(self) -> dict[str, Any]:
+        """How sure the minimum is: seeds met, a 95 % lower bound on the per-replication pass probability
+        (Clopper–Pearson), and each P95 latency as mean ± 95 % t-interval half-width over seeds."""
+        if self.min_nodes is None:
+            return {"statement": f"no fleet of up to {self.max_nodes} nodes meets the SLO in every seed"}
+        from scipy import stats
+
+        rep = self.points[self.min_nodes]
+        lower = float(stats.beta.ppf(0.05, rep.n_met, rep.n - rep.n_met + 1)) if rep.n_met else 0.0
+        out: dict[str, Any] = {"seeds_met": rep.n_met, "seeds": rep.n, "pass_probability_lower95": lower}
+        parts = [f"meets the SLO in {rep.n_met}/{rep.n} seeds"]
+        for key in self.slo_targets():
+            m, h = rep.ci(f"latency.{_SLO_LATENCY[key]}.p95")
+            out[key] = {"target": getattr(self.scenario.slo, key), "mean": m, "ci95": h}
+            if m is not None:
+                name = {"ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E"}[key]
+                parts.append(f"{name} {_fmt_s(m)}" + ("" if h is None else f" ± {_fmt_s(h, unit=False)}"))
+        below = self.points.get(self.min_nodes - 1)
+        if below is not None:
+            out["below"] = {"nodes": self.min_nodes - 1, "seeds_met": below.n_met, "seeds": below.n}
+        statement = "; ".join(parts)
+        if below is not None:
+            statement += f" ({self.min_nodes - 1} nodes: {below.n_met}/{below.n})"
+        out["statement"] = statement
+        return out
+
+    def points_table(self) -> pd.DataFrame:
+        """One row per simulated node count: seeds met, SLO attainment, P95 latencies and cost (means)."""
+        rows = []
+        for n, rep in sorted(self.points.items()):
+            rows.append({
+                "nodes": n, "seeds_met": rep.n_met, "seeds": rep.n, "meets_slo": rep.all_met,
+                "slo_attainment": rep.mean("slo.attainment"),
+                "ttft_p95_s": rep.mean("latency.ttft_s.p95"), "tpot_p95_s": rep.mean("latency.tpot_s.p95"),
+                "e2e_p95_s": rep.mean("latency.e2e_s.p95"), "busy_fraction": rep.mean("utilisation.busy_fraction"),
+                "total_usd": rep.mean("cost.total_usd"),
+                "usd_per_mtok_output": rep.mean("cost.usd_per_mtok_output"),
+            })
+        return pd.DataFrame(rows)
+
+    def rules_table(self) -> pd.DataFrame:
+        """One row per rule: its rate and node count, and that fleet's simulated attainment and cost, with the
+        difference to the simulated minimum."""
+        base_usd = self.points[self.min_nodes].mean("cost.total_usd") if self.min_nodes else None
+        rows = []
+        for rr in self.rules:
+            usd = rr.reps.mean("cost.total_usd")
+            rows.append({
+                "rule": rr.rule.label, "workload": rr.rule.workload, "rate_rps": rr.rate_rps, "nodes": rr.nodes,
+                "slo_attainment": rr.reps.mean("slo.attainment"), "total_usd": usd,
+                "usd_per_hour": None if usd is None else usd / (self.scenario.duration_s / 3600.0),
+                "seeds_met": rr.reps.n_met, "seeds": rr.reps.n, "meets_slo": rr.reps.all_met,
+                "ttft_p95_s": rr.reps.mean("latency.ttft_s.p95"), "tpot_p95_s": rr.reps.mean("latency.tpot_s.p95"),
+                "nodes_vs_min": None if self.min_nodes is None else rr.nodes - self.min_nodes,
+                "usd_vs_min": None if base_usd is None or usd is None else usd - base_usd,
+            })
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON report: ``node_goodput_rps``, ``min_nodes``, ``min_nodes_summary`` (the first seed's
+        ``summary.json`` of the minimum fleet), ``rules`` and the supporting detail."""
+        from .metrics import _clean
+
+        sc = self.scenario
+        min_summary = self.points[self.min_nodes].summaries[0] if self.min_nodes else None
+        return _clean({
+            "scenario": sc.name,
+            "source": sc.source,
+            "duration_s": sc.duration_s,
+            "seeds": self.seeds,
+            "slo": self.slo_targets(),
+            "traffic": {**self.rate_stats, "window_s": RATE_WINDOW_S},
+            "node_goodput_rps": self.goodput.rate_rps,
+            "goodput": {
+                "rate_rps": self.goodput.rate_rps, "upper_rps": self.goodput.upper_rps,
+                "rel_tol": self.goodput.rel_tol, "horizon_s": self.goodput.horizon_s,
+                "criterion": "every P95 SLO target met in every seed, one node, constant-rate arrivals",
+                "evaluations": self.goodput.table().to_dict(orient="records"),
+            },
+            "peak_nodes": self.peak_nodes,
+            "min_nodes": self.min_nodes,
+            "max_nodes": self.max_nodes,
+            "min_nodes_confidence": self.confidence(),
+            "min_nodes_summary": min_summary,
+            "rules": self.rules_table().to_dict(orient="records"),
+            "points": self.points_table().to_dict(orient="records"),
+            "elapsed_s": self.elapsed_s,
+        })
+
+
+def fleet_scenarios(scenario: Scenario, nodes: int, seeds: Sequence[int]) -> list[Scenario]:
+    """The scenario at ``nodes`` nodes, once per seed."""
+    return [derive(scenario, {"fleet.nodes": int(nodes), "seed": int(s)}) for s in seeds]
+
+
+def size_fleet(
+    scenario: Scenario,
+    n_seeds: int = 5,
+    rules: Sequence[SizingRule] = RULES,
+    max_nodes: int = 256,
+    rel_tol: float = 0.01,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> SizingResult:
+    """Per-node goodput, the simulated minimum node count, and each rule's node count with its simulated
+    SLO attainment and cost (method in the module docstring)."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    if max_nodes < 1:
+        raise ConfigError("--max-nodes", "", f"must be at least 1 (got {max_nodes})")
+    seeds = seed_list(scenario, n_seeds)
+    stats = traffic_rate_stats(scenario)
+    gp = node_goodput(scenario, seeds, rel_tol=rel_tol, workers=workers, progress=say,
+                      start_rps=stats["mean_rps"] / scenario.fleet.nodes)
+    say(f"goodput: {gp.rate_rps:.3f} req/s per node (failed at {gp.upper_rps:.3f})")
+
+    points: dict[int, Replicates] = {}
+
+    def evaluate(ns: Iterable[int]) -> None:
+        todo = sorted({n for n in ns if n not in points and 1 <= n <= max_nodes})
+        if not todo:
+            return
+        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers)
+        points.update(got)
+        for n in todo:
+            say(f"fleet: {n:4d} node(s) → SLO met in {got[n].n_met}/{got[n].n} seeds")
+
+    rule_nodes = [(r, r.rate_rps(stats)) for r in rules]
+    rule_nodes_n = [(r, rate, min(nodes_for_rate(rate, gp.rate_rps), max_nodes)) for r, rate in rule_nodes]
+    direct = min(nodes_for_rate(stats["peak_rps"], gp.rate_rps), max_nodes)
+    evaluate([n for _, _, n in rule_nodes_n] + [direct])
+
+    def passing() -> list[int]:
+        return sorted(n for n, rep in points.items() if rep.all_met)
+
+    # bracket: a passing count, and a failing count below the smallest pass
+    if not passing():
+        n = max(points)
+        while not passing() and n < max_nodes:
+            n = min(max_nodes, 2 * n)
+            evaluate([n])
+    min_nodes: int | None = None
+    if passing():
+        hi = passing()[0]
+        fails_below = [n for n, rep in points.items() if n < hi and not rep.all_met]
+        lo = max(fails_below) if fails_below else None
+        while lo is None and hi > 1:
+            cand = max(1, hi // 2)
+            evaluate([cand])
+            if points[cand].all_met:
+                hi = cand
+            else:
+                lo = cand
+        while lo is not None and hi - lo > 1:
+            mid = (lo + hi) // 2
+            evaluate([mid])
+            if points[mid].all_met:
+                hi = mid
+            else:
+                lo = mid
+        min_nodes = hi
+        evaluate([min_nodes - 1])  # already simulated by the bisection, except when min_nodes = 1
+    rule_results = [RuleResult(r, rate, n, points[n]) for r, rate, n in rule_nodes_n]
+    return SizingResult(scenario, seeds, stats, gp, min_nodes, max_nodes, points, rule_results,
+                        time.perf_counter() - t0)
+
+
+# --- presentation ---------------------------------------------------------------------------------------------
+def _fmt_s(v: float | None, unit: bool = True) -> str:
+    if v is None:
+        return "–"
+    text = f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+    return f"{text} s" if unit else text
+
+
+def format_report(res: SizingResult) -> str:
+    """The plain-text table ``capsim size`` prints."""
+    sc = res.scenario
+    f = sc.fleet
+    st = res.rate_stats
+    slo = ", ".join(f"{k.replace('_p95_s', '').upper()} P95 ≤ {v:g} s" for k, v in res.slo_targets().items())
+    gp = res.goodput
+    hours = sc.duration_s / 3600.0
+    lines = [
+        f"capsim size · {sc.name} · {f.model} on {f.gpus_per_node}× {f.gpu} per node · SLO {slo or 'none'}",
+        f"  traffic    mean {st['mean_rps']:.2f} · P50 {st['p50_rps']:.2f} · P90 {st['p90_rps']:.2f} · "
+        f"P95 {st['p95_rps']:.2f} · P99 {st['p99_rps']:.2f} · peak {st['peak_rps']:.2f} req/s "
+        f"(10-min windows, {sc.duration_s:,.0f} s)",
+        f"  goodput    {gp.rate_rps:.2f} req/s per node (one node meets the SLO in {len(gp.seeds)}/{len(gp.seeds)} "
+        f"seeds; fails at {gp.upper_rps:.2f}; bisection to {100 * gp.rel_tol:g} %, {gp.horizon_s:,.0f}-s runs)",
+        f"  direct     ⌈peak {st['peak_rps']:.2f} ÷ {gp.rate_rps:.2f}⌉ = {res.peak_nodes} node(s)",
+    ]
+    if res.min_nodes is None:
+        lines.append(f"  simulated  no fleet of up to {res.max_nodes} nodes meets the SLO in every seed")
+    else:
+        rep = res.points[res.min_nodes]
+        usd = rep.mean("cost.total_usd")
+        lines.append(f"  simulated  {res.min_nodes} node(s): {res.confidence()['statement']}")
+        lines.append(f"             cost ${usd:,.2f} for the {sc.duration_s:,.0f}-s run (${usd / hours:,.2f}/h), "
+                     f"SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of requests")
+    lines.append("")
+    header = (f"  {'rule':<25}{'workload':<22}{'rate req/s':>11}{'nodes':>7}{'vs sim':>8}{'seeds met':>11}"
+              f"{'SLO attain':>12}{'cost USD':>12}{'vs sim USD':>12}")
+    lines.append(header)
+    lines.append("  " + "─" * (len(header) - 2))
+    for row in res.rules_table().to_dict(orient="records"):
+        att = row["slo_attainment"]
+        dn = row["nodes_vs_min"]
+        du = row["usd_vs_min"]
+        lines.append(
+            f"  {row['rule']:<25}{row['workload']:<22}{row['rate_rps']:>11.2f}{row['nodes']:>7d}"
+            f"{'–' if dn is None else f'{dn:+d}':>8}{str(row['seeds_met']) + '/' + str(row['seeds']):>11}"
+            f"{'–' if att is None else f'{100 * att:.2f} %':>12}{row['total_usd']:>12,.2f}"
+            f"{'–' if du is None else f'{du:+,.2f}':>12}"
+        )
+    lines.append("")
+    lines.append(f"  {sum(r.n for r in res.points.values()) + sum(r.n for r in gp.evaluations.values())} runs in "
+                 f"{res.elapsed_s:.1f} s wall")
+    return "\n".join(lines)
+
+
+def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None, duration_s: float):
+    """Cost (USD per hour) and SLO attainment (% of requests) against node count, every simulated count as a
+    marker (filled: all seeds meet the SLO), with the rules' node counts and the simulated minimum marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
+    hours = duration_s / 3600.0
+    pts = points.sort_values("nodes")
+    usd_h = pts["total_usd"] / hours
+    ax.plot(pts["nodes"], usd_h, color="C0", lw=1.5, marker="o", label="cost")
+    ax.set_xlabel("nodes in the fleet")
+    ax.set_ylabel("cost (USD per hour)", color="C0")
+    ax.tick_params(axis="y", colors="C0")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    att = 100 * pts["slo_attainment"].astype(float)
+    ax2.plot(pts["nodes"], att, color="C2", lw=1.5, label="SLO attainment")
+    met = pts["meets_slo"].astype(bool).to_numpy()
+    ax2.scatter(pts["nodes"][met], att[met], color="C2", zorder=3, label="meets every P95 target (all seeds)")
+    ax2.scatter(pts["nodes"][~met], att[~met], facecolor="white", edgecolor="C3", zorder=3,
+                label="misses a P95 target (some seed)")
+    ax2.set_ylabel("SLO attainment (% of requests meeting every target)", color="C2")
+    ax2.tick_params(axis="y", colors="C2")
+    ax2.set_ylim(min(90.0, float(np.nanmin(att)) - 2 if len(att) else 90.0), 100.5)
+    if min_nodes is not None:
+        ax.axvline(min_nodes, color="k", lw=2, alpha=0.7)
+        ax.annotate(f"simulated minimum: {min_nodes}", (min_nodes, 0.02), xycoords=("data", "axes fraction"),
+                    rotation=90, ha="right", va="bottom", fontsize=8)
+    by_nodes: dict[int, list[str]] = {}
+    for row in rules.to_dict(orient="records"):
+        by_nodes.setdefault(int(row["nodes"]), []).append(row["rule"])
+    for i, (n, labels) in enumerate(sorted(by_nodes.items())):
+        ax.axvline(n, color="C1", ls="--", lw=1)
+        ax.annotate(", ".join(labels), (n, 0.98 - 0.0 * i), xycoords=("data", "axes fraction"), rotation=90,
+                    ha="left", va="top", fontsize=8, color="C1")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    h1.append(Line2D([], [], color="C1", ls="--"))
+    l1.append("node count a rule gives")
+    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    ax.set_title("Fleet size: cost and SLO attainment (mean over seeds), sizing rules marked")
+    return fig
