@@ -87,6 +87,21 @@ class ClassSlo(Strict):
     e2e_p95_s: float | None = Field(None, gt=0)
 
 
+class Deferrable(Strict):
+    """Batch work (the guide's "batch queue"): requests of this class wait in a fleet-level queue and are
+    released to the nodes only while there is spare capacity — every ``check_interval_s``, up to
+    ``release_per_node`` per up node, while the nodes' mean KV-cache use is below ``release_below_kv`` and
+    no interactive request is queued — or unconditionally once less than ``slack_s`` remains before
+    ``deadline_s`` (measured from arrival). They are left out of the interactive latency/SLO statistics and
+    reported under ``batch`` (deadline met or missed)."""
+
+    deadline_s: float = Field(gt=0)
+    release_below_kv: float = Field(0.5, gt=0, le=1)
+    check_interval_s: float = Field(10.0, gt=0)
+    release_per_node: int = Field(8, ge=1)
+    slack_s: float = Field(600.0, ge=0)
+
+
 class RequestClass(Strict):
     """A class of requests: its share of arrivals, token lengths and optional shared prefix.
 
@@ -105,6 +120,7 @@ class RequestClass(Strict):
     prefix_hit_rate: float = Field(0.0, ge=0, le=1, description="probability the prefix is already cached")
     priority: int = 0
     slo: ClassSlo | None = None
+    deferrable: Deferrable | None = None
 
     @field_validator("share_by_hour")
     @classmethod

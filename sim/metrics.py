@@ -7,7 +7,8 @@ Definitions (as in vLLM's ``benchmark_serving``):
 * ``tpot_s`` = (finish − first token) / (output tokens − 1): mean time per output token after the first;
   undefined (NaN) for one-token outputs and excluded from TPOT statistics.
 * ``e2e_s`` = finish − arrival.
-* Latency statistics use completed requests that arrived at or after ``warmup_s``.
+* Latency statistics use completed interactive requests that arrived at or after ``warmup_s``; classes marked
+  ``deferrable`` (batch work) are reported separately under ``batch`` (deadline attainment).
 * ``slo.attainment`` = share of finished requests (completed, rejected or failed, arrived after warm-up) whose
   own TTFT, TPOT and E2E are all within the targets (a rejected or failed request misses). ``slo.met``: every
   P95 target holds.
@@ -92,6 +93,7 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     busy = np.clip(busy, 0.0, 1.0)
     nodes = waiting.shape[1]
     up = np.asarray(s.nodes_up, dtype=np.int64) if s.nodes_up else np.full(len(t), nodes)
+    deferred = np.asarray(s.deferred, dtype=np.int64) if s.deferred else np.zeros(len(t), dtype=np.int64)
     up_safe = np.maximum(up, 1)
     fleet = pd.DataFrame(
         {
@@ -100,7 +102,8 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "completion_rate_rps": np.asarray(s.completions, dtype=float) / interval,
             "queue_len": waiting.sum(axis=1),
             "running_seqs": running.sum(axis=1),
-            "in_system": waiting.sum(axis=1) + running.sum(axis=1),
+            "deferred": deferred,
+            "in_system": waiting.sum(axis=1) + running.sum(axis=1) + deferred,
             "kv_used_blocks": kv.sum(axis=1),
             "kv_fraction": kv.sum(axis=1) / (cap * up_safe),
             "busy_fraction": busy.sum(axis=1) / up_safe,
@@ -153,7 +156,9 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         fleet_ts, _ = timeseries_tables(result)
     duration = sc.duration_s
     counts = result.counts()
-    window = df[df["arrival_s"] >= sc.warmup_s]
+    batch_names = [c.name for c in sc.traffic.classes if c.deferrable is not None]
+    is_batch = df["class"].isin(batch_names).to_numpy() if batch_names else np.zeros(len(df), dtype=bool)
+    window = df[(df["arrival_s"] >= sc.warmup_s).to_numpy() & ~is_batch]  # interactive requests only
     done = window[window["status"] == "completed"]
     lat = {
         "ttft_s": _stats(done["ttft_s"].to_numpy()),
@@ -204,6 +209,24 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         "met": all(c["met"] for c in checks.values()) if checks else True,
         "targets": checks,
     }
+    batch: dict[str, Any] = {}
+    if batch_names:
+        b = df[is_batch]
+        deadlines = b["class"].map({c.name: c.deferrable.deadline_s for c in sc.traffic.classes
+                                    if c.deferrable is not None}).astype(float).to_numpy()
+        done_b = (b["status"] == "completed").to_numpy()
+        met = done_b & (b["e2e_s"].to_numpy() <= deadlines)
+        finished_b = b["status"].isin(["completed", "rejected", "failed"]).to_numpy()
+        batch = {
+            "classes": batch_names,
+            "arrived": int(len(b)),
+            "completed": int(done_b.sum()),
+            "deadline_met": int(met.sum()),
+            "deadline_missed": int((finished_b & ~met).sum()),
+            "deadline_attainment": float(met.sum() / finished_b.sum()) if finished_b.sum() else None,
+            "queue_wait_s": _stats(b["queue_wait_s"].to_numpy()),
+            "e2e_s": _stats(b["e2e_s"].to_numpy()),
+        }
     cost = cost_breakdown(sc, nm.gpu, in_tok, out_tok, api_usd=0.0, gpu_hours=result.gpu_hours or None)
     return _clean(
         {
@@ -217,6 +240,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             "utilisation": util,
             "slo": slo_out,
             "cost": cost,
+            **({"batch": batch} if batch else {}),
             "fleet": {
                 "nodes": n_nodes,
                 "gpu": nm.gpu.name,

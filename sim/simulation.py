@@ -8,8 +8,9 @@ result into tables, a summary and plots.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import simpy
@@ -74,6 +75,7 @@ class TimeSeries:
     kv_used_blocks: list[list[int]] = field(default_factory=list)
     busy_s: list[list[float]] = field(default_factory=list)  # cumulative busy seconds per node
     up: list[list[bool]] = field(default_factory=list)  # per node: serving at the sample
+    deferred: list[int] = field(default_factory=list)  # batch requests held for spare capacity
     nodes_up: list[int] = field(default_factory=list)  # nodes serving (up, draining or under eviction notice)
     nodes_billed: list[int] = field(default_factory=list)  # nodes being paid for (incl. starting)
 
@@ -117,6 +119,7 @@ class SimResult:
     tally: Tally
     gpu_hours: dict[str, float] = field(default_factory=dict)  # billed over [0, duration_s], by node kind
     fleet_events: list[tuple[float, int, str, str]] = field(default_factory=list)
+    spill: dict[str, Any] | None = None  # hosted-API counters (sim.spill.SpillDispatcher.stats), if configured
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + in_flight."""
@@ -152,10 +155,13 @@ def simulate(
     requests: list[Request] = []
     tally = Tally()
     done = [0]
+    done_observers: list[DoneFn] = []  # e.g. the spill dispatcher's departure-rate estimates
 
     def on_done(req: Request) -> None:
         done[0] += 1
         tally.count(req)
+        for observe in done_observers:
+            observe(req)
         if on_request_done is not None:
             on_request_done(req)
 
@@ -167,11 +173,19 @@ def simulate(
     fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"), stream(scenario.seed, "spot"))
     slots = fleet.slots
     dispatcher: Dispatcher = fleet
+    spill = None
+    if scenario.spill is not None or scenario.api is not None:  # hosted API / spill policy (sim.spill)
+        from .spill import SpillDispatcher
+
+        spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf)
+        done_observers.append(spill.on_fleet_done)
     if scenario.fleet.autoscaler.policy != "none":
         env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, rate_at=None))
     series = TimeSeries(scenario.output.sample_interval_s)
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
+    deferrable = [c.deferrable for c in scenario.traffic.classes]
+    deferred: deque[Request] = deque()
 
     def arrival_process():  # noqa: ANN202 - SimPy process
         rid = 0
@@ -192,7 +206,35 @@ def simulate(
                 if keep_requests:
                     requests.append(req)
                 arrivals_since[0] += 1
+                if deferrable[k] is not None:
+                    deferred.append(req)
+                else:
+                    dispatcher.dispatch(req)
+
+    def batch_releaser():  # noqa: ANN202 - SimPy process (runs only with deferrable classes)
+        interval = min(d.check_interval_s for d in deferrable if d is not None)
+        while True:
+            yield env.timeout(interval)
+            if not deferred:
+                continue
+            now = env.now
+            # deadline first: anything close to its deadline goes now, whatever the load
+            for req in [r for r in deferred if now >= r.arrival_s + deferrable[r.class_idx].deadline_s
+                        - deferrable[r.class_idx].slack_s]:
+                deferred.remove(req)
                 dispatcher.dispatch(req)
+            up = [sl.node for sl in slots if sl.state == "up"]
+            if not up or not deferred:
+                continue
+            snaps = [n.snapshot() for n in up]
+            if sum(x.waiting for x in snaps) > 0:
+                continue
+            kv = sum(x.kv_used_blocks / n.capacity_blocks for x, n in zip(snaps, up)) / len(up)
+            head = deferrable[deferred[0].class_idx]
+            if kv >= head.release_below_kv:
+                continue
+            for _ in range(min(len(deferred), head.release_per_node * len(up))):
+                dispatcher.dispatch(deferred.popleft())
 
     def sampler():  # noqa: ANN202 - SimPy process
         last_done = 0
@@ -208,12 +250,15 @@ def simulate(
             series.completions.append(done[0] - last_done)
             last_done = done[0]
             series.waiting.append([s.waiting for s in snaps])
+            series.deferred.append(len(deferred))
             series.running.append([s.running for s in snaps])
             series.kv_used_blocks.append([s.kv_used_blocks for s in snaps])
             series.busy_s.append([s.busy_s() for s in slots])
 
     env.process(arrival_process())
     env.process(sampler())
+    if any(d is not None for d in deferrable):
+        env.process(batch_releaser())
 
     duration = scenario.duration_s
     end_limit = duration + scenario.max_drain_s
@@ -239,4 +284,5 @@ def simulate(
         tally=tally,
         gpu_hours=fleet.billed_gpu_hours(scenario.duration_s),
         fleet_events=fleet.events,
+        spill=spill.stats() if spill is not None else None,
     )

@@ -381,7 +381,8 @@ class SizingResult:
             out["below"] = {"nodes": self.min_nodes - 1, "seeds_met": below.n_met, "seeds": below.n}
         statement = "; ".join(parts)
         if below is not None:
-            statement += f" ({self.min_nodes - 1} nodes: {below.n_met}/{below.n})"
+            plural = "s" if self.min_nodes - 1 != 1 else ""
+            statement += f"; {self.min_nodes - 1} node{plural} meet it in {below.n_met}/{below.n}"
         out["statement"] = statement
         return out
 
@@ -530,8 +531,9 @@ def size_fleet(
 def _fmt_s(v: float | None, unit: bool = True) -> str:
     if v is None:
         return "–"
-    text = f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
-    return f"{text} s" if unit else text
+    if not unit:
+        return f"{v:.2g}"
+    return f"{v:.3g} s" if abs(v) < 1 else f"{v:.2f} s"
 
 
 def format_report(res: SizingResult) -> str:
@@ -615,10 +617,14 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
     by_nodes: dict[int, list[str]] = {}
     for row in rules.to_dict(orient="records"):
         by_nodes.setdefault(int(row["nodes"]), []).append(row["rule"])
-    for i, (n, labels) in enumerate(sorted(by_nodes.items())):
+    for n, labels in sorted(by_nodes.items()):
         ax.axvline(n, color="C1", ls="--", lw=1)
-        ax.annotate(", ".join(labels), (n, 0.98 - 0.0 * i), xycoords=("data", "axes fraction"), rotation=90,
-                    ha="left", va="top", fontsize=8, color="C1")
+        ax.annotate(", ".join(labels), (n, 0.5), xycoords=("data", "axes fraction"), rotation=90,
+                    ha="center", va="center", fontsize=8, color="C1", zorder=5,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     from matplotlib.lines import Line2D

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import simpy
 
-from .api import HostedApi, resolve_api
+from .api import ApiStats, HostedApi, resolve_api
 from .config import (
     AllApi,
     ClassBasedSpill,
@@ -98,14 +98,20 @@ class FleetView:
         self.now = dispatcher.env.now
 
     @property
+    def available(self) -> bool:
+        """Whether any node accepts requests now (all may be evicted or draining)."""
+        return bool(self._d.fleet.active)
+
+    @property
     def node_index(self) -> int:
+        """Index (into the accepting nodes) of the node the router picks; picked once, on first use."""
         if self._idx is None:
-            self._idx = self._d.router.pick(self._req)
+            self._idx = self._d.fleet.router.pick(self._req)
         return self._idx
 
     @property
     def node(self) -> NodeLike:
-        return self._d.nodes[self.node_index]
+        return self._d.fleet.active[self.node_index]
 
     @property
     def snapshot(self) -> Any:
@@ -143,7 +149,7 @@ class FleetView:
                 blocked = ahead + 1  # KV-bound: everyone ahead waits for departures
         wait = queued_tokens / d.prefill_tokens_per_s
         if blocked > 0:
-            wait += blocked / d.departure_rate(self.node_index, snap, self.now)
+            wait += blocked / d.departure_rate(node.node_id, snap, self.now)
         return wait
 
     def predicted_ttft_s(self) -> float:
@@ -180,6 +186,8 @@ class QueueLength:
         self.max_waiting = max_waiting
 
     def decide(self, req: Request, view: FleetView) -> Route:
+        if not view.available:
+            return Route.API
         return Route.API if view.waiting >= self.max_waiting else Route.FLEET
 
 
@@ -190,6 +198,8 @@ class QueueWait:
         self.max_wait_s = max_wait_s
 
     def decide(self, req: Request, view: FleetView) -> Route:
+        if not view.available:
+            return Route.API
         return Route.API if view.expected_wait_s() > self.max_wait_s else Route.FLEET
 
 
@@ -200,6 +210,8 @@ class PredictedTtft:
         self.limit_s = [t * margin for t in ttft_s_by_class]
 
     def decide(self, req: Request, view: FleetView) -> Route:
+        if not view.available:
+            return Route.API
         return Route.API if view.predicted_ttft_s() > self.limit_s[req.class_idx] else Route.FLEET
 
 
@@ -210,6 +222,8 @@ class KvPressure:
         self.max_kv_fraction = max_kv_fraction
 
     def decide(self, req: Request, view: FleetView) -> Route:
+        if not view.available:
+            return Route.API
         return Route.API if view.kv_fraction_with_queue() > self.max_kv_fraction else Route.FLEET
 
 
@@ -288,32 +302,41 @@ def make_policy(scenario: Scenario) -> SpillPolicy:
 
 
 # --- dispatcher ------------------------------------------------------------------------------------------
+class FleetLike(Protocol):
+    """What the dispatcher needs of :class:`sim.fleet.FleetManager`."""
+
+    active: list[Any]  # nodes accepting requests; the router indexes this list
+    router: Any
+    slots: list[Any]  # every slot; ``slot.node`` is its node or None
+    pending: Any  # requests held while no node accepts
+
+    def dispatch(self, req: Request) -> None: ...
+
+
 class SpillDispatcher:
-    """Dispatcher with a spill policy and a hosted API (see the module docstring)."""
+    """Dispatcher with a spill policy and a hosted API in front of the fleet (see the module docstring)."""
 
     def __init__(
         self,
         env: simpy.Environment,
         scenario: Scenario,
-        nodes: Sequence[NodeLike],
-        router: Any,
+        fleet: FleetLike,
         on_done: Callable[[Request], None],
+        perf: Any = None,
     ) -> None:
-        if scenario.api is None:  # validated in config; kept for direct use
+        if scenario.api is None and not isinstance(scenario.spill, (NeverSpill, type(None))):
             raise ConfigError(scenario.source, "api", "a spill policy needs an api section")
         self.env = env
-        self.nodes = nodes
-        self.router = router
+        self.fleet = fleet
         self.policy = make_policy(scenario)
         self.api = HostedApi(env, resolve_api(scenario.api, scenario.source), scenario.seed, on_done,
-                             self.give_back)
+                             self.give_back) if scenario.api is not None else None
         self.late = 0
         self.spilled_at_arrival = 0
         eng = scenario.fleet.engine
         self.block_size = eng.block_size
         self.max_seqs = eng.max_num_seqs
         self._rates: dict[int, DepartureRate] = {}
-        perf = nodes[0].perf if nodes else None
         if perf is not None:
             b = eng.max_num_batched_tokens
             self.prefill_tokens_per_s = b / perf.step_s(b, attention_pairs(b, b), b)
@@ -322,7 +345,7 @@ class SpillDispatcher:
         else:
             self.prefill_tokens_per_s, self.step_floor_s, self._perf = math.inf, 0.0, None
         late = scenario.spill.late if scenario.spill is not None else None
-        if late is not None and nodes:
+        if late is not None and fleet.slots:
             env.process(self._late_spill(late.after_s, late.check_every_s))
 
     # -- estimates ---------------------------------------------------------------------------------------
@@ -350,7 +373,10 @@ class SpillDispatcher:
         view = FleetView(self, req)
         route = self.policy.decide(req, view)
         if route == Route.FLEET:
-            self.nodes[view.node_index].submit(req)
+            if view._idx is not None:
+                view.node.submit(req)
+            else:
+                self.fleet.dispatch(req)
             return
         self.spilled_at_arrival += 1
         self.to_api(req, batch=route == Route.API_BATCH)
@@ -365,26 +391,35 @@ class SpillDispatcher:
     def give_back(self, req: Request) -> None:
         """The API gave up on ``req``: queue it on the fleet after all (``api.on_give_up: fleet``)."""
         req.via_api = False
-        self.nodes[self.router.pick(req)].submit(req)
+        self.fleet.dispatch(req)
 
     def _late_spill(self, after_s: float, every_s: float):  # noqa: ANN202 - SimPy process
         env = self.env
         while True:
             yield env.timeout(every_s)
             now = env.now
-            for node in self.nodes:
+            for slot in self.fleet.slots:
+                node = slot.node
+                if node is None:
+                    continue
                 stale = [r for r in node.waiting
                          if r.first_scheduled_s < 0 and r.api_attempts == 0 and now - r.arrival_s >= after_s]
                 for req in stale:
                     if node.withdraw(req):
                         self.late += 1
                         self.to_api(req)
+            held = self.fleet.pending
+            stale = [r for r in held if r.api_attempts == 0 and now - r.arrival_s >= after_s]
+            for req in stale:
+                held.remove(req)
+                self.late += 1
+                self.to_api(req)
 
     def stats(self) -> dict[str, Any]:
         """API counters plus how requests got there (for ``SimResult.spill``)."""
-        out = self.api.stats.as_dict()
+        out = (self.api.stats if self.api is not None else ApiStats()).as_dict()
         out["policy"] = self.policy.name
-        out["provider"] = self.api.spec.name
+        out["provider"] = self.api.spec.name if self.api is not None else None
         out["spilled_at_arrival"] = self.spilled_at_arrival
         out["late_spilled"] = self.late
         return out

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .. import __version__
 from ..config import Scenario, _format_error, apply_overrides, read_yaml, validate_scenario
 from ..errors import ConfigError
 from ..paths import default_scenario_path
@@ -146,13 +147,13 @@ class Experiment:
 
 def point_key(scenario: Scenario, metrics: Metrics = "exact") -> str:
     """Hash of what determines a point's result: the resolved scenario (less its name and description), the
-    GPU and model profiles it resolves to, and the metrics mode."""
+    GPU and model profiles it resolves to, the metrics mode and the capsim version."""
     from ..catalog import get_gpu, get_model
 
     dump = scenario.model_dump(mode="json")
     for k in _COSMETIC:
         dump.pop(k, None)
-    payload: dict[str, Any] = {"schema": KEY_SCHEMA, "metrics": metrics, "scenario": dump}
+    payload: dict[str, Any] = {"schema": KEY_SCHEMA, "capsim": __version__, "metrics": metrics, "scenario": dump}
     try:
         payload["gpu"] = get_gpu(scenario.fleet.gpu, scenario.source).model_dump(mode="json")
         payload["model"] = get_model(scenario.fleet.model, scenario.source).model_dump(mode="json")

@@ -1,0 +1,131 @@
+"""Performance model: memory plan, roofline regimes, MoE/MLA/precision/TP terms, closed-form decode runs."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.catalog import Calibration, get_gpu, get_model
+from sim.errors import ConfigError
+from sim.perf import StepTimeModel, attention_pairs, plan_memory
+
+CAL = Calibration(mfu=0.6, mbu=0.7, overhead_s=0.002, overhead_s_per_token=0.0, allreduce_latency_s=2e-5,
+                  allreduce_efficiency=0.7)
+
+
+def test_too_large_model_refused_with_missing_bytes() -> None:
+    gpu, model = get_gpu("L40S"), get_model("llama-3.1-70b")
+    with pytest.raises(ConfigError) as exc:
+        plan_memory(gpu, model, 1, "bf16", "bf16", 0.9, 16)
+    usable = 48e9 * 0.9 - 1e9
+    expected = model.params_total * 2 + 327_680 * 16 - usable
+    got = int(re.search(r"\(([\d,]+) bytes\) missing", str(exc.value)).group(1).replace(",", ""))
+    assert got == math.ceil(expected)
+    assert "98.9 GB" in str(exc.value)
+    # and fits once there are enough GPUs
+    assert plan_memory(gpu, model, 4, "bf16", "bf16", 0.9, 16).kv_capacity_tokens > 0
+
+
+def test_worked_capacity_example_from_models_md() -> None:
+    # 70B BF16 on 8x H100 TP8, 0.9 x 80 GB, no activation reserve: ≈ 1.32 M tokens
+    mem = plan_memory(get_gpu("H100-SXM"), get_model("llama-3.1-70b"), 8, "bf16", "bf16", 0.9, 16, 0.0)
+    assert mem.kv_capacity_tokens == pytest.approx(1.32e6, rel=0.01)
+
+
+def test_decode_batch1_is_bandwidth_bound() -> None:
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
+    perf = StepTimeModel.build(gpu, model, 1, "bf16", "bf16", calibration=CAL)
+    ctx = 1001
+    assert perf.bound(1, ctx, ctx) == "memory"
+    weights_s = model.params_total * 2 / (3350e9 * CAL.mbu)
+    kv_s = 131_072 * ctx / (3350e9 * CAL.mbu)
+    assert perf.decode_step_s(1, 1000) == pytest.approx(weights_s + kv_s + CAL.overhead_s, rel=1e-9)
+    # higher bandwidth, same FLOPs: H200 is faster at batch 1 by about the bandwidth ratio
+    h200 = StepTimeModel.build(get_gpu("H200-SXM"), model, 1, "bf16", "bf16", calibration=CAL)
+    ratio = (perf.decode_step_s(1, 1000) - CAL.overhead_s) / (h200.decode_step_s(1, 1000) - CAL.overhead_s)
+    assert ratio == pytest.approx(4800 / 3350, rel=1e-9)
+
+
+def test_large_batch_approaches_compute_roof() -> None:
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
+    perf = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", calibration=CAL)
+    roof = 1.0 / perf.compute_s_per_token  # tokens/s if only the weight GEMMs counted
+    rates = []
+    for b in (1, 64, 512, 4096):
+        ctx = b * 129
+        rates.append(b / perf.step_s(b, ctx, ctx))
+    assert rates == sorted(rates)
+    assert perf.bound(4096, 4096 * 129, 4096 * 129) == "compute"
+    assert rates[-1] > 0.85 * roof and rates[-1] < roof
+    assert rates[0] < 0.01 * roof
+
+
+def test_moe_active_flops_all_weights() -> None:
+    gpu, mix = get_gpu("H100-SXM"), get_model("mixtral-8x7b")
+    perf = StepTimeModel.build(gpu, mix, 1, "fp8", "fp8", calibration=CAL)
+    flops = gpu.achievable_flops("fp8") * CAL.mfu
+    assert perf.compute_s_per_token == pytest.approx(2 * 12_879_925_248 / flops)
+    assert perf.memory_s_const == pytest.approx(46_702_792_704 / (3350e9 * CAL.mbu))
+
+
+def test_mla_attention_and_kv() -> None:
+    gpu, ds = get_gpu("B200"), get_model("deepseek-v3")
+    assert ds.attention_flops_per_pair() == 2 * 61 * 128 * (2 * 512 + 64)
+    perf = StepTimeModel.build(gpu, ds, 8, "fp8", "fp8", calibration=CAL)
+    assert perf.memory_s_per_ctx_token == pytest.approx(8 * 35_136 / (8 * 8000e9 * CAL.mbu))
+    # FP4 weights run at B200's FP4 rate and halve the weight read
+    fp4 = StepTimeModel.build(gpu, ds, 8, "fp4", "fp8", calibration=CAL)
+    assert fp4.memory_s_const == pytest.approx(perf.memory_s_const / 2)
+    assert fp4.compute_s_per_token == pytest.approx(perf.compute_s_per_token / 2)
+
+
+def test_gqa_attention_flops() -> None:
+    m = get_model("llama-3.1-70b")
+    assert m.attention_flops_per_pair() == 4 * 80 * 64 * 128
+    assert attention_pairs(4, 10) == 10 + 9 + 8 + 7
+
+
+def test_tensor_parallel_comm() -> None:
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-70b")
+    t1 = StepTimeModel.build(gpu, model, 1, "bf16", "bf16", calibration=CAL)
+    assert t1.comm_s_const == 0 and t1.comm_s_per_token == 0
+    t8 = StepTimeModel.build(gpu, model, 8, "bf16", "bf16", calibration=CAL)
+    assert t8.comm_s_const == pytest.approx(160 * 2e-5)
+    assert t8.comm_s_per_token == pytest.approx(160 * 2 * 7 / 8 * 8192 * 2 / (450e9 * 0.7))
+    # sharding divides weight time by G
+    assert t8.memory_s_const == pytest.approx(t1.memory_s_const / 8)
+    # a slower link (PCIe) costs more per token
+    pcie = StepTimeModel.build(get_gpu("H100-PCIe"), model, 8, "bf16", "bf16", calibration=CAL)
+    assert pcie.comm_s_per_token > 5 * t8.comm_s_per_token
+
+
+def test_stack_factors_used_by_default() -> None:
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
+    a = StepTimeModel.build(gpu, model, 1, "bf16", "bf16")
+    b = StepTimeModel.build(gpu, model, 1, "bf16", "bf16", stack="nvidia-vllm")
+    c = StepTimeModel.build(gpu, model, 1, "bf16", "bf16", stack="nvidia-trtllm")
+    assert a == b and c != a
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 512),
+    ctx0=st.integers(0, 200_000),
+    steps=st.integers(0, 3000),
+    gpu=st.sampled_from(["H100-SXM", "L40S", "B200", "MI300X"]),
+    tp=st.sampled_from([1, 2, 8]),
+)
+def test_decode_run_closed_form_matches_steps(batch: int, ctx0: int, steps: int, gpu: str, tp: int) -> None:
+    perf = StepTimeModel.build(get_gpu(gpu), get_model("llama-3.1-70b"), tp, "fp8", "fp8")
+    total = 0.0
+    for j in range(1, steps + 1):
+        c = ctx0 + batch * j
+        total += perf.step_s(batch, c, c)
+    assert perf.decode_run_s(batch, ctx0, steps) == pytest.approx(total, rel=1e-9, abs=1e-12)
+    if steps:
+        n = perf.decode_steps_within(batch, ctx0, total * 0.5, steps)
+        assert perf.decode_run_s(batch, ctx0, n) <= total * 0.5 < perf.decode_run_s(batch, ctx0, n + 1) + 1e-15
