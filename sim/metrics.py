@@ -13,6 +13,10 @@ Definitions (as in vLLM's ``benchmark_serving``):
   own TTFT, TPOT and E2E are all within the targets (a rejected or failed request misses). ``slo.met``: every
   P95 target holds.
 * ``throughput.*`` = completed requests / tokens per second of the arrival window (``duration_s``).
+* With a hosted API (``api``/``spill``), requests it served (status ``spilled``, ``served_by`` api) count as
+  served in latency, SLO and cost per token (``throughput`` stays the fleet's); ``api.*`` and ``spill.*`` hold
+  the API's counters (``calls`` = every attempt, ``rate_limited`` = 429s, ``retries``, ``failed`` = given up)
+  and the spill share of requests and of tokens (input + output).
 * ``utilisation.busy_fraction`` = share of up-node time spent executing engine steps over ``duration_s``;
   ``kv_fraction_*`` = time-sampled KV blocks in use / capacity of the nodes up, over samples in the window.
 """
@@ -47,7 +51,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
     finish = np.fromiter((r.finish_s for r in reqs), float, n)
     out = np.fromiter((r.output_tokens for r in reqs), np.int64, n)
     status = np.fromiter((int(r.status) for r in reqs), np.int64, n)
-    completed = status == int(Status.COMPLETED)
+    completed = (status == int(Status.COMPLETED)) | (status == int(Status.SPILLED))  # served: fleet or API
     nan = np.nan
     ttft = np.where(first >= 0, first - arrival, nan)
     e2e = np.where(completed, finish - arrival, nan)
@@ -62,7 +66,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "arrival_s": arrival,
             "class": classes,
             "node": np.fromiter((r.node for r in reqs), np.int64, n),
-            "served_by": np.where(status == int(Status.SPILLED), "api", "fleet"),
+            "served_by": np.where(np.fromiter((r.via_api for r in reqs), bool, n), "api", "fleet"),
             "input_tokens": np.fromiter((r.prompt_tokens for r in reqs), np.int64, n),
             "output_tokens": out,
             "cached_tokens": np.fromiter((r.cached_tokens for r in reqs), np.int64, n),
@@ -72,6 +76,11 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "tpot_s": tpot,
             "e2e_s": e2e,
             "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
+            "spilled_at_s": np.fromiter((r.spill_s if r.spill_s >= 0 else nan for r in reqs), float, n),
+            "api_attempts": np.fromiter((r.api_attempts for r in reqs), np.int64, n),
+            "api_429s": np.fromiter((r.api_429s for r in reqs), np.int64, n),
+            "api_errors": np.fromiter((r.api_errors for r in reqs), np.int64, n),
+            "api_cost_usd": np.fromiter((r.api_cost_usd for r in reqs), float, n),
         }
     )
 
@@ -106,7 +115,7 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "in_system": waiting.sum(axis=1) + running.sum(axis=1) + deferred,
             "kv_used_blocks": kv.sum(axis=1),
             "kv_fraction": kv.sum(axis=1) / (cap * up_safe),
-            "busy_fraction": busy.sum(axis=1) / up_safe,
+            "busy_fraction": np.clip(busy.sum(axis=1) / up_safe, 0.0, 1.0),
             "nodes_up": up,
             "nodes_billed": np.asarray(s.nodes_billed, dtype=np.int64) if s.nodes_billed else up,
         }
@@ -148,6 +157,35 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def _api_section(df: pd.DataFrame, st: dict[str, Any]) -> dict[str, Any]:
+    """``api.*``: calls (every attempt), 429s, 5xx/failures/timeouts, retries, requests given up on, spend."""
+    served = df[(df["served_by"] == "api") & (df["status"] == "spilled")]
+    keys = ("requests", "calls", "rate_limited", "server_errors", "transient_failures", "timeouts", "retries",
+            "served", "failed", "returned_to_fleet", "usd", "wasted_usd", "billed_input_tokens",
+            "billed_output_tokens", "peak_concurrency")
+    return {
+        "provider": st.get("provider"),
+        **{k: st.get(k, 0) for k in keys},
+        "ttft_s": _stats(served["ttft_s"].to_numpy()),
+        "e2e_s": _stats(served["e2e_s"].to_numpy()),
+    }
+
+
+def _spill_section(df: pd.DataFrame, st: dict[str, Any]) -> dict[str, Any]:
+    """``spill.*``: policy, requests sent to the API (at arrival / late) and their share of requests and tokens."""
+    via = (df["served_by"] == "api").to_numpy()
+    tokens = (df["input_tokens"] + df["output_tokens"]).to_numpy()
+    total_tok = float(tokens.sum())
+    return {
+        "policy": st.get("policy"),
+        "requests": int(via.sum()),
+        "at_arrival": st.get("spilled_at_arrival", 0),
+        "late": st.get("late_spilled", 0),
+        "request_share": float(via.mean()) if len(df) else None,
+        "token_share": float(tokens[via].sum()) / total_tok if total_tok > 0 else None,
+    }
+
+
 def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
     """The ``summary.json`` dictionary (keys documented in the module docstring and README)."""
     sc = result.scenario
@@ -159,7 +197,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     batch_names = [c.name for c in sc.traffic.classes if c.deferrable is not None]
     is_batch = df["class"].isin(batch_names).to_numpy() if batch_names else np.zeros(len(df), dtype=bool)
     window = df[(df["arrival_s"] >= sc.warmup_s).to_numpy() & ~is_batch]  # interactive requests only
-    done = window[window["status"] == "completed"]
+    done = window[window["status"].isin(["completed", "spilled"])]  # served by the fleet or the API
     lat = {
         "ttft_s": _stats(done["ttft_s"].to_numpy()),
         "tpot_s": _stats(done["tpot_s"].to_numpy()),
@@ -189,8 +227,8 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     }
     # SLO
     slo = sc.slo
-    finished = window[window["status"].isin(["completed", "rejected", "failed"])]
-    ok = (finished["status"] == "completed").to_numpy().copy()  # rejected and failed requests miss
+    finished = window[window["status"].isin(["completed", "spilled", "rejected", "failed"])]
+    ok = finished["status"].isin(["completed", "spilled"]).to_numpy().copy()  # rejected and failed requests miss
     checks: dict[str, Any] = {}
     for key, col in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
         target = getattr(slo, key)
@@ -214,9 +252,9 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         b = df[is_batch]
         deadlines = b["class"].map({c.name: c.deferrable.deadline_s for c in sc.traffic.classes
                                     if c.deferrable is not None}).astype(float).to_numpy()
-        done_b = (b["status"] == "completed").to_numpy()
+        done_b = b["status"].isin(["completed", "spilled"]).to_numpy()
         met = done_b & (b["e2e_s"].to_numpy() <= deadlines)
-        finished_b = b["status"].isin(["completed", "rejected", "failed"]).to_numpy()
+        finished_b = b["status"].isin(["completed", "spilled", "rejected", "failed"]).to_numpy()
         batch = {
             "classes": batch_names,
             "arrived": int(len(b)),
@@ -227,7 +265,10 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             "queue_wait_s": _stats(b["queue_wait_s"].to_numpy()),
             "e2e_s": _stats(b["e2e_s"].to_numpy()),
         }
-    cost = cost_breakdown(sc, nm.gpu, in_tok, out_tok, api_usd=0.0, gpu_hours=result.gpu_hours or None)
+    served_all = df[df["status"].isin(["completed", "spilled"])]  # tokens served by the fleet or the API
+    api_stats = result.spill or {}
+    cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()), float(served_all["output_tokens"].sum()),
+                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None)
     return _clean(
         {
             "scenario": sc.name,
@@ -241,6 +282,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             "slo": slo_out,
             "cost": cost,
             **({"batch": batch} if batch else {}),
+            **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
             "fleet": {
                 "nodes": n_nodes,
                 "gpu": nm.gpu.name,

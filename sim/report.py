@@ -55,12 +55,23 @@ def plot_latency_cdfs(req: pd.DataFrame, slo: dict[str, Any] | None = None) -> F
 def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = None) -> Figure:
     """Arrival and completion rates, queue length and running batch, and KV-cache use over time."""
     fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True, constrained_layout=True)
-    t = fleet_ts["time_s"] / 60.0
+    span_s = float(fleet_ts["time_s"].iloc[-1]) if len(fleet_ts) else 0.0
+    hours = span_s > 3 * 3600
+    t = fleet_ts["time_s"] / (3600.0 if hours else 60.0)
+    dt = float(fleet_ts["time_s"].diff().median()) if len(fleet_ts) > 1 else 1.0
+    win = max(1, int(round(max(10.0, span_s / 300) / dt)))  # smooth rates over ≥ 10 s
     ax = axes[0]
-    ax.plot(t, fleet_ts["arrival_rate_rps"], lw=0.8, color="C0", alpha=0.6, label="arrivals")
-    ax.plot(t, fleet_ts["completion_rate_rps"], lw=0.8, color="C2", alpha=0.6, label="completions")
+    ax.plot(t, fleet_ts["arrival_rate_rps"].rolling(win, min_periods=1).mean(), lw=1, color="C0", label="arrivals")
+    ax.plot(t, fleet_ts["completion_rate_rps"].rolling(win, min_periods=1).mean(), lw=1, color="C2",
+            alpha=0.8, label="completions")
     ax.set_ylabel("requests / s")
-    ax.set_title("Load")
+    ax.set_title(f"Load (rolling mean over {win * dt:g} s)")
+    if "nodes_up" in fleet_ts and fleet_ts["nodes_up"].nunique() > 1:
+        ax2 = ax.twinx()
+        ax2.step(t, fleet_ts["nodes_up"], where="post", color="k", lw=1, alpha=0.6, label="nodes up")
+        ax2.set_ylabel("nodes up")
+        ax2.set_ylim(0, fleet_ts["nodes_up"].max() * 1.15 + 1)
+        ax2.legend(loc="upper left", fontsize=8)
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[1]
@@ -75,7 +86,7 @@ def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = Non
     ax.plot(t, 100 * fleet_ts["busy_fraction"], lw=1, color="C5", alpha=0.7, label="GPU busy (executing steps)")
     ax.set_ylabel("% of capacity")
     ax.set_ylim(0, 105)
-    ax.set_xlabel("simulated time (min)")
+    ax.set_xlabel("simulated time (h)" if hours else "simulated time (min)")
     ax.set_title("KV-cache use and busy time")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)

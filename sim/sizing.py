@@ -463,17 +463,19 @@ def size_fleet(
     rel_tol: float = 0.01,
     workers: int | None = None,
     progress: Progress | None = None,
+    goodput: GoodputResult | None = None,
 ) -> SizingResult:
     """Per-node goodput, the simulated minimum node count, and each rule's node count with its simulated
-    SLO attainment and cost (method in the module docstring)."""
+    SLO attainment and cost (method in the module docstring). A ``goodput`` already measured (with the same
+    seeds) is reused instead of searched again."""
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     if max_nodes < 1:
         raise ConfigError("--max-nodes", "", f"must be at least 1 (got {max_nodes})")
     seeds = seed_list(scenario, n_seeds)
     stats = traffic_rate_stats(scenario)
-    gp = node_goodput(scenario, seeds, rel_tol=rel_tol, workers=workers, progress=say,
-                      start_rps=stats["mean_rps"] / scenario.fleet.nodes)
+    gp = goodput or node_goodput(scenario, seeds, rel_tol=rel_tol, workers=workers, progress=say,
+                                 start_rps=stats["mean_rps"] / scenario.fleet.nodes)
     say(f"goodput: {gp.rate_rps:.3f} req/s per node (failed at {gp.upper_rps:.3f})")
 
     points: dict[int, Replicates] = {}
