@@ -319,6 +319,25 @@ class TraceReplay(Strict):
         return self
 
 
+_COMPONENT_TAGS = {"daily", "office_hours", "hourly", "weekly", "harmonic", "launch", "viral", "batch", "growth",
+                   "piecewise"}
+
+
+def _inline_shape(value: Any, where: str) -> Any:
+    """Validate an inline shape mapping now, so its errors name the component field (not union tags)."""
+    if isinstance(value, (str, Shape)):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}expected a shape name, a path or a mapping with components")
+    try:
+        return Shape.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if p not in _COMPONENT_TAGS)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{where}{loc}: {msg}") from None
+
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -343,6 +362,13 @@ class Traffic(Strict):
         if isinstance(data, dict) and data.get("trace") is not None and not data.get("classes"):
             data = {**data, "classes": [{"name": "trace", "share": 1.0}]}
         return data
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _shape(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [_inline_shape(x, f"item {i}: ") for i, x in enumerate(v)]
+        return v if v is None else _inline_shape(v, "")
 
     @field_validator("classes")
     @classmethod
@@ -469,6 +495,8 @@ class Fleet(Strict):
     kv_cache: Precision = "bf16"
     engine: Engine = Engine()
     engine_impl: Literal["fast", "reference"] = "fast"
+    stack: str | None = Field(None, description="software stack whose fitted factors to use (hardware_profiles/"
+                              "stacks/); default: the GPU profile's calibration or default stack")
     on_demand: OnDemand = OnDemand(max_nodes=0)
     spot: Spot = Spot()
     autoscaler: Autoscaler = Autoscaler()

@@ -93,13 +93,13 @@ def plan_memory(
         missing = weight_bytes + kv_b * block_size - usable
         per_gpu = gpu.memory_gb * GB * gpu_memory_utilization - activation_reserve_gb_per_gpu * GB
         need = math.ceil((weight_bytes + kv_b * block_size) / per_gpu) if per_gpu > 0 else 0
-        hint = f"; weights alone need at least {need} GPUs" if need > gpus else ""
+        hint = f"; it needs at least {need} GPUs" if need > gpus else ""
         raise ConfigError(
             source,
             field,
             f"{model.name} ({weights} weights, {weight_bytes / GB:.1f} GB) does not fit on {gpus}x {gpu.name} "
-            f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB "
-            f"({int(math.ceil(missing)):,} bytes) missing{hint}",
+            f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB missing "
+            f"({int(math.ceil(missing)):,} bytes){hint}",
         )
     tokens = int(free // kv_b)
     return NodeMemory(

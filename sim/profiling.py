@@ -241,13 +241,13 @@ def run_closed_loop(
     t0 = steady[0].arrival_s if steady else 0.0
     # stop the throughput window when the pool stops being full (the last request has been issued)
     t1 = reqs[-1].arrival_s if n > concurrency and reqs[-1].arrival_s > t0 else max(r.finish_s for r in reqs)
-    window = [r for r in steady if r.finish_s <= t1] if t1 > t0 else steady
     res = _summarise("closed_loop", steady, t0, t1, n, _mean_running(reqs, t0, t1))
-    out_tok = sum(r.output_tokens for r in window if r.status == Status.COMPLETED)
-    # throughput: tokens generated inside the window (completions in the window), per second
-    res.output_tokens_per_s = out_tok / max(t1 - t0, 1e-12)
-    res.input_tokens_per_s = sum(r.prompt_tokens for r in window if r.status == Status.COMPLETED) / max(t1 - t0, 1e-12)
-    res.requests_per_s = len(window) / max(t1 - t0, 1e-12)
+    # throughput: completions inside the window (whatever their issue time), each counted with all its tokens
+    window = [r for r in reqs if r.status == Status.COMPLETED and t0 < r.finish_s <= t1]
+    span = max(t1 - t0, 1e-12)
+    res.output_tokens_per_s = sum(r.output_tokens for r in window) / span
+    res.input_tokens_per_s = sum(r.prompt_tokens for r in window) / span
+    res.requests_per_s = len(window) / span
     return res
 
 

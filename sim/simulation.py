@@ -17,6 +17,7 @@ import simpy
 
 from .catalog import GpuSpec, ModelSpec, get_gpu, get_model
 from .config import Scenario
+from .errors import ConfigError
 from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
@@ -57,7 +58,10 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     if eng.num_gpu_blocks_override is not None:
         blocks = eng.num_gpu_blocks_override
         memory = replace(memory, kv_capacity_blocks=blocks, kv_capacity_tokens=blocks * eng.block_size)
-    perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache)
+    try:
+        perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache, stack=fleet.stack)
+    except ConfigError as exc:
+        raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
     return NodeModel(gpu, model, memory, perf, max_len)
 

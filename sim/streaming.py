@@ -12,9 +12,11 @@ cost are exact; percentiles come from the histograms: with the default 1000 bins
 reported percentile is within a relative error of :data:`DEFAULT_REL_ERROR` (±0.12 %) of the exact
 (numpy ``linear``) value; values under 1 µs are reported as 0 (absolute error < 1 µs).
 
-The streamed ``requests.parquet`` has the columns of :func:`sim.metrics.requests_table`, in finishing order;
-requests still in flight when the run stops never finish and are not in it (they are counted in
-``requests.in_flight``).
+The streamed ``requests.parquet`` has the columns of :func:`sim.metrics.requests_table`, in finishing order.
+Requests still in flight when the run stops never finish and are not in it: they are counted in
+``requests.in_flight`` (and ``spill.request_share`` divides by all arrivals), but their tokens are missing from
+``spill.token_share`` and, for deferrable classes, they are missing from ``batch.arrived`` (after the default
+drain there are normally none).
 """
 
 from __future__ import annotations
@@ -29,15 +31,13 @@ import numpy as np
 import pandas as pd
 
 from .config import Scenario
-from .metrics import PCTS, STATUS_CATEGORIES, _STATUS_CODE, _clean, requests_table, summarize, timeseries_tables
-from .request import Request, Status
+from .metrics import PCTS, _clean, requests_table, summarize, timeseries_tables
+from .request import Request
 from .simulation import ProgressFn, SimResult, simulate
 
 DEFAULT_BINS_PER_DECADE = 1000
 DEFAULT_REL_ERROR = 10 ** (0.5 / DEFAULT_BINS_PER_DECADE) - 1  # half a bin in log space ≈ 0.115 %
 DEFAULT_CHUNK_ROWS = 65_536
-_COMPLETED = int(Status.COMPLETED)
-_FINISHED = (int(Status.COMPLETED), int(Status.REJECTED), int(Status.FAILED))
 
 
 class LogHistogram:
@@ -139,46 +139,46 @@ class LogHistogram:
         return h
 
 
-def _requests_schema(class_names: list[str]):  # noqa: ANN202 - pyarrow schema
-    import pyarrow as pa
+@dataclass(frozen=True)
+class _Chunk:
+    """Just enough of a :class:`SimResult` for :func:`sim.metrics.requests_table` to tabulate a chunk."""
 
-    cat = pa.dictionary(pa.int32(), pa.string())
-    return pa.schema([
-        ("request_id", pa.int64()), ("arrival_s", pa.float64()), ("class", cat), ("node", pa.int64()),
-        ("served_by", pa.string()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
-        ("cached_tokens", pa.int64()), ("status", cat), ("queue_wait_s", pa.float64()), ("ttft_s", pa.float64()),
-        ("tpot_s", pa.float64()), ("e2e_s", pa.float64()), ("preemptions", pa.int64()),
-    ])
+    scenario: Scenario
+    class_names: list[str]
+    requests: list[Request]
 
 
 class StreamingCollector:
-    """``on_request_done`` callback that reduces finished requests chunk by chunk (and optionally writes them
-    to ``requests_path`` as Parquet, atomically: the file appears only when :meth:`close` succeeds)."""
+    """``on_request_done`` callback that tabulates finished requests chunk by chunk (with
+    :func:`sim.metrics.requests_table`, so the columns are the in-memory table's), reduces each chunk into
+    counters and histograms following :func:`sim.metrics.summarize`'s rules, and optionally appends it to
+    ``requests_path`` (Parquet, one row group per chunk; the file appears only when :meth:`close` succeeds)."""
 
-    LATENCY_KEYS = ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")
+    HIST_KEYS = ("latency.ttft_s", "latency.tpot_s", "latency.e2e_s", "latency.queue_wait_s",
+                 "batch.queue_wait_s", "batch.e2e_s", "api.ttft_s", "api.e2e_s")
+    COUNTER_KEYS = ("completed", "completed_input_tokens", "completed_output_tokens", "served_input_tokens",
+                    "served_output_tokens", "slo_finished", "slo_ok", "batch_rows", "batch_done",
+                    "batch_deadline_met", "batch_finished", "api_rows", "api_tokens", "all_tokens")
 
     def __init__(self, scenario: Scenario, requests_path: Path | None = None,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, bins_per_decade: int = DEFAULT_BINS_PER_DECADE) -> None:
         self.scenario = scenario
         self.class_names = [c.name for c in scenario.traffic.classes]
+        self._deadline_s = {c.name: c.deferrable.deadline_s for c in scenario.traffic.classes
+                            if getattr(c, "deferrable", None) is not None}
         self.chunk_rows = max(1, chunk_rows)
-        self.hist = {k: LogHistogram(bins_per_decade=bins_per_decade) for k in self.LATENCY_KEYS}
-        self.completed = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.slo_finished = 0
-        self.slo_ok = 0
+        self.hist = {k: LogHistogram(bins_per_decade=bins_per_decade) for k in self.HIST_KEYS}
+        self.n = dict.fromkeys(self.COUNTER_KEYS, 0)
         self.rows_written = 0
         self._buf: list[Request] = []
         self._path = Path(requests_path) if requests_path is not None else None
         self._tmp: Path | None = None
         self._writer = None
-        if self._path is not None:
-            import pyarrow.parquet as pq
 
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
-            self._writer = pq.ParquetWriter(self._tmp, _requests_schema(self.class_names), compression="zstd")
+    @property
+    def completed(self) -> int:
+        """Requests completed on the fleet so far."""
+        return self.n["completed"]
 
     def __call__(self, req: Request) -> None:
         self._buf.append(req)
@@ -188,85 +188,88 @@ class StreamingCollector:
     def flush(self) -> None:
         """Reduce (and write) the buffered requests."""
         reqs, self._buf = self._buf, []
-        n = len(reqs)
-        if n == 0:
-            return
-        arrival = np.fromiter((r.arrival_s for r in reqs), float, n)
-        sched = np.fromiter((r.first_scheduled_s for r in reqs), float, n)
-        first = np.fromiter((r.first_token_s for r in reqs), float, n)
-        finish = np.fromiter((r.finish_s for r in reqs), float, n)
-        prompt = np.fromiter((r.prompt_tokens for r in reqs), np.int64, n)
-        out = np.fromiter((r.output_tokens for r in reqs), np.int64, n)
-        status = np.fromiter((int(r.status) for r in reqs), np.int64, n)
-        completed = status == _COMPLETED
-        nan = np.nan
-        ttft = np.where(first >= 0, first - arrival, nan)
-        e2e = np.where(completed, finish - arrival, nan)
-        qwait = np.where(sched >= 0, sched - arrival, nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
-        # throughput: every completed request; latency and SLO: arrivals after warm-up (as metrics.summarize)
-        self.completed += int(completed.sum())
-        self.input_tokens += int(prompt[completed].sum())
-        self.output_tokens += int(out[completed].sum())
-        window = arrival >= self.scenario.warmup_s
-        done = window & completed
-        cols = {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "queue_wait_s": qwait}
-        for key, values in cols.items():
-            self.hist[key].add(values[done])
-        finished = window & np.isin(status, _FINISHED)
-        ok = completed[finished].copy()
-        slo = self.scenario.slo
-        for target, col in ((slo.ttft_p95_s, ttft), (slo.tpot_p95_s, tpot), (slo.e2e_p95_s, e2e)):
+        if reqs:
+            df = requests_table(_Chunk(self.scenario, self.class_names, reqs))  # type: ignore[arg-type]
+            self._reduce(df)
+            self._write(df)
+
+    def _reduce(self, df: pd.DataFrame) -> None:
+        sc, n, h = self.scenario, self.n, self.hist
+        status = df["status"].astype(str).to_numpy()
+        completed = status == "completed"
+        served = completed | (status == "spilled")
+        finished = served | (status == "rejected") | (status == "failed")
+        is_batch = df["class"].isin(list(self._deadline_s)).to_numpy() if self._deadline_s else np.zeros(len(df), bool)
+        window = (df["arrival_s"].to_numpy() >= sc.warmup_s) & ~is_batch
+        inp, outp = df["input_tokens"].to_numpy(), df["output_tokens"].to_numpy()
+        col = {c: df[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")}
+        # throughput: fleet-completed; cost per token: served by the fleet or the API
+        n["completed"] += int(completed.sum())
+        n["completed_input_tokens"] += int(inp[completed].sum())
+        n["completed_output_tokens"] += int(outp[completed].sum())
+        n["served_input_tokens"] += int(inp[served].sum())
+        n["served_output_tokens"] += int(outp[served].sum())
+        done = window & served
+        for c, values in col.items():
+            h[f"latency.{c}"].add(values[done])
+        fin = window & finished
+        ok = served[fin].copy()
+        for target, c in ((sc.slo.ttft_p95_s, "ttft_s"), (sc.slo.tpot_p95_s, "tpot_s"), (sc.slo.e2e_p95_s, "e2e_s")):
             if target is None:
                 continue
-            vals = col[finished]
+            vals = col[c][fin]
             with np.errstate(invalid="ignore"):
                 within = vals <= target
-            if col is tpot:
+            if c == "tpot_s":
                 within |= np.isnan(vals)
             ok &= within
-        self.slo_finished += int(finished.sum())
-        self.slo_ok += int(ok.sum())
-        if self._writer is not None:
-            self._write(reqs, arrival, prompt, out, status, qwait, ttft, tpot, e2e)
+        n["slo_finished"] += int(fin.sum())
+        n["slo_ok"] += int(ok.sum())
+        if self._deadline_s:
+            deadlines = df["class"].astype(str).map(self._deadline_s).astype(float).to_numpy()
+            with np.errstate(invalid="ignore"):
+                met = is_batch & served & (col["e2e_s"] <= deadlines)
+            n["batch_rows"] += int(is_batch.sum())
+            n["batch_done"] += int((is_batch & served).sum())
+            n["batch_deadline_met"] += int(met.sum())
+            n["batch_finished"] += int((is_batch & finished).sum())
+            h["batch.queue_wait_s"].add(col["queue_wait_s"][is_batch])
+            h["batch.e2e_s"].add(col["e2e_s"][is_batch])
+        via = (df["served_by"] == "api").to_numpy()
+        api_served = via & (status == "spilled")
+        h["api.ttft_s"].add(col["ttft_s"][api_served])
+        h["api.e2e_s"].add(col["e2e_s"][api_served])
+        tokens = inp + outp
+        n["api_rows"] += int(via.sum())
+        n["api_tokens"] += int(tokens[via].sum())
+        n["all_tokens"] += int(tokens.sum())
 
-    def _write(self, reqs: list[Request], arrival: np.ndarray, prompt: np.ndarray, out: np.ndarray,
-               status: np.ndarray, qwait: np.ndarray, ttft: np.ndarray, tpot: np.ndarray, e2e: np.ndarray) -> None:
+    def _write(self, df: pd.DataFrame) -> None:
+        if self._path is None:
+            return
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        n = len(reqs)
-        classes = pa.DictionaryArray.from_arrays(
-            pa.array(np.fromiter((r.class_idx for r in reqs), np.int32, n)), pa.array(self.class_names, pa.string()))
-        stat = pa.DictionaryArray.from_arrays(
-            pa.array(_STATUS_CODE[status].astype(np.int32)), pa.array(STATUS_CATEGORIES, pa.string()))
-        table = pa.table({
-            "request_id": np.fromiter((r.rid for r in reqs), np.int64, n),
-            "arrival_s": arrival,
-            "class": classes,
-            "node": np.fromiter((r.node for r in reqs), np.int64, n),
-            "served_by": np.where(status == int(Status.SPILLED), "api", "fleet"),
-            "input_tokens": prompt,
-            "output_tokens": out,
-            "cached_tokens": np.fromiter((r.cached_tokens for r in reqs), np.int64, n),
-            "status": stat,
-            "queue_wait_s": qwait,
-            "ttft_s": ttft,
-            "tpot_s": tpot,
-            "e2e_s": e2e,
-            "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
-        }, schema=self._writer.schema)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if self._writer is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        else:
+            table = table.cast(self._writer.schema)
         self._writer.write_table(table)
-        self.rows_written += n
+        self.rows_written += len(df)
 
     def close(self) -> Path | None:
         """Flush, finish the Parquet file and move it into place; returns its path (None if not writing)."""
         self.flush()
-        if self._writer is None:
+        if self._path is None:
             return None
+        if self._writer is None:  # no request finished: an empty table with the right columns
+            self._write(requests_table(_Chunk(self.scenario, self.class_names, [])))  # type: ignore[arg-type]
+        assert self._writer is not None and self._tmp is not None
         self._writer.close()
         self._writer = None
-        assert self._tmp is not None and self._path is not None
         os.replace(self._tmp, self._path)
         return self._path
 
@@ -281,37 +284,53 @@ class StreamingCollector:
     def summary(self, result: SimResult, fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
         """``summary.json`` with the keys of :func:`sim.metrics.summarize` (see the module docstring).
 
-        Everything not derived from per-request records (counts, utilisation, fleet, GPU cost) comes from
-        ``summarize`` itself, run on the empty request table of a streamed run; the request-derived parts
-        (latency, throughput, SLO, cost per token) are replaced by the streamed values."""
+        Everything not derived from per-request records (counts, utilisation, fleet, GPU and API spend, API
+        counters) comes from ``summarize`` itself, run on the empty request table of a streamed run; the
+        request-derived parts are replaced by the streamed values."""
         self.flush()
-        sc = result.scenario
+        sc, n, h = result.scenario, self.n, self.hist
         duration = sc.duration_s
         if fleet_ts is None:
             fleet_ts, _ = timeseries_tables(result)
         base = summarize(result, requests_table(result), fleet_ts)
-        lat = {k: self.hist[k].stats() for k in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")}
+        lat = {k: h[f"latency.{k}"].stats() for k in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")}
         base["latency"] = lat
         base["throughput"] = {
-            "requests_per_s": self.completed / duration,
-            "input_tokens_per_s": self.input_tokens / duration,
-            "output_tokens_per_s": self.output_tokens / duration,
+            "requests_per_s": n["completed"] / duration,
+            "input_tokens_per_s": n["completed_input_tokens"] / duration,
+            "output_tokens_per_s": n["completed_output_tokens"] / duration,
         }
         slo = base["slo"]
-        for key, col in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
+        for key, c in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
             if key in slo["targets"]:
                 check = slo["targets"][key]
-                p95 = lat[col]["p95"]
+                p95 = lat[c]["p95"]
                 check["actual"] = p95
                 check["met"] = p95 is not None and p95 <= check["target"]
-        slo["attainment"] = self.slo_ok / self.slo_finished if self.slo_finished else None
+        slo["attainment"] = n["slo_ok"] / n["slo_finished"] if n["slo_finished"] else None
         slo["met"] = all(c["met"] for c in slo["targets"].values()) if slo["targets"] else True
         cost = base["cost"]
         total = cost["total_usd"]
-        out_m = self.output_tokens / 1e6
-        all_m = (self.input_tokens + self.output_tokens) / 1e6
+        out_m = n["served_output_tokens"] / 1e6
+        all_m = (n["served_input_tokens"] + n["served_output_tokens"]) / 1e6
         cost["usd_per_mtok_output"] = total / out_m if out_m > 0 else None
         cost["usd_per_mtok_total"] = total / all_m if all_m > 0 else None
+        if "batch" in base:
+            b = base["batch"]
+            b.update({
+                "arrived": n["batch_rows"], "completed": n["batch_done"], "deadline_met": n["batch_deadline_met"],
+                "deadline_missed": n["batch_finished"] - n["batch_deadline_met"],
+                "deadline_attainment": n["batch_deadline_met"] / n["batch_finished"] if n["batch_finished"] else None,
+                "queue_wait_s": h["batch.queue_wait_s"].stats(), "e2e_s": h["batch.e2e_s"].stats(),
+            })
+        if "api" in base:
+            base["api"]["ttft_s"] = h["api.ttft_s"].stats()
+            base["api"]["e2e_s"] = h["api.e2e_s"].stats()
+        if "spill" in base:
+            arrived = base["requests"]["arrived"]
+            base["spill"]["requests"] = n["api_rows"]
+            base["spill"]["request_share"] = n["api_rows"] / arrived if arrived else None
+            base["spill"]["token_share"] = n["api_tokens"] / n["all_tokens"] if n["all_tokens"] else None
         return _clean(base)
 
 

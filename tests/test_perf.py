@@ -23,7 +23,7 @@ def test_too_large_model_refused_with_missing_bytes() -> None:
         plan_memory(gpu, model, 1, "bf16", "bf16", 0.9, 16)
     usable = 48e9 * 0.9 - 1e9
     expected = model.params_total * 2 + 327_680 * 16 - usable
-    got = int(re.search(r"\(([\d,]+) bytes\) missing", str(exc.value)).group(1).replace(",", ""))
+    got = int(re.search(r"GB missing \(([\d,]+) bytes\)", str(exc.value)).group(1).replace(",", ""))
     assert got == math.ceil(expected)
     assert "98.9 GB" in str(exc.value)
     # and fits once there are enough GPUs

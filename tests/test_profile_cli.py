@@ -59,7 +59,7 @@ def test_profile_rate_and_other_hardware() -> None:
 def test_profile_model_too_large() -> None:
     r = CliRunner().invoke(main, ["profile", "--gpu", "L40S", "--model", "llama-3.1-405b"])
     assert r.exit_code == 2
-    assert "does not fit" in r.output and "bytes) missing" in r.output
+    assert "does not fit" in r.output and "GB missing (" in r.output and "bytes)" in r.output
     r = CliRunner().invoke(main, ARGS + ["--offline", "10", "--concurrency", "3"])
     assert r.exit_code == 2 and "at most one" in r.output
     r = CliRunner().invoke(main, ["profile", "--gpu", "H900", "--model", "llama-3.1-8b"])

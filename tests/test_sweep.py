@@ -44,12 +44,12 @@ BASE = {
 }
 
 
-def write_experiment(tmp_path: Path, name: str = "exp.yaml", **fields) -> Path:
+def write_experiment(tmp_path: Path, filename: str = "exp.yaml", **fields) -> Path:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     spec = {"name": "tiny-sweep", "base": "base.yaml", "axes": {"fleet.nodes": [1, 2], "traffic.rate_rps": [3.0, 6.5]},
             "seeds": [1, 2]}
     spec.update(fields)
-    path = tmp_path / name
+    path = tmp_path / filename
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -94,7 +94,7 @@ def test_no_axes_is_one_point_per_seed(tmp_path):
 
 
 @pytest.mark.parametrize("fields, where, problem", [
-    ({"axes": {"fleet.nodes": [1, 0]}}, "point fleet.nodes=0", "greater than 0"),
+    ({"axes": {"traffic.rate_rps": [1, -2]}}, "point traffic.rate_rps=-2", "greater than 0"),
     ({"axes": {"fleet.nodez": [1]}}, "fleet.nodez", "unknown key"),
     ({"axes": {"fleet.nodes": []}}, "axes", "no values"),
     ({"seeds": [1, 1]}, "seeds", "distinct"),
@@ -190,7 +190,7 @@ def test_failing_point_is_recorded_and_does_not_stop_the_others(tmp_path):
     assert res.exit_code == 1
     table = pd.read_parquet(out / "results.parquet")
     assert list(table["status"]) == ["ok", "failed"]
-    assert "NoSuchGPU-9000" in table["error"].iloc[1] and table["error"].iloc[0] is None
+    assert "NoSuchGPU-9000" in table["error"].iloc[1] and pd.isna(table["error"].iloc[0])
     assert math.isnan(table["latency.ttft_s.p95"].iloc[1]) and table["latency.ttft_s.p95"].iloc[0] > 0
     rec = json.loads((out / "points" / f"{table['key'].iloc[1]}.json").read_text())
     assert rec["status"] == "failed" and "Traceback" in rec["traceback"]

@@ -14,6 +14,7 @@ from ..errors import CapsimError
 # name -> "module:attribute" (imported only when the command is used, to keep start-up fast)
 COMMANDS: dict[str, str] = {
     "run": "sim.cli.run:run",
+    "compare": "sim.cli.compare:compare",
     "profile": "sim.cli.profile:profile",
     "calibrate": "sim.cli.calibrate:calibrate",
     "catalog": "sim.cli.catalog:catalog",

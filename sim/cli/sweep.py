@@ -51,34 +51,29 @@ def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
     return f"{v * scale:,.{digits}f}{suffix}"
 
 
-def _print_overview(report, exp, max_rows: int = 40) -> None:  # noqa: ANN001
-    """Per grid point, means across seeds of the headline metrics."""
+def _print_overview(report, exp, max_rows: int = 60) -> None:  # noqa: ANN001
+    """Per grid point, means across seeds of the headline metrics (plain text, any width)."""
+    import pandas as pd
+
     agg = report.aggregates
     if agg is None or not len(agg):
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    wanted = {"latency.ttft_s.p95": ("TTFT P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT P95", 1000, 1, " ms"),
-              "slo.attainment": ("SLO att.", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
-              "cost.usd_per_mtok_total": ("$/M tok", 1, 3, "")}
-    t = Table(title=f"{exp.name}: mean across seeds (95% CI in aggregates.csv)", box=None)
-    for c in exp.axis_columns:
-        t.add_column(c)
-    t.add_column("seeds", justify="right")
-    for name, *_ in wanted.values():
-        t.add_column(name, justify="right")
-    sub = agg[agg["metric"].isin(list(wanted))]
-    for i, (point, grp) in enumerate(sub.groupby("point", sort=True)):
-        if i >= max_rows:
-            t.add_row(*(["…"] * (len(exp.axis_columns) + 1 + len(wanted))))
-            break
+    wanted = {"latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
+              "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+              "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}
+    rows = []
+    for point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
-        n = int(grp["n"].max())
         first = grp.iloc[0]
-        t.add_row(*[str(first[c]) for c in exp.axis_columns], str(n),
-                  *[_fmt(by.get(m), s, d, u) for m, (_, s, d, u) in wanted.items()])
-    Console().print(t)
+        rows.append({**{c: "–" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},
+                     "seeds": int(grp["n"].max()),
+                     **{name: _fmt(by.get(m), sc, d, u) for m, (name, sc, d, u) in wanted.items()}})
+    if not rows:
+        return
+    click.echo(f"{exp.name}: mean across seeds (95% CI in aggregates.csv)")
+    click.echo(pd.DataFrame(rows[:max_rows]).to_string(index=False))
+    if len(rows) > max_rows:
+        click.echo(f"… {len(rows) - max_rows} more grid point(s) in results.csv")
 
 
 @click.command()

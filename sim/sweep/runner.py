@@ -116,6 +116,8 @@ def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec = ExecutorSpec(
     try:
         for oc in iter_outcomes(run_point, tasks, spec):
             p = todo[oc.index]
+            if isinstance(oc.error, KeyboardInterrupt):  # Ctrl-C reached a worker first: an interruption
+                raise KeyboardInterrupt
             if oc.error is not None:  # the worker could not even return a record (died, cluster lost, ...)
                 res: dict[str, Any] = {"status": "failed", "summary": None,
                                        "error": f"{type(oc.error).__name__}: {oc.error}", "traceback": None,

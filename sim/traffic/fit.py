@@ -47,7 +47,7 @@ def _design(clock_h: np.ndarray, daily: int, weekly: int) -> tuple[np.ndarray, l
 
 
 def fit_counts(bin_start_s: np.ndarray, counts: np.ndarray, bin_s: float, clock0_h: float = 0.0,
-               daily_terms: int = 3, weekly_terms: int = 3, name: str = "fitted", source: str = "data") -> ShapeFit:
+               daily_terms: int = 4, weekly_terms: int = 13, name: str = "fitted", source: str = "data") -> ShapeFit:
     """Fit the harmonic model to ``counts`` in bins of ``bin_s`` starting at ``bin_start_s``."""
     t = np.asarray(bin_start_s, dtype=float)
     y = np.asarray(counts, dtype=float)

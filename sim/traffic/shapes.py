@@ -299,7 +299,7 @@ def load_shape_file(path: Path) -> Shape:
 
 
 def resolve_components(
-    shape: str | Shape | list[str | Shape] | None,
+    shape: str | Shape | dict | list | None,
     base: Path | None = None,
     source: str = "scenario",
     field: str = "traffic.shape",
@@ -308,6 +308,12 @@ def resolve_components(
     """All components of a shape reference, inline shape or list of them, ``include`` s expanded."""
     if shape is None:
         return []
+    if isinstance(shape, dict):
+        try:
+            shape = Shape.model_validate(shape)
+        except ValidationError as exc:
+            f, msg = _format_error(exc)
+            raise ConfigError(source, f"{field}.{f}", msg) from None
     if isinstance(shape, list):
         out: list[ShapeComponent] = []
         for i, s in enumerate(shape):

@@ -51,8 +51,8 @@ class Trace:
 
     @property
     def mean_rate_rps(self) -> float:
-        """Rows / span (first to last arrival)."""
-        return self.rows / self.span_s if self.span_s > 0 else float("nan")
+        """1 / mean inter-arrival time = (rows − 1) / span; also rows / loop period (see :func:`replay_period_s`)."""
+        return (self.rows - 1) / self.span_s if self.span_s > 0 else float("nan")
 
 
 # --- readers -------------------------------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""``capsim compare``: several spill strategies (and fleet sizes) on one traffic shape, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _fmt(v: object, kind: str) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    if kind == "usd":
+        return f"${v:,.0f}"
+    if kind == "usdm":
+        return f"${v:.3f}"
+    if kind == "pct":
+        return f"{100 * v:.1f}%"
+    if kind == "s":
+        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+COLS = [
+    ("strategy", "strategy", ""), ("fleet_nodes", "nodes", ""), ("total_usd", "total $", "usd"),
+    ("usd_per_mtok", "$/M tok", "usdm"), ("self_host_usd", "self-host $", "usd"), ("api_usd", "API $", "usd"),
+    ("spill_request_share", "spill req", "pct"), ("spill_token_share", "spill tok", "pct"),
+    ("ttft_p50_s", "TTFT p50", "s"), ("ttft_p95_s", "p95", "s"), ("ttft_p99_s", "p99", "s"),
+    ("e2e_p50_s", "E2E p50", "s"), ("e2e_p95_s", "p95", "s"), ("e2e_p99_s", "p99", "s"),
+    ("slo_attainment", "SLO", "pct"), ("gpu_busy_fraction", "GPU busy", "pct"),
+    ("api_rate_limited", "429s", ""), ("api_retries", "retries", ""), ("failed", "failed", ""),
+]
+
+
+@click.command()
+@click.argument("experiment", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for compare.csv, compare.json, timelines.csv and plots (default: out/<experiment name>).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per strategy instead of the table.")
+@click.option("--seed", type=int, default=None, help="Override the base scenario's seed (same for every strategy).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the base scenario by dotted path (repeatable).")
+@click.option("--workers", type=int, default=None, help="Processes to run on (default: all cores; 1 = in-process).")
+@click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
+@click.option("--no-files", is_flag=True, help="Write nothing (table or JSON only).")
+def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | None, overrides: tuple[str, ...],
+            workers: int | None, scheduler: str | None, no_files: bool) -> None:
+    """Run every strategy of EXPERIMENT with the same seed and compare cost, latency and spill."""
+    from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
+
+    exp, runs = load_experiment(experiment, list(overrides), seed)
+    results = run_experiment(runs, workers, scheduler)
+    df = comparison_table(runs, results)
+    target = out_dir or Path("out") / exp.name
+    if not no_files:
+        write_outputs(target, exp, runs, results, df)
+    if as_json:
+        click.echo(json.dumps(json_records(runs, results), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"capsim compare · {exp.name} · seed {runs[0].scenario.seed}", show_lines=False)
+    for _, head, kind in COLS:
+        table.add_column(head, justify="left" if kind == "" and head == "strategy" else "right")
+    for _, r in df.iterrows():
+        cells = []
+        for col, _, kind in COLS:
+            v = r[col]
+            v = v.item() if hasattr(v, "item") else v
+            cell = _fmt(v, kind)
+            if col == "strategy" and (r["pareto_e2e"] or r["pareto_ttft"]):
+                cell += " *"
+            cells.append(cell)
+        table.add_row(*cells)
+    console = Console(width=220)
+    console.print(table)
+    console.print("* on the cost / P95-latency Pareto front (TTFT or E2E)")
+    if not no_files:
+        console.print(f"files: {target}/compare.csv, compare.json, cost_vs_p95_latency.png, spill_over_time.png, "
+                      "cost_breakdown.png")

@@ -1,0 +1,348 @@
+"""Compare spill strategies side by side: one traffic shape and fleet, several strategies (and fleet sizes).
+
+An experiment file holds a ``base`` scenario (or ``scenario: path``) and a list of ``strategies``; each one
+replaces the base's ``spill`` section, sets ``fleet.nodes`` (one size or a list: one run per size, else the
+experiment's ``fleet_sizes``, else the base's) and may override any other field by dotted path (``set``).
+Every run uses the base's seed, so all strategies see the same arrivals (common random numbers: arrival,
+token and class streams do not depend on the strategy, and the API's draws depend only on the request).
+
+Runs fan out through :func:`sim.parallel.iter_outcomes`. :func:`comparison_table` turns the summaries into one
+row per run; the plots are built from that table and the per-run spill timelines by small functions that
+return a Figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .config import Scenario, apply_overrides, read_yaml, validate_scenario
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Strategy(_Strict):
+    """One strategy: a spill policy (the ``spill`` section), a fleet size or sizes, other overrides."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    spill: dict[str, Any] | None = None
+    fleet_nodes: int | list[int] | None = None
+    set: dict[str, Any] = {}
+
+
+class Experiment(_Strict):
+    name: str = "compare"
+    description: str = ""
+    base: dict[str, Any] | None = None
+    scenario: str | None = None
+    strategies: list[Strategy] = Field(min_length=1)
+    fleet_sizes: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Experiment":
+        if (self.base is None) == (self.scenario is None):
+            raise ValueError("give exactly one of base (an inline scenario) or scenario (a path)")
+        names = [s.name for s in self.strategies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategy names must be unique, got {names}")
+        return self
+
+
+class Run(BaseModel):
+    """One point of the comparison."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    label: str
+    strategy: str
+    fleet_nodes: int
+    scenario: Scenario
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = raw
+    for p in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(p)]
+        else:
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: int | None = None) -> tuple[Experiment, list[Run]]:
+    """Read an experiment file and build (and validate) every run's scenario. ``overrides`` (``a.b=c``) and
+    ``seed`` apply to the base scenario."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), "", "expected a YAML mapping at the top level")
+    try:
+        exp = Experiment.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(str(path), ".".join(str(x) for x in err["loc"]), msg) from None
+    base_dir = path.parent.resolve()
+    if exp.scenario is not None:
+        spath = Path(exp.scenario)
+        spath = spath if spath.is_absolute() else base_dir / spath
+        base = read_yaml(spath)
+        base_dir = spath.parent.resolve()
+    else:
+        base = copy.deepcopy(exp.base)
+    base = apply_overrides(base, (overrides or []) + ([f"seed={seed}"] if seed is not None else []))
+    runs: list[Run] = []
+    for i, st in enumerate(exp.strategies):
+        sizes = st.fleet_nodes if st.fleet_nodes is not None else exp.fleet_sizes
+        if sizes is None:
+            sizes = [int(base.get("fleet", {}).get("nodes", 1))]
+        sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+        for n in sizes:
+            label = st.name if len(sizes) == 1 else f"{st.name}@{n}"
+            sc_raw = copy.deepcopy(base)
+            sc_raw["name"] = f"{exp.name}/{label}"
+            _set_dotted(sc_raw, "fleet.nodes", n)
+            if st.spill is not None:
+                sc_raw["spill"] = copy.deepcopy(st.spill)
+            for key, value in st.set.items():
+                _set_dotted(sc_raw, key, copy.deepcopy(value))
+            sc = validate_scenario(sc_raw, f"{path}: strategies.{i} ({label})")
+            sc._base_dir = base_dir
+            sc._source = f"{path}: strategies.{i} ({label})"
+            if sc.api is not None:  # resolve the catalogue now: a typo fails before any run starts
+                from .api import resolve_api
+
+                resolve_api(sc.api, sc.source)
+            runs.append(Run(label=label, strategy=st.name, fleet_nodes=n, scenario=sc))
+    labels = [r.label for r in runs]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(str(path), "strategies", f"run labels must be unique, got {labels}")
+    return exp, runs
+
+
+def timeline(req: pd.DataFrame, duration_s: float, bins: int = 192) -> dict[str, list[float]]:
+    """Arrival and spill rates (requests/s) in ``bins`` equal bins over [0, duration_s]."""
+    edges = np.linspace(0.0, duration_s, bins + 1)
+    width = edges[1] - edges[0]
+    arr, _ = np.histogram(req["arrival_s"].to_numpy(), edges)
+    sp = req["spilled_at_s"].to_numpy() if "spilled_at_s" in req else np.array([])
+    spilled, _ = np.histogram(sp[~np.isnan(sp)], edges)
+    failed_mask = (req["status"] == "failed").to_numpy() & (req["served_by"] == "api").to_numpy()
+    failed, _ = np.histogram(req["arrival_s"].to_numpy()[failed_mask], edges)
+    return {
+        "time_s": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "arrival_rps": (arr / width).tolist(),
+        "spill_rps": (spilled / width).tolist(),
+        "api_failed_rps": (failed / width).tolist(),
+    }
+
+
+def run_one(scenario: Scenario) -> dict[str, Any]:
+    """Simulate one run (in a worker process): its summary and spill timeline."""
+    from .run import run_scenario
+
+    out = run_scenario(scenario)
+    return {"summary": out.summary, "timeline": timeline(out.requests, scenario.duration_s)}
+
+
+def run_experiment(runs: list[Run], workers: int | None = None, scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Results of every run, in input order (the same experiment and seed always give the same list)."""
+    from .parallel import ExecutorSpec, iter_outcomes
+
+    spec = ExecutorSpec(workers=1 if len(runs) <= 1 else workers, scheduler=scheduler)
+    out: list[dict[str, Any] | None] = [None] * len(runs)
+    for oc in iter_outcomes(run_one, [r.scenario for r in runs], spec):
+        if oc.error is not None:
+            raise oc.error
+        out[oc.index] = oc.value
+    return out  # type: ignore[return-value]
+
+
+def _g(d: dict[str, Any], path: str) -> Any:
+    for p in path.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)  # type: ignore[assignment]
+    return d
+
+
+COLUMNS: list[tuple[str, str]] = [
+    ("total_usd", "cost.total_usd"),
+    ("usd_per_mtok", "cost.usd_per_mtok_total"),
+    ("self_host_usd", "cost.self_host_usd"),
+    ("api_usd", "cost.api_usd"),
+    ("spill_request_share", "spill.request_share"),
+    ("spill_token_share", "spill.token_share"),
+    ("ttft_p50_s", "latency.ttft_s.p50"),
+    ("ttft_p95_s", "latency.ttft_s.p95"),
+    ("ttft_p99_s", "latency.ttft_s.p99"),
+    ("e2e_p50_s", "latency.e2e_s.p50"),
+    ("e2e_p95_s", "latency.e2e_s.p95"),
+    ("e2e_p99_s", "latency.e2e_s.p99"),
+    ("slo_attainment", "slo.attainment"),
+    ("gpu_busy_fraction", "utilisation.busy_fraction"),
+    ("arrived", "requests.arrived"),
+    ("spilled", "requests.spilled"),
+    ("failed", "requests.failed"),
+    ("in_flight", "requests.in_flight"),
+    ("api_calls", "api.calls"),
+    ("api_rate_limited", "api.rate_limited"),
+    ("api_retries", "api.retries"),
+    ("api_failed", "api.failed"),
+]
+
+
+def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: cost, spill share, latency percentiles, SLO attainment, utilisation, API errors."""
+    rows = []
+    for run, res in zip(runs, results):
+        s = res["summary"]
+        row: dict[str, Any] = {"strategy": run.label, "policy": run.scenario.spill.policy if run.scenario.spill
+                               else "never", "fleet_nodes": run.fleet_nodes}
+        for col, path in COLUMNS:
+            v = _g(s, path)
+            row[col] = 0 if v is None and col.startswith(("api_", "spill_")) else v
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["pareto_e2e"] = pareto_mask(df["e2e_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float))
+    df["pareto_ttft"] = pareto_mask(df["ttft_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float))
+    return df
+
+
+def pareto_mask(latency: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """True for points no other point beats on both latency and cost (ties: neither dominates)."""
+    n = len(latency)
+    ok = ~(np.isnan(latency) | np.isnan(cost))
+    mask = np.zeros(n, dtype=bool)
+    for i in range(n):
+        if not ok[i]:
+            continue
+        dominated = ok & (latency <= latency[i]) & (cost <= cost[i]) & ((latency < latency[i]) | (cost < cost[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+# --- plots -----------------------------------------------------------------------------------------------
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cost_vs_latency(df: pd.DataFrame):  # noqa: ANN201
+    """Total cost vs P95 TTFT and P95 E2E, one point per run, Pareto front drawn and circled."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, col, pcol, title in ((axes[0], "ttft_p95_s", "pareto_ttft", "P95 time to first token"),
+                                 (axes[1], "e2e_p95_s", "pareto_e2e", "P95 end-to-end latency")):
+        sc = ax.scatter(df[col], df["total_usd"], c=df["slo_attainment"] * 100, cmap="viridis", vmin=80, vmax=100,
+                        s=60, zorder=3, edgecolors="k")
+        front = df[df[pcol]].sort_values(col)
+        ax.step(front[col], front["total_usd"], where="post", color="tab:red", lw=1.5, zorder=2,
+                label="Pareto front")
+        ax.scatter(front[col], front["total_usd"], s=220, facecolors="none", edgecolors="tab:red", zorder=4)
+        for _, r in df.iterrows():
+            ax.annotate(r["strategy"], (r[col], r["total_usd"]), textcoords="offset points", xytext=(6, 4),
+                        fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{title} (s, log scale)")
+        ax.set_ylabel("total cost for the period (USD, log scale)")
+        ax.set_title(f"Cost vs {title}")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(loc="upper right", fontsize=8)
+    fig.colorbar(sc, ax=axes, label="SLO attainment (%)", shrink=0.8)
+    return fig
+
+
+def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa: ANN201
+    """Arrival rate (same for every run: common random numbers) and each run's spill rate over time."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(12, 5))
+    tl0 = results[0]["timeline"]
+    hours = np.asarray(tl0["time_s"]) / 3600.0
+    ax.fill_between(hours, tl0["arrival_rps"], color="0.85", label="arrivals (traffic curve)", step="mid")
+    for run, res in zip(runs, results):
+        sp = np.asarray(res["timeline"]["spill_rps"])
+        if sp.sum() == 0 or (sp == np.asarray(res["timeline"]["arrival_rps"])).all():
+            continue  # never spills, or spills everything (= the traffic curve)
+        ax.plot(hours, sp, lw=1.3, label=f"{run.label}: spilled to API")
+    ax.set_xlabel("simulated time (hours)")
+    ax.set_ylabel("requests per second")
+    ax.set_title("Spill rate over time against the traffic curve")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
+    """Stacked bars: self-hosted GPU cost and hosted-API spend per run, with $/M tokens on top."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(df) + 2), 5))
+    x = np.arange(len(df))
+    ax.bar(x, df["self_host_usd"], label="self-hosted GPUs", color="tab:blue")
+    ax.bar(x, df["api_usd"], bottom=df["self_host_usd"], label="hosted API", color="tab:orange")
+    for i, r in df.reset_index(drop=True).iterrows():
+        per = r["usd_per_mtok"]
+        txt = f"${r['total_usd']:,.0f}" + (f"\n${per:.2f}/M tok" if per is not None and per == per else "")
+        ax.annotate(txt, (i, r["total_usd"]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    ax.set_xticks(x, df["strategy"], rotation=30, ha="right")
+    ax.set_ylabel("cost for the period (USD)")
+    ax.set_title("Cost breakdown per strategy")
+    ax.margins(y=0.15)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list[dict[str, Any]],
+                  df: pd.DataFrame) -> dict[str, Path]:
+    """compare.csv, compare.json (full summaries), timelines.csv and the three plots."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "table": out_dir / "compare.csv",
+        "json": out_dir / "compare.json",
+        "timelines": out_dir / "timelines.csv",
+        "cost_vs_latency": out_dir / "cost_vs_p95_latency.png",
+        "spill_timeline": out_dir / "spill_over_time.png",
+        "cost_breakdown": out_dir / "cost_breakdown.png",
+    }
+    df.to_csv(paths["table"], index=False, float_format="%.6g")
+    paths["json"].write_text(json.dumps(json_records(runs, results), indent=2) + "\n")
+    tl = []
+    for run, res in zip(runs, results):
+        t = pd.DataFrame(res["timeline"])
+        t.insert(0, "strategy", run.label)
+        tl.append(t)
+    pd.concat(tl).to_csv(paths["timelines"], index=False, float_format="%.6g")
+    plt = _plt()
+    for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df)),
+                     ("spill_timeline", plot_spill_timeline(runs, results)),
+                     ("cost_breakdown", plot_cost_breakdown(df))):
+        fig.savefig(paths[key], dpi=110, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+    return paths
+
+
+def json_records(runs: list[Run], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--json``: one object per run, ``strategy`` (and ``fleet_nodes``) plus the keys of summary.json."""
+    return [{"strategy": r.label, "fleet_nodes": r.fleet_nodes, **res["summary"]} for r, res in zip(runs, results)]
