@@ -408,6 +408,10 @@ class Engine(Strict):
     chunked_prefill: bool = True
     max_model_len: int | None = Field(None, gt=0)
     activation_reserve_gb_per_gpu: float = Field(1.0, ge=0)
+    reserve_kv: bool = Field(
+        False, description="reserve a request's whole KV (prompt + output) at admission, as TensorRT-LLM's "
+        "GUARANTEED_NO_EVICT scheduler: never preempts, admits fewer requests"
+    )
     num_gpu_blocks_override: int | None = Field(
         None, gt=0, description="use this many KV blocks instead of the memory plan (as vLLM's flag)"
     )

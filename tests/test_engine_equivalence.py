@@ -40,10 +40,11 @@ def _assert_same(a, b, tol=1e-6):
     chunked=st.booleans(),
     router=st.sampled_from(["round_robin", "least_work", "power_of_two"]),
     prefix_hit=st.floats(0.0, 1.0),
+    reserve=st.booleans(),
     seed=st.integers(0, 10_000),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, seed):
+                               prefix_hit, reserve, seed):
     kw = {
         "duration_s": 30,
         "seed": seed,
@@ -55,6 +56,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             "max_num_batched_tokens": max_seqs + batched_extra,
             "block_size": block_size,
             "chunked_prefill": chunked,
+            "reserve_kv": reserve,
             "num_gpu_blocks_override": None if blocks is None else max(blocks, 8000 // block_size + 1)
             if block_size == 1 else blocks,
         },
@@ -94,4 +96,19 @@ def test_equivalence_under_heavy_preemption():
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     assert sum(r.preemptions for r in fast.requests) > 20
+    _assert_same(a, b)
+
+
+def test_reserved_kv_never_preempts_and_matches_reference():
+    kw = {
+        "duration_s": 60,
+        "seed": 7,
+        "traffic.rate_rps": 12.0,
+        "fleet.nodes": 1,
+        "fleet.engine": {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 400,
+                         "reserve_kv": True},
+    }
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    assert sum(r.preemptions for r in fast.requests) == 0
     _assert_same(a, b)

@@ -56,6 +56,7 @@ class Node:
         self.max_seqs = engine.max_num_seqs
         self.max_batched = engine.max_num_batched_tokens
         self.chunked = engine.chunked_prefill
+        self.reserve = engine.reserve_kv
 
         self.waiting: deque[Request] = deque()
         self.decoding: dict[int, Request] = {}  # admission order
@@ -185,9 +186,16 @@ class Node:
     def _blocks(self, tokens: int) -> int:
         return -(-tokens // self.bs)
 
+    def _full_blocks(self, req: Request) -> int:
+        """Blocks of a request's final context (prompt + output − 1 tokens), reserved up front with reserve_kv."""
+        return -(-(req.prompt_tokens + req.output_tokens - 1) // self.bs)
+
+    def _held(self, req: Request) -> int:
+        return self._full_blocks(req) if self.reserve else self._blocks(req.num_computed)
+
     def _blocks_for_steps(self, s0: int, n: int) -> int:
         """KV blocks the decoders allocate in steps s0+1 … s0+n."""
-        if n <= 0 or not self.decoding:
+        if n <= 0 or not self.decoding or self.reserve:
             return 0
         full, rem = divmod(n, self.bs)
         total = full * len(self.decoding)
@@ -199,6 +207,8 @@ class Node:
     def _max_steps_kv(self, limit: int) -> int:
         """Most decode steps (≤ limit) whose block allocations all succeed."""
         dec_n = len(self.decoding)
+        if self.reserve:
+            return limit
         free = self.capacity_blocks - self.used_blocks
         q = free // dec_n
         n0 = q * self.bs
@@ -233,6 +243,8 @@ class Node:
                 return False
         else:
             n_new = min(n_new, budget)
+        if self.reserve:
+            return self._full_blocks(req) <= self.capacity_blocks - self.used_blocks
         free = self.capacity_blocks - self.used_blocks - self.phase_cnt[(-self.S) % self.bs]
         return self._blocks(req.cached_tokens + n_new) <= free
 
@@ -281,7 +293,7 @@ class Node:
         return req
 
     def _preempt(self, req: Request) -> None:
-        self.used_blocks -= self._blocks(req.num_computed)
+        self.used_blocks -= self._held(req)
         self.work += req.num_computed
         req.num_computed = 0
         req.status = Status.WAITING
@@ -295,7 +307,7 @@ class Node:
         stop = False
         bs = self.bs
         # 1. decoders, in admission order, one token each
-        need = self.phase_cnt[(-self.S) % bs]
+        need = 0 if self.reserve else self.phase_cnt[(-self.S) % bs]
         if need <= self.capacity_blocks - self.used_blocks:
             self.used_blocks += need
         else:
@@ -326,7 +338,9 @@ class Node:
                     continue
                 ok = True
                 while True:
-                    need = self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
+                    need = 0 if self.reserve else (
+                        self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
+                    )
                     if need <= self.capacity_blocks - self.used_blocks:
                         self.used_blocks += need
                         break
@@ -356,7 +370,7 @@ class Node:
                         break
                 else:
                     n_new = min(n_new, budget)
-                need = self._blocks(cached + n_new)
+                need = self._full_blocks(req) if self.reserve else self._blocks(cached + n_new)
                 if need > self.capacity_blocks - self.used_blocks:
                     break
                 self.waiting.popleft()
@@ -403,7 +417,7 @@ class Node:
         self._tick()
 
     def _finish(self, req: Request, now: float) -> None:
-        self.used_blocks -= self._blocks(req.num_computed)
+        self.used_blocks -= self._held(req)
         self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         req.status = Status.COMPLETED
         req.finish_s = now

@@ -120,8 +120,15 @@ class ReferenceNode:
     def _blocks(self, tokens: int) -> int:
         return -(-tokens // self.bs)
 
+    def _full_blocks(self, req: Request) -> int:
+        """Blocks of a request's final context (prompt + output − 1 tokens), reserved up front with reserve_kv."""
+        return self._blocks(req.prompt_tokens + req.output_tokens - 1)
+
+    def _held(self, req: Request) -> int:
+        return self._full_blocks(req) if self.engine.reserve_kv else self._blocks(req.num_computed)
+
     def _preempt(self, req: Request) -> None:
-        self.used_blocks -= self._blocks(req.num_computed)
+        self.used_blocks -= self._held(req)
         req.num_computed = 0
         req.status = Status.WAITING
         req.preemptions += 1
@@ -141,7 +148,7 @@ class ReferenceNode:
                 continue
             ok = True
             while True:
-                need = self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
+                need = 0 if eng.reserve_kv else self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
                 if need <= self.capacity_blocks - self.used_blocks:
                     self.used_blocks += need
                     break
@@ -166,7 +173,7 @@ class ReferenceNode:
                         break  # whole prompts only; an oversized recompute runs alone in a full budget
                 else:
                     n_new = min(n_new, budget)
-                need = self._blocks(cached + n_new)
+                need = self._full_blocks(req) if eng.reserve_kv else self._blocks(cached + n_new)
                 if need > self.capacity_blocks - self.used_blocks:
                     break
                 self.waiting.popleft()
@@ -211,7 +218,7 @@ class ReferenceNode:
                         req.first_token_s = now
                     if req.num_generated == req.output_tokens:
                         self.running.remove(req)
-                        self.used_blocks -= self._blocks(req.num_computed)
+                        self.used_blocks -= self._held(req)
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)
