@@ -2,13 +2,16 @@
 
     .venv/bin/python calibration/fit_factors.py            # fit, print the validation table
     .venv/bin/python calibration/fit_factors.py --write    # also rewrite hardware_profiles/stacks/*.yaml
-                                                           # and calibration/validation.md
+                                                           # and calibration/validation.json
 
 Steps (each prints what it found):
 1. Tensor-parallel all-reduce: fit latency + bus bandwidth to Vidur's NCCL all_reduce timings on a DGX H100
    (``network__h100_dgx__all_reduce.csv``); this fixes ``allreduce_latency_s`` and ``allreduce_efficiency``
    (bus bandwidth ÷ 450 GB/s per direction) for every NVIDIA stack.
-2. ``nvidia-trtllm``: mfu, mbu, overhead_s fitted to TensorRT-LLM's trtllm-bench tables and MLPerf v4.1 Offline.
+2. ``nvidia-trtllm``: mfu, mbu, overhead_s fitted to TensorRT-LLM's trtllm-bench tables and MLPerf v4.1 Offline,
+   simulated with the stack's ``scheduler: reserve_kv`` (GUARANTEED_NO_EVICT: whole KV reserved at admission,
+   no preemption, no other concurrency cap). vLLM/SGLang points keep the preempting scheduler. A point's
+   ``reserve_kv`` cell in ``published_points.csv`` overrides its stack's scheduler (empty = follow the stack).
 3. ``nvidia-vllm``: mfu, mbu, overhead_s, overhead_s_per_token fitted to the SGLang/vLLM ShareGPT runs and the
    MLPerf v5.1 vLLM Llama-3.1-8B runs.
 4. ``nvidia-splitwise``: the Splitwise profiling runtime (unnamed in the data), fitted to its prompt and token
@@ -74,7 +77,8 @@ def published_points(path: Path = DATA / "published_points.csv") -> list[CalPoin
                 input_max=i("input_max"), output_mean=f("output_mean") or 1.0, output_sigma=f("output_sigma") or 0.0,
                 output_max=i("output_max"), total_max=i("total_max"), requests=i("requests") or 1000,
                 rate_rps=f("rate_rps"), max_num_seqs=i("max_num_seqs") or 256,
-                max_num_batched_tokens=i("max_num_batched_tokens") or 8192, reserve_kv=row["reserve_kv"] == "1",
+                max_num_batched_tokens=i("max_num_batched_tokens") or 8192,
+                reserve_kv=None if not row["reserve_kv"].strip() else row["reserve_kv"].strip() == "1",
                 metric=row["metric"], measured=float(row["measured"]), note=row["note"],
             )
         )
@@ -172,6 +176,11 @@ _DESCRIPTIONS = {
 }
 
 
+# how each stack admits requests (StackSpec.scheduler); points with an empty reserve_kv cell follow it
+SCHEDULERS = {"nvidia-trtllm": "reserve_kv", "nvidia-vllm": "preempt", "nvidia-splitwise": "preempt",
+              "amd-vllm": "preempt"}
+
+
 def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, busbw: float) -> None:
     folder = ROOT / "hardware_profiles" / "stacks"
     for name, cal in fitted.items():
@@ -188,6 +197,7 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "aliases": aliases,
             "vendor": "amd" if name.startswith("amd") else "nvidia",
             "description": desc,
+            "scheduler": SCHEDULERS[name],
             "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items()},
             "fitted_to": [fitted_to],
             "sources": ["calibration/fit_factors.py", "calibration/data/README.md"],

@@ -20,7 +20,8 @@ from .fleet import FleetManager
 RateFn = Callable[[float], float]
 
 
-def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: RateFn | None) -> int | None:
+def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: RateFn | None,
+                  clock0_h: float = 0.0) -> int | None:
     """The node count the policy asks for now (None: no opinion)."""
     up = [s.node for s in fleet.slots if s.state == "up"]
     serving = sum(1 for s in fleet.slots if s.state in ("up", "starting"))
@@ -45,15 +46,17 @@ def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: R
             lead = cfg.lead_s if cfg.lead_s is not None else fleet.startup_s
             return max(1, math.ceil(rate_at(now_s + lead) / cfg.rps_per_node))
         hours = [h for h, _ in cfg.schedule]
-        i = bisect.bisect_right(hours, (now_s / 3600.0) % 24.0) - 1
+        i = bisect.bisect_right(hours, (clock0_h + now_s / 3600.0) % 24.0) - 1
         return cfg.schedule[i][1] if i >= 0 else cfg.schedule[-1][1]
     return None
 
 
-def autoscaler_process(env: simpy.Environment, cfg: Autoscaler, fleet: FleetManager, rate_at: RateFn | None):  # noqa: ANN201
-    """SimPy process: decide every ``interval_s`` (first decision at t = 0)."""
+def autoscaler_process(env: simpy.Environment, cfg: Autoscaler, fleet: FleetManager, rate_at: RateFn | None,
+                       clock0_h: float = 0.0):  # noqa: ANN201
+    """SimPy process: decide every ``interval_s`` (first decision at t = 0). ``clock0_h``: the traffic clock's
+    hour (of the week) at t = 0, so schedules follow local time."""
     while True:
-        want = desired_nodes(cfg, fleet, env.now, rate_at)
+        want = desired_nodes(cfg, fleet, env.now, rate_at, clock0_h)
         if want is not None:
             fleet.scale_to(want)
         yield env.timeout(cfg.interval_s)

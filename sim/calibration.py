@@ -16,14 +16,14 @@ import csv
 import json
 import math
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from .catalog import Calibration, GpuSpec, ModelSpec, get_gpu, get_model, resolve_calibration
+from .catalog import Calibration, GpuSpec, ModelSpec, get_gpu, get_model, resolve_calibration, stack_reserves_kv
 from .config import Engine
 from .errors import ConfigError
 from .perf import StepTimeModel, attention_pairs
@@ -48,8 +48,9 @@ class CalPoint:
 
     Lengths: ``input_mean``/``output_mean`` with log-sd ``*_sigma`` (0 = fixed length) clipped to ``*_max`` and
     ``total_max``. ``replicas`` identical nodes share the work (throughput adds up; a Poisson rate is split).
-    ``reserve_kv``: the engine reserves KV for a request's whole output at admission (TensorRT-LLM's
-    guaranteed-no-evict scheduler), modelled by capping running requests at capacity ÷ mean(input + output).
+    ``reserve_kv``: the engine reserves each request's whole KV (prompt + output) at admission and never
+    preempts (TensorRT-LLM's GUARANTEED_NO_EVICT, ``Engine.reserve_kv``); ``None`` = the scheduler of the point's
+    ``stack`` (else of the GPU's default stack), see :func:`sim.catalog.stack_reserves_kv`.
     """
 
     id: str
@@ -79,7 +80,7 @@ class CalPoint:
     context: int = 0
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
-    reserve_kv: bool = False
+    reserve_kv: bool | None = None
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -136,6 +137,12 @@ class Predictor:
             self._lengths[p.id] = workload_lengths(p)
         return self._lengths[p.id]
 
+    def reserve_kv(self, p: CalPoint) -> bool:
+        """Whether ``p`` runs with whole-KV reservation: its own flag, else its stack's scheduler."""
+        if p.reserve_kv is not None:
+            return p.reserve_kv
+        return stack_reserves_kv(self._specs[p.id][0], p.stack)
+
     def predict(self, p: CalPoint, cal: Calibration) -> float:
         gpu, model = self._specs[p.id]
         if p.mode == "prefill_step":
@@ -147,13 +154,9 @@ class Predictor:
             return perf.decode_step_s(p.batch, p.context)
         inp, out = self.lengths(p)
         seqs = p.max_num_seqs
-        engine = Engine(max_num_seqs=seqs, max_num_batched_tokens=max(p.max_num_batched_tokens, seqs))
+        engine = Engine(max_num_seqs=seqs, max_num_batched_tokens=max(p.max_num_batched_tokens, seqs),
+                        reserve_kv=self.reserve_kv(p))
         setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, source=p.id)
-        if p.reserve_kv:
-            cap = max(1, int(setup.memory.kv_capacity_tokens // float(np.mean(inp + out))))
-            if cap < seqs:
-                engine = Engine(max_num_seqs=cap, max_num_batched_tokens=max(p.max_num_batched_tokens, cap))
-                setup = replace(setup, engine=engine)
         r = max(1, p.replicas)
         share = slice(0, max(1, len(inp) // r))
         if p.mode == "offline":

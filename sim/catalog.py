@@ -65,12 +65,19 @@ class Calibration(_Strict):
 
 
 class StackSpec(_Strict):
-    """A serving software stack on one vendor's hardware, with the factors fitted for it."""
+    """A serving software stack on one vendor's hardware, with the factors fitted for it.
+
+    ``scheduler``: how the stack admits requests. ``preempt`` (vLLM, SGLang): KV blocks are allocated as tokens
+    are computed and a request is preempted when they run out. ``reserve_kv`` (TensorRT-LLM's default
+    GUARANTEED_NO_EVICT): a request's whole KV (prompt + output) is reserved at admission and never evicted;
+    capsim maps it to ``fleet.engine.reserve_kv``.
+    """
 
     name: str
     aliases: list[str] = []
     vendor: str
     description: str = ""
+    scheduler: Literal["preempt", "reserve_kv"] = "preempt"
     calibration: Calibration
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
     sources: list[str] = []
@@ -314,6 +321,15 @@ def get_stack(name: str, source: str = "scenario", field: str = "stack") -> Stac
         known = sorted({s.name for s in table.values()})
         raise ConfigError(source, field, f"unknown software stack '{name}' (known: {', '.join(known)})")
     return spec
+
+
+def stack_reserves_kv(gpu: GpuSpec, stack: str | None = None) -> bool:
+    """Whether the stack serving ``gpu`` (the named ``stack``, else the GPU's default stack) reserves a request's
+    whole KV at admission (``scheduler: reserve_kv``). An unknown default stack counts as ``preempt``."""
+    if stack is not None:
+        return get_stack(stack).scheduler == "reserve_kv"
+    spec = stacks().get(_norm(gpu.default_stack))
+    return spec is not None and spec.scheduler == "reserve_kv"
 
 
 def resolve_calibration(gpu: GpuSpec, stack: str | None = None) -> Calibration:

@@ -141,6 +141,19 @@ class Dispatcher(Protocol):
     def dispatch(self, req: Request) -> None: ...
 
 
+def _forecast(scenario: Scenario) -> tuple[Callable[[float], float] | None, float]:
+    """λ(t) of the scenario's traffic (None for a replayed trace) and the clock hour of the week at t = 0."""
+    from .traffic.arrivals import rate_curve
+    from .traffic.shapes import clock0_hours
+
+    tr = scenario.traffic
+    clock0_h = clock0_hours(tr.start_weekday, tr.start_hour)
+    if tr.trace is not None or tr.rate_rps is None:
+        return None, clock0_h
+    curve = rate_curve(tr, scenario.base_dir, scenario.source)
+    return (lambda t: float(curve.rate_rps(t))), clock0_h
+
+
 def simulate(
     scenario: Scenario,
     progress: ProgressFn | None = None,
@@ -184,7 +197,7 @@ def simulate(
         spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf)
         done_observers.append(spill.on_fleet_done)
     if scenario.fleet.autoscaler.policy != "none":
-        env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, rate_at=None))
+        env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
     series = TimeSeries(scenario.output.sample_interval_s)
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sim.catalog import (
-    GpuSpec, get_gpu, get_model, get_stack, gpus, models, resolve_calibration, stacks, unique,
+    GpuSpec, get_gpu, get_model, get_stack, gpus, models, resolve_calibration, stack_reserves_kv, stacks, unique,
 )
 from sim.errors import ConfigError
 from sim.perf import kv_bytes_per_token
@@ -116,3 +116,14 @@ def test_stacks_present() -> None:
     names = {s.name for s in unique(stacks())}
     assert {"nvidia-vllm", "nvidia-trtllm", "amd-vllm", "nvidia-splitwise"} <= names
     assert get_stack("amd-vllm").calibration == get_stack("nvidia-vllm").calibration
+
+
+def test_stack_scheduler() -> None:
+    """TensorRT-LLM reserves a request's whole KV at admission; vLLM-class stacks allocate as they go."""
+    assert get_stack("trtllm").scheduler == "reserve_kv"
+    assert {get_stack(n).scheduler for n in ("nvidia-vllm", "amd-vllm", "nvidia-splitwise")} == {"preempt"}
+    h100 = get_gpu("H100-SXM")
+    assert stack_reserves_kv(h100, "nvidia-trtllm") and not stack_reserves_kv(h100, "vllm")
+    assert not stack_reserves_kv(h100)  # H100's default stack is nvidia-vllm
+    with pytest.raises(ConfigError, match="unknown software stack"):
+        stack_reserves_kv(h100, "cuda-magic")

@@ -47,6 +47,24 @@ def test_profile_offline_and_text() -> None:
     assert j["run"]["completed"] == 400
 
 
+def test_profile_offline_trtllm_reserves_kv() -> None:
+    """`--offline` under nvidia-trtllm behaves like trtllm-bench: whole-KV reservation, so long prompts do not
+    thrash; `--no-reserve-kv` gives vLLM's preempting scheduler, `--reserve-kv` forces reservation elsewhere."""
+    base = ["profile", "--gpu", "H100-SXM", "--model", "llama-3.1-8b", "--weights", "fp8", "--kv", "fp8",
+            "--input", "20000", "--output", "2000", "--offline", "100", "--max-num-seqs", "2048", "--json"]
+    trt = json.loads(_run(base + ["--stack", "nvidia-trtllm"]).output)
+    pre = json.loads(_run(base + ["--stack", "nvidia-trtllm", "--no-reserve-kv"]).output)
+    assert trt["reserve_kv"] is True and pre["reserve_kv"] is False
+    assert trt["run"]["completed"] == pre["run"]["completed"] == 100
+    assert trt["output_tokens_per_s"] > 1.5 * pre["output_tokens_per_s"]  # preemption thrash without reservation
+    vllm = json.loads(_run(base).output)
+    forced = json.loads(_run(base + ["--reserve-kv"]).output)
+    assert vllm["reserve_kv"] is False and forced["reserve_kv"] is True
+    assert forced["output_tokens_per_s"] > vllm["output_tokens_per_s"]
+    text = _run(base[:-1] + ["--stack", "trtllm"]).output
+    assert "whole-KV reservation" in text
+
+
 def test_profile_rate_and_other_hardware() -> None:
     for gpu in ("H200-SXM", "B200", "MI300X", "L40S", "GH200-144GB"):
         gpus = "8" if gpu != "GH200-144GB" else "1"

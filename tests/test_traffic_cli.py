@@ -62,13 +62,17 @@ def test_trace_json_and_classes(tmp_path: Path) -> None:
 
 def test_fit_shape_from_servegen_series(tmp_path: Path) -> None:
     out_yaml = tmp_path / "fitted.yaml"
-    code, out = run(str(ROOT / "data/traces/servegen/rate_language_m-large_600s.csv"), "--fit-shape", str(out_yaml),
-                    "--json")
+    series = str(ROOT / "data/traces/servegen/rate_language_m-large_600s.csv")
+    code, out = run(series, "--json")  # 237 M expected arrivals: per-minute counts
     d = json.loads(out)
-    assert code == 0 and d["kind"] == "rate_series" and d["mean_rps"] == pytest.approx(195.8, rel=0.01)
-    code, out = run(str(out_yaml), "--rate-rps", str(d["fit"]["rate_rps"]), "--days", "14", "--json")
+    assert code == 0 and d["kind"] == "rate_series" and d["mean_rps"] == pytest.approx(195.84, rel=1e-3)
+    assert d["sampling"].startswith("per-minute") and d["p95_rps"] == pytest.approx(341.8, rel=0.01)
+    code, out = run(series, "--rate-rps", "2", "--fit-shape", str(out_yaml), "--json")
+    d = json.loads(out)
+    assert code == 0 and d["fit"]["rate_rps"] == pytest.approx(195.8, rel=0.01) and d["sampling"] == "every arrival"
+    code, out = run(str(out_yaml), "--rate-rps", "2", "--days", "14", "--json")
     d2 = json.loads(out)
-    assert code == 0 and d2["mean_rps"] == pytest.approx(195.8, rel=0.01)
+    assert code == 0 and d2["mean_rps"] == pytest.approx(2.0, rel=0.01)
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -8,6 +8,7 @@ import json
 import click
 import numpy as np
 
+from ..catalog import get_gpu, stack_reserves_kv
 from ..config import Engine
 from ..errors import ConfigError
 from ..perf import attention_pairs
@@ -34,16 +35,25 @@ def profile_node(
     max_num_batched_tokens: int,
     gpu_memory_utilization: float,
     seed: int = 0,
+    reserve_kv: bool | None = None,
 ) -> dict:
-    """Everything ``capsim profile`` reports, as a JSON-ready dict (see the command's help)."""
+    """Everything ``capsim profile`` reports, as a JSON-ready dict (see the command's help).
+
+    ``reserve_kv``: reserve each request's whole KV at admission (TensorRT-LLM's GUARANTEED_NO_EVICT);
+    ``None`` = the stack's scheduler (``reserve_kv`` for ``nvidia-trtllm``, so ``--offline`` behaves like
+    ``trtllm-bench throughput``).
+    """
     if sum(x is not None for x in (concurrency, offline, rate)) > 1:
         raise ConfigError("profile", "--concurrency/--offline/--rate", "give at most one of them")
     if input_tokens < 1 or output_tokens < 1:
         raise ConfigError("profile", "--input/--output", "lengths must be >= 1 token")
+    if reserve_kv is None:
+        reserve_kv = stack_reserves_kv(get_gpu(gpu, "profile", "--gpu"), stack)
     engine = Engine(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
         gpu_memory_utilization=gpu_memory_utilization,
+        reserve_kv=reserve_kv,
     )
     setup = NodeSetup.build(gpu, model, gpus, weights, kv, engine, stack=stack, source="profile")
     g, m, mem, perf = setup.gpu, setup.model, setup.memory, setup.perf
@@ -71,6 +81,7 @@ def profile_node(
         "weights": weights,
         "kv_cache": kv,
         "stack": stack or (g.default_stack if g.calibration is None else f"{g.name} calibration"),
+        "reserve_kv": reserve_kv,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "weight_memory_gb": mem.weight_bytes / 1e9,
@@ -118,7 +129,7 @@ def _text(r: dict) -> str:
 
     lines = [
         f"capsim profile · {r['gpus']}× {r['gpu']} · {r['model']} · weights {r['weights']}, KV {r['kv_cache']} · "
-        f"stack {r['stack']}",
+        f"stack {r['stack']}" + (" · whole-KV reservation (no preemption)" if r["reserve_kv"] else ""),
         f"  weights      {r['weight_memory_gb']:,.1f} GB ({r['weight_memory_gb_per_gpu']:,.1f} GB per GPU)",
         f"  KV cache     {r['kv_capacity_tokens']:,} tokens ({r['kv_bytes_per_token'] / 1024:,.1f} KiB/token) = "
         f"{r['kv_capacity_requests']:,} requests of {r['input_tokens']}+{r['output_tokens']} tokens",
@@ -163,6 +174,9 @@ def _text(r: dict) -> str:
 @click.option("--max-num-seqs", default=256, show_default=True, type=int)
 @click.option("--max-num-batched-tokens", default=8192, show_default=True, type=int)
 @click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
+@click.option("--reserve-kv/--no-reserve-kv", "reserve_kv", default=None,
+              help="Reserve each request's whole KV at admission, never preempt (TensorRT-LLM's GUARANTEED_NO_EVICT). "
+              "Default: the stack's scheduler (on for nvidia-trtllm).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def profile(as_json: bool, **kw) -> None:  # noqa: ANN003
     """Memory plan, step times and simulated throughput/latency of one node.

@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from ..config import FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml
 from ..errors import ConfigError
 
+FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
+
 
 def _classes(path: str | None) -> tuple[list[RequestClass], bool]:
     if path is None:
@@ -152,8 +154,22 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
     known_calendar = info["kind"] != "trace" or info["trace"]["start"] is not None
     clock0 = clock0_hours(tr.start_weekday, tr.start_hour) if known_calendar else None
     curve = rate_curve(tr, base, source) if tr.trace is None else None
-    chunks = traffic_chunks(tr, base, duration, seed, block, source)
-    stats, series = traffic_stats(chunks, duration, clock0, curve, tokens=have_tokens)
+    expected = curve.integral(0.0, duration, step_s=60.0) if curve is not None else 0.0
+    if curve is not None and tr.dispersion.model == "poisson" and expected > FAST_ABOVE and not fit_shape:
+        # many arrivals: draw per-minute Poisson counts (exact for windowed statistics), tokens at class means
+        from ..rng import stream
+        from ..traffic.classes import ClassMix
+        from ..traffic.stats import counts_chunks, minute_counts
+
+        per_min = minute_counts(curve, duration, stream(seed, "arrivals"))
+        means = ClassMix(tr.classes, base, block).mean_tokens() if have_tokens else None
+        stats, series = traffic_stats(counts_chunks(per_min, means), duration, clock0, curve, tokens=have_tokens,
+                                      weighted=True)
+        info["sampling"] = "per-minute Poisson counts; tokens at class means"
+    else:
+        chunks = traffic_chunks(tr, base, duration, seed, block, source)
+        stats, series = traffic_stats(chunks, duration, clock0, curve, tokens=have_tokens)
+        info["sampling"] = "every arrival"
     out = {**info, "days": duration / 86400.0, "seed": seed, **stats}
     if tr.trace is None:
         out["rate_rps"] = tr.rate_rps
