@@ -286,8 +286,9 @@ def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa
         if sp.sum() == 0 or (sp == np.asarray(res["timeline"]["arrival_rps"])).all():
             continue  # never spills, or spills everything (= the traffic curve)
         ax.plot(hours, sp, lw=1.3, label=f"{run.label}: spilled to API")
+    ax.set_yscale("symlog", linthresh=1.0)  # the daily curve stays visible under a 50x spike
     ax.set_xlabel("simulated time (hours)")
-    ax.set_ylabel("requests per second")
+    ax.set_ylabel("requests per second (linear below 1, log above)")
     ax.set_title("Spill rate over time against the traffic curve")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")

@@ -835,7 +835,7 @@ def _format_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     # drop pydantic's discriminator tags (e.g. 'lognormal') from the path
-    field = ".".join(p for p in loc if p not in {"fixed", "lognormal", "empirical"})
+    field = ".".join(p for p in loc if p not in {"fixed", "lognormal", "empirical", "pmf"})
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -860,7 +860,7 @@ def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario
     # numbers that validate but make no sense together
     for name in ("duration_s", "traffic.rate_rps"):
         value = scenario.duration_s if name == "duration_s" else scenario.traffic.rate_rps
-        if not math.isfinite(value):
+        if value is not None and not math.isfinite(value):
             raise ConfigError(source, name, f"must be finite (got {value})")
     return scenario
 

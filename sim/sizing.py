@@ -508,8 +508,10 @@ def size_fleet(
         hi = passing()[0]
         fails_below = [n for n, rep in points.items() if n < hi and not rep.all_met]
         lo = max(fails_below) if fails_below else None
+        step = 1  # the rule/peak guesses are usually close: try one node fewer first, then halve
         while lo is None and hi > 1:
-            cand = max(1, hi // 2)
+            cand = max(1, hi - step)
+            step = max(step, hi // 2)
             evaluate([cand])
             if points[cand].all_met:
                 hi = cand

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Scenario
-from .metrics import PCTS, _clean, requests_table, summarize, timeseries_tables
+from .metrics import PCTS, _class_targets, _clean, requests_table, summarize, timeseries_tables
 from .request import Request
 from .simulation import ProgressFn, SimResult, simulate
 
@@ -169,6 +169,13 @@ class StreamingCollector:
         self.chunk_rows = max(1, chunk_rows)
         self.hist = {k: LogHistogram(bins_per_decade=bins_per_decade) for k in self.HIST_KEYS}
         self.n = dict.fromkeys(self.COUNTER_KEYS, 0)
+        self._interactive = [c.name for c in scenario.traffic.classes if getattr(c, "deferrable", None) is None]
+        for name in self._interactive:
+            for col in ("ttft_s", "tpot_s", "e2e_s"):
+                self.hist[f"class.{name}.{col}"] = LogHistogram(bins_per_decade=bins_per_decade)
+            for k in ("completed", "finished", "ok"):
+                self.n[f"class.{name}.{k}"] = 0
+        self._targets = {key: _class_targets(scenario, key) for key in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
         self.rows_written = 0
         self._buf: list[Request] = []
         self._path = Path(requests_path) if requests_path is not None else None
@@ -214,17 +221,30 @@ class StreamingCollector:
             h[f"latency.{c}"].add(values[done])
         fin = window & finished
         ok = served[fin].copy()
-        for target, c in ((sc.slo.ttft_p95_s, "ttft_s"), (sc.slo.tpot_p95_s, "tpot_s"), (sc.slo.e2e_p95_s, "e2e_s")):
-            if target is None:
+        classes = df["class"].astype(str).to_numpy()
+        fin_cls = classes[fin]
+        for key, c in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
+            targets = self._targets[key]  # per class: its own target, else the scenario's
+            if all(t is None for t in targets.values()):
                 continue
+            per_req = np.array([np.inf if targets.get(k) is None else targets[k] for k in fin_cls], float)
             vals = col[c][fin]
             with np.errstate(invalid="ignore"):
-                within = vals <= target
+                within = vals <= per_req
             if c == "tpot_s":
                 within |= np.isnan(vals)
             ok &= within
         n["slo_finished"] += int(fin.sum())
         n["slo_ok"] += int(ok.sum())
+        fleet_done = window & completed
+        for name in self._interactive:
+            mine = fleet_done & (classes == name)
+            n[f"class.{name}.completed"] += int(mine.sum())
+            for c in ("ttft_s", "tpot_s", "e2e_s"):
+                h[f"class.{name}.{c}"].add(col[c][mine])
+            in_fin = fin_cls == name
+            n[f"class.{name}.finished"] += int(in_fin.sum())
+            n[f"class.{name}.ok"] += int(ok[in_fin].sum())
         if self._deadline_s:
             deadlines = df["class"].astype(str).map(self._deadline_s).astype(float).to_numpy()
             with np.errstate(invalid="ignore"):
@@ -308,7 +328,22 @@ class StreamingCollector:
                 check["actual"] = p95
                 check["met"] = p95 is not None and p95 <= check["target"]
         slo["attainment"] = n["slo_ok"] / n["slo_finished"] if n["slo_finished"] else None
-        slo["met"] = all(c["met"] for c in slo["targets"].values()) if slo["targets"] else True
+        met = all(c["met"] for c in slo["targets"].values())
+        if "by_class" in slo:
+            for name in self._interactive:
+                row: dict[str, Any] = {"completed": n[f"class.{name}.completed"]}
+                for c in ("ttft_s", "tpot_s", "e2e_s"):
+                    p50, p95 = h[f"class.{name}.{c}"].quantiles([50, 95])
+                    row[c] = {"p50": p50, "p95": p95}
+                fin_n = n[f"class.{name}.finished"]
+                row["attainment"] = n[f"class.{name}.ok"] / fin_n if fin_n else None
+                row["met"] = all(row[c]["p95"] is not None and row[c]["p95"] <= self._targets[key][name]
+                                 for key, c in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"),
+                                                ("e2e_p95_s", "e2e_s")) if self._targets[key][name] is not None)
+                slo["by_class"][name] = row
+            own = {c.name for c in sc.traffic.classes if getattr(c, "slo", None) is not None}
+            met = met and all(slo["by_class"][k]["met"] for k in own if k in slo["by_class"])
+        slo["met"] = met
         cost = base["cost"]
         total = cost["total_usd"]
         out_m = n["served_output_tokens"] / 1e6

@@ -96,6 +96,23 @@ def test_shipped_stack_factors_meet_error_targets() -> None:
         assert shipped[stack]["calibration"]["mfu"] == pytest.approx(c.mfu, rel=1e-3)
 
 
+def test_published_points_follow_their_stack_scheduler() -> None:
+    """TensorRT-LLM points reserve whole KV at admission (the stack's scheduler), vLLM/SGLang points preempt; an
+    explicit ``reserve_kv`` wins. Without reservation the 20000/2000 run thrashes (the reason for it)."""
+    pts = _published()
+    pred = Predictor(pts)
+    for p in pts:
+        assert p.reserve_kv is None, p.id
+        assert pred.reserve_kv(p) == (p.stack == "nvidia-trtllm"), p.id
+    p = next(p for p in pts if p.id == "trt8b-20000-2000")
+    cal = get_stack("nvidia-trtllm").calibration
+    reserved = pred.predict(p, cal)
+    assert reserved == pytest.approx(p.measured, rel=0.15)
+    q = replace(p, reserve_kv=False)
+    assert not pred.reserve_kv(q)
+    assert pred.predict(q, cal) < 0.6 * reserved
+
+
 def test_vllm_bench_json(tmp_path: Path) -> None:
     data = {
         "model_id": "meta-llama/Llama-3.1-8B-Instruct", "request_rate": 4.0, "max_concurrency": None,

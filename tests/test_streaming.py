@@ -40,7 +40,7 @@ def busy(request):
             {"name": "chat", "share": 0.7, "input_tokens": {"dist": "lognormal", "median": 400, "p95": 3000, "max": 9000},
              "output_tokens": {"dist": "lognormal", "median": 120, "p95": 500, "max": 2000}},
             {"name": "one", "share": 0.3, "input_tokens": {"dist": "fixed", "value": 200},
-             "output_tokens": {"dist": "fixed", "value": 1}},
+             "output_tokens": {"dist": "fixed", "value": 1}, "slo": {"ttft_p95_s": 0.3}},
         ],
     })
     return sc
