@@ -16,3 +16,6 @@ class ConfigError(CapsimError):
         self.problem = problem
         where = f"{source}: {field}" if field else source
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # noqa: ANN204 - keep the three parts when sent between processes
+        return (type(self), (self.source, self.field, self.problem))

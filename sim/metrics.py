@@ -90,25 +90,25 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     s = result.series
     interval = s.interval_s
     cap = result.node_model.memory.kv_capacity_blocks
-    t = np.asarray(s.time_s, dtype=float)
+    t = s.fleet("time_s")
     if len(t) == 0:
         empty = pd.DataFrame(columns=["time_s"])
         return empty, empty
-    waiting = np.asarray(s.waiting, dtype=np.int64)
-    running = np.asarray(s.running, dtype=np.int64)
-    kv = np.asarray(s.kv_used_blocks, dtype=np.int64)
-    busy_cum = np.asarray(s.busy_s, dtype=float)
+    waiting = s.per_node("waiting").astype(np.int64)
+    running = s.per_node("running").astype(np.int64)
+    kv = s.per_node("kv_used_blocks").astype(np.int64)
+    busy_cum = s.per_node("busy_s")
     busy = np.diff(np.vstack([np.zeros((1, busy_cum.shape[1])), busy_cum]), axis=0) / interval
     busy = np.clip(busy, 0.0, 1.0)
     nodes = waiting.shape[1]
-    up = np.asarray(s.nodes_up, dtype=np.int64) if s.nodes_up else np.full(len(t), nodes)
-    deferred = np.asarray(s.deferred, dtype=np.int64) if s.deferred else np.zeros(len(t), dtype=np.int64)
+    up = s.fleet("nodes_up").astype(np.int64)
+    deferred = s.fleet("deferred").astype(np.int64)
     up_safe = np.maximum(up, 1)
     fleet = pd.DataFrame(
         {
             "time_s": t,
-            "arrival_rate_rps": np.asarray(s.arrivals, dtype=float) / interval,
-            "completion_rate_rps": np.asarray(s.completions, dtype=float) / interval,
+            "arrival_rate_rps": s.fleet("arrivals") / interval,
+            "completion_rate_rps": s.fleet("completions") / interval,
             "queue_len": waiting.sum(axis=1),
             "running_seqs": running.sum(axis=1),
             "deferred": deferred,
@@ -117,14 +117,14 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "kv_fraction": kv.sum(axis=1) / (cap * up_safe),
             "busy_fraction": np.clip(busy.sum(axis=1) / up_safe, 0.0, 1.0),
             "nodes_up": up,
-            "nodes_billed": np.asarray(s.nodes_billed, dtype=np.int64) if s.nodes_billed else up,
+            "nodes_billed": s.fleet("nodes_billed").astype(np.int64),
         }
     )
     per_node = pd.DataFrame(
         {
             "time_s": np.repeat(t, nodes),
             "node": np.tile(np.arange(nodes), len(t)),
-            "up": np.asarray(s.up, dtype=bool).ravel() if s.up else np.ones(len(t) * nodes, dtype=bool),
+            "up": s.per_node("up").astype(bool).ravel(),
             "queue_len": waiting.ravel(),
             "running_seqs": running.ravel(),
             "kv_used_blocks": kv.ravel(),

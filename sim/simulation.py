@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
@@ -66,22 +67,38 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     return NodeModel(gpu, model, memory, perf, max_len)
 
 
-@dataclass
 class TimeSeries:
-    """Samples taken every ``interval_s``: fleet arrays and per-node arrays (shape [samples, nodes])."""
+    """Samples taken every ``interval_s``, stored compactly (``array`` buffers, not Python lists) so a week
+    sampled every second stays small. Fleet series have one value per sample; per-node series one value
+    per sample and node slot (``per_node(name)`` returns them as a [samples, nodes] array)."""
 
-    interval_s: float
-    time_s: list[float] = field(default_factory=list)
-    arrivals: list[int] = field(default_factory=list)  # arrivals during the interval ending at time_s
-    completions: list[int] = field(default_factory=list)  # requests reaching a terminal status
-    waiting: list[list[int]] = field(default_factory=list)
-    running: list[list[int]] = field(default_factory=list)
-    kv_used_blocks: list[list[int]] = field(default_factory=list)
-    busy_s: list[list[float]] = field(default_factory=list)  # cumulative busy seconds per node
-    up: list[list[bool]] = field(default_factory=list)  # per node: serving at the sample
-    deferred: list[int] = field(default_factory=list)  # batch requests held for spare capacity
-    nodes_up: list[int] = field(default_factory=list)  # nodes serving (up, draining or under eviction notice)
-    nodes_billed: list[int] = field(default_factory=list)  # nodes being paid for (incl. starting)
+    _NODE_FIELDS = {"waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b"}
+    _FLEET_FIELDS = {"time_s": "d", "arrivals": "i", "completions": "i", "deferred": "i", "nodes_up": "i",
+                     "nodes_billed": "i"}
+
+    def __init__(self, interval_s: float, nodes: int) -> None:
+        self.interval_s = interval_s
+        self.nodes = nodes
+        self._data = {k: array(code) for k, code in {**self._NODE_FIELDS, **self._FLEET_FIELDS}.items()}
+
+    def __len__(self) -> int:
+        return len(self._data["time_s"])
+
+    def append(self, fleet: dict[str, float], per_node: dict[str, list]) -> None:
+        for k, v in fleet.items():
+            self._data[k].append(v)
+        for k, values in per_node.items():
+            self._data[k].extend(values)
+
+    def fleet(self, name: str) -> np.ndarray:
+        """One fleet series (``time_s``, ``arrivals`` during the interval, ``completions`` = requests reaching
+        a terminal status, ``deferred`` batch requests held, ``nodes_up`` serving, ``nodes_billed`` paid for)."""
+        return np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
+
+    def per_node(self, name: str) -> np.ndarray:
+        """[samples, nodes] array of ``waiting``, ``running``, ``kv_used_blocks``, cumulative ``busy_s`` or ``up``."""
+        a = np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
+        return a.reshape(len(self), self.nodes)
 
 
 class Tally:
@@ -189,6 +206,7 @@ def simulate(
 
     fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"), stream(scenario.seed, "spot"))
     slots = fleet.slots
+    series = TimeSeries(scenario.output.sample_interval_s, len(slots))
     dispatcher: Dispatcher = fleet
     spill = None
     if scenario.spill is not None or scenario.api is not None:  # hosted API / spill policy (sim.spill)
@@ -198,7 +216,6 @@ def simulate(
         done_observers.append(spill.on_fleet_done)
     if scenario.fleet.autoscaler.policy != "none":
         env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
-    series = TimeSeries(scenario.output.sample_interval_s)
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
     deferrable = [c.deferrable for c in scenario.traffic.classes]
@@ -258,19 +275,26 @@ def simulate(
         while True:
             yield env.timeout(series.interval_s)
             snaps = [s.node.snapshot() if s.node is not None else _DOWN for s in slots]
-            series.up.append([s.node is not None for s in slots])
-            series.nodes_up.append(sum(series.up[-1]))
-            series.nodes_billed.append(sum(1 for s in slots if s.state != "down"))
-            series.time_s.append(env.now)
-            series.arrivals.append(arrivals_since[0])
+            up = [s.node is not None for s in slots]
+            series.append(
+                {
+                    "time_s": env.now,
+                    "arrivals": arrivals_since[0],
+                    "completions": done[0] - last_done,
+                    "deferred": len(deferred),
+                    "nodes_up": sum(up),
+                    "nodes_billed": sum(1 for s in slots if s.state != "down"),
+                },
+                {
+                    "waiting": [x.waiting for x in snaps],
+                    "running": [x.running for x in snaps],
+                    "kv_used_blocks": [x.kv_used_blocks for x in snaps],
+                    "busy_s": [s.busy_s() for s in slots],
+                    "up": up,
+                },
+            )
             arrivals_since[0] = 0
-            series.completions.append(done[0] - last_done)
             last_done = done[0]
-            series.waiting.append([s.waiting for s in snaps])
-            series.deferred.append(len(deferred))
-            series.running.append([s.running for s in snaps])
-            series.kv_used_blocks.append([s.kv_used_blocks for s in snaps])
-            series.busy_s.append([s.busy_s() for s in slots])
 
     env.process(arrival_process())
     env.process(sampler())
