@@ -23,9 +23,23 @@ from matplotlib.figure import Figure  # noqa: E402
 from .io import atomic_write, write_json, write_parquet, write_text  # noqa: E402
 
 
-def plot_latency_cdfs(req: pd.DataFrame, slo: dict[str, Any] | None = None) -> Figure:
-    """Empirical CDFs of TTFT, TPOT and E2E for completed requests, with SLO targets as dashed lines."""
+CDF_PCTS = np.linspace(0.1, 99.9, 400)
+
+
+def latency_curves(req: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(sorted values, cumulative fraction) of TTFT, TPOT and E2E over completed requests."""
     done = req[req["status"] == "completed"]
+    out = {}
+    for col in ("ttft_s", "tpot_s", "e2e_s"):
+        x = np.sort(done[col].dropna().to_numpy())
+        out[col] = (x, np.arange(1, len(x) + 1) / max(len(x), 1))
+    return out
+
+
+def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: dict[str, Any] | None = None,
+                      n_requests: int | None = None) -> Figure:
+    """CDFs of TTFT, TPOT and E2E (from :func:`latency_curves`, or quantile curves of a streamed run), with
+    the P95 and the SLO targets as vertical lines."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     targets = (slo or {}).get("targets", {})
     for ax, col, title, key in (
@@ -33,10 +47,10 @@ def plot_latency_cdfs(req: pd.DataFrame, slo: dict[str, Any] | None = None) -> F
         (axes[1], "tpot_s", "Time per output token", "tpot_p95_s"),
         (axes[2], "e2e_s", "End-to-end latency", "e2e_p95_s"),
     ):
-        x = np.sort(done[col].dropna().to_numpy())
+        x, frac = curves[col]
         if len(x):
-            ax.plot(x, np.arange(1, len(x) + 1) / len(x), color="C0", lw=1.6)
-            p95 = np.percentile(x, 95)
+            ax.plot(x, frac, color="C0", lw=1.6)
+            p95 = float(np.interp(0.95, frac, x))
             ax.axvline(p95, color="C1", lw=1, label=f"P95 = {p95:.3g} s")
         if key in targets:
             ax.axvline(targets[key]["target"], color="C3", ls="--", lw=1, label=f"SLO {targets[key]['target']:g} s")
@@ -48,7 +62,8 @@ def plot_latency_cdfs(req: pd.DataFrame, slo: dict[str, Any] | None = None) -> F
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"Latency distributions ({len(done):,} completed requests)")
+    label = f" ({n_requests:,} completed requests)" if n_requests is not None else ""
+    fig.suptitle(f"Latency distributions{label}")
     return fig
 
 
@@ -165,23 +180,31 @@ def _summary_html(summary: dict[str, Any]) -> str:
 def write_report(
     out_dir: Path,
     summary: dict[str, Any],
-    req: pd.DataFrame,
+    req: pd.DataFrame | None,
     fleet_ts: pd.DataFrame,
     node_ts: pd.DataFrame,
     duration_s: float,
     title: str,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Path]:
-    """Write tables, summary, PNG plots and ``report.html`` into ``out_dir``; return the paths."""
+    """Write tables, summary, PNG plots and ``report.html`` into ``out_dir``; return the paths.
+
+    With ``req=None`` (a streamed run, whose ``requests.parquet`` is already written) the latency CDFs are
+    drawn from ``curves`` (quantile curves of the streamed histograms)."""
     out_dir = Path(out_dir)
-    paths = {
-        "requests": write_parquet(out_dir / "requests.parquet", req),
+    paths: dict[str, Path] = {}
+    if req is not None:
+        paths["requests"] = write_parquet(out_dir / "requests.parquet", req)
+        curves = latency_curves(req)
+    paths |= {
         "timeseries": write_parquet(out_dir / "timeseries.parquet", fleet_ts),
         "timeseries_nodes": write_parquet(out_dir / "timeseries_nodes.parquet", node_ts),
         "summary": write_json(out_dir / "summary.json", summary),
     }
     images: list[tuple[str, bytes]] = []
     for name, fig in (
-        ("latency_cdf.png", plot_latency_cdfs(req, summary.get("slo"))),
+        ("latency_cdf.png", plot_latency_cdfs(curves or {}, summary.get("slo"),
+                                              summary.get("requests", {}).get("completed"))),
         ("load_over_time.png", plot_load(fleet_ts)),
         ("node_utilisation.png", plot_node_utilisation(node_ts, duration_s)),
     ):

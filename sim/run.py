@@ -31,6 +31,28 @@ def run_scenario(scenario: Scenario, progress: ProgressFn | None = None) -> RunO
     return RunOutput(result, summary, req, fleet_ts, node_ts)
 
 
+def run_streamed(scenario: Scenario, out_dir: Path, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Long-run path: per-request records streamed to ``out_dir/requests.parquet`` in chunks, percentiles from
+    mergeable histograms (see :mod:`sim.streaming`), then the same summary, tables, plots and report.
+    Memory stays flat in the number of requests. Returns the summary."""
+    import numpy as np
+
+    from .report import CDF_PCTS, write_report
+    from .streaming import run_streaming
+
+    out = run_streaming(scenario, Path(out_dir) / "requests.parquet", progress)
+    curves = {}
+    for col in ("ttft_s", "tpot_s", "e2e_s"):
+        q = out.histograms[f"latency.{col}"].quantiles(list(CDF_PCTS))
+        if q and q[0] is not None:
+            curves[col] = (np.array(q, dtype=float), CDF_PCTS / 100.0)
+        else:
+            curves[col] = (np.array([]), np.array([]))
+    write_report(out_dir, out.summary, None, out.timeseries, out.timeseries_nodes, scenario.duration_s,
+                 scenario.name, curves)
+    return out.summary
+
+
 def write_outputs(out: RunOutput, out_dir: Path) -> dict[str, Path]:
     """Write tables, ``summary.json``, plots and ``report.html`` (each atomically) into ``out_dir``."""
     from .report import write_report

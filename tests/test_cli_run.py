@@ -111,3 +111,20 @@ def test_failed_run_does_not_corrupt_previous_results(tmp_path):
     before = (out / "summary.json").read_bytes()
     assert capsim("run", str(scen), "--out", str(out), "--set", "fleet.nodes=0").returncode == 2
     assert (out / "summary.json").read_bytes() == before
+
+
+def test_stream_mode_matches_exact_summary(tmp_path):
+    scen = _small(tmp_path)
+    exact, streamed = tmp_path / "exact", tmp_path / "streamed"
+    assert capsim("run", str(scen), "--out", str(exact)).returncode == 0
+    r = capsim("run", str(scen), "--out", str(streamed), "--stream")
+    assert r.returncode == 0, r.stderr
+    a = json.loads((exact / "summary.json").read_text())
+    b = json.loads((streamed / "summary.json").read_text())
+    assert a["requests"] == b["requests"]
+    assert a["cost"] == b["cost"]
+    for m in ("ttft_s", "tpot_s", "e2e_s"):
+        assert b["latency"][m]["p95"] == pytest.approx(a["latency"][m]["p95"], rel=2e-3)
+    import pandas as pd
+    assert len(pd.read_parquet(streamed / "requests.parquet")) == a["requests"]["completed"]
+    assert (streamed / "latency_cdf.png").stat().st_size > 0
