@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/capsim run --out out
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine_speed.py

@@ -366,7 +366,8 @@ class HostedApi:
                 self.in_progress -= 1
                 if outcome == "ok":
                     self._bill(req, req.prompt_tokens, req.cached_tokens, req.output_tokens, batch, True)
-                    req.first_token_s = now + ttft
+                    if req.first_token_s < 0:  # a request evicted mid-generation keeps its first token
+                        req.first_token_s = now + ttft
                     req.finish_s = now + dur
                     req.status = Status.SPILLED
                     st.served += 1

@@ -408,9 +408,10 @@ class Engine(Strict):
     chunked_prefill: bool = True
     max_model_len: int | None = Field(None, gt=0)
     activation_reserve_gb_per_gpu: float = Field(1.0, ge=0)
-    reserve_kv: bool = Field(
-        False, description="reserve a request's whole KV (prompt + output) at admission, as TensorRT-LLM's "
-        "GUARANTEED_NO_EVICT scheduler: never preempts, admits fewer requests"
+    reserve_kv: bool | None = Field(
+        None, description="reserve a request's whole KV (prompt + output) at admission, as TensorRT-LLM's "
+        "GUARANTEED_NO_EVICT scheduler: never preempts, admits fewer requests; default: the software stack's "
+        "scheduler (reserve_kv for nvidia-trtllm, vLLM-style preemption otherwise)"
     )
     num_gpu_blocks_override: int | None = Field(
         None, gt=0, description="use this many KV blocks instead of the memory plan (as vLLM's flag)"
@@ -779,6 +780,8 @@ class Scenario(Strict):
         if self.fleet.nodes + self.fleet.spot.nodes < 1 and policy != "all_api":
             raise ValueError("the fleet needs at least one node at the start (fleet.nodes + fleet.spot.nodes >= 1)"
                              " unless spill.policy is all_api")
+        if self.fleet.spot.on_eviction == "spill" and self.fleet.spot.nodes and self.api is None:
+            raise ValueError("fleet.spot.on_eviction 'spill' needs an api section (where evicted requests go)")
         if policy != "never" and self.api is None:
             raise ValueError(f"spill policy '{policy}' needs an api section (where spilled requests go)")
         if self.fleet.max_nodes == 0 and self.api is not None and self.api.on_give_up == "fleet":

@@ -16,8 +16,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import simpy
 
-from .catalog import GpuSpec, ModelSpec, get_gpu, get_model
-from .config import Scenario
+from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
+from .config import Engine, Scenario
 from .errors import ConfigError
 from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
@@ -38,6 +38,7 @@ class NodeModel:
     memory: NodeMemory
     perf: StepTimeModel
     max_model_len: int
+    engine: Engine  # the scenario's engine limits, with reserve_kv resolved from the software stack
 
 
 def build_node_model(scenario: Scenario) -> NodeModel:
@@ -64,7 +65,9 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
-    return NodeModel(gpu, model, memory, perf, max_len)
+    if eng.reserve_kv is None:
+        eng = eng.model_copy(update={"reserve_kv": stack_reserves_kv(gpu, fleet.stack)})
+    return NodeModel(gpu, model, memory, perf, max_len, eng)
 
 
 class TimeSeries:
@@ -202,7 +205,7 @@ def simulate(
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
 
     def make_node(slot: int, done: Callable[[Request], None]):  # noqa: ANN202
-        return node_cls(env, slot, nm.perf, scenario.fleet.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
+        return node_cls(env, slot, nm.perf, nm.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
 
     fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"), stream(scenario.seed, "spot"))
     slots = fleet.slots
@@ -214,6 +217,9 @@ def simulate(
 
         spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf)
         done_observers.append(spill.on_fleet_done)
+        if scenario.fleet.spot.on_eviction == "spill":
+            # evicted requests are re-served whole by the API (prompt and every output token, billed again)
+            fleet.evicted_sink = spill.to_api
     if scenario.fleet.autoscaler.policy != "none":
         env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
     arrivals_since = [0]

@@ -129,3 +129,15 @@ def test_deferrable_batch_waits_for_spare_capacity_and_meets_its_deadline():
     ts = out.timeseries
     assert ts["deferred"].max() > 0
     assert set(out.requests[out.requests["class"] == "chat"]["status"]) == {"completed"}
+
+
+def test_spot_evictions_can_spill_to_the_api():
+    fleet = {"nodes": 1, "gpu": "H100-SXM", "model": "Llama-3.1-8B",
+             "spot": {"nodes": 2, "evictions_per_node_hour": 60.0, "notice_s": 0.0, "on_eviction": "spill"}}
+    api = {"provider": "together", "model": "llama-3.1-8b"}
+    sc = make_scenario(**{"duration_s": 300, "traffic.rate_rps": 8.0, "fleet": fleet, "seed": 4, "api": api})
+    out = run_scenario(sc)
+    c = out.summary["requests"]
+    assert c["spilled"] > 0 and c["failed"] == 0
+    assert c["arrived"] == c["completed"] + c["spilled"]
+    assert out.summary["cost"]["api_usd"] > 0
