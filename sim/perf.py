@@ -212,6 +212,16 @@ class StepTimeModel:
         a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
         return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
 
+    def decode_dominant_line(self, batch: int, ctx0: float, max_steps: int) -> tuple[float, float] | None:
+        """``(a, b)`` such that decode step ``j`` takes exactly ``a + b·j`` for every ``j`` in 1..max_steps, when
+        one roof (compute or memory) dominates the whole run; None when the roofs cross inside it."""
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        if a1 + b1 >= a2 + b2 and a1 + b1 * max_steps >= a2 + b2 * max_steps:
+            return a1 + k, b1
+        if a2 + b2 >= a1 + b1 and a2 + b2 * max_steps >= a1 + b1 * max_steps:
+            return a2 + k, b2
+        return None
+
     def decode_steps_within(self, batch: int, ctx0: float, budget_s: float, max_steps: int) -> int:
         """Largest ``n ≤ max_steps`` with ``decode_run_s(batch, ctx0, n) ≤ budget_s``.
 
@@ -221,25 +231,12 @@ class StepTimeModel:
         """
         if budget_s <= 0 or max_steps <= 0:
             return 0
+        line = self.decode_dominant_line(batch, ctx0, max_steps)
+        if line is not None:
+            n = steps_on_line(line[0], line[1], budget_s, max_steps)
+            if n is not None:
+                return n
         a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
-        one_line = None
-        if a1 + b1 >= a2 + b2 and a1 + b1 * max_steps >= a2 + b2 * max_steps:
-            one_line = (a1 + k, b1)
-        elif a2 + b2 >= a1 + b1 and a2 + b2 * max_steps >= a1 + b1 * max_steps:
-            one_line = (a2 + k, b2)
-        if one_line is not None:
-            # one line dominates the whole range: the run time is exactly its sum; solve the quadratic
-            a, b = one_line
-            if b > 0:
-                half = a + b / 2.0
-                root = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
-            else:
-                root = budget_s / a if a > 0 else float(max_steps)
-            frac = root - math.floor(root)
-            if root >= max_steps:
-                return max_steps
-            if 1e-7 < frac < 1 - 1e-7:  # far enough from an integer for rounding not to matter
-                return int(root)
         hi = max_steps
         for a, b in ((a1 + k, b1), (a2 + k, b2)):
             # Σ_{j=1..n} (a + b·j) = a·n + b·n(n+1)/2 ≤ budget
@@ -264,6 +261,22 @@ class StepTimeModel:
             else:
                 hi = mid
         return lo
+
+
+def steps_on_line(a: float, b: float, budget_s: float, max_steps: int) -> int | None:
+    """Largest ``n ≤ max_steps`` with ``Σ_{j=1..n} (a + b·j) ≤ budget_s`` (solving the quadratic), or None when
+    the root lies within 1e-7 of an integer, where rounding could tip it (the caller then checks exactly)."""
+    if b > 0:
+        half = a + b / 2.0
+        root = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
+    else:
+        root = budget_s / a if a > 0 else float(max_steps)
+    if root >= max_steps:
+        return max_steps
+    frac = root - math.floor(root)
+    if 1e-7 < frac < 1 - 1e-7:
+        return int(root)
+    return None
 
 
 def _sum_line(a: float, b: float, j0: int, j1: int) -> float:

@@ -68,6 +68,25 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
+    if "spill" in summary and "api" in summary:
+        sp, api = summary["spill"], summary["api"]
+        lines.append(
+            f"  spill      {sp['policy']}: {sp['requests']:,} requests ({100 * (sp['request_share'] or 0):.1f}%, "
+            f"{100 * (sp['token_share'] or 0):.1f}% of tokens) to {api['provider']}; {api['rate_limited']:,} "
+            f"rate-limited (429), {api['retries']:,} retries, {api['failed']:,} failed; API ${api['usd']:,.2f}"
+        )
+    gh = c.get("gpu_hours_by_kind") or {}
+    if gh.get("on_demand") or gh.get("spot"):
+        lines.append(
+            "  fleet      GPU-hours " + ", ".join(f"{k.replace('_', '-')} {v:,.1f}" for k, v in gh.items() if v)
+            + f"; mean nodes up {u.get('nodes_up_mean') or 0:.1f}"
+        )
+    if "batch" in summary:
+        b = summary["batch"]
+        lines.append(
+            f"  batch      {b['arrived']:,} deferrable requests, {b['deadline_met']:,} met their deadline, "
+            f"{b['deadline_missed']:,} missed"
+        )
     if out_dir is not None:
         lines.append(f"  report     {out_dir / 'report.html'}")
     click.echo("\n".join(lines))

@@ -27,7 +27,7 @@ from typing import Callable
 import simpy
 
 from ..config import Engine
-from ..perf import StepTimeModel, attention_pairs
+from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
 from .common import NodeSnapshot, admission_problem
 
@@ -81,6 +81,7 @@ class Node:
         self._jump_b = 0
         self._jump_c0 = 0
         self._interruptible = False
+        self._jump_line: tuple[float, float] | None = None
 
     # -- interface ------------------------------------------------------------------------------------
     def submit(self, req: Request) -> None:
@@ -440,10 +441,19 @@ class Node:
         self._jump_c0 = self.dec_ctx_sum
         self._interruptible = not self.waiting
         self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
         self._set_timer(self._dt, self._end_jump)
 
     def _steps_done_in_jump(self) -> int:
+        """Steps of the current run finished by now (O(1): the run's step-time line is cached)."""
         elapsed = self.env.now - self._t0
+        if elapsed <= 0:
+            return 0
+        line = self._jump_line
+        if line is not None:
+            n = steps_on_line(line[0], line[1], elapsed, self._jump_n)
+            if n is not None:
+                return n
         return self.perf.decode_steps_within(self._jump_b, self._jump_c0, elapsed, self._jump_n)
 
     def _shorten_jump(self) -> None:
