@@ -296,31 +296,24 @@ def unique(table: dict[str, BaseModel]) -> list[BaseModel]:
     return [seen[k] for k in sorted(seen)]
 
 
-def get_gpu(name: str, source: str = "scenario", field: str = "fleet.gpu") -> GpuSpec:
-    table = gpus()
+def _lookup(table: dict, name: str, what: str, source: str, field: str):  # noqa: ANN202
     spec = table.get(_norm(name))
     if spec is None:
         known = sorted({s.name for s in table.values()})
-        raise ConfigError(source, field, f"unknown GPU '{name}' (known: {', '.join(known)})")
+        raise ConfigError(source, field, f"unknown {what} '{name}' (known: {', '.join(known)})")
     return spec
+
+
+def get_gpu(name: str, source: str = "scenario", field: str = "fleet.gpu") -> GpuSpec:
+    return _lookup(gpus(), name, "GPU", source, field)
 
 
 def get_model(name: str, source: str = "scenario", field: str = "fleet.model") -> ModelSpec:
-    table = models()
-    spec = table.get(_norm(name))
-    if spec is None:
-        known = sorted({s.name for s in table.values()})
-        raise ConfigError(source, field, f"unknown model '{name}' (known: {', '.join(known)})")
-    return spec
+    return _lookup(models(), name, "model", source, field)
 
 
 def get_stack(name: str, source: str = "scenario", field: str = "stack") -> StackSpec:
-    table = stacks()
-    spec = table.get(_norm(name))
-    if spec is None:
-        known = sorted({s.name for s in table.values()})
-        raise ConfigError(source, field, f"unknown software stack '{name}' (known: {', '.join(known)})")
-    return spec
+    return _lookup(stacks(), name, "software stack", source, field)
 
 
 def stack_reserves_kv(gpu: GpuSpec, stack: str | None = None) -> bool:

@@ -6,6 +6,12 @@ experiment's ``fleet_sizes``, else the base's) and may override any other field 
 Every run uses the base's seed, so all strategies see the same arrivals (common random numbers: arrival,
 token and class streams do not depend on the strategy, and the API's draws depend only on the request).
 
+**Replications.** With ``seeds: N`` in the file (or ``--seeds N``) every run is simulated with the seeds
+``seed, seed+1, …, seed+N−1`` — the same seeds for every strategy, so seed k of one strategy and seed k of
+another see identical arrivals. The table then holds the mean over seeds of every metric and, for the headline
+ones (:data:`HEADLINE`), the half-width of the two-sided 95 % Student-t interval of that mean
+(``<column>_ci95``). With one seed (the default) the table and JSON are exactly those of a single run.
+
 Runs fan out through :func:`sim.parallel.iter_outcomes`. :func:`comparison_table` turns the summaries into one
 row per run; the plots are built from that table and the per-run spill timelines by small functions that
 return a Figure.
@@ -47,6 +53,7 @@ class Experiment(_Strict):
     scenario: str | None = None
     strategies: list[Strategy] = Field(min_length=1)
     fleet_sizes: list[int] | None = None
+    seeds: int = Field(1, ge=1, description="replications per run: seeds seed … seed+seeds−1")
 
     @model_validator(mode="after")
     def _check(self) -> "Experiment":
@@ -66,7 +73,17 @@ class Run(BaseModel):
     label: str
     strategy: str
     fleet_nodes: int
-    scenario: Scenario
+    scenario: Scenario  # the first seed's scenario
+    replicas: tuple[Scenario, ...] = ()  # one scenario per seed (the first is ``scenario``); empty = just it
+
+    @property
+    def scenarios(self) -> list[Scenario]:
+        """The scenario once per replication seed."""
+        return list(self.replicas) or [self.scenario]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [sc.seed for sc in self.scenarios]
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -85,9 +102,11 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         node[parts[-1]] = value
 
 
-def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: int | None = None) -> tuple[Experiment, list[Run]]:
-    """Read an experiment file and build (and validate) every run's scenario. ``overrides`` (``a.b=c``) and
-    ``seed`` apply to the base scenario."""
+def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: int | None = None,
+                    seeds: int | None = None) -> tuple[Experiment, list[Run]]:
+    """Read an experiment file and build (and validate) every run's scenario, once per replication seed.
+    ``overrides`` (``a.b=c``) and ``seed`` apply to the base scenario; ``seeds`` (replications) overrides the
+    file's ``seeds``."""
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
@@ -98,6 +117,10 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
         err = exc.errors()[0]
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ConfigError(str(path), ".".join(str(x) for x in err["loc"]), msg) from None
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
+        exp = exp.model_copy(update={"seeds": int(seeds)})
     base_dir = path.parent.resolve()
     if exp.scenario is not None:
         spath = Path(exp.scenario)
@@ -122,14 +145,22 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
                 sc_raw["spill"] = copy.deepcopy(st.spill)
             for key, value in st.set.items():
                 _set_dotted(sc_raw, key, copy.deepcopy(value))
-            sc = validate_scenario(sc_raw, f"{path}: strategies.{i} ({label})")
+            source = f"{path}: strategies.{i} ({label})"
+            sc = validate_scenario(sc_raw, source)
             sc._base_dir = base_dir
-            sc._source = f"{path}: strategies.{i} ({label})"
+            sc._source = source
             if sc.api is not None:  # resolve the catalogue now: a typo fails before any run starts
                 from .api import resolve_api
 
                 resolve_api(sc.api, sc.source)
-            runs.append(Run(label=label, strategy=st.name, fleet_nodes=n, scenario=sc))
+            replicas: list[Scenario] = [sc]
+            for k in range(1, exp.seeds):  # the same seeds for every strategy: common random numbers
+                rep = validate_scenario({**sc_raw, "seed": sc.seed + k}, source)
+                rep._base_dir = base_dir
+                rep._source = source
+                replicas.append(rep)
+            runs.append(Run(label=label, strategy=st.name, fleet_nodes=n, scenario=sc,
+                            replicas=tuple(replicas) if exp.seeds > 1 else ()))
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
         raise ConfigError(str(path), "strategies", f"run labels must be unique, got {labels}")
@@ -162,16 +193,60 @@ def run_one(scenario: Scenario) -> dict[str, Any]:
 
 
 def run_experiment(runs: list[Run], workers: int | None = None, scheduler: str | None = None) -> list[dict[str, Any]]:
-    """Results of every run, in input order (the same experiment and seed always give the same list)."""
+    """Results of every run, in input order (the same experiment and seeds always give the same list).
+
+    Each result has ``summary`` and ``timeline`` (with one seed: that run's; with several: the mean summary,
+    :func:`mean_summary`, and the mean timeline) and, with several seeds, ``seeds``, ``summaries`` and
+    ``timelines`` (one per seed, in seed order)."""
     from .parallel import ExecutorSpec, iter_outcomes
 
-    spec = ExecutorSpec(workers=1 if len(runs) <= 1 else workers, scheduler=scheduler)
-    out: list[dict[str, Any] | None] = [None] * len(runs)
-    for oc in iter_outcomes(run_one, [r.scenario for r in runs], spec):
+    tasks = [(i, sc) for i, run in enumerate(runs) for sc in run.scenarios]
+    spec = ExecutorSpec(workers=1 if len(tasks) <= 1 else workers, scheduler=scheduler)
+    flat: list[dict[str, Any] | None] = [None] * len(tasks)
+    for oc in iter_outcomes(run_one, [sc for _, sc in tasks], spec):
         if oc.error is not None:
             raise oc.error
-        out[oc.index] = oc.value
-    return out  # type: ignore[return-value]
+        flat[oc.index] = oc.value
+    out: list[dict[str, Any]] = []
+    for i, run in enumerate(runs):
+        per_seed = [v for (j, _), v in zip(tasks, flat) if j == i]
+        if len(per_seed) == 1:
+            out.append(per_seed[0])  # type: ignore[arg-type]
+            continue
+        summaries = [r["summary"] for r in per_seed]  # type: ignore[index]
+        timelines = [r["timeline"] for r in per_seed]  # type: ignore[index]
+        out.append({"summary": mean_summary(summaries), "timeline": mean_timeline(timelines),
+                    "seeds": run.seeds, "summaries": summaries, "timelines": timelines})
+    return out
+
+
+def mean_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summaries' mean, key by key: numbers → mean over the seeds that have one, booleans → share of
+    seeds where true (``slo.met`` 0.6 = met in 3 of 5), other values → the common value (None if they differ);
+    the top-level ``seed`` becomes the list of seeds."""
+
+    def merge(values: list[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        if all(isinstance(v, dict) for v in present):
+            keys = list(dict.fromkeys(k for v in present for k in v))
+            return {k: merge([v.get(k) for v in present]) for k in keys}
+        if all(isinstance(v, bool) for v in present):
+            return sum(present) / len(present)
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            return float(np.mean(present))
+        return present[0] if all(v == present[0] for v in present) else None
+
+    out = merge(summaries)
+    if "seed" in out:
+        out["seed"] = [s.get("seed") for s in summaries]
+    return out
+
+
+def mean_timeline(timelines: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Bin-by-bin mean of per-seed timelines (same bins)."""
+    return {k: np.mean([t[k] for t in timelines], axis=0).tolist() for k in timelines[0]}
 
 
 def _g(d: dict[str, Any], path: str) -> Any:
@@ -208,16 +283,53 @@ COLUMNS: list[tuple[str, str]] = [
 ]
 
 
-def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: cost, spill share, latency percentiles, SLO attainment, utilisation, API errors."""
+#: columns reported with a 95 % confidence interval when there are several seeds
+HEADLINE: tuple[str, ...] = ("total_usd", "usd_per_mtok", "ttft_p95_s", "e2e_p95_s", "slo_attainment",
+                             "spill_request_share", "spill_token_share")
+
+
+def _row_values(summary: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col, path in COLUMNS:
+        v = _g(summary, path)
+        out[col] = 0 if v is None and col.startswith(("api_", "spill_")) else v
+    return out
+
+
+def _run_info(run: Run) -> dict[str, Any]:
+    return {"strategy": run.label, "policy": run.scenario.spill.policy if run.scenario.spill else "never",
+            "fleet_nodes": run.fleet_nodes}
+
+
+def seed_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run × seed (the table's columns, unaveraged)."""
     rows = []
     for run, res in zip(runs, results):
-        s = res["summary"]
-        row: dict[str, Any] = {"strategy": run.label, "policy": run.scenario.spill.policy if run.scenario.spill
-                               else "never", "fleet_nodes": run.fleet_nodes}
-        for col, path in COLUMNS:
-            v = _g(s, path)
-            row[col] = 0 if v is None and col.startswith(("api_", "spill_")) else v
+        for seed, s in zip(run.seeds, res.get("summaries", [res["summary"]])):
+            rows.append({**_run_info(run), "seed": seed, **_row_values(s)})
+    return pd.DataFrame(rows)
+
+
+def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: cost, spill share, latency percentiles, SLO attainment, utilisation, API errors.
+
+    With several seeds every metric is the mean over seeds, ``seeds`` counts them, and each :data:`HEADLINE`
+    column has ``<column>_ci95``: the half-width of the 95 % Student-t interval of the mean."""
+    from .sizing import mean_ci95
+
+    multi = any(len(r.scenarios) > 1 for r in runs)
+    rows = []
+    for run, res in zip(runs, results):
+        row: dict[str, Any] = _run_info(run)
+        if not multi:
+            row.update(_row_values(res["summary"]))
+        else:
+            per_seed = [_row_values(s) for s in res.get("summaries", [res["summary"]])]
+            row["seeds"] = len(per_seed)
+            for col, _ in COLUMNS:
+                row[col] = mean_ci95([p[col] for p in per_seed])[0]
+            for col in HEADLINE:
+                row[f"{col}_ci95"] = mean_ci95([p[col] for p in per_seed])[1]
         rows.append(row)
     df = pd.DataFrame(rows)
     df["pareto_e2e"] = pareto_mask(df["e2e_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -851,15 +851,23 @@ def _format_error(exc: ValidationError) -> tuple[str, str]:
     return field, msg
 
 
-def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
-    """Validate a raw mapping; raise ConfigError(source, field, problem) on the first problem."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_mapping(model_cls: type[M], raw: Any, source: str) -> M:
+    """Validate a raw YAML mapping as ``model_cls``; the first problem becomes ConfigError(source, field, problem)."""
     if not isinstance(raw, dict):
         raise ConfigError(source, "", "expected a YAML mapping at the top level")
     try:
-        scenario = Scenario.model_validate(raw)
+        return model_cls.model_validate(raw)
     except ValidationError as exc:
         field, msg = _format_error(exc)
         raise ConfigError(source, field, msg) from None
+
+
+def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    """Validate a raw mapping; raise ConfigError(source, field, problem) on the first problem."""
+    scenario = validate_mapping(Scenario, raw, source)
     # numbers that validate but make no sense together
     for name in ("duration_s", "traffic.rate_rps"):
         value = scenario.duration_s if name == "duration_s" else scenario.traffic.rate_rps

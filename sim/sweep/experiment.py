@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import __version__
-from ..config import Scenario, _format_error, apply_overrides, read_yaml, validate_scenario
+from ..config import Scenario, apply_overrides, read_yaml, validate_mapping, validate_scenario
 from ..errors import ConfigError
 from ..paths import default_scenario_path
 
@@ -191,14 +191,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None,
     Any invalid point raises :class:`~sim.errors.ConfigError` naming the point, before anything runs.
     """
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), "", "expected a YAML mapping at the top level")
-    try:
-        spec = ExperimentFile.model_validate(raw)
-    except ValidationError as exc:
-        fld, msg = _format_error(exc)
-        raise ConfigError(str(path), fld, msg) from None
+    spec = validate_mapping(ExperimentFile, read_yaml(path), str(path))
     if metrics is not None:
         spec = spec.model_copy(update={"metrics": metrics})
     base_raw, base_dir, base_src = _base_raw(spec, path)
