@@ -360,12 +360,24 @@ def _plt():  # noqa: ANN202
     return plt
 
 
+def _err_bars(values: np.ndarray, half: pd.Series) -> np.ndarray:
+    """Asymmetric (2, n) error bars for ± ``half``, the lower arm kept above zero (log axes); NaN → none."""
+    h = np.nan_to_num(half.to_numpy(float), nan=0.0)
+    lower = np.minimum(h, np.where(values > 0, values * (1 - 1e-3), 0.0))
+    return np.vstack([lower, h])
+
+
 def plot_cost_vs_latency(df: pd.DataFrame):  # noqa: ANN201
-    """Total cost vs P95 TTFT and P95 E2E, one point per run, Pareto front drawn and circled."""
+    """Total cost vs P95 TTFT and P95 E2E, one point per run, Pareto front drawn and circled; with several
+    seeds the points are means with 95 % confidence-interval error bars on both axes."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, col, pcol, title in ((axes[0], "ttft_p95_s", "pareto_ttft", "P95 time to first token"),
                                  (axes[1], "e2e_p95_s", "pareto_e2e", "P95 end-to-end latency")):
+        if f"{col}_ci95" in df:  # several seeds: 95 % intervals of the means
+            x, y = df[col].to_numpy(float), df["total_usd"].to_numpy(float)
+            ax.errorbar(x, y, xerr=_err_bars(x, df[f"{col}_ci95"]), yerr=_err_bars(y, df["total_usd_ci95"]),
+                        fmt="none", ecolor="0.35", elinewidth=1, capsize=3, zorder=2.5, label="95 % CI (seeds)")
         sc = ax.scatter(df[col], df["total_usd"], c=df["slo_attainment"] * 100, cmap="viridis", vmin=80, vmax=100,
                         s=60, zorder=3, edgecolors="k")
         front = df[df[pcol]].sort_values(col)
@@ -429,8 +441,10 @@ def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
 
 def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list[dict[str, Any]],
                   df: pd.DataFrame) -> dict[str, Path]:
-    """compare.csv, compare.json (full summaries), timelines.csv and the three plots."""
+    """compare.csv, compare.json (full summaries), timelines.csv and the three plots; with several seeds also
+    compare_seeds.csv (one row per run × seed), and timelines.csv has a ``seed`` column."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    multi = any(len(r.scenarios) > 1 for r in runs)
     paths = {
         "table": out_dir / "compare.csv",
         "json": out_dir / "compare.json",
@@ -440,12 +454,18 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
         "cost_breakdown": out_dir / "cost_breakdown.png",
     }
     df.to_csv(paths["table"], index=False, float_format="%.6g")
-    paths["json"].write_text(json.dumps(json_records(runs, results), indent=2) + "\n")
+    paths["json"].write_text(json.dumps(json_records(runs, results, per_seed=True), indent=2) + "\n")
+    if multi:
+        paths["seeds_table"] = out_dir / "compare_seeds.csv"
+        seed_table(runs, results).to_csv(paths["seeds_table"], index=False, float_format="%.6g")
     tl = []
     for run, res in zip(runs, results):
-        t = pd.DataFrame(res["timeline"])
-        t.insert(0, "strategy", run.label)
-        tl.append(t)
+        for seed, timeline in zip(run.seeds, res.get("timelines", [res["timeline"]])):
+            t = pd.DataFrame(timeline)
+            if multi:
+                t.insert(0, "seed", seed)
+            t.insert(0, "strategy", run.label)
+            tl.append(t)
     pd.concat(tl).to_csv(paths["timelines"], index=False, float_format="%.6g")
     plt = _plt()
     for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df)),
@@ -456,6 +476,34 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
     return paths
 
 
-def json_records(runs: list[Run], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``--json``: one object per run, ``strategy`` (and ``fleet_nodes``) plus the keys of summary.json."""
-    return [{"strategy": r.label, "fleet_nodes": r.fleet_nodes, **res["summary"]} for r, res in zip(runs, results)]
+def json_records(runs: list[Run], results: list[dict[str, Any]], per_seed: bool = False) -> list[dict[str, Any]]:
+    """``--json``: one object per run, ``strategy`` (and ``fleet_nodes``) plus the keys of summary.json.
+
+    With several seeds the summary keys hold the means over seeds (:func:`mean_summary`; ``seed`` is the list
+    of seeds), ``seeds`` counts them and ``ci95`` gives, for each headline column of the table, ``{mean,
+    half_width, low, high}`` (95 % Student t); ``per_seed=True`` adds every seed's own summary."""
+    out = []
+    multi = any(len(r.scenarios) > 1 for r in runs)
+    df = comparison_table(runs, results) if multi else None
+    for i, (r, res) in enumerate(zip(runs, results)):
+        rec: dict[str, Any] = {"strategy": r.label, "fleet_nodes": r.fleet_nodes, **res["summary"]}
+        if df is not None:
+            row = df.iloc[i]
+            rec["seeds"] = len(r.scenarios)
+            rec["ci95"] = {}
+            for col in HEADLINE:
+                m, h = _num(row[col]), _num(row[f"{col}_ci95"])
+                rec["ci95"][col] = {"mean": m, "half_width": h, "low": None if m is None or h is None else m - h,
+                                    "high": None if m is None or h is None else m + h}
+            if per_seed:
+                rec["per_seed"] = res.get("summaries", [res["summary"]])
+        out.append(rec)
+    return out
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (NaN, None)."""
+    if v is None:
+        return None
+    f = float(v)
+    return f if f == f else None

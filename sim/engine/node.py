@@ -301,6 +301,19 @@ class Node:
         req.preemptions += 1
         self.waiting.appendleft(req)
 
+    def _allocate_or_preempt(self, req: Request, need: int) -> tuple[bool, bool]:
+        """Allocate ``need`` blocks for running ``req``, preempting the newest running requests until they fit.
+        Returns (allocated, preempted anything); not allocated when ``req`` itself had to be preempted."""
+        preempted = False
+        while need > self.capacity_blocks - self.used_blocks:
+            victim = self._pop_newest()
+            self._preempt(victim)
+            preempted = True
+            if victim is req:
+                return False, True
+        self.used_blocks += need
+        return True, preempted
+
     def _schedule_step(self) -> list[tuple[Request, int]]:
         """One step of the reference scheduler; decoders stay aggregated. Returns the prefill chunks."""
         budget = self.max_batched
@@ -317,16 +330,11 @@ class Node:
                     break  # popped as a victim: so were all after it
                 if (req.num_computed + self.S - req.dec_step0) % bs != 0:
                     continue
-                while self.capacity_blocks - self.used_blocks < 1:
-                    victim = self._pop_newest()
-                    self._preempt(victim)
-                    preempted = True
-                    if victim is req:
-                        stop = True
-                        break
-                if stop:
+                ok, victims = self._allocate_or_preempt(req, 1)
+                preempted = preempted or victims
+                if not ok:
+                    stop = True
                     break
-                self.used_blocks += 1
         budget -= len(self.decoding)
         # 2. running requests still in prefill
         chunks: list[tuple[Request, int]] = []
@@ -337,20 +345,9 @@ class Node:
                 n_new = min(req.num_tokens - req.num_computed, budget)
                 if n_new <= 0:
                     continue
-                ok = True
-                while True:
-                    need = 0 if self.reserve else (
-                        self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
-                    )
-                    if need <= self.capacity_blocks - self.used_blocks:
-                        self.used_blocks += need
-                        break
-                    victim = self._pop_newest()
-                    self._preempt(victim)
-                    preempted = True
-                    if victim is req:
-                        ok = False
-                        break
+                need = 0 if self.reserve else self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
+                ok, victims = self._allocate_or_preempt(req, need)
+                preempted = preempted or victims
                 if not ok:
                     break
                 chunks.append((req, n_new))
