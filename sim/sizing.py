@@ -234,10 +234,12 @@ class Replicates:
         return mean_ci95([_get(s, path) for s in self.summaries])
 
 
-def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None) -> dict[Any, Replicates]:
-    """Run every scenario of every key in one parallel batch; group the summaries back by key."""
+def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None,
+              scheduler: str | None = None) -> dict[Any, Replicates]:
+    """Run every scenario of every key in one parallel batch (local processes, or the Dask cluster at
+    ``scheduler``); group the summaries back by key."""
     flat = [(k, s) for k, group in scenarios_by_key.items() for s in group]
-    summaries = map_summaries([s for _, s in flat], workers)
+    summaries = map_summaries([s for _, s in flat], workers, scheduler=scheduler)
     out: dict[Any, list[dict[str, Any]]] = {k: [] for k in scenarios_by_key}
     for (k, _), summ in zip(flat, summaries):
         out[k].append(summ)
@@ -273,6 +275,7 @@ def node_goodput(
     horizon_s: float | None = None,
     start_rps: float | None = None,
     progress: Progress | None = None,
+    scheduler: str | None = None,
 ) -> GoodputResult:
     """Highest constant arrival rate (requests/s) at which one node meets every SLO in every seed.
 
@@ -286,7 +289,7 @@ def node_goodput(
 
     def passes(rate: float) -> bool:
         group = [derive(goodput_scenario(scenario, rate, horizon), {"seed": s}) for s in seeds]
-        rep = replicate({rate: group}, workers)[rate]
+        rep = replicate({rate: group}, workers, scheduler)[rate]
         evals[rate] = rep
         say(f"goodput: {rate:8.3f} req/s on one node → SLO met in {rep.n_met}/{rep.n} seeds")
         return rep.all_met
@@ -464,6 +467,7 @@ def size_fleet(
     workers: int | None = None,
     progress: Progress | None = None,
     goodput: GoodputResult | None = None,
+    scheduler: str | None = None,
 ) -> SizingResult:
     """Per-node goodput, the simulated minimum node count, and each rule's node count with its simulated
     SLO attainment and cost (method in the module docstring). A ``goodput`` already measured (with the same
@@ -475,7 +479,7 @@ def size_fleet(
     seeds = seed_list(scenario, n_seeds)
     stats = traffic_rate_stats(scenario)
     gp = goodput or node_goodput(scenario, seeds, rel_tol=rel_tol, workers=workers, progress=say,
-                                 start_rps=stats["mean_rps"] / scenario.fleet.nodes)
+                                 start_rps=stats["mean_rps"] / scenario.fleet.nodes, scheduler=scheduler)
     say(f"goodput: {gp.rate_rps:.3f} req/s per node (failed at {gp.upper_rps:.3f})")
 
     points: dict[int, Replicates] = {}
@@ -484,7 +488,7 @@ def size_fleet(
         todo = sorted({n for n in ns if n not in points and 1 <= n <= max_nodes})
         if not todo:
             return
-        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers)
+        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler)
         points.update(got)
         for n in todo:
             say(f"fleet: {n:4d} node(s) → SLO met in {got[n].n_met}/{got[n].n} seeds")
@@ -529,6 +533,155 @@ def size_fleet(
     rule_results = [RuleResult(r, rate, n, points[n]) for r, rate, n in rule_nodes_n]
     return SizingResult(scenario, seeds, stats, gp, min_nodes, max_nodes, points, rule_results,
                         time.perf_counter() - t0)
+
+
+# --- across GPU types ------------------------------------------------------------------------------------------
+@dataclass
+class GpuSizing:
+    """``capsim size`` for one GPU type: its :class:`SizingResult`, or why it could not be sized (``error``,
+    e.g. the model does not fit in ``gpus_per_node`` of these GPUs)."""
+
+    gpu: str
+    usd_per_gpu_hour: float | None
+    result: SizingResult | None = None
+    error: str | None = None
+
+    @property
+    def meets_slo(self) -> bool:
+        return self.result is not None and self.result.min_nodes is not None
+
+    @property
+    def min_fleet_usd(self) -> float | None:
+        """Mean cost (USD) of the simulated minimum fleet over the run; None when there is none."""
+        r = self.result
+        return None if r is None or r.min_nodes is None else r.points[r.min_nodes].mean("cost.total_usd")
+
+    def record(self) -> dict[str, Any]:
+        """One entry of ``by_gpu``: goodput, simulated minimum, that fleet's cost and SLO attainment."""
+        r = self.result
+        out: dict[str, Any] = {"gpu": self.gpu, "usd_per_gpu_hour": self.usd_per_gpu_hour, "error": self.error,
+                               "node_goodput_rps": None, "min_nodes": None, "gpus": None, "total_usd": None,
+                               "usd_per_hour": None, "slo_attainment": None, "meets_slo": self.meets_slo}
+        if r is None:
+            return out
+        sc = r.scenario
+        out.update({"node_goodput_rps": r.goodput.rate_rps, "goodput_upper_rps": r.goodput.upper_rps,
+                    "peak_nodes": r.peak_nodes, "min_nodes": r.min_nodes,
+                    "gpus_per_node": sc.fleet.gpus_per_node})
+        if r.min_nodes is not None:
+            rep = r.points[r.min_nodes]
+            usd = self.min_fleet_usd
+            out.update({"gpus": r.min_nodes * sc.fleet.gpus_per_node, "total_usd": usd,
+                        "usd_per_hour": None if usd is None else usd / (sc.duration_s / 3600.0),
+                        "slo_attainment": rep.mean("slo.attainment"), "seeds_met": rep.n_met, "seeds": rep.n})
+        out["min_nodes_confidence"] = r.confidence()
+        out["rules"] = r.rules_table().to_dict(orient="records")
+        return out
+
+
+@dataclass
+class MultiGpuSizing:
+    """``capsim size`` over several GPU types (one :class:`GpuSizing` each, in the order asked)."""
+
+    entries: list[GpuSizing]
+    elapsed_s: float = 0.0
+
+    @property
+    def cheapest(self) -> GpuSizing | None:
+        """The GPU type whose simulated minimum fleet costs least (ties: fewer GPUs, then the order asked)."""
+        ok = [e for e in self.entries if e.meets_slo and e.min_fleet_usd is not None]
+        if not ok:
+            return None
+        return min(ok, key=lambda e: (round(e.min_fleet_usd or 0.0, 9),
+                                      (e.result.min_nodes or 0) * e.result.scenario.fleet.gpus_per_node))
+
+    @property
+    def primary(self) -> GpuSizing:
+        """The entry the top-level report describes: the cheapest, else the first that could be sized."""
+        return self.cheapest or next(e for e in self.entries if e.result is not None)
+
+    def gpu_rows(self) -> list[dict[str, Any]]:
+        """One record per GPU type: goodput, simulated minimum, that fleet's cost, and the cheapest marked."""
+        best = self.cheapest
+        rows = []
+        for e in self.entries:
+            rec = e.record()
+            rows.append({k: rec.get(k) for k in ("gpu", "usd_per_gpu_hour", "node_goodput_rps", "min_nodes",
+                                                 "gpus", "total_usd", "usd_per_hour", "slo_attainment",
+                                                 "meets_slo", "error")} | {"cheapest": e is best})
+        return rows
+
+    def gpu_table(self) -> pd.DataFrame:
+        """:meth:`gpu_rows` as a DataFrame (node and GPU counts as nullable integers)."""
+        return pd.DataFrame(self.gpu_rows()).astype({"min_nodes": "Int64", "gpus": "Int64"})
+
+    def to_json(self) -> dict[str, Any]:
+        """The primary GPU's report (the keys of :meth:`SizingResult.to_json`, unchanged for one GPU type)
+        plus ``gpu``, ``cheapest_gpu`` (None when no type meets the SLO) and ``by_gpu`` (one entry per type:
+        :meth:`GpuSizing.record`)."""
+        from .metrics import _clean
+
+        prim = self.primary
+        assert prim.result is not None
+        best = self.cheapest
+        out = prim.result.to_json()
+        out["gpu"] = prim.gpu
+        out["cheapest_gpu"] = None if best is None else best.gpu
+        out["by_gpu"] = _clean([e.record() | {"cheapest": e is best} for e in self.entries])
+        if len(self.entries) > 1:
+            out["elapsed_s"] = self.elapsed_s
+        return out
+
+
+def check_gpu(scenario: Scenario, gpu: str) -> tuple[Scenario, float, str | None]:
+    """``scenario`` on ``gpu``, that GPU's hourly price, and why it cannot run (None when it can). An
+    unknown GPU name is a :class:`ConfigError`; a model that does not fit is returned as the reason."""
+    from .catalog import get_gpu
+    from .cost import usd_per_gpu_hour
+    from .simulation import build_node_model
+
+    spec = get_gpu(gpu, "--gpu", "")
+    sc = scenario if gpu == scenario.fleet.gpu else derive(scenario, {"fleet.gpu": spec.name})
+    try:
+        build_node_model(sc)
+    except ConfigError as exc:
+        return sc, usd_per_gpu_hour(sc, spec), exc.problem
+    return sc, usd_per_gpu_hour(sc, spec), None
+
+
+def size_across_gpus(
+    scenario: Scenario,
+    gpus: Sequence[str] | None = None,
+    n_seeds: int = 5,
+    rules: Sequence[SizingRule] = RULES,
+    max_nodes: int = 256,
+    rel_tol: float = 0.01,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    scheduler: str | None = None,
+) -> MultiGpuSizing:
+    """:func:`size_fleet` for each GPU type in ``gpus`` (default: the scenario's), everything else of the
+    scenario kept (``gpus_per_node``, engine, pricing mode; a GPU's rental price is its profile's unless the
+    scenario sets ``pricing.usd_per_gpu_hour``). A type the model does not fit on is reported with the reason;
+    with a single type that is an error, as is a list where no type fits."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    names = list(dict.fromkeys(gpus or [scenario.fleet.gpu]))
+    checked = [(g, *check_gpu(scenario, g)) for g in names]
+    if all(err is not None for *_, err in checked):
+        _, sc, _, err = checked[0]
+        raise ConfigError(scenario.source, "fleet.model", err or "")
+    entries: list[GpuSizing] = []
+    for g, sc, price, err in checked:
+        if err is not None:
+            say(f"{g}: skipped ({err})")
+            entries.append(GpuSizing(sc.fleet.gpu, price, None, err))
+            continue
+        tag = f"{sc.fleet.gpu}: " if len(names) > 1 else ""
+        res = size_fleet(sc, n_seeds=n_seeds, rules=rules, max_nodes=max_nodes, rel_tol=rel_tol, workers=workers,
+                         progress=lambda m, tag=tag: say(tag + m), scheduler=scheduler)
+        entries.append(GpuSizing(sc.fleet.gpu, price, res))
+    return MultiGpuSizing(entries, time.perf_counter() - t0)
 
 
 # --- presentation ---------------------------------------------------------------------------------------------
@@ -584,6 +737,73 @@ def format_report(res: SizingResult) -> str:
     lines.append(f"  {sum(r.n for r in res.points.values()) + sum(r.n for r in gp.evaluations.values())} runs in "
                  f"{res.elapsed_s:.1f} s wall")
     return "\n".join(lines)
+
+
+def format_gpu_report(multi: MultiGpuSizing) -> str:
+    """The plain-text report over several GPU types: each type's :func:`format_report`, then one line per type
+    (goodput, simulated minimum, cost of that fleet) and the cheapest type meeting the SLO."""
+    parts = [format_report(e.result) for e in multi.entries if e.result is not None]
+    prim = multi.primary.result
+    assert prim is not None
+    hours = prim.scenario.duration_s / 3600.0
+    header = (f"  {'GPU type':<16}{'$/GPU-h':>9}{'goodput req/s/node':>20}{'min nodes':>11}{'GPUs':>6}"
+              f"{'cost USD':>12}{'USD/h':>10}{'SLO attain':>12}")
+    lines = [f"capsim size · {prim.scenario.name} · across GPU types ({hours * 3600:,.0f}-s runs, "
+             f"{len(prim.seeds)} seed(s))", header, "  " + "─" * (len(header) - 2)]
+    best = multi.cheapest
+    for row in multi.gpu_rows():
+        price = "–" if row["usd_per_gpu_hour"] is None else f"{row['usd_per_gpu_hour']:.2f}"
+        if row["error"]:
+            lines.append(f"  {row['gpu']:<16}{price:>9}   cannot run: {row['error']}")
+            continue
+        if row["min_nodes"] is None:
+            lines.append(f"  {row['gpu']:<16}{price:>9}{row['node_goodput_rps']:>20.2f}   no fleet meets the SLO")
+            continue
+        mark = "  ← cheapest" if row["cheapest"] else ""
+        lines.append(f"  {row['gpu']:<16}{price:>9}{row['node_goodput_rps']:>20.2f}{row['min_nodes']:>11d}"
+                     f"{row['gpus']:>6d}{row['total_usd']:>12,.2f}{row['usd_per_hour']:>10,.2f}"
+                     f"{100 * row['slo_attainment']:>10.2f} %{mark}")
+    lines.append("")
+    if best is None:
+        lines.append("  no GPU type meets the SLO")
+    else:
+        r = best.result
+        assert r is not None and r.min_nodes is not None
+        lines.append(f"  cheapest meeting the SLO: {best.gpu} — {r.min_nodes} node(s) × "
+                     f"{r.scenario.fleet.gpus_per_node} GPU, ${(best.min_fleet_usd or 0) / hours:,.2f}/h")
+    runs = sum(sum(x.n for x in e.result.points.values()) + sum(x.n for x in e.result.goodput.evaluations.values())
+               for e in multi.entries if e.result is not None)
+    lines.append(f"  {runs} runs in {multi.elapsed_s:.1f} s wall")
+    return "\n\n".join(parts + ["\n".join(lines)])
+
+
+def plot_gpu_costs(rows: list[dict[str, Any]]):  # noqa: ANN201
+    """Bars: cost per hour of each GPU type's simulated minimum fleet (node count and goodput annotated),
+    the cheapest highlighted; types with no fleet meeting the SLO are shown as empty slots. ``rows``:
+    :meth:`MultiGpuSizing.gpu_rows`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(rows) + 2), 5), constrained_layout=True)
+    x = np.arange(len(rows))
+    usd_h = np.array([np.nan if r["usd_per_hour"] is None else r["usd_per_hour"] for r in rows], dtype=float)
+    colors = ["C2" if r["cheapest"] else "C0" for r in rows]
+    ax.bar(x, np.nan_to_num(usd_h), color=colors)
+    for i, row in enumerate(rows):
+        if row["min_nodes"] is None:
+            text = "cannot run" if row["error"] else "no fleet\nmeets the SLO"
+            ax.annotate(text, (i, 0), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+            continue
+        ax.annotate(f"${usd_h[i]:,.2f}/h\n{int(row['min_nodes'])} node(s)\n{row['node_goodput_rps']:.2f} req/s/node",
+                    (i, usd_h[i]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+    ax.set_xticks(x, [r["gpu"] for r in rows])
+    ax.set_ylabel("cost of the simulated minimum fleet (USD per hour)")
+    ax.set_ylim(0, (np.nanmax(usd_h) if np.isfinite(usd_h).any() else 1.0) * 1.3)
+    ax.set_title("Smallest fleet meeting the SLO, per GPU type (green: cheapest)")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
 
 
 def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None, duration_s: float):

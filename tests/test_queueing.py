@@ -72,3 +72,35 @@ def test_littles_law_on_time_series():
     l_time_avg = ts["in_system"].mean()
     l_little = req["e2e_s"].sum() / horizon
     assert l_time_avg == pytest.approx(l_little, rel=0.03)
+
+
+def _erlang_c(c: int, a: float) -> float:
+    """Probability of waiting in M/M/c with offered load a = λ·E[S] (Erlang C)."""
+    from math import factorial
+
+    rho = a / c
+    top = a**c / factorial(c) / (1 - rho)
+    return top / (sum(a**k / factorial(k) for k in range(c)) + top)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.9])
+def test_multi_node_wait_between_central_queue_and_random_split(rho):
+    """c single-sequence nodes behind the least-work router: the mean wait must lie between the M/G/c central
+    queue (Lee–Longton: Wq ≈ (1 + C²)/2 · Wq(M/M/c); routing each request to the node with the least work
+    left reproduces a central FCFS queue, so least_work should land close to it — the approximation itself
+    is good to ~10 %) and c independent M/G/1 queues fed by a random split (a router that ignores load)."""
+    c = 4
+    eng = {"max_num_seqs": 1, "max_num_batched_tokens": 8192}
+    base = make_scenario(**{"traffic.classes": CLASSES, "fleet.nodes": c, "fleet.engine": eng})
+    es, es2 = _service_moments(base)
+    lam = rho * c / es
+    sc = make_scenario(**{"traffic.classes": CLASSES, "fleet.nodes": c, "traffic.rate_rps": lam,
+                          "duration_s": 40_000 / lam, "seed": 21, "fleet.engine": eng})
+    result = simulate(sc)
+    wq = np.mean([r.first_scheduled_s - r.arrival_s for r in result.requests if r.finish_s >= 0])
+    cs2 = es2 / es**2 - 1
+    central = (1 + cs2) / 2 * _erlang_c(c, lam * es) * es / (c * (1 - rho))
+    split = (lam / c) * es2 / (2 * (1 - rho))
+    print(f"rho={rho}: central {central:.4f} s <= sim {wq:.4f} s <= random split {split:.4f} s")
+    assert 0.8 * central <= wq <= 1.25 * central  # as good as a central queue, within the approximation
+    assert wq < split / 3  # and far better than ignoring load

@@ -8,6 +8,19 @@ from pathlib import Path
 import click
 
 
+def _plain(v: object) -> object:
+    """A numpy scalar as the Python value."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _fmt_ci(h: float, kind: str) -> str:
+    """A confidence-interval half-width, two significant figures (whole units once large)."""
+    if kind == "pct":
+        h *= 100
+    text = f"{h:,.0f}" if h >= 100 else f"{h:#.2g}"
+    return {"usd": f"${text}", "usdm": f"${text}", "pct": f"{text}%"}.get(kind, text)
+
+
 def _fmt(v: object, kind: str) -> str:
     if v is None or (isinstance(v, float) and v != v):
         return "–"
@@ -39,17 +52,20 @@ COLS = [
               help="Folder for compare.csv, compare.json, timelines.csv and plots (default: out/<experiment name>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per strategy instead of the table.")
 @click.option("--seed", type=int, default=None, help="Override the base scenario's seed (same for every strategy).")
+@click.option("--seeds", "n_seeds", type=int, default=None,
+              help="Replications per strategy, seeds SEED … SEED+N−1, the same for every strategy (default: the "
+                   "experiment's seeds, else 1); the table gives means and 95 % confidence intervals.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of the base scenario by dotted path (repeatable).")
 @click.option("--workers", type=int, default=None, help="Processes to run on (default: all cores; 1 = in-process).")
 @click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
 @click.option("--no-files", is_flag=True, help="Write nothing (table or JSON only).")
-def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | None, overrides: tuple[str, ...],
-            workers: int | None, scheduler: str | None, no_files: bool) -> None:
-    """Run every strategy of EXPERIMENT with the same seed and compare cost, latency and spill."""
+def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | None, n_seeds: int | None,
+            overrides: tuple[str, ...], workers: int | None, scheduler: str | None, no_files: bool) -> None:
+    """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill."""
     from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
 
-    exp, runs = load_experiment(experiment, list(overrides), seed)
+    exp, runs = load_experiment(experiment, list(overrides), seed, n_seeds)
     results = run_experiment(runs, workers, scheduler)
     df = comparison_table(runs, results)
     target = out_dir or Path("out") / exp.name
@@ -61,15 +77,25 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"capsim compare · {exp.name} · seed {runs[0].scenario.seed}", show_lines=False)
+    seeds = runs[0].seeds
+    multi = len(seeds) > 1
+    title = (f"seed {seeds[0]}" if not multi else
+             f"seeds {seeds[0]}–{seeds[-1]} ({len(seeds)} replications, same for every strategy; mean ± 95 % CI)")
+    table = Table(title=f"capsim compare · {exp.name} · {title}", show_lines=False)
     for _, head, kind in COLS:
         table.add_column(head, justify="left" if kind == "" and head == "strategy" else "right")
     for _, r in df.iterrows():
         cells = []
         for col, _, kind in COLS:
-            v = r[col]
-            v = v.item() if hasattr(v, "item") else v
-            cell = _fmt(v, kind)
+            v = _plain(r[col])
+            if multi and kind == "" and isinstance(v, float) and v == v:  # a count averaged over seeds
+                cell = f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
+            else:
+                cell = _fmt(v, kind)
+            if multi and f"{col}_ci95" in r:
+                h = _plain(r[f"{col}_ci95"])
+                if h is not None and h == h:
+                    cell += f" ± {_fmt_ci(float(h), kind)}"
             if col == "strategy" and (r["pareto_e2e"] or r["pareto_ttft"]):
                 cell += " *"
             cells.append(cell)
@@ -78,5 +104,5 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
     console.print(table)
     console.print("* on the cost / P95-latency Pareto front (TTFT or E2E)")
     if not no_files:
-        console.print(f"files: {target}/compare.csv, compare.json, cost_vs_p95_latency.png, spill_over_time.png, "
-                      "cost_breakdown.png")
+        console.print(f"files: {target}/compare.csv, " + ("compare_seeds.csv, " if multi else "")
+                      + "compare.json, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..config import load_scenario
 from ..errors import ConfigError
 from ..paths import default_scenario_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
@@ -31,6 +35,13 @@ def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
     return out
 
 
+def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
+    """``df`` with a leading ``gpu`` column."""
+    df = df.copy()
+    df.insert(0, "gpu", gpu)
+    return df
+
+
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
@@ -42,7 +53,11 @@ def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--max-nodes", type=int, default=256, show_default=True, help="Largest fleet the search tries.")
 @click.option("--tol", "rel_tol", type=float, default=0.01, show_default=True,
               help="Relative tolerance of the goodput bisection.")
+@click.option("--gpu", "gpus", multiple=True, metavar="GPU",
+              help="Size on this GPU type (repeatable: one sizing per type, then the cheapest meeting the SLO; "
+                   "default: the scenario's fleet.gpu).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/size"),
               show_default=True, help="Folder for sizing.json, sizing.png, the tables and min_nodes_summary.json.")
@@ -50,11 +65,20 @@ def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], seeds: int, max_nodes: int,
-         rel_tol: float, workers: int | None, overrides: tuple[str, ...], out_dir: Path, no_report: bool,
-         as_json: bool, quiet: bool) -> None:
+         rel_tol: float, gpus: tuple[str, ...], workers: int | None, scheduler: str | None,
+         overrides: tuple[str, ...], out_dir: Path, no_report: bool, as_json: bool, quiet: bool) -> None:
     """Size a fleet for SCENARIO (default: the embedded experiments/default.yaml): the simulated minimum node
-    count that meets every SLO over the whole traffic shape, beside the node counts the guide's rules give."""
-    from ..sizing import format_report, plot_sizing, select_rules, size_fleet, with_slo
+    count that meets every SLO over the whole traffic shape, beside the node counts the guide's rules give;
+    with several --gpu, per GPU type and the cheapest type that meets the SLO."""
+    from ..sizing import (
+        format_gpu_report,
+        format_report,
+        plot_gpu_costs,
+        plot_sizing,
+        select_rules,
+        size_across_gpus,
+        with_slo,
+    )
 
     if seeds < 1:
         raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
@@ -67,25 +91,44 @@ def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], s
         if not quiet:
             click.echo(f"  {msg}", err=True)
 
-    res = size_fleet(sc, n_seeds=seeds, rules=chosen, max_nodes=max_nodes, rel_tol=rel_tol, workers=workers,
-                     progress=progress)
-    report = res.to_json()
-    text = format_report(res)
+    if len(set(gpus)) > 1 and sc.pricing.mode == "rented" and sc.pricing.usd_per_gpu_hour is not None:
+        progress(f"note: pricing.usd_per_gpu_hour = {sc.pricing.usd_per_gpu_hour} applies to every GPU type; "
+                 "unset it to use each GPU profile's price")
+    multi = size_across_gpus(sc, list(gpus) or None, n_seeds=seeds, rules=chosen, max_nodes=max_nodes,
+                             rel_tol=rel_tol, workers=workers, progress=progress, scheduler=scheduler)
+    several = len(multi.entries) > 1
+    res = multi.primary.result
+    assert res is not None
+    report = multi.to_json()
+    text = format_gpu_report(multi) if several else format_report(res)
     if not no_report:
+        import pandas as pd
+
         from ..io import atomic_write, write_csv, write_json, write_text
 
         write_json(out_dir / "sizing.json", report)
         if report["min_nodes_summary"] is not None:
             write_json(out_dir / "min_nodes_summary.json", report["min_nodes_summary"])
-        write_csv(out_dir / "sizing_points.csv", res.points_table())
-        write_csv(out_dir / "sizing_rules.csv", res.rules_table())
+        if several:  # every GPU type's points and rules, with a gpu column; one row per type
+            sized = [(e.gpu, e.result) for e in multi.entries if e.result is not None]
+            write_csv(out_dir / "sizing_points.csv",
+                      pd.concat([_with_gpu(r.points_table(), g) for g, r in sized], ignore_index=True))
+            write_csv(out_dir / "sizing_rules.csv",
+                      pd.concat([_with_gpu(r.rules_table(), g) for g, r in sized], ignore_index=True))
+            write_csv(out_dir / "sizing_gpus.csv", multi.gpu_table())
+            gfig = plot_gpu_costs(multi.gpu_rows())
+            atomic_write(out_dir / "sizing_gpus.png", lambda p: gfig.savefig(p, dpi=120, format="png"))
+        else:
+            write_csv(out_dir / "sizing_points.csv", res.points_table())
+            write_csv(out_dir / "sizing_rules.csv", res.rules_table())
         write_text(out_dir / "sizing.txt", text + "\n")
-        fig = plot_sizing(res.points_table(), res.rules_table(), res.min_nodes, sc.duration_s)
+        fig = plot_sizing(res.points_table(), res.rules_table(), res.min_nodes, res.scenario.duration_s)
         atomic_write(out_dir / "sizing.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(text)
         if not no_report:
-            click.echo(f"  files      {out_dir}/sizing.{{json,png,txt}}, sizing_points.csv, sizing_rules.csv")
+            extra = ", sizing_gpus.{csv,png}" if several else ""
+            click.echo(f"  files      {out_dir}/sizing.{{json,png,txt}}, sizing_points.csv, sizing_rules.csv{extra}")
     sys.stdout.flush()
