@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import Scenario, apply_overrides, read_yaml, validate_scenario
+from .config import Scenario, apply_overrides, read_yaml, validate_mapping, validate_scenario
 from .errors import ConfigError
 
 
@@ -108,15 +108,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
     ``overrides`` (``a.b=c``) and ``seed`` apply to the base scenario; ``seeds`` (replications) overrides the
     file's ``seeds``."""
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), "", "expected a YAML mapping at the top level")
-    try:
-        exp = Experiment.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(str(path), ".".join(str(x) for x in err["loc"]), msg) from None
+    exp = validate_mapping(Experiment, read_yaml(path), str(path))
     if seeds is not None:
         if seeds < 1:
             raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
