@@ -408,6 +408,10 @@ class Engine(Strict):
     chunked_prefill: bool = True
     max_model_len: int | None = Field(None, gt=0)
     activation_reserve_gb_per_gpu: float = Field(1.0, ge=0)
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "fcfs", description="waiting-queue order, as vLLM's --scheduling-policy: arrival order, or by the request "
+        "class's priority (lower first) then arrival"
+    )
     reserve_kv: bool | None = Field(
         None, description="reserve a request's whole KV (prompt + output) at admission, as TensorRT-LLM's "
         "GUARANTEED_NO_EVICT scheduler: never preempts, admits fewer requests; default: the software stack's "

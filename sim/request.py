@@ -32,6 +32,7 @@ class Request:
         "prompt_tokens",
         "output_tokens",
         "cached_tokens",
+        "priority",
         "node",
         "status",
         "first_scheduled_s",
@@ -68,6 +69,7 @@ class Request:
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
         self.cached_tokens = cached_tokens
+        self.priority = 0  # lower is served first under scheduling_policy: priority
         self.node = -1
         self.status = Status.WAITING
         self.first_scheduled_s = -1.0

@@ -225,6 +225,7 @@ def simulate(
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
     deferrable = [c.deferrable for c in scenario.traffic.classes]
+    priorities = [c.priority for c in scenario.traffic.classes]
     deferred: deque[Request] = deque()
 
     def arrival_process():  # noqa: ANN202 - SimPy process
@@ -241,6 +242,7 @@ def simulate(
                 if delay > 0:
                     yield env.timeout(delay)
                 req = Request(rid, t, k, p, o, c)
+                req.priority = priorities[k]
                 rid += 1
                 tally.arrived += 1
                 if keep_requests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,10 +42,11 @@ def _assert_same(a, b, tol=1e-6):
     router=st.sampled_from(["round_robin", "least_work", "power_of_two"]),
     prefix_hit=st.floats(0.0, 1.0),
     reserve=st.booleans(),
+    policy=st.sampled_from(["fcfs", "priority"]),
     seed=st.integers(0, 10_000),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, reserve, seed):
+                               prefix_hit, reserve, policy, seed):
     kw = {
         "duration_s": 30,
         "seed": seed,
@@ -57,6 +59,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             "block_size": block_size,
             "chunked_prefill": chunked,
             "reserve_kv": reserve,
+            "scheduling_policy": policy,
             "num_gpu_blocks_override": None if blocks is None else max(blocks, 8000 // block_size + 1)
             if block_size == 1 else blocks,
         },
@@ -73,6 +76,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             {
                 "name": "one-token",
                 "share": 0.3,
+                "priority": -1,
                 "input_tokens": {"dist": "fixed", "value": 50},
                 "output_tokens": {"dist": "lognormal", "median": 2, "p95": 30},
             },
@@ -111,4 +115,42 @@ def test_reserved_kv_never_preempts_and_matches_reference():
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     assert sum(r.preemptions for r in fast.requests) == 0
+    _assert_same(a, b)
+
+
+def test_priority_policy_serves_high_priority_first_and_matches_reference():
+    classes = [
+        {"name": "bulk", "share": 0.5, "priority": 5,
+         "input_tokens": {"dist": "fixed", "value": 800}, "output_tokens": {"dist": "fixed", "value": 200}},
+        {"name": "vip", "share": 0.5, "priority": 0,
+         "input_tokens": {"dist": "fixed", "value": 800}, "output_tokens": {"dist": "fixed", "value": 200}},
+    ]
+    kw = {"duration_s": 60, "seed": 3, "traffic.rate_rps": 14.0, "fleet.nodes": 1, "traffic.classes": classes,
+          "fleet.engine": {"max_num_seqs": 16, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 600,
+                           "scheduling_policy": "priority"}}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    wait = {0: [], 1: []}
+    for r in fast.requests:
+        wait[r.class_idx].append(r.first_scheduled_s - r.arrival_s)
+    assert sum(wait[1]) / len(wait[1]) < 0.5 * sum(wait[0]) / len(wait[0])  # vip waits far less than bulk
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "priority"])
+def test_equivalence_with_late_spill_withdrawals(policy):
+    """Late spill takes queued requests off a node mid-run; the fast engine must notice a new queue head."""
+    kw = {
+        "duration_s": 60,
+        "seed": 5,
+        "traffic.rate_rps": 16.0,
+        "fleet.nodes": 1,
+        "fleet.engine": {"max_num_seqs": 24, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 700,
+                         "scheduling_policy": policy},
+        "api": {"provider": "together", "model": "llama-3.1-8b"},
+        "spill": {"policy": "never", "late": {"after_s": 1.5}},
+    }
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    assert fast.counts()["spilled"] > 10
     _assert_same(a, b)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import heapq
+from collections import deque
+from typing import Iterator, NamedTuple
 
 from ..config import Engine
 from ..request import Request
@@ -33,3 +35,51 @@ def admission_problem(req: Request, engine: Engine, capacity_blocks: int, max_mo
     if not engine.chunked_prefill and req.prompt_tokens - req.cached_tokens > engine.max_num_batched_tokens:
         return f"prompt {req.prompt_tokens} > max_num_batched_tokens without chunked prefill"
     return None
+
+
+class PriorityWaitingQueue:
+    """The waiting queue under ``scheduling_policy: priority`` (vLLM's): ordered by (priority, arrival time),
+    lower priority values first; a preempted request goes back at its own place rather than at the head.
+    Same interface as the ``deque`` used for FCFS."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, float, int, Request]] = []
+
+    def append(self, req: Request) -> None:
+        heapq.heappush(self._heap, (req.priority, req.arrival_s, req.rid, req))
+
+    appendleft = append  # a preempted request keeps its (priority, arrival) place
+
+    def popleft(self) -> Request:
+        return heapq.heappop(self._heap)[3]
+
+    def __getitem__(self, i: int) -> Request:
+        if i != 0:
+            raise IndexError("only the head of a priority queue can be read")
+        return self._heap[0][3]
+
+    def remove(self, req: Request) -> None:
+        for i, item in enumerate(self._heap):
+            if item[3] is req:
+                self._heap[i] = self._heap[-1]
+                self._heap.pop()
+                heapq.heapify(self._heap)
+                return
+        raise ValueError("request not in queue")
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __iter__(self) -> Iterator[Request]:
+        return (item[3] for item in sorted(self._heap, key=lambda x: x[:3]))
+
+
+def make_waiting_queue(engine: Engine) -> "deque[Request] | PriorityWaitingQueue":
+    """FCFS deque, or the priority queue under ``scheduling_policy: priority``."""
+    return PriorityWaitingQueue() if engine.scheduling_policy == "priority" else deque()

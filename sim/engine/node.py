@@ -21,7 +21,6 @@ therefore grows with the number of requests (a few events each), not with the nu
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from typing import Callable
 
 import simpy
@@ -29,7 +28,7 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
-from .common import NodeSnapshot, admission_problem
+from .common import NodeSnapshot, admission_problem, make_waiting_queue
 
 
 class Node:
@@ -58,7 +57,7 @@ class Node:
         self.chunked = engine.chunked_prefill
         self.reserve = engine.reserve_kv
 
-        self.waiting: deque[Request] = deque()
+        self.waiting = make_waiting_queue(engine)
         self.decoding: dict[int, Request] = {}  # admission order
         self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
         self.S = 0  # engine steps executed
@@ -80,7 +79,6 @@ class Node:
         self._jump_n = 0
         self._jump_b = 0
         self._jump_c0 = 0
-        self._interruptible = False
         self._jump_line: tuple[float, float] | None = None
 
     # -- interface ------------------------------------------------------------------------------------
@@ -95,8 +93,9 @@ class Node:
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
             self._tick()
-        elif self._mode == "jump" and self._interruptible:
-            self._interruptible = False
+        elif self._mode == "jump" and self.waiting[0] is req:
+            # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
+            # policy) may be admissible: stop the run at the end of the step in progress
             self._shorten_jump()
 
     def outstanding_tokens(self) -> int:
@@ -121,11 +120,14 @@ class Node:
         """Take ``req`` off the waiting queue if it has never been scheduled (for a late spill elsewhere)."""
         if req.first_scheduled_s >= 0 or req.status != Status.WAITING:
             return False
+        was_head = bool(self.waiting) and self.waiting[0] is req
         try:
             self.waiting.remove(req)
         except ValueError:
             return False
         self.work -= req.prompt_tokens + req.output_tokens
+        if was_head and self._mode == "jump" and self.waiting:
+            self._shorten_jump()  # the next request, now at the head, may be admissible
         return True
 
     def in_flight_count(self) -> int:
@@ -436,7 +438,6 @@ class Node:
         self._jump_n = n
         self._jump_b = len(self.decoding)
         self._jump_c0 = self.dec_ctx_sum
-        self._interruptible = not self.waiting
         self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
         self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
         self._set_timer(self._dt, self._end_jump)

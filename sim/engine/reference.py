@@ -8,7 +8,9 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 2. KV blocks (``block_size`` tokens each) are allocated for ``num_computed + new`` tokens. If none are free,
    the newest running request is preempted (its blocks freed, ``num_computed = 0``, put back at the head of
    the waiting queue); if the request being scheduled is itself the newest, it is preempted and the loop ends.
-3. Only if nothing was preempted this step, waiting requests are admitted FCFS while ``max_num_seqs``, the
+3. Only if nothing was preempted this step, waiting requests are admitted in queue order (FCFS, or by class
+   priority then arrival under ``scheduling_policy: priority``, where a preempted request returns to its own
+   place instead of the head; preemption still takes the newest running request) while ``max_num_seqs``, the
    budget and free blocks allow. A prefix-cache hit starts the request at ``num_computed = cached_tokens``.
    Without chunked prefill a prompt that does not fit the remaining budget waits.
 4. The step takes :meth:`StepTimeModel.step_s`; then every scheduled request advances; a request whose
@@ -18,7 +20,6 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Callable
 
 import simpy
@@ -26,7 +27,7 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs
 from ..request import Request, Status
-from .common import NodeSnapshot, admission_problem
+from .common import NodeSnapshot, admission_problem, make_waiting_queue
 
 
 class ReferenceNode:
@@ -50,7 +51,7 @@ class ReferenceNode:
         self.capacity_blocks = capacity_blocks
         self.max_model_len = max_model_len
         self.on_done = on_done
-        self.waiting: deque[Request] = deque()
+        self.waiting = make_waiting_queue(engine)
         self.running: list[Request] = []
         self.used_blocks = 0
         self.busy_s = 0.0
