@@ -8,7 +8,6 @@ result into tables, a summary and plots.
 from __future__ import annotations
 
 import time
-from collections import deque
 from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
@@ -23,6 +22,7 @@ from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
 from .autoscale import autoscaler_process
+from .batch import BatchQueue
 from .engine.common import NodeSnapshot
 from .fleet import FleetManager
 from .rng import stream
@@ -224,9 +224,8 @@ def simulate(
         env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
-    deferrable = [c.deferrable for c in scenario.traffic.classes]
     priorities = [c.priority for c in scenario.traffic.classes]
-    deferred: deque[Request] = deque()
+    batch = BatchQueue(env, [c.deferrable for c in scenario.traffic.classes], dispatcher.dispatch, slots)
 
     def arrival_process():  # noqa: ANN202 - SimPy process
         rid = 0
@@ -248,35 +247,10 @@ def simulate(
                 if keep_requests:
                     requests.append(req)
                 arrivals_since[0] += 1
-                if deferrable[k] is not None:
-                    deferred.append(req)
+                if batch.deferrable(req):
+                    batch.hold(req)
                 else:
                     dispatcher.dispatch(req)
-
-    def batch_releaser():  # noqa: ANN202 - SimPy process (runs only with deferrable classes)
-        interval = min(d.check_interval_s for d in deferrable if d is not None)
-        while True:
-            yield env.timeout(interval)
-            if not deferred:
-                continue
-            now = env.now
-            # deadline first: anything close to its deadline goes now, whatever the load
-            for req in [r for r in deferred if now >= r.arrival_s + deferrable[r.class_idx].deadline_s
-                        - deferrable[r.class_idx].slack_s]:
-                deferred.remove(req)
-                dispatcher.dispatch(req)
-            up = [sl.node for sl in slots if sl.state == "up"]
-            if not up or not deferred:
-                continue
-            snaps = [n.snapshot() for n in up]
-            if sum(x.waiting for x in snaps) > 0:
-                continue
-            kv = sum(x.kv_used_blocks / n.capacity_blocks for x, n in zip(snaps, up)) / len(up)
-            head = deferrable[deferred[0].class_idx]
-            if kv >= head.release_below_kv:
-                continue
-            for _ in range(min(len(deferred), head.release_per_node * len(up))):
-                dispatcher.dispatch(deferred.popleft())
 
     def sampler():  # noqa: ANN202 - SimPy process
         last_done = 0
@@ -289,7 +263,7 @@ def simulate(
                     "time_s": env.now,
                     "arrivals": arrivals_since[0],
                     "completions": done[0] - last_done,
-                    "deferred": len(deferred),
+                    "deferred": len(batch),
                     "nodes_up": sum(up),
                     "nodes_billed": sum(1 for s in slots if s.state != "down"),
                 },
@@ -306,8 +280,6 @@ def simulate(
 
     env.process(arrival_process())
     env.process(sampler())
-    if any(d is not None for d in deferrable):
-        env.process(batch_releaser())
 
     duration = scenario.duration_s
     end_limit = duration + scenario.max_drain_s
