@@ -59,8 +59,9 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",
         f"  throughput {thr['requests_per_s']:.2f} req/s, {thr['output_tokens_per_s']:,.0f} output tok/s, "
         f"{thr['input_tokens_per_s']:,.0f} input tok/s",
-        f"  GPUs       busy {100 * (u['busy_fraction'] or 0):.0f}%, KV cache mean {100 * (u['kv_fraction_mean'] or 0):.0f}%"
-        f" (P95 {100 * (u['kv_fraction_p95'] or 0):.0f}%)",
+        f"  GPUs       busy {100 * (u['busy_fraction'] or 0):.0f}%, mean batch "
+        f"{(u.get('running_seqs_mean') or 0) / max(u.get('nodes_up_mean') or f['nodes'], 1):.0f} sequences/node, "
+        f"KV cache mean {100 * (u['kv_fraction_mean'] or 0):.0f}% (P95 {100 * (u['kv_fraction_p95'] or 0):.0f}%)",
         f"  SLO        attainment {100 * (slo['attainment'] or 0):.1f}%, P95 targets "
         + ("met" if slo["met"] else "MISSED"),
         f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
