@@ -34,16 +34,15 @@ from statistics import NormalDist
 from typing import Any, Callable, Literal
 
 import simpy
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import Api, ApiLatency, ApiLimits, ApiOutage, ApiRetry
+from .config import Api, ApiLatency, ApiLimits, ApiOutage, ApiRetry, _format_error, read_yaml
 from .errors import ConfigError
 from .paths import hardware_dir
 from .request import Request, Status
 from .rng import stream
+from .traffic.classes import Z95
 
-Z95 = 1.6448536269514722
 _NORMAL = NormalDist()
 _MASK64 = (1 << 64) - 1
 
@@ -77,14 +76,8 @@ def catalogue_path() -> Path:
 
 @lru_cache(maxsize=4)
 def _load_catalogue(path: str) -> tuple[ApiModelEntry, ...]:
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(path, "", "API catalogue not found") from None
-    except yaml.YAMLError:
-        raise ConfigError(path, "", "not valid YAML") from None
-    items = (raw or {}).get("apis") if isinstance(raw, dict) else None
+    raw = read_yaml(Path(path))
+    items = raw.get("apis") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         raise ConfigError(path, "apis", "expected a list of provider models")
     out = []
@@ -92,9 +85,8 @@ def _load_catalogue(path: str) -> tuple[ApiModelEntry, ...]:
         try:
             out.append(ApiModelEntry.model_validate(item))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(path, f"apis.{i}.{loc}", err["msg"]) from None
+            field, msg = _format_error(exc)
+            raise ConfigError(path, f"apis.{i}.{field}", msg) from None
     return tuple(out)
 
 

@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .config import read_yaml, validate_mapping
 from .errors import ConfigError
 from .paths import hardware_dir
 
@@ -228,19 +228,7 @@ def _norm(name: str) -> str:
 
 def load_spec_file(path: Path, cls: type[BaseModel]) -> BaseModel:
     """Read and validate one catalogue YAML file; errors name the file and field."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"not valid YAML ({exc.__class__.__name__})") from None
-    try:
-        return cls.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(str(path), field, msg) from None
+    return validate_mapping(cls, read_yaml(path), str(path))
 
 
 def _load_dir(folder: Path, cls: type[BaseModel]) -> dict[str, BaseModel]:

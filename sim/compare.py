@@ -20,7 +20,6 @@ return a Figure.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import Scenario, apply_overrides, read_yaml, validate_mapping, validate_scenario
+from .config import Scenario, apply_overrides, read_yaml, set_dotted, validate_mapping, validate_scenario
 from .errors import ConfigError
 
 
@@ -86,22 +85,6 @@ class Run(BaseModel):
         return [sc.seed for sc in self.scenarios]
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node: Any = raw
-    for p in parts[:-1]:
-        if isinstance(node, list):
-            node = node[int(p)]
-        else:
-            if node.get(p) is None:
-                node[p] = {}
-            node = node[p]
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
-
-
 def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: int | None = None,
                     seeds: int | None = None) -> tuple[Experiment, list[Run]]:
     """Read an experiment file and build (and validate) every run's scenario, once per replication seed.
@@ -132,25 +115,20 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
             label = st.name if len(sizes) == 1 else f"{st.name}@{n}"
             sc_raw = copy.deepcopy(base)
             sc_raw["name"] = f"{exp.name}/{label}"
-            _set_dotted(sc_raw, "fleet.nodes", n)
+            source = f"{path}: strategies.{i} ({label})"
+            set_dotted(sc_raw, "fleet.nodes", n, source)
             if st.spill is not None:
                 sc_raw["spill"] = copy.deepcopy(st.spill)
             for key, value in st.set.items():
-                _set_dotted(sc_raw, key, copy.deepcopy(value))
-            source = f"{path}: strategies.{i} ({label})"
-            sc = validate_scenario(sc_raw, source)
-            sc._base_dir = base_dir
-            sc._source = source
+                set_dotted(sc_raw, key, copy.deepcopy(value), source)
+            sc = validate_scenario(sc_raw, source, base_dir)
             if sc.api is not None:  # resolve the catalogue now: a typo fails before any run starts
                 from .api import resolve_api
 
                 resolve_api(sc.api, sc.source)
             replicas: list[Scenario] = [sc]
             for k in range(1, exp.seeds):  # the same seeds for every strategy: common random numbers
-                rep = validate_scenario({**sc_raw, "seed": sc.seed + k}, source)
-                rep._base_dir = base_dir
-                rep._source = source
-                replicas.append(rep)
+                replicas.append(validate_scenario({**sc_raw, "seed": sc.seed + k}, source, base_dir))
             runs.append(Run(label=label, strategy=st.name, fleet_nodes=n, scenario=sc,
                             replicas=tuple(replicas) if exp.seeds > 1 else ()))
     labels = [r.label for r in runs]
@@ -435,7 +413,8 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
                   df: pd.DataFrame) -> dict[str, Path]:
     """compare.csv, compare.json (full summaries), timelines.csv and the three plots; with several seeds also
     compare_seeds.csv (one row per run × seed), and timelines.csv has a ``seed`` column."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .io import atomic_write, write_csv, write_json
+
     multi = any(len(r.scenarios) > 1 for r in runs)
     paths = {
         "table": out_dir / "compare.csv",
@@ -445,11 +424,11 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
         "spill_timeline": out_dir / "spill_over_time.png",
         "cost_breakdown": out_dir / "cost_breakdown.png",
     }
-    df.to_csv(paths["table"], index=False, float_format="%.6g")
-    paths["json"].write_text(json.dumps(json_records(runs, results, per_seed=True), indent=2) + "\n")
+    write_csv(paths["table"], df, float_format="%.6g")
+    write_json(paths["json"], json_records(runs, results, per_seed=True))
     if multi:
         paths["seeds_table"] = out_dir / "compare_seeds.csv"
-        seed_table(runs, results).to_csv(paths["seeds_table"], index=False, float_format="%.6g")
+        write_csv(paths["seeds_table"], seed_table(runs, results), float_format="%.6g")
     tl = []
     for run, res in zip(runs, results):
         for seed, timeline in zip(run.seeds, res.get("timelines", [res["timeline"]])):
@@ -458,12 +437,13 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
                 t.insert(0, "seed", seed)
             t.insert(0, "strategy", run.label)
             tl.append(t)
-    pd.concat(tl).to_csv(paths["timelines"], index=False, float_format="%.6g")
+    write_csv(paths["timelines"], pd.concat(tl), float_format="%.6g")
     plt = _plt()
     for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df)),
                      ("spill_timeline", plot_spill_timeline(runs, results)),
                      ("cost_breakdown", plot_cost_breakdown(df))):
-        fig.savefig(paths[key], dpi=110, bbox_inches="tight", metadata={"Software": None})
+        atomic_write(paths[key], lambda p, fig=fig: fig.savefig(p, format="png", dpi=110, bbox_inches="tight",
+                                                                metadata={"Software": None}))
         plt.close(fig)
     return paths
 

@@ -808,6 +808,31 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def set_dotted(data: Any, key: str, value: Any, source: str = "--set") -> None:
+    """Set ``a.b.c`` in a raw mapping in place: missing (or null) sections are created, list items are
+    addressed by index (``classes.0.share``); a bad path is ConfigError(source, key, problem)."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(source, key, f"'{part}' is not an index of {'.'.join(parts[:i])}")
+            node = node[int(part)]
+        else:
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(source, key, f"'{'.'.join(parts[: i + 1])}' is not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(source, key, f"'{last}' is not an index")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``a.b.c=value`` applied; list items by index (``classes.0.share``)."""
     data = copy.deepcopy(raw)
@@ -815,26 +840,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
         if "=" not in item:
             raise ConfigError("--set", item, "expected KEY=VALUE with a dotted key, e.g. fleet.nodes=4")
         key, _, text = item.partition("=")
-        parts = key.strip().split(".")
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError("--set", key, f"'{part}' is not an index of {'.'.join(parts[:i])}")
-                node = node[int(part)]
-            else:
-                if part not in node or node[part] is None:
-                    node[part] = {}
-                node = node[part]
-            if not isinstance(node, (dict, list)):
-                raise ConfigError("--set", key, f"'{'.'.join(parts[: i + 1])}' is not a section")
-        last = parts[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise ConfigError("--set", key, f"'{last}' is not an index")
-            node[int(last)] = _parse_value(text)
-        else:
-            node[last] = _parse_value(text)
+        set_dotted(data, key.strip(), _parse_value(text))
     return data
 
 
@@ -869,14 +875,19 @@ def validate_mapping(model_cls: type[M], raw: Any, source: str) -> M:
         raise ConfigError(source, field, msg) from None
 
 
-def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
-    """Validate a raw mapping; raise ConfigError(source, field, problem) on the first problem."""
+def validate_scenario(raw: dict[str, Any], source: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    """Validate a raw mapping; raise ConfigError(source, field, problem) on the first problem. With
+    ``base_dir`` (the folder relative data paths resolve against) the scenario also keeps ``source`` for
+    later error messages."""
     scenario = validate_mapping(Scenario, raw, source)
     # numbers that validate but make no sense together
     for name in ("duration_s", "traffic.rate_rps"):
         value = scenario.duration_s if name == "duration_s" else scenario.traffic.rate_rps
         if value is not None and not math.isfinite(value):
             raise ConfigError(source, name, f"must be finite (got {value})")
+    if base_dir is not None:
+        scenario._base_dir = base_dir
+        scenario._source = source
     return scenario
 
 
@@ -902,7 +913,4 @@ def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scena
     """Read, override and validate a scenario file. Relative data paths are resolved against its folder."""
     path = Path(path)
     raw = apply_overrides(read_yaml(path), overrides)
-    scenario = validate_scenario(raw, str(path))
-    scenario._base_dir = path.parent.resolve()
-    scenario._source = str(path)
-    return scenario
+    return validate_scenario(raw, str(path), path.parent.resolve())

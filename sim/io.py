@@ -40,5 +40,6 @@ def write_parquet(path: Path, df: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
-def write_csv(path: Path, df: pd.DataFrame) -> Path:
-    return atomic_write(path, lambda p: df.to_csv(p, index=False))
+def write_csv(path: Path, df: pd.DataFrame, **to_csv: Any) -> Path:
+    """``df`` as CSV without its index; ``to_csv`` passes options such as ``float_format`` through."""
+    return atomic_write(path, lambda p: df.to_csv(p, index=False, **to_csv))

@@ -195,12 +195,12 @@ def _class_targets(sc: Any, key: str) -> dict[str, float | None]:
     return out
 
 
-def _by_class(sc: Any, window: pd.DataFrame, finished: pd.DataFrame, ok: np.ndarray,
-              lat: dict[str, Any]) -> dict[str, Any]:
+def _by_class(sc: Any, window: pd.DataFrame, finished: pd.DataFrame, ok: np.ndarray) -> dict[str, Any]:
     """Per-class counts, P50/P95 latencies, attainment and whether each class's P95 targets hold."""
     out: dict[str, Any] = {}
     fin_cls = finished["class"].astype(str).to_numpy()
     done = window[window["status"] == "completed"]
+    targets = {key: _class_targets(sc, key) for key in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
     for c in sc.traffic.classes:
         if getattr(c, "deferrable", None) is not None:
             continue
@@ -214,7 +214,7 @@ def _by_class(sc: Any, window: pd.DataFrame, finished: pd.DataFrame, ok: np.ndar
         row["attainment"] = float(ok[mask].mean()) if mask.any() else None
         met = True
         for key, col in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
-            target = _class_targets(sc, key)[c.name]
+            target = targets[key][c.name]
             if target is not None:
                 p95 = row[col]["p95"]
                 met = met and p95 is not None and p95 <= target
@@ -283,7 +283,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             p95 = lat[col]["p95"]
             checks[key] = {"target": target, "actual": p95, "met": p95 is not None and p95 <= target}
     attainment = float(ok.mean()) if len(ok) else None
-    by_class = _by_class(sc, window, finished, ok, lat)
+    by_class = _by_class(sc, window, finished, ok)
     own_slo = {c.name for c in sc.traffic.classes if getattr(c, "slo", None) is not None}
     slo_out = {
         "attainment": attainment,

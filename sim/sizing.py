@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import Scenario, validate_scenario
+from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
 from .parallel import map_summaries
 
@@ -132,17 +132,8 @@ def derive(scenario: Scenario, changes: dict[str, Any]) -> Scenario:
     its source and base folder (relative data paths still resolve)."""
     raw = scenario.model_dump()
     for key, value in changes.items():
-        node = raw
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if node.get(p) is None:
-                node[p] = {}
-            node = node[p]
-        node[parts[-1]] = value
-    out = validate_scenario(raw, scenario.source)
-    out._base_dir = scenario._base_dir
-    out._source = scenario._source
-    return out
+        set_dotted(raw, key, value, scenario.source)
+    return validate_scenario(raw, scenario.source, scenario._base_dir)
 
 
 def with_slo(scenario: Scenario, targets: dict[str, float | None], source: str = "--slo") -> Scenario:

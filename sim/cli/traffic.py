@@ -13,7 +13,8 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from ..config import FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml
+from ..config import (FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml,
+                      validate_mapping)
 from ..errors import ConfigError
 
 FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
@@ -36,11 +37,7 @@ def _classes(path: str | None) -> tuple[list[RequestClass], bool]:
 
 
 def _traffic(data: dict, source: str) -> Traffic:
-    try:
-        return Traffic.model_validate(data)
-    except ValidationError as exc:
-        field, msg = _format_error(exc)
-        raise ConfigError(source, field, msg) from None
+    return validate_mapping(Traffic, data, source)
 
 
 @click.command("traffic")

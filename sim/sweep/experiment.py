@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import __version__
 from ..config import Scenario, apply_overrides, read_yaml, validate_mapping, validate_scenario
@@ -231,11 +231,9 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None,
             try:
                 resolved = apply_overrides(base, point_sets)
                 resolved["name"] = name
-                sc = validate_scenario(resolved, f"{path} [point {where}]")
+                sc = validate_scenario(resolved, f"{path} [point {where}]", base_dir)
             except ConfigError as exc:
                 raise ConfigError(f"{path} [point {where}]", exc.field, exc.problem) from None
-            sc._base_dir = base_dir
-            sc._source = f"{path} [point {where}]"
             axes = {c: settings.get(c) for c in columns}
             points.append(Point(index, seed, axes, tuple(point_sets), sc, point_key(sc, spec.metrics)))
     return Experiment(name, spec.description, str(path), columns, points, spec.metrics, spec.save_requests, spec)
