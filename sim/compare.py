@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import Scenario, apply_overrides, read_yaml, set_dotted, validate_mapping, validate_scenario
 from .errors import ConfigError
+from .stats import replication_seeds
 
 
 class _Strict(BaseModel):
@@ -93,8 +94,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
     path = Path(path)
     exp = validate_mapping(Experiment, read_yaml(path), str(path))
     if seeds is not None:
-        if seeds < 1:
-            raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
+        replication_seeds(0, seeds)  # validates the count
         exp = exp.model_copy(update={"seeds": int(seeds)})
     base_dir = path.parent.resolve()
     if exp.scenario is not None:
@@ -127,8 +127,8 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
 
                 resolve_api(sc.api, sc.source)
             replicas: list[Scenario] = [sc]
-            for k in range(1, exp.seeds):  # the same seeds for every strategy: common random numbers
-                replicas.append(validate_scenario({**sc_raw, "seed": sc.seed + k}, source, base_dir))
+            for seed in replication_seeds(sc.seed, exp.seeds)[1:]:  # the same for every strategy (CRN)
+                replicas.append(validate_scenario({**sc_raw, "seed": seed}, source, base_dir))
             runs.append(Run(label=label, strategy=st.name, fleet_nodes=n, scenario=sc,
                             replicas=tuple(replicas) if exp.seeds > 1 else ()))
     labels = [r.label for r in runs]
@@ -285,7 +285,7 @@ def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataF
 
     With several seeds every metric is the mean over seeds, ``seeds`` counts them, and each :data:`HEADLINE`
     column has ``<column>_ci95``: the half-width of the 95 % Student-t interval of the mean."""
-    from .sizing import mean_ci95
+    from .stats import mean_ci95
 
     multi = any(len(r.scenarios) > 1 for r in runs)
     rows = []

@@ -267,12 +267,12 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     finished = window[window["status"].isin(["completed", "spilled", "rejected", "failed"])]
     ok = finished["status"].isin(["completed", "spilled"]).to_numpy().copy()  # rejected and failed requests miss
     checks: dict[str, Any] = {}
-    classes_fin = finished["class"].astype(str).to_numpy()
     for key, col in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
         targets = _class_targets(sc, key)  # per class: its own target, else the scenario's
         if all(t is None for t in targets.values()):
             continue
-        per_req = np.array([targets.get(c) if targets.get(c) is not None else np.inf for c in classes_fin], float)
+        per_req = finished["class"].astype(str).map(
+            {c: (t if t is not None else np.inf) for c, t in targets.items()}).to_numpy(dtype=float)
         vals = finished[col].to_numpy()
         within = vals <= per_req
         if col == "tpot_s":

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
+from .stats import mean_ci95, replication_seeds  # noqa: F401 - mean_ci95 is part of this module's API
 from .parallel import map_summaries
 
 #: goodput runs of shaped or replayed scenarios are at most this long (constant-rate runs use duration_s)
@@ -151,9 +152,7 @@ def with_slo(scenario: Scenario, targets: dict[str, float | None], source: str =
 
 def seed_list(scenario: Scenario, n_seeds: int) -> list[int]:
     """Independent replications: the scenario's seed and the next ``n_seeds − 1`` integers."""
-    if n_seeds < 1:
-        raise ConfigError("--seeds", "", f"need at least one seed (got {n_seeds})")
-    return [scenario.seed + i for i in range(n_seeds)]
+    return replication_seeds(scenario.seed, n_seeds)
 
 
 def goodput_scenario(scenario: Scenario, rate_rps: float, horizon_s: float | None = None) -> Scenario:
@@ -185,19 +184,6 @@ def _get(summary: dict[str, Any], path: str) -> Any:
             return None
         node = node[p]
     return node
-
-
-def mean_ci95(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Mean and the half-width of its two-sided 95 % Student-t interval (None when undefined)."""
-    x = np.array([v for v in values if v is not None], dtype=float)
-    if len(x) == 0:
-        return None, None
-    if len(x) == 1:
-        return float(x[0]), None
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(half)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import write_csv, write_parquet
+from ..stats import t_half_width
 from .experiment import Experiment
 
 BOOKKEEPING = ["point", "key", "seed", "status", "error", "wall_s"]
@@ -97,7 +98,6 @@ def results_table(exp: Experiment, records: dict[str, dict[str, Any]]) -> pd.Dat
 
 def aggregates_table(exp: Experiment, table: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95 % confidence interval across seeds, per grid point and numeric metric (long format)."""
-    from scipy import stats
 
     axis_cols = list(exp.axis_columns)
     out_cols = ["point", *axis_cols, "metric", "n", "mean", "std", "ci95_low", "ci95_high", "min", "max"]
@@ -116,7 +116,7 @@ def aggregates_table(exp: Experiment, table: pd.DataFrame) -> pd.DataFrame:
             mean = float(x.mean()) if n else math.nan
             std = float(x.std(ddof=1)) if n > 1 else math.nan
             if n > 1:
-                half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+                half = t_half_width(std, n)
                 lo, hi = mean - half, mean + half
             else:
                 lo = hi = math.nan
