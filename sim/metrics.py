@@ -127,6 +127,7 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "up": s.per_node("up").astype(bool).ravel(),
             "queue_len": waiting.ravel(),
             "running_seqs": running.ravel(),
+            "batch_fill": running.ravel() / result.node_model.engine.max_num_seqs,
             "kv_used_blocks": kv.ravel(),
             "kv_fraction": kv.ravel() / cap,
             "busy_fraction": busy.ravel(),

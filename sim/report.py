@@ -109,19 +109,28 @@ def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = Non
 
 
 def plot_node_utilisation(node_ts: pd.DataFrame, duration_s: float) -> Figure:
-    """Mean busy fraction and KV use per node over the arrival window (a balance check for the router)."""
+    """Per node over the arrival window, while up: busy time, batch fill (running / max_num_seqs) and KV-cache
+    use — a balance check for the router."""
     win = node_ts[node_ts["time_s"] <= duration_s + 1e-9]
-    g = win.groupby("node")[["busy_fraction", "kv_fraction"]].mean()
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(g) + 3), 3.6), constrained_layout=True)
+    if "up" in win:
+        win = win[win["up"]]
+    cols = [c for c in ("busy_fraction", "batch_fill", "kv_fraction") if c in win]
+    g = win.groupby("node")[cols].mean()
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(g) + 3), 3.6), constrained_layout=True)
     x = np.arange(len(g))
-    ax.bar(x - 0.2, 100 * g["busy_fraction"], width=0.4, label="busy (executing steps)", color="C5")
-    ax.bar(x + 0.2, 100 * g["kv_fraction"], width=0.4, label="KV cache in use (mean)", color="C4")
+    width = 0.8 / len(cols)
+    labels = {"busy_fraction": ("busy (executing steps)", "C5"),
+              "batch_fill": ("batch fill (running / max_num_seqs)", "C1"),
+              "kv_fraction": ("KV cache in use", "C4")}
+    for i, col in enumerate(cols):
+        label, color = labels[col]
+        ax.bar(x - 0.4 + width * (i + 0.5), 100 * g[col], width=width, label=label, color=color)
     ax.set_xticks(x, [str(i) for i in g.index])
     ax.set_xlabel("node")
-    ax.set_ylabel("% (mean over the run)")
-    ax.set_ylim(0, 105)
+    ax.set_ylabel("% (mean while up)")
+    ax.set_ylim(0, 118)
     ax.set_title("Per-node utilisation")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(cols))
     ax.grid(axis="y", alpha=0.3)
     return fig
 
