@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.calibration import CalPoint, evaluate, fit_calibration, format_table, mape_by_family  # noqa: E402
+from sim.calibration import CalPoint, fit_calibration, format_table  # noqa: E402
 from sim.catalog import Calibration  # noqa: E402
 
 DATA = ROOT / "calibration" / "data"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import Scenario, apply_overrides, read_yaml, set_dotted, validate_mapping, validate_scenario
+from .config import Scenario, apply_overrides, read_experiment, read_yaml, set_dotted, validate_mapping, validate_scenario
 from .errors import ConfigError
 from .stats import replication_seeds
 
@@ -92,7 +92,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
     ``overrides`` (``a.b=c``) and ``seed`` apply to the base scenario; ``seeds`` (replications) overrides the
     file's ``seeds``."""
     path = Path(path)
-    exp = validate_mapping(Experiment, read_yaml(path), str(path))
+    exp = validate_mapping(Experiment, read_experiment(path, "compare"), str(path))
     if seeds is not None:
         replication_seeds(0, seeds)  # validates the count
         exp = exp.model_copy(update={"seeds": int(seeds)})

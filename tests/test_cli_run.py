@@ -128,3 +128,10 @@ def test_stream_mode_matches_exact_summary(tmp_path):
     import pandas as pd
     assert len(pd.read_parquet(streamed / "requests.parquet")) == a["requests"]["completed"]
     assert (streamed / "latency_cdf.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_scenario_given_to_an_experiment_command_is_named(command):
+    r = capsim(command, str(DEFAULT))
+    assert r.returncode == 2
+    assert "this is a scenario" in r.stderr and "Traceback" not in r.stderr

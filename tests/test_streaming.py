@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.metrics import requests_table
+
 from sim.run import run_scenario
 from sim.streaming import DEFAULT_REL_ERROR, LogHistogram, StreamingCollector, run_streaming
 from sim.simulation import simulate

@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .. import __version__
-from ..config import Scenario, apply_overrides, read_yaml, validate_mapping, validate_scenario
+from ..config import Scenario, apply_overrides, read_experiment, read_yaml, validate_mapping, validate_scenario
 from ..errors import ConfigError
 from ..paths import default_scenario_path
 
@@ -191,7 +191,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None,
     Any invalid point raises :class:`~sim.errors.ConfigError` naming the point, before anything runs.
     """
     path = Path(path)
-    spec = validate_mapping(ExperimentFile, read_yaml(path), str(path))
+    spec = validate_mapping(ExperimentFile, read_experiment(path, "sweep"), str(path))
     if metrics is not None:
         spec = spec.model_copy(update={"metrics": metrics})
     base_raw, base_dir, base_src = _base_raw(spec, path)
