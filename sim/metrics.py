@@ -116,6 +116,7 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "kv_used_blocks": kv.sum(axis=1),
             "kv_fraction": kv.sum(axis=1) / (cap * up_safe),
             "busy_fraction": np.clip(busy.sum(axis=1) / up_safe, 0.0, 1.0),
+            "batch_fill": running.sum(axis=1) / (result.node_model.engine.max_num_seqs * up_safe),
             "nodes_up": up,
             "nodes_billed": s.fleet("nodes_billed").astype(np.int64),
         }

@@ -98,11 +98,14 @@ def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = Non
     ax.grid(alpha=0.3)
     ax = axes[2]
     ax.plot(t, 100 * fleet_ts["kv_fraction"], lw=1, color="C4", label="KV cache in use")
-    ax.plot(t, 100 * fleet_ts["busy_fraction"], lw=1, color="C5", alpha=0.7, label="GPU busy (executing steps)")
+    if "batch_fill" in fleet_ts:
+        ax.plot(t, 100 * fleet_ts["batch_fill"], lw=1, color="C1", alpha=0.8,
+                label="batch fill (running / max_num_seqs)")
+    ax.plot(t, 100 * fleet_ts["busy_fraction"], lw=1, color="C5", alpha=0.5, label="GPU busy (executing steps)")
     ax.set_ylabel("% of capacity")
     ax.set_ylim(0, 105)
     ax.set_xlabel("simulated time (h)" if hours else "simulated time (min)")
-    ax.set_title("KV-cache use and busy time")
+    ax.set_title("KV-cache use, batch fill and busy time")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
