@@ -11,8 +11,10 @@ Same rules as :mod:`sim.engine.reference` (read that first). What makes it fast:
 * Finishing steps are known in advance (a heap keyed by step number).
 * When the next step is decode-only and the waiting queue is empty or its head cannot be admitted (nothing
   that could change that happens during a decode run), the node jumps straight to the next change: the first
-  finish, the last step before the cache runs out, or (if a request arrives meanwhile) the end of the step in
-  progress at the arrival. The run's duration has a closed form (:meth:`StepTimeModel.decode_run_s`).
+  finish, the last step before the cache runs out, or — if a request reaches the head of the waiting queue
+  meanwhile (an arrival to an empty queue, a higher-priority arrival, a withdrawal of the head) — the end of
+  the step in progress. The run's duration has a closed form (:meth:`StepTimeModel.decode_run_s`), and so
+  has its inverse (how many steps have finished by a given time), which routing and sampling use.
 
 Steps that contain prefill work, admissions or preemptions are simulated one at a time. The engine's cost
 therefore grows with the number of requests (a few events each), not with the number of tokens.
@@ -67,10 +69,9 @@ class Node:
         self.used_blocks = 0
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
-        self.steps = 0
         self._seq = 0
 
-        # current activity: None (idle), "step" or "jump"
+        # current activity: None (idle), "step", "jump" or "dead" (killed)
         self._mode: str | None = None
         self._t0 = 0.0
         self._version = 0
@@ -82,6 +83,11 @@ class Node:
         self._jump_line: tuple[float, float] | None = None
 
     # -- interface ------------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Engine iterations executed so far."""
+        return self.S
+
     def submit(self, req: Request) -> None:
         req.node = self.node_id
         if admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None:
@@ -396,7 +402,6 @@ class Node:
         now = self.env.now
         dec_n = len(self.decoding)
         self.S += 1
-        self.steps += 1
         self.dec_ctx_sum += dec_n
         self.busy_s += self._dt
         self.work -= dec_n
@@ -467,7 +472,6 @@ class Node:
         n, b = self._jump_n, self._jump_b
         self.used_blocks += self._blocks_for_steps(self.S, n)
         self.S += n
-        self.steps += n
         self.dec_ctx_sum += b * n
         self.work -= b * n
         self.busy_s += self._dt
