@@ -88,9 +88,25 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
             f"  batch      {b['arrived']:,} deferrable requests, {b['deadline_met']:,} met their deadline, "
             f"{b['deadline_missed']:,} missed"
         )
+    if not slo["met"]:
+        lines.append("  hint       " + _overload_hint(summary))
     if out_dir is not None:
         lines.append(f"  report     {out_dir / 'report.html'}")
     click.echo("\n".join(lines))
+
+
+def _overload_hint(summary: dict) -> str:
+    """One line on why the SLO was missed and what to try."""
+    u, r = summary["utilisation"], summary["requests"]
+    kv_p95, queue = u.get("kv_fraction_p95") or 0.0, u.get("queue_len_mean") or 0.0
+    if r["rejected"]:
+        return (f"{r['rejected']:,} requests can never fit a node (context or KV cache too small): "
+                "raise fleet.engine.max_model_len, gpus_per_node or use FP8 KV")
+    if kv_p95 > 0.95 or queue > 1.0:
+        return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
+                "average): `capsim size` finds the node count that meets the SLO")
+    return "latency misses its targets without saturation: check the SLO, max_num_batched_tokens (long " \
+           "prefill chunks stretch decode steps) or a faster GPU/precision"
 
 
 @click.command()
