@@ -49,7 +49,7 @@ _MASK64 = (1 << 64) - 1
 
 # --- catalogue -------------------------------------------------------------------------------------------
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ApiModelEntry(_Strict):

@@ -43,7 +43,7 @@ _SAME = {"bf16": ("bf16", "fp16"), "fp16": ("fp16", "bf16")}  # same tensor-core
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Calibration(_Strict):

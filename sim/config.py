@@ -21,7 +21,7 @@ from .errors import ConfigError
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors, values are immutable after validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- token-length distributions ------------------------------------------------------------------------

@@ -50,7 +50,7 @@ AxisValues = list[Any]
 class ExperimentFile(BaseModel):
     """Schema of an experiment YAML file (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     description: str = ""
