@@ -14,9 +14,10 @@ writes one), which then wins over its stack's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -222,6 +223,9 @@ class ModelSpec(_Strict):
         return self.moe is not None or self.params_active < self.params_total
 
 
+SpecT = TypeVar("SpecT", GpuSpec, ModelSpec, StackSpec)
+
+
 def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -288,11 +292,11 @@ def stacks(folder: Path | None = None) -> dict[str, StackSpec]:
     return _stacks(str(folder)) if folder else _overlay(_stacks, "stacks")
 
 
-def unique(table: dict[str, BaseModel]) -> list[BaseModel]:
+def unique(table: Mapping[str, SpecT]) -> list[SpecT]:
     """Distinct specs of a catalogue table (aliases folded), in name order."""
-    seen: dict[str, BaseModel] = {}
+    seen: dict[str, SpecT] = {}
     for spec in table.values():
-        seen.setdefault(spec.name, spec)  # type: ignore[attr-defined]
+        seen.setdefault(spec.name, spec)
     return [seen[k] for k in sorted(seen)]
 
 

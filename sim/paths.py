@@ -89,3 +89,13 @@ def api_catalogue_path() -> Path:
 def default_scenario_path() -> Path:
     """``experiments/default.yaml``: a user's (``$CAPSIM_HOME`` or cwd) if present, else the shipped one."""
     return find_data_file("experiments/default.yaml") or experiments_dir() / "default.yaml"
+
+
+def scenario_path(given: Path | None) -> Path:
+    """The scenario a command runs: the default without one; a path that exists as given; else a relative path
+    found under a data root (``capsim run experiments/hybrid_spill.yaml`` works from any folder)."""
+    if given is None:
+        return default_scenario_path()
+    if given.exists() or given.is_absolute():
+        return given
+    return find_data_file(given) or given

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
 from scenarios import make_scenario
+from scipy import stats
 
 from sim.rng import stream
 from sim.run import run_scenario

@@ -11,10 +11,11 @@ Shapes are YAML files in ``traffic_shapes/`` (or any path); ``include`` composes
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from pydantic import ValidationError
@@ -260,8 +261,8 @@ class RateCurve:
         """∫λ dt over each window [edges[i], edges[i+1]] (Simpson, at least 8 panels per window)."""
         edges = np.asarray(edges_s, dtype=float)
         out = np.empty(len(edges) - 1)
-        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-            n = max(8, int(math.ceil((b - a) / step_s)))
+        for i, (a, b) in enumerate(itertools.pairwise(edges)):
+            n = max(8, math.ceil((b - a) / step_s))
             n += n % 2
             x = np.linspace(a, b, n + 1)
             y = self.rate_rps(x)
