@@ -120,9 +120,13 @@ def _overload_hint(summary: dict) -> str:
 @click.option("--no-report", is_flag=True, help="Skip writing files (summary only).")
 @click.option("--stream", is_flag=True,
               help="Long runs: stream per-request records to requests.parquet in chunks and compute percentiles "
-                   "from histograms (±0.12 %), so memory stays flat in the number of requests.")
+                   "from histograms (±0.12 %), so memory stays flat in the number of requests. With --no-report: "
+                   "the summary only, no files.")
+@click.option("--no-requests", is_flag=True,
+              help="With --stream: no per-request file (summary, time series and report only), for sweeps of "
+                   "long runs.")
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
-        no_report: bool, stream: bool) -> None:
+        no_report: bool, stream: bool, no_requests: bool) -> None:
     """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report."""
     path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
@@ -131,10 +135,14 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 
     update, stop = _progress_bar(sys.stderr.isatty() and not as_json)
     try:
-        if stream:
-            if no_report:
-                raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
-            summary = run_streamed(sc, out_dir, update)
+        if no_requests and not stream:
+            raise click.UsageError("--no-requests applies to --stream runs")
+        if stream and no_report:
+            from ..streaming import run_streaming
+
+            summary = run_streaming(sc, None, update).summary  # summary only: no files at all
+        elif stream:
+            summary = run_streamed(sc, out_dir, update, requests_file=not no_requests)
         else:
             out = run_scenario(sc, update)
             summary = out.summary
