@@ -184,3 +184,21 @@ def test_client_timeout_on_deferrable_class_is_refused():
     raw["traffic"]["classes"][0]["client"] = {"timeout_s": 30}
     with pytest.raises(ConfigError, match="deferrable"):
         validate_scenario(raw, "scenario.yaml")
+
+
+def test_draining_node_whose_last_requests_give_up_is_terminated():
+    """A draining on-demand node is released when its last request leaves — also when that request's client
+    gave up (no completion would ever tell the fleet)."""
+    fleet = {"gpu": "H100-SXM", "model": "Llama-3.1-8B", "nodes": 1,
+             "engine": {"max_num_seqs": 8, "max_num_batched_tokens": 2048},
+             "on_demand": {"max_nodes": 2, "provision_s": 0.0, "model_load_s": 0.0},
+             "autoscaler": {"policy": "schedule", "interval_s": 10.0, "schedule": [[0, 2], [0.01, 1]],
+                            "scale_down_cooldown_s": 0.0}}
+    sc = overloaded({"timeout_s": 2.0, "stream": False}, fleet=fleet, duration_s=120, max_drain_s=60,
+                    **{"traffic.rate_rps": 12.0})
+    res = simulate(sc)
+    drained = [e for e in res.fleet_events if e[3] == "draining"]
+    assert drained, "the schedule drains the on-demand node after 36 s"
+    for t, slot, _, _ in drained:
+        assert any(e[1] == slot and e[3] == "terminated" and e[0] >= t for e in res.fleet_events)
+    assert res.clients["cancelled_running"] > 0
