@@ -70,7 +70,7 @@ class Node:
         self.phase_cnt = [0] * self.bs  # decoders by (num_computed − S) mod block_size
         self.fin_heap: list[tuple[int, int, Request]] = []
         self.used_blocks = 0
-        self.cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
+        self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
         self._seq = 0
@@ -145,14 +145,14 @@ class Node:
         if req.status == Status.RUNNING and not req.cancelled and (
                 self.decoding.get(req.rid) is req or req in self.prefilling):
             req.cancelled = True
-            self.cancelled.append(req)
+            self._cancelled.append(req)
             if self._mode == "jump":
                 self._shorten_jump()  # the batch changes after the step in progress
             return True
         return False
 
     def in_flight_count(self) -> int:
-        return len(self.waiting) + len(self.decoding) + len(self.prefilling) - len(self.cancelled)
+        return len(self.waiting) + len(self.decoding) + len(self.prefilling) - len(self._cancelled)
 
     def kill(self) -> list[Request]:
         """The node disappears now (e.g. a spot eviction): its step in progress is lost, its KV freed.
@@ -169,7 +169,7 @@ class Node:
             out.append(req)
         out.extend(self.prefilling)
         out = [r for r in out if not r.cancelled]
-        self.cancelled.clear()
+        self._cancelled.clear()
         for req in out:
             req.preemptions += 1
         out.extend(self.waiting)
@@ -320,14 +320,14 @@ class Node:
 
     def _drop_cancelled(self) -> None:
         """At a step boundary: withdrawn running requests leave, their KV blocks freed."""
-        for req in self.cancelled:
+        for req in self._cancelled:
             if self.decoding.get(req.rid) is req:
                 self._remove_decoder(req)
             else:
                 self.prefilling.remove(req)
             self.used_blocks -= self._held(req)
             self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
-        self.cancelled.clear()
+        self._cancelled.clear()
 
     def _preempt(self, req: Request) -> None:
         self.used_blocks -= self._held(req)
@@ -446,7 +446,7 @@ class Node:
                 else:
                     self._add_decoder(req)
         self._chunks = []
-        if self.cancelled:
+        if self._cancelled:
             self._drop_cancelled()
         self._finish_decoders(now)
         self._tick()
@@ -505,7 +505,7 @@ class Node:
         self.dec_ctx_sum += b * n
         self.work -= b * n
         self.busy_s += self._dt
-        if self.cancelled:
+        if self._cancelled:
             self._drop_cancelled()
         self._finish_decoders(self.env.now)
         self._tick()

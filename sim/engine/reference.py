@@ -58,7 +58,7 @@ class ReferenceNode:
         self.waiting = make_waiting_queue(engine)
         self.running: list[Request] = []
         self.used_blocks = 0
-        self.cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
+        self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
         self.steps = 0
         self._step_t0 = -1.0
@@ -103,12 +103,12 @@ class ReferenceNode:
             return True
         if req.status == Status.RUNNING and not req.cancelled and req in self.running:
             req.cancelled = True
-            self.cancelled += 1
+            self._cancelled += 1
             return True
         return False
 
     def in_flight_count(self) -> int:
-        return len(self.waiting) + len(self.running) - self.cancelled
+        return len(self.waiting) + len(self.running) - self._cancelled
 
     def kill(self) -> list[Request]:
         """The node disappears now; returns its requests reset for recompute (see ``Node.kill``)."""
@@ -126,7 +126,7 @@ class ReferenceNode:
         self.waiting.clear()
         self.running.clear()
         self.used_blocks = 0
-        self.cancelled = 0
+        self._cancelled = 0
         return out
 
     # -- engine ---------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ class ReferenceNode:
             else:
                 keep.append(req)
         self.running = keep
-        self.cancelled = 0
+        self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
         self.used_blocks -= self._held(req)
@@ -248,5 +248,5 @@ class ReferenceNode:
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)
-            if self.cancelled:
+            if self._cancelled:
                 self._drop_cancelled()
