@@ -22,7 +22,8 @@ requests waiting to be re-sent, part of ``in_flight``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import simpy
@@ -68,10 +69,9 @@ class Clients:
     def sent(self, req: Request) -> None:
         """``req`` (an attempt) was just dispatched: start its client's clock."""
         spec = self.specs[req.class_idx]
-        if spec is None or req.status not in _OPEN:
+        if spec is None or spec.timeout_s is None or req.status not in _OPEN:
             return
-        ev = self.env.timeout(spec.timeout_s)
-        ev.callbacks.append(lambda _ev, r=req: self._expire(r))
+        self._after(spec.timeout_s, self._expire, req)
 
     def backoff_s(self, spec: Client, retry_k: int) -> float:
         """Delay before retry ``retry_k`` (1 for the first retry)."""
@@ -101,8 +101,15 @@ class Clients:
         new = req.retry(now + delay)
         self.replace(new)
         self.in_backoff += 1
-        ev = self.env.timeout(delay)
-        ev.callbacks.append(lambda _ev, r=new: self._send(r))
+        self._after(delay, self._send, new)
+
+    def _after(self, delay_s: float, fn: Callable[[Request], None], req: Request) -> None:
+        """Call ``fn(req)`` in ``delay_s`` simulated seconds."""
+
+        def fire(_ev: simpy.events.Event) -> None:
+            fn(req)
+
+        self.env.timeout(delay_s).callbacks.append(fire)
 
     def _send(self, req: Request) -> None:
         self.in_backoff -= 1

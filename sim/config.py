@@ -125,7 +125,7 @@ class Client(Strict):
     jitter: float = Field(0.25, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "Client":
+    def _check(self) -> Client:
         if self.retries > 0 and self.timeout_s is None:
             raise ValueError("retries need a timeout_s (a client only retries after giving up)")
         return self
@@ -160,7 +160,7 @@ class RequestClass(Strict):
         return v
 
     @model_validator(mode="after")
-    def _client_not_deferrable(self) -> "RequestClass":
+    def _client_not_deferrable(self) -> RequestClass:
         if self.client is not None and self.client.timeout_s is not None and self.deferrable is not None:
             raise ValueError("client.timeout_s: deferrable (batch) work has a deadline, not a client timeout")
         return self

@@ -101,7 +101,7 @@ class Request:
         self.dec_step0 = 0
         self.fin_step = 0
 
-    def retry(self, now: float) -> "Request":
+    def retry(self, now: float) -> Request:
         """A new attempt of this logical request, sent at ``now`` (engine and API state start afresh;
         preemptions so far are carried over)."""
         new = Request(self.rid, self.arrival_s, self.class_idx, self.prompt_tokens, self.output_tokens,
