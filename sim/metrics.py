@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .cost import cost_breakdown
+from .energy import energy_section
 from .request import Status
 from .simulation import SimResult
 
@@ -314,8 +315,10 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         }
     served_all = df[df["status"].isin(["completed", "spilled"])]  # tokens served by the fleet or the API
     api_stats = result.spill or {}
+    energy = energy_section(sc, nm.gpu, fleet_ts)
     cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()), float(served_all["output_tokens"].sum()),
-                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None)
+                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None,
+                          energy_usd=energy["usd"])
     return _clean(
         {
             "scenario": sc.name,
@@ -328,6 +331,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             "utilisation": util,
             "slo": slo_out,
             "cost": cost,
+            "energy": energy,
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
             "fleet": {
