@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .plan.spec import PlanSpec
 
 
 class Strict(BaseModel):
@@ -786,6 +787,7 @@ class Scenario(Strict):
     pricing: Pricing = Pricing()
     output: Output = Output()
     energy: Energy = Energy()
+    plan: PlanSpec | None = None  # what `capsim plan` searches (sim/plan/spec.py); ignored by other commands
     api: Api | None = None
     spill: SpillPolicySpec | None = None
 
