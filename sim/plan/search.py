@@ -1,7 +1,8 @@
 """The search behind ``capsim plan``: branch and bound over the candidate space, simulated minimum fleets.
 
 1. Enumerate candidates (:mod:`sim.plan.candidates`); exclude those the hardware rules out or whose lone-request
-   latency already misses the SLO.
+   latency already misses the SLO; before sizing one, simulate it nearly idle (one node at 2 % of its capacity
+   bound) and exclude it if even that misses the SLO.
 2. For each remaining candidate, a lower bound on its cost: ``⌈mean rate ÷ capacity bound⌉`` nodes
    (:mod:`sim.plan.bounds`) at its cheapest way to pay, idle.
 3. In increasing order of that bound, find the candidate's simulated minimum fleet with
@@ -172,6 +173,32 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
     return rows
 
 
+#: the node-count search of a candidate stops at this multiple of its capacity bound's peak node count
+SEARCH_SPAN = 4
+#: the unloaded check: one node at this share of its capacity bound, for about this many requests
+UNLOADED_LOAD = 0.02
+UNLOADED_REQUESTS = 1500
+
+
+def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: "CachedRunner") -> str | None:
+    """Why ``c`` misses the SLO even on a nearly idle node (None when it does not): one node at
+    :data:`UNLOADED_LOAD` of its capacity bound, constant rate, with the plan's seeds. A fleet of any size
+    loads its nodes at least this lightly only when it is wastefully large, so a miss here means no fleet
+    can meet the SLO (prefill of the long prompts, not queueing, is what misses)."""
+    from ..sizing import goodput_scenario
+
+    assert c.bounds is not None
+    rate = UNLOADED_LOAD * c.bounds.capacity_rps
+    base = goodput_scenario(scenario, rate, UNLOADED_REQUESTS / rate)
+    summaries = runner([derive(base, {"seed": s}) for s in seeds])
+    if all(bool(s["slo"]["met"]) for s in summaries):
+        return None
+    worst = max(summaries, key=lambda s: s["latency"]["ttft_s"]["p95"] or 0.0)
+    lat = worst["latency"]
+    return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
+            f"{1000 * (lat['ttft_s']['p95'] or 0):,.0f} ms, TPOT {1000 * (lat['tpot_s']['p95'] or 0):,.1f} ms)")
+
+
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
     """The scenario's ``plan:`` section (or the defaults) with ``overrides`` (None values ignored)."""
     from ..config import validate_mapping
@@ -192,6 +219,7 @@ def run_plan(
     seeds: int | None = None,
     max_nodes: int | None = None,
     top_n: int | None = None,
+    explore: int | None = None,
     workers: int | None = None,
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
@@ -203,7 +231,8 @@ def run_plan(
         "gpus": list(gpus) if gpus else None, "gpus_per_node": list(gpus_per_node) if gpus_per_node else None,
         "precisions": list(precisions) if precisions else None,
         "max_num_seqs": list(max_num_seqs) if max_num_seqs else None,
-        "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n})
+        "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n,
+        "explore": explore})
     if scenario.traffic.trace is not None:
         raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
                           "distributions (a replayed trace has none)")
@@ -255,10 +284,18 @@ def run_plan(
         gp = GoodputResult(cap, cap, 0.0, scenario.duration_s, seed_list)
         say(f"[{i + 1}/{len(bounded)}] {c.label}: ≥ {c.bounds.min_nodes_lower(mean_rps)} node(s) by the bound, "
             f"≥ ${lb:,.0f}/month; simulating")
-        # fleets dearer than the explore-th best cannot enter the top: search only below that
+        unloaded = _unloaded_miss(cand_sc, c, seed_list, runner)
+        if unloaded is not None:
+            c.excluded = unloaded
+            say(f"    {c.label}: {unloaded}")
+            continue
+        # fleets dearer than the explore-th best cannot enter the top: search only below that; and no further
+        # than SEARCH_SPAN × the node count the capacity bound gives for the peak
         limit = threshold()
-        max_n = spec.max_nodes if limit == float("inf") else \
-            max(1, min(spec.max_nodes, math.ceil(limit / per_node[c.key]) - 1))
+        peak_nodes = max(1, math.ceil(stats["peak_rps"] / c.bounds.capacity_rps))
+        max_n = min(spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
+        if limit != float("inf"):
+            max_n = max(1, min(max_n, math.ceil(limit / per_node[c.key]) - 1))
         sz = size_fleet(cand_sc, n_seeds=spec.seeds, rules=(), max_nodes=max_n, goodput=gp,
                         runner=runner, progress=lambda m, c=c: say(f"    {c.label}: {m}"))
         if sz.min_nodes is not None:
