@@ -19,6 +19,8 @@ Definitions (as in vLLM's ``benchmark_serving``):
   and the spill share of requests and of tokens (input + output).
 * ``utilisation.busy_fraction`` = share of up-node time spent executing engine steps over ``duration_s``;
   ``kv_fraction_*`` = time-sampled KV blocks in use / capacity of the nodes up, over samples in the window.
+* ``energy.*`` = kWh, average facility power, CO2 and energy cost of the nodes up over ``duration_s``, from the
+  sampled busy share (``sim.energy``); owned cost charges this energy instead of full draw.
 """
 
 from __future__ import annotations
