@@ -339,10 +339,10 @@ def plot_break_even(res: PlanResult, be: dict[str, Any]):  # noqa: ANN201
 
 
 # --- HTML -----------------------------------------------------------------------------------------------------
-def _png_data_uri(fig) -> str:  # noqa: ANN001
+def _png_bytes(fig) -> bytes:  # noqa: ANN001
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
 def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
@@ -354,9 +354,16 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
            "tpot_p95_s": lambda v: f"{1000 * v:.1f} ms", "headroom": lambda v: f"{100 * v:.0f} %",
            "avg_power_kw": "{:.1f}".format, "energy_kwh_per_day": "{:,.0f}".format,
            "co2_kg_per_day": "{:,.0f}".format}
-    table_html = table.to_html(index=False, formatters=fmt, border=0, classes="t") if len(table) else "<p>none</p>"
+    heads = {"gpus_per_node": "GPUs/node", "max_num_seqs": "max seqs", "kv_cache": "KV", "usd_per_month": "$/month",
+             "usd_per_mtok_output": "$/M out", "slo_attainment": "SLO attain.", "ttft_p95_s": "P95 TTFT",
+             "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
+             "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)"}
+    table_html = (table.to_html(index=False, formatters=fmt, border=0, classes="t")
+                  if len(table) else "<p>none</p>")
+    for k, v in heads.items():
+        table_html = table_html.replace(f"<th>{k}</th>", f"<th>{esc(v)}</th>")
     why = pd.DataFrame(why_not(res))
-    why_html = why.to_html(index=False, border=0, classes="t", na_rep="",
+    why_html = why.to_html(index=False, border=0, classes="t why", na_rep="",
                            formatters={"usd_per_month": lambda v: "" if pd.isna(v) else f"{v:,.0f}"}) \
         if len(why) else ""
     be = break_even(res)
@@ -367,10 +374,10 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 table.t{{border-collapse:collapse;font-size:13px}}table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd;
 text-align:right}}table.t td:first-child,table.t th:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;
-overflow-x:auto;font-size:12px}}img{{max-width:100%}}.verdict{{font-size:1.1em;background:#eef7ee;padding:.8em}}</style>
+overflow-x:auto;font-size:12px}}img{{max-width:100%}}.scroll{{overflow-x:auto}}table.why td{{text-align:left}}.verdict{{font-size:1.1em;background:#eef7ee;padding:.8em}}</style>
 </head><body><h1>What should we buy? · {esc(res.scenario.name)}</h1>
 <p class="verdict">{esc(_verdict(res))}<br>{esc(break_even_sentence(be))}</p>
-<h2>Ranked: cheapest first, every row meets the SLO</h2>{table_html}
+<h2>Ranked: cheapest first, every row meets the SLO</h2><div class="scroll">{table_html}</div>
 <h2>Cost, latency and break-even</h2>{imgs}
 <h2>Why the others lost</h2>{why_html}
 <h2>Console report</h2><pre>{text}</pre>
@@ -411,9 +418,13 @@ def write_outputs(res: PlanResult, out_dir) -> list[str]:  # noqa: ANN001
         be = break_even(res)
         if be is not None and be.get("api") is not None:
             figs["break_even.png"] = plot_break_even(res, be)
+        import matplotlib.pyplot as plt
+
         for name, fig in figs.items():
-            atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, dpi=110, format="png"))
-            figures[name] = _png_data_uri(fig)
+            png = _png_bytes(fig)
+            plt.close(fig)
+            atomic_write(out / name, lambda p, png=png: p.write_bytes(png))
+            figures[name] = "data:image/png;base64," + base64.b64encode(png).decode()
             files.append(name)
     write_text(out / "plan.html", html_report(res, figures))
     files.append("plan.html")
