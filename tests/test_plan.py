@@ -13,7 +13,8 @@ from sim.cli import main
 from sim.config import load_scenario, validate_scenario
 from sim.plan import plan
 from sim.plan.bounds import sample_mix
-from sim.plan.candidates import enumerate_candidates, tp_divides
+from sim.errors import ConfigError
+from sim.plan.candidates import enumerate_candidates, spill_options, tp_divides
 from sim.plan.report import winner_yaml, write_outputs
 from sim.plan.search import resolve_spec
 from sim.run import run_scenario
@@ -122,3 +123,21 @@ def test_cli_plan_and_a_bad_plan_field(tmp_path):
     assert "buy " in out.output and (tmp_path / "out" / "winner.yaml").exists()
     bad = CliRunner().invoke(main, ["plan", str(sc), "--set", "plan.gpus_per_node=[3]", "--no-report"])
     assert bad.exit_code == 2 and "plan.gpus_per_node" in bad.output and "Traceback" not in bad.output
+
+
+def test_spill_variants_when_the_scenario_has_an_api():
+    raw = _scenario(gpus=["L40S"], precisions=["bf16"], pricing=["on_demand"]).model_dump(mode="json")
+    raw["api"] = {"provider": "groq", "model": "llama-3.1-8b"}
+    sc = validate_scenario(raw, "test")
+    res = plan(sc, workers=1)
+    spills = {r["spill"] for r in res.rows}
+    assert spills == {"none", "predicted_ttft"}
+    spilled = next(e for e in res.evaluated if e.candidate.spill == "predicted_ttft")
+    assert spilled.scenario.spill is not None and spilled.scenario.spill.policy == "predicted_ttft"
+    plain = next(e for e in res.evaluated if e.candidate.spill == "none")
+    assert plain.scenario.spill is None
+    raw.pop("api")
+    no_api = validate_scenario(raw, "test")
+    assert spill_options(no_api, resolve_spec(no_api, {})) == ["none"]
+    with pytest.raises(ConfigError, match="api"):
+        spill_options(no_api, resolve_spec(no_api, {"spill": ["predicted_ttft"]}))

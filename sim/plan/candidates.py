@@ -7,7 +7,11 @@ A candidate is excluded, with the reason recorded, when
 * the tensor-parallel size exceeds the GPU's ``max_gpus_per_node`` or does not divide the model's attention
   heads (and its KV heads, or the KV heads divide it), as vLLM requires;
 * the model does not fit, or leaves KV room for fewer than ``plan.min_kv_requests`` mean requests;
-* its lone-request P95 TTFT, TPOT or E2E (:mod:`sim.plan.bounds`) already misses the SLO.
+* its lone-request P95 TTFT, TPOT or E2E (:mod:`sim.plan.bounds`) already misses the SLO (not for spill
+  variants: the hosted API takes what the fleet would serve too slowly).
+
+With an ``api`` in the scenario each point comes twice: the fleet alone, and the fleet spilling to the API when
+its predicted TTFT exceeds the target (``spill.policy: predicted_ttft``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Candidate:
     weights: str
     kv_cache: str
     max_num_seqs: int
+    spill: str = "none"  # or "predicted_ttft": spill to the scenario's api when the predicted TTFT is too long
     excluded: str | None = None  # why it cannot meet the SLO (or run) at any fleet size
     bounds: Bounds | None = None
     kv_capacity_tokens: int | None = None
@@ -40,11 +45,12 @@ class Candidate:
     @property
     def label(self) -> str:
         prec = self.weights if self.weights == self.kv_cache else f"{self.weights}/{self.kv_cache}"
-        return f"{self.gpu} ×{self.gpus_per_node} {prec} seqs {self.max_num_seqs}"
+        tail = " + API spill" if self.spill != "none" else ""
+        return f"{self.gpu} ×{self.gpus_per_node} {prec} seqs {self.max_num_seqs}{tail}"
 
     @property
-    def key(self) -> tuple[str, int, str, str, int]:
-        return (self.gpu, self.gpus_per_node, self.weights, self.kv_cache, self.max_num_seqs)
+    def key(self) -> tuple[str, int, str, str, int, str]:
+        return (self.gpu, self.gpus_per_node, self.weights, self.kv_cache, self.max_num_seqs, self.spill)
 
     def changes(self, scenario: Scenario) -> dict[str, Any]:
         """Dotted-path changes that turn ``scenario`` into this candidate (the stack is the GPU's own unless the
@@ -54,6 +60,10 @@ class Candidate:
                               "fleet.engine.max_num_seqs": self.max_num_seqs}
         if scenario.fleet.stack is not None and get_gpu(scenario.fleet.gpu).name != self.gpu:
             ch["fleet.stack"] = None
+        if self.spill == "none":
+            ch["spill"] = None
+        else:
+            ch["spill"] = {"policy": self.spill}
         return ch
 
 
@@ -68,12 +78,22 @@ def tp_divides(heads: int, kv_heads: int, tp: int) -> bool:
     return heads % tp == 0 and (kv_heads % tp == 0 or tp % kv_heads == 0)
 
 
+def spill_options(scenario: Scenario, spec: PlanSpec) -> list[str]:
+    """``plan.spill``, else the fleet alone plus predicted-TTFT spill when the scenario has an ``api``."""
+    if spec.spill is not None:
+        if "predicted_ttft" in spec.spill and scenario.api is None:
+            raise ConfigError(scenario.source, "plan.spill", "predicted_ttft spill needs an api section")
+        return list(dict.fromkeys(spec.spill))
+    return ["none", "predicted_ttft"] if scenario.api is not None else ["none"]
+
+
 def enumerate_candidates(scenario: Scenario, spec: PlanSpec, mix: MixSample) -> list[Candidate]:
     """Every candidate of the space, each either with its bounds or with the reason it is excluded."""
     model = get_model(scenario.fleet.model, scenario.source)
     names = spec.gpus or [g.name for g in unique(gpus())]
     gpu_specs = [get_gpu(n, scenario.source, "plan.gpus") for n in names]
     seqs = spec.max_num_seqs or [scenario.fleet.engine.max_num_seqs]
+    spills = spill_options(scenario, spec)
     eng = scenario.fleet.engine
     slo = scenario.slo
     out: list[Candidate] = []
@@ -81,8 +101,8 @@ def enumerate_candidates(scenario: Scenario, spec: PlanSpec, mix: MixSample) -> 
         for tp in spec.gpus_per_node:
             for prec in spec.precisions:
                 w, kv = split_precision(prec)
-                for n_seqs in seqs:
-                    c = Candidate(gpu.name, tp, w, kv, n_seqs)
+                for n_seqs, spill in ((n, sp) for n in seqs for sp in spills):
+                    c = Candidate(gpu.name, tp, w, kv, n_seqs, spill)
                     out.append(c)
                     if not supports(gpu, w):
                         c.excluded = f"{gpu.name} has no {w} tensor cores"
@@ -114,6 +134,8 @@ def enumerate_candidates(scenario: Scenario, spec: PlanSpec, mix: MixSample) -> 
                         continue
                     b = node_bounds(perf, mem, mix, n_seqs, eng.max_num_batched_tokens, slo.tpot_p95_s)
                     c.bounds = b
+                    if spill != "none":
+                        continue  # the API can take what the fleet would serve too slowly
                     for target, lone, name in ((slo.ttft_p95_s, b.ttft_lone_p95_s, "TTFT"),
                                                (slo.tpot_p95_s, b.tpot_lone_p95_s, "TPOT"),
                                                (slo.e2e_p95_s, b.e2e_lone_p95_s, "E2E")):

@@ -31,7 +31,8 @@ from ..energy import facility_power_w, usd_per_kwh
 from .pricing import HOURS_PER_MONTH, LABELS, fixed_usd_per_gpu_hour
 from .search import PlanResult
 
-TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "nodes", "gpus", "pricing",
+TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
+                 "nodes", "gpus", "pricing",
                  "usd_per_month", "usd_per_mtok_output", "slo_attainment", "ttft_p95_s", "tpot_p95_s",
                  "headroom", "avg_power_kw", "energy_kwh_per_day", "co2_kg_per_day", "seeds_met", "seeds",
                  "nodes_lower_bound"]
@@ -129,7 +130,16 @@ def api_usd_per_mtok_output(res: PlanResult) -> tuple[float, str] | None:
 
     sc = res.scenario
     if sc.api is not None:
-        entries = [find_api_model(sc.api.provider, sc.api.model, sc.source)]
+        a = sc.api
+        if a.provider is not None:
+            e = find_api_model(a.provider, a.model, sc.source)
+            pin = a.input_usd_per_mtok if a.input_usd_per_mtok is not None else e.input_usd_per_mtok
+            pout = a.output_usd_per_mtok if a.output_usd_per_mtok is not None else e.output_usd_per_mtok
+            name = f"{e.provider} {e.model}"
+        else:
+            pin, pout, name = a.input_usd_per_mtok or 0.0, a.output_usd_per_mtok or 0.0, "the scenario's api"
+        mi, mo = res.mix.mean_prompt, res.mix.mean_output
+        return (pin * mi + pout * mo) / mo, name
     else:
         entries = [e for e in catalogue() if sc.fleet.model in e.compatible_with]
     if not entries:
@@ -229,13 +239,15 @@ def format_text(res: PlanResult) -> str:
              f"({res.runs_computed} runs, {res.runs_reused} cached; {len(res.seeds)} seed(s); "
              f"{res.elapsed_s:,.0f} s wall)", ""]
     df = ranked_table(res)
-    header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<9}{'nodes':>6}{'GPUs':>5}  {'pricing':<24}{'$/month':>10}"
+    header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<13}{'nodes':>6}{'GPUs':>5}  {'pricing':<24}{'$/month':>10}"
               f"{'$/M out':>9}{'SLO att.':>9}{'TTFT95':>8}{'TPOT95':>8}{'headroom':>9}{'kW':>6}{'kgCO2/d':>9}")
     lines += [header, "  " + "─" * (len(header) - 2)]
     for r in df.to_dict(orient="records"):
         prec = r["weights"] if r["weights"] == r["kv_cache"] else f"{r['weights']}/{r['kv_cache']}"
+        if r.get("spill", "none") != "none":
+            prec += f" +API {100 * (r.get('api_request_share') or 0):.0f}%"
         lines.append(
-            f"  {r['rank']:>2} {r['gpu']:<14}{r['gpus_per_node']:>3} {prec:<9}{r['nodes']:>6}{r['gpus']:>5}  "
+            f"  {r['rank']:>2} {r['gpu']:<14}{r['gpus_per_node']:>3} {prec:<13}{r['nodes']:>6}{r['gpus']:>5}  "
             f"{LABELS[r['pricing']]:<24}{r['usd_per_month']:>10,.0f}{r['usd_per_mtok_output']:>9.2f}"
             f"{100 * r['slo_attainment']:>8.2f}%{1000 * r['ttft_p95_s']:>6.0f}ms{1000 * r['tpot_p95_s']:>6.1f}ms"
             f"{100 * r['headroom']:>8.0f}%{r['avg_power_kw']:>6.1f}{r['co2_kg_per_day']:>9.0f}")

@@ -121,9 +121,11 @@ class PlanResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def ranked(self) -> list[dict[str, Any]]:
-        """Every (simulated candidate, way to pay) row, those meeting the SLO first, cheapest per month first."""
-        return sorted(self.rows, key=lambda r: (not r["meets_slo"], r["usd_per_month"] if r["usd_per_month"]
-                                                 is not None else float("inf"), r["gpus"] or 0, r["candidate"]))
+        """Every (simulated candidate, way to pay) row, those meeting the SLO first, cheapest per month first
+        (ties: higher SLO attainment, then fewer GPUs)."""
+        return sorted(self.rows, key=lambda r: (
+            not r["meets_slo"], round(r["usd_per_month"], 2) if r["usd_per_month"] is not None else float("inf"),
+            -(r.get("slo_attainment") or 0.0), r["gpus"] or 0, r["candidate"]))
 
     @property
     def winner(self) -> dict[str, Any] | None:
@@ -141,8 +143,10 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
     n = sz.min_nodes
     base: dict[str, Any] = {"candidate": c.label, "gpu": c.gpu, "gpus_per_node": c.gpus_per_node,
                             "weights": c.weights, "kv_cache": c.kv_cache, "max_num_seqs": c.max_num_seqs,
+                            "spill": c.spill,
                             "nodes": n, "gpus": None if n is None else n * c.gpus_per_node,
-                            "nodes_lower_bound": c.bounds.min_nodes_lower(mean_rps) if c.bounds else None,
+                            "nodes_lower_bound": (None if c.bounds is None else
+                                                  1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)),
                             "meets_slo": n is not None}
     if n is None:
         return [base | {"pricing": p, "pricing_label": LABELS[p], "usd_per_month": None,
@@ -156,6 +160,7 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
         "ttft_p95_s": rep.mean("latency.ttft_s.p95"), "tpot_p95_s": rep.mean("latency.tpot_s.p95"),
         "e2e_p95_s": rep.mean("latency.e2e_s.p95"),
         "busy_fraction": rep.mean("utilisation.busy_fraction"),
+        "api_request_share": rep.mean("spill.request_share") or 0.0,
         "kv_fraction_p95": rep.mean("utilisation.kv_fraction_p95"),
         "headroom": None if cap is None else 1.0 - mean_rps / cap,
         "below_seeds_met": None if below is None else below.n_met,
@@ -259,8 +264,13 @@ def run_plan(
             * hours_per_month
 
     per_node = {c.key: node_lower_usd(c) for c in viable}
-    bounded = sorted(((per_node[c.key] * c.bounds.min_nodes_lower(mean_rps), c) for c in viable
-                      if c.bounds is not None), key=lambda t: (t[0], t[1].label))
+    def nodes_lower(c: Candidate) -> int:
+        """With spill the API can take any share of the load: one node is all that is certain."""
+        assert c.bounds is not None
+        return 1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)
+
+    bounded = sorted(((per_node[c.key] * nodes_lower(c), c) for c in viable if c.bounds is not None),
+                     key=lambda t: (t[0], t[1].label))
     seed_list = [scenario.seed + i for i in range(spec.seeds)]
     evaluated: list[Evaluated] = []
     skipped: list[tuple[Candidate, float, float]] = []
@@ -282,9 +292,9 @@ def run_plan(
         # simulated minimum for the candidates sized so far (a starting guess only; the bracket corrects it)
         cap = c.bounds.capacity_rps / (sorted(ratios)[len(ratios) // 2] if ratios else 1.0)
         gp = GoodputResult(cap, cap, 0.0, scenario.duration_s, seed_list)
-        say(f"[{i + 1}/{len(bounded)}] {c.label}: ≥ {c.bounds.min_nodes_lower(mean_rps)} node(s) by the bound, "
+        say(f"[{i + 1}/{len(bounded)}] {c.label}: ≥ {nodes_lower(c)} node(s) by the bound, "
             f"≥ ${lb:,.0f}/month; simulating")
-        unloaded = _unloaded_miss(cand_sc, c, seed_list, runner)
+        unloaded = _unloaded_miss(cand_sc, c, seed_list, runner) if c.spill == "none" else None
         if unloaded is not None:
             c.excluded = unloaded
             say(f"    {c.label}: {unloaded}")
@@ -297,7 +307,8 @@ def run_plan(
         if limit != float("inf"):
             max_n = max(1, min(max_n, math.ceil(limit / per_node[c.key]) - 1))
         sz = size_fleet(cand_sc, n_seeds=spec.seeds, rules=(), max_nodes=max_n, goodput=gp,
-                        runner=runner, progress=lambda m, c=c: say(f"    {c.label}: {m}"))
+                        runner=runner, progress=lambda m, c=c: None if m.startswith("goodput") else
+                        say(f"    {c.label}: {m}"))
         if sz.min_nodes is not None:
             ratios.append(sz.min_nodes / max(1.0, stats["peak_rps"] / c.bounds.capacity_rps))
         ev = Evaluated(c, cand_sc, sz, lb)

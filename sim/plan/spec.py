@@ -28,6 +28,9 @@ class PlanSpec(BaseModel):
                                   description="'P' (weights and KV cache) or 'W/KV', e.g. 'fp8/bf16'")
     max_num_seqs: list[int] | None = Field(None, description="engine batch limits (default: the scenario's)")
     pricing: list[PricingOption] = Field(list(PRICING_OPTIONS), min_length=1)
+    spill: list[Literal["none", "predicted_ttft"]] | None = Field(
+        None, description="fleet alone, and/or spilling to the scenario's api when the predicted TTFT exceeds the "
+        "target (default: both when the scenario has an api, else none)")
     reserved_1y_discount: float = Field(0.35, ge=0, lt=1)
     reserved_3y_discount: float = Field(0.50, ge=0, lt=1)
     seeds: int = Field(2, ge=1, description="replications per fleet size (common random numbers)")
