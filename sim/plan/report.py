@@ -204,7 +204,7 @@ def break_even_sentence(be: dict[str, Any] | None) -> str:
         return "no hosted API in the catalogue serves this model: no break-even against an API"
     parts = []
     bu = be["break_even_utilisation"]
-    api = f"{be['api']} at ${be['api_usd_per_mtok_output']:.2f}/M output tokens"
+    api = f"{be['api']} at ${be['api_usd_per_mtok_output']:.2f}/M output tokens, input included"
     if "owned" in bu:
         if bu["owned"] is None:
             parts.append(f"owning never beats the API ({api}) with this fleet, even at 100 % utilisation")
@@ -299,12 +299,18 @@ def plot_cost_vs_latency(res: PlanResult):  # noqa: ANN201
     win = res.winner
     for ax, key, target, name in ((axes[0], "ttft_p95_s", res.scenario.slo.ttft_p95_s, "P95 TTFT"),
                                   (axes[1], "tpot_p95_s", res.scenario.slo.tpot_p95_s, "P95 TPOT")):
-        for r in rows:
+        same_cost: dict[float, int] = {}  # labels of points at the same cost are stacked, not overlapped
+        for r in sorted(rows, key=lambda r: r[key]):
             is_win = win is not None and r["candidate"] == win["candidate"]
             ax.scatter(1000 * r[key], r["usd_per_month"], s=80 if is_win else 40, color="C2" if is_win else "C0",
                        edgecolor="k" if is_win else "none", zorder=3)
-            ax.annotate(f"{r['nodes']}×{r['gpus_per_node']} {r['gpu']} {r['weights']}", (1000 * r[key],
-                        r["usd_per_month"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
+            k = same_cost.get(round(r["usd_per_month"]), 0)
+            same_cost[round(r["usd_per_month"])] = k + 1
+            spill = " +API" if r.get("spill", "none") != "none" else ""
+            ax.annotate(f"{r['nodes']}×{r['gpus_per_node']} {r['gpu']} {r['weights']}{spill}",
+                        (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
+                        xytext=(6, 4 + 11 * k), fontsize=7,
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if k else None)
         if target is not None:
             ax.axvline(1000 * target, color="C3", ls="--", lw=1.2, label=f"SLO: {name} ≤ {1000 * target:g} ms")
             ax.legend(loc="upper right", fontsize=8)
@@ -337,7 +343,8 @@ def plot_break_even(res: PlanResult, be: dict[str, Any]):  # noqa: ANN201
             ax.scatter([100 * x], [be["api_usd_per_mtok_output"]], color=f"C{i}", zorder=4)
     if be.get("api_usd_per_mtok_output") is not None:
         ax.axhline(be["api_usd_per_mtok_output"], color="k", ls="--", lw=1.2,
-                   label=f"hosted API ({be['api']}): ${be['api_usd_per_mtok_output']:.2f}/M")
+                   label=f"hosted API ({be['api']}): ${be['api_usd_per_mtok_output']:.2f}/M output tokens "
+                         "(input included)")
         top = max(top, 3 * be["api_usd_per_mtok_output"])
     ax.axvline(100 * be["utilisation_today"], color="0.4", ls=":", lw=1.2, label="today's utilisation")
     ax.set_ylim(0, top)
