@@ -15,8 +15,8 @@ without it (e.g. a price quote with no run) the full draw ``power_kw_per_gpu`` i
 
 Reserved GPUs are paid for the whole period (``duration_s``) whether busy or idle, which is why cost per
 token falls as utilisation rises; on-demand and spot nodes are paid per second from their start request to
-their termination (clipped to the period). Cost per million tokens divides all cost in the period by the tokens of completed
-requests (``usd_per_mtok_output``: output tokens only; ``usd_per_mtok_total``: input + output).
+their termination (clipped to the period). Cost per million tokens divides all cost in the period by the tokens
+of completed requests (``usd_per_mtok_output``: output tokens only; ``usd_per_mtok_total``: input + output).
 """
 
 from __future__ import annotations

@@ -23,14 +23,14 @@ if TYPE_CHECKING:
 SECONDS_PER_DAY = 86_400.0
 
 
-def mean_tokens_per_request(traffic: "Traffic", base_dir: Path) -> tuple[float, float]:
+def mean_tokens_per_request(traffic: Traffic, base_dir: Path) -> tuple[float, float]:
     """Share-weighted mean (input, output) tokens per request of the traffic's classes."""
     from .traffic.classes import ClassMix
 
     return ClassMix(traffic.classes, base_dir, 16).mean_tokens()
 
 
-def demand_to_rate(traffic: "Traffic", base_dir: Path, source: str = "scenario") -> dict[str, float]:
+def demand_to_rate(traffic: Traffic, base_dir: Path, source: str = "scenario") -> dict[str, float]:
     """The mean request rate implied by ``output_tokens_per_day`` or ``tokens_per_day``, with the figures used:
     ``{rate_rps, <the given key>, mean_input_tokens, mean_output_tokens}``."""
     try:

@@ -30,7 +30,7 @@ def test_idle_fleet_draws_idle_power():
 
 
 def test_kwh_is_average_power_times_hours_and_co2_follows_the_grid_profile():
-    sc = make_scenario(**{"duration_s": 7200, "energy": {"grid_kg_co2_per_kwh_by_hour": [0.1] * 12 + [0.5] * 12}})
+    sc = make_scenario(duration_s=7200, energy={"grid_kg_co2_per_kwh_by_hour": [0.1] * 12 + [0.5] * 12})
     gpu = get_gpu("H100-SXM")
     ts = pd.DataFrame({"time_s": [1800.0, 5400.0], "nodes_up": [2, 2], "busy_fraction": [0.2, 0.8]})
     e = energy_section(sc, gpu, ts)
@@ -55,7 +55,7 @@ def test_owned_cost_depends_on_utilisation():
 
 
 def test_run_summary_has_an_energy_section():
-    s = run_scenario(make_scenario(**{"duration_s": 30})).summary
+    s = run_scenario(make_scenario(duration_s=30)).summary
     e = s["energy"]
     assert e["kwh"] > 0 and e["co2_kg"] > 0 and math.isclose(e["kwh"], e["avg_power_kw"] * 30 / 3600)
     lo = 2 * (idle_w(get_gpu("H100-SXM")) + 550) * 1.4 / 1000

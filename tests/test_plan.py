@@ -11,9 +11,9 @@ from scenarios import BASE
 
 from sim.cli import main
 from sim.config import load_scenario, validate_scenario
+from sim.errors import ConfigError
 from sim.plan import plan
 from sim.plan.bounds import sample_mix
-from sim.errors import ConfigError
 from sim.plan.candidates import enumerate_candidates, spill_options, tp_divides
 from sim.plan.report import winner_yaml, write_outputs
 from sim.plan.search import resolve_spec

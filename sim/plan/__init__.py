@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .search import PlanResult
 
 
-def plan(scenario: "Scenario", **options: Any) -> "PlanResult":
+def plan(scenario: Scenario, **options: Any) -> PlanResult:
     """Search the candidate space of ``scenario`` (its ``plan:`` section, overridden by ``options``: the keyword
     arguments of :func:`sim.plan.search.run_plan`) and return the ranked result."""
     from .search import run_plan

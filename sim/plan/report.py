@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,23 +63,28 @@ def why_not(res: PlanResult) -> list[dict[str, Any]]:
         label = ev.candidate.label
         if win is not None and label == win["candidate"]:
             continue
-        r = best_by_cand.get(label)
-        if r is None:
+        best = best_by_cand.get(label)
+        if best is None:
             reason = (f"no fleet of up to {ev.sizing.max_nodes} node(s) met the SLO in every seed"
                       + (" (larger fleets cost more than the ones found)" if ev.sizing.max_nodes < res.spec.max_nodes
                          else ""))
         elif win is not None:
-            d = r["usd_per_month"] - win["usd_per_month"]
-            reason = (f"{r['nodes']} node(s) × {r['gpus_per_node']} GPU ({r['pricing_label']}): "
-                      f"${r['usd_per_month']:,.0f}/month, ${d:,.0f} (+{100 * d / win['usd_per_month']:.0f} %) more")
+            d = best["usd_per_month"] - win["usd_per_month"]
+            reason = (f"{best['nodes']} node(s) × {best['gpus_per_node']} GPU ({best['pricing_label']}): "
+                      f"${best['usd_per_month']:,.0f}/month, ${d:,.0f} (+{100 * d / win['usd_per_month']:.0f} %) "
+                      "more")
+            if abs(d) < 0.005:
+                reason = (f"{best['nodes']} node(s) × {best['gpus_per_node']} GPU ({best['pricing_label']}): same "
+                          f"cost, lower SLO attainment ({100 * best['slo_attainment']:.2f} %)")
         else:
             reason = "simulated"
         out.append({"candidate": label, "stage": "simulated", "reason": reason,
-                    "usd_per_month": None if r is None else r["usd_per_month"]})
+                    "usd_per_month": None if best is None else best["usd_per_month"]})
     for c, lb, thr in res.skipped_by_bound:
+        n_lo = 1 if c.bounds is None or c.spill != "none" else c.bounds.min_nodes_lower(res.rate_stats["mean_rps"])
         out.append({"candidate": c.label, "stage": "cost bound",
-                    "reason": f"at least ${lb:,.0f}/month (≥ {c.bounds.min_nodes_lower(res.rate_stats['mean_rps'])}"
-                              f" node(s) even at full load) ≥ ${thr:,.0f}/month already found",
+                    "reason": f"at least ${lb:,.0f}/month (≥ {n_lo} node(s) even at full load) ≥ "
+                              f"${thr:,.0f}/month already found",
                     "usd_per_month": lb})
     for c in res.candidates:
         if c.excluded is not None:
@@ -358,7 +364,7 @@ def plot_break_even(res: PlanResult, be: dict[str, Any]):  # noqa: ANN201
 
 
 # --- HTML -----------------------------------------------------------------------------------------------------
-def _png_bytes(fig) -> bytes:  # noqa: ANN001
+def _png_bytes(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return buf.getvalue()
@@ -383,7 +389,7 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
         table_html = table_html.replace(f"<th>{k}</th>", f"<th>{esc(v)}</th>")
     why = pd.DataFrame(why_not(res))
     why_html = why.to_html(index=False, border=0, classes="t why", na_rep="",
-                           formatters={"usd_per_month": lambda v: "" if pd.isna(v) else f"{v:,.0f}"}) \
+                           formatters={"usd_per_month": _usd_or_blank}) \
         if len(why) else ""
     be = break_even(res)
     imgs = "".join(f'<figure><img src="{uri}" alt="{esc(name)}"><figcaption>{esc(name)}</figcaption></figure>'
@@ -393,7 +399,8 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 table.t{{border-collapse:collapse;font-size:13px}}table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd;
 text-align:right}}table.t td:first-child,table.t th:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;
-overflow-x:auto;font-size:12px}}img{{max-width:100%}}.scroll{{overflow-x:auto}}table.why td{{text-align:left}}.verdict{{font-size:1.1em;background:#eef7ee;padding:.8em}}</style>
+overflow-x:auto;font-size:12px}}img{{max-width:100%}}.scroll{{overflow-x:auto}}
+table.why td{{text-align:left}}.verdict{{font-size:1.1em;background:#eef7ee;padding:.8em}}</style>
 </head><body><h1>What should we buy? · {esc(res.scenario.name)}</h1>
 <p class="verdict">{esc(_verdict(res))}<br>{esc(break_even_sentence(be))}</p>
 <h2>Ranked: cheapest first, every row meets the SLO</h2><div class="scroll">{table_html}</div>
@@ -403,6 +410,10 @@ overflow-x:auto;font-size:12px}}img{{max-width:100%}}.scroll{{overflow-x:auto}}t
 <p>SLO attainment: share of requests meeting every target (rejected and failed requests count as misses).
 Headroom: 1 − mean rate ÷ the fleet's closed-form capacity bound. Energy: idle to TDP with the busy share, node
 overhead and PUE (sim/energy.py). Prices: see docs/plan.md.</p></body></html>"""
+
+
+def _usd_or_blank(v: Any) -> str:
+    return "" if v is None or v != v else f"{v:,.0f}"  # v != v: NaN
 
 
 def _verdict(res: PlanResult) -> str:
@@ -415,10 +426,8 @@ def _verdict(res: PlanResult) -> str:
             f"{100 * win['slo_attainment']:.2f} %.")
 
 
-def write_outputs(res: PlanResult, out_dir) -> list[str]:  # noqa: ANN001
+def write_outputs(res: PlanResult, out_dir: Path | str) -> list[str]:
     """plan.json, plan.csv (ranked), plan_rows.csv (all), winner.yaml, plan.txt, the two PNGs and plan.html."""
-    from pathlib import Path
-
     from ..io import atomic_write, write_csv, write_json, write_text
 
     out = Path(out_dir)
@@ -442,7 +451,10 @@ def write_outputs(res: PlanResult, out_dir) -> list[str]:  # noqa: ANN001
         for name, fig in figs.items():
             png = _png_bytes(fig)
             plt.close(fig)
-            atomic_write(out / name, lambda p, png=png: p.write_bytes(png))
+            def write_png(p: Path, png: bytes = png) -> None:
+                p.write_bytes(png)
+
+            atomic_write(out / name, write_png)
             figures[name] = "data:image/png;base64," + base64.b64encode(png).decode()
             files.append(name)
     write_text(out / "plan.html", html_report(res, figures))

@@ -24,9 +24,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..catalog import get_gpu
 from ..config import Scenario
@@ -171,8 +172,10 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
     rows = []
     for p in spec.pricing:
         priced = [price_summary(p, s, ev.scenario, gpu, spec) for s in rep.summaries]
-        mean = {k: sum(x[k] for x in priced) / len(priced) if all(x[k] is not None for x in priced) else None
-                for k in priced[0]}
+        mean: dict[str, float | None] = {}
+        for k in priced[0]:
+            vals = [x[k] for x in priced]
+            mean[k] = sum(v for v in vals if v is not None) / len(vals) if None not in vals else None
         rows.append(common | {"pricing": p, "pricing_label": LABELS[p], "usd_per_month": mean["usd_per_month"],
                               "usd_per_mtok_output": mean["usd_per_mtok_output"]})
     return rows
@@ -185,7 +188,7 @@ UNLOADED_LOAD = 0.02
 UNLOADED_REQUESTS = 1500
 
 
-def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: "CachedRunner") -> str | None:
+def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: CachedRunner) -> str | None:
     """Why ``c`` misses the SLO even on a nearly idle node (None when it does not): one node at
     :data:`UNLOADED_LOAD` of its capacity bound, constant rate, with the plan's seeds. A fleet of any size
     loads its nodes at least this lightly only when it is wastefully large, so a miss here means no fleet
@@ -306,9 +309,12 @@ def run_plan(
         max_n = min(spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
         if limit != float("inf"):
             max_n = max(1, min(max_n, math.ceil(limit / per_node[c.key]) - 1))
-        sz = size_fleet(cand_sc, n_seeds=spec.seeds, rules=(), max_nodes=max_n, goodput=gp,
-                        runner=runner, progress=lambda m, c=c: None if m.startswith("goodput") else
-                        say(f"    {c.label}: {m}"))
+        def fleet_progress(msg: str, label: str = c.label) -> None:
+            if not msg.startswith("goodput"):  # the capacity guess size_fleet reports as a "goodput"
+                say(f"    {label}: {msg}")
+
+        sz = size_fleet(cand_sc, n_seeds=spec.seeds, rules=(), max_nodes=max_n, goodput=gp, runner=runner,
+                        progress=fleet_progress)
         if sz.min_nodes is not None:
             ratios.append(sz.min_nodes / max(1.0, stats["peak_rps"] / c.bounds.capacity_rps))
         ev = Evaluated(c, cand_sc, sz, lb)

@@ -27,7 +27,7 @@ class PlanSpec(BaseModel):
     precisions: list[str] = Field(["bf16", "fp8"], min_length=1,
                                   description="'P' (weights and KV cache) or 'W/KV', e.g. 'fp8/bf16'")
     max_num_seqs: list[int] | None = Field(None, description="engine batch limits (default: the scenario's)")
-    pricing: list[PricingOption] = Field(list(PRICING_OPTIONS), min_length=1)
+    pricing: list[PricingOption] = Field(["on_demand", "reserved_1y", "reserved_3y", "owned"], min_length=1)
     spill: list[Literal["none", "predicted_ttft"]] | None = Field(
         None, description="fleet alone, and/or spilling to the scenario's api when the predicted TTFT exceeds the "
         "target (default: both when the scenario has an api, else none)")
