@@ -37,3 +37,17 @@ def test_exactly_one_demand(traffic):
 def test_set_override_replaces_the_other_demand_key():
     raw = apply_overrides(_raw(rate_rps=3.0), ["traffic.output_tokens_per_day=21600000"])
     assert validate_scenario(raw, "t").traffic.rate_rps == pytest.approx(1.0)
+
+
+def test_a_sweep_axis_over_tokens_per_day(tmp_path):
+    import yaml
+
+    from sim.sweep.experiment import load_experiment
+
+    base = {**BASE, "traffic": _raw(rate_rps=2.0)["traffic"]}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
+        "name": "d", "base": "base.yaml", "axes": {"traffic.output_tokens_per_day": [86_400 * 250.0, 86_400 * 500.0]},
+        "seeds": [1]}))
+    exp = load_experiment(tmp_path / "exp.yaml")
+    assert [p.scenario.traffic.rate_rps for p in exp.points] == pytest.approx([1.0, 2.0])
