@@ -30,7 +30,7 @@ from ..config import DEMAND_KEYS
 from ..cost import HOURS_PER_YEAR
 from ..energy import facility_power_w, usd_per_kwh
 from .pricing import HOURS_PER_MONTH, LABELS, fixed_usd_per_gpu_hour
-from .search import PlanResult
+from .search import SEARCH_SPAN, PlanResult
 
 TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
                  "nodes", "gpus", "pricing",
@@ -65,9 +65,10 @@ def why_not(res: PlanResult) -> list[dict[str, Any]]:
             continue
         best = best_by_cand.get(label)
         if best is None:
-            reason = (f"no fleet of up to {ev.sizing.max_nodes} node(s) met the SLO in every seed"
-                      + (" (larger fleets cost more than the ones found)" if ev.sizing.max_nodes < res.spec.max_nodes
-                         else ""))
+            reason = f"no fleet of up to {ev.sizing.max_nodes} node(s) met the SLO in every seed" + {
+                "cost": " (larger fleets cost more than the ones found)",
+                "span": f" (searched up to {SEARCH_SPAN}× the node count its capacity bound gives for the peak)",
+            }.get(ev.search_limit, "")
         elif win is not None:
             d = best["usd_per_month"] - win["usd_per_month"]
             reason = (f"{best['nodes']} node(s) × {best['gpus_per_node']} GPU ({best['pricing_label']}): "
@@ -374,7 +375,10 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
     """One self-contained HTML page (inline CSS, plots as data URIs)."""
     esc = html.escape
     table = ranked_table(res)
-    fmt = {"usd_per_month": "{:,.0f}".format, "usd_per_mtok_output": "{:.2f}".format,
+    if len(table) and (table["spill"] == "none").all():
+        table = table.drop(columns=["spill", "api_request_share"])
+    fmt = {"api_request_share": lambda v: f"{100 * v:.1f} %", "usd_per_month": "{:,.0f}".format,
+           "usd_per_mtok_output": "{:.2f}".format,
            "slo_attainment": lambda v: f"{100 * v:.2f} %", "ttft_p95_s": lambda v: f"{1000 * v:.0f} ms",
            "tpot_p95_s": lambda v: f"{1000 * v:.1f} ms", "headroom": lambda v: f"{100 * v:.0f} %",
            "avg_power_kw": "{:.1f}".format, "energy_kwh_per_day": "{:,.0f}".format,
@@ -382,7 +386,8 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
     heads = {"gpus_per_node": "GPUs/node", "max_num_seqs": "max seqs", "kv_cache": "KV", "usd_per_month": "$/month",
              "usd_per_mtok_output": "$/M out", "slo_attainment": "SLO attain.", "ttft_p95_s": "P95 TTFT",
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
-             "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)"}
+             "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
+             "api_request_share": "to API"}
     table_html = (table.to_html(index=False, formatters=fmt, border=0, classes="t")
                   if len(table) else "<p>none</p>")
     for k, v in heads.items():

@@ -98,6 +98,7 @@ class Evaluated:
     scenario: Scenario
     sizing: SizingResult
     lower_bound_usd_per_month: float
+    search_limit: str = "max_nodes"  # what capped the node search: "max_nodes", "span" or "cost"
 
     @property
     def min_nodes(self) -> int | None:
@@ -307,8 +308,9 @@ def run_plan(
         limit = threshold()
         peak_nodes = max(1, math.ceil(stats["peak_rps"] / c.bounds.capacity_rps))
         max_n = min(spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
-        if limit != float("inf"):
-            max_n = max(1, min(max_n, math.ceil(limit / per_node[c.key]) - 1))
+        why_limit = "max_nodes" if max_n == spec.max_nodes else "span"
+        if limit != float("inf") and math.ceil(limit / per_node[c.key]) - 1 < max_n:
+            max_n, why_limit = max(1, math.ceil(limit / per_node[c.key]) - 1), "cost"
         def fleet_progress(msg: str, label: str = c.label) -> None:
             if not msg.startswith("goodput"):  # the capacity guess size_fleet reports as a "goodput"
                 say(f"    {label}: {msg}")
@@ -317,7 +319,7 @@ def run_plan(
                         progress=fleet_progress)
         if sz.min_nodes is not None:
             ratios.append(sz.min_nodes / max(1.0, stats["peak_rps"] / c.bounds.capacity_rps))
-        ev = Evaluated(c, cand_sc, sz, lb)
+        ev = Evaluated(c, cand_sc, sz, lb, why_limit)
         evaluated.append(ev)
         new_rows = _rows(ev, spec, mean_rps)
         rows.extend(new_rows)
