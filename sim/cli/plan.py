@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,15 +38,38 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
             yield live
         return
     t0 = time.monotonic()
-    last = [-PROGRESS_EVERY_S]
+    last_print = [-PROGRESS_EVERY_S]
+    latest = [""]
+    shown = [True]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def emit(text: str) -> None:
+        now = time.monotonic() - t0
+        last_print[0] = now
+        click.echo(f"  [{now:5.0f} s] {text}", err=True)
 
     def lines(msg: str) -> None:
-        now = time.monotonic() - t0
-        if now - last[0] >= PROGRESS_EVERY_S:
-            last[0] = now
-            click.echo(f"  [{now:5.0f} s] {msg.strip()}", err=True)
+        with lock:
+            latest[0], shown[0] = msg.strip(), False
+            if time.monotonic() - t0 - last_print[0] >= PROGRESS_EVERY_S:
+                emit(latest[0])
+                shown[0] = True
 
-    yield lines
+    def heartbeat() -> None:  # a line every PROGRESS_EVERY_S even while one long simulation runs
+        while not stop.wait(PROGRESS_EVERY_S / 2):
+            with lock:
+                if latest[0] and time.monotonic() - t0 - last_print[0] >= PROGRESS_EVERY_S:
+                    emit(latest[0] if not shown[0] else f"simulating… (last: {latest[0]})")
+                    shown[0] = True
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        yield lines
+    finally:
+        stop.set()
+        beat.join()
 
 
 @click.command()
