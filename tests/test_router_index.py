@@ -54,6 +54,12 @@ CASES = {
         "fleet.on_demand": {"max_nodes": 3, "provision_s": 5.0, "model_load_s": 5.0},
         "fleet.autoscaler": {"policy": "queue", "interval_s": 5.0, "scale_up_queue": 1.0, "scale_down_queue": 0.1,
                              "scale_down_cooldown_s": 10.0}},
+    "client timeouts (queued and running requests withdrawn) and retries": {
+        "fleet.nodes": 3, "traffic.rate_rps": 40.0, "duration_s": 40,
+        "traffic.classes": [{"name": "chat", "share": 1.0,
+                             "input_tokens": {"dist": "lognormal", "median": 300, "p95": 1500, "max": 8000},
+                             "output_tokens": {"dist": "lognormal", "median": 100, "p95": 400, "max": 2000},
+                             "client": {"timeout_s": 3.0, "stream": False, "retries": 1}}]},
     "light load (idle nodes, ties at zero)": {"fleet.nodes": 5, "traffic.rate_rps": 2.0},
 }
 
