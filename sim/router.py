@@ -164,7 +164,7 @@ class LeastWork:
         entry, pos = self._entry, self._pos
         if len(self._exact) + len(self._falling) + len(self._floored) > 4 * len(pos) + 64:  # compact stale entries
             for name in ("_exact", "_falling", "_floored"):
-                heap = [e for e in getattr(self, name) if entry.get(e[1]) is e]
+                heap: list[tuple] = [e for e in getattr(self, name) if entry.get(e[1]) is e]  # type: ignore[misc]
                 heapq.heapify(heap)
                 setattr(self, name, heap)
             self._expiry = [x for x in self._expiry if entry.get(x[2][1]) is x[2]]
@@ -180,7 +180,7 @@ class LeastWork:
             if entry.get(e[1]) is e:
                 self._seq += 1
                 base = e[0] - e[5]
-                f = (base + self._rate * e[4], e[1], self._seq, e[3], e[7], base, e[4])
+                f: tuple = (base + self._rate * e[4], e[1], self._seq, e[3], e[7], base, e[4])
                 heapq.heappush(self._falling, f)
                 entry[e[1]] = f
         exact = self._exact
@@ -211,9 +211,9 @@ class LeastWork:
                     fresh.append((nid, e[3], bound))
                 else:  # even the work left at the end of its run cannot beat the best: its floor bounds it
                     self._seq += 1
-                    f = (e[4], nid, self._seq, e[3])
-                    heapq.heappush(self._floored, f)
-                    entry[nid] = f
+                    fl: tuple = (e[4], nid, self._seq, e[3])
+                    heapq.heappush(self._floored, fl)
+                    entry[nid] = fl
         floored = self._floored
         while floored:
             e = floored[0]

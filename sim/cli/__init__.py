@@ -36,6 +36,7 @@ SHORT_HELP: dict[str, str] = {
     "size": "How many nodes a scenario needs (simulated vs rules of thumb).",
     "sweep": "Run a grid of scenarios × seeds in parallel into one table.",
     "traffic": "Rate-over-time statistics of a traffic shape or trace.",
+    "plan": "The cheapest fleet meeting the SLO across GPUs, sizes, precision.",
 }
 
 
