@@ -1,0 +1,228 @@
+"""Result folders replaced all or nothing, one writer at a time.
+
+A command that writes a result folder ``OUT`` (``capsim run``, ``size``, ``compare``) writes every file into a
+sibling staging folder ``.OUT.tmp-<pid>/``, adds ``manifest.json`` (every file's size and SHA-256, one run id)
+and then swaps the staging folder in:
+
+* ``OUT`` absent: ``rename(staging, OUT)`` (atomic);
+* ``OUT`` present: Linux ``renameat2(RENAME_EXCHANGE)`` swaps the two folders in one atomic step, then the old
+  set (now under the staging name) is deleted. Where the exchange is not supported, ``OUT`` is first renamed
+  to ``.OUT.old-<pid>`` and the staging folder renamed in; a kill between the two renames leaves no ``OUT``,
+  and the next run (or :func:`recover`) renames the old set back.
+
+So after a kill at any instant ``OUT`` holds the complete old set or the complete new set. Leftover staging
+and old folders of dead processes are removed by the next command that writes there. A lock
+(``fcntl.flock`` on ``.OUT.lock`` beside the folder) makes a second concurrent writer fail at once with one
+line instead of mixing files. Files and folders follow the user's umask.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import CapsimError, FileError
+
+MANIFEST = "manifest.json"
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+# files a capsim command writes into a result folder: an existing folder holding anything else is not replaced
+_KNOWN_SUFFIXES = (".json", ".parquet", ".csv", ".png", ".html", ".txt", ".tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _names(out: Path) -> tuple[Path, Path, Path]:
+    """(lock file, staging prefix, old prefix) for result folder ``out``."""
+    parent, name = out.parent, out.name
+    return parent / f".{name}.lock", parent / f".{name}.tmp-", parent / f".{name}.old-"
+
+
+def _leftovers(out: Path) -> list[tuple[str, int, Path]]:
+    """Staging / old folders beside ``out``: (kind, pid, path)."""
+    found = []
+    pat = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)$")
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        m = pat.match(p.name)
+        if m:
+            found.append((m.group(1), int(m.group(2)), p))
+    return found
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete ``.<name>.<pid>[-…].tmp`` files in ``folder`` left by processes that are no longer running
+    (e.g. a killed ``capsim run --stream``); returns how many."""
+    n = 0
+    pat = re.compile(r"^\..+\.(\d+)(?:[-.][0-9a-z]+)?\.tmp$")
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        m = pat.match(p.name)
+        if m and not pid_alive(int(m.group(1))) and p.is_file():
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def recover(out: Path) -> None:
+    """Repair ``out`` after a killed writer: an old set renamed aside but not replaced is renamed back; staging
+    and old folders of dead processes are deleted; stale temporary files inside ``out`` are removed."""
+    out = Path(out)
+    for kind, pid, path in sorted(_leftovers(out), key=lambda x: x[0] != "old"):
+        if pid_alive(pid) and pid != os.getpid():
+            continue
+        if kind == "old" and not out.exists():
+            os.rename(path, out)  # the kill fell between the two renames of the fallback swap
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+    if out.is_dir():
+        remove_stale_temporaries(out)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name or not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is not a capsim result folder (or is the working folder)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileError(out, "exists and is not a folder")
+    cwd = Path.cwd().resolve()
+    real = out.resolve()
+    if real == cwd or real in cwd.parents:
+        raise FileError(out, "is the working folder (or contains it); give a result folder of its own")
+    if (out / MANIFEST).is_file():
+        return
+    foreign = [p.name for p in out.iterdir()
+               if not (p.is_file() and p.name.endswith(_KNOWN_SUFFIXES)) and p.name not in {"points", "requests"}]
+    if foreign:
+        raise FileError(out, f"exists and holds files capsim did not write (e.g. {sorted(foreign)[0]!r}); "
+                        "choose a new or empty folder")
+
+
+def write_manifest(folder: Path, run_id: str) -> dict:
+    """``manifest.json``: the run id and every file's size and SHA-256 (the complete set of one run)."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "sha256": h.hexdigest()}
+    manifest = {"run_id": run_id, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold the lock of result folder ``out``; a second holder fails with one line (FileError)."""
+    out = Path(out)
+    lock_path, _, _ = _names(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise FileError.from_os(exc, out.parent) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileError(out, "another capsim command is writing this folder right now (lock "
+                            f"{lock_path.name}); wait for it or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def result_folder(out: Path) -> Iterator[Path]:
+    """Yield a staging folder to write a complete result set into; on success it replaces ``out`` in one
+    atomic step (see the module docstring). On any exception (Ctrl-C, SIGTERM, disk full) the staging folder
+    is deleted and ``out`` is left as it was."""
+    out = Path(out)
+    with locked(out):
+        try:
+            recover(out)
+            _check_replaceable(out)
+        except OSError as exc:
+            raise FileError.from_os(exc, out) from None
+        _, tmp_prefix, old_prefix = _names(out)
+        staging = Path(f"{tmp_prefix}{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir()
+        except OSError as exc:
+            raise FileError.from_os(exc, out.parent) from None
+        try:
+            yield staging
+            write_manifest(staging, uuid.uuid4().hex)
+            _swap_in(staging, out, Path(f"{old_prefix}{os.getpid()}"))
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise FileError.from_os(exc, Path(exc.filename) if exc.filename else out) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def _swap_in(staging: Path, out: Path, old: Path) -> None:
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if _exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old set
+        return
+    os.rename(out, old)
+    os.rename(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
