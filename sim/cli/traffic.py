@@ -94,9 +94,15 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         else:
             raise ConfigError(source, "", "a YAML file here must be a shape (components:) or a scenario (traffic:)")
     elif path.is_file():
+        from ..traffic.traces import check_text
+
+        check_text(path)
         header = []
         if path.suffix.lower() == ".csv":
-            header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            try:
+                header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            except (ValueError, pd.errors.ParserError) as exc:
+                raise ConfigError(source, "", f"cannot read as CSV ({exc})") from None
         if "rate_rps" in header and ("window_start_s" in header or "time_s" in header):
             tcol = "window_start_s" if "window_start_s" in header else "time_s"
             df = pd.read_csv(path)

@@ -56,7 +56,7 @@ class Trace:
 
 
 # --- readers -------------------------------------------------------------------------------------------------
-def _check_text(path: Path, sniff_bytes: int = 65536) -> None:
+def check_text(path: Path, sniff_bytes: int = 65536) -> None:
     """A trace is text (CSV or JSON lines; ``.gz`` compressed is fine): a binary or non-UTF-8 file is one
     ConfigError line, not a parser traceback."""
     import codecs
@@ -68,6 +68,8 @@ def _check_text(path: Path, sniff_bytes: int = 65536) -> None:
             head = fh.read(sniff_bytes)
     except (OSError, EOFError) as exc:
         raise ConfigError(str(path), "", f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not head.strip():
+        raise ConfigError(str(path), "", "file is empty")
     if b"\0" in head:
         raise ConfigError(str(path), "", "is a binary file, expected a trace (CSV or JSON lines)")
     try:
@@ -236,7 +238,7 @@ def read_trace(path: Path | str, fmt: str = "auto", time_column: str | None = No
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(p), "", "file not found")
-    _check_text(p)
+    check_text(p)
     if fmt == "auto":
         fmt = detect_format(p)
     if fmt == "csv" and not (time_column and input_column and output_column):
