@@ -136,6 +136,9 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     sc = load_scenario(path, sets)
     if stream and no_report:
         raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
+    from ..simulation import build_node_model
+
+    build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
     est = estimate_scenario(sc, stream)
     if dry_run:
         click.echo(f"{sc.name}: {est.line()}")
