@@ -76,7 +76,7 @@ class _LazyGroup(click.Group):
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CapsimError as exc:

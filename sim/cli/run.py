@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..config import load_scenario
-from ..paths import default_scenario_path
+from ..paths import scenario_path
 
 
 def _progress_bar(enabled: bool):  # noqa: ANN202
@@ -131,7 +131,7 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     the same time fails with one line."""
     from ..estimate import estimate_scenario
 
-    path = scenario or default_scenario_path()
+    path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
     if stream and no_report:
