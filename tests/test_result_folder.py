@@ -246,9 +246,10 @@ def test_sigterm_stream_run_leaves_old_results_and_no_temporaries(tmp_path: Path
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     staging = tmp_path / f".out.tmp-{proc.pid}"
     deadline = time.time() + 30
-    while time.time() < deadline and not list(staging.glob(".requests.parquet.*.tmp")):
+    while time.time() < deadline and not staging.exists():
         time.sleep(0.05)
-    assert list(staging.glob(".requests.parquet.*.tmp")), "the streamed file should have been started"
+    assert staging.exists(), "the run should have started writing"
+    time.sleep(1.0)  # into the simulation (the streamed file starts after 65,536 requests on a fast machine)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err.strip().splitlines() == ["capsim: interrupted"], err
@@ -264,3 +265,23 @@ def test_file_error_names_path_and_problem() -> None:
     err = FileError.from_os(OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),
                             "/x/r.parquet")
     assert str(err) == "/x/r.parquet: no space left on device"
+
+
+def test_interrupted_stream_removes_its_temporary_file(tmp_path: Path) -> None:
+    """Ctrl-C / SIGTERM (a KeyboardInterrupt) while streaming: the partial Parquet file is removed."""
+    from scenarios import make_scenario
+
+    from sim.streaming import run_streaming
+
+    seen = []
+
+    def progress(t_s: float, duration_s: float) -> None:
+        seen.extend(tmp_path.glob(".requests.parquet.*.tmp"))
+        if seen:
+            raise KeyboardInterrupt
+
+    sc = make_scenario(**{"duration_s": 600, "traffic.rate_rps": 20.0})
+    with pytest.raises(KeyboardInterrupt):
+        run_streaming(sc, tmp_path / "requests.parquet", progress, chunk_rows=50)
+    assert seen, "the streamed file should have been started"
+    assert not list(tmp_path.iterdir())
