@@ -55,10 +55,9 @@ class FileError(CapsimError):
         return (type(self), (self.path, self.problem))
 
     @classmethod
-    def from_os(cls, exc: OSError, fallback: object = "") -> "FileError":
+    def from_os(cls, exc: OSError, fallback: object = "") -> FileError:
         """One line from an OSError: its path (or ``fallback``) and the problem in words."""
         import errno as _errno
-
         import re
 
         code = exc.errno

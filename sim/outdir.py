@@ -28,11 +28,11 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from .errors import CapsimError, FileError
+from .errors import FileError
 
 MANIFEST = "manifest.json"
 _RENAME_EXCHANGE = 2

@@ -234,7 +234,7 @@ def _intact(out: Path) -> None:
 def test_fault_creating_staging_folder(code: int, previous: Path, monkeypatch) -> None:
     real = Path.mkdir
 
-    def mkdir(self, *a, **k):  # noqa: ANN001, ANN202
+    def mkdir(self, *a, **k):
         if self.name.startswith(".out.tmp-"):
             raise OSError(code, os.strerror(code), str(self))
         return real(self, *a, **k)
@@ -249,7 +249,7 @@ def test_fault_creating_staging_folder(code: int, previous: Path, monkeypatch) -
 def test_fault_opening_lock(code: int, previous: Path, monkeypatch) -> None:
     real = os.open
 
-    def fake_open(path, *a, **k):  # noqa: ANN001, ANN202
+    def fake_open(path, *a, **k):
         if str(path).endswith(".lock"):
             raise OSError(code, os.strerror(code), str(path))
         return real(path, *a, **k)
@@ -263,7 +263,7 @@ def test_fault_opening_lock(code: int, previous: Path, monkeypatch) -> None:
 def test_fault_writing_a_file(code: int, previous: Path, monkeypatch) -> None:
     import sim.io
 
-    def fail_replace(src, dst):  # noqa: ANN001, ANN202
+    def fail_replace(src, dst):
         raise OSError(code, os.strerror(code), str(dst))
 
     monkeypatch.setattr(sim.io.os, "replace", fail_replace)
@@ -275,7 +275,7 @@ def test_fault_writing_a_file(code: int, previous: Path, monkeypatch) -> None:
 def test_disk_full_inside_pyarrow(previous: Path, monkeypatch) -> None:
     import pandas as pd
 
-    def full(self, path, *a, **k):  # noqa: ANN001, ANN202
+    def full(self, path, *a, **k):
         Path(path).write_bytes(b"partial")
         raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
 
@@ -287,7 +287,7 @@ def test_disk_full_inside_pyarrow(previous: Path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("code", [errno.EROFS])
 def test_fault_swapping_in(code: int, previous: Path, monkeypatch) -> None:
-    def fail(a, b):  # noqa: ANN001, ANN202
+    def fail(a, b):
         raise OSError(code, os.strerror(code), str(b))
 
     monkeypatch.setattr(outdir, "_exchange", fail)
@@ -301,7 +301,7 @@ def test_fault_in_sweep_folder(code: int, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     real = Path.mkdir
 
-    def mkdir(self, *a, **k):  # noqa: ANN001, ANN202
+    def mkdir(self, *a, **k):
         if self.name == "points":
             raise OSError(code, os.strerror(code), str(self))
         return real(self, *a, **k)

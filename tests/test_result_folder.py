@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -104,7 +105,7 @@ def test_fallback_swap_interrupted_between_renames_is_recovered(tmp_path: Path, 
     real_rename = os.rename
     calls = []
 
-    def dying_rename(src, dst):  # noqa: ANN001
+    def dying_rename(src, dst):
         calls.append((src, dst))
         if len(calls) == 2:
             raise KeyboardInterrupt  # stands in for SIGKILL between the renames (no cleanup runs after it)
@@ -112,9 +113,8 @@ def test_fallback_swap_interrupted_between_renames_is_recovered(tmp_path: Path, 
 
     monkeypatch.setattr(os, "rename", dying_rename)
     monkeypatch.setattr(outdir.shutil, "rmtree", lambda *a, **k: None)  # a killed process cleans nothing
-    with pytest.raises(KeyboardInterrupt):
-        with outdir.result_folder(out) as st:
-            (st / "a.json").write_text("new")
+    with pytest.raises(KeyboardInterrupt), outdir.result_folder(out) as st:
+        (st / "a.json").write_text("new")
     monkeypatch.undo()
     assert not out.exists()
     # pretend the leftovers belong to a dead process
@@ -123,8 +123,7 @@ def test_fallback_swap_interrupted_between_renames_is_recovered(tmp_path: Path, 
             p.rename(p.with_name(p.name.rsplit("-", 1)[0] + "-99999999"))
     outdir.recover(out)
     assert (out / "a.json").read_text() == "old" and complete_set(out)
-    assert [p.name for p in tmp_path.iterdir()] == [".out.lock", "out"] or \
-        sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
 
 
 def test_exchange_swap_keeps_folder_at_every_step(tmp_path: Path) -> None:
@@ -142,10 +141,9 @@ def test_failure_inside_leaves_old_set(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with outdir.result_folder(out) as st:
         (st / "summary.json").write_text("old")
-    with pytest.raises(RuntimeError):
-        with outdir.result_folder(out) as st:
-            (st / "summary.json").write_text("new")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), outdir.result_folder(out) as st:
+        (st / "summary.json").write_text("new")
+        raise RuntimeError("boom")
     assert (out / "summary.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
 
@@ -203,10 +201,8 @@ def test_files_follow_umask(tmp_path: Path, monkeypatch) -> None:
 def _children(pid: int) -> set[int]:
     kids: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             kids |= {int(x) for x in (task / "children").read_text().split()}
-        except OSError:
-            pass
     return kids
 
 

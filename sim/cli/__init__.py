@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
