@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ..config import (FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml,
                       validate_mapping)
 from ..errors import ConfigError
+from ..io import write_text
 
 FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
 
@@ -191,7 +192,7 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         header = (f"# Fitted by `capsim traffic {source} --fit-shape`: use with traffic.rate_rps: "
                   f"{fit.rate_rps:.6g}\n# deviance explained {fit.deviance_explained:.3f} over {fit.bins} bins; "
                   f"t = 0 is {tr.start_weekday} {tr.start_hour:g}:00\n")
-        Path(fit_shape).write_text(header + yaml.safe_dump(d, sort_keys=False))
+        write_text(Path(fit_shape), header + yaml.safe_dump(d, sort_keys=False))
         out["fit"] = {"file": fit_shape, "rate_rps": fit.rate_rps, "deviance_explained": fit.deviance_explained}
     if plot:
         plot_rate(series, stats, plot, f"{source}: {info['kind']}, {duration / 86400.0:.3g} days")
