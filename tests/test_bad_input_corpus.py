@@ -322,3 +322,33 @@ def test_out_parent_is_a_file(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "f").write_text("x")
     assert_one_line_exit_2(["run", *TINY, "--out", "f/out"])
+
+
+# --- the exit-code convention -------------------------------------------------------------------------------
+def test_bare_capsim_prints_help() -> None:
+    res = CliRunner().invoke(main, [])
+    assert res.exit_code == 0 and "Usage: " in res.stdout and "COMMAND" in res.stdout
+
+
+def test_interrupt_exits_130_and_keeps_previous_results(previous: Path, monkeypatch) -> None:
+    import sim.run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim.run, "run_scenario", interrupted)
+    res = CliRunner().invoke(main, ["run", *TINY, "--out", "out"])
+    assert res.exit_code == 130 and res.stderr.strip() == "capsim: interrupted"
+    _intact(previous)
+
+
+def test_internal_error_exits_1_with_traceback(previous: Path, monkeypatch) -> None:
+    import sim.run
+
+    def bug(*a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(sim.run, "run_scenario", bug)
+    res = CliRunner().invoke(main, ["run", *TINY, "--out", "out"])
+    assert res.exit_code == 1 and isinstance(res.exception, ZeroDivisionError)
+    _intact(previous)

@@ -60,6 +60,9 @@ class _LazyGroup(click.Group):
             previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `capsim` (or a group without arguments)
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else "")
+            sys.exit(0)
         except click.UsageError as exc:
             hint = f" (see capsim {exc.ctx.info_name} -h)" if exc.ctx is not None and exc.ctx.parent else \
                 " (see capsim -h)"
