@@ -56,7 +56,7 @@ class InProcessExecutor(Executor):
     def __init__(self) -> None:
         self._shutdown = False
 
-    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future:  # type: ignore[override]
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         fut: Future = Future()
