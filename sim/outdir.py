@@ -130,8 +130,8 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _check_replaceable(out: Path) -> None:
-    """Refuse to replace a folder that is not a capsim result folder (or is the working folder)."""
+def _check_target(out: Path) -> None:
+    """Refuse a path that is a file, or the working folder or one above it."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -140,6 +140,13 @@ def _check_replaceable(out: Path) -> None:
     real = out.resolve()
     if real == cwd or real in cwd.parents:
         raise FileError(out, "is the working folder (or contains it); give a result folder of its own")
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is not a capsim result folder (or is the working folder)."""
+    if not out.exists():
+        return
+    _check_target(out)
     if (out / MANIFEST).is_file():
         return
     foreign = [p.name for p in out.iterdir()
@@ -147,6 +154,14 @@ def _check_replaceable(out: Path) -> None:
     if foreign:
         raise FileError(out, f"exists and holds files capsim did not write (e.g. {sorted(foreign)[0]!r}); "
                         "choose a new or empty folder")
+
+
+def _absolute(out: Path) -> Path:
+    """``out`` as an absolute path without ``.``/``..`` parts (symlinks kept), so ``--out .`` has a name."""
+    path = Path(os.path.abspath(out))
+    if not path.name:
+        raise FileError(out, "is the root folder; give a result folder of its own")
+    return path
 
 
 def write_manifest(folder: Path, run_id: str) -> dict:
@@ -167,7 +182,7 @@ def write_manifest(folder: Path, run_id: str) -> dict:
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """Hold the lock of result folder ``out``; a second holder fails with one line (FileError)."""
-    out = Path(out)
+    out = _absolute(out)
     lock_path, _, _ = _names(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +205,11 @@ def result_folder(out: Path) -> Iterator[Path]:
     """Yield a staging folder to write a complete result set into; on success it replaces ``out`` in one
     atomic step (see the module docstring). On any exception (Ctrl-C, SIGTERM, disk full) the staging folder
     is deleted and ``out`` is left as it was."""
-    out = Path(out)
+    out = _absolute(out)
+    try:
+        _check_target(out)
+    except OSError as exc:
+        raise FileError.from_os(exc, out) from None
     with locked(out):
         try:
             recover(out)
