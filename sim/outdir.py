@@ -10,8 +10,11 @@ and then swaps the staging folder in:
   to ``.OUT.old-<pid>`` and the staging folder renamed in; a kill between the two renames leaves no ``OUT``,
   and the next run (or :func:`recover`) renames the old set back.
 
-So after a kill at any instant ``OUT`` holds the complete old set or the complete new set. Leftover staging
-and old folders of dead processes are removed by the next command that writes there. A lock
+So after a kill at any instant ``OUT`` holds the complete old set or the complete new set. Folders nested
+in ``OUT`` are not part of a set (other commands' results, e.g. ``out/size/`` beside ``capsim run``'s files in
+``out/``): they are moved into the new ``OUT`` after the swap (after a kill at that instant, by the next
+writer). Leftover staging and old folders of dead processes are removed by the next command that writes
+there. A lock
 (``fcntl.flock`` on ``.OUT.lock`` beside the folder) makes a second concurrent writer fail at once with one
 line instead of mixing files. Files and folders follow the user's umask.
 """
@@ -38,7 +41,7 @@ MANIFEST = "manifest.json"
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 # files a capsim command writes into a result folder: an existing folder holding anything else is not replaced
-_KNOWN_SUFFIXES = (".json", ".parquet", ".csv", ".png", ".html", ".txt", ".tmp")
+_KNOWN_SUFFIXES = (".json", ".parquet", ".csv", ".png", ".html", ".txt", ".yaml", ".tmp", ".lock")
 
 
 def pid_alive(pid: int) -> bool:
@@ -105,6 +108,9 @@ def recover(out: Path) -> None:
         if kind == "old" and not out.exists():
             os.rename(path, out)  # the kill fell between the two renames of the fallback swap
             continue
+        # a previous set whose nested folders were not carried over yet (a staged set has none)
+        if out.is_dir() and not _carry_over(path, out):
+            continue
         shutil.rmtree(path, ignore_errors=True)
     if out.is_dir():
         remove_stale_temporaries(out)
@@ -149,8 +155,7 @@ def _check_replaceable(out: Path) -> None:
     _check_target(out)
     if (out / MANIFEST).is_file():
         return
-    foreign = [p.name for p in out.iterdir()
-               if not (p.is_file() and p.name.endswith(_KNOWN_SUFFIXES)) and p.name not in {"points", "requests"}]
+    foreign = [p.name for p in out.iterdir() if not (p.is_dir() or p.name.endswith(_KNOWN_SUFFIXES))]
     if foreign:
         raise FileError(out, f"exists and holds files capsim did not write (e.g. {sorted(foreign)[0]!r}); "
                         "choose a new or empty folder")
@@ -226,22 +231,65 @@ def result_folder(out: Path) -> Iterator[Path]:
         try:
             yield staging
             write_manifest(staging, uuid.uuid4().hex)
-            _swap_in(staging, out, Path(f"{old_prefix}{os.getpid()}"))
+            previous = _swap_in(staging, out, Path(f"{old_prefix}{os.getpid()}"))
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise FileError.from_os(exc, Path(exc.filename) if exc.filename else out) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        _discard_previous(previous, out)
 
 
-def _swap_in(staging: Path, out: Path, old: Path) -> None:
+def _swap_in(staging: Path, out: Path, old: Path) -> Path | None:
+    """Put the complete set ``staging`` in place of ``out``; return where the previous set now is (or None)."""
     if not out.exists():
         os.rename(staging, out)
-        return
+        return None
     if _exchange(staging, out):
-        shutil.rmtree(staging, ignore_errors=True)  # now the old set
-        return
+        return staging  # now holds the previous set
     os.rename(out, old)
     os.rename(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
+    return old
+
+
+def _carry_over(previous: Path, out: Path) -> bool:
+    """Move folders nested in the previous set (other commands' results, e.g. ``out/size/`` or
+    ``out/sweeps/``: never part of a set) into the new ``out``, merging entry by entry where the new ``out``
+    already has one (its entries win). Returns whether everything was carried."""
+    ok = True
+    for entry in list(previous.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        target = out / entry.name
+        try:
+            if not target.exists():
+                os.rename(entry, target)
+            elif target.is_dir():
+                ok = _merge(entry, target) and ok
+        except OSError:
+            ok = False
+    return ok
+
+
+def _merge(src: Path, dst: Path) -> bool:
+    ok = True
+    for entry in list(src.iterdir()):
+        target = dst / entry.name
+        try:
+            if not target.exists():
+                os.rename(entry, target)
+            elif entry.is_dir() and target.is_dir() and not entry.is_symlink():
+                ok = _merge(entry, target) and ok
+        except OSError:
+            ok = False
+    return ok
+
+
+def _discard_previous(previous: Path | None, out: Path) -> None:
+    """After the swap: carry nested folders over, then delete the previous set (kept if carrying failed; the
+    next writer retries)."""
+    if previous is None:
+        return
+    if _carry_over(previous, out):
+        shutil.rmtree(previous, ignore_errors=True)

@@ -281,3 +281,29 @@ def test_interrupted_stream_removes_its_temporary_file(tmp_path: Path) -> None:
         run_streaming(sc, tmp_path / "requests.parquet", progress, chunk_rows=50)
     assert seen, "the streamed file should have been started"
     assert not list(tmp_path.iterdir())
+
+
+def test_nested_result_folders_are_carried_over(tmp_path: Path, monkeypatch) -> None:
+    """`capsim size` writes out/size/ and `capsim run` writes out/: replacing out keeps out/size, also when
+    the writer is killed right after the swap (the next writer carries it over)."""
+    out = tmp_path / "out"
+    with outdir.result_folder(out) as st:
+        (st / "summary.json").write_text("one")
+    with outdir.result_folder(out / "size") as st:
+        (st / "sizing.json").write_text("sized")
+    (out / "sweeps" / "x" / "points").mkdir(parents=True)
+    (out / "sweeps" / "x" / "points" / "k.json").write_text("point")
+    with outdir.result_folder(out) as st:
+        (st / "summary.json").write_text("two")
+    assert (out / "summary.json").read_text() == "two"
+    assert (out / "size" / "sizing.json").read_text() == "sized" and complete_set(out / "size")
+    assert (out / "sweeps" / "x" / "points" / "k.json").read_text() == "point"
+    monkeypatch.setattr(outdir, "_discard_previous", lambda previous, out: None)  # killed right after the swap
+    with outdir.result_folder(out) as st:
+        (st / "summary.json").write_text("three")
+    monkeypatch.undo()
+    assert (out / "summary.json").read_text() == "three" and not (out / "size").exists()
+    outdir.recover(out)
+    assert (out / "size" / "sizing.json").read_text() == "sized"
+    assert (out / "sweeps" / "x" / "points" / "k.json").read_text() == "point"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
