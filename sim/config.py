@@ -353,7 +353,8 @@ class Traffic(Strict):
     shape the rate is constant — or a replayed ``trace`` (``rate_rps``, if given, rescales it to that mean
     rate). Demand may instead be stated as ``output_tokens_per_day`` or ``tokens_per_day`` (input + output):
     :func:`validate_scenario` converts it to ``rate_rps`` (see :mod:`sim.demand`). Simulated time 0 is
-    ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and weekly curves). Arrivals are split over ``classes`` by share (shares must sum to 1, within 1e-6)."""
+    ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and weekly curves). Arrivals are
+    split over ``classes`` by share (shares must sum to 1, within 1e-6)."""
 
     rate_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
     output_tokens_per_day: float | None = Field(None, gt=0, description="demand as output tokens per day; "
