@@ -55,7 +55,7 @@ class _Indexable(_HasWork, Protocol):
 
 _INF = float("inf")
 # below this many nodes a plain scan is as fast as the index (measured: benchmarks/engine_speed.py)
-INDEX_MIN_NODES = 32
+INDEX_MIN_NODES = 48
 
 
 class LeastWork:
