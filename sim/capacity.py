@@ -4,15 +4,15 @@ Steady-state model of one continuously batching node (the engine's own step-time
 For a mix with mean prompt ``I`` tokens (``I_new`` of them not served from the prefix cache) and mean output
 ``O`` tokens, a node running ``B`` sequences emits ``B`` output tokens per step and, to keep ``B`` sequences
 running, admits ``B / O`` new requests per step, i.e. ``B·I_new/O`` prefill tokens per step. One step then
-computes ``T = B·(1 + I_new/O)`` tokens over ``C = B·(I + O/2)`` context tokens (a sequence holds on average its
-prompt and half its output), and takes ``t = step_s(T, A, C)`` with ``A = C + (B/O)·pairs(I_new)`` attention
+computes ``T = B·(1 + I_new/O)`` tokens over ``C = B·H`` context tokens, ``H = Σ O·(I + O/2) / Σ O`` over the
+mix (a sequence holds its prompt and on average half its output; long outputs stay longer in the batch), and takes ``t = step_s(T, A, C)`` with ``A = C + (B/O)·pairs(I_new)`` attention
 pairs. The node sustains ``X(B) = (B/O) / t(B)`` requests/s, which grows with ``B`` (weights are read once per
 step), so the sustainable rate is ``X`` at the largest ``B`` the engine allows — the *binding concurrency
 limit*, the smallest of
 
 * ``max_num_seqs``                                   → ``batch_limit``
 * ``max_num_batched_tokens / (1 + I_new/O)``         → ``batch_limit`` (token budget per step)
-* ``kv_capacity_tokens / (I + O/2)``                 → ``kv_cache``
+* ``kv_capacity_tokens / H``                         → ``kv_cache``
 
 ``load_factor`` = offered requests/s ÷ (mean nodes up × ``X``): about 1 at saturation, above 1 overloaded.
 At the binding limit the step is compute-bound (→ ``compute``), or memory-bound with the KV reads costing
@@ -49,14 +49,17 @@ class NodeCapacity:
     resource: str  # what limits throughput at that batch: compute | memory_bandwidth | kv_cache | batch_limit
 
 
-def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_cached: float) -> NodeCapacity:
+def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_cached: float,
+                  held_per_seq: float | None = None) -> NodeCapacity:
     """:class:`NodeCapacity` of one node of ``node_model`` (:class:`sim.simulation.NodeModel`) for a mix with
-    these mean token counts per request."""
+    these mean token counts per request; ``held_per_seq``: mean context a running sequence holds (default
+    ``I + O/2``; a mix passes the output-weighted mean ``Σ O·(I + O/2) / Σ O``, since long outputs stay longer
+    in the batch)."""
     perf, eng = node_model.perf, node_model.engine
     i = max(float(mean_input), 1.0)
     o = max(float(mean_output), 1.0)
     i_new = max(i - float(mean_cached), 1.0)
-    held = i + o / 2.0
+    held = float(held_per_seq) if held_per_seq else i + o / 2.0
     limits = {
         "batch_limit": float(eng.max_num_seqs),
         "batch_tokens": eng.max_num_batched_tokens / (1.0 + i_new / o),
@@ -84,13 +87,13 @@ def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_c
 
 
 def load_section(node_model: Any, offered_rps: float, nodes_up_mean: float, mean_input: float,
-                 mean_output: float, mean_cached: float, kv_fill_p95: float | None,
+                 mean_output: float, mean_cached: float, held_per_seq: float | None, kv_fill_p95: float | None,
                  batch_fill_p95: float | None) -> dict[str, Any]:
     """``utilisation.load_factor``, ``bottleneck`` and the capacity they come from (summary keys)."""
     if offered_rps <= 0 or nodes_up_mean <= 0:
         return {"load_factor": None, "bottleneck": "none", "capacity_requests_per_s": None,
                 "capacity_per_node_requests_per_s": None, "limit_at_saturation": None}
-    cap = node_capacity(node_model, mean_input, mean_output, mean_cached)
+    cap = node_capacity(node_model, mean_input, mean_output, mean_cached, held_per_seq)
     fleet_rps = cap.requests_per_s * nodes_up_mean
     load = offered_rps / fleet_rps
     bottleneck = "none"
