@@ -253,6 +253,11 @@ def class_met(sc: Any, name: str, row: dict[str, Any], targets: dict[str, dict[s
     return bool(met and (att is None or att >= sc.slo.attainment_target))
 
 
+def fleet_offered(df: pd.DataFrame) -> np.ndarray:
+    """Rows that offered work to the fleet: not rejected as impossible, not served by the hosted API."""
+    return ((df["status"] != "rejected") & (df["served_by"] != "api")).to_numpy()
+
+
 def _mix_means(df: pd.DataFrame) -> tuple[float, float, float, float]:
     """The offered mix (all arrivals): mean input, output and cached tokens, and the output-weighted mean
     context a running sequence holds, Σ O·(I + O/2) / Σ O (see :mod:`sim.capacity`)."""
@@ -304,7 +309,8 @@ def throughput_from_counts(duration_s: float, arrived: int, arrived_output: int,
 def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
                         mix: tuple[float, float, float, float]) -> dict[str, Any]:
     """``utilisation.*`` over the samples of the arrival window: load factor and bottleneck
-    (:mod:`sim.capacity`), MFU / MBU, KV and batch fill, and the step-busy fraction."""
+    (:mod:`sim.capacity`) for ``offered_rps`` (requests the fleet could serve and did not hand to the API) of
+    ``mix``, MFU / MBU, KV and batch fill, and the step-busy fraction."""
     def col(name: str) -> np.ndarray:
         return ts[name].to_numpy(dtype=float) if len(ts) and name in ts else np.array([])
 
@@ -382,8 +388,11 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
     n_nodes = sc.fleet.nodes
     nm = result.node_model
-    util = utilisation_section(ts, result, thr["offered_requests_per_s"], _mix_means(df))
-    overload = overload_section(fleet_ts, sc.warmup_s, duration, thr["offered_requests_per_s"],
+    # the fleet's load: requests it could serve (not rejected as impossible) and did not hand to the API
+    to_fleet = fleet_offered(df)
+    util = utilisation_section(ts, result, to_fleet.sum() / duration, _mix_means(df[to_fleet]))
+    admissible_rps = (counts["arrived"] - counts["rejected"]) / duration
+    overload = overload_section(fleet_ts, sc.warmup_s, duration, admissible_rps,
                                 thr["served_requests_per_s"], util["nodes_up_mean"])
     # SLO: every arrived interactive request after warm-up counts; only served ones within targets meet it
     cls = window["class"].astype(str).to_numpy()

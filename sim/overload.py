@@ -7,7 +7,8 @@ Over the arrival window (after warm-up), with ``threshold = max(10, 2 × mean no
 * ``since_s``: the start of the stretch above ``threshold`` that reaches the end of the window (when growing),
   else of the first stretch above it lasting at least ``min(300 s, 10 % of the window)``; None if none.
 * ``overloaded``: the queue is growing, or the fleet served less than 95 % of the offered requests while
-  traffic arrived, or the queue stayed above ``threshold`` for a stretch as above (e.g. a peak hour).
+  traffic arrived (of the arrivals it could serve: rejected ones are not counted as offered), or the queue
+  stayed above ``threshold`` for a stretch as above (e.g. a peak hour).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Scenario
-from .metrics import (PCTS, _class_targets, _clean, class_met, mix_from_sums, percentile_checks, requests_table,
+from .metrics import (PCTS, _class_targets, _clean, class_met, fleet_offered, mix_from_sums, percentile_checks, requests_table,
                       slo_section, summarize, throughput_from_counts, timeseries_tables, utilisation_section)
 from .overload import overload_section
 from .slo import meets_targets
@@ -256,12 +256,13 @@ class StreamingCollector:
         n["fleet_in_window"] += int(flt.sum())
         n["fleet_input_in_window"] += int(inp[flt].sum())
         n["fleet_output_in_window"] += int(outp[flt].sum())
-        n["mix_rows"] += len(df)
-        n["mix_input"] += int(inp.sum())
-        n["mix_output"] += int(outp.sum())
-        n["mix_cached"] += int(df["cached_tokens"].sum())
-        o = outp.astype(float)
-        n["mix_held"] += float((o * (inp + o / 2.0)).sum())
+        fo = fleet_offered(df)
+        n["mix_rows"] += int(fo.sum())
+        n["mix_input"] += int(inp[fo].sum())
+        n["mix_output"] += int(outp[fo].sum())
+        n["mix_cached"] += int(df["cached_tokens"].to_numpy()[fo].sum())
+        o = outp[fo].astype(float)
+        n["mix_held"] += float((o * (inp[fo] + o / 2.0)).sum())
         if self._deadline_s:
             deadlines = df["class"].astype(str).map(self._deadline_s).astype(float).to_numpy()
             with np.errstate(invalid="ignore"):
@@ -366,8 +367,10 @@ class StreamingCollector:
         thr = base["throughput"]
         ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
         mix = mix_from_sums(n["mix_rows"], n["mix_input"], n["mix_output"], n["mix_cached"], n["mix_held"])
-        base["utilisation"] = utilisation_section(ts, result, thr["offered_requests_per_s"], mix)
-        base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, thr["offered_requests_per_s"],
+        rejected = base["requests"]["rejected"]
+        # requests still in flight were offered to the fleet too (their tokens are not known here)
+        base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight) / duration, mix)
+        base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, (arrived - rejected) / duration,
                                             thr["served_requests_per_s"], base["utilisation"]["nodes_up_mean"])
         # SLO: requests still in flight at the end miss (their class and arrival time are not known here, so they
         # count in the overall attainment only, not per class or window)

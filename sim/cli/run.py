@@ -43,6 +43,54 @@ def _progress_bar(enabled: bool):  # noqa: ANN202
     return update, stop
 
 
+def _pct(v: float | None, digits: int = 0) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def load_line(u: dict) -> str:
+    """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary."""
+    lf = u.get("load_factor")
+    if lf is None:
+        return "no traffic"
+    cap = u.get("capacity_per_node_requests_per_s")
+    head = f"load factor {lf:.2f} of what this fleet sustains for this mix"
+    if cap:
+        head += f" ({cap:.1f} req/s per node)"
+    if lf < 1:
+        head += f", headroom ×{1 / lf:.1f}" if lf > 0 else ""
+    else:
+        head += ", OVER capacity"
+    bn = u.get("bottleneck") or "none"
+    limit = u.get("limit_at_saturation")
+    tail = f"bottleneck {bn.replace('_', ' ')}" + (f" (at saturation: {limit.replace('_', ' ')})"
+                                                    if bn == "none" and limit else "")
+    return f"{head}; {tail}"
+
+
+def overload_line(summary: dict) -> str:
+    """One line: is the queue growing, since when, peak queue, served vs offered."""
+    o, thr = summary.get("overload") or {}, summary["throughput"]
+    served, offered = thr.get("served_requests_per_s", 0.0), thr.get("offered_requests_per_s", 0.0)
+    if not o.get("overloaded"):
+        return f"none (peak queue {o.get('peak_queue', 0):,})"
+    what = "queue growing" if o.get("queue_growing") else "queue built up"
+    since = o.get("since_s")
+    when = f" since {since:,.0f} s" if since is not None else ""
+    return (f"OVERLOADED: {what}{when}, peak {o.get('peak_queue', 0):,} queued at {o.get('peak_queue_at_s') or 0:,.0f} s; "
+            f"served {served:.2f} of {offered:.2f} req/s offered")
+
+
+def slo_line(slo: dict) -> str:
+    """Attainment vs target, worst window, P95 targets, verdict."""
+    parts = [f"attainment {_pct(slo['attainment'], 1)} (target {_pct(slo.get('attainment_target'), 0)})"]
+    w = slo.get("worst_window")
+    if w is not None and len(slo.get("windows") or []) > 1:
+        parts.append(f"worst {slo.get('window_s', 3600) / 3600:g} h window {_pct(w['attainment'], 1)} at "
+                     f"{w['start_s']:,.0f} s")
+    parts.append("P95 targets " + ("met" if slo.get("percentile_targets_met", slo["met"]) else "MISSED"))
+    return ", ".join(parts) + (" → SLO met" if slo["met"] else " → SLO MISSED")
+
+
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
     r, lat, thr, u, slo, c = (summary[k] for k in ("requests", "latency", "throughput", "utilisation", "slo", "cost"))
     f = summary["fleet"]
@@ -50,20 +98,23 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     def ms(v: float | None) -> str:
         return "–" if v is None else f"{1000 * v:,.0f} ms"
 
+    extra = "".join(f", {r[k]:,} {k.replace('_', ' ')}" for k in ("timed_out",) if r.get(k))
     lines = [
         f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
+        f"  load       {load_line(u)}",
         f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
-        f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight",
+        f"{r['spilled']:,} spilled{extra}, {r['in_flight']:,} in flight",
         f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
         f"  TPOT       P50 {ms(lat['tpot_s']['p50'])}  P95 {ms(lat['tpot_s']['p95'])}  P99 {ms(lat['tpot_s']['p99'])}",
         f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",
-        f"  throughput {thr['requests_per_s']:.2f} req/s, {thr['output_tokens_per_s']:,.0f} output tok/s, "
-        f"{thr['input_tokens_per_s']:,.0f} input tok/s",
-        f"  GPUs       busy {100 * (u['busy_fraction'] or 0):.0f}%, mean batch "
-        f"{(u.get('running_seqs_mean') or 0) / max(u.get('nodes_up_mean') or f['nodes'], 1):.0f} sequences/node, "
-        f"KV cache mean {100 * (u['kv_fraction_mean'] or 0):.0f}% (P95 {100 * (u['kv_fraction_p95'] or 0):.0f}%)",
-        f"  SLO        attainment {100 * (slo['attainment'] or 0):.1f}%, P95 targets "
-        + ("met" if slo["met"] else "MISSED"),
+        f"  throughput {thr['offered_requests_per_s']:.2f} req/s offered, {thr['served_requests_per_s']:.2f} served "
+        f"({thr['served_output_tokens_per_s']:,.0f} output tok/s)",
+        f"  overload   {overload_line(summary)}",
+        f"  GPUs       MFU {_pct(u.get('mfu_mean'))} (P95 {_pct(u.get('mfu_p95'))}), MBU {_pct(u.get('mbu_mean'))} "
+        f"(P95 {_pct(u.get('mbu_p95'))}), KV cache {_pct(u['kv_fraction_mean'])} (P95 {_pct(u['kv_fraction_p95'])}), "
+        f"mean batch {(u.get('running_seqs_mean') or 0) / max(u.get('nodes_up_mean') or f['nodes'], 1):.0f}/node, "
+        f"steps running {_pct(u['busy_fraction'])} of the time",
+        f"  SLO        {slo_line(slo)}",
         f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
         f"(${c['usd_per_gpu_hour']:.2f}/GPU-h, {c['pricing_mode']}) → "
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
@@ -102,7 +153,7 @@ def _overload_hint(summary: dict) -> str:
     if r["rejected"]:
         return (f"{r['rejected']:,} requests can never fit a node (context or KV cache too small): "
                 "raise fleet.engine.max_model_len, gpus_per_node or use FP8 KV")
-    if kv_p95 > 0.95 or queue > 1.0:
+    if (summary.get("overload") or {}).get("overloaded") or kv_p95 > 0.95 or queue > 1.0:
         return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
                 "average): `capsim size` finds the node count that meets the SLO")
     return "latency misses its targets without saturation: check the SLO, max_num_batched_tokens (long " \
