@@ -253,6 +253,12 @@ def class_met(sc: Any, name: str, row: dict[str, Any], targets: dict[str, dict[s
     return bool(met and (att is None or att >= sc.slo.attainment_target))
 
 
+def admissible_rps(df: pd.DataFrame, warmup_s: float, duration_s: float) -> float:
+    """Requests per second arriving in the measurement window that the fleet could serve (not rejected)."""
+    a, b = measurement_window(warmup_s, duration_s)
+    return float(((df["arrival_s"] >= a) & (df["status"] != "rejected")).sum()) / (b - a)
+
+
 def fleet_offered(df: pd.DataFrame) -> np.ndarray:
     """Rows that offered work to the fleet: not rejected as impossible, not served by the hosted API."""
     return ((df["status"] != "rejected") & (df["served_by"] != "api")).to_numpy()
@@ -277,32 +283,42 @@ def mix_from_sums(n: int, input_sum: float, output_sum: float, cached_sum: float
     return input_sum / n, output_sum / n, cached_sum / n, held_weighted_sum / output_sum if output_sum else 0.0
 
 
-def throughput_section(df: pd.DataFrame, duration_s: float) -> dict[str, float]:
-    """``throughput.*``: offered (every arrival) and served (completed on the fleet or by the API while
-    traffic arrived, i.e. finished within ``[0, duration_s]``) per second of ``duration_s``. The unprefixed
-    keys are the fleet's own completions in that window (what it actually sustained)."""
+def measurement_window(warmup_s: float, duration_s: float) -> tuple[float, float]:
+    """``[warmup_s, duration_s]`` (the whole ``[0, duration_s]`` when the warm-up covers it): where throughput
+    is measured. Starting after warm-up keeps the fill-up of an empty fleet out of the served rate."""
+    return (warmup_s, duration_s) if warmup_s < duration_s else (0.0, duration_s)
+
+
+def throughput_section(df: pd.DataFrame, warmup_s: float, duration_s: float) -> dict[str, float]:
+    """``throughput.*`` over the measurement window ``[a, b]`` (:func:`measurement_window`): offered = requests
+    arriving in it, served = requests completed in it (on the fleet or by the API), per second of ``b − a``.
+    The unprefixed keys are the fleet's own completions in the window (what it actually sustained)."""
+    a, b = measurement_window(warmup_s, duration_s)
     status = df["status"].astype(str).to_numpy()
-    finish = (df["arrival_s"] + df["e2e_s"]).to_numpy(dtype=float)
+    arrival = df["arrival_s"].to_numpy(dtype=float)
+    finish = arrival + df["e2e_s"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
-        in_window = finish <= duration_s + 1e-9
-    served = np.isin(status, ("completed", "spilled")) & in_window
-    fleet = (status == "completed") & in_window
+        done_in = (finish >= a) & (finish <= b + 1e-9)
+    arrived_in = arrival >= a
+    served = np.isin(status, ("completed", "spilled")) & done_in
+    fleet = (status == "completed") & done_in
     inp, outp = df["input_tokens"].to_numpy(), df["output_tokens"].to_numpy()
-    return throughput_from_counts(duration_s, len(df), int(outp.sum()), int(served.sum()), int(outp[served].sum()),
-                                  int(fleet.sum()), int(inp[fleet].sum()), int(outp[fleet].sum()))
+    return throughput_from_counts(b - a, int(arrived_in.sum()), int(outp[arrived_in].sum()), int(served.sum()),
+                                  int(outp[served].sum()), int(fleet.sum()), int(inp[fleet].sum()),
+                                  int(outp[fleet].sum()))
 
 
-def throughput_from_counts(duration_s: float, arrived: int, arrived_output: int, served: int, served_output: int,
+def throughput_from_counts(window_s: float, arrived: int, arrived_output: int, served: int, served_output: int,
                            fleet: int, fleet_input: int, fleet_output: int) -> dict[str, float]:
-    """The ``throughput`` section from counts (shared by the in-memory and the streamed summary)."""
+    """The ``throughput`` section from counts in the measurement window (shared with the streamed summary)."""
     return {
-        "offered_requests_per_s": arrived / duration_s,
-        "offered_output_tokens_per_s": arrived_output / duration_s,
-        "served_requests_per_s": served / duration_s,
-        "served_output_tokens_per_s": served_output / duration_s,
-        "requests_per_s": fleet / duration_s,
-        "input_tokens_per_s": fleet_input / duration_s,
-        "output_tokens_per_s": fleet_output / duration_s,
+        "offered_requests_per_s": arrived / window_s,
+        "offered_output_tokens_per_s": arrived_output / window_s,
+        "served_requests_per_s": served / window_s,
+        "served_output_tokens_per_s": served_output / window_s,
+        "requests_per_s": fleet / window_s,
+        "input_tokens_per_s": fleet_input / window_s,
+        "output_tokens_per_s": fleet_output / window_s,
     }
 
 
@@ -383,7 +399,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         "e2e_s": _stats(done["e2e_s"].to_numpy()),
         "queue_wait_s": _stats(done["queue_wait_s"].to_numpy()),
     }
-    thr = throughput_section(df, duration)
+    thr = throughput_section(df, sc.warmup_s, duration)
     # utilisation over the arrival window
     ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
     n_nodes = sc.fleet.nodes
@@ -391,8 +407,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     # the fleet's load: requests it could serve (not rejected as impossible) and did not hand to the API
     to_fleet = fleet_offered(df)
     util = utilisation_section(ts, result, to_fleet.sum() / duration, _mix_means(df[to_fleet]))
-    admissible_rps = (counts["arrived"] - counts["rejected"]) / duration
-    overload = overload_section(fleet_ts, sc.warmup_s, duration, admissible_rps,
+    overload = overload_section(fleet_ts, sc.warmup_s, duration, admissible_rps(df, sc.warmup_s, duration),
                                 thr["served_requests_per_s"], util["nodes_up_mean"])
     # SLO: every arrived interactive request after warm-up counts; only served ones within targets meet it
     cls = window["class"].astype(str).to_numpy()

@@ -6,8 +6,8 @@ Over the arrival window (after warm-up), with ``threshold = max(10, 2 × mean no
   least-squares line through the last quarter of the window rises.
 * ``since_s``: the start of the stretch above ``threshold`` that reaches the end of the window (when growing),
   else of the first stretch above it lasting at least ``min(300 s, 10 % of the window)``; None if none.
-* ``overloaded``: the queue is growing, or the fleet served less than 95 % of the offered requests while
-  traffic arrived (of the arrivals it could serve: rejected ones are not counted as offered), or the queue
+* ``overloaded``: the queue is growing, or the fleet served less than 90 % of the offered requests in the
+  measurement window (of the arrivals it could serve: rejected ones are not counted as offered), or the queue
   stayed above ``threshold`` for a stretch as above (e.g. a peak hour).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SERVED_SHARE_MIN = 0.95
+SERVED_SHARE_MIN = 0.9
 
 
 def _stretches(above: np.ndarray) -> list[tuple[int, int]]:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Scenario
-from .metrics import (PCTS, _class_targets, _clean, class_met, fleet_offered, mix_from_sums, percentile_checks, requests_table,
+from .metrics import (PCTS, _class_targets, _clean, class_met, fleet_offered, measurement_window, mix_from_sums, percentile_checks, requests_table,
                       slo_section, summarize, throughput_from_counts, timeseries_tables, utilisation_section)
 from .overload import overload_section
 from .slo import meets_targets
@@ -164,7 +164,7 @@ class StreamingCollector:
                     "batch_deadline_met", "batch_finished", "api_rows", "api_tokens", "all_tokens",
                     "slo_window_rows", "seen_output_tokens", "served_in_window", "served_output_in_window",
                     "fleet_in_window", "fleet_input_in_window", "fleet_output_in_window", "mix_rows", "mix_input",
-                    "mix_output", "mix_cached")
+                    "mix_output", "mix_cached", "seen_in_window", "rejected_in_window")
     #: per-window P95s use coarser histograms (±1.2 %) so a week of hourly windows stays small
     WINDOW_BINS_PER_DECADE = 100
 
@@ -245,12 +245,16 @@ class StreamingCollector:
             n[f"class.{name}.arrived"] += int(in_win.sum())
             n[f"class.{name}.ok"] += int(ok[in_win].sum())
         self._reduce_windows(arrival[window], ok, served[window], col["ttft_s"][window], col["tpot_s"][window])
-        # offered mix and served-in-window throughput (see sim.metrics.throughput_section)
+        # offered mix and throughput in the measurement window (see sim.metrics.throughput_section)
+        a, b = measurement_window(sc.warmup_s, sc.duration_s)
         finish = arrival + col["e2e_s"]
         with np.errstate(invalid="ignore"):
-            in_dur = finish <= sc.duration_s + 1e-9
+            in_dur = (finish >= a) & (finish <= b + 1e-9)
         srv, flt = served & in_dur, completed & in_dur
-        n["seen_output_tokens"] += int(outp.sum())
+        arrived_in = arrival >= a
+        n["seen_in_window"] += int(arrived_in.sum())
+        n["rejected_in_window"] += int((arrived_in & (status == "rejected")).sum())
+        n["seen_output_tokens"] += int(outp[arrived_in].sum())
         n["served_in_window"] += int(srv.sum())
         n["served_output_in_window"] += int(outp[srv].sum())
         n["fleet_in_window"] += int(flt.sum())
@@ -360,17 +364,19 @@ class StreamingCollector:
         base["latency"] = lat
         arrived = base["requests"]["arrived"]
         in_flight = base["requests"]["in_flight"]
-        # in-flight requests never reach the collector: their output tokens are missing from the offered mix
+        # in-flight requests never reach the collector: they count as offered in the measurement window (they
+        # arrived late), but their output tokens are missing from the offered tokens
+        a, b = measurement_window(sc.warmup_s, duration)
         base["throughput"] = throughput_from_counts(
-            duration, arrived, n["seen_output_tokens"], n["served_in_window"], n["served_output_in_window"],
-            n["fleet_in_window"], n["fleet_input_in_window"], n["fleet_output_in_window"])
+            b - a, n["seen_in_window"] + in_flight, n["seen_output_tokens"], n["served_in_window"],
+            n["served_output_in_window"], n["fleet_in_window"], n["fleet_input_in_window"], n["fleet_output_in_window"])
         thr = base["throughput"]
         ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
         mix = mix_from_sums(n["mix_rows"], n["mix_input"], n["mix_output"], n["mix_cached"], n["mix_held"])
-        rejected = base["requests"]["rejected"]
         # requests still in flight were offered to the fleet too (their tokens are not known here)
         base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight) / duration, mix)
-        base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, (arrived - rejected) / duration,
+        admissible = (n["seen_in_window"] - n["rejected_in_window"] + in_flight) / (b - a)
+        base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, admissible,
                                             thr["served_requests_per_s"], base["utilisation"]["nodes_up_mean"])
         # SLO: requests still in flight at the end miss (their class and arrival time are not known here, so they
         # count in the overall attainment only, not per class or window)
