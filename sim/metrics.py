@@ -447,6 +447,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             "scenario": sc.name,
             "seed": sc.seed,
             "duration_s": duration,
+            "warmup_s": sc.warmup_s,
             "simulated_end_s": result.end_s,
             "requests": counts,
             "latency": lat,
