@@ -32,16 +32,21 @@ def _fmt(v: object, kind: str) -> str:
         return f"{100 * v:.1f}%"
     if kind == "s":
         return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    if kind == "x":
+        return f"{v:.2f}"
+    if kind == "met":  # share of seeds meeting the SLO
+        return "yes" if v >= 1 else "no" if v <= 0 else f"{100 * v:.0f}% of seeds"
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 COLS = [
     ("strategy", "strategy", ""), ("fleet_nodes", "nodes", ""), ("total_usd", "total $", "usd"),
-    ("usd_per_mtok", "$/M tok", "usdm"), ("self_host_usd", "self-host $", "usd"), ("api_usd", "API $", "usd"),
+    ("usd_per_mtok_output", "$/M out tok", "usdm"), ("usd_per_mtok", "$/M in+out tok", "usdm"),
+    ("self_host_usd", "self-host $", "usd"), ("api_usd", "API $", "usd"),
     ("spill_request_share", "spill req", "pct"), ("spill_token_share", "spill tok", "pct"),
     ("ttft_p50_s", "TTFT p50", "s"), ("ttft_p95_s", "p95", "s"), ("ttft_p99_s", "p99", "s"),
     ("e2e_p50_s", "E2E p50", "s"), ("e2e_p95_s", "p95", "s"), ("e2e_p99_s", "p99", "s"),
-    ("slo_attainment", "SLO", "pct"), ("gpu_busy_fraction", "GPU busy", "pct"),
+    ("slo_attainment", "SLO attain", "pct"), ("slo_met", "SLO met", "met"), ("load_factor", "load", "x"),
     ("api_rate_limited", "429s", ""), ("api_retries", "retries", ""), ("failed", "failed", ""),
 ]
 
@@ -65,8 +70,12 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
     """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill."""
     from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
 
+    from ..progress import Progress
+
     exp, runs = load_experiment(experiment, list(overrides), seed, n_seeds)
-    results = run_experiment(runs, workers, scheduler)
+    with Progress("capsim compare", "runs") as bar:  # a bar on a terminal, else a line on stderr every ~10 s
+        bar.update(0, sum(len(r.scenarios) for r in runs))
+        results = run_experiment(runs, workers, scheduler, progress=bar.update)
     df = comparison_table(runs, results)
     target = out_dir or Path("out") / exp.name
     if not no_files:
@@ -102,7 +111,8 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
         table.add_row(*cells)
     console = Console(width=220)
     console.print(table)
-    console.print("* on the cost / P95-latency Pareto front (TTFT or E2E)")
+    console.print("* on the cost / P95-latency Pareto front (TTFT or E2E) among the strategies that meet the SLO; "
+                  "load: offered work ÷ what the fleet sustains")
     if not no_files:
         console.print(f"files: {target}/compare.csv, " + ("compare_seeds.csv, " if multi else "")
                       + "compare.json, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 
 import click
@@ -12,36 +10,6 @@ import click
 from ..config import load_scenario
 from ..headline import load_line, overload_line, pct as _pct, slo_line
 from ..paths import default_scenario_path
-
-
-def _progress_bar(enabled: bool):  # noqa: ANN202
-    """A rich progress bar over simulated time, shown only on a terminal and only after 2 s of wall time."""
-    if not enabled:
-        return None, lambda: None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"), TimeRemainingColumn(),
-        transient=True, console=None,
-    )
-    state = {"task": None, "t0": time.perf_counter(), "started": False}
-
-    def update(t_s: float, duration_s: float) -> None:
-        if not state["started"]:
-            if time.perf_counter() - state["t0"] < 2.0:
-                return
-            bar.start()
-            state["task"] = bar.add_task("sim", total=duration_s, t="")
-            state["started"] = True
-        done = min(t_s, duration_s)
-        label = f"{t_s:,.0f} s simulated" + (" (draining)" if t_s > duration_s else "")
-        bar.update(state["task"], completed=done, t=label)
-
-    def stop() -> None:
-        if state["started"]:
-            bar.stop()
-
-    return update, stop
 
 
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
@@ -133,7 +101,10 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     sc = load_scenario(path, sets)
     from ..run import run_scenario, run_streamed, write_outputs
 
-    update, stop = _progress_bar(sys.stderr.isatty() and not as_json)
+    from ..progress import Progress
+
+    bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
+    update, stop = bar.sim_time, bar.close
     try:
         if stream:
             if no_report:
