@@ -17,6 +17,10 @@ def load_line(u: dict) -> str:
     head = f"load factor {lf:.2f} of what this fleet sustains for this mix"
     if cap:
         head += f" ({cap:.1f} req/s per node)"
+    peak = u.get("load_factor_peak")
+    if peak is not None and peak > 1.1 * lf:
+        head += f", {peak:.2f} in the busiest 10 minutes"
+        lf = peak
     if lf < 1:
         head += f", headroom ×{1 / lf:.1f}" if lf > 0 else ""
     else:

@@ -341,6 +341,7 @@ def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
     load = load_section(result.node_model, offered_rps, nodes_up or 0.0, *mix, p95(kv), p95(fill))
     return {
         **load,
+        "load_factor_peak": _peak_load(ts, offered_rps, load.get("capacity_per_node_requests_per_s")),
         "mfu_mean": mean(mfu), "mfu_p95": p95(mfu), "mbu_mean": mean(mbu), "mbu_p95": p95(mbu),
         "kv_fraction_mean": mean(kv), "kv_fraction_p95": p95(kv),
         "batch_fill_mean": mean(fill), "batch_fill_p95": p95(fill),
@@ -349,6 +350,28 @@ def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
         "running_seqs_mean": mean(col("running_seqs")),
         "nodes_up_mean": nodes_up,
     }
+
+
+PEAK_WINDOW_S = 600.0
+
+
+def _peak_load(ts: pd.DataFrame, offered_rps: float, cap_per_node: float | None) -> float | None:
+    """Load factor of the busiest 10-minute window (arrivals then, scaled to the share the fleet serves, ÷ the
+    capacity of the nodes up then); the whole run when it is shorter."""
+    if not cap_per_node or len(ts) == 0 or "arrival_rate_rps" not in ts:
+        return None
+    arr = ts["arrival_rate_rps"].to_numpy(dtype=float)
+    up = ts["nodes_up"].to_numpy(dtype=float)
+    if arr.mean() <= 0:
+        return None
+    dt = float(np.median(np.diff(ts["time_s"].to_numpy()))) if len(ts) > 1 else 1.0
+    win = int(min(len(arr), max(1, round(PEAK_WINDOW_S / dt))))
+    kernel = np.ones(win) / win
+    arr_w, up_w = np.convolve(arr, kernel, "valid"), np.convolve(up, kernel, "valid")
+    share = offered_rps / arr.mean()  # not rejected, not sent to the API
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lf = np.where(up_w > 0, arr_w * share / (cap_per_node * up_w), np.nan)
+    return float(np.nanmax(lf)) if np.isfinite(lf).any() else None
 
 
 def percentile_checks(slo: Any, lat: dict[str, Any]) -> dict[str, Any]:
