@@ -8,7 +8,7 @@ def pct(v: float | None, digits: int = 0) -> str:
     return "–" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def load_line(u: dict) -> str:
+def load_line(u: dict, overloaded: bool = False) -> str:
     """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary."""
     lf = u.get("load_factor")
     if lf is None:
@@ -21,10 +21,12 @@ def load_line(u: dict) -> str:
     if peak is not None and peak > 1.1 * lf:
         head += f", {peak:.2f} in the busiest 10 minutes"
         lf = peak
-    if lf < 1:
-        head += f", headroom ×{1 / lf:.1f}" if lf > 0 else ""
-    else:
+    if lf >= 1:
         head += ", OVER capacity"
+    elif overloaded:
+        head += ", yet the queue builds up: no headroom left"
+    elif lf > 0:
+        head += f", headroom ×{1 / lf:.1f}"
     bn = u.get("bottleneck") or "none"
     limit = u.get("limit_at_saturation")
     tail = f"bottleneck {bn.replace('_', ' ')}" + (f" (at saturation: {limit.replace('_', ' ')})"

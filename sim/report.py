@@ -296,8 +296,8 @@ def _headline_html(summary: dict[str, Any]) -> str:
 
     slo = summary["slo"]
     over = (summary.get("overload") or {}).get("overloaded")
-    lines = [("Capacity", load_line(summary["utilisation"]), "warn" if (summary["utilisation"].get("load_factor")
-                                                                         or 0) >= 1 else ""),
+    lines = [("Capacity", load_line(summary["utilisation"], bool(over)),
+              "warn" if over or (summary["utilisation"].get("load_factor") or 0) >= 1 else ""),
              ("Overload", overload_line(summary), "bad" if over else ""),
              ("SLO", slo_line(slo), "good" if slo["met"] else "bad")]
     return "<div class='headline'>" + "".join(

@@ -899,9 +899,9 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
     att = 100 * pts["slo_attainment"].astype(float)
     ax2.plot(pts["nodes"], att, color="C2", lw=1.5, label="SLO attainment")
     met = pts["meets_slo"].astype(bool).to_numpy()
-    ax2.scatter(pts["nodes"][met], att[met], color="C2", zorder=3, label="meets every P95 target (all seeds)")
+    ax2.scatter(pts["nodes"][met], att[met], color="C2", zorder=3, label="meets the SLO (all seeds)")
     ax2.scatter(pts["nodes"][~met], att[~met], facecolor="white", edgecolor="C3", zorder=3,
-                label="misses a P95 target (some seed)")
+                label="misses the SLO (some seed)")
     ax2.set_ylabel("SLO attainment (% of requests meeting every target)", color="C2")
     ax2.tick_params(axis="y", colors="C2")
     ax2.set_ylim(min(90.0, float(np.nanmin(att)) - 2 if len(att) else 90.0), 100.5)
@@ -926,6 +926,7 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
 
     h1.append(Line2D([], [], color="C1", ls="--"))
     l1.append("node count a rule gives")
-    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8,
+              frameon=False)  # below the axes: never over the data
     ax.set_title("Fleet size: cost and SLO attainment (mean over seeds), sizing rules marked")
     return fig

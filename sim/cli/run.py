@@ -22,7 +22,7 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     extra = "".join(f", {r[k]:,} {k.replace('_', ' ')}" for k in ("timed_out",) if r.get(k))
     lines = [
         f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
-        f"  load       {load_line(u)}",
+        f"  load       {load_line(u, bool((summary.get('overload') or {}).get('overloaded')))}",
         f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
         f"{r['spilled']:,} spilled{extra}, {r['in_flight']:,} in flight",
         f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
