@@ -247,6 +247,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("slo_attainment", "slo.attainment"),
     ("slo_met", "slo.met"),
     ("load_factor", "utilisation.load_factor"),
+    ("load_factor_peak", "utilisation.load_factor_peak"),
     ("mfu", "utilisation.mfu_mean"),
     ("gpu_busy_fraction", "utilisation.busy_fraction"),
     ("arrived", "requests.arrived"),
@@ -353,11 +354,13 @@ def _err_bars(values: np.ndarray, half: pd.Series) -> np.ndarray:
 
 def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:  # noqa: ANN001
     """Annotate each point with its text at the first of a ring of offsets (growing radius) where the label
-    overlaps neither an earlier label nor any point (greedy, in display space); returns the annotations."""
+    stays inside the axes and overlaps neither an earlier label nor any point (greedy, in display space);
+    returns the annotations."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     pts = ax.transData.transform(np.column_stack([xs, ys]))
+    frame = ax.get_window_extent(renderer)  # labels stay inside the axes
     taken: list = []
     out = []
     dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -372,7 +375,8 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize:
                                   fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center",
                                   va="bottom" if dy > 0 else "top" if dy < 0 else "center", **leader)
                 bb = ann.get_window_extent(renderer).expanded(1.05, 1.15)
-                if not (any(bb.overlaps(t) for t in taken) or any(bb.contains(qx, qy) for qx, qy in pts)):
+                inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0 and bb.y1 <= frame.y1)
+                if inside and not (any(bb.overlaps(t) for t in taken) or any(bb.contains(qx, qy) for qx, qy in pts)):
                     chosen = ann
                     break
                 ann.remove()
@@ -397,7 +401,7 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
 
     plt = _plt()
     slo = slo or {}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True, sharey=True)
     goal = 100 * attainment_target
     norm = TwoSlopeNorm(vmin=0.0, vcenter=min(max(goal, 1.0), 99.0), vmax=100.0)
     meets = df["slo_met"].to_numpy(float) >= 1.0 - 1e-9 if "slo_met" in df else np.ones(len(df), bool)
@@ -425,12 +429,10 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
             ax.axvspan(target, max(float(np.nanmax(df[col])) * 10, target * 10), color="C3", alpha=0.06)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-            axis.set_minor_formatter(NullFormatter())
+
         ax.set_xlabel(f"{title} (s, log scale)")
-        ax.set_ylabel("total cost for the period (USD, log scale)")
+        if ax is axes[0]:
+            ax.set_ylabel("total cost for the period (USD, log scale)")
         ax.set_title(f"Cost vs {title}")
         ax.grid(True, alpha=0.3, which="both")
         xs = df[col].to_numpy(float)
@@ -442,13 +444,21 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
         ys = df["total_usd"].to_numpy(float)
         if np.isfinite(ys).any():
             ax.set_ylim(np.nanmin(ys) / 1.6, np.nanmax(ys) * 1.6)
+        for axis, (lo_v, hi_v) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            decades = np.log10(max(hi_v, 1e-12) / max(lo_v, 1e-12))
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2.2 else (1.0,)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8, ncol=2, frameon=False)
-        place_labels(ax, xs, ys, [str(v) for v in df["strategy"]])
     cb = fig.colorbar(sc, ax=axes, label="SLO attainment (% of all requests)",
                       shrink=0.8)
     ticks = sorted({0.0, 25.0, 50.0, 75.0, goal, 100.0})
     cb.set_ticks(ticks, labels=[f"{t:g} (target)" if t == goal else f"{t:g}" for t in ticks])
     cb.ax.axhline(goal, color="k", lw=1.5)
+    fig.canvas.draw()  # settle the layout (colorbar, legends) before placing labels in display space
+    fig.set_layout_engine("none")
+    for ax, col in ((axes[0], "ttft_p95_s"), (axes[1], "e2e_p95_s")):
+        place_labels(ax, df[col].to_numpy(float), df["total_usd"].to_numpy(float), [str(v) for v in df["strategy"]])
     return fig
 
 

@@ -323,7 +323,7 @@ def throughput_from_counts(window_s: float, arrived: int, arrived_output: int, s
 
 
 def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
-                        mix: tuple[float, float, float, float]) -> dict[str, Any]:
+                        mix: tuple[float, float, float, float], admissible_share: float = 1.0) -> dict[str, Any]:
     """``utilisation.*`` over the samples of the arrival window: load factor and bottleneck
     (:mod:`sim.capacity`) for ``offered_rps`` (requests the fleet could serve and did not hand to the API) of
     ``mix``, MFU / MBU, KV and batch fill, and the step-busy fraction."""
@@ -341,7 +341,7 @@ def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
     load = load_section(result.node_model, offered_rps, nodes_up or 0.0, *mix, p95(kv), p95(fill))
     return {
         **load,
-        "load_factor_peak": _peak_load(ts, offered_rps, load.get("capacity_per_node_requests_per_s")),
+        "load_factor_peak": _peak_load(ts, admissible_share, load.get("capacity_per_node_requests_per_s")),
         "mfu_mean": mean(mfu), "mfu_p95": p95(mfu), "mbu_mean": mean(mbu), "mbu_p95": p95(mbu),
         "kv_fraction_mean": mean(kv), "kv_fraction_p95": p95(kv),
         "batch_fill_mean": mean(fill), "batch_fill_p95": p95(fill),
@@ -355,9 +355,11 @@ def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
 PEAK_WINDOW_S = 600.0
 
 
-def _peak_load(ts: pd.DataFrame, offered_rps: float, cap_per_node: float | None) -> float | None:
-    """Load factor of the busiest 10-minute window (arrivals then, scaled to the share the fleet serves, ÷ the
-    capacity of the nodes up then); the whole run when it is shorter."""
+def _peak_load(ts: pd.DataFrame, admissible_share: float, cap_per_node: float | None) -> float | None:
+    """Traffic of the busiest 10-minute window (arrivals then, less the share rejected as impossible) ÷ what
+    the nodes up then sustain; the whole run when it is shorter. Requests a spill policy sends to the API are
+    *included*: this is the peak the traffic puts on the fleet alone (above 1: the fleet cannot carry the peak
+    without spilling or queueing)."""
     if not cap_per_node or len(ts) == 0 or "arrival_rate_rps" not in ts:
         return None
     arr = ts["arrival_rate_rps"].to_numpy(dtype=float)
@@ -368,7 +370,7 @@ def _peak_load(ts: pd.DataFrame, offered_rps: float, cap_per_node: float | None)
     win = int(min(len(arr), max(1, round(PEAK_WINDOW_S / dt))))
     kernel = np.ones(win) / win
     arr_w, up_w = np.convolve(arr, kernel, "valid"), np.convolve(up, kernel, "valid")
-    share = offered_rps / arr.mean()  # not rejected, not sent to the API
+    share = admissible_share
     with np.errstate(divide="ignore", invalid="ignore"):
         lf = np.where(up_w > 0, arr_w * share / (cap_per_node * up_w), np.nan)
     return float(np.nanmax(lf)) if np.isfinite(lf).any() else None
@@ -429,7 +431,8 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     nm = result.node_model
     # the fleet's load: requests it could serve (not rejected as impossible) and did not hand to the API
     to_fleet = fleet_offered(df)
-    util = utilisation_section(ts, result, to_fleet.sum() / duration, _mix_means(df[to_fleet]))
+    not_rejected = float((df["status"] != "rejected").mean()) if len(df) else 1.0
+    util = utilisation_section(ts, result, to_fleet.sum() / duration, _mix_means(df[to_fleet]), not_rejected)
     overload = overload_section(fleet_ts, sc.warmup_s, duration, admissible_rps(df, sc.warmup_s, duration),
                                 thr["served_requests_per_s"], util["nodes_up_mean"])
     # SLO: every arrived interactive request after warm-up counts; only served ones within targets meet it

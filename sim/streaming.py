@@ -374,7 +374,9 @@ class StreamingCollector:
         ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
         mix = mix_from_sums(n["mix_rows"], n["mix_input"], n["mix_output"], n["mix_cached"], n["mix_held"])
         # requests still in flight were offered to the fleet too (their tokens are not known here)
-        base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight) / duration, mix)
+        not_rejected = 1.0 - base["requests"]["rejected"] / arrived if arrived else 1.0
+        base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight) / duration, mix,
+                                                  not_rejected)
         admissible = (n["seen_in_window"] - n["rejected_in_window"] + in_flight) / (b - a)
         base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, admissible,
                                             thr["served_requests_per_s"], base["utilisation"]["nodes_up_mean"])
