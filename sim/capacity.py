@@ -5,7 +5,8 @@ For a mix with mean prompt ``I`` tokens (``I_new`` of them not served from the p
 ``O`` tokens, a node running ``B`` sequences emits ``B`` output tokens per step and, to keep ``B`` sequences
 running, admits ``B / O`` new requests per step, i.e. ``B·I_new/O`` prefill tokens per step. One step then
 computes ``T = B·(1 + I_new/O)`` tokens over ``C = B·H`` context tokens, ``H = Σ O·(I + O/2) / Σ O`` over the
-mix (a sequence holds its prompt and on average half its output; long outputs stay longer in the batch), and takes ``t = step_s(T, A, C)`` with ``A = C + (B/O)·pairs(I_new)`` attention
+mix (a sequence holds its prompt and on average half its output; long outputs stay longer in the batch),
+and takes ``t = step_s(T, A, C)`` with ``A = C + (B/O)·pairs(I_new)`` attention
 pairs. The node sustains ``X(B) = (B/O) / t(B)`` requests/s, which grows with ``B`` (weights are read once per
 step), so the sustainable rate is ``X`` at the largest ``B`` the engine allows — the *binding concurrency
 limit*, the smallest of
@@ -71,7 +72,7 @@ def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_c
     admits = b / o  # requests admitted (and finished) per step
     tokens = b + admits * i_new
     ctx = b * held
-    pairs = ctx + admits * attention_pairs(int(round(i_new)), int(round(i)))
+    pairs = ctx + admits * attention_pairs(round(i_new), round(i))
     dt = perf.step_s(tokens, pairs, ctx)
     compute = perf.compute_s_per_token * tokens + perf.compute_s_per_attn_pair * pairs
     kv_read = perf.memory_s_per_ctx_token * ctx

@@ -27,7 +27,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import Scenario, apply_overrides, read_experiment, read_yaml, set_dotted, validate_mapping, validate_scenario
+from .config import (
+    Scenario,
+    apply_overrides,
+    read_experiment,
+    read_yaml,
+    set_dotted,
+    validate_mapping,
+    validate_scenario,
+)
 from .errors import ConfigError
 from .stats import replication_seeds
 
@@ -56,7 +64,7 @@ class Experiment(_Strict):
     seeds: int = Field(1, ge=1, description="replications per run: seeds seed … seed+seeds−1")
 
     @model_validator(mode="after")
-    def _check(self) -> "Experiment":
+    def _check(self) -> Experiment:
         if (self.base is None) == (self.scenario is None):
             raise ValueError("give exactly one of base (an inline scenario) or scenario (a path)")
         names = [s.name for s in self.strategies]
@@ -391,7 +399,7 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize:
 
 
 def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None = None,
-                         attainment_target: float = 0.95):  # noqa: ANN201
+                         attainment_target: float = 0.95) -> Any:
     """Total cost vs P95 TTFT and P95 E2E, one point per run coloured by SLO attainment (0–100 %, centred on
     the target), hollow when the run misses the SLO; the Pareto front among the runs that meet it; the SLO
     targets as vertical lines; labels placed so they do not overlap. With several seeds the points are means

@@ -43,7 +43,8 @@ def overload_line(summary: dict) -> str:
     what = "queue growing" if o.get("queue_growing") else "queue built up"
     since = o.get("since_s")
     when = f" since {since:,.0f} s" if since is not None else ""
-    return (f"OVERLOADED: {what}{when}, peak {o.get('peak_queue', 0):,} queued at {o.get('peak_queue_at_s') or 0:,.0f} s; "
+    at = o.get("peak_queue_at_s") or 0
+    return (f"OVERLOADED: {what}{when}, peak {o.get('peak_queue', 0):,} queued at {at:,.0f} s; "
             f"served {served:.2f} of {offered:.2f} req/s offered")
 
 

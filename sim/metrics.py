@@ -9,16 +9,20 @@ Definitions (as in vLLM's ``benchmark_serving``):
 * ``e2e_s`` = finish − arrival.
 * Latency statistics use completed interactive requests that arrived at or after ``warmup_s``; classes marked
   ``deferrable`` (batch work) are reported separately under ``batch`` (deadline attainment).
-* ``slo.attainment`` = share of finished requests (completed, rejected or failed, arrived after warm-up) whose
-  own TTFT, TPOT and E2E are all within the targets (a rejected or failed request misses). ``slo.met``: every
-  P95 target holds.
-* ``throughput.*`` = completed requests / tokens per second of the arrival window (``duration_s``).
+* ``slo.*``: the verdict of :mod:`sim.slo` — ``attainment`` over every interactive arrival after warm-up
+  (rejected, failed, timed-out and unfinished requests miss), ``met`` = P95 targets and the attainment target,
+  per-window view and ``worst_window``, ``by_class``.
+* ``throughput.*`` over ``[warmup_s, duration_s]``: ``offered_*`` = arrivals, ``served_*`` = completions in the
+  window (fleet or API); ``requests_per_s`` / ``*_tokens_per_s`` = the fleet's completions in the window.
+* ``overload.*``: :mod:`sim.overload`.
 * With a hosted API (``api``/``spill``), requests it served (status ``spilled``, ``served_by`` api) count as
-  served in latency, SLO and cost per token (``throughput`` stays the fleet's); ``api.*`` and ``spill.*`` hold
-  the API's counters (``calls`` = every attempt, ``rate_limited`` = 429s, ``retries``, ``failed`` = given up)
-  and the spill share of requests and of tokens (input + output).
-* ``utilisation.busy_fraction`` = share of up-node time spent executing engine steps over ``duration_s``;
-  ``kv_fraction_*`` = time-sampled KV blocks in use / capacity of the nodes up, over samples in the window.
+  served in latency, SLO and cost per token; ``api.*`` and ``spill.*`` hold the API's counters (``calls`` =
+  every attempt, ``rate_limited`` = 429s, ``retries``, ``failed`` = given up) and the spill share of requests and
+  of tokens (input + output).
+* ``utilisation.*``: ``load_factor`` / ``load_factor_peak`` / ``bottleneck`` (:mod:`sim.capacity`), ``mfu_*`` /
+  ``mbu_*`` (model FLOPs and HBM bytes of the finished engine steps ÷ datasheet peak), ``busy_fraction`` = share
+  of up-node time spent executing engine steps (not capacity), ``kv_fraction_*`` / ``batch_fill_*`` =
+  time-sampled KV blocks in use / capacity and running / ``max_num_seqs``, over samples in the arrival window.
 """
 
 from __future__ import annotations
@@ -230,7 +234,7 @@ def _by_class(sc: Any, window: pd.DataFrame, ok: np.ndarray) -> dict[str, Any]:
             continue
         mask = cls == c.name
         d = window[mask & (status == "completed")]
-        row: dict[str, Any] = {"arrived": int(mask.sum()), "completed": int(len(d))}
+        row: dict[str, Any] = {"arrived": int(mask.sum()), "completed": len(d)}
         for col in ("ttft_s", "tpot_s", "e2e_s"):
             x = d[col].dropna().to_numpy()
             row[col] = {"p50": float(np.percentile(x, 50)) if len(x) else None,
@@ -406,7 +410,8 @@ def slo_section(sc: Any, checks: dict[str, Any], attainment: float | None, windo
     }
 
 
-def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
+def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
+              fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
     """The ``summary.json`` dictionary (keys documented in the module docstring and README)."""
     sc = result.scenario
     df = req_df if req_df is not None else requests_table(result)
@@ -456,7 +461,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         finished_b = (b["status"] != "in_flight").to_numpy()  # every terminal status
         batch = {
             "classes": batch_names,
-            "arrived": int(len(b)),
+            "arrived": len(b),
             "completed": int(done_b.sum()),
             "deadline_met": int(met.sum()),
             "deadline_missed": int((finished_b & ~met).sum()),

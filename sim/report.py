@@ -15,13 +15,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from .io import atomic_write, write_json, write_parquet, write_text  # noqa: E402
-
+from .io import atomic_write, write_json, write_parquet, write_text
 
 CDF_PCTS = np.linspace(0.1, 99.9, 400)
 
@@ -339,7 +338,8 @@ def _summary_html(summary: dict[str, Any]) -> str:
                                                      if req.get(k)) + f"{req['in_flight']:,} in flight"),
         ("Throughput", f"{_fmt(thr['offered_requests_per_s'])} req/s offered · {_fmt(thr['served_requests_per_s'])} "
          f"served · {_fmt(thr['served_output_tokens_per_s'])} output tok/s served"),
-        ("Utilisation", f"MFU {_fmt(100 * (util.get('mfu_mean') or 0))}% (P95 {_fmt(100 * (util.get('mfu_p95') or 0))}%)"
+        ("Utilisation", f"MFU {_fmt(100 * (util.get('mfu_mean') or 0))}% "
+         f"(P95 {_fmt(100 * (util.get('mfu_p95') or 0))}%)"
          f" · MBU {_fmt(100 * (util.get('mbu_mean') or 0))}% (P95 {_fmt(100 * (util.get('mbu_p95') or 0))}%) · KV mean "
          f"{_fmt(100 * (util['kv_fraction_mean'] or 0))}% / P95 {_fmt(100 * (util['kv_fraction_p95'] or 0))}% · "
          f"steps running {_fmt(100 * (util['busy_fraction'] or 0))}% of the time"),

@@ -28,16 +28,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
-from .stats import mean_ci95, replication_seeds  # noqa: F401 - mean_ci95 is part of this module's API
 from .parallel import SummaryPool, map_summaries
+from .stats import mean_ci95, replication_seeds
 
 #: goodput runs of shaped or replayed scenarios are at most this long (constant-rate runs use duration_s)
 GOODPUT_HORIZON_CAP_S = 1800.0
@@ -110,7 +111,7 @@ def traffic_rate_stats(scenario: Scenario) -> dict[str, float]:
     arrivals (its seed) over its duration, counted in 10-minute windows."""
     if _is_constant(scenario):
         rate = float(scenario.traffic.rate_rps)
-        return {k: rate for k in RATE_KEYS}
+        return dict.fromkeys(RATE_KEYS, rate)
     from .traffic.arrivals import rate_curve, traffic_chunks
     from .traffic.shapes import clock0_hours
     from .traffic.stats import traffic_stats

@@ -58,7 +58,8 @@ def _p95(x: np.ndarray) -> float | None:
 
 def windows_table(arrival_s: np.ndarray, ok: np.ndarray, served: np.ndarray, ttft_s: np.ndarray,
                   tpot_s: np.ndarray, window_s: float, end_s: float | None = None) -> list[dict[str, Any]]:
-    """One row per window that had arrivals (ends clipped at ``end_s``): start/end, arrived, attainment, P95 TTFT/TPOT of served ones."""
+    """One row per window that had arrivals (ends clipped at ``end_s``): start/end, arrived, attainment, and
+    the P95 TTFT / TPOT of its served requests."""
     if len(arrival_s) == 0:
         return []
     k = np.floor(arrival_s / window_s).astype(np.int64)

@@ -8,12 +8,12 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from sim.compare import pareto_mask, place_labels, plot_cost_breakdown, plot_cost_vs_latency  # noqa: E402
-from sim.progress import Progress  # noqa: E402
+from sim.compare import pareto_mask, place_labels, plot_cost_breakdown, plot_cost_vs_latency
+from sim.progress import Progress
 
 
 def _table() -> pd.DataFrame:

@@ -3,19 +3,17 @@ verdict that counts every miss. Each regression test here failed on the code bef
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenarios import make_scenario
 
 from sim.config import load_scenario
 from sim.paths import default_scenario_path
 from sim.run import run_scenario
 from sim.slo import windows_table, worst_window
 from sim.streaming import run_streaming
-
-import numpy as np
-
-from scenarios import make_scenario
 
 
 def default(*sets: str, duration_s: int = 120):

@@ -69,7 +69,6 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
             overrides: tuple[str, ...], workers: int | None, scheduler: str | None, no_files: bool) -> None:
     """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill."""
     from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
-
     from ..progress import Progress
 
     exp, runs = load_experiment(experiment, list(overrides), seed, n_seeds)
@@ -113,7 +112,8 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
     console = Console(width=220)
     console.print(table)
     console.print("* on the cost / P95-latency Pareto front (TTFT or E2E) among the strategies that meet the SLO; "
-                  "peak load: the busiest 10 minutes of traffic ÷ what the fleet alone sustains (> 1: it needs spill or "
+                  "peak load: the busiest 10 minutes of traffic ÷ what the fleet alone sustains (> 1: it needs spill "
+                  "or "
                   "queues); P99s in compare.csv")
     if not no_files:
         console.print(f"files: {target}/compare.csv, " + ("compare_seeds.csv, " if multi else "")

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..config import load_scenario
-from ..headline import load_line, overload_line, pct as _pct, slo_line
+from ..headline import load_line, overload_line, slo_line
+from ..headline import pct as _pct
 from ..paths import scenario_path
 
 
@@ -99,9 +100,8 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
-    from ..run import run_scenario, run_streamed, write_outputs
-
     from ..progress import Progress
+    from ..run import run_scenario, run_streamed, write_outputs
 
     bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
     update, stop = bar.sim_time, bar.close

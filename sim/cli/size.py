@@ -35,7 +35,7 @@ def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
     return out
 
 
-def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
+def _with_gpu(df: pd.DataFrame, gpu: str) -> pd.DataFrame:
     """``df`` with a leading ``gpu`` column."""
     df = df.copy()
     df.insert(0, "gpu", gpu)
