@@ -449,7 +449,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
     attainment = float(ok.mean()) if len(ok) else None
     by_class = _by_class(sc, window, ok)
     windows = windows_table(window["arrival_s"].to_numpy(), ok, np.isin(status, ("completed", "spilled")),
-                            cols["ttft_s"], cols["tpot_s"], sc.slo.window_s, duration)
+                            cols["ttft_s"], cols["tpot_s"], sc.slo.window_s, duration, sc.warmup_s)
     slo_out = slo_section(sc, checks, attainment, windows, by_class)
     batch: dict[str, Any] = {}
     if batch_names:

@@ -57,8 +57,9 @@ def _p95(x: np.ndarray) -> float | None:
 
 
 def windows_table(arrival_s: np.ndarray, ok: np.ndarray, served: np.ndarray, ttft_s: np.ndarray,
-                  tpot_s: np.ndarray, window_s: float, end_s: float | None = None) -> list[dict[str, Any]]:
-    """One row per window that had arrivals (ends clipped at ``end_s``): start/end, arrived, attainment, and
+                  tpot_s: np.ndarray, window_s: float, end_s: float | None = None,
+                  begin_s: float = 0.0) -> list[dict[str, Any]]:
+    """One row per window that had arrivals (clipped to ``[begin_s, end_s]``, i.e. warm-up and duration): start/end, arrived, attainment, and
     the P95 TTFT / TPOT of its served requests."""
     if len(arrival_s) == 0:
         return []
@@ -68,7 +69,7 @@ def windows_table(arrival_s: np.ndarray, ok: np.ndarray, served: np.ndarray, ttf
         m = k == w
         s = m & served
         rows.append({
-            "start_s": float(w * window_s),
+            "start_s": float(max(w * window_s, begin_s)),
             "end_s": float((w + 1) * window_s) if end_s is None else float(min((w + 1) * window_s, end_s)),
             "arrived": int(m.sum()),
             "attainment": float(ok[m].mean()), "ttft_p95_s": _p95(ttft_s[s]), "tpot_p95_s": _p95(tpot_s[s]),

@@ -323,7 +323,9 @@ class StreamingCollector:
     def window_rows(self) -> list[dict[str, Any]]:
         """The per-window view of :func:`sim.slo.windows_table`, from the streamed counters."""
         w_s, end = self.scenario.slo.window_s, self.scenario.duration_s
-        return [{"start_s": float(w * w_s), "end_s": float(min((w + 1) * w_s, end)), "arrived": r["arrived"],
+        begin = self.scenario.warmup_s
+        return [{"start_s": float(max(w * w_s, begin)), "end_s": float(min((w + 1) * w_s, end)),
+                 "arrived": r["arrived"],
                  "attainment": r["ok"] / r["arrived"], "ttft_p95_s": r["ttft"].quantiles([95])[0],
                  "tpot_p95_s": r["tpot"].quantiles([95])[0]}
                 for w, r in sorted(self.windows.items())]
