@@ -23,6 +23,12 @@ Definitions (as in vLLM's ``benchmark_serving``):
   ``mbu_*`` (model FLOPs and HBM bytes of the finished engine steps ÷ datasheet peak), ``busy_fraction`` = share
   of up-node time spent executing engine steps (not capacity), ``kv_fraction_*`` / ``batch_fill_*`` =
   time-sampled KV blocks in use / capacity and running / ``max_num_seqs``, over samples in the arrival window.
+* One row per logical request: with client retries (``traffic.classes[].client``) the row is its last attempt,
+  ``retries`` says how many attempts came before, and latencies count from the first attempt's arrival
+  (what the user waited). ``requests.timed_out``: clients that gave up after their last retry;
+  ``requests.retries``: retry attempts sent (offered attempts = arrived + retries).
+* ``energy.*`` = kWh, average facility power, CO2 and energy cost of the nodes up over ``duration_s``, from the
+  sampled busy share (``sim.energy``); owned cost charges this energy instead of full draw.
 """
 
 from __future__ import annotations
@@ -35,16 +41,18 @@ import pandas as pd
 
 from .capacity import load_section
 from .cost import cost_breakdown
+from .energy import energy_section
 from .overload import overload_section
 from .request import Status
 from .simulation import SimResult
 from .slo import class_targets, meets_targets, verdict, windows_table, worst_window
 
 PCTS = (50, 90, 95, 99)
-STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight"]
+STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight", "timed_out"]
 # Status value -> index into STATUS_CATEGORIES (waiting and running are both "in flight")
 _STATUS_CODE = np.array(
-    [STATUS_CATEGORIES.index(s.name.lower()) if s.name.lower() in STATUS_CATEGORIES else 4 for s in Status]
+    [STATUS_CATEGORIES.index(s.name.lower()) if s.name.lower() in STATUS_CATEGORIES
+     else STATUS_CATEGORIES.index("in_flight") for s in Status]
 )
 
 
@@ -83,6 +91,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "tpot_s": tpot,
             "e2e_s": e2e,
             "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
+            "retries": np.fromiter((r.retries for r in reqs), np.int64, n),
             "spilled_at_s": np.fromiter((r.spill_s if r.spill_s >= 0 else nan for r in reqs), float, n),
             "api_attempts": np.fromiter((r.api_attempts for r in reqs), np.int64, n),
             "api_429s": np.fromiter((r.api_429s for r in reqs), np.int64, n),
@@ -437,7 +446,9 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
     # the fleet's load: requests it could serve (not rejected as impossible) and did not hand to the API
     to_fleet = fleet_offered(df)
     not_rejected = float((df["status"] != "rejected").mean()) if len(df) else 1.0
-    util = utilisation_section(ts, result, to_fleet.sum() / duration, _mix_means(df[to_fleet]), not_rejected)
+    retries = int(counts.get("retries", 0) or 0)  # client retries are offered work too (retry storms)
+    util = utilisation_section(ts, result, (to_fleet.sum() + retries) / duration, _mix_means(df[to_fleet]),
+                               not_rejected)
     overload = overload_section(fleet_ts, sc.warmup_s, duration, admissible_rps(df, sc.warmup_s, duration),
                                 thr["served_requests_per_s"], util["nodes_up_mean"])
     # SLO: every arrived interactive request after warm-up counts; only served ones within targets meet it
@@ -471,8 +482,10 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
         }
     served_all = df[df["status"].isin(["completed", "spilled"])]  # tokens served by the fleet or the API
     api_stats = result.spill or {}
+    energy = energy_section(sc, nm.gpu, fleet_ts)
     cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()), float(served_all["output_tokens"].sum()),
-                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None)
+                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None,
+                          energy_usd=energy["usd"])
     return _clean(
         {
             "scenario": sc.name,
@@ -487,6 +500,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
             "overload": overload,
             "slo": slo_out,
             "cost": cost,
+            "energy": energy,
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
             "fleet": {

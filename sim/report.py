@@ -334,8 +334,9 @@ def _summary_html(summary: dict[str, Any]) -> str:
     w = slo.get("worst_window")
     rows = [
         ("Requests", f"{req['arrived']:,} arrived · {req['completed']:,} completed · {req['rejected']:,} rejected · "
-         f"{req['spilled']:,} spilled · " + "".join(f"{req[k]:,} {k.replace('_', ' ')} · " for k in ("timed_out",)
-                                                     if req.get(k)) + f"{req['in_flight']:,} in flight"),
+         f"{req['spilled']:,} spilled · {req['in_flight']:,} in flight"
+         + (f" · {req.get('timed_out', 0):,} timed out ({req.get('retries', 0):,} client retries)"
+            if req.get("timed_out") or req.get("retries") else "")),
         ("Throughput", f"{_fmt(thr['offered_requests_per_s'])} req/s offered · {_fmt(thr['served_requests_per_s'])} "
          f"served · {_fmt(thr['served_output_tokens_per_s'])} output tok/s served"),
         ("Utilisation", f"MFU {_fmt(100 * (util.get('mfu_mean') or 0))}% "
@@ -352,6 +353,11 @@ def _summary_html(summary: dict[str, Any]) -> str:
          f"${_fmt(cost['api_usd'])}) · ${_fmt(cost['usd_per_mtok_output'])} per M output tokens · "
          f"${_fmt(cost['usd_per_mtok_total'])} per M tokens (input + output)"),
     ]
+    if "energy" in summary:  # sim/energy.py
+        e = summary["energy"]
+        rows.append(("Energy", f"{_fmt(e['kwh'])} kWh · {_fmt(e['avg_power_kw'])} kW mean (PUE {_fmt(e['pue'])}) · "
+                               f"{_fmt(e['co2_kg'])} kg CO2 · ${_fmt(e['usd'])} of electricity "
+                               f"(inside the {e['paid_in']})"))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     lat_rows = "".join(
         f"<tr><th>{name}</th>" + "".join(f"<td>{_fmt(lat[key][p])}</td>" for p in ("mean", "p50", "p90", "p95", "p99"))

@@ -212,13 +212,22 @@ class Replicates:
         return mean_ci95([_get(s, path) for s in self.summaries])
 
 
+Runner = Callable[[list[Scenario]], list[dict[str, Any]]]
+
+
 def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None,
-              scheduler: str | None = None, pool: SummaryPool | None = None) -> dict[Any, Replicates]:
-    """Run every scenario of every key in one parallel batch (on ``pool`` when given, else local processes
-    or the Dask cluster at ``scheduler``); group the summaries back by key."""
+              scheduler: str | None = None, runner: Runner | None = None,
+              pool: SummaryPool | None = None) -> dict[Any, Replicates]:
+    """Run every scenario of every key in one parallel batch (``runner``, e.g. a caching one; else ``pool``, a
+    worker pool kept open across steps; else local processes or the Dask cluster at ``scheduler``); group the
+    summaries back by key."""
     flat = [(k, s) for k, group in scenarios_by_key.items() for s in group]
-    scenarios = [s for _, s in flat]
-    summaries = pool.map(scenarios) if pool is not None else map_summaries(scenarios, workers, scheduler=scheduler)
+    if runner is not None:
+        summaries = runner([s for _, s in flat])
+    elif pool is not None:
+        summaries = pool.map([s for _, s in flat])
+    else:
+        summaries = map_summaries([s for _, s in flat], workers, scheduler=scheduler)
     out: dict[Any, list[dict[str, Any]]] = {k: [] for k in scenarios_by_key}
     for (k, _), summ in zip(flat, summaries):
         out[k].append(summ)
@@ -270,7 +279,7 @@ def node_goodput(
 
     def passes(rate: float) -> bool:
         group = [derive(goodput_scenario(scenario, rate, horizon), {"seed": s}) for s in seeds]
-        rep = replicate({rate: group}, workers, scheduler, pool)[rate]
+        rep = replicate({rate: group}, workers, scheduler, pool=pool)[rate]
         evals[rate] = rep
         say(f"goodput: {rate:8.3f} req/s on one node → SLO met in {rep.n_met}/{rep.n} seeds")
         return rep.all_met
@@ -507,15 +516,17 @@ def size_fleet(
     progress: Progress | None = None,
     goodput: GoodputResult | None = None,
     scheduler: str | None = None,
+    runner: Runner | None = None,
     pool: SummaryPool | None = None,
 ) -> SizingResult:
     """Per-node goodput, the simulated minimum node count, and each rule's node count with its simulated
     SLO attainment and cost (method in the module docstring). A ``goodput`` already measured (with the same
-    seeds) is reused instead of searched again."""
-    if pool is None:
+    seeds) is reused instead of searched again; ``runner`` replaces the process pool (``capsim plan`` passes a
+    caching one); otherwise one ``pool`` serves every step (opened here when not given)."""
+    if pool is None and runner is None:
         with SummaryPool(workers, scheduler) as own:
             return size_fleet(scenario, n_seeds, rules, max_nodes, rel_tol, workers, progress, goodput, scheduler,
-                              own)
+                              pool=own)
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     if max_nodes < 1:
@@ -538,7 +549,7 @@ def size_fleet(
         todo = sorted({n for n in ns if n not in points and 1 <= n <= max_nodes})
         if not todo:
             return
-        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler, pool)
+        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler, runner, pool)
         points.update(got)
         for n in todo:
             say(f"fleet: {n:4d} node(s) → SLO met in {got[n].n_met}/{got[n].n} seeds")

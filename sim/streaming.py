@@ -394,7 +394,8 @@ class StreamingCollector:
         mix = mix_from_sums(n["mix_rows"], n["mix_input"], n["mix_output"], n["mix_cached"], self.held_weighted_sum)
         # requests still in flight were offered to the fleet too (their tokens are not known here)
         not_rejected = 1.0 - base["requests"]["rejected"] / arrived if arrived else 1.0
-        base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight) / duration, mix,
+        retries = int(base["requests"].get("retries", 0) or 0)  # client retries are offered work too
+        base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight + retries) / duration, mix,
                                                   not_rejected)
         admissible = (n["seen_in_window"] - n["rejected_in_window"] + in_flight) / (b - a)
         base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, admissible,

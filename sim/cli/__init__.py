@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "sim.cli.calibrate:calibrate",
     "catalog": "sim.cli.catalog:catalog",
     "size": "sim.cli.size:size",
+    "plan": "sim.cli.plan:plan",
     "sweep": "sim.cli.sweep:sweep",
     "traffic": "sim.cli.traffic:traffic",
 }

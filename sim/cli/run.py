@@ -20,12 +20,13 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     def ms(v: float | None) -> str:
         return "–" if v is None else f"{1000 * v:,.0f} ms"
 
-    extra = "".join(f", {r[k]:,} {k.replace('_', ' ')}" for k in ("timed_out",) if r.get(k))
     lines = [
         f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
         f"  load       {load_line(u, bool((summary.get('overload') or {}).get('overloaded')))}",
         f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
-        f"{r['spilled']:,} spilled{extra}, {r['in_flight']:,} in flight",
+        f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight"
+        + (f", {r.get('timed_out', 0):,} timed out ({r.get('retries', 0):,} client retries)"
+           if r.get("timed_out") or r.get("retries") else ""),
         f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
         f"  TPOT       P50 {ms(lat['tpot_s']['p50'])}  P95 {ms(lat['tpot_s']['p95'])}  P99 {ms(lat['tpot_s']['p99'])}",
         f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",
@@ -42,6 +43,10 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
+    if "energy" in summary:  # sim/energy.py
+        e = summary["energy"]
+        lines.append(f"  energy     {e['kwh']:,.2f} kWh ({e['avg_power_kw']:,.1f} kW mean incl. PUE {e['pue']:g}), "
+                     f"{e['co2_kg']:,.2f} kg CO2, ${e['usd']:,.2f} of electricity (inside the {e['paid_in']})")
     if "spill" in summary and "api" in summary:
         sp, api = summary["spill"], summary["api"]
         lines.append(
