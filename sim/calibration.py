@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .catalog import Calibration, GpuSpec, ModelSpec, get_gpu, get_model, resolve_calibration, stack_reserves_kv
-from .config import Engine
+from .config import Engine, read_text_file
 from .errors import ConfigError
 from .perf import StepTimeModel, attention_pairs
 from .profiling import NodeSetup, run_closed_loop, run_offline, run_poisson
@@ -305,10 +305,9 @@ def read_vllm_bench_json(
     when saved, give the spread as a lognormal log-sd).
     """
     src = str(path)
+    text = read_text_file(Path(path), "a vllm bench serve JSON file")
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(src, "", "file not found") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(src, "", f"not valid JSON (line {exc.lineno})") from None
     if not isinstance(data, dict):
@@ -366,10 +365,7 @@ def read_measurement_csv(path: Path, max_requests: int = 2000) -> list[CalPoint]
     (empty both = offline), optional ``weights, kv, requests, max_num_seqs`` and at least one measured column of
     ``throughput`` (output tokens/s), ``ttft_ms``, ``tpot_ms`` (medians)."""
     src = str(path)
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(src, "", "file not found") from None
+    text = read_text_file(Path(path), "a measurements CSV file")
     rows = list(csv.DictReader(text.splitlines()))
     if not rows:
         raise ConfigError(src, "", "no data rows")

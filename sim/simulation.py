@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 
 from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
-from .config import Engine, Scenario
+from .config import Engine, Scenario, check_tensor_parallel
 from .errors import ConfigError
 from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
@@ -53,6 +53,7 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
+    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
     eng = fleet.engine
     memory = plan_memory(
         gpu,
@@ -116,30 +117,45 @@ class TimeSeries:
 
 class Tally:
     """Request counts by outcome, kept as events happen (so they need no per-request records). ``arrived`` and
-    the outcomes count logical requests; ``retries`` counts the extra attempts clients sent (sim.clients)."""
+    the outcomes count logical requests; ``retries`` counts the extra attempts clients sent (sim.clients).
+
+    The counts come from independent sources, so conservation (``arrived`` = terminal statuses +
+    ``in_flight``) is a check, not an identity: ``arrived`` is counted by the arrival process, each terminal
+    status when a request finishes, and ``in_flight`` is read at the end from the live state of the nodes
+    (queued + running), the fleet's and the batch queue's holding queues, the hosted API's outstanding
+    calls and the clients backing off before a retry (:func:`live_in_flight`)."""
 
     def __init__(self) -> None:
         self.arrived = 0
         self.retries = 0
         self.by_status = [0] * len(Status)
+        self.in_flight = 0  # set at the end of the run from the live state
 
     def count(self, req: Request) -> None:
         self.by_status[req.status] += 1
 
     def as_dict(self) -> dict[str, int]:
-        b = self.by_status
-        terminal = (b[Status.COMPLETED] + b[Status.REJECTED] + b[Status.SPILLED] + b[Status.FAILED]
-                    + b[Status.TIMED_OUT])
-        return {
-            "arrived": self.arrived,
-            "completed": b[Status.COMPLETED],
-            "spilled": b[Status.SPILLED],
-            "rejected": b[Status.REJECTED],
-            "failed": b[Status.FAILED],
-            "timed_out": b[Status.TIMED_OUT],
-            "in_flight": self.arrived - terminal,
-            "retries": self.retries,
-        }
+        out = {"arrived": self.arrived}
+        for st in terminal_statuses():
+            out[st.name.lower()] = self.by_status[st]
+        out["in_flight"] = self.in_flight
+        out["retries"] = self.retries
+        return out
+
+
+def terminal_statuses() -> list[Status]:
+    """Every status a request ends in (any status but waiting and running), summary order first."""
+    first = [Status.COMPLETED, Status.SPILLED, Status.REJECTED, Status.FAILED]
+    return first + [st for st in Status if st not in first and st not in (Status.WAITING, Status.RUNNING)]
+
+
+def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
+    """Requests not yet finished, counted where they are: on a node (queued or running), held by the fleet
+    while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
+    off before a retry), or waiting out a client's back-off before its retry is sent."""
+    on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
+    at_api = spill.api.outstanding if spill is not None else 0
+    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
 
 
 @dataclass
@@ -323,6 +339,7 @@ def simulate(
         if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     tally.retries = clients.retries
+    tally.in_flight = live_in_flight(fleet, batch, spill, clients)
     return SimResult(
         scenario=scenario,
         node_model=nm,

@@ -52,6 +52,7 @@ def spilling(busy):
     raw = busy.model_dump()
     raw["api"] = {"input_usd_per_mtok": 0.2, "output_usd_per_mtok": 0.6}
     raw["spill"] = {"policy": "queue_wait", "max_wait_s": 0.3}
+    raw["traffic"]["classes"][0]["share"] = 0.5  # shares sum to 1 with the batch class
     raw["traffic"]["classes"].append({
         "name": "batch", "share": 0.2, "input_tokens": {"dist": "fixed", "value": 800},
         "output_tokens": {"dist": "fixed", "value": 200}, "deferrable": {"deadline_s": 60, "slack_s": 20}})

@@ -65,20 +65,32 @@ COLS = [
 @click.option("--workers", type=int, default=None, help="Processes to run on (default: all cores; 1 = in-process).")
 @click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
 @click.option("--no-files", is_flag=True, help="Write nothing (table or JSON only).")
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | None, n_seeds: int | None,
-            overrides: tuple[str, ...], workers: int | None, scheduler: str | None, no_files: bool) -> None:
-    """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill."""
+            overrides: tuple[str, ...], workers: int | None, scheduler: str | None, no_files: bool,
+            force: bool) -> None:
+    """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill.
+
+    OUT is replaced all or nothing; a second command writing the same OUT at the same time fails."""
+    from contextlib import nullcontext
+
     from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
+    from ..estimate import estimate_many
+    from ..outdir import result_folder
+    from ..parallel import default_workers
     from ..progress import Progress
 
     exp, runs = load_experiment(experiment, list(overrides), seed, n_seeds)
-    with Progress("capsim compare", "runs") as bar:  # a bar on a terminal, else a line on stderr every ~10 s
-        bar.update(0, sum(len(r.scenarios) for r in runs))
-        results = run_experiment(runs, workers, scheduler, progress=bar.update)
-    df = comparison_table(runs, results)
+    scenarios = [sc for r in runs for sc in r.scenarios]
+    estimate_many(scenarios, 1 if scheduler else (workers or default_workers())).check(force)
     target = out_dir or Path("out") / exp.name
-    if not no_files:
-        write_outputs(target, exp, runs, results, df)
+    with (nullcontext(None) if no_files else result_folder(target)) as staging:
+        with Progress("capsim compare", "runs") as bar:  # a bar on a terminal, else a line every ~10 s on stderr
+            bar.update(0, len(scenarios))
+            results = run_experiment(runs, workers, scheduler, progress=bar.update)
+        df = comparison_table(runs, results)
+        if staging is not None:
+            write_outputs(staging, exp, runs, results, df)
     if as_json:
         click.echo(json.dumps(json_records(runs, results), indent=2))
         return

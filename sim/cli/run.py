@@ -90,7 +90,7 @@ def _overload_hint(summary: dict) -> str:
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
-              show_default=True, help="Folder for tables, plots, summary.json and report.html.")
+              show_default=True, help="Folder for tables, plots, summary.json and report.html (replaced as a whole).")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field by dotted path, e.g. --set fleet.nodes=4 (repeatable).")
@@ -99,27 +99,46 @@ def _overload_hint(summary: dict) -> str:
 @click.option("--stream", is_flag=True,
               help="Long runs: stream per-request records to requests.parquet in chunks and compute percentiles "
                    "from histograms (±0.12 %), so memory stays flat in the number of requests.")
+@click.option("--dry-run", is_flag=True, help="Print the estimated requests, memory and wall time; run nothing.")
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
-        no_report: bool, stream: bool) -> None:
-    """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report."""
+        no_report: bool, stream: bool, dry_run: bool, force: bool) -> None:
+    """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report.
+
+    OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
+    the same time fails with one line."""
+    from ..estimate import estimate_scenario
+
     path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
     from ..progress import Progress
+    if stream and no_report:
+        raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
+    from ..simulation import build_node_model
+
+    build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
+    est = estimate_scenario(sc, stream)
+    if dry_run:
+        click.echo(f"{sc.name}: {est.line()}")
+        return
+    est.check(force)
+    from ..outdir import result_folder
     from ..run import run_scenario, run_streamed, write_outputs
 
     bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
     update, stop = bar.sim_time, bar.close
     try:
-        if stream:
-            if no_report:
-                raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
-            summary = run_streamed(sc, out_dir, update)
+        if no_report:
+            summary = run_scenario(sc, update).summary
         else:
-            out = run_scenario(sc, update)
-            summary = out.summary
-            if not no_report:
-                write_outputs(out, out_dir)
+            with result_folder(out_dir) as staging:
+                if stream:
+                    summary = run_streamed(sc, staging, update)
+                else:
+                    out = run_scenario(sc, update)
+                    summary = out.summary
+                    write_outputs(out, staging)
     finally:
         stop()
     if as_json:

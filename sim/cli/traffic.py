@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ..config import (FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml,
                       validate_mapping)
 from ..errors import ConfigError
+from ..io import write_text
 
 FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
 
@@ -94,9 +95,15 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         else:
             raise ConfigError(source, "", "a YAML file here must be a shape (components:) or a scenario (traffic:)")
     elif path.is_file():
+        from ..traffic.traces import check_text
+
+        check_text(path)
         header = []
         if path.suffix.lower() == ".csv":
-            header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            try:
+                header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            except (ValueError, pd.errors.ParserError) as exc:
+                raise ConfigError(source, "", f"cannot read as CSV ({exc})") from None
         if "rate_rps" in header and ("window_start_s" in header or "time_s" in header):
             tcol = "window_start_s" if "window_start_s" in header else "time_s"
             df = pd.read_csv(path)
@@ -191,7 +198,7 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         header = (f"# Fitted by `capsim traffic {source} --fit-shape`: use with traffic.rate_rps: "
                   f"{fit.rate_rps:.6g}\n# deviance explained {fit.deviance_explained:.3f} over {fit.bins} bins; "
                   f"t = 0 is {tr.start_weekday} {tr.start_hour:g}:00\n")
-        Path(fit_shape).write_text(header + yaml.safe_dump(d, sort_keys=False))
+        write_text(Path(fit_shape), header + yaml.safe_dump(d, sort_keys=False))
         out["fit"] = {"file": fit_shape, "rate_rps": fit.rate_rps, "deviance_explained": fit.deviance_explained}
     bar.close()
     if plot:
