@@ -228,3 +228,40 @@ def map_summaries(scenarios: Iterable[Scenario], workers: int | None = None, *,
             raise oc.error
         out[oc.index] = oc.value
     return out  # type: ignore[return-value]
+
+
+class SummaryPool:
+    """A worker pool kept open across many batches of runs (``capsim size`` bisects in dozens of small steps;
+    starting a process pool per step costs more than the runs). Use as a context manager; :meth:`map` is
+    :func:`map_summaries` on the open pool. A pool that breaks (a worker killed) is replaced by a fresh
+    :func:`map_summaries` call for that batch."""
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None) -> None:
+        self.spec = ExecutorSpec(workers=workers, scheduler=scheduler)
+        self._cm: Any = None
+        self._ex: Executor | None = None
+        self.batches = 0
+
+    def __enter__(self) -> "SummaryPool":
+        if self.spec.kind != "in_process":
+            self._cm = self.spec.open()
+            self._ex, _ = self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._ex = self._cm, None, None
+            cm.__exit__(*exc)
+
+    def map(self, scenarios: Iterable[Scenario]) -> list[dict[str, Any]]:
+        """Summaries of ``scenarios`` in input order (the first error is raised)."""
+        items = list(scenarios)
+        self.batches += 1
+        if self._ex is None or len(items) <= 1:
+            return map_summaries(items, 1)  # one run (or a one-worker spec): in this process
+        try:
+            futures = [self._ex.submit(run_summary, s) for s in items]
+            return [f.result() for f in futures]
+        except BrokenProcessPool:
+            self.__exit__(None, None, None)
+            return map_summaries(items, self.spec.workers, scheduler=self.spec.scheduler)

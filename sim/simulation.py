@@ -42,6 +42,13 @@ class NodeModel:
     engine: Engine  # the scenario's engine limits, with reserve_kv resolved from the software stack
 
 
+def work_coefficients(nm: NodeModel) -> tuple[float, float, float, float]:
+    """(FLOPs per token, FLOPs per attention pair, HBM bytes per step, HBM bytes per context token) of one
+    node: the step-time model's work terms without its efficiency factors (see :mod:`sim.perf`)."""
+    return (2.0 * nm.model.params_active, nm.model.attention_flops_per_pair(), nm.memory.weight_bytes,
+            nm.memory.kv_bytes_per_token)
+
+
 def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
@@ -77,7 +84,8 @@ class TimeSeries:
     sampled every second stays small. Fleet series have one value per sample; per-node series one value
     per sample and node slot (``per_node(name)`` returns them as a [samples, nodes] array)."""
 
-    _NODE_FIELDS = {"waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b"}
+    _NODE_FIELDS = {"waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b",
+                    "flops": "d", "hbm_bytes": "d"}
     _FLEET_FIELDS = {"time_s": "d", "arrivals": "i", "completions": "i", "deferred": "i", "nodes_up": "i",
                      "nodes_billed": "i"}
 
@@ -101,7 +109,8 @@ class TimeSeries:
         return np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
 
     def per_node(self, name: str) -> np.ndarray:
-        """[samples, nodes] array of ``waiting``, ``running``, ``kv_used_blocks``, cumulative ``busy_s`` or ``up``."""
+        """[samples, nodes] array of ``waiting``, ``running``, ``kv_used_blocks``, cumulative ``busy_s``, ``up``,
+        or cumulative model ``flops`` and ``hbm_bytes`` (weights + KV read) of the finished engine steps."""
         a = np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
         return a.reshape(len(self), self.nodes)
 
@@ -284,12 +293,15 @@ def simulate(
                     if clients.enabled:
                         clients.sent(req)
 
+    flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
+
     def sampler():  # noqa: ANN202 - SimPy process
         last_done = 0
         while True:
             yield env.timeout(series.interval_s)
             snaps = [s.node.snapshot() if s.node is not None else _DOWN for s in slots]
             up = [s.node is not None for s in slots]
+            works = [s.work_totals() for s in slots]
             series.append(
                 {
                     "time_s": env.now,
@@ -305,6 +317,8 @@ def simulate(
                     "kv_used_blocks": [x.kv_used_blocks for x in snaps],
                     "busy_s": [s.busy_s() for s in slots],
                     "up": up,
+                    "flops": [flops_per_token * w[0] + flops_per_pair * w[1] for w in works],
+                    "hbm_bytes": [bytes_per_step * w[3] + bytes_per_ctx * w[2] for w in works],
                 },
             )
             arrivals_since[0] = 0

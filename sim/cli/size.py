@@ -37,7 +37,7 @@ def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
     return out
 
 
-def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
+def _with_gpu(df: pd.DataFrame, gpu: str) -> pd.DataFrame:
     """``df`` with a leading ``gpu`` column."""
     df = df.copy()
     df.insert(0, "gpu", gpu)
@@ -48,6 +48,12 @@ def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
               help="Set a P95 target, e.g. --slo ttft_p95_s=2 --slo tpot_p95_s=0.1 ('none' drops one).")
+@click.option("--attainment", "attainment", type=float, default=None, metavar="SHARE",
+              help="Share of all requests (rejected and unfinished ones count as misses) that must meet every "
+                   "target (default: the scenario's slo.attainment_target, 0.95).")
+@click.option("--worst-window", is_flag=True,
+              help="Also require the attainment target in the worst slo.window_s window (default 1 h): size for "
+                   "the peak hour, not the day's average.")
 @click.option("--rule", "rules", multiple=True, metavar="WORKLOAD",
               help="Only this workload's rule(s) from the guide's table (repeatable; default all): steady_b2b, "
                    "consumer_chat, voice_agents, internal_batch, healthcare_financial, free_tier.")
@@ -67,12 +73,14 @@ def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
-def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], seeds: int, max_nodes: int,
+def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None, worst_window: bool,
+         rules: tuple[str, ...], seeds: int, max_nodes: int,
          rel_tol: float, gpus: tuple[str, ...], workers: int | None, scheduler: str | None,
          overrides: tuple[str, ...], out_dir: Path, no_report: bool, as_json: bool, quiet: bool,
          force: bool) -> None:
     """Size a fleet for SCENARIO (default: the embedded experiments/default.yaml): the simulated minimum node
-    count that meets every SLO over the whole traffic shape, beside the node counts the guide's rules give;
+    count that meets the SLO (every P95 target and the attainment target, every miss counted) over the whole
+    traffic shape, beside the node counts the guide's rules give;
     with several --gpu, per GPU type and the cheapest type that meets the SLO."""
     from ..sizing import (
         format_gpu_report,
@@ -87,7 +95,9 @@ def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], s
     if seeds < 1:
         raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
     chosen = select_rules(rules)
-    sc = with_slo(load_scenario(scenario_path(scenario), list(overrides)), _parse_slo(slos))
+    verdict_sets = ([f"slo.attainment_target={attainment}"] if attainment is not None else []) + (
+        ["slo.require_worst_window=true"] if worst_window else [])
+    sc = with_slo(load_scenario(scenario_path(scenario), list(overrides) + verdict_sets), _parse_slo(slos))
     if not any(getattr(sc.slo, k) is not None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
         raise ConfigError("--slo", "", "every SLO target is off; sizing needs at least one")
 
