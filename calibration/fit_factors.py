@@ -23,7 +23,6 @@ Steps (each prints what it found):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -36,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sim import validation  # noqa: E402
 from sim.calibration import CalPoint, fit_calibration, format_table  # noqa: E402
 from sim.catalog import Calibration  # noqa: E402
 
@@ -57,67 +57,17 @@ def fit_allreduce(path: Path = DATA / "network__h100_dgx__all_reduce.csv") -> tu
     return latency_s, 1.0 / inv_bw / 1e9, g
 
 
-def published_points(path: Path = DATA / "published_points.csv") -> list[CalPoint]:
-    out = []
-    for row in csv.DictReader(path.read_text().splitlines()):
-        def f(k: str) -> float | None:
-            v = row[k].strip()
-            return float(v) if v else None
-
-        def i(k: str) -> int | None:
-            v = f(k)
-            return int(v) if v is not None else None
-
-        out.append(
-            CalPoint(
-                id=row["id"], source=row["source"], stack=row["stack"], fit=row["fit"] == "1", gpu=row["gpu"],
-                gpus=int(row["gpus"]), replicas=int(row["replicas"]), model=row["model"], weights=row["weights"],
-                kv=row["kv"], mode=row["mode"], input_mean=f("input_mean") or 0.0, input_sigma=f("input_sigma") or 0.0,
-                input_max=i("input_max"), output_mean=f("output_mean") or 1.0, output_sigma=f("output_sigma") or 0.0,
-                output_max=i("output_max"), total_max=i("total_max"), requests=i("requests") or 1000,
-                rate_rps=f("rate_rps"), max_num_seqs=i("max_num_seqs") or 256,
-                max_num_batched_tokens=i("max_num_batched_tokens") or 8192,
-                reserve_kv=None if not row["reserve_kv"].strip() else row["reserve_kv"].strip() == "1",
-                metric=row["metric"], measured=float(row["measured"]), note=row["note"],
-            )
-        )
-    return out
+def published_points() -> list[CalPoint]:
+    """The rows of ``published_points.csv`` (loader in :mod:`sim.validation`)."""
+    return validation.published_points(DATA / "published_points.csv")
 
 
-def splitwise_points(path: Path = DATA / "splitwise_sim_perf_model_dgx_a100_h100.csv") -> list[CalPoint]:
-    """Medians of Splitwise's Llama-2-70B prompt times (batch 1; 512/2048/8192 tokens) and token times
-    (prompt 512; batch 1/16/64), A100 and H100 at TP2/4/8, FP16. TP2 batch-64 rows are excluded (inconsistent,
-    see measurements.md §3.1); the ``h100-80gb-pcap`` rows are derived, not measured, and are not used."""
-    df = pd.read_csv(path)
-    df = df[(df.model == "llama2-70b") & df.hardware.isin(["a100-80gb", "h100-80gb"])]
-    gpu = {"a100-80gb": "A100-SXM-80GB", "h100-80gb": "H100-SXM"}
-    src = "Splitwise perf_model.csv @8f99e7dc (MIT)"
-    pts: list[CalPoint] = []
-    for (hw, tp), d in df.groupby(["hardware", "tensor_parallel"]):
-        for prompt in (512, 2048, 8192):
-            t = d[(d.prompt_size == prompt) & (d.batch_size == 1)].prompt_time.median() / 1e3
-            pts.append(CalPoint(
-                id=f"splitwise-{hw}-tp{tp}-prompt{prompt}", source=src, stack="nvidia-splitwise", gpu=gpu[hw],
-                gpus=int(tp), model="Llama-2-70B", weights="fp16", kv="fp16", mode="prefill_step", metric="ttft_p50",
-                input_mean=prompt, measured=float(t), note="one prefill step, batch 1"))
-        for batch in (1, 16, 64):
-            if tp == 2 and batch == 64:
-                continue
-            sub = d[(d.prompt_size == 512) & (d.batch_size == batch)]
-            ctx = 512 + int(sub.token_size.median() // 2)
-            pts.append(CalPoint(
-                id=f"splitwise-{hw}-tp{tp}-decode-b{batch}", source=src, stack="nvidia-splitwise", gpu=gpu[hw],
-                gpus=int(tp), model="Llama-2-70B", weights="fp16", kv="fp16", mode="decode_step", metric="tpot_p50",
-                batch=batch, context=ctx, measured=float(sub.token_time.median() / 1e3),
-                note=f"decode step, prompt 512, mean context {ctx}"))
-    return pts
+def splitwise_points() -> list[CalPoint]:
+    """Splitwise's Llama-2-70B prompt and token times (loader in :mod:`sim.validation`)."""
+    return validation.splitwise_points(DATA / "splitwise_sim_perf_model_dgx_a100_h100.csv")
 
 
-STACK_FITS = {
-    "nvidia-trtllm": ("mfu", "mbu", "overhead_s"),
-    "nvidia-vllm": ("mfu", "mbu", "overhead_s", "overhead_s_per_token"),
-    "nvidia-splitwise": ("mfu", "mbu", "overhead_s", "allreduce_efficiency"),
-}
+STACK_FITS = validation.STACK_FITS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
           f"-> allreduce_efficiency {eff:.3f} of {NVLINK4_GB_S:.0f} GB/s")
 
     points = published_points() + splitwise_points()
+    split = validation.default_split(points)  # H100/A100 points only; every other GPU is held out, never fitted
     start = Calibration(mfu=0.6, mbu=0.75, overhead_s=0.004, overhead_s_per_token=1e-6,
                         allreduce_latency_s=lat, allreduce_efficiency=eff)
     fitted: dict[str, Calibration] = {}
@@ -139,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for stack, params in STACK_FITS.items():
         pts = [p for p in points if p.stack == stack]
         t0 = time.perf_counter()
-        res = fit_calibration(pts, start, params, max_evaluations=args.max_evaluations)
+        res = fit_calibration(pts, start, params, max_evaluations=args.max_evaluations, split=split)
         fitted[stack] = res.calibration
         m = res.mape()
         print(f"\n== {stack}: {len(pts)} points, {res.evaluations} evaluations, {time.perf_counter() - t0:.0f} s")

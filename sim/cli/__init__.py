@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "compare": "sim.cli.compare:compare",
     "profile": "sim.cli.profile:profile",
     "calibrate": "sim.cli.calibrate:calibrate",
+    "validate": "sim.cli.validate:validate",
     "catalog": "sim.cli.catalog:catalog",
     "size": "sim.cli.size:size",
     "sweep": "sim.cli.sweep:sweep",
