@@ -146,17 +146,18 @@ class Predictor:
     def predict(self, p: CalPoint, cal: Calibration) -> float:
         gpu, model = self._specs[p.id]
         if p.mode == "prefill_step":
-            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal)
+            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal, stack=p.stack)
             n = int(p.input_mean)
             return perf.step_s(n, attention_pairs(n, n), n)
         if p.mode == "decode_step":
-            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal)
+            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal, stack=p.stack)
             return perf.decode_step_s(p.batch, p.context)
         inp, out = self.lengths(p)
         seqs = p.max_num_seqs
         engine = Engine(max_num_seqs=seqs, max_num_batched_tokens=max(p.max_num_batched_tokens, seqs),
                         reserve_kv=self.reserve_kv(p))
-        setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, source=p.id)
+        setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, stack=p.stack,
+                                source=p.id)
         r = max(1, p.replicas)
         share = slice(0, max(1, len(inp) // r))
         if p.mode == "offline":

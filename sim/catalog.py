@@ -79,6 +79,9 @@ class StackSpec(_Strict):
     description: str = ""
     scheduler: Literal["preempt", "reserve_kv"] = "preempt"
     calibration: Calibration
+    cuda_graph_sizes: list[int] = Field(
+        [], description="batch sizes the stack captures CUDA graphs for; a step's GEMM tokens are padded up to the "
+                        "next one (none above the largest); empty = no padding")
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
     sources: list[str] = []
 
@@ -95,6 +98,9 @@ class GpuSpec(_Strict):
     matmul_ceiling: dict[str, float] = Field(
         {}, description="measured best-GEMM TFLOPS as a fraction of peak, per precision (1.0 where unknown)"
     )
+    attention_ceiling: float | None = Field(
+        None, gt=0, le=1, description="measured BF16 attention-kernel (FlashAttention) TFLOPS as a fraction of the "
+                                      "BF16 peak (default: the BF16 matmul ceiling)")
     interconnect_gb_s: float = Field(450.0, gt=0, description="per-GPU, per-direction GPU-to-GPU bandwidth")
     max_gpus_per_node: int = Field(8, gt=0, description="largest tensor-parallel group on the fast interconnect")
     tdp_w: float = Field(700.0, gt=0)
@@ -141,6 +147,12 @@ class GpuSpec(_Strict):
         p = self.compute_precision(precision)
         ceiling = self._lookup(self.matmul_ceiling, p)
         return self.peak_flops(precision) * (ceiling[1] if ceiling else 1.0)
+
+    def attention_flops(self) -> float:
+        """Achievable attention FLOP/s: BF16 peak × the measured attention ceiling (else the BF16 GEMM ceiling)."""
+        if self.attention_ceiling is not None:
+            return self.peak_flops("bf16") * self.attention_ceiling
+        return self.achievable_flops("bf16")
 
     @property
     def default_stack(self) -> str:
@@ -311,6 +323,13 @@ def stack_reserves_kv(gpu: GpuSpec, stack: str | None = None) -> bool:
         return get_stack(stack).scheduler == "reserve_kv"
     spec = stacks().get(_norm(gpu.default_stack))
     return spec is not None and spec.scheduler == "reserve_kv"
+
+
+def resolve_stack(gpu: GpuSpec, stack: str | None = None) -> StackSpec | None:
+    """The named ``stack``, else the GPU's default stack (None when that is not in the catalogue)."""
+    if stack is not None:
+        return get_stack(stack)
+    return stacks().get(_norm(gpu.default_stack))
 
 
 def resolve_calibration(gpu: GpuSpec, stack: str | None = None) -> Calibration:

@@ -273,7 +273,7 @@ def format_summary(report: ValidationReport) -> str:
     table: dict[tuple[str, str, str], dict[str, dict]] = {}
     for s in report.summary():
         table.setdefault((s["fold"], s["gpu_family"], s["metric"]), {})[s["role"]] = s
-    lines = [f"{'fold':28} {'GPU':7} {'metric':10} {'fitted':>14} {'held out':>14} {'worst':>8} {'target':>7}"]
+    lines = [f"{'fold':40} {'GPU':7} {'metric':10} {'fitted':>14} {'held out':>14} {'worst':>8} {'target':>7}"]
     for (fold, fam, metric), d in table.items():
         fit = d.get("fitted")
         held = d.get("held-out")
@@ -284,7 +284,7 @@ def format_summary(report: ValidationReport) -> str:
         mark = ""
         if held and target is not None:
             mark = f"≤{target:.0f}% " + ("ok" if held["mape_pct"] <= target else "MISS")
-        lines.append(f"{fold[:28]:28} {fam:7} {metric:10} {f_txt:>14} {h_txt:>14} {worst:7.1f}% {mark:>7}")
+        lines.append(f"{fold[:40]:40} {fam:7} {metric:10} {f_txt:>14} {h_txt:>14} {worst:7.1f}% {mark:>7}")
     return "\n".join(lines)
 
 
@@ -295,4 +295,49 @@ def format_points(report: ValidationReport) -> str:
         unit = 1e3 if r["metric"] != "throughput" else 1.0
         lines.append(f"{r['fold'][:22]:22} {r['id'][:40]:40} {r['role']:8} {r['metric']:10} {r['measured'] * unit:10.1f} "
                      f"{r['predicted'] * unit:10.1f} {r['error_pct']:+7.1f}%")
+    return "\n".join(lines)
+
+
+def markdown_summary(report: ValidationReport) -> str:
+    """Markdown table of :meth:`ValidationReport.summary`: fitted and held-out MAPE per fold, GPU family, metric."""
+    table: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for s in report.summary():
+        table.setdefault((s["fold"], s["gpu_family"], s["metric"]), {})[s["role"]] = s
+    lines = ["| fold | GPU family | metric | fitted MAPE (n) | held-out MAPE (n) | held-out worst | target | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (fold, fam, metric), d in table.items():
+        fit, held = d.get("fitted"), d.get("held-out")
+        target = TARGETS_PCT.get(metric)
+        met = "–" if not held or target is None else ("yes" if held["mape_pct"] <= target else "**no**")
+        fit_txt = f"{fit['mape_pct']:.1f} % ({fit['n']})" if fit else "–"
+        held_txt = f"{held['mape_pct']:.1f} % ({held['n']})" if held else "–"
+        worst_txt = f"{held['max_ape_pct']:.1f} %" if held else "–"
+        target_txt = f"≤ {target:.0f} %" if target else "–"
+        lines.append(f"| {fold} | {fam} | {metric} | {fit_txt} | {held_txt} | {worst_txt} | {target_txt} | {met} |")
+    return "\n".join(lines)
+
+
+def markdown_points(report: ValidationReport, points: Sequence[CalPoint]) -> str:
+    """Markdown table of every point of a report with its setup and source."""
+    by_id = {p.id: p for p in points}
+    lines = ["| point | role | hardware | model | precision | workload | metric | measured | predicted | error | source |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report.rows:
+        p = by_id[r["id"]]
+        unit, fmt = (1.0, "{:,.0f}") if r["metric"] == "throughput" else (1e3, "{:,.1f} ms")
+        if p.mode in ("offline", "poisson", "closed_loop"):
+            lengths = f"{p.input_mean:g}/{p.output_mean:g}" + (" (lognormal)" if p.input_sigma or p.output_sigma else "")
+            load = {"offline": "offline", "poisson": f"Poisson {p.rate_rps:g} req/s",
+                    "closed_loop": f"{p.concurrency} concurrent"}[p.mode]
+            work = f"{load}, {lengths}, max_num_seqs {p.max_num_seqs}"
+        elif p.mode == "prefill_step":
+            work = f"prefill step {p.input_mean:g} tok"
+        else:
+            work = f"decode step batch {p.batch}, ctx {p.context}"
+        hw = f"{p.replicas}×{p.gpus}× {p.gpu}" if p.replicas > 1 else f"{p.gpus}× {p.gpu}"
+        lines.append(
+            f"| {p.id} | {r['role']} | {hw} | {p.model} | {p.weights}/{p.kv} | {work} | {r['metric']} | "
+            f"{fmt.format(r['measured'] * unit)} | {fmt.format(r['predicted'] * unit)} | {r['error_pct']:+.1f} % | "
+            f"{p.source} |"
+        )
     return "\n".join(lines)
