@@ -126,6 +126,20 @@ _DESCRIPTIONS = {
 }
 
 
+# CUDA-graph batch sizes each stack pads a step's tokens up to (StackSpec.cuda_graph_sizes)
+VLLM_GRAPH_SIZES = [1, 2, 4] + [8 * i for i in range(1, 33)]  # vLLM 0.6 worker/model_runner.py _BATCH_SIZES_TO_CAPTURE
+TRTLLM_GRAPH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192]  # perf-overview llm_options.yml
+GRAPH_SIZES = {"nvidia-trtllm": TRTLLM_GRAPH_SIZES, "nvidia-vllm": VLLM_GRAPH_SIZES, "nvidia-splitwise": [],
+               "amd-vllm": VLLM_GRAPH_SIZES}
+GRAPH_SOURCES = {
+    "nvidia-trtllm": "cuda_graph_sizes: TensorRT-LLM perf-overview @00f37686 llm_options.yml (cuda_graph_config "
+                     "enable_padding, batch_sizes 1..8192), the configuration of the trtllm-bench tables",
+    "nvidia-vllm": "cuda_graph_sizes: vLLM v0.6 vllm/worker/model_runner.py _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + "
+                   "[8 * i for i in range(1, 33)]",
+    "amd-vllm": "cuda_graph_sizes: vLLM's (HIP graphs, same capture list)",
+    "nvidia-splitwise": "cuda_graph_sizes: none (the runtime is not recorded)",
+}
+
 # how each stack admits requests (StackSpec.scheduler); points with an empty reserve_kv cell follow it
 SCHEDULERS = {"nvidia-trtllm": "reserve_kv", "nvidia-vllm": "preempt", "nvidia-splitwise": "preempt",
               "amd-vllm": "preempt"}
@@ -149,8 +163,9 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "description": desc,
             "scheduler": SCHEDULERS[name],
             "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items()},
+            "cuda_graph_sizes": GRAPH_SIZES[name],
             "fitted_to": [fitted_to],
-            "sources": ["calibration/fit_factors.py", "calibration/data/README.md"],
+            "sources": ["calibration/fit_factors.py", "calibration/data/README.md", GRAPH_SOURCES[name]],
         }
         (folder / f"{name}.yaml").write_text(header + yaml.safe_dump(body, sort_keys=False, width=120))
 
