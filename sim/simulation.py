@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import simpy
 
-from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
+from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from .config import Engine, Scenario
 from .errors import ConfigError
 from .engine import Node, ReferenceNode
@@ -38,14 +38,17 @@ class NodeModel:
     memory: NodeMemory
     perf: StepTimeModel
     max_model_len: int
-    engine: Engine  # the scenario's engine limits, with reserve_kv resolved from the software stack
+    engine: Engine  # the scenario's engine limits completed by the software stack's defaults and scheduler
 
 
 def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
-    eng = fleet.engine
+    try:  # the stack's engine defaults for unset fields, and its scheduler
+        eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
+    except ConfigError as exc:
+        raise ConfigError(src, exc.field if exc.field.startswith("fleet.engine") else "fleet.stack", exc.problem) from None
     memory = plan_memory(
         gpu,
         model,
@@ -65,8 +68,6 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
-    if eng.reserve_kv is None:
-        eng = eng.model_copy(update={"reserve_kv": stack_reserves_kv(gpu, fleet.stack)})
     return NodeModel(gpu, model, memory, perf, max_len, eng)
 
 

@@ -44,6 +44,14 @@ STACK_FITS: dict[str, tuple[str, ...]] = {
 
 PROTOCOLS = ("shipped", "leave-one-gpu-out", "leave-one-stack-out")
 
+SHARED_FACTORS = {"nvidia-sglang": "nvidia-vllm", "amd-vllm": "nvidia-vllm"}
+"""Stacks whose kernel factors are another's (fitted together, or copied): their points belong to that fit."""
+
+
+def factor_stack(stack: str | None) -> str:
+    """The stack whose fitted factors ``stack`` uses (itself unless listed in :data:`SHARED_FACTORS`)."""
+    return SHARED_FACTORS.get(stack or "", stack or "")
+
 
 def calibration_data_dir() -> Path:
     """``calibration/data`` of the capsim checkout (the published measurements)."""
@@ -194,10 +202,10 @@ def run_leave_one_gpu_out(
         fold = f"without {fam}"
         factors[fold] = {}
         for stack, params in STACK_FITS.items():
-            target = [p for p in points if p.stack == stack and p.id in out_ids]
+            target = [p for p in points if factor_stack(p.stack) == stack and p.id in out_ids]
             if not target:
                 continue
-            train = [p for p in points if p.stack == stack and p.id in split.fit]
+            train = [p for p in points if factor_stack(p.stack) == stack and p.id in split.fit]
             if len(train) < len(params):
                 notes.append(f"{fold}: {stack} has {len(train)} point(s) on other GPU families, fewer than its "
                              f"{len(params)} factors; its {len(target)} {fam} point(s) cannot be predicted this way")
@@ -215,14 +223,14 @@ def run_leave_one_stack_out(points: Sequence[CalPoint], predictor: Predictor | N
     base = default_split(points)
     rows: list[dict] = []
     factors: dict[str, dict[str, dict]] = {}
-    stacks = [s for s in STACK_FITS if any(p.stack == s and p.id in base.fit for p in points)]
+    stacks = [s for s in STACK_FITS if any(factor_stack(p.stack) == s and p.id in base.fit for p in points)]
     for s in stacks:
-        target = [p for p in points if p.stack == s and p.id in base.fit]
+        target = [p for p in points if factor_stack(p.stack) == s and p.id in base.fit]
         for other in stacks:
             if other == s:
                 continue
             # the other stack's factors were fitted to its own points: none of ``target`` is among them
-            seen = frozenset(p.id for p in points if p.stack == other and p.id in base.fit)
+            seen = frozenset(p.id for p in points if factor_stack(p.stack) == other and p.id in base.fit)
             split = Split(seen, frozenset(p.id for p in target), name=f"{s} with {other}'s factors")
             cal = get_stack(other, "validate", "stack").calibration
             fold = f"{s} with {other}"

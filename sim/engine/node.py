@@ -30,6 +30,7 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
+from .admission import make_admission
 from .common import NodeSnapshot, admission_problem, make_waiting_queue
 
 
@@ -60,6 +61,8 @@ class Node:
         self.reserve = engine.reserve_kv
 
         self.waiting = make_waiting_queue(engine)
+        self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
+        self.fin_sum = 0  # Σ fin_step over decoders: their decode tokens still to come = fin_sum − len(decoding)·S
         self.decoding: dict[int, Request] = {}  # admission order
         self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
         self.S = 0  # engine steps executed
@@ -164,6 +167,7 @@ class Node:
         self.decoding.clear()
         self.prefilling.clear()
         self.fin_heap.clear()
+        self.fin_sum = 0
         self.used_blocks = 0
         self.work = 0
         return out
@@ -178,6 +182,7 @@ class Node:
     def _add_decoder(self, req: Request) -> None:
         req.dec_step0 = self.S
         req.fin_step = self.S + req.output_tokens - req.num_generated
+        self.fin_sum += req.fin_step
         self.decoding[req.rid] = req
         self.dec_ctx_sum += req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] += 1
@@ -190,6 +195,7 @@ class Node:
         del self.decoding[req.rid]
         self.dec_ctx_sum -= req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] -= 1
+        self.fin_sum -= req.fin_step
         req.fin_step = -1
 
     def _blocks(self, tokens: int) -> int:
@@ -255,7 +261,17 @@ class Node:
         if self.reserve:
             return self._full_blocks(req) <= self.capacity_blocks - self.used_blocks
         free = self.capacity_blocks - self.used_blocks - self.phase_cnt[(-self.S) % self.bs]
-        return self._blocks(req.cached_tokens + n_new) <= free
+        need = self._blocks(req.cached_tokens + n_new)
+        if need > free:
+            return False
+        adm = self.admission
+        return adm is None or adm.admits(self.S, free - need, self._future_decode_tokens() + req.output_tokens
+                                         - req.num_generated)
+
+    def _future_decode_tokens(self) -> int:
+        """Decode tokens still to come of the running requests (SGLang's admission reserves a share of them)."""
+        return self.fin_sum - len(self.decoding) * self.S + sum(r.output_tokens - r.num_generated
+                                                                for r in self.prefilling)
 
     def _next_finish_step(self) -> int:
         heap = self.fin_heap
@@ -268,7 +284,10 @@ class Node:
 
     def _tick(self) -> None:
         """At a step boundary (or on waking): choose and start the next step or decode run."""
-        if not self.prefilling and self.decoding and not self._head_admissible():
+        # under SGLang's admission a blocked head can become admissible mid-run (the ratio decays), so jump only
+        # with an empty queue
+        if (not self.prefilling and self.decoding and not self._head_admissible()
+                and (self.admission is None or not self.waiting)):
             limit = self._next_finish_step() - self.S
             n = self._max_steps_kv(limit)
             if n >= 1:
@@ -360,9 +379,16 @@ class Node:
                     break
                 chunks.append((req, n_new))
                 budget -= n_new
+        adm = self.admission
+        if preempted and adm is not None:
+            running = list(self.decoding.values()) + self.prefilling
+            generated = sum(r.num_generated + (self.S - r.dec_step0) for r in self.decoding.values())
+            generated += sum(r.num_generated for r in self.prefilling)
+            adm.on_retract(self.S, generated, sum(r.output_tokens for r in running), len(running))
         # 3. admissions, FCFS, only if nothing was preempted
         if not preempted:
             now = self.env.now
+            future = self._future_decode_tokens() if adm is not None else 0
             while (
                 self.waiting
                 and len(self.decoding) + len(self.prefilling) < self.max_seqs
@@ -379,6 +405,12 @@ class Node:
                 need = self._full_blocks(req) if self.reserve else self._blocks(cached + n_new)
                 if need > self.capacity_blocks - self.used_blocks:
                     break
+                if adm is not None:
+                    mine = req.output_tokens - req.num_generated
+                    if (self.decoding or self.prefilling) and not adm.admits(
+                            self.S, self.capacity_blocks - self.used_blocks - need, future + mine):
+                        break
+                    future += mine
                 self.waiting.popleft()
                 self.used_blocks += need
                 req.num_computed = cached
