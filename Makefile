@@ -1,17 +1,23 @@
-# capsim: `make run` simulates the embedded default scenario; `make test` runs the test suite.
-# Both create .venv (if missing) and install capsim into it first.
+# capsim: `make run` simulates the embedded default scenario; `make test` runs the test suite;
+# `make lint` runs ruff and mypy; `make wheel-check` installs the built wheel outside the repo and runs it.
+# All create .venv (if missing) and install capsim into it first.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.capsim-installed
+DEV    := $(VENV)/.capsim-dev-installed
 
-.PHONY: run test bench install clean
+.PHONY: run test lint wheel-check bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,dask]"
 	touch $(STAMP)
+
+$(DEV): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,dask]"
+	touch $(DEV)
 
 install: $(STAMP)
 
@@ -21,8 +27,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2
 
+lint: $(DEV)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+wheel-check: $(STAMP)
+	.ci/wheel_check
+
 bench: $(STAMP)
 	$(PY) benchmarks/engine_speed.py
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache build dist

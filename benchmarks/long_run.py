@@ -96,7 +96,8 @@ def main() -> None:
           f"{lat['ttft_s']['p99'] * 1000:,.0f} ms (histogram, ±0.12 %)")
     if args.days < 7:
         est_s = TARGET_REQUESTS / cpu_rate
-        print(f"extrapolated    7 days / {TARGET_REQUESTS / 1e6:.0f} M requests at this speed: {est_s / 60:,.0f} CPU-min "
+        print(f"extrapolated    7 days / {TARGET_REQUESTS / 1e6:.0f} M requests at this speed: "
+              f"{est_s / 60:,.0f} CPU-min "
               f"(one core, unloaded); memory: see the per-day RSS above (flat = independent of run length)")
     tmp.cleanup()
 

@@ -11,15 +11,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.config import Engine  # noqa: E402
-from sim.profiling import NodeSetup, run_closed_loop, run_offline  # noqa: E402
+from sim.config import Engine
+from sim.profiling import NodeSetup, run_closed_loop, run_offline
 
 CLAIMS = {"H100-SXM": 3000, "H200-SXM": 4500, "B200": 9000, "MI300X": 2800, "L40S": 600, "GH200-96GB": 800,
-          "GH200-144GB": None, "A100-SXM-80GB": None, "MI325X": None, "H100-PCIe": None, "H100-NVL": None, "GB200": None}
+          "GH200-144GB": None, "A100-SXM-80GB": None, "MI325X": None, "H100-PCIe": None, "H100-NVL": None,
+          "GB200": None}
 
 
 def main() -> None:
-    print("| platform | stack | KV capacity (tokens) | conc. 50: out tok/s | TTFT p50 | TPOT p50 | offline max out tok/s "
+    print("| platform | stack | KV capacity (tokens) | conc. 50: out tok/s | TTFT p50 | TPOT p50 | "
+          "offline max out tok/s "
           "| 60 % of max | guide claim |")
     print("|---|---|---|---|---|---|---|---|---|")
     for gpu, claim in CLAIMS.items():
@@ -37,7 +39,8 @@ def main() -> None:
               f"{0.6 * o.output_tokens_per_s:,.0f} | {claim if claim else '–'} |")
     print()
     print("Optimisation ladder on 8x H100-SXM, Llama-3.3-70B (guide: ~400 → ~1200 → ~2000 → ~2800 out tok/s):")
-    for label, w, kv, conc in (("FP16, batch 1", "bf16", "bf16", 1), ("FP16, continuous batching, 32", "bf16", "bf16", 32),
+    for label, w, kv, conc in (("FP16, batch 1", "bf16", "bf16", 1),
+                               ("FP16, continuous batching, 32", "bf16", "bf16", 32),
                                ("FP8 weights, 32", "fp8", "bf16", 32), ("FP8 weights + FP8 KV, 64", "fp8", "fp8", 64)):
         s = NodeSetup.build("H100-SXM", "llama-3.3-70b", 8, w, kv, Engine(max_num_seqs=256))
         r = run_closed_loop(s, conc, [1500] * max(200, 5 * conc), [300] * max(200, 5 * conc))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.config import load_scenario  # noqa: E402
-from sim.workload import arrival_chunks  # noqa: E402
+from sim.config import load_scenario
+from sim.workload import arrival_chunks
 
 
 def rss_mb() -> float:
@@ -54,7 +54,8 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"shape={a.shape} rate={a.rate} req/s days={a.days}: {n:,} arrivals, {tokens:,} tokens, "
           f"{wall:.1f} s ({n / wall / 1e6:.2f} M arrivals/s)")
-    print(f"RSS before {rss0:.0f} MB; end of each day: " + ", ".join(f"d{d}={v:.0f}" for d, v in sorted(day_rss.items())))
+    days = ", ".join(f"d{d}={v:.0f}" for d, v in sorted(day_rss.items()))
+    print(f"RSS before {rss0:.0f} MB; end of each day: {days}")
     print(f"peak RSS {peak:.0f} MB (all arrivals in memory would need ≥ {n * 40 / 2**20:.0f} MB)")
 
 

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import Api, ApiLatency, ApiLimits, ApiOutage, ApiRetry, _format_error, read_yaml
 from .errors import ConfigError
-from .paths import hardware_dir
+from .paths import api_catalogue_path
 from .request import Request, Status
 from .rng import stream
 from .traffic.classes import Z95
@@ -71,7 +71,7 @@ class ApiModelEntry(_Strict):
 
 
 def catalogue_path() -> Path:
-    return hardware_dir() / "apis.yaml"
+    return api_catalogue_path()
 
 
 @lru_cache(maxsize=4)

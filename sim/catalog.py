@@ -14,15 +14,16 @@ writes one), which then wins over its stack's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import Engine, read_yaml, validate_mapping
 from .errors import ConfigError
-from .paths import hardware_dir
+from .paths import data_dirs
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8", "int8", "fp4", "int4"]
 
@@ -273,6 +274,9 @@ class ModelSpec(_Strict):
         return self.moe is not None or self.params_active < self.params_total
 
 
+SpecT = TypeVar("SpecT", GpuSpec, ModelSpec, StackSpec)
+
+
 def _norm(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -312,26 +316,38 @@ def _stacks(folder: str) -> dict[str, StackSpec]:
     return _load_dir(Path(folder), StackSpec)  # type: ignore[return-value]
 
 
+def _overlay(load, sub: str) -> dict:  # noqa: ANN001
+    """Shipped specs overlaid by the user's (cwd, ``$CAPSIM_HOME``): a user spec replaces every key of the
+    shipped spec it shares a name or alias with."""
+    out: dict = {}
+    for folder in data_dirs(Path("hardware_profiles") / sub):
+        layer = load(str(folder))
+        replaced = {id(out[k]) for k in layer if k in out}
+        out = {k: v for k, v in out.items() if id(v) not in replaced}
+        out.update(layer)
+    return out
+
+
 def gpus(folder: Path | None = None) -> dict[str, GpuSpec]:
     """All GPU profiles by lower-case name and alias."""
-    return _gpus(str(folder or hardware_dir() / "gpus"))
+    return _gpus(str(folder)) if folder else _overlay(_gpus, "gpus")
 
 
 def models(folder: Path | None = None) -> dict[str, ModelSpec]:
     """All model specs by lower-case name and alias."""
-    return _models(str(folder or hardware_dir() / "models"))
+    return _models(str(folder)) if folder else _overlay(_models, "models")
 
 
 def stacks(folder: Path | None = None) -> dict[str, StackSpec]:
     """All software stacks by lower-case name and alias."""
-    return _stacks(str(folder or hardware_dir() / "stacks"))
+    return _stacks(str(folder)) if folder else _overlay(_stacks, "stacks")
 
 
-def unique(table: dict[str, BaseModel]) -> list[BaseModel]:
+def unique(table: Mapping[str, SpecT]) -> list[SpecT]:
     """Distinct specs of a catalogue table (aliases folded), in name order."""
-    seen: dict[str, BaseModel] = {}
+    seen: dict[str, SpecT] = {}
     for spec in table.values():
-        seen.setdefault(spec.name, spec)  # type: ignore[attr-defined]
+        seen.setdefault(spec.name, spec)
     return [seen[k] for k in sorted(seen)]
 
 

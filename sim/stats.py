@@ -4,7 +4,7 @@ intervals of a mean over independent replications."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

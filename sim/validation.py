@@ -27,7 +27,7 @@ import numpy as np
 from .calibration import CalPoint, Predictor, Split, evaluate, fit_calibration
 from .catalog import Calibration, get_gpu, get_stack
 from .errors import ConfigError
-from .paths import project_root
+from .paths import find_data_file, project_root
 
 FIT_FAMILIES = ("H100", "A100")
 """GPU families whose points the stack factors are fitted to; every other family is held out."""
@@ -54,8 +54,9 @@ def factor_stack(stack: str | None) -> str:
 
 
 def calibration_data_dir() -> Path:
-    """``calibration/data`` of the capsim checkout (the published measurements)."""
-    return project_root() / "calibration" / "data"
+    """``calibration/data`` (the published measurements): the first data root that has it (a checkout, or
+    ``$CAPSIM_HOME``); wheels do not ship it."""
+    return find_data_file("calibration/data") or project_root() / "calibration" / "data"
 
 
 def gpu_family(gpu: str) -> str:

@@ -7,6 +7,8 @@ to derandomize, so a landing never depends on luck. A failure prints its reprodu
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -17,6 +19,19 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-@pytest.fixture
-def scenario_factory():
-    return make_scenario
+@pytest.fixture(scope="session")
+def run_once() -> Callable[..., Any]:
+    """``run_once(**overrides)`` = ``run_scenario(make_scenario(**overrides))``, simulated once per session (per
+    xdist worker) for each distinct set of overrides: a baseline several tests compare against is not re-run
+    for each of them. The result is shared: read it, never modify it."""
+    from sim.run import run_scenario
+
+    cache: dict[str, Any] = {}
+
+    def run(**overrides: Any) -> Any:
+        key = repr(sorted(overrides.items()))
+        if key not in cache:
+            cache[key] = run_scenario(make_scenario(**overrides))
+        return cache[key]
+
+    return run

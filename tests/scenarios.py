@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-
-
 from sim.config import Scenario, validate_scenario
 
 BASE: dict[str, Any] = {

@@ -79,9 +79,16 @@ def test_rejects_requests_that_can_never_fit():
     assert out.summary["slo"]["attainment"] == 0.0
 
 
-def test_arrival_at_time_zero_is_served():
-    """Edge case from peers: an arrival at t = 0 must not be lost."""
+def test_arrivals_at_time_zero_are_served(tmp_path):
+    """Edge case from peers: arrivals at exactly t = 0 (a replayed trace starts at its first timestamp, here
+    two requests at 0.0) must be served, first, by the node that is idle at 0."""
     from sim.simulation import simulate
-    sc = make_scenario(**{"traffic.rate_rps": 1000.0, "duration_s": 0.01})
+
+    trace = tmp_path / "t0.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,5\n0.0,200,3\n0.5,50,2\n")
+    sc = make_scenario(**{"duration_s": 1, "fleet.nodes": 1, "traffic": {"trace": {"file": str(trace)}}})
     res = simulate(sc)
-    assert res.counts()["arrived"] == res.counts()["completed"]
+    arrivals = sorted(r.arrival_s for r in res.requests)
+    assert arrivals[:2] == [0.0, 0.0]
+    assert res.counts()["arrived"] == res.counts()["completed"] == 3
+    assert min(r.first_scheduled_s for r in res.requests) == 0.0  # served at once, not after a tick

@@ -18,8 +18,8 @@ def _conserved(out) -> None:
     assert r["completed"] + r["spilled"] + r["rejected"] + r["failed"] + r["in_flight"] == r["arrived"]
 
 
-def test_never_matches_the_default_path_and_costs_nothing_extra():
-    plain = run_scenario(make_scenario(**HOT))
+def test_never_matches_the_default_path_and_costs_nothing_extra(run_once):
+    plain = run_once(**HOT)
     never = run_scenario(make_scenario(**HOT, spill={"policy": "never"}, api=API))
     cols = ["request_id", "node", "status", "ttft_s", "e2e_s", "queue_wait_s"]
     pd.testing.assert_frame_equal(plain.requests[cols], never.requests[cols])
@@ -38,8 +38,8 @@ def test_never_matches_the_default_path_and_costs_nothing_extra():
     {"policy": "rate_budget", "fleet_rps": 10, "burst_s": 2},
     {"policy": "never", "late": {"after_s": 1.0, "check_every_s": 0.25}},
 ])
-def test_policies_spill_under_overload_and_conserve_requests(spill):
-    base = run_scenario(make_scenario(**HOT))
+def test_policies_spill_under_overload_and_conserve_requests(spill, run_once):
+    base = run_once(**HOT)
     out = run_scenario(make_scenario(**HOT, spill=spill, api=API))
     _conserved(out)
     s, df = out.summary, out.requests

@@ -281,13 +281,15 @@ def test_iter_outcomes_delivers_errors_per_task(spec):
     assert isinstance(outs[2].error, ValueError) and [outs[i].value for i in (0, 1, 3, 4)] == [0, 1, 3, 4]
 
 
-def test_map_summaries_same_in_process_and_pool(scenario_factory):
-    scs = [scenario_factory(**{"duration_s": 20, "seed": s, "fleet.nodes": 1}) for s in (1, 2, 3)]
+def test_map_summaries_same_in_process_and_pool():
+    from scenarios import make_scenario
+
+    scs = [make_scenario(**{"duration_s": 20, "seed": s, "fleet.nodes": 1}) for s in (1, 2, 3)]
     a = map_summaries(scs, 1)
     b = map_summaries(scs, 2)
     assert a == b and [s["seed"] for s in a] == [1, 2, 3]
     with pytest.raises(ConfigError):
-        map_summaries([scs[0], scenario_factory(**{"fleet.gpu": "NoSuchGPU"})], 2)
+        map_summaries([scs[0], make_scenario(**{"fleet.gpu": "NoSuchGPU"})], 2)
 
 
 def test_example_experiment_loads():

@@ -27,7 +27,8 @@ def catalog_dict() -> dict:
             "attention": "MLA" if m.mla else "GQA", "moe": m.is_moe, "aliases": m.aliases,
         })
     for s in unique(stacks()):
-        out["stacks"].append({"name": s.name, "vendor": s.vendor, **s.calibration.model_dump(), "description": s.description})
+        out["stacks"].append({"name": s.name, "vendor": s.vendor, **s.calibration.model_dump(),
+                              "description": s.description})
     return out
 
 
@@ -44,15 +45,19 @@ def catalog(as_json: bool) -> None:
                f"{'link GB/s':>9} {'TDP W':>6} {'$/GPU-h':>8} {'buy $':>8}  stack")
     for g in d["gpus"]:
         p = g["peak_tflops"]
-        f = lambda k: f"{p[k]:6.0f}" if k in p else f"{'–':>6}"  # noqa: E731
-        click.echo(f"  {g['name']:14} {g['vendor']:6} {g['memory_gb']:7.0f} {g['hbm_bw_gb_s']:9.0f} {f('bf16')} {f('fp8')} "
-                   f"{f('fp4')} {g['interconnect_gb_s']:9.0f} {g['tdp_w']:6.0f} {g['usd_per_gpu_hour']:8.2f} "
+        f = {k: f"{p[k]:6.0f}" if k in p else f"{'–':>6}" for k in ("bf16", "fp8", "fp4")}
+        click.echo(f"  {g['name']:14} {g['vendor']:6} {g['memory_gb']:7.0f} {g['hbm_bw_gb_s']:9.0f} {f['bf16']} "
+                   f"{f['fp8']} {f['fp4']} {g['interconnect_gb_s']:9.0f} {g['tdp_w']:6.0f} "
+                   f"{g['usd_per_gpu_hour']:8.2f} "
                    f"{g['purchase_usd_per_gpu']:8,.0f}  {g['stack']}")
     click.echo("\nModels")
-    click.echo(f"  {'name':16} {'params':>8} {'active':>8} {'layers':>6} {'KV B/token (bf16)':>18} {'context':>8}  attention")
+    click.echo(f"  {'name':16} {'params':>8} {'active':>8} {'layers':>6} {'KV B/token (bf16)':>18} {'context':>8}  "
+               "attention")
     for m in d["models"]:
-        click.echo(f"  {m['name']:16} {m['params_total'] / 1e9:7.1f}B {m['params_active'] / 1e9:7.1f}B {m['layers']:6d} "
-                   f"{m['kv_bytes_per_token_bf16']:18,d} {m['max_context']:8,d}  {m['attention']}{' MoE' if m['moe'] else ''}")
+        moe = " MoE" if m["moe"] else ""
+        click.echo(f"  {m['name']:16} {m['params_total'] / 1e9:7.1f}B {m['params_active'] / 1e9:7.1f}B "
+                   f"{m['layers']:6d} {m['kv_bytes_per_token_bf16']:18,d} {m['max_context']:8,d}  "
+                   f"{m['attention']}{moe}")
     click.echo("\nSoftware stacks (fitted factors)")
     for s in d["stacks"]:
         click.echo(f"  {s['name']:16} mfu {s['mfu']:.3f}  mbu {s['mbu']:.3f}  overhead {s['overhead_s'] * 1e3:.2f} ms"

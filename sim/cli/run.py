@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..config import load_scenario
-from ..paths import default_scenario_path
+from ..paths import scenario_path
 
 
 def _progress_bar(enabled: bool):  # noqa: ANN202
@@ -124,7 +124,7 @@ def _overload_hint(summary: dict) -> str:
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
         no_report: bool, stream: bool) -> None:
     """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report."""
-    path = scenario or default_scenario_path()
+    path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
     from ..run import run_scenario, run_streamed, write_outputs

@@ -11,7 +11,7 @@ import click
 
 from ..config import load_scenario
 from ..errors import ConfigError
-from ..paths import default_scenario_path
+from ..paths import scenario_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,7 +83,7 @@ def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], s
     if seeds < 1:
         raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
     chosen = select_rules(rules)
-    sc = with_slo(load_scenario(scenario or default_scenario_path(), list(overrides)), _parse_slo(slos))
+    sc = with_slo(load_scenario(scenario_path(scenario), list(overrides)), _parse_slo(slos))
     if not any(getattr(sc.slo, k) is not None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
         raise ConfigError("--slo", "", "every SLO target is off; sizing needs at least one")
 

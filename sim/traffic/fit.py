@@ -11,10 +11,11 @@ them. The result is a :class:`~sim.config.Shape` of ``harmonic`` components plus
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..config import Harmonic, HarmonicTerm, Shape
+from ..config import Harmonic, HarmonicTerm, Shape, ShapeComponent
 from ..errors import ConfigError
 from .shapes import DAY_H, WEEK_H, RateCurve
 
@@ -37,12 +38,11 @@ def _design(clock_h: np.ndarray, daily: int, weekly: int) -> tuple[np.ndarray, l
     labels: list[tuple[float, int]] = []
     for period, terms in ((DAY_H, daily), (WEEK_H, weekly)):
         for k in range(1, terms + 1):
-            kk = k if period == DAY_H else k
-            if period == WEEK_H and kk % 7 == 0:
+            if period == WEEK_H and k % 7 == 0:  # weekly harmonic 7k is the daily harmonic k
                 continue
-            ang = 2 * np.pi * kk * clock_h / period
+            ang = 2 * np.pi * k * clock_h / period
             cols += [np.cos(ang), np.sin(ang)]
-            labels.append((period, kk))
+            labels.append((period, k))
     return np.stack(cols, axis=1), labels
 
 
@@ -79,7 +79,7 @@ def fit_counts(bin_start_s: np.ndarray, counts: np.ndarray, bin_s: float, clock0
         dev = 2 * np.sum(np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
         mu0 = np.full_like(y, y.mean())
         dev0 = 2 * np.sum(np.where(y > 0, y * np.log(y / mu0), 0.0) - (y - mu0))
-    comps = []
+    comps: list[ShapeComponent] = []
     for period in (DAY_H, WEEK_H):
         terms = [
             HarmonicTerm(k=k, cos=round(float(beta[1 + 2 * j]), 6), sin=round(float(beta[2 + 2 * j]), 6))
@@ -93,7 +93,7 @@ def fit_counts(bin_start_s: np.ndarray, counts: np.ndarray, bin_s: float, clock0
     return ShapeFit(rate, shape, float(1 - dev / dev0) if dev0 > 0 else 1.0, len(y))
 
 
-def fit_times(times_s: np.ndarray, clock0_h: float = 0.0, bin_s: float = 600.0, **kw) -> ShapeFit:
+def fit_times(times_s: np.ndarray, clock0_h: float = 0.0, bin_s: float = 600.0, **kw: Any) -> ShapeFit:
     """Fit to arrival times (seconds from the start; ``clock0_h`` = hour of the week at t = 0)."""
     t = np.asarray(times_s, dtype=float)
     n_bins = int(np.ceil((t.max() + 1e-9) / bin_s))
@@ -102,7 +102,7 @@ def fit_times(times_s: np.ndarray, clock0_h: float = 0.0, bin_s: float = 600.0, 
 
 
 def fit_rate_series(window_start_s: np.ndarray, rate_rps: np.ndarray, window_s: float, clock0_h: float = 0.0,
-                    skip_zero: bool = True, **kw) -> ShapeFit:
+                    skip_zero: bool = True, **kw: Any) -> ShapeFit:
     """Fit to a rate series (e.g. ServeGen's 600-s windows). Zero windows are gaps in the data and are
     skipped unless ``skip_zero`` is false."""
     w = np.asarray(window_start_s, dtype=float)

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -24,7 +24,9 @@ RateFn = Callable[[np.ndarray], np.ndarray]
 MAX_SEGMENT_S = 3600.0
 
 
-def poisson_times(rng: np.random.Generator, rate_rps: float, t_end_s: float, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+def poisson_times(
+    rng: np.random.Generator, rate_rps: float, t_end_s: float, chunk: int = CHUNK
+) -> Iterator[np.ndarray]:
     """Homogeneous Poisson arrival times in [0, t_end_s), in ascending chunks (exponential gaps)."""
     t = 0.0
     while True:
@@ -96,7 +98,7 @@ def renewal_times(
         lam_now = float(rate(np.array([t]))[0])
         seg = min(MAX_SEGMENT_S, max(1.0, chunk / max(lam_now, 1e-9)), t_end_s - t)
         b = t + seg
-        n_grid = max(2, int(math.ceil(seg)) + 1)  # ≤ 1 s cells
+        n_grid = max(2, math.ceil(seg) + 1)  # ≤ 1 s cells
         grid = np.linspace(t, b, n_grid)
         lam = rate(grid)
         mid = 0.5 * (lam[:-1] + lam[1:])
@@ -135,7 +137,7 @@ class GammaModulation:
     the whole run up front: ⌈duration / window⌉ floats)."""
 
     def __init__(self, rng: np.random.Generator, cv: float, window_s: float, duration_s: float) -> None:
-        n = int(math.ceil(duration_s / window_s)) + 1
+        n = math.ceil(duration_s / window_s) + 1
         k = 1.0 / (cv * cv)
         self.window_s = window_s
         self.values = rng.gamma(k, 1.0 / k, size=n)

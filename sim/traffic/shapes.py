@@ -11,10 +11,11 @@ Shapes are YAML files in ``traffic_shapes/`` (or any path); ``include`` composes
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from pydantic import ValidationError
@@ -36,7 +37,7 @@ from ..config import (
     read_yaml,
 )
 from ..errors import ConfigError
-from ..paths import traffic_shapes_dir
+from ..paths import data_dirs
 
 DAY_H = 24.0
 WEEK_H = 168.0
@@ -260,8 +261,8 @@ class RateCurve:
         """∫λ dt over each window [edges[i], edges[i+1]] (Simpson, at least 8 panels per window)."""
         edges = np.asarray(edges_s, dtype=float)
         out = np.empty(len(edges) - 1)
-        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-            n = max(8, int(math.ceil((b - a) / step_s)))
+        for i, (a, b) in enumerate(itertools.pairwise(edges)):
+            n = max(8, math.ceil((b - a) / step_s))
             n += n % 2
             x = np.linspace(a, b, n + 1)
             y = self.rate_rps(x)
@@ -271,16 +272,17 @@ class RateCurve:
 
 # --- loading -------------------------------------------------------------------------------------------------
 def available_shapes() -> list[str]:
-    """Names of the shapes shipped in ``traffic_shapes/``."""
-    d = traffic_shapes_dir()
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    """Names of the shapes in ``traffic_shapes/``: the shipped ones and the user's (cwd, ``$CAPSIM_HOME``)."""
+    return sorted({p.stem for d in data_dirs("traffic_shapes") for p in d.glob("*.yaml")})
 
 
 def find_shape_file(ref: str, base: Path | None = None) -> Path | None:
-    """A shape reference → file: a path (relative to ``base`` or the working folder) or a shipped name."""
+    """A shape reference → file: a path (relative to ``base`` or the working folder), else a name in a
+    ``traffic_shapes/`` folder (the user's before the shipped one, see :mod:`sim.paths`)."""
     p = Path(ref)
     candidates = [p] if p.is_absolute() else [(base or Path.cwd()) / p, Path.cwd() / p]
-    candidates += [traffic_shapes_dir() / p, traffic_shapes_dir() / f"{ref}.yaml"]
+    for d in reversed(data_dirs("traffic_shapes")):
+        candidates += [d / p, d / f"{ref}.yaml"]
     for c in candidates:
         if c.is_file():
             return c

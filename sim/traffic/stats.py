@@ -10,7 +10,8 @@ calendar: shapes and scenarios have one, traces only when their timestamps are d
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def minute_counts(curve: RateCurve, duration_s: float, rng: np.random.Generator)
     """Arrivals per 1-min window of the NHPP, drawn directly: counts in disjoint windows are independent
     Poisson(∫λ dt) (Simpson, 6 panels a minute) — exact in distribution for every windowed statistic,
     without generating each arrival."""
-    n_min = int(math.ceil(duration_s / 60.0))
+    n_min = math.ceil(duration_s / 60.0)
     a = np.arange(n_min) * 60.0
     b = np.minimum(a + 60.0, duration_s)
     x = a[:, None] + (b - a)[:, None] * (np.arange(7) / 6.0)[None, :]
@@ -53,11 +54,11 @@ def traffic_stats(chunks: Iterable[ArrivalChunk], duration_s: float, clock0_h: f
                   curve: RateCurve | None = None, tokens: bool = True, weighted: bool = False) -> tuple[dict, dict]:
     """(stats dict, series dict for plotting). ``clock0_h``: hour of the week at t = 0, None if unknown.
     ``weighted``: chunks come from :func:`counts_chunks` (``class_idx`` holds counts; tokens are totals)."""
-    n_min = int(math.ceil(duration_s / 60.0))
+    n_min = math.ceil(duration_s / 60.0)
     per_min = np.zeros(n_min, dtype=np.int64)
     c0 = clock0_h if clock0_h is not None else 0.0
     first_day = math.floor(c0 / 24.0)
-    n_days = int(math.floor((c0 + duration_s / 3600.0) / 24.0)) - first_day + 1
+    n_days = math.floor((c0 + duration_s / 3600.0) / 24.0) - first_day + 1
     day_req = np.zeros(n_days)
     day_in = np.zeros(n_days)
     day_out = np.zeros(n_days)
@@ -76,7 +77,7 @@ def traffic_stats(chunks: Iterable[ArrivalChunk], duration_s: float, clock0_h: f
         day_in += np.bincount(d, weights=ch.prompt_tokens, minlength=n_days)
         day_out += np.bincount(d, weights=ch.output_tokens, minlength=n_days)
         day_cached += np.bincount(d, weights=ch.cached_tokens, minlength=n_days)
-        total += int(wts.sum()) if weighted else len(ch)
+        total += int(wts.sum()) if wts is not None else len(ch)
         tok_in += int(ch.prompt_tokens.sum())
         tok_out += int(ch.output_tokens.sum())
         tok_cached += int(ch.cached_tokens.sum())
@@ -95,14 +96,14 @@ def traffic_stats(chunks: Iterable[ArrivalChunk], duration_s: float, clock0_h: f
     if days:
         ratios = []
         for _, start_h in days:
-            a = int(round(start_h * 60))
+            a = round(start_h * 60)
             hourly = per_min[a : a + 1440].reshape(24, 60).sum(axis=1)
             if hourly.min() > 0:
                 ratios.append(hourly.max() / hourly.min())
         ptt = float(np.median(ratios)) if ratios else None
     wdwe = None
-    per_day = []
-    for i, start_h in days:
+    per_day: list[dict[str, Any]] = []
+    for i, _ in days:
         wd = (first_day + i) % 7
         per_day.append({
             "day": len(per_day),
