@@ -117,8 +117,7 @@ class StackSpec(_Strict):
                 sched = self.scheduler if self.scheduler != "reserve_kv" else "preempt"
         data["scheduler"] = sched
         data["reserve_kv"] = sched == "reserve_kv"
-        if isinstance(data.get("sglang"), BaseModel):
-            data["sglang"] = data["sglang"].model_dump()
+        data = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in data.items()}
         try:
             return validate_mapping(Engine, data, source)
         except ConfigError as exc:

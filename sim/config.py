@@ -415,6 +415,15 @@ class SglangAdmission(Strict):
     retract_decode_steps: int = Field(20, ge=0)
 
 
+class StepJitterSpec(Strict):
+    """Seeded step-time variability (:mod:`sim.engine.jitter`): each engine step takes ``step_s × X``, ``X``
+    lognormal with mean 1 and coefficient of variation ``cv``; 0 = off (the default). ``seed``: default the
+    scenario's."""
+
+    cv: float = Field(0.0, ge=0, le=2)
+    seed: int | None = Field(None, ge=0)
+
+
 class Engine(Strict):
     """vLLM-style engine limits of one node. Fields left unset take the software stack's defaults
     (``engine_defaults`` of ``hardware_profiles/stacks/*.yaml``), else the values below."""
@@ -444,6 +453,7 @@ class Engine(Strict):
         "(new-token-ratio admission, retraction on OOM); default: the software stack's"
     )
     sglang: SglangAdmission = SglangAdmission()
+    step_jitter: StepJitterSpec = StepJitterSpec()
 
     @model_validator(mode="after")
     def _check(self) -> "Engine":

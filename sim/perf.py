@@ -41,6 +41,8 @@ import math
 from bisect import bisect_left
 from dataclasses import dataclass
 
+import numpy as np
+
 from .catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
 from .errors import ConfigError
 
@@ -255,6 +257,12 @@ class StepTimeModel:
             return 0.0
         a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
         return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
+
+    def decode_step_times(self, batch: int, ctx0: float, steps: int) -> np.ndarray:
+        """Times of decode steps ``j = 1 … steps`` of a run (the terms :meth:`decode_run_s` sums), as an array."""
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        j = np.arange(1, steps + 1, dtype=float)
+        return np.maximum(a1 + b1 * j, a2 + b2 * j) + k
 
     def decode_dominant_line(self, batch: int, ctx0: float, max_steps: int) -> tuple[float, float] | None:
         """``(a, b)`` such that decode step ``j`` takes exactly ``a + b·j`` for every ``j`` in 1..max_steps, when

@@ -43,10 +43,11 @@ def _assert_same(a, b, tol=1e-6):
     prefix_hit=st.floats(0.0, 1.0),
     scheduler=st.sampled_from(["preempt", "reserve_kv", "sglang"]),
     policy=st.sampled_from(["fcfs", "priority"]),
+    jitter=st.sampled_from([0.0, 0.0, 0.3]),
     seed=st.integers(0, 10_000),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, scheduler, policy, seed):
+                               prefix_hit, scheduler, policy, jitter, seed):
     kw = {
         "duration_s": 30,
         "seed": seed,
@@ -60,6 +61,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             "chunked_prefill": chunked,
             "scheduler": scheduler,
             "scheduling_policy": policy,
+            "step_jitter": {"cv": jitter},
             "num_gpu_blocks_override": None if blocks is None else max(blocks, 8000 // block_size + 1)
             if block_size == 1 else blocks,
         },
@@ -175,3 +177,16 @@ def test_sglang_admission_matches_reference_and_retracts_less():
     sg = sum(r.preemptions for r in fast.requests)
     vl = sum(r.preemptions for r in vllm.requests)
     assert vl > 20 and sg < 0.5 * vl
+
+
+def test_step_jitter_is_seeded_and_the_same_in_both_engines():
+    kw = {"duration_s": 60, "seed": 11, "traffic.rate_rps": 10.0, "fleet.nodes": 2,
+          "fleet.engine": {"max_num_seqs": 32, "max_num_batched_tokens": 2048, "step_jitter": {"cv": 0.25}}}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    _, again = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    assert again == a  # same seed, same timestamps
+    kw["fleet.engine"] = dict(kw["fleet.engine"], step_jitter={"cv": 0.0})
+    _, plain = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    assert plain != a

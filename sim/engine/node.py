@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 from typing import Callable
 
+import numpy as np
 import simpy
 
 from ..config import Engine
@@ -32,6 +33,7 @@ from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
 from .admission import make_admission
 from .common import NodeSnapshot, admission_problem, make_waiting_queue
+from .jitter import make_jitter
 
 
 class Node:
@@ -62,6 +64,8 @@ class Node:
 
         self.waiting = make_waiting_queue(engine)
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
+        self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
+        self._jump_cum: np.ndarray | None = None  # with jitter: cumulative times of the current run's steps
         self.fin_sum = 0  # Σ fin_step over decoders: their decode tokens still to come = fin_sum − len(decoding)·S
         self.decoding: dict[int, Request] = {}  # admission order
         self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
@@ -308,6 +312,8 @@ class Node:
             attn += attention_pairs(n, end)
         self._chunks = chunks
         self._dt = self.perf.step_s(tokens, attn, ctx)
+        if self.jitter is not None:
+            self._dt *= self.jitter.factor(self.S)
         self._mode = "step"
         self._t0 = self.env.now
         self._set_timer(self._dt, self._end_step)
@@ -475,8 +481,14 @@ class Node:
         self._jump_n = n
         self._jump_b = len(self.decoding)
         self._jump_c0 = self.dec_ctx_sum
-        self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
-        self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
+        if self.jitter is None:
+            self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+            self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
+        else:  # O(n): each step has its own factor
+            times = self.perf.decode_step_times(self._jump_b, self._jump_c0, n) * self.jitter.factors(self.S, n)
+            self._jump_cum = np.cumsum(times)
+            self._dt = float(self._jump_cum[-1])
+            self._jump_line = None
         self._set_timer(self._dt, self._end_jump)
 
     def _steps_done_in_jump(self) -> int:
@@ -484,6 +496,8 @@ class Node:
         elapsed = self.env.now - self._t0
         if elapsed <= 0:
             return 0
+        if self.jitter is not None:
+            return min(self._jump_n, int(np.searchsorted(self._jump_cum, elapsed, side="right")))
         line = self._jump_line
         if line is not None:
             n = steps_on_line(line[0], line[1], elapsed, self._jump_n)
@@ -497,7 +511,10 @@ class Node:
         if n >= self._jump_n:
             return
         self._jump_n = n
-        self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        if self.jitter is None:
+            self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        else:
+            self._dt = float(self._jump_cum[n - 1])
         self._set_timer(self._t0 + self._dt - self.env.now, self._end_jump)
 
     def _end_jump(self) -> None:

@@ -16,7 +16,7 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
-4. The step takes :meth:`StepTimeModel.step_s`; then every scheduled request advances; a request whose
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
 """
@@ -32,6 +32,7 @@ from ..perf import StepTimeModel, attention_pairs
 from ..request import Request, Status
 from .admission import make_admission
 from .common import NodeSnapshot, admission_problem, make_waiting_queue
+from .jitter import make_jitter
 
 
 class ReferenceNode:
@@ -57,6 +58,7 @@ class ReferenceNode:
         self.on_done = on_done
         self.waiting = make_waiting_queue(engine)
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
+        self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
         self.used_blocks = 0
         self.busy_s = 0.0
@@ -218,6 +220,8 @@ class ReferenceNode:
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
             dt = self.perf.step_s(tokens, attn, ctx)
+            if self.jitter is not None:
+                dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now
             yield env.timeout(dt)
             if self.dead:
