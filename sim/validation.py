@@ -336,8 +336,12 @@ def markdown_points(report: ValidationReport, points: Sequence[CalPoint]) -> str
         unit, fmt = (1.0, "{:,.0f}") if r["metric"] == "throughput" else (1e3, "{:,.1f} ms")
         if p.mode in ("offline", "poisson", "closed_loop"):
             lengths = f"{p.input_mean:g}/{p.output_mean:g}" + (" (lognormal)" if p.input_sigma or p.output_sigma else "")
-            load = {"offline": "offline", "poisson": f"Poisson {p.rate_rps:g} req/s",
-                    "closed_loop": f"{p.concurrency} concurrent"}[p.mode]
+            if p.mode == "offline":
+                load = "offline"
+            elif p.mode == "poisson":
+                load = f"Poisson {p.rate_rps or 0:g} req/s"
+            else:
+                load = f"{p.concurrency} concurrent"
             work = f"{load}, {lengths}, max_num_seqs {p.max_num_seqs}"
         elif p.mode == "prefill_step":
             work = f"prefill step {p.input_mean:g} tok"

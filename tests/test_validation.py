@@ -95,6 +95,8 @@ def test_validate_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert "H200" in res.output and "MI300X" in res.output and "≤10%" in res.output
     doc = json.loads(out.read_text())
     assert [d["protocol"] for d in doc] == ["shipped", "leave-one-stack-out"]
+    md = validation.markdown_points(validation.run_shipped(pts), pts)
+    assert "Poisson 8 req/s" in md and "| offline, 2048/128" in md and "held-out" in md
     loso = doc[1]["rows"]
     assert loso and all(r["role"] == "held-out" for r in loso)
     assert {r["fold"] for r in loso} == {"nvidia-trtllm with nvidia-vllm", "nvidia-vllm with nvidia-trtllm"}
