@@ -32,13 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     for rep in reports:
         parts.append(f"### Protocol `{rep.protocol}`\n")
         parts.append(validation.markdown_summary(rep))
+        parts.append("")
         for note in rep.notes:
-            parts.append(f"\n* {note}")
+            parts.append(f"* {note}")
         if rep.protocol != "shipped":
             for fold, facs in rep.factors.items():
                 for stack, cal in facs.items():
-                    parts.append(f"\n* {fold}, `{stack}` factors: " + ", ".join(
-                        f"{k} {v:.4g}" for k, v in cal.items() if k in ("mfu", "mbu", "overhead_s", "overhead_s_per_token")))
+                    shown = ("mfu", "mbu", "overhead_s", "overhead_s_per_token")
+                    parts.append(f"* {fold}, `{stack}` factors: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in cal.items() if k in shown))
         parts.append("")
     shipped = reports[0]
     parts.append("### Every point (shipped factors)\n")

@@ -16,9 +16,9 @@ import csv
 import json
 import math
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -99,7 +99,7 @@ class CalPoint:
 
 def _lengths(mean: float, sigma: float, n: int, rng: np.random.Generator, hi: int | None) -> np.ndarray:
     if sigma <= 0:
-        return np.full(n, max(1, int(round(mean))), dtype=np.int64)
+        return np.full(n, max(1, round(mean)), dtype=np.int64)
     mu = math.log(mean) - sigma**2 / 2
     x = np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64)
     return np.clip(x, 4, hi if hi else np.iinfo(np.int64).max)
@@ -210,7 +210,7 @@ def evaluate(
     points: Sequence[CalPoint],
     cal: Calibration | dict[str, Calibration],
     predictor: Predictor | None = None,
-    split: "Split | None" = None,
+    split: Split | None = None,
 ) -> list[dict]:
     """Rows of (point, predicted, measured, error %) under ``cal`` (one calibration, or one per stack name).
 
@@ -272,7 +272,7 @@ class Split:
             raise ValueError(f"split '{self.name}': point(s) both fitted and held out: {sorted(both)[:5]}")
 
     @classmethod
-    def from_flags(cls, points: Iterable[CalPoint]) -> "Split":
+    def from_flags(cls, points: Iterable[CalPoint]) -> Split:
         """The points' own ``fit`` flags: flagged points are fitted, the others held out."""
         pts = list(points)
         return cls(frozenset(p.id for p in pts if p.fit), frozenset(p.id for p in pts if not p.fit))
@@ -397,13 +397,13 @@ def read_vllm_bench_json(
         mode = "offline"
     else:
         mode = "poisson"
-    base = dict(
-        gpu=gpu, gpus=gpus, model=model_name, weights=weights, kv=kv, mode=mode, source=src,
-        input_mean=in_mean, input_sigma=sigma("input_lens"), output_mean=out_mean, output_sigma=sigma("output_lens"),
-        requests=min(n, max_requests), rate_rps=None if math.isinf(rate_f) else rate_f,
-        concurrency=int(conc) if conc else None, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-    )
+    base = {
+        "gpu": gpu, "gpus": gpus, "model": model_name, "weights": weights, "kv": kv, "mode": mode, "source": src,
+        "input_mean": in_mean, "input_sigma": sigma("input_lens"), "output_mean": out_mean, "output_sigma": sigma("output_lens"),
+        "requests": min(n, max_requests), "rate_rps": None if math.isinf(rate_f) else rate_f,
+        "concurrency": int(conc) if conc else None, "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+    }
     stem = Path(path).stem
     pts: list[CalPoint] = []
     if data.get("output_throughput"):
@@ -459,13 +459,13 @@ def read_measurement_csv(
 
         conc, rate = num("concurrency", int), num("rate")
         mode = "closed_loop" if conc else ("poisson" if rate else "offline")
-        base = dict(
-            gpu=row["gpu"].strip(), gpus=num("gpus", int, 1), model=row["model"].strip(),
-            weights=(row.get("weights") or "").strip() or weights, kv=(row.get("kv") or "").strip() or kv, mode=mode,
-            source=where, input_mean=num("input"), output_mean=num("output"),
-            requests=min(num("requests", int, 1000), max_requests), rate_rps=rate, concurrency=conc,
-            max_num_seqs=num("max_num_seqs", int, max_num_seqs),
-        )
+        base = {
+            "gpu": row["gpu"].strip(), "gpus": num("gpus", int, 1), "model": row["model"].strip(),
+            "weights": (row.get("weights") or "").strip() or weights, "kv": (row.get("kv") or "").strip() or kv, "mode": mode,
+            "source": where, "input_mean": num("input"), "output_mean": num("output"),
+            "requests": min(num("requests", int, 1000), max_requests), "rate_rps": rate, "concurrency": conc,
+            "max_num_seqs": num("max_num_seqs", int, max_num_seqs),
+        }
         if not base["input_mean"] or not base["output_mean"]:
             raise ConfigError(where, "input", "input and output lengths are required")
         found = False

@@ -93,7 +93,7 @@ class StackSpec(_Strict):
     sources: list[str] = []
 
     @model_validator(mode="after")
-    def _check_defaults(self) -> "StackSpec":
+    def _check_defaults(self) -> StackSpec:
         unknown = set(self.engine_defaults) - set(Engine.model_fields)
         if unknown:
             raise ValueError(f"engine_defaults: unknown engine field(s) {sorted(unknown)}")
@@ -150,7 +150,7 @@ class GpuSpec(_Strict):
     sources: list[str] = []
 
     @model_validator(mode="after")
-    def _check(self) -> "GpuSpec":
+    def _check(self) -> GpuSpec:
         unknown = set(self.peak_tflops) - set(_PRECISION_ORDER)
         if unknown:
             raise ValueError(f"peak_tflops: unknown precision(s) {sorted(unknown)}")
@@ -239,7 +239,7 @@ class ModelSpec(_Strict):
     sources: list[str] = []
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelSpec":
+    def _check(self) -> ModelSpec:
         if self.params_active > self.params_total:
             raise ValueError(f"params_active ({self.params_active:.3g}) > params_total ({self.params_total:.3g})")
         if self.kv_heads > self.attention_heads:

@@ -21,7 +21,8 @@ are separate kernels that run one after the other, each under its own roofline::
     T_g       = T rounded up to the stack's next CUDA-graph size      (padding; T itself above the largest size)
     t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · hbm_bw · mbu))
     t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
-                (MoE: active = shared + top-k experts; attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
+                (MoE: active = shared + top-k experts;
+                 attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
     t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
     t         = t_gemm + t_attn + overhead + overhead_per_token·T + t_comm
 
@@ -107,7 +108,7 @@ def plan_memory(
             field,
             f"{model.name} ({weights} weights, {weight_bytes / GB:.1f} GB) does not fit on {gpus}x {gpu.name} "
             f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB missing "
-            f"({int(math.ceil(missing)):,} bytes){hint}",
+            f"({math.ceil(missing):,} bytes){hint}",
         )
     tokens = int(free // kv_b)
     return NodeMemory(
@@ -149,7 +150,7 @@ class StepTimeModel:
         kv_cache: str,
         calibration: Calibration | None = None,
         stack: str | None = None,
-    ) -> "StepTimeModel":
+    ) -> StepTimeModel:
         """Coefficients for ``gpus``× ``gpu`` serving ``model`` (formulas in the module docstring).
 
         Factors: ``calibration`` if given, else :func:`~sim.catalog.resolve_calibration` (``stack`` or the GPU's);
@@ -195,7 +196,7 @@ class StepTimeModel:
 
     def prefill_s(self, prompt_tokens: int, chunk_tokens: int | None = None) -> float:
         """Time to prefill one prompt alone, in chunks of ``chunk_tokens`` (one step when None)."""
-        chunk = prompt_tokens if not chunk_tokens else chunk_tokens
+        chunk = chunk_tokens if chunk_tokens else prompt_tokens
         done, total = 0, 0.0
         while done < prompt_tokens:
             n = min(chunk, prompt_tokens - done)
@@ -349,7 +350,7 @@ def _sum_max_lines(a1: float, b1: float, a2: float, b2: float, j0: int, j1: int)
         return _sum_line(a2, b2, j0, j1)
     # exactly one crossing inside (j0, j1): line that leads at j0 dominates up to floor(crossing)
     cross = (a2 - a1) / (b1 - b2)
-    jc = min(max(int(math.floor(cross)), j0), j1)
+    jc = min(max(math.floor(cross), j0), j1)
     if first1 >= first2:
         return _sum_line(a1, b1, j0, jc) + _sum_line(a2, b2, jc + 1, j1)
     return _sum_line(a2, b2, j0, jc) + _sum_line(a1, b1, jc + 1, j1)

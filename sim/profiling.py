@@ -9,8 +9,8 @@ TPOT = (finish − first token) / (output − 1) per request, output throughput 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import simpy
@@ -49,7 +49,7 @@ class NodeSetup:
         calibration: Calibration | None = None,
         stack: str | None = None,
         source: str = "profile",
-    ) -> "NodeSetup":
+    ) -> NodeSetup:
         g = get_gpu(gpu, source, "--gpu") if isinstance(gpu, str) else gpu
         m = get_model(model, source, "--model") if isinstance(model, str) else model
         eng = engine_for_stack(g, stack, engine or Engine(), source, "engine")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -72,10 +72,11 @@ def published_points(path: Path | None = None) -> list[CalPoint]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found (capsim validate needs a checkout with calibration/data)") from None
+        problem = "file not found (capsim validate needs a checkout with calibration/data)"
+        raise ConfigError(str(path), "", problem) from None
     out = []
     for row in csv.DictReader(text.splitlines()):
-        def f(k: str) -> float | None:
+        def f(k: str, row: dict[str, str] = row) -> float | None:
             v = row[k].strip()
             return float(v) if v else None
 
@@ -103,14 +104,15 @@ def splitwise_points(path: Path | None = None) -> list[CalPoint]:
     """Medians of Splitwise's Llama-2-70B prompt times (batch 1; 512/2048/8192 tokens) and token times
     (prompt 512; batch 1/16/64), A100 and H100 at TP2/4/8, FP16. TP2 batch-64 rows are excluded (inconsistent,
     see measurements.md §3.1); the ``h100-80gb-pcap`` rows are derived, not measured, and are not used."""
-    import pandas as pd  # noqa: PLC0415  (only the validation needs it)
+    import pandas as pd
 
     df = pd.read_csv(path or calibration_data_dir() / "splitwise_sim_perf_model_dgx_a100_h100.csv")
     df = df[(df.model == "llama2-70b") & df.hardware.isin(["a100-80gb", "h100-80gb"])]
     gpu = {"a100-80gb": "A100-SXM-80GB", "h100-80gb": "H100-SXM"}
     src = "Splitwise perf_model.csv @8f99e7dc (MIT)"
     pts: list[CalPoint] = []
-    for (hw, tp), d in df.groupby(["hardware", "tensor_parallel"]):
+    for key, d in df.groupby(["hardware", "tensor_parallel"]):
+        hw, tp = str(key[0]), int(str(key[1]))
         for prompt in (512, 2048, 8192):
             t = d[(d.prompt_size == prompt) & (d.batch_size == 1)].prompt_time.median() / 1e3
             pts.append(CalPoint(
@@ -258,7 +260,9 @@ def summarise(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
-def run(protocols: Sequence[str], max_evaluations: int = 15, points: Sequence[CalPoint] | None = None) -> list[ValidationReport]:
+def run(
+    protocols: Sequence[str], max_evaluations: int = 15, points: Sequence[CalPoint] | None = None,
+) -> list[ValidationReport]:
     """Run the named protocols (see module docstring) on ``points`` (default: every published point)."""
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
@@ -302,7 +306,8 @@ def format_points(report: ValidationReport) -> str:
     lines = [f"{'fold':22} {'point':40} {'role':8} {'metric':10} {'measured':>10} {'predicted':>10} {'error':>8}"]
     for r in report.rows:
         unit = 1e3 if r["metric"] != "throughput" else 1.0
-        lines.append(f"{r['fold'][:22]:22} {r['id'][:40]:40} {r['role']:8} {r['metric']:10} {r['measured'] * unit:10.1f} "
+        lines.append(f"{r['fold'][:22]:22} {r['id'][:40]:40} {r['role']:8} {r['metric']:10} "
+                     f"{r['measured'] * unit:10.1f} "
                      f"{r['predicted'] * unit:10.1f} {r['error_pct']:+7.1f}%")
     return "\n".join(lines)
 
@@ -329,13 +334,15 @@ def markdown_summary(report: ValidationReport) -> str:
 def markdown_points(report: ValidationReport, points: Sequence[CalPoint]) -> str:
     """Markdown table of every point of a report with its setup and source."""
     by_id = {p.id: p for p in points}
-    lines = ["| point | role | hardware | model | precision | workload | metric | measured | predicted | error | source |",
+    lines = ["| point | role | hardware | model | precision | workload | metric | measured | predicted | error "
+             "| source |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report.rows:
         p = by_id[r["id"]]
         unit, fmt = (1.0, "{:,.0f}") if r["metric"] == "throughput" else (1e3, "{:,.1f} ms")
         if p.mode in ("offline", "poisson", "closed_loop"):
-            lengths = f"{p.input_mean:g}/{p.output_mean:g}" + (" (lognormal)" if p.input_sigma or p.output_sigma else "")
+            spread = " (lognormal)" if p.input_sigma or p.output_sigma else ""
+            lengths = f"{p.input_mean:g}/{p.output_mean:g}{spread}"
             if p.mode == "offline":
                 load = "offline"
             elif p.mode == "poisson":

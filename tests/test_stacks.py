@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from scenarios import make_scenario
 
 from sim.catalog import StackSpec, get_gpu, get_stack
 from sim.config import Engine
 from sim.errors import ConfigError
 from sim.profiling import NodeSetup
 from sim.simulation import build_node_model
-
-from scenarios import make_scenario
 
 
 def _engine(stack: str | None, **engine) -> Engine:
@@ -21,7 +20,8 @@ def _engine(stack: str | None, **engine) -> Engine:
 
 def test_trtllm_brings_its_batch_limits_and_no_evict_scheduler() -> None:
     eng = _engine("nvidia-trtllm")
-    assert (eng.max_num_seqs, eng.max_num_batched_tokens, eng.scheduler, eng.reserve_kv) == (2048, 8192, "reserve_kv", True)
+    got = (eng.max_num_seqs, eng.max_num_batched_tokens, eng.scheduler, eng.reserve_kv)
+    assert got == (2048, 8192, "reserve_kv", True)
     # explicit values win over the stack's defaults
     eng = _engine("nvidia-trtllm", max_num_seqs=256)
     assert eng.max_num_seqs == 256 and eng.reserve_kv
@@ -49,7 +49,7 @@ def test_contradictions_and_bad_defaults_are_config_errors() -> None:
         Engine(scheduler="sglang", reserve_kv=True)
     with pytest.raises(ValueError, match="unknown engine field"):
         StackSpec(name="x", vendor="nvidia", calibration={}, engine_defaults={"max_batch": 3})
-    with pytest.raises(ConfigError, match="fleet.engine"):
+    with pytest.raises(ConfigError, match=r"fleet\.engine"):
         # the stack's max_num_seqs 2048 exceeds the scenario's max_num_batched_tokens
         _engine("nvidia-trtllm", max_num_batched_tokens=1024)
 

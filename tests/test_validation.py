@@ -1,5 +1,6 @@
-"""Validation protocol: fits never see held-out points; the default split holds out every GPU family but H100/A100;
-``capsim validate`` reports fitted vs held-out errors; ``capsim calibrate`` warns at bounds and honours --weights/--kv."""
+"""Validation protocol: fits never see held-out points; the default split holds out every GPU family but
+H100/A100; ``capsim validate`` reports fitted vs held-out errors; ``capsim calibrate`` warns at bounds and
+honours --weights/--kv."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ START = Calibration(mfu=0.3, mbu=0.4, overhead_s=0.02)
 
 
 def _step_points() -> list[CalPoint]:
-    base = dict(gpu="H100-SXM", gpus=1, model="Llama-3.1-8B", weights="bf16", kv="bf16", measured=1.0)
+    base = {"gpu": "H100-SXM", "gpus": 1, "model": "Llama-3.1-8B", "weights": "bf16", "kv": "bf16", "measured": 1.0}
     pts = [CalPoint(id=f"p{n}", mode="prefill_step", metric="ttft_p50", input_mean=n, **base) for n in (512, 4096)]
     pts += [CalPoint(id=f"d{b}", mode="decode_step", metric="tpot_p50", batch=b, context=1000, **base) for b in (1, 64)]
     pred = Predictor(pts)
@@ -46,7 +47,8 @@ def test_fit_never_uses_a_held_out_point() -> None:
     row = next(r for r in with_poison.rows_after if r["id"] == "poison")
     assert row["fit"] is False and row["error_pct"] < -90
     # a fitted point whose flag says "do not fit" is still only fitted when the split says so
-    assert fit_calibration(pts, START, ("mfu",), max_evaluations=3, split=Split(frozenset({"p512"}))).rows_after[1]["fit"] is False
+    only = fit_calibration(pts, START, ("mfu",), max_evaluations=3, split=Split(frozenset({"p512"})))
+    assert only.rows_after[1]["fit"] is False
 
 
 def test_default_split_holds_out_every_family_but_h100_a100() -> None:
@@ -66,11 +68,11 @@ def test_default_split_holds_out_every_family_but_h100_a100() -> None:
 
 def test_leave_one_gpu_out_never_fits_the_left_out_family() -> None:
     """Synthetic: two families; leaving one out refits on the other only (its rows are held out)."""
-    base = dict(model="Llama-3.1-8B", weights="bf16", kv="bf16", measured=1.0, stack="nvidia-vllm")
+    base = {"model": "Llama-3.1-8B", "weights": "bf16", "kv": "bf16", "measured": 1.0, "stack": "nvidia-vllm"}
     pts = []
     for gpu in ("H100-SXM", "A100-SXM-80GB"):
-        pts += [CalPoint(id=f"{gpu}-p{n}", gpu=gpu, gpus=1, mode="prefill_step", metric="ttft_p50", input_mean=n, **base)
-                for n in (512, 4096)]
+        pts += [CalPoint(id=f"{gpu}-p{n}", gpu=gpu, gpus=1, mode="prefill_step", metric="ttft_p50",
+                         input_mean=n, **base) for n in (512, 4096)]
         pts += [CalPoint(id=f"{gpu}-d{b}", gpu=gpu, gpus=1, mode="decode_step", metric="tpot_p50", batch=b,
                          context=1000, **base) for b in (1, 64, 256)]
     pred = Predictor(pts)
@@ -84,7 +86,8 @@ def test_leave_one_gpu_out_never_fits_the_left_out_family() -> None:
 
 def test_validate_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pts = [p for p in validation.published_points()
-           if p.id in ("trt8b-2048-128", "trt-h200-8b-2048-128", "sgl-8b-a100-rps8-tpot", "mlperf41-mi300x1-l2-70b-offline")]
+           if p.id in ("trt8b-2048-128", "trt-h200-8b-2048-128", "sgl-8b-a100-rps8-tpot",
+                       "mlperf41-mi300x1-l2-70b-offline")]
     pts = [replace(p, requests=min(p.requests, 300)) for p in pts]
     monkeypatch.setattr(validation, "all_points", lambda: pts)
     out = tmp_path / "v.json"

@@ -10,7 +10,12 @@ import click
 import yaml
 
 from ..calibration import (
-    FITTABLE, fit_calibration, format_table, read_measurement_csv, read_vllm_bench_json, starting_calibration,
+    FITTABLE,
+    fit_calibration,
+    format_table,
+    read_measurement_csv,
+    read_vllm_bench_json,
+    starting_calibration,
 )
 from ..catalog import get_gpu
 from ..errors import ConfigError
@@ -22,7 +27,7 @@ def write_profile(gpu_name: str, cal: dict, path: Path, comment: str) -> None:
     """The GPU's catalogue profile with ``calibration`` replaced, under a new name ``<gpu>-calibrated``."""
     g = get_gpu(gpu_name, "calibrate", "--gpu")
     data = g.model_dump(exclude_none=True)
-    data["name"] = f"{g.name}-calibrated" if not path.stem.lower() == g.name.lower() else g.name
+    data["name"] = f"{g.name}-calibrated" if path.stem.lower() != g.name.lower() else g.name
     data["aliases"] = []
     data["calibration"] = {k: float(f"{v:.4g}") for k, v in cal.items()}
     data["sources"] = list(g.sources) + [comment]

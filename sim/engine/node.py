@@ -496,7 +496,7 @@ class Node:
         elapsed = self.env.now - self._t0
         if elapsed <= 0:
             return 0
-        if self.jitter is not None:
+        if self._jump_cum is not None:  # jitter on: the run's cumulative step times
             return min(self._jump_n, int(np.searchsorted(self._jump_cum, elapsed, side="right")))
         line = self._jump_line
         if line is not None:
@@ -511,7 +511,7 @@ class Node:
         if n >= self._jump_n:
             return
         self._jump_n = n
-        if self.jitter is None:
+        if self._jump_cum is None:
             self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
         else:
             self._dt = float(self._jump_cum[n - 1])
