@@ -143,6 +143,8 @@ class GpuSpec(_Strict):
     interconnect_gb_s: float = Field(450.0, gt=0, description="per-GPU, per-direction GPU-to-GPU bandwidth")
     max_gpus_per_node: int = Field(8, gt=0, description="largest tensor-parallel group on the fast interconnect")
     tdp_w: float = Field(700.0, gt=0)
+    idle_w: float | None = Field(None, ge=0, description="draw with a model loaded and no work (default: "
+                                 "sim.energy.IDLE_FRACTION × tdp_w)")
     usd_per_gpu_hour: float = Field(2.5, ge=0, description="rental price")
     purchase_usd_per_gpu: float = Field(30000.0, ge=0)
     stack: str | None = Field(None, description="default software stack (default: '<vendor>-vllm')")

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .plan.spec import PlanSpec
 
 
 class Strict(BaseModel):
@@ -341,14 +342,22 @@ def _inline_shape(value: Any, where: str) -> Any:
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+DEMAND_KEYS = ("rate_rps", "output_tokens_per_day", "tokens_per_day")
+
+
 class Traffic(Strict):
     """Arrivals. Either a (non-homogeneous) Poisson process at ``rate_rps × shape(t)`` — ``shape`` is a file
     name in ``traffic_shapes/``, a path, an inline shape, or a list of these multiplied together; with no
     shape the rate is constant — or a replayed ``trace`` (``rate_rps``, if given, rescales it to that mean
-    rate). Simulated time 0 is ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and
+    rate). Demand may instead be stated as ``output_tokens_per_day`` or ``tokens_per_day`` (input + output):
+    :func:`validate_scenario` converts it to ``rate_rps`` (see :mod:`sim.demand`). Simulated time 0 is ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and
     weekly curves). Arrivals are split over ``classes`` by share (shares are normalised)."""
 
     rate_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
+    output_tokens_per_day: float | None = Field(None, gt=0, description="demand as output tokens per day; "
+                                                "converted to rate_rps by the class mix's mean output tokens")
+    tokens_per_day: float | None = Field(None, gt=0, description="demand as input + output tokens per day; "
+                                         "converted to rate_rps by the class mix's mean tokens per request")
     shape: str | Shape | list[str | Shape] | None = None
     dispersion: Dispersion = Dispersion()
     trace: TraceReplay | None = None
@@ -380,9 +389,12 @@ class Traffic(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Traffic":
+        demand = [k for k in DEMAND_KEYS if getattr(self, k) is not None]
+        if len(demand) > 1:
+            raise ValueError(f"give exactly one of {', '.join(DEMAND_KEYS)} (got {', '.join(demand)})")
         if self.trace is None:
-            if self.rate_rps is None:
-                raise ValueError("rate_rps is required (unless a trace is replayed)")
+            if not demand:
+                raise ValueError(f"one of {', '.join(DEMAND_KEYS)} is required (unless a trace is replayed)")
             if not self.classes:
                 raise ValueError("classes: at least one request class is required")
             for i, c in enumerate(self.classes):
@@ -393,6 +405,9 @@ class Traffic(Strict):
                 raise ValueError("shape and trace are exclusive (a trace keeps its own timestamps)")
             if self.dispersion.model != "poisson":
                 raise ValueError("dispersion applies to shaped traffic, not to a replayed trace")
+            if self.output_tokens_per_day is not None or self.tokens_per_day is not None:
+                raise ValueError("output_tokens_per_day / tokens_per_day need request classes with token "
+                                 "distributions, not a replayed trace (give rate_rps)")
             if self.rate_rps is not None and self.trace.rate_scale != 1.0:
                 raise ValueError("give either rate_rps (target mean rate) or trace.rate_scale, not both")
         return self
@@ -600,6 +615,21 @@ class Pricing(Strict):
     owned: Owned = Owned()
 
 
+class Energy(Strict):
+    """Power draw and carbon (``sim.energy``): each GPU draws ``idle_w`` + (``tdp_w`` − ``idle_w``) × busy share ×
+    ``busy_power_fraction`` (profile values), plus ``node_overhead_w_per_gpu`` (CPUs, NICs, fans; the guide's
+    10 kW per 8× H100 box at full load less 8 × 700 W), times ``pue``. CO2 from a constant grid intensity or a
+    24-value local-hour profile."""
+
+    pue: float | None = Field(None, ge=1, description="default: pricing.owned.pue")
+    usd_per_kwh: float | None = Field(None, ge=0, description="default: pricing.owned.usd_per_kwh")
+    node_overhead_w_per_gpu: float = Field(550.0, ge=0)
+    busy_power_fraction: float = Field(1.0, gt=0, le=1, description="share of (TDP − idle) a busy GPU adds")
+    grid_kg_co2_per_kwh: float = Field(0.48, ge=0, description="Ember Global Electricity Review 2024: 480 g/kWh")
+    grid_kg_co2_per_kwh_by_hour: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=24,
+                                                                                    max_length=24)
+
+
 class Output(Strict):
     sample_interval_s: float = Field(1.0, gt=0)
 
@@ -794,11 +824,19 @@ class Scenario(Strict):
     slo: Slo = Slo()
     pricing: Pricing = Pricing()
     output: Output = Output()
+    energy: Energy = Energy()
+    plan: PlanSpec | None = None  # what `capsim plan` searches (sim/plan/spec.py); ignored by other commands
     api: Api | None = None
     spill: SpillPolicySpec | None = None
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="scenario")
+    _demand: dict[str, float] | None = PrivateAttr(default=None)
+
+    @property
+    def demand(self) -> dict[str, float] | None:
+        """How a token-per-day demand was converted to ``traffic.rate_rps`` (None when rate_rps was given)."""
+        return self._demand
 
     @property
     def base_dir(self) -> Path:
@@ -878,7 +916,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
         if "=" not in item:
             raise ConfigError("--set", item, "expected KEY=VALUE with a dotted key, e.g. fleet.nodes=4")
         key, _, text = item.partition("=")
-        set_dotted(data, key.strip(), _parse_value(text))
+        value = _parse_value(text)
+        if key.strip() in {f"traffic.{k}" for k in DEMAND_KEYS} and value is not None \
+                and isinstance(data.get("traffic"), dict):
+            for other in DEMAND_KEYS:  # one way of stating demand replaces another
+                data["traffic"].pop(other, None)
+        set_dotted(data, key.strip(), value)
     return data
 
 
@@ -928,6 +971,17 @@ def validate_scenario(raw: dict[str, Any], source: str = "scenario", base_dir: P
     ``base_dir`` (the folder relative data paths resolve against) the scenario also keeps ``source`` for
     later error messages."""
     scenario = validate_mapping(Scenario, raw, source)
+    demand = None
+    if scenario.traffic.rate_rps is None and scenario.traffic.trace is None:
+        from .demand import demand_to_rate
+
+        demand = demand_to_rate(scenario.traffic, base_dir or Path.cwd(), source)
+        raw = copy.deepcopy(raw)
+        for key in DEMAND_KEYS:
+            raw["traffic"].pop(key, None)
+        raw["traffic"]["rate_rps"] = demand["rate_rps"]
+        scenario = validate_mapping(Scenario, raw, source)
+        scenario._demand = demand
     # numbers that validate but make no sense together
     for name in ("duration_s", "traffic.rate_rps"):
         value = scenario.duration_s if name == "duration_s" else scenario.traffic.rate_rps

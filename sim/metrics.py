@@ -19,6 +19,8 @@ Definitions (as in vLLM's ``benchmark_serving``):
   and the spill share of requests and of tokens (input + output).
 * ``utilisation.busy_fraction`` = share of up-node time spent executing engine steps over ``duration_s``;
   ``kv_fraction_*`` = time-sampled KV blocks in use / capacity of the nodes up, over samples in the window.
+* ``energy.*`` = kWh, average facility power, CO2 and energy cost of the nodes up over ``duration_s``, from the
+  sampled busy share (``sim.energy``); owned cost charges this energy instead of full draw.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .cost import cost_breakdown
+from .energy import energy_section
 from .request import Status
 from .simulation import SimResult
 
@@ -314,8 +317,10 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
         }
     served_all = df[df["status"].isin(["completed", "spilled"])]  # tokens served by the fleet or the API
     api_stats = result.spill or {}
+    energy = energy_section(sc, nm.gpu, fleet_ts)
     cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()), float(served_all["output_tokens"].sum()),
-                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None)
+                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None,
+                          energy_usd=energy["usd"])
     return _clean(
         {
             "scenario": sc.name,
@@ -328,6 +333,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
             "utilisation": util,
             "slo": slo_out,
             "cost": cost,
+            "energy": energy,
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
             "fleet": {

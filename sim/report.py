@@ -177,6 +177,11 @@ def _summary_html(summary: dict[str, Any]) -> str:
          f"${_fmt(cost['api_usd'])}) · ${_fmt(cost['usd_per_mtok_output'])} per M output tokens · "
          f"${_fmt(cost['usd_per_mtok_total'])} per M tokens"),
     ]
+    if "energy" in summary:  # sim/energy.py
+        e = summary["energy"]
+        rows.append(("Energy", f"{_fmt(e['kwh'])} kWh · {_fmt(e['avg_power_kw'])} kW mean (PUE {_fmt(e['pue'])}) · "
+                               f"{_fmt(e['co2_kg'])} kg CO2 · ${_fmt(e['usd'])} of electricity "
+                               f"(inside the {e['paid_in']})"))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     lat_rows = "".join(
         f"<tr><th>{name}</th>" + "".join(f"<td>{_fmt(lat[key][p])}</td>" for p in ("mean", "p50", "p90", "p95", "p99"))

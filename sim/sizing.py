@@ -211,12 +211,18 @@ class Replicates:
         return mean_ci95([_get(s, path) for s in self.summaries])
 
 
+Runner = Callable[[list[Scenario]], list[dict[str, Any]]]
+
+
 def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None,
-              scheduler: str | None = None) -> dict[Any, Replicates]:
+              scheduler: str | None = None, runner: Runner | None = None) -> dict[Any, Replicates]:
     """Run every scenario of every key in one parallel batch (local processes, or the Dask cluster at
-    ``scheduler``); group the summaries back by key."""
+    ``scheduler``; or ``runner``, e.g. a caching one); group the summaries back by key."""
     flat = [(k, s) for k, group in scenarios_by_key.items() for s in group]
-    summaries = map_summaries([s for _, s in flat], workers, scheduler=scheduler)
+    if runner is not None:
+        summaries = runner([s for _, s in flat])
+    else:
+        summaries = map_summaries([s for _, s in flat], workers, scheduler=scheduler)
     out: dict[Any, list[dict[str, Any]]] = {k: [] for k in scenarios_by_key}
     for (k, _), summ in zip(flat, summaries):
         out[k].append(summ)
@@ -445,10 +451,12 @@ def size_fleet(
     progress: Progress | None = None,
     goodput: GoodputResult | None = None,
     scheduler: str | None = None,
+    runner: Runner | None = None,
 ) -> SizingResult:
     """Per-node goodput, the simulated minimum node count, and each rule's node count with its simulated
     SLO attainment and cost (method in the module docstring). A ``goodput`` already measured (with the same
-    seeds) is reused instead of searched again."""
+    seeds) is reused instead of searched again; ``runner`` replaces the process pool (``capsim plan`` passes a
+    caching one)."""
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     if max_nodes < 1:
@@ -465,7 +473,7 @@ def size_fleet(
         todo = sorted({n for n in ns if n not in points and 1 <= n <= max_nodes})
         if not todo:
             return
-        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler)
+        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler, runner)
         points.update(got)
         for n in todo:
             say(f"fleet: {n:4d} node(s) → SLO met in {got[n].n_met}/{got[n].n} seeds")

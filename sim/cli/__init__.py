@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "validate": "sim.cli.validate:validate",
     "catalog": "sim.cli.catalog:catalog",
     "size": "sim.cli.size:size",
+    "plan": "sim.cli.plan:plan",
     "sweep": "sim.cli.sweep:sweep",
     "traffic": "sim.cli.traffic:traffic",
 }

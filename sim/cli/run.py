@@ -69,6 +69,10 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
+    if "energy" in summary:  # sim/energy.py
+        e = summary["energy"]
+        lines.append(f"  energy     {e['kwh']:,.2f} kWh ({e['avg_power_kw']:,.1f} kW mean incl. PUE {e['pue']:g}), "
+                     f"{e['co2_kg']:,.2f} kg CO2, ${e['usd']:,.2f} of electricity (inside the {e['paid_in']})")
     if "spill" in summary and "api" in summary:
         sp, api = summary["spill"], summary["api"]
         lines.append(

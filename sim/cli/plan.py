@@ -1,0 +1,129 @@
+"""``capsim plan``: the cheapest fleet that meets the SLO, across GPU type, GPUs per node, precision and pricing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from ..config import load_scenario
+from ..errors import ConfigError
+from ..paths import default_scenario_path
+
+PROGRESS_EVERY_S = 10.0
+
+
+@contextmanager
+def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
+    """Progress for a long search: a live status line on a terminal (rich), else one stderr line every
+    :data:`PROGRESS_EVERY_S` seconds (the latest message), and nothing with ``quiet``."""
+    if quiet:
+        yield lambda _m: None
+        return
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status("planning…") as status:
+            def live(msg: str) -> None:
+                status.update(msg.strip())
+                if not msg.startswith(" "):
+                    console.log(msg)
+            yield live
+        return
+    t0 = time.monotonic()
+    last_print = [-PROGRESS_EVERY_S]
+    latest = [""]
+    shown = [True]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def emit(text: str) -> None:
+        now = time.monotonic() - t0
+        last_print[0] = now
+        click.echo(f"  [{now:5.0f} s] {text}", err=True)
+
+    def lines(msg: str) -> None:
+        with lock:
+            latest[0], shown[0] = msg.strip(), False
+            if time.monotonic() - t0 - last_print[0] >= PROGRESS_EVERY_S:
+                emit(latest[0])
+                shown[0] = True
+
+    def heartbeat() -> None:  # a line every PROGRESS_EVERY_S even while one long simulation runs
+        while not stop.wait(PROGRESS_EVERY_S / 2):
+            with lock:
+                if latest[0] and time.monotonic() - t0 - last_print[0] >= PROGRESS_EVERY_S:
+                    emit(latest[0] if not shown[0] else f"simulating… (last: {latest[0]})")
+                    shown[0] = True
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    beat.start()
+    try:
+        yield lines
+    finally:
+        stop.set()
+        beat.join()
+
+
+@click.command()
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--gpu", "gpus", multiple=True, metavar="GPU", help="GPU type to consider (repeatable; default: the "
+              "scenario's plan.gpus, else every GPU in the catalogue).")
+@click.option("--tp", "tps", multiple=True, type=int, metavar="N", help="GPUs per node (1, 2, 4, 8; repeatable).")
+@click.option("--precision", "precisions", multiple=True, metavar="P[/KV]",
+              help="Weights (and KV cache) precision, e.g. bf16, fp8 or fp8/bf16 (repeatable).")
+@click.option("--max-num-seqs", "max_num_seqs", multiple=True, type=int, metavar="N",
+              help="Engine batch limit to consider (repeatable; default: the scenario's).")
+@click.option("--pricing", "pricing", multiple=True,
+              type=click.Choice(["on_demand", "reserved_1y", "reserved_3y", "owned"]),
+              help="Ways to pay to compare (repeatable; default: all four).")
+@click.option("--seeds", type=int, default=None, help="Replications per fleet size (default: plan.seeds, 2).")
+@click.option("--max-nodes", type=int, default=None, help="Largest fleet tried per candidate (default 64).")
+@click.option("--top", "top_n", type=int, default=None, help="Rows in the ranked table (default 10).")
+@click.option("--explore", type=int, default=None,
+              help="Simulate until this many candidates beat every remaining bound (default 3; 1 = winner only).")
+@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/plan"),
+              show_default=True, help="Folder for plan.{json,csv,txt,html}, winner.yaml, the plots and the cache.")
+@click.option("--no-cache", is_flag=True, help="Simulate every point again (default: reuse OUT/cache).")
+@click.option("--no-report", is_flag=True, help="Write no files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], precisions: tuple[str, ...],
+         max_num_seqs: tuple[int, ...], pricing: tuple[str, ...], seeds: int | None, max_nodes: int | None,
+         top_n: int | None, explore: int | None, workers: int | None, overrides: tuple[str, ...], out_dir: Path,
+         no_cache: bool, no_report: bool, as_json: bool, quiet: bool) -> None:
+    """What should we buy? The cheapest fleet meeting SCENARIO's SLO (default: the embedded default scenario),
+    over GPU type × GPUs per node × precision × max_num_seqs × way to pay: candidates the hardware or the
+    performance model rule out are dropped, the rest are sized by simulation in order of a cost lower bound,
+    and the minimum fleets are priced on-demand, reserved and owned. Writes a ranked table, the winner as a
+    scenario YAML (capsim run reproduces it) and an HTML decision report."""
+    from ..plan import plan as run_plan
+    from ..plan.report import format_text, to_json, write_outputs
+
+    sc = load_scenario(scenario or default_scenario_path(), list(overrides))
+    for name, value in (("--seeds", seeds), ("--max-nodes", max_nodes), ("--top", top_n), ("--explore", explore)):
+        if value is not None and value < 1:
+            raise ConfigError(name, "", f"must be at least 1 (got {value})")
+    with progress_reporter(quiet) as say:
+        res = run_plan(sc, gpus=list(gpus) or None, gpus_per_node=list(tps) or None,
+                       precisions=list(precisions) or None, max_num_seqs=list(max_num_seqs) or None,
+                       pricing=list(pricing) or None, seeds=seeds, max_nodes=max_nodes, top_n=top_n,
+                       explore=explore, workers=workers,
+                       cache_dir=None if (no_cache or no_report) else out_dir / "cache", progress=say)
+    files = [] if no_report else write_outputs(res, out_dir)
+    if as_json:
+        click.echo(json.dumps(to_json(res), indent=2))
+    else:
+        click.echo(format_text(res))
+        if files:
+            click.echo(f"  files      {out_dir}/: {', '.join(files)}")
+    sys.stdout.flush()

@@ -1,0 +1,23 @@
+"""``capsim plan``: the cheapest fleet that meets the SLO, over GPU type × GPUs per node × precision ×
+max_num_seqs × pricing (method in :mod:`sim.plan.search`; candidates in :mod:`sim.plan.candidates`; closed-form
+bounds in :mod:`sim.plan.bounds`; prices in :mod:`sim.plan.pricing`; outputs in :mod:`sim.plan.report`).
+
+    from sim.plan import plan
+    result = plan(scenario)          # a PlanResult: result.table(), result.winner_scenario_yaml(), ...
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Scenario
+    from .search import PlanResult
+
+
+def plan(scenario: Scenario, **options: Any) -> PlanResult:
+    """Search the candidate space of ``scenario`` (its ``plan:`` section, overridden by ``options``: the keyword
+    arguments of :func:`sim.plan.search.run_plan`) and return the ranked result."""
+    from .search import run_plan
+
+    return run_plan(scenario, **options)

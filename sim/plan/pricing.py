@@ -1,0 +1,71 @@
+"""Ways to pay for one simulated fleet, priced analytically (the fleet and its simulation do not change).
+
+Per GPU-hour, with ``rental`` the scenario's ``pricing.usd_per_gpu_hour`` or the GPU profile's price (the guide's
+on-demand working figures):
+
+* ``on_demand``: ``rental``;
+* ``reserved_1y`` / ``reserved_3y``: ``rental × (1 − discount)`` (``plan.reserved_1y_discount``, ``…_3y_…``);
+* ``owned``: the guide's TCO without energy (``sim.cost.owned_fixed_usd_per_gpu_hour``: amortised capex, colo on
+  provisioned kW, maintenance, ops) plus the simulated energy bill (``summary.energy.usd``: idle to TDP with the
+  busy share, node overhead, PUE).
+
+Hosted-API spend of spilled requests (``cost.api_usd``) is added to every option.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..catalog import GpuSpec
+from ..config import Scenario
+from ..cost import owned_fixed_usd_per_gpu_hour
+from .spec import PlanSpec
+
+HOURS_PER_MONTH = 730.0
+LABELS = {"on_demand": "rented on-demand", "reserved_1y": "rented, 1-year reserved",
+          "reserved_3y": "rented, 3-year reserved", "owned": "owned (TCO)"}
+
+
+def rental_usd_per_gpu_hour(scenario: Scenario, gpu: GpuSpec) -> float:
+    p = scenario.pricing
+    return p.usd_per_gpu_hour if p.usd_per_gpu_hour is not None else gpu.usd_per_gpu_hour
+
+
+def fixed_usd_per_gpu_hour(option: str, scenario: Scenario, gpu: GpuSpec, spec: PlanSpec) -> float:
+    """The part of the hourly GPU price that does not depend on utilisation."""
+    rental = rental_usd_per_gpu_hour(scenario, gpu)
+    if option == "on_demand":
+        return rental
+    if option == "reserved_1y":
+        return rental * (1.0 - spec.reserved_1y_discount)
+    if option == "reserved_3y":
+        return rental * (1.0 - spec.reserved_3y_discount)
+    if option == "owned":
+        return owned_fixed_usd_per_gpu_hour(scenario.pricing.owned, gpu)
+    raise ValueError(option)
+
+
+def price_summary(option: str, summary: dict[str, Any], scenario: Scenario, gpu: GpuSpec,
+                  spec: PlanSpec) -> dict[str, float | None]:
+    """Cost of one simulated run (a ``summary.json``) under ``option``: run total, per month, per M output tokens."""
+    cost = summary["cost"]
+    gpu_hours = float(cost["gpu_hours"])
+    usd = gpu_hours * fixed_usd_per_gpu_hour(option, scenario, gpu, spec) + float(cost.get("api_usd") or 0.0)
+    if option == "owned":
+        usd += float(summary["energy"]["usd"])
+    hours = scenario.duration_s / 3600.0
+    per_mtok = cost.get("usd_per_mtok_output")
+    out_mtok = cost["total_usd"] / per_mtok if per_mtok else None  # tokens served (fleet + API), in millions
+    return {"usd_run": usd, "usd_per_month": usd / hours * HOURS_PER_MONTH,
+            "usd_per_mtok_output": usd / out_mtok if out_mtok else None}
+
+
+def usd_per_hour_idle(option: str, scenario: Scenario, gpu: GpuSpec, spec: PlanSpec, gpus: int) -> float:
+    """Hourly cost of ``gpus`` GPUs doing nothing (owned: idle power): a lower bound on what they cost."""
+    from ..energy import facility_power_w, usd_per_kwh
+
+    usd = gpus * fixed_usd_per_gpu_hour(option, scenario, gpu, spec)
+    if option == "owned":
+        per_node_w = float(facility_power_w(scenario, gpu, 1.0, 0.0)) / scenario.fleet.gpus_per_node
+        usd += gpus * per_node_w / 1000.0 * usd_per_kwh(scenario)
+    return usd

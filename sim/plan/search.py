@@ -1,0 +1,335 @@
+"""The search behind ``capsim plan``: branch and bound over the candidate space, simulated minimum fleets.
+
+1. Enumerate candidates (:mod:`sim.plan.candidates`); exclude those the hardware rules out or whose lone-request
+   latency already misses the SLO; before sizing one, simulate it nearly idle (one node at 2 % of its capacity
+   bound) and exclude it if even that misses the SLO.
+2. For each remaining candidate, a lower bound on its cost: ``⌈mean rate ÷ capacity bound⌉`` nodes
+   (:mod:`sim.plan.bounds`) at its cheapest way to pay, idle.
+3. In increasing order of that bound, find the candidate's simulated minimum fleet with
+   :func:`sim.sizing.size_fleet` (the smallest node count whose every replication meets the SLO; the search starts
+   at the peak-rate node count of the capacity bound, brackets by doubling and bisects), all candidates with the
+   same seeds (common random numbers). A candidate whose bound is not below the ``plan.explore``-th cheapest
+   fleet found so far is skipped: it cannot win (nor enter the top ``explore``); for the others the node-count
+   search stops below the node count whose idle cost reaches that figure.
+4. Price each minimum fleet every way (:mod:`sim.plan.pricing`) from the same simulations.
+
+Every simulated point is cached on disk under ``cache_dir`` (one JSON per scenario, keyed by a hash of the
+resolved scenario and the capsim version), so a rerun, or a narrower plan, reuses what was simulated; runs that
+are not cached go to the process pool of :mod:`sim.parallel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..catalog import get_gpu
+from ..config import Scenario
+from ..errors import ConfigError
+from ..parallel import map_summaries
+from ..sizing import GoodputResult, SizingResult, derive, size_fleet, traffic_rate_stats
+from .bounds import MixSample, sample_mix
+from .candidates import Candidate, enumerate_candidates
+from .pricing import LABELS, price_summary, usd_per_hour_idle
+from .spec import PlanSpec
+
+Progress = Callable[[str], None]
+
+
+# --- cached runs ------------------------------------------------------------------------------------------
+def scenario_key(scenario: Scenario) -> str:
+    """Hash of everything that determines a run: the resolved scenario, its data folder and capsim's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("capsim")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        v = "dev"
+    blob = json.dumps({"scenario": scenario.model_dump(mode="json", exclude={"plan"}),
+                       "base": str(scenario.base_dir), "capsim": v}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class CachedRunner:
+    """Runs scenarios on the process pool, reusing summaries stored under ``cache_dir`` (None: no cache)."""
+
+    cache_dir: Path | None
+    workers: int | None = None
+    computed: int = 0
+    reused: int = 0
+
+    def __call__(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
+        from ..sweep.store import PointStore
+
+        store = PointStore(self.cache_dir) if self.cache_dir is not None else None
+        keys = [scenario_key(s) for s in scenarios]
+        out: list[dict[str, Any] | None] = [None] * len(scenarios)
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            rec = store.load(k) if store is not None else None
+            if rec is not None and rec["status"] == "ok":
+                out[i] = rec["summary"]
+                self.reused += 1
+            else:
+                todo.append(i)
+        if todo:
+            got = map_summaries([scenarios[i] for i in todo], self.workers)
+            for i, summ in zip(todo, got):
+                out[i] = summ
+                if store is not None:
+                    store.save({"key": keys[i], "status": "ok", "summary": summ})
+            self.computed += len(todo)
+        return out  # type: ignore[return-value]
+
+
+# --- results ------------------------------------------------------------------------------------------------
+@dataclass
+class Evaluated:
+    """A simulated candidate: its minimum fleet (None when none up to ``max_nodes`` meets the SLO)."""
+
+    candidate: Candidate
+    scenario: Scenario
+    sizing: SizingResult
+    lower_bound_usd_per_month: float
+    search_limit: str = "max_nodes"  # what capped the node search: "max_nodes", "span" or "cost"
+
+    @property
+    def min_nodes(self) -> int | None:
+        return self.sizing.min_nodes
+
+
+@dataclass
+class PlanResult:
+    """Everything ``capsim plan`` reports (tables in :mod:`sim.plan.report`)."""
+
+    scenario: Scenario
+    spec: PlanSpec
+    mix: MixSample
+    rate_stats: dict[str, float]
+    candidates: list[Candidate]
+    evaluated: list[Evaluated]
+    skipped_by_bound: list[tuple[Candidate, float, float]]  # (candidate, its bound, best found when skipped)
+    seeds: list[int]
+    elapsed_s: float = 0.0
+    runs_computed: int = 0
+    runs_reused: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """Every (simulated candidate, way to pay) row, those meeting the SLO first, cheapest per month first
+        (ties: higher SLO attainment, then fewer GPUs)."""
+        return sorted(self.rows, key=lambda r: (
+            not r["meets_slo"], round(r["usd_per_month"], 2) if r["usd_per_month"] is not None else float("inf"),
+            -(r.get("slo_attainment") or 0.0), r["gpus"] or 0, r["candidate"]))
+
+    @property
+    def winner(self) -> dict[str, Any] | None:
+        best = self.ranked()
+        return best[0] if best and best[0]["meets_slo"] else None
+
+    def evaluated_by_label(self) -> dict[str, Evaluated]:
+        return {e.candidate.label: e for e in self.evaluated}
+
+
+def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]]:
+    """One row per way to pay for ``ev``'s minimum fleet (means over seeds)."""
+    c, sz = ev.candidate, ev.sizing
+    gpu = get_gpu(c.gpu)
+    n = sz.min_nodes
+    base: dict[str, Any] = {"candidate": c.label, "gpu": c.gpu, "gpus_per_node": c.gpus_per_node,
+                            "weights": c.weights, "kv_cache": c.kv_cache, "max_num_seqs": c.max_num_seqs,
+                            "spill": c.spill,
+                            "nodes": n, "gpus": None if n is None else n * c.gpus_per_node,
+                            "nodes_lower_bound": (None if c.bounds is None else
+                                                  1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)),
+                            "meets_slo": n is not None}
+    if n is None:
+        return [base | {"pricing": p, "pricing_label": LABELS[p], "usd_per_month": None,
+                        "usd_per_mtok_output": None} for p in spec.pricing]
+    rep = sz.points[n]
+    below = sz.points.get(n - 1)
+    cap = c.bounds.capacity_rps * n if c.bounds else None
+    common = base | {
+        "slo_attainment": rep.mean("slo.attainment"),
+        "seeds_met": rep.n_met, "seeds": rep.n,
+        "ttft_p95_s": rep.mean("latency.ttft_s.p95"), "tpot_p95_s": rep.mean("latency.tpot_s.p95"),
+        "e2e_p95_s": rep.mean("latency.e2e_s.p95"),
+        "busy_fraction": rep.mean("utilisation.busy_fraction"),
+        "api_request_share": rep.mean("spill.request_share") or 0.0,
+        "kv_fraction_p95": rep.mean("utilisation.kv_fraction_p95"),
+        "headroom": None if cap is None else 1.0 - mean_rps / cap,
+        "below_seeds_met": None if below is None else below.n_met,
+        "energy_kwh_per_day": (rep.mean("energy.kwh") or 0.0) * 86_400.0 / ev.scenario.duration_s,
+        "avg_power_kw": rep.mean("energy.avg_power_kw"),
+        "co2_kg_per_day": (rep.mean("energy.co2_kg") or 0.0) * 86_400.0 / ev.scenario.duration_s,
+    }
+    rows = []
+    for p in spec.pricing:
+        priced = [price_summary(p, s, ev.scenario, gpu, spec) for s in rep.summaries]
+        mean: dict[str, float | None] = {}
+        for k in priced[0]:
+            vals = [x[k] for x in priced]
+            mean[k] = sum(v for v in vals if v is not None) / len(vals) if None not in vals else None
+        rows.append(common | {"pricing": p, "pricing_label": LABELS[p], "usd_per_month": mean["usd_per_month"],
+                              "usd_per_mtok_output": mean["usd_per_mtok_output"]})
+    return rows
+
+
+#: the node-count search of a candidate stops at this multiple of its capacity bound's peak node count
+SEARCH_SPAN = 4
+#: the unloaded check: one node at this share of its capacity bound, for about this many requests
+UNLOADED_LOAD = 0.02
+UNLOADED_REQUESTS = 1500
+
+
+def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: CachedRunner) -> str | None:
+    """Why ``c`` misses the SLO even on a nearly idle node (None when it does not): one node at
+    :data:`UNLOADED_LOAD` of its capacity bound, constant rate, with the plan's seeds. A fleet of any size
+    loads its nodes at least this lightly only when it is wastefully large, so a miss here means no fleet
+    can meet the SLO (prefill of the long prompts, not queueing, is what misses)."""
+    from ..sizing import goodput_scenario
+
+    assert c.bounds is not None
+    rate = UNLOADED_LOAD * c.bounds.capacity_rps
+    base = goodput_scenario(scenario, rate, UNLOADED_REQUESTS / rate)
+    summaries = runner([derive(base, {"seed": s}) for s in seeds])
+    if all(bool(s["slo"]["met"]) for s in summaries):
+        return None
+    worst = max(summaries, key=lambda s: s["latency"]["ttft_s"]["p95"] or 0.0)
+    lat = worst["latency"]
+    return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
+            f"{1000 * (lat['ttft_s']['p95'] or 0):,.0f} ms, TPOT {1000 * (lat['tpot_s']['p95'] or 0):,.1f} ms)")
+
+
+def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
+    """The scenario's ``plan:`` section (or the defaults) with ``overrides`` (None values ignored)."""
+    from ..config import validate_mapping
+
+    base = scenario.plan.model_dump() if scenario.plan is not None else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return validate_mapping(PlanSpec, base, "plan")
+
+
+def run_plan(
+    scenario: Scenario,
+    *,
+    gpus: Sequence[str] | None = None,
+    gpus_per_node: Sequence[int] | None = None,
+    precisions: Sequence[str] | None = None,
+    max_num_seqs: Sequence[int] | None = None,
+    pricing: Sequence[str] | None = None,
+    seeds: int | None = None,
+    max_nodes: int | None = None,
+    top_n: int | None = None,
+    explore: int | None = None,
+    workers: int | None = None,
+    cache_dir: Path | str | None = None,
+    progress: Progress | None = None,
+) -> PlanResult:
+    """Search ``scenario``'s candidate space (method in the module docstring)."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _m: None)
+    spec = resolve_spec(scenario, {
+        "gpus": list(gpus) if gpus else None, "gpus_per_node": list(gpus_per_node) if gpus_per_node else None,
+        "precisions": list(precisions) if precisions else None,
+        "max_num_seqs": list(max_num_seqs) if max_num_seqs else None,
+        "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n,
+        "explore": explore})
+    if scenario.traffic.trace is not None:
+        raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
+                          "distributions (a replayed trace has none)")
+    if all(getattr(scenario.slo, k) is None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
+        raise ConfigError(scenario.source, "slo", "every SLO target is off; a plan needs at least one")
+    mix = sample_mix(scenario)
+    stats = traffic_rate_stats(scenario)
+    mean_rps = stats["mean_rps"]
+    cands = enumerate_candidates(scenario, spec, mix)
+    viable = [c for c in cands if c.excluded is None]
+    say(f"{len(cands)} candidates, {len(viable)} after the hardware and lone-latency checks "
+        f"(demand {mean_rps:.2f} req/s mean, {stats['peak_rps']:.2f} peak 10-min)")
+    if not viable:
+        raise ConfigError(scenario.source, "plan", "no candidate can meet the SLO: " +
+                          "; ".join(sorted({c.excluded or "" for c in cands}))[:400])
+    runner = CachedRunner(Path(cache_dir) if cache_dir is not None else None, workers)
+    hours_per_month = 730.0
+
+    def node_lower_usd(c: Candidate) -> float:
+        """$/month of one node of ``c`` at its cheapest way to pay, idle: no fleet of n nodes costs less than n ×."""
+        sc_gpu = get_gpu(c.gpu)
+        cand_sc = derive(scenario, c.changes(scenario))
+        return min(usd_per_hour_idle(p, cand_sc, sc_gpu, spec, c.gpus_per_node) for p in spec.pricing) \
+            * hours_per_month
+
+    per_node = {c.key: node_lower_usd(c) for c in viable}
+    def nodes_lower(c: Candidate) -> int:
+        """With spill the API can take any share of the load: one node is all that is certain."""
+        assert c.bounds is not None
+        return 1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)
+
+    bounded = sorted(((per_node[c.key] * nodes_lower(c), c) for c in viable if c.bounds is not None),
+                     key=lambda t: (t[0], t[1].label))
+    seed_list = [scenario.seed + i for i in range(spec.seeds)]
+    evaluated: list[Evaluated] = []
+    skipped: list[tuple[Candidate, float, float]] = []
+    rows: list[dict[str, Any]] = []
+    found: list[float] = []  # cheapest $/month of each candidate meeting the SLO
+    ratios: list[float] = []  # simulated minimum ÷ (peak rate ÷ capacity bound), per sized candidate
+
+    def threshold() -> float:
+        """A candidate bounded at or above this cannot enter the top ``explore``."""
+        return sorted(found)[spec.explore - 1] if len(found) >= spec.explore else float("inf")
+
+    for i, (lb, c) in enumerate(bounded):
+        if lb >= threshold():
+            skipped.append((c, lb, threshold()))
+            continue
+        assert c.bounds is not None
+        cand_sc = derive(scenario, c.changes(scenario))
+        # the search starts at ⌈peak rate ÷ capacity⌉ nodes, scaled by how far the bound has been from the
+        # simulated minimum for the candidates sized so far (a starting guess only; the bracket corrects it)
+        cap = c.bounds.capacity_rps / (sorted(ratios)[len(ratios) // 2] if ratios else 1.0)
+        gp = GoodputResult(cap, cap, 0.0, scenario.duration_s, seed_list)
+        say(f"[{i + 1}/{len(bounded)}] {c.label}: ≥ {nodes_lower(c)} node(s) by the bound, "
+            f"≥ ${lb:,.0f}/month; simulating")
+        unloaded = _unloaded_miss(cand_sc, c, seed_list, runner) if c.spill == "none" else None
+        if unloaded is not None:
+            c.excluded = unloaded
+            say(f"    {c.label}: {unloaded}")
+            continue
+        # fleets dearer than the explore-th best cannot enter the top: search only below that; and no further
+        # than SEARCH_SPAN × the node count the capacity bound gives for the peak
+        limit = threshold()
+        peak_nodes = max(1, math.ceil(stats["peak_rps"] / c.bounds.capacity_rps))
+        max_n = min(spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
+        why_limit = "max_nodes" if max_n == spec.max_nodes else "span"
+        if limit != float("inf") and math.ceil(limit / per_node[c.key]) - 1 < max_n:
+            max_n, why_limit = max(1, math.ceil(limit / per_node[c.key]) - 1), "cost"
+        def fleet_progress(msg: str, label: str = c.label) -> None:
+            if not msg.startswith("goodput"):  # the capacity guess size_fleet reports as a "goodput"
+                say(f"    {label}: {msg}")
+
+        sz = size_fleet(cand_sc, n_seeds=spec.seeds, rules=(), max_nodes=max_n, goodput=gp, runner=runner,
+                        progress=fleet_progress)
+        if sz.min_nodes is not None:
+            ratios.append(sz.min_nodes / max(1.0, stats["peak_rps"] / c.bounds.capacity_rps))
+        ev = Evaluated(c, cand_sc, sz, lb, why_limit)
+        evaluated.append(ev)
+        new_rows = _rows(ev, spec, mean_rps)
+        rows.extend(new_rows)
+        costs = [r["usd_per_month"] for r in new_rows if r["meets_slo"] and r["usd_per_month"] is not None]
+        if costs:
+            found.append(min(costs))
+            say(f"    {c.label}: {sz.min_nodes} node(s) meet the SLO, from ${min(costs):,.0f}/month "
+                f"(best so far ${min(found):,.0f})")
+        else:
+            say(f"    {c.label}: no fleet of up to {max_n} nodes meets the SLO")
+    res = PlanResult(scenario, spec, mix, stats, cands, evaluated, skipped, seed_list,
+                     time.perf_counter() - t0, runner.computed, runner.reused, rows)
+    return res
