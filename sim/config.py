@@ -103,6 +103,35 @@ class Deferrable(Strict):
     slack_s: float = Field(600.0, ge=0)
 
 
+class Client(Strict):
+    """How the class's clients react to a slow service (an OpenAI-style SDK: give up, back off, retry).
+
+    ``timeout_s`` measures one attempt from the moment it is sent: a streaming client (``stream: true``, the
+    default) gives up when no first token has arrived within ``timeout_s`` (httpx's read timeout on a streamed
+    response; later inter-token gaps are not timed); a non-streaming client gives up when the whole response
+    has not arrived within ``timeout_s``. ``null`` (the default): never gives up. A client that gives up
+    withdraws its request (queued: taken off the queue; running: cancelled at the end of the engine step in
+    progress, its KV blocks freed). It then retries up to ``retries`` times, retry k being sent
+    ``min(max_backoff_s, backoff_s × 2^(k−1)) × (1 − jitter × u)`` seconds after giving up, u uniform in [0, 1)
+    (the OpenAI Python SDK: ``max_retries`` 2, backoff 0.5 s doubling up to 8 s, jitter 0.25, timeout 600 s).
+    A retry is a new attempt of the same logical request: it is routed (and may be spilled) afresh, and its
+    latencies count from the first attempt's arrival. Requests handed to a hosted API follow ``api.retry``
+    instead (the client timeout stops once a request is spilled)."""
+
+    timeout_s: float | None = Field(None, gt=0)
+    stream: bool = True
+    retries: int = Field(0, ge=0, le=20)
+    backoff_s: float = Field(0.5, ge=0)
+    max_backoff_s: float = Field(8.0, ge=0)
+    jitter: float = Field(0.25, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Client:
+        if self.retries > 0 and self.timeout_s is None:
+            raise ValueError("retries need a timeout_s (a client only retries after giving up)")
+        return self
+
+
 class RequestClass(Strict):
     """A class of requests: its share of arrivals, token lengths and optional shared prefix.
 
@@ -122,6 +151,7 @@ class RequestClass(Strict):
     priority: int = 0
     slo: ClassSlo | None = None
     deferrable: Deferrable | None = None
+    client: Client | None = None
 
     @field_validator("share_by_hour")
     @classmethod
@@ -129,6 +159,12 @@ class RequestClass(Strict):
         if v is not None and max(v) <= 0:
             raise ValueError("share_by_hour needs at least one positive factor")
         return v
+
+    @model_validator(mode="after")
+    def _client_not_deferrable(self) -> RequestClass:
+        if self.client is not None and self.client.timeout_s is not None and self.deferrable is not None:
+            raise ValueError("client.timeout_s: deferrable (batch) work has a deadline, not a client timeout")
+        return self
 
 
 # --- traffic shapes: rate multipliers, composed by multiplication ------------------------------------------

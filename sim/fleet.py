@@ -115,6 +115,11 @@ class FleetManager:
 
         return done
 
+    def withdrawn(self, slot: Slot) -> None:
+        """A request left ``slot``'s node unfinished (its client gave up): a draining node may now be empty."""
+        if slot.state == "draining" and slot.node is not None and slot.node.in_flight_count() == 0:
+            self._terminate(slot)
+
     def start(self, slot: Slot) -> None:
         """Request a node in ``slot``: billed from now, serving after the start-up delay."""
         slot.state = "starting"

@@ -9,14 +9,19 @@ Definitions (as in vLLM's ``benchmark_serving``):
 * ``e2e_s`` = finish − arrival.
 * Latency statistics use completed interactive requests that arrived at or after ``warmup_s``; classes marked
   ``deferrable`` (batch work) are reported separately under ``batch`` (deadline attainment).
-* ``slo.attainment`` = share of finished requests (completed, rejected or failed, arrived after warm-up) whose
-  own TTFT, TPOT and E2E are all within the targets (a rejected or failed request misses). ``slo.met``: every
+* ``slo.attainment`` = share of finished requests (completed, rejected, failed or timed out, arrived after
+  warm-up) whose own TTFT, TPOT and E2E are all within the targets (a rejected, failed or timed-out request
+  misses). ``slo.met``: every
   P95 target holds.
 * ``throughput.*`` = completed requests / tokens per second of the arrival window (``duration_s``).
 * With a hosted API (``api``/``spill``), requests it served (status ``spilled``, ``served_by`` api) count as
   served in latency, SLO and cost per token (``throughput`` stays the fleet's); ``api.*`` and ``spill.*`` hold
   the API's counters (``calls`` = every attempt, ``rate_limited`` = 429s, ``retries``, ``failed`` = given up)
   and the spill share of requests and of tokens (input + output).
+* One row per logical request: with client retries (``traffic.classes[].client``) the row is its last attempt,
+  ``retries`` says how many attempts came before, and latencies count from the first attempt's arrival
+  (what the user waited). ``requests.timed_out``: clients that gave up after their last retry;
+  ``requests.retries``: retry attempts sent (offered attempts = arrived + retries).
 * ``utilisation.busy_fraction`` = share of up-node time spent executing engine steps over ``duration_s``;
   ``kv_fraction_*`` = time-sampled KV blocks in use / capacity of the nodes up, over samples in the window.
 * ``energy.*`` = kWh, average facility power, CO2 and energy cost of the nodes up over ``duration_s``, from the
@@ -37,10 +42,11 @@ from .request import Status
 from .simulation import SimResult
 
 PCTS = (50, 90, 95, 99)
-STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight"]
+STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight", "timed_out"]
 # Status value -> index into STATUS_CATEGORIES (waiting and running are both "in flight")
 _STATUS_CODE = np.array(
-    [STATUS_CATEGORIES.index(s.name.lower()) if s.name.lower() in STATUS_CATEGORIES else 4 for s in Status]
+    [STATUS_CATEGORIES.index(s.name.lower()) if s.name.lower() in STATUS_CATEGORIES
+     else STATUS_CATEGORIES.index("in_flight") for s in Status]
 )
 
 
@@ -79,6 +85,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "tpot_s": tpot,
             "e2e_s": e2e,
             "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
+            "retries": np.fromiter((r.retries for r in reqs), np.int64, n),
             "spilled_at_s": np.fromiter((r.spill_s if r.spill_s >= 0 else nan for r in reqs), float, n),
             "api_attempts": np.fromiter((r.api_attempts for r in reqs), np.int64, n),
             "api_429s": np.fromiter((r.api_429s for r in reqs), np.int64, n),
@@ -269,8 +276,8 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
     }
     # SLO
     slo = sc.slo
-    finished = window[window["status"].isin(["completed", "spilled", "rejected", "failed"])]
-    ok = finished["status"].isin(["completed", "spilled"]).to_numpy().copy()  # rejected and failed requests miss
+    finished = window[window["status"].isin(["completed", "spilled", "rejected", "failed", "timed_out"])]
+    ok = finished["status"].isin(["completed", "spilled"]).to_numpy().copy()  # rejected, failed, timed out: miss
     checks: dict[str, Any] = {}
     for key, col in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
         targets = _class_targets(sc, key)  # per class: its own target, else the scenario's
@@ -304,7 +311,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None, fleet_ts: p
                                     if c.deferrable is not None}).astype(float).to_numpy()
         done_b = b["status"].isin(["completed", "spilled"]).to_numpy()
         met = done_b & (b["e2e_s"].to_numpy() <= deadlines)
-        finished_b = b["status"].isin(["completed", "spilled", "rejected", "failed"]).to_numpy()
+        finished_b = b["status"].isin(["completed", "spilled", "rejected", "failed", "timed_out"]).to_numpy()
         batch = {
             "classes": batch_names,
             "arrived": int(len(b)),

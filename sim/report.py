@@ -166,7 +166,9 @@ def _summary_html(summary: dict[str, Any]) -> str:
     )
     rows = [
         ("Requests", f"{req['arrived']:,} arrived · {req['completed']:,} completed · {req['rejected']:,} rejected · "
-         f"{req['spilled']:,} spilled · {req['in_flight']:,} in flight"),
+         f"{req['spilled']:,} spilled · {req['in_flight']:,} in flight"
+         + (f" · {req.get('timed_out', 0):,} timed out ({req.get('retries', 0):,} client retries)"
+            if req.get("timed_out") or req.get("retries") else "")),
         ("Throughput", f"{_fmt(thr['requests_per_s'])} req/s · {_fmt(thr['output_tokens_per_s'])} output tok/s · "
          f"{_fmt(thr['input_tokens_per_s'])} input tok/s"),
         ("Utilisation", f"busy {_fmt(100 * (util['busy_fraction'] or 0))}% · KV mean "

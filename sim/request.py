@@ -4,6 +4,11 @@ Token accounting follows vLLM: a request holds ``num_tokens = prompt_tokens + ge
 ``num_computed`` have KV in the cache. A step schedules ``num_tokens − num_computed`` new tokens (a prefill
 chunk or one decode token); when ``num_computed`` reaches ``num_tokens`` a token is sampled. Preemption by
 recompute sets ``num_computed`` back to 0 (the generated tokens are kept and recomputed with the prompt).
+
+A client that gives up and retries (``traffic.classes[].client``) sends a new *attempt* of the same logical
+request: a fresh :class:`Request` made by :meth:`Request.retry` (same ``rid``, class, tokens and
+``arrival_s``; ``retries`` one higher; ``attempt_s`` the time it was sent). The attempt that was given up on
+is dropped; one logical request is one row of the per-request table, its last attempt.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class Status(IntEnum):
     REJECTED = 3
     SPILLED = 4
     FAILED = 5
+    TIMED_OUT = 6  # the client gave up (after its last retry) before the answer came
 
 
 class Request:
@@ -39,6 +45,10 @@ class Request:
         "first_token_s",
         "finish_s",
         "preemptions",
+        # client retries (sim.clients)
+        "retries",
+        "attempt_s",
+        "cancelled",
         # hosted-API facts (sim.api / sim.spill)
         "via_api",
         "spill_s",
@@ -76,6 +86,9 @@ class Request:
         self.first_token_s = -1.0
         self.finish_s = -1.0
         self.preemptions = 0
+        self.retries = 0  # attempts before this one (each given up on by the client)
+        self.attempt_s = arrival_s  # when this attempt was sent (the queue order of scheduling_policy: priority)
+        self.cancelled = False  # withdrawn while running: its node drops it at the end of the step in progress
         self.via_api = False  # handed to the hosted API (and not given back to the fleet)
         self.spill_s = -1.0  # when it was handed to the API (−1: never)
         self.api_attempts = 0
@@ -87,6 +100,17 @@ class Request:
         self.seq = 0
         self.dec_step0 = 0
         self.fin_step = 0
+
+    def retry(self, now: float) -> Request:
+        """A new attempt of this logical request, sent at ``now`` (engine and API state start afresh;
+        preemptions so far are carried over)."""
+        new = Request(self.rid, self.arrival_s, self.class_idx, self.prompt_tokens, self.output_tokens,
+                      self.cached_tokens)
+        new.priority = self.priority
+        new.retries = self.retries + 1
+        new.attempt_s = now
+        new.preemptions = self.preemptions
+        return new
 
     @property
     def num_tokens(self) -> int:

@@ -23,6 +23,7 @@ from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
 from .autoscale import autoscaler_process
 from .batch import BatchQueue
+from .clients import Clients
 from .engine.common import NodeSnapshot
 from .fleet import FleetManager
 from .rng import stream
@@ -108,10 +109,12 @@ class TimeSeries:
 
 
 class Tally:
-    """Request counts by outcome, kept as events happen (so they need no per-request records)."""
+    """Request counts by outcome, kept as events happen (so they need no per-request records). ``arrived`` and
+    the outcomes count logical requests; ``retries`` counts the extra attempts clients sent (sim.clients)."""
 
     def __init__(self) -> None:
         self.arrived = 0
+        self.retries = 0
         self.by_status = [0] * len(Status)
 
     def count(self, req: Request) -> None:
@@ -119,14 +122,17 @@ class Tally:
 
     def as_dict(self) -> dict[str, int]:
         b = self.by_status
-        terminal = b[Status.COMPLETED] + b[Status.REJECTED] + b[Status.SPILLED] + b[Status.FAILED]
+        terminal = (b[Status.COMPLETED] + b[Status.REJECTED] + b[Status.SPILLED] + b[Status.FAILED]
+                    + b[Status.TIMED_OUT])
         return {
             "arrived": self.arrived,
             "completed": b[Status.COMPLETED],
             "spilled": b[Status.SPILLED],
             "rejected": b[Status.REJECTED],
             "failed": b[Status.FAILED],
+            "timed_out": b[Status.TIMED_OUT],
             "in_flight": self.arrived - terminal,
+            "retries": self.retries,
         }
 
 
@@ -147,9 +153,11 @@ class SimResult:
     gpu_hours: dict[str, float] = field(default_factory=dict)  # billed over [0, duration_s], by node kind
     fleet_events: list[tuple[float, int, str, str]] = field(default_factory=list)
     spill: dict[str, Any] | None = None  # hosted-API counters (sim.spill.SpillDispatcher.stats), if configured
+    clients: dict[str, int] | None = None  # client give-up / retry counters (sim.clients.Clients.stats), if any
 
     def counts(self) -> dict[str, int]:
-        """arrived = completed + spilled + rejected + failed + in_flight."""
+        """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
+        ``retries``: attempts re-sent by clients that gave up."""
         return self.tally.as_dict()
 
 
@@ -186,7 +194,7 @@ def simulate(
     """Run ``scenario`` to the end of its drain.
 
     ``progress(sim_time_s, duration_s)`` is called now and then. ``on_request_done(req)`` is called once per
-    request when it reaches a terminal status (completed, rejected, spilled, failed); with
+    logical request when it reaches a terminal status (completed, rejected, spilled, failed, timed out); with
     ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
     """
     wall0 = time.perf_counter()
@@ -230,6 +238,12 @@ def simulate(
     priorities = [c.priority for c in scenario.traffic.classes]
     batch = BatchQueue(env, [c.deferrable for c in scenario.traffic.classes], dispatcher.dispatch, slots)
 
+    def replace(req: Request) -> None:  # a retry now stands for its logical request (rid = index)
+        if keep_requests:
+            requests[req.rid] = req
+
+    clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"))
+
     def arrival_process():  # noqa: ANN202 - SimPy process
         rid = 0
         for chunk in chunks:
@@ -254,6 +268,8 @@ def simulate(
                     batch.hold(req)
                 else:
                     dispatcher.dispatch(req)
+                    if clients.enabled:
+                        clients.sent(req)
 
     def sampler():  # noqa: ANN202 - SimPy process
         last_done = 0
@@ -295,6 +311,7 @@ def simulate(
             progress(t, duration)
         if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
+    tally.retries = clients.retries
     return SimResult(
         scenario=scenario,
         node_model=nm,
@@ -309,4 +326,5 @@ def simulate(
         gpu_hours=fleet.billed_gpu_hours(scenario.duration_s),
         fleet_events=fleet.events,
         spill=spill.stats() if spill is not None else None,
+        clients=clients.stats() if clients.enabled else None,
     )

@@ -403,13 +403,13 @@ class SpillDispatcher:
                 if node is None:
                     continue
                 stale = [r for r in node.waiting
-                         if r.first_scheduled_s < 0 and r.api_attempts == 0 and now - r.arrival_s >= after_s]
+                         if r.first_scheduled_s < 0 and r.api_attempts == 0 and now - r.attempt_s >= after_s]
                 for req in stale:
                     if node.withdraw(req):
                         self.late += 1
                         self.to_api(req)
             held = self.fleet.pending
-            stale = [r for r in held if r.api_attempts == 0 and now - r.arrival_s >= after_s]
+            stale = [r for r in held if r.api_attempts == 0 and now - r.attempt_s >= after_s]
             for req in stale:
                 held.remove(req)
                 self.late += 1

@@ -205,7 +205,7 @@ class StreamingCollector:
         status = df["status"].astype(str).to_numpy()
         completed = status == "completed"
         served = completed | (status == "spilled")
-        finished = served | (status == "rejected") | (status == "failed")
+        finished = served | (status == "rejected") | (status == "failed") | (status == "timed_out")
         is_batch = df["class"].isin(list(self._deadline_s)).to_numpy() if self._deadline_s else np.zeros(len(df), bool)
         window = (df["arrival_s"].to_numpy() >= sc.warmup_s) & ~is_batch
         inp, outp = df["input_tokens"].to_numpy(), df["output_tokens"].to_numpy()

@@ -14,7 +14,7 @@ from scenarios import make_scenario
 def _trace(scenario):
     result = simulate(scenario)
     return result, {
-        r.rid: (r.node, r.status, r.first_scheduled_s, r.first_token_s, r.finish_s, r.preemptions)
+        r.rid: (r.node, r.status, r.first_scheduled_s, r.first_token_s, r.finish_s, r.preemptions, r.retries)
         for r in result.requests
     }
 
@@ -26,6 +26,7 @@ def _assert_same(a, b, tol=1e-6):
         assert fa[0] == fb[0], f"request {rid}: node {fa[0]} != {fb[0]}"
         assert fa[1] == fb[1], f"request {rid}: status {fa[1]} != {fb[1]}"
         assert fa[5] == fb[5], f"request {rid}: preemptions {fa[5]} != {fb[5]}"
+        assert fa[6] == fb[6], f"request {rid}: retries {fa[6]} != {fb[6]}"
         for x, y, name in zip(fa[2:5], fb[2:5], ("scheduled", "first token", "finish")):
             assert abs(x - y) <= tol * max(1.0, abs(y)), f"request {rid}: {name} {x} != {y}"
 
@@ -45,9 +46,12 @@ def _assert_same(a, b, tol=1e-6):
     policy=st.sampled_from(["fcfs", "priority"]),
     jitter=st.sampled_from([0.0, 0.0, 0.3]),
     seed=st.integers(0, 10_000),
+    client=st.one_of(st.none(), st.fixed_dictionaries({
+        "timeout_s": st.floats(0.3, 20.0), "stream": st.booleans(), "retries": st.integers(0, 3),
+        "backoff_s": st.floats(0.0, 2.0), "jitter": st.floats(0.0, 1.0)})),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, scheduler, policy, jitter, seed):
+                               prefix_hit, scheduler, policy, jitter, seed, client):
     kw = {
         "duration_s": 30,
         "seed": seed,
@@ -74,6 +78,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
                 "output_tokens": {"dist": "lognormal", "median": 80, "p95": 400, "max": 1200},
                 "prefix_tokens": 200,
                 "prefix_hit_rate": prefix_hit,
+                "client": client,
             },
             {
                 "name": "one-token",
@@ -81,6 +86,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
                 "priority": -1,
                 "input_tokens": {"dist": "fixed", "value": 50},
                 "output_tokens": {"dist": "lognormal", "median": 2, "p95": 30},
+                "client": client,
             },
         ],
     }
@@ -190,3 +196,29 @@ def test_step_jitter_is_seeded_and_the_same_in_both_engines():
     kw["fleet.engine"] = dict(kw["fleet.engine"], step_jitter={"cv": 0.0})
     _, plain = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     assert plain != a
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("policy", ["fcfs", "priority"])
+def test_equivalence_with_client_timeouts_and_retries(stream, policy):
+    """Overload with impatient clients: queued and running requests are withdrawn mid-run (decode runs cut,
+    KV freed) and retried; both engines must agree request by request."""
+    client = {"timeout_s": 3.0, "stream": stream, "retries": 2, "backoff_s": 0.5, "jitter": 0.5}
+    kw = {
+        "duration_s": 40,
+        "seed": 11,
+        "traffic.rate_rps": 30.0,
+        "fleet.nodes": 2,
+        "fleet.engine": {"max_num_seqs": 32, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 900,
+                         "scheduling_policy": policy},
+        "traffic.classes": [{"name": "chat", "share": 1.0, "client": client,
+                             "input_tokens": {"dist": "lognormal", "median": 300, "p95": 1500, "max": 3000},
+                             "output_tokens": {"dist": "lognormal", "median": 100, "p95": 400, "max": 1200}}],
+    }
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    c = fast.counts()
+    assert c["retries"] > 20 and c["timed_out"] > 0
+    assert sum(r.preemptions for r in fast.requests) > 0 or stream
+    _assert_same(a, b)
+    assert c == ref.counts()

@@ -102,9 +102,13 @@ def test_withdraw_keeps_engine_accounting(impl):
     r = out.summary["requests"]
     assert r["in_flight"] == 0 and out.summary["spill"]["late"] > 0
     assert r["completed"] + r["spilled"] == r["arrived"]
+    late = out.requests[out.requests["served_by"] == "api"]
+    assert late["queue_wait_s"].isna().all()  # late spill never takes a request the fleet had scheduled
 
 
-def test_withdraw_refuses_scheduled_requests():
+def test_withdraw_takes_queued_requests_off_and_cancels_running_ones():
+    """Late spill only withdraws never-scheduled requests (it filters them); ``withdraw`` itself also cancels a
+    running request (a client that gave up: sim.clients), which then no longer counts as in flight."""
     import simpy
 
     from sim.engine import Node
@@ -119,7 +123,8 @@ def test_withdraw_refuses_scheduled_requests():
     node.submit(a)
     node.submit(b)
     env.run(until=1e-4)  # the first step has started: both admitted
-    assert not node.withdraw(a)
+    assert node.withdraw(a) and a.cancelled and node.in_flight() == [b]
+    assert not node.withdraw(a)  # already withdrawn
     c = Request(2, 0.0, 0, 500, 20)
     node.waiting.append(c)
     node.work += 520

@@ -60,7 +60,18 @@ def spilling(busy):
     return validate_scenario(raw, "test")
 
 
-@pytest.mark.parametrize("which", ["busy", "spilling"])
+@pytest.fixture(scope="module")
+def impatient(busy):
+    """``busy`` with non-streaming chat clients that give up after 5 s and retry twice."""
+    raw = busy.model_dump()
+    raw["traffic"]["classes"][0]["client"] = {"timeout_s": 5.0, "stream": False, "retries": 2, "backoff_s": 0.5,
+                                              "jitter": 0.5}
+    from sim.config import validate_scenario
+
+    return validate_scenario(raw, "test")
+
+
+@pytest.mark.parametrize("which", ["busy", "spilling", "impatient"])
 def test_summary_matches_summarize(which, request, tmp_path):
     sc = request.getfixturevalue(which)
     exact = run_scenario(sc)
@@ -70,6 +81,8 @@ def test_summary_matches_summarize(which, request, tmp_path):
     assert a["requests.rejected"] > 0 and a["requests.completed"] > 1000
     if which == "spilling":
         assert a["spill.requests"] > 0 and a["batch.arrived"] > 0 and a["requests.in_flight"] == 0
+    if which == "impatient":
+        assert a["requests.timed_out"] > 0 and a["requests.retries"] > 0
     assert st_out.result.requests == []  # nothing kept per request
     for k in a:
         pct = (k.split(".")[-1] in ("p50", "p90", "p95", "p99")) or k.endswith(".actual")
@@ -81,9 +94,11 @@ def test_summary_matches_summarize(which, request, tmp_path):
             assert b[k] == a[k], k
 
 
-def test_streamed_parquet_equals_request_table(busy, tmp_path):
-    exact = run_scenario(busy).requests
-    out = run_streaming(busy, tmp_path / "r.parquet", chunk_rows=500)
+@pytest.mark.parametrize("which", ["busy", "impatient"])
+def test_streamed_parquet_equals_request_table(which, request, tmp_path):
+    sc = request.getfixturevalue(which)
+    exact = run_scenario(sc).requests
+    out = run_streaming(sc, tmp_path / "r.parquet", chunk_rows=500)
     got = pd.read_parquet(out.requests_path).sort_values("request_id").reset_index(drop=True)
     want = exact[exact["status"] != "in_flight"].reset_index(drop=True)
     assert out.requests_written == len(got) == len(want)

@@ -53,7 +53,9 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     lines = [
         f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
         f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
-        f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight",
+        f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight"
+        + (f", {r.get('timed_out', 0):,} timed out ({r.get('retries', 0):,} client retries)"
+           if r.get("timed_out") or r.get("retries") else ""),
         f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
         f"  TPOT       P50 {ms(lat['tpot_s']['p50'])}  P95 {ms(lat['tpot_s']['p95'])}  P99 {ms(lat['tpot_s']['p99'])}",
         f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",

@@ -38,15 +38,15 @@ def admission_problem(req: Request, engine: Engine, capacity_blocks: int, max_mo
 
 
 class PriorityWaitingQueue:
-    """The waiting queue under ``scheduling_policy: priority`` (vLLM's): ordered by (priority, arrival time),
-    lower priority values first; a preempted request goes back at its own place rather than at the head.
+    """The waiting queue under ``scheduling_policy: priority`` (vLLM's): ordered by (priority, arrival time of the
+    attempt), lower priority values first; a preempted request goes back at its own place rather than at the head.
     Same interface as the ``deque`` used for FCFS."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, float, int, Request]] = []
 
     def append(self, req: Request) -> None:
-        heapq.heappush(self._heap, (req.priority, req.arrival_s, req.rid, req))
+        heapq.heappush(self._heap, (req.priority, req.attempt_s, req.rid, req))
 
     appendleft = append  # a preempted request keeps its (priority, arrival) place
 

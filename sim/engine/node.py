@@ -16,6 +16,9 @@ Same rules as :mod:`sim.engine.reference` (read that first). What makes it fast:
   the step in progress. The run's duration has a closed form (:meth:`StepTimeModel.decode_run_s`), and so
   has its inverse (how many steps have finished by a given time), which routing and sampling use.
 
+A running request withdrawn mid-run (its client gave up) stops the run at the end of the step in progress too;
+it is dropped at that step boundary, before finishes are processed, exactly as in the reference.
+
 Steps that contain prefill work, admissions or preemptions are simulated one at a time. The engine's cost
 therefore grows with the number of requests (a few events each), not with the number of tokens.
 """
@@ -74,6 +77,7 @@ class Node:
         self.phase_cnt = [0] * self.bs  # decoders by (num_computed − S) mod block_size
         self.fin_heap: list[tuple[int, int, Request]] = []
         self.used_blocks = 0
+        self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
         self._seq = 0
@@ -127,24 +131,35 @@ class Node:
         return NodeSnapshot(len(self.waiting), running, self.used_blocks, busy)
 
     def in_flight(self) -> list[Request]:
-        return list(self.waiting) + list(self.decoding.values()) + list(self.prefilling)
+        """Requests this node still owes an answer (running ones already withdrawn are not)."""
+        running = list(self.decoding.values()) + list(self.prefilling)
+        return list(self.waiting) + [r for r in running if not r.cancelled]
 
     def withdraw(self, req: Request) -> bool:
-        """Take ``req`` off the waiting queue if it has never been scheduled (for a late spill elsewhere)."""
-        if req.first_scheduled_s >= 0 or req.status != Status.WAITING:
-            return False
-        was_head = bool(self.waiting) and self.waiting[0] is req
-        try:
-            self.waiting.remove(req)
-        except ValueError:
-            return False
-        self.work -= req.prompt_tokens + req.output_tokens
-        if was_head and self._mode == "jump" and self.waiting:
-            self._shorten_jump()  # the next request, now at the head, may be admissible
-        return True
+        """Take ``req`` off this node, as the reference does: queued → off the queue now; running → dropped
+        at the end of the step in progress (a decode run is cut there), its KV blocks freed then. False if it
+        is not queued or running here (or already withdrawn)."""
+        if req.status == Status.WAITING:
+            was_head = bool(self.waiting) and self.waiting[0] is req
+            try:
+                self.waiting.remove(req)
+            except ValueError:
+                return False
+            self.work -= req.prompt_tokens + req.output_tokens
+            if was_head and self._mode == "jump" and self.waiting:
+                self._shorten_jump()  # the next request, now at the head, may be admissible
+            return True
+        if req.status == Status.RUNNING and not req.cancelled and (
+                self.decoding.get(req.rid) is req or req in self.prefilling):
+            req.cancelled = True
+            self._cancelled.append(req)
+            if self._mode == "jump":
+                self._shorten_jump()  # the batch changes after the step in progress
+            return True
+        return False
 
     def in_flight_count(self) -> int:
-        return len(self.waiting) + len(self.decoding) + len(self.prefilling)
+        return len(self.waiting) + len(self.decoding) + len(self.prefilling) - len(self._cancelled)
 
     def kill(self) -> list[Request]:
         """The node disappears now (e.g. a spot eviction): its step in progress is lost, its KV freed.
@@ -160,6 +175,8 @@ class Node:
             self._materialize(req)
             out.append(req)
         out.extend(self.prefilling)
+        out = [r for r in out if not r.cancelled]
+        self._cancelled.clear()
         for req in out:
             req.preemptions += 1
         out.extend(self.waiting)
@@ -326,6 +343,17 @@ class Node:
         self._remove_decoder(req)
         return req
 
+    def _drop_cancelled(self) -> None:
+        """At a step boundary: withdrawn running requests leave, their KV blocks freed."""
+        for req in self._cancelled:
+            if self.decoding.get(req.rid) is req:
+                self._remove_decoder(req)
+            else:
+                self.prefilling.remove(req)
+            self.used_blocks -= self._held(req)
+            self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
+        self._cancelled.clear()
+
     def _preempt(self, req: Request) -> None:
         self.used_blocks -= self._held(req)
         self.work += req.num_computed
@@ -446,7 +474,7 @@ class Node:
         for req, n in self._chunks:
             req.num_computed += n
             self.work -= n
-            if req.num_computed == req.num_tokens:
+            if req.num_computed == req.num_tokens and not req.cancelled:
                 req.num_generated += 1
                 if req.first_token_s < 0:
                     req.first_token_s = now
@@ -456,6 +484,8 @@ class Node:
                 else:
                     self._add_decoder(req)
         self._chunks = []
+        if self._cancelled:
+            self._drop_cancelled()
         self._finish_decoders(now)
         self._tick()
 
@@ -524,5 +554,7 @@ class Node:
         self.dec_ctx_sum += b * n
         self.work -= b * n
         self.busy_s += self._dt
+        if self._cancelled:
+            self._drop_cancelled()
         self._finish_decoders(self.env.now)
         self._tick()

@@ -19,6 +19,10 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
+5. Withdrawal (:meth:`ReferenceNode.withdraw`: the client gave up, or a late spill): a queued request leaves the
+   waiting queue at once; a running one is cancelled at the end of the step in progress (vLLM applies aborts
+   between engine iterations): that step's output for it is discarded, it leaves the running list and its KV
+   blocks are freed before the next step is scheduled.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class ReferenceNode:
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
         self.used_blocks = 0
+        self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
         self.steps = 0
         self._step_t0 = -1.0
@@ -91,20 +96,26 @@ class ReferenceNode:
         return NodeSnapshot(len(self.waiting), len(self.running), self.used_blocks, busy)
 
     def in_flight(self) -> list[Request]:
-        return list(self.waiting) + list(self.running)
+        """Requests this node still owes an answer (running ones already withdrawn are not)."""
+        return list(self.waiting) + [r for r in self.running if not r.cancelled]
 
     def withdraw(self, req: Request) -> bool:
-        """Take ``req`` off the waiting queue if it has never been scheduled (for a late spill elsewhere)."""
-        if req.first_scheduled_s >= 0 or req.status != Status.WAITING:
-            return False
-        try:
-            self.waiting.remove(req)
-        except ValueError:
-            return False
-        return True
+        """Take ``req`` off this node (rule 5 of the module docstring). False if it is not queued or running
+        here (or already withdrawn)."""
+        if req.status == Status.WAITING:
+            try:
+                self.waiting.remove(req)
+            except ValueError:
+                return False
+            return True
+        if req.status == Status.RUNNING and not req.cancelled and req in self.running:
+            req.cancelled = True
+            self._cancelled += 1
+            return True
+        return False
 
     def in_flight_count(self) -> int:
-        return len(self.waiting) + len(self.running)
+        return len(self.waiting) + len(self.running) - self._cancelled
 
     def kill(self) -> list[Request]:
         """The node disappears now; returns its requests reset for recompute (see ``Node.kill``)."""
@@ -112,7 +123,7 @@ class ReferenceNode:
         if self._step_t0 >= 0:
             self.busy_s += self.env.now - self._step_t0
             self._step_t0 = -1.0
-        out = list(self.running)
+        out = [r for r in self.running if not r.cancelled]
         for req in out:
             req.preemptions += 1
         out.extend(self.waiting)
@@ -122,6 +133,7 @@ class ReferenceNode:
         self.waiting.clear()
         self.running.clear()
         self.used_blocks = 0
+        self._cancelled = 0
         return out
 
     # -- engine ---------------------------------------------------------------------------------------
@@ -134,6 +146,17 @@ class ReferenceNode:
 
     def _held(self, req: Request) -> int:
         return self._full_blocks(req) if self.engine.reserve_kv else self._blocks(req.num_computed)
+
+    def _drop_cancelled(self) -> None:
+        """End of a step: withdrawn running requests leave, their KV blocks freed."""
+        keep = []
+        for req in self.running:
+            if req.cancelled:
+                self.used_blocks -= self._held(req)
+            else:
+                keep.append(req)
+        self.running = keep
+        self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
         self.used_blocks -= self._held(req)
@@ -232,6 +255,8 @@ class ReferenceNode:
             now = env.now
             for req, n in scheduled:
                 req.num_computed += n
+                if req.cancelled:
+                    continue  # withdrawn during the step: its output is discarded
                 if req.num_computed == req.num_tokens:
                     req.num_generated += 1
                     if req.first_token_s < 0:
@@ -242,3 +267,5 @@ class ReferenceNode:
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)
+            if self._cancelled:
+                self._drop_cancelled()

@@ -412,7 +412,7 @@ table.why td{{text-align:left}}.verdict{{font-size:1.1em;background:#eef7ee;padd
 <h2>Cost, latency and break-even</h2>{imgs}
 <h2>Why the others lost</h2>{why_html}
 <h2>Console report</h2><pre>{text}</pre>
-<p>SLO attainment: share of requests meeting every target (rejected and failed requests count as misses).
+<p>SLO attainment: share of requests meeting every target (rejected, failed and timed-out requests count as misses).
 Headroom: 1 − mean rate ÷ the fleet's closed-form capacity bound. Energy: idle to TDP with the busy share, node
 overhead and PUE (sim/energy.py). Prices: see docs/plan.md.</p></body></html>"""
 
