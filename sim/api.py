@@ -265,6 +265,7 @@ class HostedApi:
         self.input_tpm = bucket(lim.input_tpm)
         self.output_tpm = bucket(lim.output_tpm)
         self.in_progress = 0
+        self.outstanding = 0  # requests submitted and not yet done or given back (in a call or backing off)
         lat = spec.latency
         self._rate_sigma = math.sqrt(math.log1p(lat.output_rate_cv**2))
 
@@ -272,6 +273,7 @@ class HostedApi:
     def submit(self, req: Request, batch: bool = False) -> None:
         """Hand ``req`` to the API now (batch tier if ``batch``)."""
         self.stats.requests += 1
+        self.outstanding += 1
         self.env.process(self._client(req, batch))
 
     # -- pieces -----------------------------------------------------------------------------------------
@@ -363,6 +365,7 @@ class HostedApi:
                     req.finish_s = now + dur
                     req.status = Status.SPILLED
                     st.served += 1
+                    self.outstanding -= 1
                     self.on_done(req)
                     return
                 if end >= ttft:  # prefill done and some tokens streamed: processed work is billed
@@ -379,11 +382,13 @@ class HostedApi:
         # retries exhausted
         if spec.on_give_up == "fleet" and self.give_back is not None:
             st.returned_to_fleet += 1
+            self.outstanding -= 1
             self.give_back(req)
             return
         st.failed += 1
         req.status = Status.FAILED
         req.finish_s = env.now
+        self.outstanding -= 1
         self.on_done(req)
 
 

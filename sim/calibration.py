@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .catalog import Calibration, GpuSpec, ModelSpec, get_gpu, get_model, resolve_calibration, stack_reserves_kv
-from .config import Engine
+from .config import Engine, read_text_file
 from .errors import ConfigError
 from .perf import StepTimeModel, attention_pairs
 from .profiling import NodeSetup, run_closed_loop, run_offline, run_poisson
@@ -365,10 +365,9 @@ def read_vllm_bench_json(
     when saved, give the spread as a lognormal log-sd).
     """
     src = str(path)
+    text = read_text_file(Path(path), "a vllm bench serve JSON file")
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(src, "", "file not found") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(src, "", f"not valid JSON (line {exc.lineno})") from None
     if not isinstance(data, dict):
@@ -434,10 +433,7 @@ def read_measurement_csv(
     ``max_num_seqs`` empty (or a file without the column) gets the given defaults (``capsim calibrate --weights
     --kv --max-num-seqs``)."""
     src = str(path)
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(src, "", "file not found") from None
+    text = read_text_file(Path(path), "a measurements CSV file")
     rows = list(csv.DictReader(text.splitlines()))
     if not rows:
         raise ConfigError(src, "", "no data rows")

@@ -27,7 +27,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import Scenario, apply_overrides, read_experiment, read_yaml, set_dotted, validate_mapping, validate_scenario
+from .config import (
+    Scenario,
+    apply_overrides,
+    read_experiment,
+    read_yaml,
+    set_dotted,
+    validate_mapping,
+    validate_scenario,
+)
 from .errors import ConfigError
 from .stats import replication_seeds
 
@@ -56,7 +64,7 @@ class Experiment(_Strict):
     seeds: int = Field(1, ge=1, description="replications per run: seeds seed … seed+seeds−1")
 
     @model_validator(mode="after")
-    def _check(self) -> "Experiment":
+    def _check(self) -> Experiment:
         if (self.base is None) == (self.scenario is None):
             raise ValueError("give exactly one of base (an inline scenario) or scenario (a path)")
         names = [s.name for s in self.strategies]
@@ -162,21 +170,24 @@ def run_one(scenario: Scenario) -> dict[str, Any]:
     return {"summary": out.summary, "timeline": timeline(out.requests, scenario.duration_s)}
 
 
-def run_experiment(runs: list[Run], workers: int | None = None, scheduler: str | None = None) -> list[dict[str, Any]]:
+def run_experiment(runs: list[Run], workers: int | None = None, scheduler: str | None = None,
+                   progress: Any = None) -> list[dict[str, Any]]:
     """Results of every run, in input order (the same experiment and seeds always give the same list).
 
     Each result has ``summary`` and ``timeline`` (with one seed: that run's; with several: the mean summary,
     :func:`mean_summary`, and the mean timeline) and, with several seeds, ``seeds``, ``summaries`` and
-    ``timelines`` (one per seed, in seed order)."""
+    ``timelines`` (one per seed, in seed order). ``progress(done, total)`` is called as runs finish."""
     from .parallel import ExecutorSpec, iter_outcomes
 
     tasks = [(i, sc) for i, run in enumerate(runs) for sc in run.scenarios]
     spec = ExecutorSpec(workers=1 if len(tasks) <= 1 else workers, scheduler=scheduler)
     flat: list[dict[str, Any] | None] = [None] * len(tasks)
-    for oc in iter_outcomes(run_one, [sc for _, sc in tasks], spec):
+    for done, oc in enumerate(iter_outcomes(run_one, [sc for _, sc in tasks], spec), start=1):
         if oc.error is not None:
             raise oc.error
         flat[oc.index] = oc.value
+        if progress is not None:
+            progress(done, len(tasks))  # e.g. sim.progress.Progress.update
     out: list[dict[str, Any]] = []
     for i, run in enumerate(runs):
         per_seed = [v for (j, _), v in zip(tasks, flat) if j == i]
@@ -230,6 +241,7 @@ def _g(d: dict[str, Any], path: str) -> Any:
 COLUMNS: list[tuple[str, str]] = [
     ("total_usd", "cost.total_usd"),
     ("usd_per_mtok", "cost.usd_per_mtok_total"),
+    ("usd_per_mtok_output", "cost.usd_per_mtok_output"),
     ("self_host_usd", "cost.self_host_usd"),
     ("api_usd", "cost.api_usd"),
     ("spill_request_share", "spill.request_share"),
@@ -241,6 +253,10 @@ COLUMNS: list[tuple[str, str]] = [
     ("e2e_p95_s", "latency.e2e_s.p95"),
     ("e2e_p99_s", "latency.e2e_s.p99"),
     ("slo_attainment", "slo.attainment"),
+    ("slo_met", "slo.met"),
+    ("load_factor", "utilisation.load_factor"),
+    ("load_factor_peak", "utilisation.load_factor_peak"),
+    ("mfu", "utilisation.mfu_mean"),
     ("gpu_busy_fraction", "utilisation.busy_fraction"),
     ("arrived", "requests.arrived"),
     ("spilled", "requests.spilled"),
@@ -254,8 +270,8 @@ COLUMNS: list[tuple[str, str]] = [
 
 
 #: columns reported with a 95 % confidence interval when there are several seeds
-HEADLINE: tuple[str, ...] = ("total_usd", "usd_per_mtok", "ttft_p95_s", "e2e_p95_s", "slo_attainment",
-                             "spill_request_share", "spill_token_share")
+HEADLINE: tuple[str, ...] = ("total_usd", "usd_per_mtok", "usd_per_mtok_output", "ttft_p95_s", "e2e_p95_s",
+                             "slo_attainment", "spill_request_share", "spill_token_share")
 
 
 def _row_values(summary: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +279,8 @@ def _row_values(summary: dict[str, Any]) -> dict[str, Any]:
     for col, path in COLUMNS:
         v = _g(summary, path)
         out[col] = 0 if v is None and col.startswith(("api_", "spill_")) else v
+    if isinstance(out.get("slo_met"), bool):
+        out["slo_met"] = float(out["slo_met"])  # share of seeds meeting the SLO once averaged
     return out
 
 
@@ -302,15 +320,20 @@ def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataF
                 row[f"{col}_ci95"] = mean_ci95([p[col] for p in per_seed])[1]
         rows.append(row)
     df = pd.DataFrame(rows)
-    df["pareto_e2e"] = pareto_mask(df["e2e_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float))
-    df["pareto_ttft"] = pareto_mask(df["ttft_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float))
+    meets = df["slo_met"].to_numpy(float) >= 1.0 - 1e-9  # every seed meets the SLO
+    df["pareto_e2e"] = pareto_mask(df["e2e_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float), meets)
+    df["pareto_ttft"] = pareto_mask(df["ttft_p95_s"].to_numpy(float), df["total_usd"].to_numpy(float), meets)
     return df
 
 
-def pareto_mask(latency: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """True for points no other point beats on both latency and cost (ties: neither dominates)."""
+def pareto_mask(latency: np.ndarray, cost: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """True for ``eligible`` points (default all; ``comparison_table`` passes "meets the SLO in every seed")
+    that no other eligible point beats on both latency and cost (ties: neither dominates). A strategy that
+    misses the SLO is never on the front, however cheap."""
     n = len(latency)
     ok = ~(np.isnan(latency) | np.isnan(cost))
+    if eligible is not None:
+        ok &= np.asarray(eligible, dtype=bool)
     mask = np.zeros(n, dtype=bool)
     for i in range(n):
         if not ok[i]:
@@ -337,34 +360,113 @@ def _err_bars(values: np.ndarray, half: pd.Series) -> np.ndarray:
     return np.vstack([lower, h])
 
 
-def plot_cost_vs_latency(df: pd.DataFrame):  # noqa: ANN201
-    """Total cost vs P95 TTFT and P95 E2E, one point per run, Pareto front drawn and circled; with several
-    seeds the points are means with 95 % confidence-interval error bars on both axes."""
+def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:  # noqa: ANN001
+    """Annotate each point with its text at the first of a ring of offsets (growing radius) where the label
+    stays inside the axes and overlaps neither an earlier label nor any point (greedy, in display space);
+    returns the annotations."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    frame = ax.get_window_extent(renderer)  # labels stay inside the axes
+    taken: list = []
+    out = []
+    dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    for (x, y), text in zip(zip(xs, ys), texts):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        chosen = None
+        for radius in (6, 14, 24, 36, 50, 70):
+            leader = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if radius > 14 else {}
+            for dx, dy in dirs:
+                ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx * radius, dy * radius),
+                                  fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center", **leader)
+                bb = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+                inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0 and bb.y1 <= frame.y1)
+                if inside and not (any(bb.overlaps(t) for t in taken) or any(bb.contains(qx, qy) for qx, qy in pts)):
+                    chosen = ann
+                    break
+                ann.remove()
+            if chosen is not None:
+                break
+        if chosen is None:  # very crowded: far out, with a leader line
+            chosen = ax.annotate(text, (x, y), textcoords="offset points", xytext=(60, 60), fontsize=fontsize,
+                                 arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
+        taken.append(chosen.get_window_extent(renderer).expanded(1.05, 1.15))
+        out.append(chosen)
+    return out
+
+
+def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None = None,
+                         attainment_target: float = 0.95) -> Any:
+    """Total cost vs P95 TTFT and P95 E2E, one point per run coloured by SLO attainment (0–100 %, centred on
+    the target), hollow when the run misses the SLO; the Pareto front among the runs that meet it; the SLO
+    targets as vertical lines; labels placed so they do not overlap. With several seeds the points are means
+    with 95 % confidence-interval error bars on both axes."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, col, pcol, title in ((axes[0], "ttft_p95_s", "pareto_ttft", "P95 time to first token"),
-                                 (axes[1], "e2e_p95_s", "pareto_e2e", "P95 end-to-end latency")):
+    slo = slo or {}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True, sharey=True)
+    goal = 100 * attainment_target
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=min(max(goal, 1.0), 99.0), vmax=100.0)
+    meets = df["slo_met"].to_numpy(float) >= 1.0 - 1e-9 if "slo_met" in df else np.ones(len(df), bool)
+    sc = None
+    for ax, col, pcol, title, key in ((axes[0], "ttft_p95_s", "pareto_ttft", "P95 time to first token", "ttft_p95_s"),
+                                      (axes[1], "e2e_p95_s", "pareto_e2e", "P95 end-to-end latency", "e2e_p95_s")):
         if f"{col}_ci95" in df:  # several seeds: 95 % intervals of the means
             x, y = df[col].to_numpy(float), df["total_usd"].to_numpy(float)
             ax.errorbar(x, y, xerr=_err_bars(x, df[f"{col}_ci95"]), yerr=_err_bars(y, df["total_usd_ci95"]),
                         fmt="none", ecolor="0.35", elinewidth=1, capsize=3, zorder=2.5, label="95 % CI (seeds)")
-        sc = ax.scatter(df[col], df["total_usd"], c=df["slo_attainment"] * 100, cmap="viridis", vmin=80, vmax=100,
-                        s=60, zorder=3, edgecolors="k")
+        att = df["slo_attainment"].to_numpy(float) * 100
+        sc = ax.scatter(df[col][meets], df["total_usd"][meets], c=att[meets], cmap="RdYlGn", norm=norm, s=60,
+                        zorder=3, edgecolors="k", label="meets the SLO")
+        if (~meets).any():
+            ax.scatter(df[col][~meets], df["total_usd"][~meets], c=att[~meets], cmap="RdYlGn", norm=norm, s=80,
+                       zorder=3, edgecolors="k", marker="X", label="misses the SLO")
         front = df[df[pcol]].sort_values(col)
-        ax.step(front[col], front["total_usd"], where="post", color="tab:red", lw=1.5, zorder=2,
-                label="Pareto front")
-        ax.scatter(front[col], front["total_usd"], s=220, facecolors="none", edgecolors="tab:red", zorder=4)
-        for _, r in df.iterrows():
-            ax.annotate(r["strategy"], (r[col], r["total_usd"]), textcoords="offset points", xytext=(6, 4),
-                        fontsize=8)
+        if len(front):
+            ax.step(front[col], front["total_usd"], where="post", color="tab:blue", lw=1.5, zorder=2,
+                    label="Pareto front (runs meeting the SLO)")
+            ax.scatter(front[col], front["total_usd"], s=220, facecolors="none", edgecolors="tab:blue", zorder=4)
+        target = slo.get(key)
+        if target is not None:
+            ax.axvline(target, color="C3", ls="--", lw=1.2, label=f"SLO: P95 ≤ {target:g} s")
+            ax.axvspan(target, max(float(np.nanmax(df[col])) * 10, target * 10), color="C3", alpha=0.06)
         ax.set_xscale("log")
         ax.set_yscale("log")
+
         ax.set_xlabel(f"{title} (s, log scale)")
-        ax.set_ylabel("total cost for the period (USD, log scale)")
+        if ax is axes[0]:
+            ax.set_ylabel("total cost for the period (USD, log scale)")
         ax.set_title(f"Cost vs {title}")
         ax.grid(True, alpha=0.3, which="both")
-        ax.legend(loc="upper right", fontsize=8)
-    fig.colorbar(sc, ax=axes, label="SLO attainment (%)", shrink=0.8)
+        xs = df[col].to_numpy(float)
+        if np.isfinite(xs).any():
+            lo, hi = np.nanmin(xs), np.nanmax(xs)
+            if target is not None:
+                lo, hi = min(lo, target), max(hi, target)
+            ax.set_xlim(lo / 2, hi * 2)
+        ys = df["total_usd"].to_numpy(float)
+        if np.isfinite(ys).any():
+            ax.set_ylim(np.nanmin(ys) / 1.6, np.nanmax(ys) * 1.6)
+        for axis, (lo_v, hi_v) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            decades = np.log10(max(hi_v, 1e-12) / max(lo_v, 1e-12))
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2.2 else (1.0,)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,g}"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8, ncol=2, frameon=False)
+    cb = fig.colorbar(sc, ax=axes, label="SLO attainment (% of all requests)",
+                      shrink=0.8)
+    ticks = sorted({0.0, 25.0, 50.0, 75.0, goal, 100.0})
+    cb.set_ticks(ticks, labels=[f"{t:g} (target)" if t == goal else f"{t:g}" for t in ticks])
+    cb.ax.axhline(goal, color="k", lw=1.5)
+    fig.canvas.draw()  # settle the layout (colorbar, legends) before placing labels in display space
+    fig.set_layout_engine("none")
+    for ax, col in ((axes[0], "ttft_p95_s"), (axes[1], "e2e_p95_s")):
+        place_labels(ax, df[col].to_numpy(float), df["total_usd"].to_numpy(float), [str(v) for v in df["strategy"]])
     return fig
 
 
@@ -385,27 +487,43 @@ def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa
     ax.set_ylabel("requests per second (linear below 1, log above)")
     ax.set_title("Spill rate over time against the traffic curve")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
     return fig
 
 
 def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
-    """Stacked bars: self-hosted GPU cost and hosted-API spend per run, with $/M tokens on top."""
+    """Stacked bars: self-hosted GPU cost and hosted-API spend per run, with $/M output tokens on top; runs
+    that miss the SLO are hatched and say so (a cheap run that misses it is not a saving)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(df) + 2), 5))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(df) + 2), 5.5), constrained_layout=True)
     x = np.arange(len(df))
-    ax.bar(x, df["self_host_usd"], label="self-hosted GPUs", color="tab:blue")
-    ax.bar(x, df["api_usd"], bottom=df["self_host_usd"], label="hosted API", color="tab:orange")
+    meets = df["slo_met"].to_numpy(float) >= 1.0 - 1e-9 if "slo_met" in df else np.ones(len(df), bool)
+    hatch = ["" if m else "//" for m in meets]
+    ax.bar(x, df["self_host_usd"], label="self-hosted GPUs", color="tab:blue", hatch=hatch, edgecolor="white")
+    ax.bar(x, df["api_usd"], bottom=df["self_host_usd"], label="hosted API", color="tab:orange", hatch=hatch,
+           edgecolor="white")
+    per_col = "usd_per_mtok_output" if "usd_per_mtok_output" in df else "usd_per_mtok"
+    unit = "/M out tok" if per_col == "usd_per_mtok_output" else "/M tok"
     for i, r in df.reset_index(drop=True).iterrows():
-        per = r["usd_per_mtok"]
-        txt = f"${r['total_usd']:,.0f}" + (f"\n${per:.2f}/M tok" if per is not None and per == per else "")
-        ax.annotate(txt, (i, r["total_usd"]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        per = r[per_col]
+        txt = f"\\${r['total_usd']:,.0f}" + (f"\n\\${per:.2f}{unit}" if per is not None and per == per else "")
+        txt += "" if meets[i] else "\nmisses SLO"
+        ax.annotate(txt, (i, r["total_usd"]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
+                    color="black" if meets[i] else "C3")
     ax.set_xticks(x, df["strategy"], rotation=30, ha="right")
     ax.set_ylabel("cost for the period (USD)")
-    ax.set_title("Cost breakdown per strategy")
-    ax.margins(y=0.15)
-    ax.legend()
-    fig.tight_layout()
+    ax.set_title("Cost breakdown per strategy (hatched: misses the SLO)")
+    top = float(np.nanmax(df["total_usd"].to_numpy(float))) if len(df) else 1.0
+    ax.set_ylim(0, max(top, 1e-9) * 1.3)  # room for the labels above the tallest bar
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="tab:blue"), Patch(facecolor="tab:orange")]
+    labels = ["self-hosted GPUs", "hosted API"]
+    if not meets.all():
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//"))
+        labels.append("misses the SLO")
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 
@@ -439,7 +557,9 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
             tl.append(t)
     write_csv(paths["timelines"], pd.concat(tl), float_format="%.6g")
     plt = _plt()
-    for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df)),
+    base_slo = runs[0].scenario.slo
+    targets = {k: getattr(base_slo, k) for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
+    for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df, targets, base_slo.attainment_target)),
                      ("spill_timeline", plot_spill_timeline(runs, results)),
                      ("cost_breakdown", plot_cost_breakdown(df))):
         atomic_write(paths[key], lambda p, fig=fig: fig.savefig(p, format="png", dpi=110, bbox_inches="tight",

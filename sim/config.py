@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from .errors import ConfigError
 from .plan.spec import PlanSpec
 
+SHARE_SUM_TOL = 1e-6  # class shares must sum to 1 within this
+
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys are errors, values are immutable after validation."""
@@ -386,8 +388,9 @@ class Traffic(Strict):
     name in ``traffic_shapes/``, a path, an inline shape, or a list of these multiplied together; with no
     shape the rate is constant — or a replayed ``trace`` (``rate_rps``, if given, rescales it to that mean
     rate). Demand may instead be stated as ``output_tokens_per_day`` or ``tokens_per_day`` (input + output):
-    :func:`validate_scenario` converts it to ``rate_rps`` (see :mod:`sim.demand`). Simulated time 0 is ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and
-    weekly curves). Arrivals are split over ``classes`` by share (shares are normalised)."""
+    :func:`validate_scenario` converts it to ``rate_rps`` (see :mod:`sim.demand`). Simulated time 0 is
+    ``start_weekday`` at ``start_hour`` (local clock of the shape's daily and weekly curves). Arrivals are
+    split over ``classes`` by share (shares must sum to 1, within 1e-6)."""
 
     rate_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
     output_tokens_per_day: float | None = Field(None, gt=0, description="demand as output tokens per day; "
@@ -436,7 +439,11 @@ class Traffic(Strict):
             for i, c in enumerate(self.classes):
                 if c.input_tokens is None or c.output_tokens is None:
                     raise ValueError(f"classes.{i} ({c.name}): input_tokens and output_tokens are required")
-        else:
+        total = sum(c.share for c in self.classes)
+        if self.classes and abs(total - 1.0) > SHARE_SUM_TOL:
+            raise ValueError(f"classes: shares must sum to 1, they sum to {total:.6g} ("
+                             + " + ".join(f"{c.share:g}" for c in self.classes) + ")")
+        if self.trace is not None:
             if self.shape is not None:
                 raise ValueError("shape and trace are exclusive (a trace keeps its own timestamps)")
             if self.dispersion.model != "poisson":
@@ -623,11 +630,18 @@ class Router(Strict):
 
 
 class Slo(Strict):
-    """Latency objectives. Each is a P95 target and also the per-request threshold for attainment."""
+    """Latency objectives. Each is a P95 target and also the per-request threshold for attainment.
+
+    ``slo.met`` needs every P95 target and ``attainment ≥ attainment_target`` (attainment counts every
+    arrived request: rejected, failed, timed-out and unfinished ones miss); with ``require_worst_window`` also
+    the worst ``window_s`` window's attainment (the guide sizes for the peak hour, not the day's average)."""
 
     ttft_p95_s: float | None = Field(2.0, gt=0)
     tpot_p95_s: float | None = Field(0.1, gt=0)
     e2e_p95_s: float | None = Field(None, gt=0)
+    attainment_target: float = Field(0.95, ge=0, le=1, description="share of requests that must meet every target")
+    window_s: float = Field(3600.0, gt=0, description="length of the per-window view (P95s and attainment)")
+    require_worst_window: bool = Field(False, description="slo.met also needs the worst window's attainment")
 
 
 class Owned(Strict):
@@ -1029,13 +1043,28 @@ def validate_scenario(raw: dict[str, Any], source: str = "scenario", base_dir: P
     return scenario
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_text_file(path: Path, what: str = "a text file") -> str:
+    """A UTF-8 text file's content; a missing, unreadable, binary or non-UTF-8 file is one ConfigError line."""
     try:
-        text = path.read_text()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), "", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "", f"is a folder, expected {what}") from None
     except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from None
+        raise ConfigError(str(path), "", f"cannot read ({exc.strerror or exc})") from None
+    if b"\0" in data[:65536]:
+        raise ConfigError(str(path), "", f"is a binary file, expected {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}); "
+                          f"expected {what}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    text = read_text_file(path, "a YAML file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -1050,5 +1079,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_scenario(path: Path | str, overrides: list[str] | None = None) -> Scenario:
     """Read, override and validate a scenario file. Relative data paths are resolved against its folder."""
     path = Path(path)
-    raw = apply_overrides(read_yaml(path), overrides)
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and ("strategies" in raw or "axes" in raw) and "fleet" not in raw:
+        raise ConfigError(str(path), "", "this is an experiment file, not a scenario: use capsim compare "
+                          "(strategies) or capsim sweep (axes)")
+    raw = apply_overrides(raw, overrides)
     return validate_scenario(raw, str(path), path.parent.resolve())
+
+
+def check_tensor_parallel(gpu: Any, model: Any, tp: int, source: str = "scenario",
+                          field: str = "fleet.gpus_per_node") -> None:
+    """Tensor parallelism ``tp`` must fit the GPU profile's fast interconnect (``max_gpus_per_node``) and split
+    the model's heads evenly: ``attention_heads % tp == 0`` and, for grouped-query attention, either
+    ``kv_heads % tp == 0`` or (``tp > kv_heads``) ``tp % kv_heads == 0`` — then each KV head is replicated
+    on ``tp / kv_heads`` GPUs, as vLLM does (capsim counts the replicated KV bytes). MLA models cache one
+    latent per rank, so only the attention heads are checked."""
+    limit = getattr(gpu, "max_gpus_per_node", None)
+    if limit is not None and tp > limit:
+        raise ConfigError(source, field, f"{tp} GPUs exceed {gpu.name}'s tensor-parallel maximum of {limit} "
+                          "per node (max_gpus_per_node in its profile)")
+    heads, kv = model.attention_heads, model.kv_heads
+    if heads % tp:
+        raise ConfigError(source, field, f"tensor parallelism {tp} must divide {model.name}'s {heads} attention "
+                          "heads")
+    if getattr(model, "mla", None) is None and (kv % tp if tp <= kv else tp % kv):
+        raise ConfigError(source, field, f"tensor parallelism {tp} must divide {model.name}'s {kv} KV heads, or "
+                          f"be a multiple of them (KV heads replicated)")

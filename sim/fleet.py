@@ -30,7 +30,8 @@ RESERVED, SPOT, ON_DEMAND = "reserved", "spot", "on_demand"
 class Slot:
     """One place in the fleet where a node can run."""
 
-    __slots__ = ("index", "kind", "node", "state", "intervals", "busy_prev_s", "steps_prev", "generation")
+    __slots__ = ("index", "kind", "node", "state", "intervals", "busy_prev_s", "steps_prev", "generation",
+                 "work_prev")
 
     def __init__(self, index: int, kind: str) -> None:
         self.index = index
@@ -41,9 +42,16 @@ class Slot:
         self.busy_prev_s = 0.0  # busy seconds of earlier nodes in this slot
         self.steps_prev = 0
         self.generation = 0
+        self.work_prev = (0, 0.0, 0.0, 0)  # finished-step work of earlier nodes in this slot (tokens, pairs, ctx, steps)
 
     def busy_s(self) -> float:
         return self.busy_prev_s + (self.node.snapshot().busy_s if self.node is not None else 0.0)
+
+    def work_totals(self) -> tuple[int, float, float, int]:
+        """(Σ tokens, Σ attention pairs, Σ context tokens, steps) of every node this slot has run, as of now."""
+        if self.node is None:
+            return self.work_prev
+        return tuple(a + b for a, b in zip(self.work_prev, self.node.work_totals()))  # type: ignore[return-value]
 
 
 class FleetManager:
@@ -154,6 +162,7 @@ class FleetManager:
         if slot.node is not None:
             slot.busy_prev_s += slot.node.snapshot().busy_s
             slot.steps_prev += slot.node.steps
+            slot.work_prev = slot.work_totals()
         slot.node = None
         slot.state = "down"
         if slot.intervals and slot.intervals[-1][1] < 0:

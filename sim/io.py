@@ -1,27 +1,35 @@
-"""Atomic output: every file is written to a temporary sibling and renamed into place, so an interrupted or
-failed run never leaves a half-written result over a good one."""
+"""Atomic output: every file is written to a temporary sibling ``.<name>.<pid>-<random>.tmp`` and renamed into
+place, so an interrupted or failed run never leaves a half-written result over a good one. The temporary file
+is created by the writer itself, so files follow the user's umask (not mkstemp's 0600); temporaries of dead
+processes are removed by :func:`sim.outdir.remove_stale_temporaries`. An OSError (read-only folder, disk
+full, permission) becomes a :class:`~sim.errors.FileError` naming the path."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
+from .errors import FileError
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path`` (same folder, so the rename is atomic)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is not None and Path(exc.filename) == tmp_path:
+            exc.filename = str(path)
+        raise FileError.from_os(exc, path) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -18,6 +18,8 @@ executor.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -54,7 +56,7 @@ class InProcessExecutor(Executor):
     def __init__(self) -> None:
         self._shutdown = False
 
-    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future:  # type: ignore[override]
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         fut: Future = Future()
@@ -108,7 +110,7 @@ class ExecutorSpec:
             slots = self.workers or default_workers()
             if n_tasks is not None:
                 slots = max(1, min(slots, n_tasks))
-            ex = ProcessPoolExecutor(max_workers=slots)
+            ex = ProcessPoolExecutor(max_workers=slots, initializer=_worker_init)
         try:
             yield ex, slots
         except BaseException:
@@ -117,13 +119,26 @@ class ExecutorSpec:
         ex.shutdown(wait=True)
 
 
-def _stop_now(ex: Executor) -> None:
-    """Cancel queued tasks and terminate a process pool's workers (they may be mid-simulation)."""
+def _worker_init() -> None:
+    """In a pool worker: SIGTERM ends the process (the driver may have turned SIGTERM into Ctrl-C; a worker
+    must not inherit that, or :func:`_stop_now` could not stop it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_now(ex: Executor, grace_s: float = 2.0) -> None:
+    """Cancel queued tasks and stop a process pool's workers (they may be mid-simulation): SIGTERM, then
+    SIGKILL for any still alive after ``grace_s``; none is left running."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
     ex.shutdown(wait=False, cancel_futures=True)
-    procs = getattr(ex, "_processes", None) or {}
-    for proc in list(procs.values()):
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
 
 
 @contextmanager
@@ -213,3 +228,40 @@ def map_summaries(scenarios: Iterable[Scenario], workers: int | None = None, *,
             raise oc.error
         out[oc.index] = oc.value
     return out  # type: ignore[return-value]
+
+
+class SummaryPool:
+    """A worker pool kept open across many batches of runs (``capsim size`` bisects in dozens of small steps;
+    starting a process pool per step costs more than the runs). Use as a context manager; :meth:`map` is
+    :func:`map_summaries` on the open pool. A pool that breaks (a worker killed) is replaced by a fresh
+    :func:`map_summaries` call for that batch."""
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None) -> None:
+        self.spec = ExecutorSpec(workers=workers, scheduler=scheduler)
+        self._cm: Any = None
+        self._ex: Executor | None = None
+        self.batches = 0
+
+    def __enter__(self) -> "SummaryPool":
+        if self.spec.kind != "in_process":
+            self._cm = self.spec.open()
+            self._ex, _ = self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._ex = self._cm, None, None
+            cm.__exit__(*exc)
+
+    def map(self, scenarios: Iterable[Scenario]) -> list[dict[str, Any]]:
+        """Summaries of ``scenarios`` in input order (the first error is raised)."""
+        items = list(scenarios)
+        self.batches += 1
+        if self._ex is None or len(items) <= 1:
+            return map_summaries(items, 1)  # one run (or a one-worker spec): in this process
+        try:
+            futures = [self._ex.submit(run_summary, s) for s in items]
+            return [f.result() for f in futures]
+        except BrokenProcessPool:
+            self.__exit__(None, None, None)
+            return map_summaries(items, self.spec.workers, scheduler=self.spec.scheduler)

@@ -15,8 +15,13 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import simpy
 
+<<<<<<< HEAD
 from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from .config import Engine, Scenario
+=======
+from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
+from .config import Engine, Scenario, check_tensor_parallel
+>>>>>>> main
 from .errors import ConfigError
 from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
@@ -42,16 +47,28 @@ class NodeModel:
     engine: Engine  # the scenario's engine limits completed by the software stack's defaults and scheduler
 
 
+def work_coefficients(nm: NodeModel) -> tuple[float, float, float, float]:
+    """(FLOPs per token, FLOPs per attention pair, HBM bytes per step, HBM bytes per context token) of one
+    node: the step-time model's work terms without its efficiency factors (see :mod:`sim.perf`)."""
+    return (2.0 * nm.model.params_active, nm.model.attention_flops_per_pair(), nm.memory.weight_bytes,
+            nm.memory.kv_bytes_per_token)
+
+
 def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
+<<<<<<< HEAD
     try:  # the stack's engine defaults for unset fields, and its scheduler
         eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
     except ConfigError as exc:
         raise ConfigError(src, exc.field if exc.field.startswith("fleet.engine") else "fleet.stack", exc.problem) from None
     if eng.step_jitter.cv > 0 and eng.step_jitter.seed is None:  # the scenario's seed drives step-time jitter
         eng = eng.model_copy(update={"step_jitter": eng.step_jitter.model_copy(update={"seed": scenario.seed})})
+=======
+    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
+    eng = fleet.engine
+>>>>>>> main
     memory = plan_memory(
         gpu,
         model,
@@ -79,7 +96,8 @@ class TimeSeries:
     sampled every second stays small. Fleet series have one value per sample; per-node series one value
     per sample and node slot (``per_node(name)`` returns them as a [samples, nodes] array)."""
 
-    _NODE_FIELDS = {"waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b"}
+    _NODE_FIELDS = {"waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b",
+                    "flops": "d", "hbm_bytes": "d"}
     _FLEET_FIELDS = {"time_s": "d", "arrivals": "i", "completions": "i", "deferred": "i", "nodes_up": "i",
                      "nodes_billed": "i"}
 
@@ -103,37 +121,53 @@ class TimeSeries:
         return np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
 
     def per_node(self, name: str) -> np.ndarray:
-        """[samples, nodes] array of ``waiting``, ``running``, ``kv_used_blocks``, cumulative ``busy_s`` or ``up``."""
+        """[samples, nodes] array of ``waiting``, ``running``, ``kv_used_blocks``, cumulative ``busy_s``, ``up``,
+        or cumulative model ``flops`` and ``hbm_bytes`` (weights + KV read) of the finished engine steps."""
         a = np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
         return a.reshape(len(self), self.nodes)
 
 
 class Tally:
     """Request counts by outcome, kept as events happen (so they need no per-request records). ``arrived`` and
-    the outcomes count logical requests; ``retries`` counts the extra attempts clients sent (sim.clients)."""
+    the outcomes count logical requests; ``retries`` counts the extra attempts clients sent (sim.clients).
+
+    The counts come from independent sources, so conservation (``arrived`` = terminal statuses +
+    ``in_flight``) is a check, not an identity: ``arrived`` is counted by the arrival process, each terminal
+    status when a request finishes, and ``in_flight`` is read at the end from the live state of the nodes
+    (queued + running), the fleet's and the batch queue's holding queues, the hosted API's outstanding
+    calls and the clients backing off before a retry (:func:`live_in_flight`)."""
 
     def __init__(self) -> None:
         self.arrived = 0
         self.retries = 0
         self.by_status = [0] * len(Status)
+        self.in_flight = 0  # set at the end of the run from the live state
 
     def count(self, req: Request) -> None:
         self.by_status[req.status] += 1
 
     def as_dict(self) -> dict[str, int]:
-        b = self.by_status
-        terminal = (b[Status.COMPLETED] + b[Status.REJECTED] + b[Status.SPILLED] + b[Status.FAILED]
-                    + b[Status.TIMED_OUT])
-        return {
-            "arrived": self.arrived,
-            "completed": b[Status.COMPLETED],
-            "spilled": b[Status.SPILLED],
-            "rejected": b[Status.REJECTED],
-            "failed": b[Status.FAILED],
-            "timed_out": b[Status.TIMED_OUT],
-            "in_flight": self.arrived - terminal,
-            "retries": self.retries,
-        }
+        out = {"arrived": self.arrived}
+        for st in terminal_statuses():
+            out[st.name.lower()] = self.by_status[st]
+        out["in_flight"] = self.in_flight
+        out["retries"] = self.retries
+        return out
+
+
+def terminal_statuses() -> list[Status]:
+    """Every status a request ends in (any status but waiting and running), summary order first."""
+    first = [Status.COMPLETED, Status.SPILLED, Status.REJECTED, Status.FAILED]
+    return first + [st for st in Status if st not in first and st not in (Status.WAITING, Status.RUNNING)]
+
+
+def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
+    """Requests not yet finished, counted where they are: on a node (queued or running), held by the fleet
+    while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
+    off before a retry), or waiting out a client's back-off before its retry is sent."""
+    on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
+    at_api = spill.api.outstanding if spill is not None else 0
+    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
 
 
 @dataclass
@@ -271,12 +305,15 @@ def simulate(
                     if clients.enabled:
                         clients.sent(req)
 
+    flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
+
     def sampler():  # noqa: ANN202 - SimPy process
         last_done = 0
         while True:
             yield env.timeout(series.interval_s)
             snaps = [s.node.snapshot() if s.node is not None else _DOWN for s in slots]
             up = [s.node is not None for s in slots]
+            works = [s.work_totals() for s in slots]
             series.append(
                 {
                     "time_s": env.now,
@@ -292,6 +329,8 @@ def simulate(
                     "kv_used_blocks": [x.kv_used_blocks for x in snaps],
                     "busy_s": [s.busy_s() for s in slots],
                     "up": up,
+                    "flops": [flops_per_token * w[0] + flops_per_pair * w[1] for w in works],
+                    "hbm_bytes": [bytes_per_step * w[3] + bytes_per_ctx * w[2] for w in works],
                 },
             )
             arrivals_since[0] = 0
@@ -312,6 +351,7 @@ def simulate(
         if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     tally.retries = clients.retries
+    tally.in_flight = live_in_flight(fleet, batch, spill, clients)
     return SimResult(
         scenario=scenario,
         node_model=nm,

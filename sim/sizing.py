@@ -28,16 +28,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
-from .stats import mean_ci95, replication_seeds  # noqa: F401 - mean_ci95 is part of this module's API
-from .parallel import map_summaries
+from .parallel import SummaryPool, map_summaries
+from .stats import mean_ci95, replication_seeds
 
 #: goodput runs of shaped or replayed scenarios are at most this long (constant-rate runs use duration_s)
 GOODPUT_HORIZON_CAP_S = 1800.0
@@ -110,7 +111,7 @@ def traffic_rate_stats(scenario: Scenario) -> dict[str, float]:
     arrivals (its seed) over its duration, counted in 10-minute windows."""
     if _is_constant(scenario):
         rate = float(scenario.traffic.rate_rps)
-        return {k: rate for k in RATE_KEYS}
+        return dict.fromkeys(RATE_KEYS, rate)
     from .traffic.arrivals import rate_curve, traffic_chunks
     from .traffic.shapes import clock0_hours
     from .traffic.stats import traffic_stats
@@ -215,12 +216,16 @@ Runner = Callable[[list[Scenario]], list[dict[str, Any]]]
 
 
 def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None,
-              scheduler: str | None = None, runner: Runner | None = None) -> dict[Any, Replicates]:
-    """Run every scenario of every key in one parallel batch (local processes, or the Dask cluster at
-    ``scheduler``; or ``runner``, e.g. a caching one); group the summaries back by key."""
+              scheduler: str | None = None, runner: Runner | None = None,
+              pool: SummaryPool | None = None) -> dict[Any, Replicates]:
+    """Run every scenario of every key in one parallel batch (``runner``, e.g. a caching one; else ``pool``, a
+    worker pool kept open across steps; else local processes or the Dask cluster at ``scheduler``); group the
+    summaries back by key."""
     flat = [(k, s) for k, group in scenarios_by_key.items() for s in group]
     if runner is not None:
         summaries = runner([s for _, s in flat])
+    elif pool is not None:
+        summaries = pool.map([s for _, s in flat])
     else:
         summaries = map_summaries([s for _, s in flat], workers, scheduler=scheduler)
     out: dict[Any, list[dict[str, Any]]] = {k: [] for k in scenarios_by_key}
@@ -259,8 +264,10 @@ def node_goodput(
     start_rps: float | None = None,
     progress: Progress | None = None,
     scheduler: str | None = None,
+    pool: SummaryPool | None = None,
 ) -> GoodputResult:
-    """Highest constant arrival rate (requests/s) at which one node meets every SLO in every seed.
+    """Highest constant arrival rate (requests/s) at which one node meets the SLO (``summary.slo.met``: every
+    P95 target and the attainment target, counting rejections) in every seed.
 
     Bracketing (×2 / ÷2 from ``start_rps``, default the scenario's mean rate per node) then bisection to
     ``hi − lo ≤ rel_tol · lo``, with the same ``seeds`` at every rate."""
@@ -272,7 +279,7 @@ def node_goodput(
 
     def passes(rate: float) -> bool:
         group = [derive(goodput_scenario(scenario, rate, horizon), {"seed": s}) for s in seeds]
-        rep = replicate({rate: group}, workers, scheduler)[rate]
+        rep = replicate({rate: group}, workers, scheduler, pool=pool)[rate]
         evals[rate] = rep
         say(f"goodput: {rate:8.3f} req/s on one node → SLO met in {rep.n_met}/{rep.n} seeds")
         return rep.all_met
@@ -311,6 +318,62 @@ def node_goodput(
         else:
             hi = mid
     return GoodputResult(lo, hi, rel_tol, horizon, list(seeds), evals)
+
+
+# --- feasibility -----------------------------------------------------------------------------------------------
+#: the lone-request check: this many requests, one node, spaced LONE_GAP_S apart (each is served alone)
+LONE_REQUESTS = 60
+LONE_GAP_S = 200.0
+
+
+class Infeasible(ConfigError):
+    """No fleet of this node type can meet the SLO (or not within ``--max-nodes``): said in one line."""
+
+
+def lone_scenario(scenario: Scenario) -> Scenario:
+    """One node serving the scenario's mix one request at a time (:data:`LONE_REQUESTS` requests,
+    :data:`LONE_GAP_S` apart on average): the best latency any fleet of this node type can give."""
+    horizon = LONE_REQUESTS * LONE_GAP_S
+    sc = goodput_scenario(scenario, 1.0 / LONE_GAP_S, horizon)
+    return derive(sc, {"warmup_s": 0.0, "output.sample_interval_s": 10.0, "slo.require_worst_window": False})
+
+
+def check_feasible(scenario: Scenario, peak_rps: float, max_nodes: int) -> dict[str, Any]:
+    """Fail fast (seconds, not a minutes-long bisection) when no fleet can meet the SLO: requests served one at
+    a time already miss it (they never fit a node, or the targets are below the unloaded latency), or the
+    demand needs more than ``max_nodes`` nodes even at the node's full sustainable throughput
+    (:mod:`sim.capacity`). Returns the lone run's facts (``capacity_per_node_rps``) when feasible."""
+    from .parallel import run_summary
+
+    s = run_summary(lone_scenario(scenario))
+    slo, req = s["slo"], s["requests"]
+    target = scenario.slo.attainment_target
+    f = scenario.fleet
+    what = f"{f.model} on {f.gpus_per_node}× {f.gpu}"
+    if not slo["met"]:
+        rejected = req["rejected"] / req["arrived"] if req["arrived"] else 0.0
+        if rejected > 1.0 - target:
+            raise Infeasible(scenario.source, "slo", (
+                f"{100 * rejected:.0f} % of requests can never fit one node of {what} (context over "
+                f"max_model_len or KV cache too small), so SLO attainment cannot reach {100 * target:g} %: "
+                "raise gpus_per_node or max_model_len" + ("" if f.kv_cache in ("fp8", "int8", "fp4", "int4")
+                                                            else ", or use FP8 KV")))
+        missed = [f"P95 {k.replace('_p95_s', '').upper()} {_fmt_s(c['actual'])} > {_fmt_s(c['target'])}"
+                  for k, c in slo["targets"].items() if not c["met"]]
+        detail = "; ".join(missed) if missed else (f"only {100 * (slo['attainment'] or 0):.1f} % of requests "
+                                                   f"meet every target, below {100 * target:g} %")
+        raise Infeasible(scenario.source, "slo", (
+            f"one node of {what} misses the SLO even serving one request at a time ({detail}): the targets are "
+            "below this node's unloaded latency; relax them or use a faster GPU, more GPUs per node or FP8"))
+    cap = s["utilisation"].get("capacity_per_node_requests_per_s")
+    if cap is None or cap <= 0:
+        cap = float("inf")
+    need = math.ceil(peak_rps / cap) if math.isfinite(cap) else 1
+    if need > max_nodes:
+        raise Infeasible(scenario.source, "fleet", (
+            f"the peak of {peak_rps:,.2f} req/s needs at least {need:,} nodes of {what} (one node sustains at "
+            f"most {cap:.3g} req/s of this mix, before any latency target), more than --max-nodes {max_nodes}"))
+    return {"capacity_per_node_rps": cap, "lone_summary": s}
 
 
 # --- fleet sizing ----------------------------------------------------------------------------------------------
@@ -396,6 +459,7 @@ class SizingResult:
             rows.append({
                 "rule": rr.rule.label, "workload": rr.rule.workload, "rate_rps": rr.rate_rps, "nodes": rr.nodes,
                 "slo_attainment": rr.reps.mean("slo.attainment"), "total_usd": usd,
+                "usd_per_mtok_output": rr.reps.mean("cost.usd_per_mtok_output"),
                 "usd_per_hour": None if usd is None else usd / (self.scenario.duration_s / 3600.0),
                 "seeds_met": rr.reps.n_met, "seeds": rr.reps.n, "meets_slo": rr.reps.all_met,
                 "ttft_p95_s": rr.reps.mean("latency.ttft_s.p95"), "tpot_p95_s": rr.reps.mean("latency.tpot_s.p95"),
@@ -422,7 +486,8 @@ class SizingResult:
             "goodput": {
                 "rate_rps": self.goodput.rate_rps, "upper_rps": self.goodput.upper_rps,
                 "rel_tol": self.goodput.rel_tol, "horizon_s": self.goodput.horizon_s,
-                "criterion": "every P95 SLO target met in every seed, one node, constant-rate arrivals",
+                "criterion": "slo.met (every P95 target and the attainment target, rejections and unfinished "
+                             "requests counting as misses) in every seed, one node, constant-rate arrivals",
                 "evaluations": self.goodput.table().to_dict(orient="records"),
             },
             "peak_nodes": self.peak_nodes,
@@ -452,19 +517,30 @@ def size_fleet(
     goodput: GoodputResult | None = None,
     scheduler: str | None = None,
     runner: Runner | None = None,
+    pool: SummaryPool | None = None,
 ) -> SizingResult:
     """Per-node goodput, the simulated minimum node count, and each rule's node count with its simulated
     SLO attainment and cost (method in the module docstring). A ``goodput`` already measured (with the same
     seeds) is reused instead of searched again; ``runner`` replaces the process pool (``capsim plan`` passes a
-    caching one)."""
+    caching one); otherwise one ``pool`` serves every step (opened here when not given)."""
+    if pool is None and runner is None:
+        with SummaryPool(workers, scheduler) as own:
+            return size_fleet(scenario, n_seeds, rules, max_nodes, rel_tol, workers, progress, goodput, scheduler,
+                              pool=own)
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     if max_nodes < 1:
         raise ConfigError("--max-nodes", "", f"must be at least 1 (got {max_nodes})")
     seeds = seed_list(scenario, n_seeds)
     stats = traffic_rate_stats(scenario)
+    start = stats["mean_rps"] / scenario.fleet.nodes
+    if goodput is None:
+        feas = check_feasible(scenario, stats["peak_rps"], max_nodes)
+        say(f"check: one request at a time meets the SLO; one node sustains at most "
+            f"{feas['capacity_per_node_rps']:.2f} req/s of this mix")
+        start = min(start, feas["capacity_per_node_rps"])
     gp = goodput or node_goodput(scenario, seeds, rel_tol=rel_tol, workers=workers, progress=say,
-                                 start_rps=stats["mean_rps"] / scenario.fleet.nodes, scheduler=scheduler)
+                                 start_rps=start, scheduler=scheduler, pool=pool)
     say(f"goodput: {gp.rate_rps:.3f} req/s per node (failed at {gp.upper_rps:.3f})")
 
     points: dict[int, Replicates] = {}
@@ -473,7 +549,7 @@ def size_fleet(
         todo = sorted({n for n in ns if n not in points and 1 <= n <= max_nodes})
         if not todo:
             return
-        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler, runner)
+        got = replicate({n: fleet_scenarios(scenario, n, seeds) for n in todo}, workers, scheduler, runner, pool)
         points.update(got)
         for n in todo:
             say(f"fleet: {n:4d} node(s) → SLO met in {got[n].n_met}/{got[n].n} seeds")
@@ -546,7 +622,8 @@ class GpuSizing:
         r = self.result
         out: dict[str, Any] = {"gpu": self.gpu, "usd_per_gpu_hour": self.usd_per_gpu_hour, "error": self.error,
                                "node_goodput_rps": None, "min_nodes": None, "gpus": None, "total_usd": None,
-                               "usd_per_hour": None, "slo_attainment": None, "meets_slo": self.meets_slo}
+                               "usd_per_hour": None, "usd_per_mtok_output": None, "slo_attainment": None,
+                               "meets_slo": self.meets_slo}
         if r is None:
             return out
         sc = r.scenario
@@ -558,6 +635,7 @@ class GpuSizing:
             usd = self.min_fleet_usd
             out.update({"gpus": r.min_nodes * sc.fleet.gpus_per_node, "total_usd": usd,
                         "usd_per_hour": None if usd is None else usd / (sc.duration_s / 3600.0),
+                        "usd_per_mtok_output": rep.mean("cost.usd_per_mtok_output"),
                         "slo_attainment": rep.mean("slo.attainment"), "seeds_met": rep.n_met, "seeds": rep.n})
         out["min_nodes_confidence"] = r.confidence()
         out["rules"] = r.rules_table().to_dict(orient="records")
@@ -592,7 +670,8 @@ class MultiGpuSizing:
         for e in self.entries:
             rec = e.record()
             rows.append({k: rec.get(k) for k in ("gpu", "usd_per_gpu_hour", "node_goodput_rps", "min_nodes",
-                                                 "gpus", "total_usd", "usd_per_hour", "slo_attainment",
+                                                 "gpus", "total_usd", "usd_per_hour", "usd_per_mtok_output",
+                                                 "slo_attainment",
                                                  "meets_slo", "error")} | {"cheapest": e is best})
         return rows
 
@@ -657,15 +736,27 @@ def size_across_gpus(
         _, sc, _, err = checked[0]
         raise ConfigError(scenario.source, "fleet.model", err or "")
     entries: list[GpuSizing] = []
-    for g, sc, price, err in checked:
-        if err is not None:
-            say(f"{g}: skipped ({err})")
-            entries.append(GpuSizing(sc.fleet.gpu, price, None, err))
-            continue
-        tag = f"{sc.fleet.gpu}: " if len(names) > 1 else ""
-        res = size_fleet(sc, n_seeds=n_seeds, rules=rules, max_nodes=max_nodes, rel_tol=rel_tol, workers=workers,
-                         progress=lambda m, tag=tag: say(tag + m), scheduler=scheduler)
-        entries.append(GpuSizing(sc.fleet.gpu, price, res))
+    with SummaryPool(workers, scheduler) as pool:  # one pool for every step of every GPU type
+        for g, sc, price, err in checked:
+            if err is not None:
+                say(f"{g}: skipped ({err})")
+                entries.append(GpuSizing(sc.fleet.gpu, price, None, err))
+                continue
+            tag = f"{sc.fleet.gpu}: " if len(names) > 1 else ""
+            try:
+                res = size_fleet(sc, n_seeds=n_seeds, rules=rules, max_nodes=max_nodes, rel_tol=rel_tol,
+                                 workers=workers, progress=lambda m, tag=tag: say(tag + m), scheduler=scheduler,
+                                 pool=pool)
+            except Infeasible as exc:
+                if len(names) == 1:
+                    raise
+                say(f"{tag}infeasible ({exc.problem})")
+                entries.append(GpuSizing(sc.fleet.gpu, price, None, exc.problem))
+                continue
+            entries.append(GpuSizing(sc.fleet.gpu, price, res))
+    if all(e.result is None for e in entries):
+        raise ConfigError(scenario.source, "slo", "no GPU type can meet the SLO: " + "; ".join(
+            f"{e.gpu}: {e.error}" for e in entries))
     return MultiGpuSizing(entries, time.perf_counter() - t0)
 
 
@@ -701,22 +792,28 @@ def format_report(res: SizingResult) -> str:
         rep = res.points[res.min_nodes]
         usd = rep.mean("cost.total_usd")
         lines.append(f"  simulated  {res.min_nodes} node(s): {res.confidence()['statement']}")
-        lines.append(f"             cost ${usd:,.2f} for the {sc.duration_s:,.0f}-s run (${usd / hours:,.2f}/h), "
-                     f"SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of requests")
+        per_m = rep.mean("cost.usd_per_mtok_output")
+        lines.append(f"             cost ${usd:,.2f} for the {sc.duration_s:,.0f}-s run (${usd / hours:,.2f}/h, "
+                     + ("–" if per_m is None else f"${per_m:.3f} per M output tokens")
+                     + f"), SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of requests "
+                     f"(target {100 * sc.slo.attainment_target:g} %"
+                     + (", worst window too" if sc.slo.require_worst_window else "") + ")")
     lines.append("")
     header = (f"  {'rule':<25}{'workload':<22}{'rate req/s':>11}{'nodes':>7}{'vs sim':>8}{'seeds met':>11}"
-              f"{'SLO attain':>12}{'cost USD':>12}{'vs sim USD':>12}")
+              f"{'SLO attain':>12}{'cost USD':>12}{'vs sim USD':>12}{'$/M out tok':>13}")
     lines.append(header)
     lines.append("  " + "─" * (len(header) - 2))
     for row in res.rules_table().to_dict(orient="records"):
         att = row["slo_attainment"]
         dn = row["nodes_vs_min"]
         du = row["usd_vs_min"]
+        pm = row.get("usd_per_mtok_output")
         lines.append(
             f"  {row['rule']:<25}{row['workload']:<22}{row['rate_rps']:>11.2f}{row['nodes']:>7d}"
             f"{'–' if dn is None else f'{dn:+d}':>8}{str(row['seeds_met']) + '/' + str(row['seeds']):>11}"
             f"{'–' if att is None else f'{100 * att:.2f} %':>12}{row['total_usd']:>12,.2f}"
             f"{'–' if du is None else f'{du:+,.2f}':>12}"
+            f"{'–' if pm is None else f'{pm:.3f}':>13}"
         )
     lines.append("")
     lines.append(f"  {sum(r.n for r in res.points.values()) + sum(r.n for r in gp.evaluations.values())} runs in "
@@ -732,7 +829,7 @@ def format_gpu_report(multi: MultiGpuSizing) -> str:
     assert prim is not None
     hours = prim.scenario.duration_s / 3600.0
     header = (f"  {'GPU type':<16}{'$/GPU-h':>9}{'goodput req/s/node':>20}{'min nodes':>11}{'GPUs':>6}"
-              f"{'cost USD':>12}{'USD/h':>10}{'SLO attain':>12}")
+              f"{'cost USD':>12}{'USD/h':>10}{'$/M out tok':>13}{'SLO attain':>12}")
     lines = [f"capsim size · {prim.scenario.name} · across GPU types ({hours * 3600:,.0f}-s runs, "
              f"{len(prim.seeds)} seed(s))", header, "  " + "─" * (len(header) - 2)]
     best = multi.cheapest
@@ -747,6 +844,7 @@ def format_gpu_report(multi: MultiGpuSizing) -> str:
         mark = "  ← cheapest" if row["cheapest"] else ""
         lines.append(f"  {row['gpu']:<16}{price:>9}{row['node_goodput_rps']:>20.2f}{row['min_nodes']:>11d}"
                      f"{row['gpus']:>6d}{row['total_usd']:>12,.2f}{row['usd_per_hour']:>10,.2f}"
+                     f"{'–' if row['usd_per_mtok_output'] is None else format(row['usd_per_mtok_output'], '.3f'):>13}"
                      f"{100 * row['slo_attainment']:>10.2f} %{mark}")
     lines.append("")
     if best is None:
@@ -813,9 +911,9 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
     att = 100 * pts["slo_attainment"].astype(float)
     ax2.plot(pts["nodes"], att, color="C2", lw=1.5, label="SLO attainment")
     met = pts["meets_slo"].astype(bool).to_numpy()
-    ax2.scatter(pts["nodes"][met], att[met], color="C2", zorder=3, label="meets every P95 target (all seeds)")
+    ax2.scatter(pts["nodes"][met], att[met], color="C2", zorder=3, label="meets the SLO (all seeds)")
     ax2.scatter(pts["nodes"][~met], att[~met], facecolor="white", edgecolor="C3", zorder=3,
-                label="misses a P95 target (some seed)")
+                label="misses the SLO (some seed)")
     ax2.set_ylabel("SLO attainment (% of requests meeting every target)", color="C2")
     ax2.tick_params(axis="y", colors="C2")
     ax2.set_ylim(min(90.0, float(np.nanmin(att)) - 2 if len(att) else 90.0), 100.5)
@@ -840,6 +938,7 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
 
     h1.append(Line2D([], [], color="C1", ls="--"))
     l1.append("node count a rule gives")
-    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8,
+              frameon=False)  # below the axes: never over the data
     ax.set_title("Fleet size: cost and SLO attainment (mean over seeds), sizing rules marked")
     return fig

@@ -16,7 +16,9 @@ The streamed ``requests.parquet`` has the columns of :func:`sim.metrics.requests
 Requests still in flight when the run stops never finish and are not in it: they are counted in
 ``requests.in_flight`` (and ``spill.request_share`` divides by all arrivals), but their tokens are missing from
 ``spill.token_share`` and, for deferrable classes, they are missing from ``batch.arrived`` (after the default
-drain there are normally none).
+drain there are normally none). They count as SLO misses and as offered requests in the whole-run figures
+(``slo.attainment``, ``throughput.offered_requests_per_s``), but not per class or per window (their class and
+arrival time are not seen); per-window P95s come from coarser histograms (100 bins per decade, ±1.2 %).
 """
 
 from __future__ import annotations
@@ -31,9 +33,26 @@ import numpy as np
 import pandas as pd
 
 from .config import Scenario
-from .metrics import PCTS, _class_targets, _clean, requests_table, summarize, timeseries_tables
+from .metrics import (
+    PCTS,
+    _class_targets,
+    _clean,
+    class_met,
+    fleet_offered,
+    measurement_window,
+    mix_from_sums,
+    percentile_checks,
+    requests_table,
+    slo_section,
+    summarize,
+    throughput_from_counts,
+    timeseries_tables,
+    utilisation_section,
+)
+from .overload import overload_section
 from .request import Request
 from .simulation import ProgressFn, SimResult, simulate
+from .slo import meets_targets
 
 DEFAULT_BINS_PER_DECADE = 1000
 DEFAULT_REL_ERROR = 10 ** (0.5 / DEFAULT_BINS_PER_DECADE) - 1  # half a bin in log space ≈ 0.115 %
@@ -68,7 +87,7 @@ class LogHistogram:
         """Largest relative error of a reported quantile (for values inside [min_value, max_value))."""
         return 10 ** (0.5 / self.bins_per_decade) - 1
 
-    def _compatible(self, other: "LogHistogram") -> bool:
+    def _compatible(self, other: LogHistogram) -> bool:
         return (self.min_value, self.max_value, self.bins_per_decade) == (
             other.min_value, other.max_value, other.bins_per_decade)
 
@@ -90,7 +109,7 @@ class LogHistogram:
         idx[mid] = np.clip(b, 0, self.n_bins - 1) + 1
         self.counts += np.bincount(idx, minlength=len(self.counts))
 
-    def merge(self, other: "LogHistogram") -> "LogHistogram":
+    def merge(self, other: LogHistogram) -> LogHistogram:
         """Add ``other``'s counts into this histogram (same binning required); returns self."""
         if not self._compatible(other):
             raise ValueError("cannot merge histograms with different binning")
@@ -132,7 +151,7 @@ class LogHistogram:
                 "total": self.total, "sum": self.sum, "bins": nz.tolist(), "counts": self.counts[nz].tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LogHistogram":
+    def from_dict(cls, d: dict[str, Any]) -> LogHistogram:
         h = cls(d["min_value"], d["max_value"], d["bins_per_decade"])
         h.counts[np.asarray(d["bins"], dtype=np.int64)] = np.asarray(d["counts"], dtype=np.int64)
         h.total, h.sum = int(d["total"]), float(d["sum"])
@@ -157,8 +176,13 @@ class StreamingCollector:
     HIST_KEYS = ("latency.ttft_s", "latency.tpot_s", "latency.e2e_s", "latency.queue_wait_s",
                  "batch.queue_wait_s", "batch.e2e_s", "api.ttft_s", "api.e2e_s")
     COUNTER_KEYS = ("completed", "completed_input_tokens", "completed_output_tokens", "served_input_tokens",
-                    "served_output_tokens", "slo_finished", "slo_ok", "batch_rows", "batch_done",
-                    "batch_deadline_met", "batch_finished", "api_rows", "api_tokens", "all_tokens")
+                    "served_output_tokens", "slo_ok", "batch_rows", "batch_done",
+                    "batch_deadline_met", "batch_finished", "api_rows", "api_tokens", "all_tokens",
+                    "slo_window_rows", "seen_output_tokens", "served_in_window", "served_output_in_window",
+                    "fleet_in_window", "fleet_input_in_window", "fleet_output_in_window", "mix_rows", "mix_input",
+                    "mix_output", "mix_cached", "seen_in_window", "rejected_in_window")
+    #: per-window P95s use coarser histograms (±1.2 %) so a week of hourly windows stays small
+    WINDOW_BINS_PER_DECADE = 100
 
     def __init__(self, scenario: Scenario, requests_path: Path | None = None,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, bins_per_decade: int = DEFAULT_BINS_PER_DECADE) -> None:
@@ -173,9 +197,11 @@ class StreamingCollector:
         for name in self._interactive:
             for col in ("ttft_s", "tpot_s", "e2e_s"):
                 self.hist[f"class.{name}.{col}"] = LogHistogram(bins_per_decade=bins_per_decade)
-            for k in ("completed", "finished", "ok"):
+            for k in ("completed", "arrived", "ok"):
                 self.n[f"class.{name}.{k}"] = 0
         self._targets = {key: _class_targets(scenario, key) for key in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
+        self.held_weighted_sum = 0.0  # Σ O·(I + O/2) over the offered mix (sim.capacity)
+        self.windows: dict[int, dict[str, Any]] = {}  # window index -> arrived, ok, TTFT / TPOT histograms
         self.rows_written = 0
         self._buf: list[Request] = []
         self._path = Path(requests_path) if requests_path is not None else None
@@ -205,7 +231,7 @@ class StreamingCollector:
         status = df["status"].astype(str).to_numpy()
         completed = status == "completed"
         served = completed | (status == "spilled")
-        finished = served | (status == "rejected") | (status == "failed") | (status == "timed_out")
+        finished = status != "in_flight"  # every terminal status
         is_batch = df["class"].isin(list(self._deadline_s)).to_numpy() if self._deadline_s else np.zeros(len(df), bool)
         window = (df["arrival_s"].to_numpy() >= sc.warmup_s) & ~is_batch
         inp, outp = df["input_tokens"].to_numpy(), df["output_tokens"].to_numpy()
@@ -219,32 +245,45 @@ class StreamingCollector:
         done = window & served
         for c, values in col.items():
             h[f"latency.{c}"].add(values[done])
-        fin = window & finished
-        ok = served[fin].copy()
         classes = df["class"].astype(str).to_numpy()
-        fin_cls = classes[fin]
-        for key, c in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
-            targets = self._targets[key]  # per class: its own target, else the scenario's
-            if all(t is None for t in targets.values()):
-                continue
-            per_req = np.array([np.inf if targets.get(k) is None else targets[k] for k in fin_cls], float)
-            vals = col[c][fin]
-            with np.errstate(invalid="ignore"):
-                within = vals <= per_req
-            if c == "tpot_s":
-                within |= np.isnan(vals)
-            ok &= within
-        n["slo_finished"] += int(fin.sum())
+        arrival = df["arrival_s"].to_numpy(dtype=float)
+        ok = meets_targets(sc, classes[window], status[window],
+                           {c: col[c][window] for c in ("ttft_s", "tpot_s", "e2e_s")})
+        n["slo_window_rows"] += int(window.sum())
         n["slo_ok"] += int(ok.sum())
+        win_cls = classes[window]
         fleet_done = window & completed
         for name in self._interactive:
             mine = fleet_done & (classes == name)
             n[f"class.{name}.completed"] += int(mine.sum())
             for c in ("ttft_s", "tpot_s", "e2e_s"):
                 h[f"class.{name}.{c}"].add(col[c][mine])
-            in_fin = fin_cls == name
-            n[f"class.{name}.finished"] += int(in_fin.sum())
-            n[f"class.{name}.ok"] += int(ok[in_fin].sum())
+            in_win = win_cls == name
+            n[f"class.{name}.arrived"] += int(in_win.sum())
+            n[f"class.{name}.ok"] += int(ok[in_win].sum())
+        self._reduce_windows(arrival[window], ok, served[window], col["ttft_s"][window], col["tpot_s"][window])
+        # offered mix and throughput in the measurement window (see sim.metrics.throughput_section)
+        a, b = measurement_window(sc.warmup_s, sc.duration_s)
+        finish = arrival + col["e2e_s"]
+        with np.errstate(invalid="ignore"):
+            in_dur = (finish >= a) & (finish <= b + 1e-9)
+        srv, flt = served & in_dur, completed & in_dur
+        arrived_in = arrival >= a
+        n["seen_in_window"] += int(arrived_in.sum())
+        n["rejected_in_window"] += int((arrived_in & (status == "rejected")).sum())
+        n["seen_output_tokens"] += int(outp[arrived_in].sum())
+        n["served_in_window"] += int(srv.sum())
+        n["served_output_in_window"] += int(outp[srv].sum())
+        n["fleet_in_window"] += int(flt.sum())
+        n["fleet_input_in_window"] += int(inp[flt].sum())
+        n["fleet_output_in_window"] += int(outp[flt].sum())
+        fo = fleet_offered(df)
+        n["mix_rows"] += int(fo.sum())
+        n["mix_input"] += int(inp[fo].sum())
+        n["mix_output"] += int(outp[fo].sum())
+        n["mix_cached"] += int(df["cached_tokens"].to_numpy()[fo].sum())
+        o = outp[fo].astype(float)
+        self.held_weighted_sum += float((o * (inp[fo] + o / 2.0)).sum())
         if self._deadline_s:
             deadlines = df["class"].astype(str).map(self._deadline_s).astype(float).to_numpy()
             with np.errstate(invalid="ignore"):
@@ -263,6 +302,33 @@ class StreamingCollector:
         n["api_rows"] += int(via.sum())
         n["api_tokens"] += int(tokens[via].sum())
         n["all_tokens"] += int(tokens.sum())
+
+    def _reduce_windows(self, arrival: np.ndarray, ok: np.ndarray, served: np.ndarray, ttft: np.ndarray,
+                        tpot: np.ndarray) -> None:
+        if len(arrival) == 0:
+            return
+        k = np.floor(arrival / self.scenario.slo.window_s).astype(np.int64)
+        for w in np.unique(k).tolist():
+            m = k == w
+            row = self.windows.get(w)
+            if row is None:
+                row = self.windows[w] = {"arrived": 0, "ok": 0,
+                                         "ttft": LogHistogram(bins_per_decade=self.WINDOW_BINS_PER_DECADE),
+                                         "tpot": LogHistogram(bins_per_decade=self.WINDOW_BINS_PER_DECADE)}
+            row["arrived"] += int(m.sum())
+            row["ok"] += int(ok[m].sum())
+            row["ttft"].add(ttft[m & served])
+            row["tpot"].add(tpot[m & served])
+
+    def window_rows(self) -> list[dict[str, Any]]:
+        """The per-window view of :func:`sim.slo.windows_table`, from the streamed counters."""
+        w_s, end = self.scenario.slo.window_s, self.scenario.duration_s
+        begin = self.scenario.warmup_s
+        return [{"start_s": float(max(w * w_s, begin)), "end_s": float(min((w + 1) * w_s, end)),
+                 "arrived": r["arrived"],
+                 "attainment": r["ok"] / r["arrived"], "ttft_p95_s": r["ttft"].quantiles([95])[0],
+                 "tpot_p95_s": r["tpot"].quantiles([95])[0]}
+                for w, r in sorted(self.windows.items())]
 
     def _write(self, df: pd.DataFrame) -> None:
         if self._path is None:
@@ -315,35 +381,42 @@ class StreamingCollector:
         base = summarize(result, requests_table(result), fleet_ts)
         lat = {k: h[f"latency.{k}"].stats() for k in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")}
         base["latency"] = lat
-        base["throughput"] = {
-            "requests_per_s": n["completed"] / duration,
-            "input_tokens_per_s": n["completed_input_tokens"] / duration,
-            "output_tokens_per_s": n["completed_output_tokens"] / duration,
-        }
-        slo = base["slo"]
-        for key, c in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s")):
-            if key in slo["targets"]:
-                check = slo["targets"][key]
-                p95 = lat[c]["p95"]
-                check["actual"] = p95
-                check["met"] = p95 is not None and p95 <= check["target"]
-        slo["attainment"] = n["slo_ok"] / n["slo_finished"] if n["slo_finished"] else None
-        met = all(c["met"] for c in slo["targets"].values())
-        if "by_class" in slo:
-            for name in self._interactive:
-                row: dict[str, Any] = {"completed": n[f"class.{name}.completed"]}
-                for c in ("ttft_s", "tpot_s", "e2e_s"):
-                    p50, p95 = h[f"class.{name}.{c}"].quantiles([50, 95])
-                    row[c] = {"p50": p50, "p95": p95}
-                fin_n = n[f"class.{name}.finished"]
-                row["attainment"] = n[f"class.{name}.ok"] / fin_n if fin_n else None
-                row["met"] = all(row[c]["p95"] is not None and row[c]["p95"] <= self._targets[key][name]
-                                 for key, c in (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"),
-                                                ("e2e_p95_s", "e2e_s")) if self._targets[key][name] is not None)
-                slo["by_class"][name] = row
-            own = {c.name for c in sc.traffic.classes if getattr(c, "slo", None) is not None}
-            met = met and all(slo["by_class"][k]["met"] for k in own if k in slo["by_class"])
-        slo["met"] = met
+        arrived = base["requests"]["arrived"]
+        in_flight = base["requests"]["in_flight"]
+        # in-flight requests never reach the collector: they count as offered in the measurement window (they
+        # arrived late), but their output tokens are missing from the offered tokens
+        a, b = measurement_window(sc.warmup_s, duration)
+        base["throughput"] = throughput_from_counts(
+            b - a, n["seen_in_window"] + in_flight, n["seen_output_tokens"], n["served_in_window"],
+            n["served_output_in_window"], n["fleet_in_window"], n["fleet_input_in_window"], n["fleet_output_in_window"])
+        thr = base["throughput"]
+        ts = fleet_ts[fleet_ts["time_s"] <= duration + 1e-9] if len(fleet_ts) else fleet_ts
+        mix = mix_from_sums(n["mix_rows"], n["mix_input"], n["mix_output"], n["mix_cached"], self.held_weighted_sum)
+        # requests still in flight were offered to the fleet too (their tokens are not known here)
+        not_rejected = 1.0 - base["requests"]["rejected"] / arrived if arrived else 1.0
+        retries = int(base["requests"].get("retries", 0) or 0)  # client retries are offered work too
+        base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight + retries) / duration, mix,
+                                                  not_rejected)
+        admissible = (n["seen_in_window"] - n["rejected_in_window"] + in_flight) / (b - a)
+        base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, admissible,
+                                            thr["served_requests_per_s"], base["utilisation"]["nodes_up_mean"])
+        # SLO: requests still in flight at the end miss (their class and arrival time are not known here, so they
+        # count in the overall attainment only, not per class or window)
+        checks = percentile_checks(sc.slo, lat)
+        denominator = n["slo_window_rows"] + in_flight
+        attainment = n["slo_ok"] / denominator if denominator else None
+        targets = {key: self._targets[key] for key in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
+        by_class: dict[str, Any] = {}
+        for name in self._interactive:
+            arrived_c = n[f"class.{name}.arrived"]
+            row: dict[str, Any] = {"arrived": arrived_c, "completed": n[f"class.{name}.completed"]}
+            for c in ("ttft_s", "tpot_s", "e2e_s"):
+                p50, p95 = h[f"class.{name}.{c}"].quantiles([50, 95])
+                row[c] = {"p50": p50, "p95": p95}
+            row["attainment"] = n[f"class.{name}.ok"] / arrived_c if arrived_c else None
+            row["met"] = class_met(sc, name, row, targets)
+            by_class[name] = row
+        base["slo"] = slo_section(sc, checks, attainment, self.window_rows(), by_class)
         cost = base["cost"]
         total = cost["total_usd"]
         out_m = n["served_output_tokens"] / 1e6
@@ -362,7 +435,6 @@ class StreamingCollector:
             base["api"]["ttft_s"] = h["api.ttft_s"].stats()
             base["api"]["e2e_s"] = h["api.e2e_s"].stats()
         if "spill" in base:
-            arrived = base["requests"]["arrived"]
             base["spill"]["requests"] = n["api_rows"]
             base["spill"]["request_share"] = n["api_rows"] / arrived if arrived else None
             base["spill"]["token_share"] = n["api_tokens"] / n["all_tokens"] if n["all_tokens"] else None

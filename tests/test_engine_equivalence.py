@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,17 @@ def _assert_same(a, b, tol=1e-6):
         assert fa[6] == fb[6], f"request {rid}: retries {fa[6]} != {fb[6]}"
         for x, y, name in zip(fa[2:5], fb[2:5], ("scheduled", "first token", "finish")):
             assert abs(x - y) <= tol * max(1.0, abs(y)), f"request {rid}: {name} {x} != {y}"
+
+
+def _assert_same_work(fast, ref):
+    """Model FLOPs and HBM bytes of the finished steps (MFU / MBU) agree at every sample, node by node,
+    up to a step finishing exactly at a sample time."""
+    for name in ("flops", "hbm_bytes"):
+        x, y = fast.series.per_node(name), ref.series.per_node(name)
+        assert x.shape == y.shape
+        assert np.allclose(x[-1], y[-1], rtol=1e-9), name
+        close = np.isclose(x, y, rtol=1e-9, atol=1.0)
+        assert close.mean() > 0.99, f"{name}: {np.argwhere(~close)[:5]}"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -94,6 +106,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
     ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     _assert_same(a, b)
     assert fast.counts() == ref.counts()
+    _assert_same_work(fast, ref)
 
 
 def test_equivalence_under_heavy_preemption():

@@ -8,12 +8,12 @@ from scenarios import BASE
 from sim.config import apply_overrides, validate_scenario
 from sim.errors import ConfigError
 
-FIXED = {"name": "c", "share": 1.0, "input_tokens": {"dist": "fixed", "value": 900},
+FIXED = {"name": "c", "share": 0.25, "input_tokens": {"dist": "fixed", "value": 900},
          "output_tokens": {"dist": "fixed", "value": 100}}
 
 
 def _raw(**traffic):
-    raw = {**BASE, "traffic": {"classes": [FIXED, {**FIXED, "name": "d", "share": 3.0,
+    raw = {**BASE, "traffic": {"classes": [FIXED, {**FIXED, "name": "d", "share": 0.75,
                                                     "output_tokens": {"dist": "fixed", "value": 300}}], **traffic}}
     return raw
 

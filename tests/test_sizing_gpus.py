@@ -76,11 +76,20 @@ def test_cli_single_gpu_json_keeps_its_keys_and_scheduler_reaches_the_runner(tmp
     seen: list[str | None] = []
     real = sizing.map_summaries
 
-    def recording(scenarios, workers=None, *, scheduler=None):
-        seen.append(scheduler)
-        return real(scenarios, 1)  # run here; the address is only recorded
+    class RecordingPool:  # one pool for the whole sizing (issue 10): it gets the address
+        def __init__(self, workers=None, scheduler=None):
+            seen.append(scheduler)
 
-    monkeypatch.setattr(sizing, "map_summaries", recording)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def map(self, scenarios):
+            return real(list(scenarios), 1)  # run here; the address is only recorded
+
+    monkeypatch.setattr(sizing, "SummaryPool", RecordingPool)
     raw = make_scenario(**{"duration_s": 40, "warmup_s": 5, "traffic.rate_rps": 12.0}).model_dump(mode="json")
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(raw))

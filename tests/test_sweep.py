@@ -249,7 +249,7 @@ def test_corrupt_or_foreign_point_file_is_recomputed(tmp_path):
     store = PointStore(out)
     store.points_dir.mkdir(parents=True)
     store.path(exp.points[0].key).write_text("{not json")
-    (store.points_dir / ".x.json.123.tmp").write_text("partial")
+    (store.points_dir / ".x.json.99999999.tmp").write_text("partial")
     rep = run_sweep(exp, out, ExecutorSpec(workers=1))
     assert rep.computed == [exp.points[0].key]
     assert not list(store.points_dir.glob(".*.tmp"))

@@ -17,7 +17,7 @@ KEYS = {"mean_rps", "p50_rps", "p90_rps", "p95_rps", "p99_rps", "peak_rps", "pea
 
 def run(*args: str) -> tuple[int, str]:
     r = CliRunner().invoke(main, ["traffic", *args])
-    return r.exit_code, r.output
+    return r.exit_code, r.stdout  # progress lines (long runs) go to stderr
 
 
 def test_consumer_chat_json_shape_statistics(tmp_path: Path) -> None:

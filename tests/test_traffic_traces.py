@@ -97,7 +97,7 @@ def test_rate_scale_time_scale_window_loop() -> None:
 
 
 def test_trace_classes_by_share() -> None:
-    classes = [{"name": "a", "share": 3}, {"name": "b", "share": 1, "prefix_tokens": 512, "prefix_hit_rate": 1.0}]
+    classes = [{"name": "a", "share": 0.75}, {"name": "b", "share": 0.25, "prefix_tokens": 512, "prefix_hit_rate": 1.0}]
     _, p, _, c, k = replay_all({"trace": {"file": "data/traces/azure2023_code.csv"}, "classes": classes}, 1e5)
     assert k.mean() == pytest.approx(0.25, abs=0.02)
     assert np.all(c[k == 0] == 0) and np.all(c[(k == 1) & (p > 600)] == 512)

@@ -1,16 +1,23 @@
 """The ``capsim`` command line: a thin layer over the library. Each subcommand lives in its own module here
-and is registered in :data:`COMMANDS`. A :class:`~sim.errors.CapsimError` anywhere becomes one line on stderr
-and exit code 2 (no traceback)."""
+and is registered in :data:`COMMANDS`.
+
+Exit codes, the same for every command (README.md, "Exit codes"): 0 success; 2 bad input or a file-system
+fault (one line on stderr, no traceback: a :class:`~sim.errors.CapsimError`, an ``OSError``, a usage error);
+130 interrupted by Ctrl-C or SIGTERM (SIGTERM is turned into the same ``KeyboardInterrupt``, so workers are
+stopped, temporaries removed and a sweep's finished points kept); 1 an internal error (a bug: traceback).
+"""
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
 
-from ..errors import CapsimError
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CapsimError, FileError
 
 # name -> "module:attribute" (imported only when the command is used, to keep start-up fast)
 COMMANDS: dict[str, str] = {
@@ -27,6 +34,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"capsim: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -38,12 +54,45 @@ class _LazyGroup(click.Group):
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's main with one-line errors: usage errors exit 2 with one line (not the usage block)."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `capsim` (or a group without arguments)
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else "")
+            sys.exit(0)
+        except click.UsageError as exc:
+            hint = f" (see capsim {exc.ctx.info_name} -h)" if exc.ctx is not None and exc.ctx.parent else \
+                " (see capsim -h)"
+            _fail(exc.format_message() + hint, EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("capsim: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CapsimError as exc:
-            click.echo(f"capsim: error: {exc}", err=True)
-            sys.exit(2)
+            _fail(str(exc), EXIT_BAD_INPUT)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except OSError as exc:  # a file-system fault not caught closer to its source
+            _fail(str(FileError.from_os(exc)), EXIT_BAD_INPUT)
+        except MemoryError:
+            _fail("out of memory: the run is too large for this machine (see `capsim run --dry-run`)",
+                  EXIT_BAD_INPUT)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,6 +19,7 @@ from ..calibration import (
 )
 from ..catalog import get_gpu
 from ..errors import ConfigError
+from ..io import write_text
 
 PRECISIONS = ["bf16", "fp16", "fp8", "int8", "fp4", "int4"]
 
@@ -31,7 +32,7 @@ def write_profile(gpu_name: str, cal: dict, path: Path, comment: str) -> None:
     data["aliases"] = []
     data["calibration"] = {k: float(f"{v:.4g}") for k, v in cal.items()}
     data["sources"] = list(g.sources) + [comment]
-    path.write_text(f"# {comment}\n" + yaml.safe_dump(data, sort_keys=False, width=120))
+    write_text(path, f"# {comment}\n" + yaml.safe_dump(data, sort_keys=False, width=120))
 
 
 @click.command("calibrate")

@@ -32,16 +32,21 @@ def _fmt(v: object, kind: str) -> str:
         return f"{100 * v:.1f}%"
     if kind == "s":
         return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    if kind == "x":
+        return f"{v:.2f}"
+    if kind == "met":  # share of seeds meeting the SLO
+        return "yes" if v >= 1 else "no" if v <= 0 else f"{100 * v:.0f}% of seeds"
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 COLS = [
     ("strategy", "strategy", ""), ("fleet_nodes", "nodes", ""), ("total_usd", "total $", "usd"),
-    ("usd_per_mtok", "$/M tok", "usdm"), ("self_host_usd", "self-host $", "usd"), ("api_usd", "API $", "usd"),
+    ("usd_per_mtok_output", "$/M out tok", "usdm"), ("usd_per_mtok", "$/M in+out tok", "usdm"),
+    ("self_host_usd", "self-host $", "usd"), ("api_usd", "API $", "usd"),
     ("spill_request_share", "spill req", "pct"), ("spill_token_share", "spill tok", "pct"),
-    ("ttft_p50_s", "TTFT p50", "s"), ("ttft_p95_s", "p95", "s"), ("ttft_p99_s", "p99", "s"),
-    ("e2e_p50_s", "E2E p50", "s"), ("e2e_p95_s", "p95", "s"), ("e2e_p99_s", "p99", "s"),
-    ("slo_attainment", "SLO", "pct"), ("gpu_busy_fraction", "GPU busy", "pct"),
+    ("ttft_p50_s", "TTFT p50", "s"), ("ttft_p95_s", "p95", "s"),
+    ("e2e_p50_s", "E2E p50", "s"), ("e2e_p95_s", "p95", "s"),
+    ("slo_attainment", "SLO attain", "pct"), ("slo_met", "SLO met", "met"), ("load_factor_peak", "peak load", "x"),
     ("api_rate_limited", "429s", ""), ("api_retries", "retries", ""), ("failed", "failed", ""),
 ]
 
@@ -60,17 +65,32 @@ COLS = [
 @click.option("--workers", type=int, default=None, help="Processes to run on (default: all cores; 1 = in-process).")
 @click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
 @click.option("--no-files", is_flag=True, help="Write nothing (table or JSON only).")
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | None, n_seeds: int | None,
-            overrides: tuple[str, ...], workers: int | None, scheduler: str | None, no_files: bool) -> None:
-    """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill."""
+            overrides: tuple[str, ...], workers: int | None, scheduler: str | None, no_files: bool,
+            force: bool) -> None:
+    """Run every strategy of EXPERIMENT with the same seed(s) and compare cost, latency and spill.
+
+    OUT is replaced all or nothing; a second command writing the same OUT at the same time fails."""
+    from contextlib import nullcontext
+
     from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
+    from ..estimate import estimate_many
+    from ..outdir import result_folder
+    from ..parallel import default_workers
+    from ..progress import Progress
 
     exp, runs = load_experiment(experiment, list(overrides), seed, n_seeds)
-    results = run_experiment(runs, workers, scheduler)
-    df = comparison_table(runs, results)
+    scenarios = [sc for r in runs for sc in r.scenarios]
+    estimate_many(scenarios, 1 if scheduler else (workers or default_workers())).check(force)
     target = out_dir or Path("out") / exp.name
-    if not no_files:
-        write_outputs(target, exp, runs, results, df)
+    with (nullcontext(None) if no_files else result_folder(target)) as staging:
+        with Progress("capsim compare", "runs") as bar:  # a bar on a terminal, else a line every ~10 s on stderr
+            bar.update(0, len(scenarios))
+            results = run_experiment(runs, workers, scheduler, progress=bar.update)
+        df = comparison_table(runs, results)
+        if staging is not None:
+            write_outputs(staging, exp, runs, results, df)
     if as_json:
         click.echo(json.dumps(json_records(runs, results), indent=2))
         return
@@ -83,7 +103,8 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
              f"seeds {seeds[0]}–{seeds[-1]} ({len(seeds)} replications, same for every strategy; mean ± 95 % CI)")
     table = Table(title=f"capsim compare · {exp.name} · {title}", show_lines=False)
     for _, head, kind in COLS:
-        table.add_column(head, justify="left" if kind == "" and head == "strategy" else "right")
+        table.add_column(head, justify="left" if kind == "" and head == "strategy" else "right",
+                         no_wrap=head == "strategy")
     for _, r in df.iterrows():
         cells = []
         for col, _, kind in COLS:
@@ -102,7 +123,10 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
         table.add_row(*cells)
     console = Console(width=220)
     console.print(table)
-    console.print("* on the cost / P95-latency Pareto front (TTFT or E2E)")
+    console.print("* on the cost / P95-latency Pareto front (TTFT or E2E) among the strategies that meet the SLO; "
+                  "peak load: the busiest 10 minutes of traffic ÷ what the fleet alone sustains (> 1: it needs spill "
+                  "or "
+                  "queues); P99s in compare.csv")
     if not no_files:
         console.print(f"files: {target}/compare.csv, " + ("compare_seeds.csv, " if multi else "")
                       + "compare.json, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")

@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 
 import click
 
 from ..config import load_scenario
+from ..headline import load_line, overload_line, slo_line
+from ..headline import pct as _pct
 from ..paths import scenario_path
-
-
-def _progress_bar(enabled: bool):  # noqa: ANN202
-    """A rich progress bar over simulated time, shown only on a terminal and only after 2 s of wall time."""
-    if not enabled:
-        return None, lambda: None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("simulating"), BarColumn(), TextColumn("{task.fields[t]}"), TimeRemainingColumn(),
-        transient=True, console=None,
-    )
-    state = {"task": None, "t0": time.perf_counter(), "started": False}
-
-    def update(t_s: float, duration_s: float) -> None:
-        if not state["started"]:
-            if time.perf_counter() - state["t0"] < 2.0:
-                return
-            bar.start()
-            state["task"] = bar.add_task("sim", total=duration_s, t="")
-            state["started"] = True
-        done = min(t_s, duration_s)
-        label = f"{t_s:,.0f} s simulated" + (" (draining)" if t_s > duration_s else "")
-        bar.update(state["task"], completed=done, t=label)
-
-    def stop() -> None:
-        if state["started"]:
-            bar.stop()
-
-    return update, stop
 
 
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
@@ -52,6 +22,7 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
 
     lines = [
         f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
+        f"  load       {load_line(u, bool((summary.get('overload') or {}).get('overloaded')))}",
         f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
         f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight"
         + (f", {r.get('timed_out', 0):,} timed out ({r.get('retries', 0):,} client retries)"
@@ -59,13 +30,14 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
         f"  TPOT       P50 {ms(lat['tpot_s']['p50'])}  P95 {ms(lat['tpot_s']['p95'])}  P99 {ms(lat['tpot_s']['p99'])}",
         f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",
-        f"  throughput {thr['requests_per_s']:.2f} req/s, {thr['output_tokens_per_s']:,.0f} output tok/s, "
-        f"{thr['input_tokens_per_s']:,.0f} input tok/s",
-        f"  GPUs       busy {100 * (u['busy_fraction'] or 0):.0f}%, mean batch "
-        f"{(u.get('running_seqs_mean') or 0) / max(u.get('nodes_up_mean') or f['nodes'], 1):.0f} sequences/node, "
-        f"KV cache mean {100 * (u['kv_fraction_mean'] or 0):.0f}% (P95 {100 * (u['kv_fraction_p95'] or 0):.0f}%)",
-        f"  SLO        attainment {100 * (slo['attainment'] or 0):.1f}%, P95 targets "
-        + ("met" if slo["met"] else "MISSED"),
+        f"  throughput {thr['offered_requests_per_s']:.2f} req/s offered, {thr['served_requests_per_s']:.2f} served "
+        f"({thr['served_output_tokens_per_s']:,.0f} output tok/s)",
+        f"  overload   {overload_line(summary)}",
+        f"  GPUs       MFU {_pct(u.get('mfu_mean'))} (P95 {_pct(u.get('mfu_p95'))}), MBU {_pct(u.get('mbu_mean'))} "
+        f"(P95 {_pct(u.get('mbu_p95'))}), KV cache {_pct(u['kv_fraction_mean'])} (P95 {_pct(u['kv_fraction_p95'])}), "
+        f"mean batch {(u.get('running_seqs_mean') or 0) / max(u.get('nodes_up_mean') or f['nodes'], 1):.0f}/node, "
+        f"steps running {_pct(u['busy_fraction'])} of the time",
+        f"  SLO        {slo_line(slo)}",
         f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
         f"(${c['usd_per_gpu_hour']:.2f}/GPU-h, {c['pricing_mode']}) → "
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
@@ -108,7 +80,7 @@ def _overload_hint(summary: dict) -> str:
     if r["rejected"]:
         return (f"{r['rejected']:,} requests can never fit a node (context or KV cache too small): "
                 "raise fleet.engine.max_model_len, gpus_per_node or use FP8 KV")
-    if kv_p95 > 0.95 or queue > 1.0:
+    if (summary.get("overload") or {}).get("overloaded") or kv_p95 > 0.95 or queue > 1.0:
         return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
                 "average): `capsim size` finds the node count that meets the SLO")
     return "latency misses its targets without saturation: check the SLO, max_num_batched_tokens (long " \
@@ -118,7 +90,7 @@ def _overload_hint(summary: dict) -> str:
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out"),
-              show_default=True, help="Folder for tables, plots, summary.json and report.html.")
+              show_default=True, help="Folder for tables, plots, summary.json and report.html (replaced as a whole).")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field by dotted path, e.g. --set fleet.nodes=4 (repeatable).")
@@ -127,25 +99,46 @@ def _overload_hint(summary: dict) -> str:
 @click.option("--stream", is_flag=True,
               help="Long runs: stream per-request records to requests.parquet in chunks and compute percentiles "
                    "from histograms (±0.12 %), so memory stays flat in the number of requests.")
+@click.option("--dry-run", is_flag=True, help="Print the estimated requests, memory and wall time; run nothing.")
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
-        no_report: bool, stream: bool) -> None:
-    """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report."""
+        no_report: bool, stream: bool, dry_run: bool, force: bool) -> None:
+    """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report.
+
+    OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
+    the same time fails with one line."""
+    from ..estimate import estimate_scenario
+
     path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
+    from ..progress import Progress
+    if stream and no_report:
+        raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
+    from ..simulation import build_node_model
+
+    build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
+    est = estimate_scenario(sc, stream)
+    if dry_run:
+        click.echo(f"{sc.name}: {est.line()}")
+        return
+    est.check(force)
+    from ..outdir import result_folder
     from ..run import run_scenario, run_streamed, write_outputs
 
-    update, stop = _progress_bar(sys.stderr.isatty() and not as_json)
+    bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
+    update, stop = bar.sim_time, bar.close
     try:
-        if stream:
-            if no_report:
-                raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
-            summary = run_streamed(sc, out_dir, update)
+        if no_report:
+            summary = run_scenario(sc, update).summary
         else:
-            out = run_scenario(sc, update)
-            summary = out.summary
-            if not no_report:
-                write_outputs(out, out_dir)
+            with result_folder(out_dir) as staging:
+                if stream:
+                    summary = run_streamed(sc, staging, update)
+                else:
+                    out = run_scenario(sc, update)
+                    summary = out.summary
+                    write_outputs(out, staging)
     finally:
         stop()
     if as_json:

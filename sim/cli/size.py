@@ -16,6 +16,8 @@ from ..paths import scenario_path
 if TYPE_CHECKING:
     import pandas as pd
 
+SIZING_RUNS_PER_SEED = 12  # rough: simulations per seed and GPU type, for the up-front estimate
+
 
 def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
     """``ttft_p95_s=2`` → {"ttft_p95_s": 2.0}; ``none``/``off`` switches a target off."""
@@ -35,7 +37,7 @@ def _parse_slo(items: tuple[str, ...]) -> dict[str, float | None]:
     return out
 
 
-def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
+def _with_gpu(df: pd.DataFrame, gpu: str) -> pd.DataFrame:
     """``df`` with a leading ``gpu`` column."""
     df = df.copy()
     df.insert(0, "gpu", gpu)
@@ -46,6 +48,12 @@ def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
               help="Set a P95 target, e.g. --slo ttft_p95_s=2 --slo tpot_p95_s=0.1 ('none' drops one).")
+@click.option("--attainment", "attainment", type=float, default=None, metavar="SHARE",
+              help="Share of all requests (rejected and unfinished ones count as misses) that must meet every "
+                   "target (default: the scenario's slo.attainment_target, 0.95).")
+@click.option("--worst-window", is_flag=True,
+              help="Also require the attainment target in the worst slo.window_s window (default 1 h): size for "
+                   "the peak hour, not the day's average.")
 @click.option("--rule", "rules", multiple=True, metavar="WORKLOAD",
               help="Only this workload's rule(s) from the guide's table (repeatable; default all): steady_b2b, "
                    "consumer_chat, voice_agents, internal_batch, healthcare_financial, free_tier.")
@@ -64,11 +72,15 @@ def _with_gpu(df: "pd.DataFrame", gpu: str) -> "pd.DataFrame":
 @click.option("--no-report", is_flag=True, help="Write no files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
-def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], seeds: int, max_nodes: int,
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
+def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None, worst_window: bool,
+         rules: tuple[str, ...], seeds: int, max_nodes: int,
          rel_tol: float, gpus: tuple[str, ...], workers: int | None, scheduler: str | None,
-         overrides: tuple[str, ...], out_dir: Path, no_report: bool, as_json: bool, quiet: bool) -> None:
+         overrides: tuple[str, ...], out_dir: Path, no_report: bool, as_json: bool, quiet: bool,
+         force: bool) -> None:
     """Size a fleet for SCENARIO (default: the embedded experiments/default.yaml): the simulated minimum node
-    count that meets every SLO over the whole traffic shape, beside the node counts the guide's rules give;
+    count that meets the SLO (every P95 target and the attainment target, every miss counted) over the whole
+    traffic shape, beside the node counts the guide's rules give;
     with several --gpu, per GPU type and the cheapest type that meets the SLO."""
     from ..sizing import (
         format_gpu_report,
@@ -83,9 +95,18 @@ def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], s
     if seeds < 1:
         raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")
     chosen = select_rules(rules)
-    sc = with_slo(load_scenario(scenario_path(scenario), list(overrides)), _parse_slo(slos))
+    verdict_sets = ([f"slo.attainment_target={attainment}"] if attainment is not None else []) + (
+        ["slo.require_worst_window=true"] if worst_window else [])
+    sc = with_slo(load_scenario(scenario_path(scenario), list(overrides) + verdict_sets), _parse_slo(slos))
     if not any(getattr(sc.slo, k) is not None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
         raise ConfigError("--slo", "", "every SLO target is off; sizing needs at least one")
+
+    from ..estimate import estimate_many
+    from ..parallel import default_workers
+
+    # a sizing runs each seed at about a dozen fleet sizes per GPU type (goodput bisection + node search)
+    estimate_many([sc], 1 if scheduler else (workers or default_workers()),
+                  repeat=seeds * SIZING_RUNS_PER_SEED * max(1, len(set(gpus)))).check(force)
 
     def progress(msg: str) -> None:
         if not quiet:
@@ -105,30 +126,34 @@ def size(scenario: Path | None, slos: tuple[str, ...], rules: tuple[str, ...], s
         import pandas as pd
 
         from ..io import atomic_write, write_csv, write_json, write_text
+        from ..outdir import result_folder
 
-        write_json(out_dir / "sizing.json", report)
-        if report["min_nodes_summary"] is not None:
-            write_json(out_dir / "min_nodes_summary.json", report["min_nodes_summary"])
-        if several:  # every GPU type's points and rules, with a gpu column; one row per type
-            sized = [(e.gpu, e.result) for e in multi.entries if e.result is not None]
-            write_csv(out_dir / "sizing_points.csv",
-                      pd.concat([_with_gpu(r.points_table(), g) for g, r in sized], ignore_index=True))
-            write_csv(out_dir / "sizing_rules.csv",
-                      pd.concat([_with_gpu(r.rules_table(), g) for g, r in sized], ignore_index=True))
-            write_csv(out_dir / "sizing_gpus.csv", multi.gpu_table())
-            gfig = plot_gpu_costs(multi.gpu_rows())
-            atomic_write(out_dir / "sizing_gpus.png", lambda p: gfig.savefig(p, dpi=120, format="png"))
-        else:
-            write_csv(out_dir / "sizing_points.csv", res.points_table())
-            write_csv(out_dir / "sizing_rules.csv", res.rules_table())
-        write_text(out_dir / "sizing.txt", text + "\n")
-        fig = plot_sizing(res.points_table(), res.rules_table(), res.min_nodes, res.scenario.duration_s)
-        atomic_write(out_dir / "sizing.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+        final_dir = out_dir
+        with result_folder(final_dir) as out_dir:
+
+            write_json(out_dir / "sizing.json", report)
+            if report["min_nodes_summary"] is not None:
+                write_json(out_dir / "min_nodes_summary.json", report["min_nodes_summary"])
+            if several:  # every GPU type's points and rules, with a gpu column; one row per type
+                sized = [(e.gpu, e.result) for e in multi.entries if e.result is not None]
+                write_csv(out_dir / "sizing_points.csv",
+                          pd.concat([_with_gpu(r.points_table(), g) for g, r in sized], ignore_index=True))
+                write_csv(out_dir / "sizing_rules.csv",
+                          pd.concat([_with_gpu(r.rules_table(), g) for g, r in sized], ignore_index=True))
+                write_csv(out_dir / "sizing_gpus.csv", multi.gpu_table())
+                gfig = plot_gpu_costs(multi.gpu_rows())
+                atomic_write(out_dir / "sizing_gpus.png", lambda p: gfig.savefig(p, dpi=120, format="png"))
+            else:
+                write_csv(out_dir / "sizing_points.csv", res.points_table())
+                write_csv(out_dir / "sizing_rules.csv", res.rules_table())
+            write_text(out_dir / "sizing.txt", text + "\n")
+            fig = plot_sizing(res.points_table(), res.rules_table(), res.min_nodes, res.scenario.duration_s)
+            atomic_write(out_dir / "sizing.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(text)
         if not no_report:
             extra = ", sizing_gpus.{csv,png}" if several else ""
-            click.echo(f"  files      {out_dir}/sizing.{{json,png,txt}}, sizing_points.csv, sizing_rules.csv{extra}")
+            click.echo(f"  files      {final_dir}/sizing.{{json,png,txt}}, sizing_points.csv, sizing_rules.csv{extra}")
     sys.stdout.flush()

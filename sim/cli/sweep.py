@@ -94,16 +94,19 @@ def _print_overview(report, exp, max_rows: int = 60) -> None:  # noqa: ANN001
 @click.option("--fresh", is_flag=True, help="Ignore stored results and recompute every point.")
 @click.option("--dry-run", is_flag=True, help="List the points and which are already done; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of the text overview.")
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_process: bool, out_dir: Path | None,
           overrides: tuple[str, ...], metrics: str | None, retry_failed: bool, fresh: bool, dry_run: bool,
-          as_json: bool) -> None:
+          as_json: bool, force: bool) -> None:
     """Run every point × seed of EXPERIMENT (a YAML experiment file: base scenario, axes, seeds).
 
     Finished points are saved one file each under OUT/points/ and skipped when the sweep is run again, so an
-    interrupted sweep resumes where it stopped. Writes OUT/results.{parquet,csv} (one row per point × seed)
+    interrupted sweep (Ctrl-C or SIGTERM: exit 130, the finished points' tables are written) resumes where it
+    stopped. Writes OUT/results.{parquet,csv} (one row per point × seed)
     and OUT/aggregates.{parquet,csv} (mean and 95% CI across seeds). Exit code 1 if any point failed.
     """
-    from ..parallel import ExecutorSpec
+    from ..estimate import estimate_many
+    from ..parallel import ExecutorSpec, default_workers
     from ..sweep import load_experiment, run_sweep
     from ..sweep.runner import plan
     from ..sweep.store import PointStore
@@ -117,13 +120,17 @@ def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_proce
     spec = ExecutorSpec(workers=workers, scheduler=scheduler, in_process=in_process)
     n_keys = len({p.key for p in exp.points})
 
+    todo, _ = plan(exp, PointStore(out), retry_failed, fresh)
+    slots = 1 if spec.kind == "in_process" else (workers or default_workers()) if spec.kind == "process" else 1
+    est = estimate_many([p.scenario for p in todo], slots, stream=exp.metrics == "streaming")
     if dry_run:
-        todo, _ = plan(exp, PointStore(out), retry_failed, fresh)
         todo_keys = {p.key for p in todo}
         for p in exp.points:
             click.echo(f"{'todo' if p.key in todo_keys else 'done'}  {p.key}  {p.label()}")
         click.echo(f"{len(todo_keys)} of {n_keys} point(s) to run on {spec.describe()} → {out}")
+        click.echo(est.line())
         return
+    est.check(force)
 
     if not as_json:
         click.echo(f"capsim sweep · {exp.name} · {exp.n_grid} grid point(s) × {len(exp.seeds)} seed(s) = "

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ..config import (FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml,
                       validate_mapping)
 from ..errors import ConfigError
+from ..io import write_text
 
 FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
 
@@ -94,9 +95,15 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         else:
             raise ConfigError(source, "", "a YAML file here must be a shape (components:) or a scenario (traffic:)")
     elif path.is_file():
+        from ..traffic.traces import check_text
+
+        check_text(path)
         header = []
         if path.suffix.lower() == ".csv":
-            header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            try:
+                header = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+            except (ValueError, pd.errors.ParserError) as exc:
+                raise ConfigError(source, "", f"cannot read as CSV ({exc})") from None
         if "rate_rps" in header and ("window_start_s" in header or "time_s" in header):
             tcol = "window_start_s" if "window_start_s" in header else "time_s"
             df = pd.read_csv(path)
@@ -148,6 +155,10 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         duration = (days or 7.0) * 86400.0
         info["kind"] = "shape"
 
+    from ..progress import Progress
+
+    # sampling every arrival of days of traffic (and fitting) takes a while: a bar, or a line every ~10 s
+    bar = Progress("capsim traffic (sampling arrivals)", "s of traffic")
     known_calendar = info["kind"] != "trace" or info["trace"]["start"] is not None
     clock0 = clock0_hours(tr.start_weekday, tr.start_hour) if known_calendar else None
     curve = rate_curve(tr, base, source) if tr.trace is None else None
@@ -164,7 +175,7 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
                                       weighted=True)
         info["sampling"] = "per-minute Poisson counts; tokens at class means"
     else:
-        chunks = traffic_chunks(tr, base, duration, seed, block, source)
+        chunks = bar.iterate(traffic_chunks(tr, base, duration, seed, block, source), _chunk_end, duration)
         stats, series = traffic_stats(chunks, duration, clock0, curve, tokens=have_tokens)
         info["sampling"] = "every arrival"
     out = {**info, "days": duration / 86400.0, "seed": seed, **stats}
@@ -178,15 +189,18 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
             fit = fit_rate_series(rate_series[0], rate_series[1], rate_series[2], clock0 or 0.0, name=name,
                                   source=source)
         else:
-            times = np.concatenate([c.time_s for c in traffic_chunks(tr, base, duration, seed, block, source)])
+            bar.label = "capsim traffic --fit-shape (arrivals for the fit)"
+            times = np.concatenate([c.time_s for c in bar.iterate(
+                traffic_chunks(tr, base, duration, seed, block, source), _chunk_end, duration)])
             fit = fit_times(times, clock0 or 0.0, name=name, source=source)
         d = fit.to_yaml_dict()
         d["description"] = f"daily+weekly harmonics fitted to {source} (mean {fit.rate_rps:.4g} req/s)"
         header = (f"# Fitted by `capsim traffic {source} --fit-shape`: use with traffic.rate_rps: "
                   f"{fit.rate_rps:.6g}\n# deviance explained {fit.deviance_explained:.3f} over {fit.bins} bins; "
                   f"t = 0 is {tr.start_weekday} {tr.start_hour:g}:00\n")
-        Path(fit_shape).write_text(header + yaml.safe_dump(d, sort_keys=False))
+        write_text(Path(fit_shape), header + yaml.safe_dump(d, sort_keys=False))
         out["fit"] = {"file": fit_shape, "rate_rps": fit.rate_rps, "deviance_explained": fit.deviance_explained}
+    bar.close()
     if plot:
         plot_rate(series, stats, plot, f"{source}: {info['kind']}, {duration / 86400.0:.3g} days")
         out["plot"] = plot
@@ -194,6 +208,12 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         click.echo(json.dumps(out, indent=2, default=float))
         return
     _print(out)
+
+
+def _chunk_end(chunk: object) -> float:
+    """Simulated time reached by an arrival chunk (its last arrival)."""
+    t = getattr(chunk, "time_s")
+    return float(t[-1]) if len(t) else 0.0
 
 
 def _fmt(v: object) -> str:

@@ -19,6 +19,36 @@ class NodeSnapshot(NamedTuple):
     busy_s: float
 
 
+class WorkDone:
+    """Cumulative work of the engine steps a node has finished, for model-FLOPs and memory-bandwidth
+    utilisation: ``tokens`` computed (Σ T), attention ``pairs`` (Σ A) and context tokens read (Σ C) over
+    ``steps`` steps (the step-time model's T, A, C; see :mod:`sim.perf`)."""
+
+    __slots__ = ("tokens", "pairs", "ctx", "steps")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.pairs = 0.0
+        self.ctx = 0.0
+        self.steps = 0
+
+    def add_step(self, tokens: int, pairs: float, ctx: float) -> None:
+        self.tokens += tokens
+        self.pairs += pairs
+        self.ctx += ctx
+        self.steps += 1
+
+    def totals(self) -> tuple[int, float, float, int]:
+        return self.tokens, self.pairs, self.ctx, self.steps
+
+
+def decode_run_work(base: tuple[int, float, float, int], batch: int, ctx0: float, n: int) -> tuple[int, float, float, int]:
+    """``base`` plus ``n`` decode steps of ``batch`` sequences holding ``ctx0`` context tokens at the start
+    (step ``j``: ``T = batch``, ``A = C = ctx0 + batch·j``)."""
+    s = n * ctx0 + batch * n * (n + 1) / 2.0
+    return base[0] + batch * n, base[1] + s, base[2] + s, base[3] + n
+
+
 def admission_problem(req: Request, engine: Engine, capacity_blocks: int, max_model_len: int) -> str | None:
     """Why ``req`` can never be served on this node (it is then rejected at once), or None.
 

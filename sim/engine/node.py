@@ -34,9 +34,13 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
+<<<<<<< HEAD
 from .admission import make_admission
 from .common import NodeSnapshot, admission_problem, make_waiting_queue
 from .jitter import make_jitter
+=======
+from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
+>>>>>>> main
 
 
 class Node:
@@ -80,6 +84,7 @@ class Node:
         self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
+        self.done_work = WorkDone()  # finished steps' T, A, C (committed at step and run ends)
         self._seq = 0
 
         # current activity: None (idle), "step", "jump" or "dead" (killed)
@@ -87,6 +92,7 @@ class Node:
         self._t0 = 0.0
         self._version = 0
         self._chunks: list[tuple[Request, int]] = []
+        self._step_work = (0, 0, 0)
         self._dt = 0.0
         self._jump_n = 0
         self._jump_b = 0
@@ -129,6 +135,13 @@ class Node:
             return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
         busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)  # idle or dead: frozen
         return NodeSnapshot(len(self.waiting), running, self.used_blocks, busy)
+
+    def work_totals(self) -> tuple[int, float, float, int]:
+        """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
+        base = self.done_work.totals()
+        if self._mode == "jump":
+            return decode_run_work(base, self._jump_b, self._jump_c0, self._steps_done_in_jump())
+        return base
 
     def in_flight(self) -> list[Request]:
         """Requests this node still owes an answer (running ones already withdrawn are not)."""
@@ -328,6 +341,7 @@ class Node:
             ctx += end
             attn += attention_pairs(n, end)
         self._chunks = chunks
+        self._step_work = (tokens, attn, ctx)
         self._dt = self.perf.step_s(tokens, attn, ctx)
         if self.jitter is not None:
             self._dt *= self.jitter.factor(self.S)
@@ -470,6 +484,7 @@ class Node:
         self.S += 1
         self.dec_ctx_sum += dec_n
         self.busy_s += self._dt
+        self.done_work.add_step(*self._step_work)
         self.work -= dec_n
         for req, n in self._chunks:
             req.num_computed += n
@@ -550,6 +565,8 @@ class Node:
     def _end_jump(self) -> None:
         n, b = self._jump_n, self._jump_b
         self.used_blocks += self._blocks_for_steps(self.S, n)
+        w = decode_run_work(self.done_work.totals(), b, self._jump_c0, n)
+        self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
         self.S += n
         self.dec_ctx_sum += b * n
         self.work -= b * n

@@ -34,9 +34,13 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs
 from ..request import Request, Status
+<<<<<<< HEAD
 from .admission import make_admission
 from .common import NodeSnapshot, admission_problem, make_waiting_queue
 from .jitter import make_jitter
+=======
+from .common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
+>>>>>>> main
 
 
 class ReferenceNode:
@@ -68,6 +72,7 @@ class ReferenceNode:
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
         self.steps = 0
+        self.done_work = WorkDone()  # finished steps' T, A, C
         self._step_t0 = -1.0
         self._wake: simpy.Event | None = None
         self.dead = False
@@ -94,6 +99,10 @@ class ReferenceNode:
     def snapshot(self) -> NodeSnapshot:
         busy = self.busy_s + (self.env.now - self._step_t0 if self._step_t0 >= 0 else 0.0)
         return NodeSnapshot(len(self.waiting), len(self.running), self.used_blocks, busy)
+
+    def work_totals(self) -> tuple[int, float, float, int]:
+        """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
+        return self.done_work.totals()
 
     def in_flight(self) -> list[Request]:
         """Requests this node still owes an answer (running ones already withdrawn are not)."""
@@ -252,6 +261,7 @@ class ReferenceNode:
             self._step_t0 = -1.0
             self.busy_s += dt
             self.steps += 1
+            self.done_work.add_step(tokens, attn, ctx)
             now = env.now
             for req, n in scheduled:
                 req.num_computed += n

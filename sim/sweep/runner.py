@@ -100,11 +100,26 @@ def plan(exp: Experiment, store: PointStore, retry_failed: bool = True, fresh: b
 
 def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec = ExecutorSpec(), *, retry_failed: bool = True,
               fresh: bool = False, hook: ProgressHook | None = None) -> SweepReport:
-    """Run every point of ``exp`` not yet stored under ``out_dir`` and write the tables. On Ctrl-C the points
-    in flight are abandoned, the tables of the finished points are written and ``report.interrupted`` is set."""
+    """Run every point of ``exp`` not yet stored under ``out_dir`` and write the tables. On Ctrl-C (or SIGTERM,
+    which the CLI turns into Ctrl-C) the points in flight are abandoned and their workers stopped, the tables
+    of the finished points are written and ``report.interrupted`` is set. A lock beside ``out_dir`` keeps a
+    second sweep from writing the same folder at the same time (it fails with one line)."""
+    from ..outdir import locked
+
+    with locked(Path(out_dir)):
+        return _run_sweep(exp, Path(out_dir), spec, retry_failed, fresh, hook)
+
+
+def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed: bool, fresh: bool,
+               hook: ProgressHook | None) -> SweepReport:
     t0 = time.perf_counter()
     store = PointStore(Path(out_dir))
-    store.points_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        store.points_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..errors import FileError
+
+        raise FileError.from_os(exc, store.points_dir) from None
     store.clean_temporaries()
     todo, records = plan(exp, store, retry_failed, fresh)
     report = SweepReport(Path(out_dir), len({p.key for p in exp.points}))

@@ -36,14 +36,11 @@ class PointStore:
         return self.root / REQUESTS_DIR / f"{key}.parquet"
 
     def clean_temporaries(self) -> int:
-        """Remove temporaries left by an interrupted sweep; returns how many."""
-        n = 0
-        for folder in (self.points_dir, self.root / REQUESTS_DIR, self.root):
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
-                    n += 1
-        return n
+        """Remove temporaries left by an interrupted sweep (by processes no longer running); returns how many."""
+        from ..outdir import remove_stale_temporaries
+
+        return sum(remove_stale_temporaries(folder)
+                   for folder in (self.points_dir, self.root / REQUESTS_DIR, self.root) if folder.is_dir())
 
     def load(self, key: str) -> dict[str, Any] | None:
         """The stored record of ``key``, or None if absent or unreadable (then it is recomputed)."""

@@ -56,6 +56,30 @@ class Trace:
 
 
 # --- readers -------------------------------------------------------------------------------------------------
+def check_text(path: Path, sniff_bytes: int = 65536) -> None:
+    """A trace is text (CSV or JSON lines; ``.gz`` compressed is fine): a binary or non-UTF-8 file is one
+    ConfigError line, not a parser traceback."""
+    import codecs
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(sniff_bytes)
+    except (OSError, EOFError) as exc:
+        raise ConfigError(str(path), "", f"cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not head.strip():
+        raise ConfigError(str(path), "", "file is empty")
+    if b"\0" in head:
+        raise ConfigError(str(path), "", "is a binary file, expected a trace (CSV or JSON lines)")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        line = head[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), "", f"is not UTF-8 text (byte 0x{head[exc.start]:02x} at line {line}); "
+                          "expected a trace (CSV or JSON lines)") from None
+
+
 def detect_format(path: Path) -> str:
     """Guess the format from the file name and header."""
     name = path.name.lower()
@@ -192,6 +216,9 @@ def _load(path: str, mtime: float, fmt: str, time_col: str | None, in_col: str |
         raise ConfigError(path, "", f"trace has {len(t)} usable requests (need at least 2)")
     if not np.all(np.isfinite(t)):
         raise ConfigError(path, "", "non-finite timestamps")
+    if float(np.max(t) - np.min(t)) <= 0.0:
+        raise ConfigError(path, "", f"all {len(t)} requests have the same timestamp (zero time span): a trace "
+                          "needs arrivals spread over time")
     order = np.argsort(t, kind="stable")
     t0 = float(t[order[0]])
     t = t[order] - t0
@@ -211,6 +238,7 @@ def read_trace(path: Path | str, fmt: str = "auto", time_column: str | None = No
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(p), "", "file not found")
+    check_text(p)
     if fmt == "auto":
         fmt = detect_format(p)
     if fmt == "csv" and not (time_column and input_column and output_column):
