@@ -15,13 +15,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import simpy
 
-<<<<<<< HEAD
 from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
-from .config import Engine, Scenario
-=======
-from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
 from .config import Engine, Scenario, check_tensor_parallel
->>>>>>> main
 from .errors import ConfigError
 from .engine import Node, ReferenceNode
 from .perf import NodeMemory, StepTimeModel, plan_memory
@@ -58,17 +53,13 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
-<<<<<<< HEAD
+    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
     try:  # the stack's engine defaults for unset fields, and its scheduler
         eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
     except ConfigError as exc:
         raise ConfigError(src, exc.field if exc.field.startswith("fleet.engine") else "fleet.stack", exc.problem) from None
     if eng.step_jitter.cv > 0 and eng.step_jitter.seed is None:  # the scenario's seed drives step-time jitter
         eng = eng.model_copy(update={"step_jitter": eng.step_jitter.model_copy(update={"seed": scenario.seed})})
-=======
-    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
-    eng = fleet.engine
->>>>>>> main
     memory = plan_memory(
         gpu,
         model,

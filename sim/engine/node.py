@@ -34,13 +34,9 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
-<<<<<<< HEAD
 from .admission import make_admission
-from .common import NodeSnapshot, admission_problem, make_waiting_queue
-from .jitter import make_jitter
-=======
 from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
->>>>>>> main
+from .jitter import make_jitter
 
 
 class Node:
