@@ -927,7 +927,7 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
     for n, labels in sorted(by_nodes.items()):
         ax.axvline(n, color="C1", ls="--", lw=1)
         ax.annotate(", ".join(labels), (n, 0.5), xycoords=("data", "axes fraction"), rotation=90,
-                    ha="center", va="center", fontsize=8, color="C1", zorder=5,
+                    ha="left", va="center", fontsize=8, color="C1", zorder=5,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     from matplotlib.ticker import MaxNLocator
 
