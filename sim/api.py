@@ -27,11 +27,12 @@ Model (all times in simulated seconds, one SimPy process per API-bound request):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

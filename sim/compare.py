@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,9 @@ from .config import (
 )
 from .errors import ConfigError
 from .stats import replication_seeds
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class _Strict(BaseModel):
@@ -110,8 +113,10 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
         spath = spath if spath.is_absolute() else base_dir / spath
         base = read_yaml(spath)
         base_dir = spath.parent.resolve()
-    else:
+    elif exp.base is not None:
         base = copy.deepcopy(exp.base)
+    else:  # the Experiment model requires one of the two
+        raise ConfigError(str(path), "base", "give a scenario file or a base scenario")
     base = apply_overrides(base, (overrides or []) + ([f"seed={seed}"] if seed is not None else []))
     runs: list[Run] = []
     for i, st in enumerate(exp.strategies):
@@ -470,7 +475,7 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
     return fig
 
 
-def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa: ANN201
+def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]) -> Figure:
     """Arrival rate (same for every run: common random numbers) and each run's spill rate over time."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(12, 5))
@@ -492,7 +497,7 @@ def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa
     return fig
 
 
-def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
+def plot_cost_breakdown(df: pd.DataFrame) -> Figure:
     """Stacked bars: self-hosted GPU cost and hosted-API spend per run, with $/M output tokens on top; runs
     that miss the SLO are hatched and say so (a cheap run that misses it is not a saving)."""
     plt = _plt()
@@ -505,9 +510,9 @@ def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
            edgecolor="white")
     per_col = "usd_per_mtok_output" if "usd_per_mtok_output" in df else "usd_per_mtok"
     unit = "/M out tok" if per_col == "usd_per_mtok_output" else "/M tok"
-    for i, r in df.reset_index(drop=True).iterrows():
+    for i, (_, r) in enumerate(df.iterrows()):
         per = r[per_col]
-        txt = f"\\${r['total_usd']:,.0f}" + (f"\n\\${per:.2f}{unit}" if per is not None and per == per else "")
+        txt = f"\\${r['total_usd']:,.0f}" + (f"\n\\${per:.2f}{unit}" if per is not None and not np.isnan(per) else "")
         txt += "" if meets[i] else "\nmisses SLO"
         ax.annotate(txt, (i, r["total_usd"]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
                     color="black" if meets[i] else "C3")
@@ -562,8 +567,10 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
     for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df, targets, base_slo.attainment_target)),
                      ("spill_timeline", plot_spill_timeline(runs, results)),
                      ("cost_breakdown", plot_cost_breakdown(df))):
-        atomic_write(paths[key], lambda p, fig=fig: fig.savefig(p, format="png", dpi=110, bbox_inches="tight",
-                                                                metadata={"Software": None}))
+        def save(p: Path, fig: Figure = fig) -> None:
+            fig.savefig(p, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+
+        atomic_write(paths[key], save)
         plt.close(fig)
     return paths
 

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
 from .parallel import SummaryPool, map_summaries
 from .stats import mean_ci95, replication_seeds
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: goodput runs of shaped or replayed scenarios are at most this long (constant-rate runs use duration_s)
 GOODPUT_HORIZON_CAP_S = 1800.0
@@ -109,7 +112,7 @@ def traffic_rate_stats(scenario: Scenario) -> dict[str, float]:
     A constant-rate scenario has every P-rate equal to ``rate_rps``. Shaped or replayed traffic uses the
     traffic module's statistics (those ``capsim traffic SCENARIO --json`` prints): the scenario's own
     arrivals (its seed) over its duration, counted in 10-minute windows."""
-    if _is_constant(scenario):
+    if _is_constant(scenario) and scenario.traffic.rate_rps is not None:
         rate = float(scenario.traffic.rate_rps)
         return dict.fromkeys(RATE_KEYS, rate)
     from .traffic.arrivals import rate_curve, traffic_chunks
@@ -652,11 +655,12 @@ class MultiGpuSizing:
     @property
     def cheapest(self) -> GpuSizing | None:
         """The GPU type whose simulated minimum fleet costs least (ties: fewer GPUs, then the order asked)."""
-        ok = [e for e in self.entries if e.meets_slo and e.min_fleet_usd is not None]
+        ok = [(e, e.result) for e in self.entries if e.meets_slo and e.min_fleet_usd is not None
+              and e.result is not None]
         if not ok:
             return None
-        return min(ok, key=lambda e: (round(e.min_fleet_usd or 0.0, 9),
-                                      (e.result.min_nodes or 0) * e.result.scenario.fleet.gpus_per_node))
+        return min(ok, key=lambda er: (round(er[0].min_fleet_usd or 0.0, 9),
+                                       (er[1].min_nodes or 0) * er[1].scenario.fleet.gpus_per_node))[0]
 
     @property
     def primary(self) -> GpuSizing:
@@ -744,9 +748,11 @@ def size_across_gpus(
                 continue
             tag = f"{sc.fleet.gpu}: " if len(names) > 1 else ""
             try:
+                def progress(m: str, tag: str = tag) -> None:
+                    say(tag + m)
+
                 res = size_fleet(sc, n_seeds=n_seeds, rules=rules, max_nodes=max_nodes, rel_tol=rel_tol,
-                                 workers=workers, progress=lambda m, tag=tag: say(tag + m), scheduler=scheduler,
-                                 pool=pool)
+                                 workers=workers, progress=progress, scheduler=scheduler, pool=pool)
             except Infeasible as exc:
                 if len(names) == 1:
                     raise
@@ -793,7 +799,9 @@ def format_report(res: SizingResult) -> str:
         usd = rep.mean("cost.total_usd")
         lines.append(f"  simulated  {res.min_nodes} node(s): {res.confidence()['statement']}")
         per_m = rep.mean("cost.usd_per_mtok_output")
-        lines.append(f"             cost ${usd:,.2f} for the {sc.duration_s:,.0f}-s run (${usd / hours:,.2f}/h, "
+        usd_run = "–" if usd is None else f"${usd:,.2f}"
+        usd_h = "–" if usd is None else f"${usd / hours:,.2f}"
+        lines.append(f"             cost {usd_run} for the {sc.duration_s:,.0f}-s run ({usd_h}/h, "
                      + ("–" if per_m is None else f"${per_m:.3f} per M output tokens")
                      + f"), SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of requests "
                      f"(target {100 * sc.slo.attainment_target:g} %"
@@ -860,7 +868,7 @@ def format_gpu_report(multi: MultiGpuSizing) -> str:
     return "\n\n".join(parts + ["\n".join(lines)])
 
 
-def plot_gpu_costs(rows: list[dict[str, Any]]):  # noqa: ANN201
+def plot_gpu_costs(rows: list[dict[str, Any]]) -> Figure:
     """Bars: cost per hour of each GPU type's simulated minimum fleet (node count and goodput annotated),
     the cheapest highlighted; types with no fleet meeting the SLO are shown as empty slots. ``rows``:
     :meth:`MultiGpuSizing.gpu_rows`."""
@@ -889,7 +897,7 @@ def plot_gpu_costs(rows: list[dict[str, Any]]):  # noqa: ANN201
     return fig
 
 
-def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None, duration_s: float):
+def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None, duration_s: float) -> Figure:
     """Cost (USD per hour) and SLO attainment (% of requests) against node count, every simulated count as a
     marker (filled: all seeds meet the SLO), with the rules' node counts and the simulated minimum marked."""
     import matplotlib

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,14 @@ def _progress(enabled: bool):  # noqa: ANN202
     if not enabled:
         return None, lambda: None
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
@@ -46,7 +53,7 @@ def _progress(enabled: bool):  # noqa: ANN202
 
 
 def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
-    if v is None or v != v:
+    if v is None or math.isnan(v):
         return "–"
     return f"{v * scale:,.{digits}f}{suffix}"
 
@@ -62,7 +69,7 @@ def _print_overview(report, exp, max_rows: int = 60) -> None:  # noqa: ANN001
               "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
               "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}
     rows = []
-    for point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
+    for _point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
         first = grp.iloc[0]
         rows.append({**{c: "–" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},
