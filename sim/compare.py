@@ -37,6 +37,7 @@ from .config import (
     validate_scenario,
 )
 from .errors import ConfigError
+from .metrics_access import metric
 from .stats import replication_seeds
 
 if TYPE_CHECKING:
@@ -235,14 +236,6 @@ def mean_timeline(timelines: list[dict[str, list[float]]]) -> dict[str, list[flo
     return {k: np.mean([t[k] for t in timelines], axis=0).tolist() for k in timelines[0]}
 
 
-def _g(d: dict[str, Any], path: str) -> Any:
-    for p in path.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)  # type: ignore[assignment]
-    return d
-
-
 COLUMNS: list[tuple[str, str]] = [
     ("total_usd", "cost.total_usd"),
     ("usd_per_mtok", "cost.usd_per_mtok_total"),
@@ -282,7 +275,7 @@ HEADLINE: tuple[str, ...] = ("total_usd", "usd_per_mtok", "usd_per_mtok_output",
 def _row_values(summary: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col, path in COLUMNS:
-        v = _g(summary, path)
+        v = metric(summary, path)
         out[col] = 0 if v is None and col.startswith(("api_", "spill_")) else v
     if isinstance(out.get("slo_met"), bool):
         out["slo_met"] = float(out["slo_met"])  # share of seeds meeting the SLO once averaged

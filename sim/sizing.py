@@ -37,6 +37,7 @@ import pandas as pd
 
 from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
+from .metrics_access import metric
 from .parallel import SummaryPool, map_summaries
 from .stats import mean_ci95, replication_seeds
 
@@ -181,15 +182,6 @@ def goodput_horizon_s(scenario: Scenario) -> float:
 
 
 # --- replications ---------------------------------------------------------------------------------------------
-def _get(summary: dict[str, Any], path: str) -> Any:
-    node: Any = summary
-    for p in path.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return None
-        node = node[p]
-    return node
-
-
 @dataclass
 class Replicates:
     """The summaries of one configuration (a rate or a node count) over the seed set."""
@@ -202,17 +194,17 @@ class Replicates:
 
     @property
     def n_met(self) -> int:
-        return sum(bool(_get(s, "slo.met")) for s in self.summaries)
+        return sum(bool(metric(s, "slo.met")) for s in self.summaries)
 
     @property
     def all_met(self) -> bool:
         return self.n_met == self.n
 
     def mean(self, path: str) -> float | None:
-        return mean_ci95([_get(s, path) for s in self.summaries])[0]
+        return mean_ci95([metric(s, path) for s in self.summaries])[0]
 
     def ci(self, path: str) -> tuple[float | None, float | None]:
-        return mean_ci95([_get(s, path) for s in self.summaries])
+        return mean_ci95([metric(s, path) for s in self.summaries])
 
 
 Runner = Callable[[list[Scenario]], list[dict[str, Any]]]
@@ -349,12 +341,12 @@ def check_feasible(scenario: Scenario, peak_rps: float, max_nodes: int) -> dict[
     from .parallel import run_summary
 
     s = run_summary(lone_scenario(scenario))
-    slo, req = s["slo"], s["requests"]
     target = scenario.slo.attainment_target
     f = scenario.fleet
     what = f"{f.model} on {f.gpus_per_node}× {f.gpu}"
-    if not slo["met"]:
-        rejected = req["rejected"] / req["arrived"] if req["arrived"] else 0.0
+    if not metric(s, "slo.met"):
+        arrived = metric(s, "requests.arrived")
+        rejected = metric(s, "requests.rejected") / arrived if arrived else 0.0
         if rejected > 1.0 - target:
             raise Infeasible(scenario.source, "slo", (
                 f"{100 * rejected:.0f} % of requests can never fit one node of {what} (context over "
@@ -362,13 +354,14 @@ def check_feasible(scenario: Scenario, peak_rps: float, max_nodes: int) -> dict[
                 "raise gpus_per_node or max_model_len" + ("" if f.kv_cache in ("fp8", "int8", "fp4", "int4")
                                                             else ", or use FP8 KV")))
         missed = [f"P95 {k.replace('_p95_s', '').upper()} {_fmt_s(c['actual'])} > {_fmt_s(c['target'])}"
-                  for k, c in slo["targets"].items() if not c["met"]]
-        detail = "; ".join(missed) if missed else (f"only {100 * (slo['attainment'] or 0):.1f} % of requests "
+                  for k, c in s["slo"]["targets"].items() if not c["met"]]
+        attainment = metric(s, "slo.attainment") or 0
+        detail = "; ".join(missed) if missed else (f"only {100 * attainment:.1f} % of requests "
                                                    f"meet every target, below {100 * target:g} %")
         raise Infeasible(scenario.source, "slo", (
             f"one node of {what} misses the SLO even serving one request at a time ({detail}): the targets are "
             "below this node's unloaded latency; relax them or use a faster GPU, more GPUs per node or FP8"))
-    cap = s["utilisation"].get("capacity_per_node_requests_per_s")
+    cap = metric(s, "utilisation.capacity_per_node_requests_per_s")
     if cap is None or cap <= 0:
         cap = float("inf")
     need = math.ceil(peak_rps / cap) if math.isfinite(cap) else 1

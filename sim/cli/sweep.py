@@ -11,6 +11,14 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..metrics_access import check_metric_name
+
+#: the overview's columns: summary metric -> (header, scale, decimals, unit); names checked on import
+OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
+    check_metric_name(k): v for k, v in {
+        "latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
+        "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+        "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}.items()}
 
 
 def _progress(enabled: bool):  # noqa: ANN202
@@ -65,9 +73,7 @@ def _print_overview(report, exp, max_rows: int = 60) -> None:  # noqa: ANN001
     agg = report.aggregates
     if agg is None or not len(agg):
         return
-    wanted = {"latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
-              "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
-              "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}
+    wanted = OVERVIEW_METRICS
     rows = []
     for _point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
