@@ -26,7 +26,7 @@ therefore grows with the number of requests (a few events each), not with the nu
 from __future__ import annotations
 
 import heapq
-from typing import Callable
+from collections.abc import Callable
 
 import simpy
 
@@ -34,6 +34,8 @@ from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
 from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
+
+_INF = float("inf")
 
 
 class Node:
@@ -87,6 +89,7 @@ class Node:
         self._jump_b = 0
         self._jump_c0 = 0
         self._jump_line: tuple[float, float] | None = None
+        self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -109,12 +112,33 @@ class Node:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
             self._shorten_jump()
+        if self.work_changed is not None:
+            self.work_changed(self)
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
         if self._mode == "jump":
             return self.work - self._jump_b * self._steps_done_in_jump()
         return self.work
+
+    def work_bound(self) -> tuple[int, float, int, float, int]:
+        """For the least-work index: ``(work, until_s, step_tokens, rate, floor)``. :meth:`outstanding_tokens`
+        is ``work`` now and until ``until_s`` (inf when idle or stepping: nothing changes before ``work_changed``
+        is next called); after that, in a decode run, it is at least ``max(floor, work − step_tokens −
+        rate·(t − until_s))``: decode steps never get shorter within a run (the context only grows), so steps
+        after the one in progress finish at most ``rate / step_tokens`` per second; ``floor`` is the work left
+        at the end of the run."""
+        if self._mode != "jump":
+            return self.work, _INF, 0, 0.0, self.work
+        b, c0, n_run = self._jump_b, self._jump_c0, self._jump_n
+        m = self._steps_done_in_jump()
+        floor = self.work - b * n_run
+        if m >= n_run:
+            return floor, _INF, 0, 0.0, floor
+        run = self.perf.decode_run_s
+        # 1 µs short of the next step's end: float rounding in the engine's own step count stays inside it
+        until = self._t0 + run(b, c0, m + 1) - 1e-6
+        return self.work - b * m, until, b, b / run(b, c0, 1), floor
 
     def snapshot(self) -> NodeSnapshot:
         running = len(self.decoding) + len(self.prefilling)
@@ -150,6 +174,8 @@ class Node:
             self.work -= req.prompt_tokens + req.output_tokens
             if was_head and self._mode == "jump" and self.waiting:
                 self._shorten_jump()  # the next request, now at the head, may be admissible
+            if self.work_changed is not None:
+                self.work_changed(self)
             return True
         if req.status == Status.RUNNING and not req.cancelled and (
                 self.decoding.get(req.rid) is req or req in self.prefilling):
@@ -299,11 +325,15 @@ class Node:
             n = self._max_steps_kv(limit)
             if n >= 1:
                 self._start_jump(n)
+                if self.work_changed is not None:
+                    self.work_changed(self)
                 return
         chunks = self._schedule_step()
         dec_n = len(self.decoding)
         if not chunks and dec_n == 0:
             self._mode = None
+            if self.work_changed is not None:
+                self.work_changed(self)
             return
         tokens = dec_n
         ctx = self.dec_ctx_sum + dec_n
@@ -319,6 +349,8 @@ class Node:
         self._mode = "step"
         self._t0 = self.env.now
         self._set_timer(self._dt, self._end_step)
+        if self.work_changed is not None:
+            self.work_changed(self)
 
     def _pop_newest(self) -> Request:
         if self.prefilling:
