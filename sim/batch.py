@@ -11,7 +11,7 @@ Every ``check_interval_s`` (the smallest over deferrable classes):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import simpy
@@ -67,7 +67,7 @@ class BatchQueue:
         kv = sum(x.kv_used_blocks / n.capacity_blocks for x, n in zip(snaps, up)) / len(up)
         return head.release_per_node * len(up) if kv < head.release_below_kv else 0
 
-    def _run(self):  # noqa: ANN202 - SimPy process
+    def _run(self) -> Generator[simpy.Event, Any, None]:  # a SimPy process
         interval = min(d.check_interval_s for d in self.classes if d is not None)
         while True:
             yield self.env.timeout(interval)

@@ -41,6 +41,9 @@ from .metrics_access import metric
 from .stats import replication_seeds
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -342,7 +345,8 @@ def pareto_mask(latency: np.ndarray, cost: np.ndarray, eligible: np.ndarray | No
 
 
 # --- plots -----------------------------------------------------------------------------------------------
-def _plt():  # noqa: ANN202
+def _plt() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend (imported on first use: keeps CLI start-up fast)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,15 +362,13 @@ def _err_bars(values: np.ndarray, half: pd.Series) -> np.ndarray:
     return np.vstack([lower, h])
 
 
-def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:  # noqa: ANN001
+def place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:
     """Annotate each point with its text at the first of a ring of offsets (growing radius) where the label
     stays inside the axes and overlaps neither an earlier label nor any point (greedy, in display space);
     returns the annotations."""
-    fig = ax.figure
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    ax.figure.canvas.draw()  # lay out once; extents below use the figure's renderer (any backend)
     pts = ax.transData.transform(np.column_stack([xs, ys]))
-    frame = ax.get_window_extent(renderer)  # labels stay inside the axes
+    frame = ax.get_window_extent()  # labels stay inside the axes
     taken: list = []
     out = []
     dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -375,12 +377,12 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize:
             continue
         chosen = None
         for radius in (6, 14, 24, 36, 50, 70):
-            leader = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if radius > 14 else {}
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6} if radius > 14 else None
             for dx, dy in dirs:
                 ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx * radius, dy * radius),
                                   fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center", **leader)
-                bb = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center", arrowprops=leader)
+                bb = ann.get_window_extent().expanded(1.05, 1.15)
                 inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0 and bb.y1 <= frame.y1)
                 if inside and not (any(bb.overlaps(t) for t in taken) or any(bb.contains(qx, qy) for qx, qy in pts)):
                     chosen = ann
@@ -391,7 +393,7 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize:
         if chosen is None:  # very crowded: far out, with a leader line
             chosen = ax.annotate(text, (x, y), textcoords="offset points", xytext=(60, 60), fontsize=fontsize,
                                  arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
-        taken.append(chosen.get_window_extent(renderer).expanded(1.05, 1.15))
+        taken.append(chosen.get_window_extent().expanded(1.05, 1.15))
         out.append(chosen)
     return out
 

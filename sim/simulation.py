@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
@@ -269,7 +269,7 @@ def simulate(
 
     clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"))
 
-    def arrival_process():  # noqa: ANN202 - SimPy process
+    def arrival_process() -> Generator[simpy.Event, Any, None]:
         rid = 0
         for chunk in chunks:
             for t, k, p, o, c in zip(
@@ -298,7 +298,7 @@ def simulate(
 
     flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
 
-    def sampler():  # noqa: ANN202 - SimPy process
+    def sampler() -> Generator[simpy.Event, Any, None]:
         last_done = 0
         while True:
             yield env.timeout(series.interval_s)

@@ -21,7 +21,7 @@ time, so its TTFT and E2E include the time it queued on the fleet and the API's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -397,7 +397,7 @@ class SpillDispatcher:
         req.via_api = False
         self.fleet.dispatch(req)
 
-    def _late_spill(self, after_s: float, every_s: float):  # noqa: ANN202 - SimPy process
+    def _late_spill(self, after_s: float, every_s: float) -> Generator[simpy.Event, Any, None]:  # a SimPy process
         env = self.env
         while True:
             yield env.timeout(every_s)
