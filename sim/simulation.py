@@ -18,7 +18,7 @@ import simpy
 
 from .autoscale import autoscaler_process
 from .batch import BatchQueue
-from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
+from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from .clients import Clients
 from .config import Engine, Scenario, check_tensor_parallel
 from .engine import Node, ReferenceNode
@@ -40,7 +40,7 @@ class NodeModel:
     memory: NodeMemory
     perf: StepTimeModel
     max_model_len: int
-    engine: Engine  # the scenario's engine limits, with reserve_kv resolved from the software stack
+    engine: Engine  # the scenario's engine limits completed by the software stack's defaults and scheduler
 
 
 def work_coefficients(nm: NodeModel) -> tuple[float, float, float, float]:
@@ -55,7 +55,13 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
     check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
-    eng = fleet.engine
+    try:  # the stack's engine defaults for unset fields, and its scheduler
+        eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
+    except ConfigError as exc:
+        where = exc.field if exc.field.startswith("fleet.engine") else "fleet.stack"
+        raise ConfigError(src, where, exc.problem) from None
+    if eng.step_jitter.cv > 0 and eng.step_jitter.seed is None:  # the scenario's seed drives step-time jitter
+        eng = eng.model_copy(update={"step_jitter": eng.step_jitter.model_copy(update={"seed": scenario.seed})})
     memory = plan_memory(
         gpu,
         model,
@@ -75,8 +81,6 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
-    if eng.reserve_kv is None:
-        eng = eng.model_copy(update={"reserve_kv": stack_reserves_kv(gpu, fleet.stack)})
     return NodeModel(gpu, model, memory, perf, max_len, eng)
 
 
