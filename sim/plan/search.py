@@ -14,14 +14,12 @@
 4. Price each minimum fleet every way (:mod:`sim.plan.pricing`) from the same simulations.
 
 Every simulated point is cached on disk under ``cache_dir`` (one JSON per scenario, keyed by a hash of the
-resolved scenario and the capsim version), so a rerun, or a narrower plan, reuses what was simulated; runs that
-are not cached go to the process pool of :mod:`sim.parallel`.
+resolved scenario, its profiles and the capsim version and code), so a rerun, or a narrower plan, reuses what
+was simulated; runs that are not cached go to the process pool of :mod:`sim.parallel`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -45,16 +43,19 @@ Progress = Callable[[str], None]
 
 # --- cached runs ------------------------------------------------------------------------------------------
 def scenario_key(scenario: Scenario) -> str:
-    """Hash of everything that determines a run: the resolved scenario, its data folder and capsim's version."""
+    """Hash of everything that determines a run: the resolved scenario, its data folder, the GPU, model and
+    stack profiles it resolves to, and capsim's version and code (:mod:`sim.fingerprint`), so a cached point is
+    never reused after a profile or the simulator changed."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from ..fingerprint import result_key
 
     try:
         v = version("capsim")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         v = "dev"
-    blob = json.dumps({"scenario": scenario.model_dump(mode="json", exclude={"plan"}),
-                       "base": str(scenario.base_dir), "capsim": v}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return result_key(scenario.model_dump(mode="json", exclude={"plan"}), scenario, 24,
+                      base=str(scenario.base_dir), capsim=v)
 
 
 @dataclass
