@@ -30,6 +30,7 @@ from typing import Any
 from ..catalog import get_gpu
 from ..config import Scenario
 from ..errors import ConfigError
+from ..metrics_access import metric
 from ..parallel import map_summaries
 from ..sizing import GoodputResult, SizingResult, derive, size_fleet, traffic_rate_stats
 from .bounds import MixSample, sample_mix
@@ -201,12 +202,13 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     rate = UNLOADED_LOAD * c.bounds.capacity_rps
     base = goodput_scenario(scenario, rate, UNLOADED_REQUESTS / rate)
     summaries = runner([derive(base, {"seed": s}) for s in seeds])
-    if all(bool(s["slo"]["met"]) for s in summaries):
+    if all(bool(metric(s, "slo.met")) for s in summaries):
         return None
-    worst = max(summaries, key=lambda s: s["latency"]["ttft_s"]["p95"] or 0.0)
-    lat = worst["latency"]
+    worst = max(summaries, key=lambda s: metric(s, "latency.ttft_s.p95") or 0.0)
+    ttft_s = metric(worst, "latency.ttft_s.p95") or 0.0
+    tpot_s = metric(worst, "latency.tpot_s.p95") or 0.0
     return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
-            f"{1000 * (lat['ttft_s']['p95'] or 0):,.0f} ms, TPOT {1000 * (lat['tpot_s']['p95'] or 0):,.1f} ms)")
+            f"{1000 * ttft_s:,.0f} ms, TPOT {1000 * tpot_s:,.1f} ms)")
 
 
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
