@@ -31,37 +31,14 @@ START = Calibration(mfu=0.3, mbu=0.4, overhead_s=0.02, overhead_s_per_token=0.0,
 def _synthetic_step_points() -> list[CalPoint]:
     pts = []
     for gpu, tp in (("H100-SXM", 1), ("H100-SXM", 4), ("A100-SXM-80GB", 2)):
+        common = {"gpu": gpu, "gpus": tp, "model": "Llama-3.1-70B" if tp > 1 else "Llama-3.1-8B",
+                  "weights": "bf16", "kv": "bf16", "measured": 1.0}
         for n in (256, 2048, 8192):
-            pts.append(
-                CalPoint(
-                    id=f"{gpu}-{tp}-p{n}",
-                    gpu=gpu,
-                    gpus=tp,
-                    model="Llama-3.1-70B" if tp > 1 else "Llama-3.1-8B",
-                    weights="bf16",
-                    kv="bf16",
-                    mode="prefill_step",
-                    metric="ttft_p50",
-                    measured=1.0,
-                    input_mean=n,
-                )
-            )
+            pts.append(CalPoint(id=f"{gpu}-{tp}-p{n}", mode="prefill_step", metric="ttft_p50", input_mean=n,
+                                **common))
         for b in (1, 32, 256):
-            pts.append(
-                CalPoint(
-                    id=f"{gpu}-{tp}-d{b}",
-                    gpu=gpu,
-                    gpus=tp,
-                    model="Llama-3.1-70B" if tp > 1 else "Llama-3.1-8B",
-                    weights="bf16",
-                    kv="bf16",
-                    mode="decode_step",
-                    metric="tpot_p50",
-                    measured=1.0,
-                    batch=b,
-                    context=1000,
-                )
-            )
+            pts.append(CalPoint(id=f"{gpu}-{tp}-d{b}", mode="decode_step", metric="tpot_p50", batch=b,
+                                context=1000, **common))
     pred = Predictor(pts)
     return [replace(p, measured=pred.predict(p, TRUE)) for p in pts]
 
