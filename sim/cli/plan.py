@@ -136,7 +136,7 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
     n_viable = len(space.viable)
     if dry_run:
         click.echo(f"{sc.name}: {len(space.candidates)} candidates, {n_viable} after the hardware and lone-latency "
-                   f"checks (sized in order of a cost bound that usually skips most); at most {est.line()}")
+                   f"checks; {est.line()} (an upper bound: the cost bound usually skips most candidates)")
         return
     est.check(force)
     cache = None if (no_cache or no_report) else (cache_dir or out_dir.parent / f"{out_dir.name}.cache")
