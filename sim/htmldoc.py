@@ -50,7 +50,7 @@ def table(df: pd.DataFrame, formatters: Mapping[str, Callable[[Any], str]] | Non
     if df.empty:
         return "<p>none</p>"
     fmt = {k: v for k, v in (formatters or {}).items() if k in df.columns}
-    out = df.to_html(index=False, border=0, classes=classes, na_rep="–", formatters=fmt,  # type: ignore[arg-type]
+    out = df.to_html(index=False, border=0, classes=classes, na_rep="–", formatters=fmt,
                      float_format=lambda v: f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}")
     for k, v in (heads or {}).items():
         out = out.replace(f"<th>{esc(k)}</th>", f"<th>{esc(v)}</th>")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -128,9 +129,10 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
                         ("--workers", workers)):
         if value is not None and value < 1:
             raise ConfigError(name, "", f"must be at least 1 (got {value})")
-    options = {"gpus": list(gpus) or None, "gpus_per_node": list(tps) or None, "precisions": list(precisions) or None,
-               "max_num_seqs": list(max_num_seqs) or None, "pricing": list(pricing) or None, "seeds": seeds,
-               "max_nodes": max_nodes, "top_n": top_n, "explore": explore}
+    options: dict[str, Any] = {
+        "gpus": list(gpus) or None, "gpus_per_node": list(tps) or None, "precisions": list(precisions) or None,
+        "max_num_seqs": list(max_num_seqs) or None, "pricing": list(pricing) or None, "seeds": seeds,
+        "max_nodes": max_nodes, "top_n": top_n, "explore": explore}
     space = candidate_space(sc, **options)
     est = estimate_plan(sc, space, workers or default_workers())
     n_viable = len(space.viable)

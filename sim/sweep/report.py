@@ -33,11 +33,12 @@ def plot_overview(overview: pd.DataFrame, axes: list[str], slo_ttft_s: float | N
     ax.scatter(x[~ok], y[~ok], color="C3", marker="x", s=45, label="misses the SLO (in some seed)", zorder=3)
     if len(overview) <= 30:  # labels of points at the same place are stacked, not overlapped
         stacked: dict[tuple[float, float], int] = {}
-        for i, row in overview.iterrows():
-            at = (round(float(x[i]), -1), round(float(y[i]), 3))
+        for i, row in zip(range(len(overview)), (r for _, r in overview.iterrows())):
+            xi, yi = float(x.iloc[i]), float(y.iloc[i])
+            at = (round(xi, -1), round(yi, 3))
             k = stacked.get(at, 0)
             stacked[at] = k + 1
-            ax.annotate(_label(row, axes), (x[i], y[i]), textcoords="offset points", xytext=(6, 4 + 10 * k),
+            ax.annotate(_label(row, axes), (xi, yi), textcoords="offset points", xytext=(6, 4 + 10 * k),
                         fontsize=7)
     if slo_ttft_s is not None:
         ax.axvline(1000 * slo_ttft_s, color="C3", ls="--", lw=1.1, label=f"SLO: P95 TTFT ≤ {1000 * slo_ttft_s:g} ms")
