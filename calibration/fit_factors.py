@@ -23,7 +23,6 @@ Steps (each prints what it found):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -36,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sim import validation  # noqa: E402
 from sim.calibration import CalPoint, fit_calibration, format_table  # noqa: E402
 from sim.catalog import Calibration  # noqa: E402
 
@@ -57,74 +57,36 @@ def fit_allreduce(path: Path = DATA / "network__h100_dgx__all_reduce.csv") -> tu
     return latency_s, 1.0 / inv_bw / 1e9, g
 
 
-def published_points(path: Path = DATA / "published_points.csv") -> list[CalPoint]:
-    out = []
-    for row in csv.DictReader(path.read_text().splitlines()):
-        def f(k: str) -> float | None:
-            v = row[k].strip()
-            return float(v) if v else None
-
-        def i(k: str) -> int | None:
-            v = f(k)
-            return int(v) if v is not None else None
-
-        out.append(
-            CalPoint(
-                id=row["id"], source=row["source"], stack=row["stack"], fit=row["fit"] == "1", gpu=row["gpu"],
-                gpus=int(row["gpus"]), replicas=int(row["replicas"]), model=row["model"], weights=row["weights"],
-                kv=row["kv"], mode=row["mode"], input_mean=f("input_mean") or 0.0, input_sigma=f("input_sigma") or 0.0,
-                input_max=i("input_max"), output_mean=f("output_mean") or 1.0, output_sigma=f("output_sigma") or 0.0,
-                output_max=i("output_max"), total_max=i("total_max"), requests=i("requests") or 1000,
-                rate_rps=f("rate_rps"), max_num_seqs=i("max_num_seqs") or 256,
-                max_num_batched_tokens=i("max_num_batched_tokens") or 8192,
-                reserve_kv=None if not row["reserve_kv"].strip() else row["reserve_kv"].strip() == "1",
-                metric=row["metric"], measured=float(row["measured"]), note=row["note"],
-            )
-        )
-    return out
+def published_points() -> list[CalPoint]:
+    """The rows of ``published_points.csv`` (loader in :mod:`sim.validation`)."""
+    return validation.published_points(DATA / "published_points.csv")
 
 
-def splitwise_points(path: Path = DATA / "splitwise_sim_perf_model_dgx_a100_h100.csv") -> list[CalPoint]:
-    """Medians of Splitwise's Llama-2-70B prompt times (batch 1; 512/2048/8192 tokens) and token times
-    (prompt 512; batch 1/16/64), A100 and H100 at TP2/4/8, FP16. TP2 batch-64 rows are excluded (inconsistent,
-    see measurements.md §3.1); the ``h100-80gb-pcap`` rows are derived, not measured, and are not used."""
-    df = pd.read_csv(path)
-    df = df[(df.model == "llama2-70b") & df.hardware.isin(["a100-80gb", "h100-80gb"])]
-    gpu = {"a100-80gb": "A100-SXM-80GB", "h100-80gb": "H100-SXM"}
-    src = "Splitwise perf_model.csv @8f99e7dc (MIT)"
-    pts: list[CalPoint] = []
-    for (hw, tp), d in df.groupby(["hardware", "tensor_parallel"]):
-        for prompt in (512, 2048, 8192):
-            t = d[(d.prompt_size == prompt) & (d.batch_size == 1)].prompt_time.median() / 1e3
-            pts.append(CalPoint(
-                id=f"splitwise-{hw}-tp{tp}-prompt{prompt}", source=src, stack="nvidia-splitwise", gpu=gpu[hw],
-                gpus=int(tp), model="Llama-2-70B", weights="fp16", kv="fp16", mode="prefill_step", metric="ttft_p50",
-                input_mean=prompt, measured=float(t), note="one prefill step, batch 1"))
-        for batch in (1, 16, 64):
-            if tp == 2 and batch == 64:
-                continue
-            sub = d[(d.prompt_size == 512) & (d.batch_size == batch)]
-            ctx = 512 + int(sub.token_size.median() // 2)
-            pts.append(CalPoint(
-                id=f"splitwise-{hw}-tp{tp}-decode-b{batch}", source=src, stack="nvidia-splitwise", gpu=gpu[hw],
-                gpus=int(tp), model="Llama-2-70B", weights="fp16", kv="fp16", mode="decode_step", metric="tpot_p50",
-                batch=batch, context=ctx, measured=float(sub.token_time.median() / 1e3),
-                note=f"decode step, prompt 512, mean context {ctx}"))
-    return pts
+def splitwise_points() -> list[CalPoint]:
+    """Splitwise's Llama-2-70B prompt and token times (loader in :mod:`sim.validation`)."""
+    return validation.splitwise_points(DATA / "splitwise_sim_perf_model_dgx_a100_h100.csv")
 
 
-STACK_FITS = {
-    "nvidia-trtllm": ("mfu", "mbu", "overhead_s"),
-    "nvidia-vllm": ("mfu", "mbu", "overhead_s", "overhead_s_per_token"),
-    "nvidia-splitwise": ("mfu", "mbu", "overhead_s", "allreduce_efficiency"),
-}
+STACK_FITS = validation.STACK_FITS
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the stack YAMLs and calibration/validation.json")
     ap.add_argument("--max-evaluations", type=int, default=60)
+    ap.add_argument("--rewrite-only", action="store_true",
+                    help="no fit: rewrite the stack YAMLs from calibration/validation.json (after editing schedulers, "
+                         "engine defaults or CUDA-graph sizes here)")
     args = ap.parse_args(argv)
+    if args.rewrite_only:
+        results = json.loads((ROOT / "calibration" / "validation.json").read_text())
+        fitted = {k: Calibration(**v["calibration"]) for k, v in results.items()}
+        cal = fitted["nvidia-vllm"]
+        fitted.update({"amd-vllm": cal, "nvidia-sglang": cal})
+        lat = cal.allreduce_latency_s
+        _write_stacks(fitted, results, lat, cal.allreduce_efficiency * NVLINK4_GB_S)
+        print("rewrote hardware_profiles/stacks/*.yaml")
+        return 0
 
     lat, busbw, _ = fit_allreduce()
     eff = min(1.0, busbw / NVLINK4_GB_S)
@@ -132,14 +94,15 @@ def main(argv: list[str] | None = None) -> int:
           f"-> allreduce_efficiency {eff:.3f} of {NVLINK4_GB_S:.0f} GB/s")
 
     points = published_points() + splitwise_points()
+    split = validation.default_split(points)  # H100/A100 points only; every other GPU is held out, never fitted
     start = Calibration(mfu=0.6, mbu=0.75, overhead_s=0.004, overhead_s_per_token=1e-6,
                         allreduce_latency_s=lat, allreduce_efficiency=eff)
     fitted: dict[str, Calibration] = {}
     results = {}
     for stack, params in STACK_FITS.items():
-        pts = [p for p in points if p.stack == stack]
+        pts = [p for p in points if validation.factor_stack(p.stack) == stack]
         t0 = time.perf_counter()
-        res = fit_calibration(pts, start, params, max_evaluations=args.max_evaluations)
+        res = fit_calibration(pts, start, params, max_evaluations=args.max_evaluations, split=split)
         fitted[stack] = res.calibration
         m = res.mape()
         print(f"\n== {stack}: {len(pts)} points, {res.evaluations} evaluations, {time.perf_counter() - t0:.0f} s")
@@ -149,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         results[stack] = {"params": list(params), "calibration": res.calibration.model_dump(), "mape": m,
                           "mape_all_points": res.mape(fitted_only=False), "rows": res.rows_after}
     fitted["amd-vllm"] = fitted["nvidia-vllm"]
+    fitted["nvidia-sglang"] = fitted["nvidia-vllm"]  # fitted together (SGLang and vLLM points)
 
     if args.write:
         _write_stacks(fitted, results, lat, busbw)
@@ -162,10 +126,15 @@ _DESCRIPTIONS = {
     "nvidia-trtllm": ("TensorRT-LLM (trtllm-bench, MLPerf submissions) on NVIDIA GPUs.", ["trtllm", "tensorrt-llm"],
                       "TensorRT-LLM perf-overview tables (H100, Llama-3.1-8B/3.3-70B/3.1-405B FP8) and MLPerf v4.1 "
                       "Offline llama2-70b on 8x H100-SXM"),
-    "nvidia-vllm": ("vLLM / SGLang on NVIDIA GPUs (CUDA graphs, FlashAttention/FlashInfer, cuBLAS GEMMs).",
-                    ["vllm", "sglang", "nvidia"],
+    "nvidia-vllm": ("vLLM (v1 scheduler: token budget, running first, recompute preemption of the newest) on NVIDIA "
+                    "GPUs (CUDA graphs, FlashAttention/FlashInfer, cuBLAS GEMMs).",
+                    ["vllm", "nvidia"],
                     "SGLang v0.3.0 / vLLM v0.6.0 ShareGPT runs (A100 8B, H100 TP4 70B) and MLPerf v5.1 vLLM "
-                    "Llama-3.1-8B on 1x H100"),
+                    "Llama-3.1-8B on 1x H100 (fitted together with nvidia-sglang)"),
+    "nvidia-sglang": ("SGLang on NVIDIA GPUs: its own scheduler (new-token-ratio admission that reserves future decode "
+                      "tokens and decays, retraction on OOM) and defaults (chunked prefill 8192, mem_fraction_static "
+                      "0.88); kernel factors shared with nvidia-vllm (fitted together).", ["sglang"],
+                      "SGLang v0.3.0 ShareGPT runs together with the nvidia-vllm points"),
     "nvidia-splitwise": ("The runtime behind Splitwise's profiles (Llama-2-70B FP16, DGX-A100/H100); an older, "
                          "host-bound stack kept to check A100-vs-H100 scaling.", ["splitwise"],
                          "Splitwise perf_model.csv prompt and token times"),
@@ -175,16 +144,63 @@ _DESCRIPTIONS = {
 }
 
 
+# CUDA-graph batch sizes each stack pads a step's tokens up to (StackSpec.cuda_graph_sizes)
+VLLM_GRAPH_SIZES = [1, 2, 4] + [8 * i for i in range(1, 33)]  # vLLM 0.6 worker/model_runner.py _BATCH_SIZES_TO_CAPTURE
+TRTLLM_GRAPH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192]  # perf-overview llm_options.yml
+SGLANG_GRAPH_SIZES = [1, 2, 4, 8] + list(range(16, 257, 8))  # SGLang capture list up to cuda_graph_max_bs 256
+GRAPH_SIZES = {"nvidia-trtllm": TRTLLM_GRAPH_SIZES, "nvidia-vllm": VLLM_GRAPH_SIZES, "nvidia-splitwise": [],
+               "amd-vllm": VLLM_GRAPH_SIZES, "nvidia-sglang": SGLANG_GRAPH_SIZES}
+# the engines' own defaults (fleet.engine fields a scenario leaves unset)
+ENGINE_DEFAULTS = {
+    "nvidia-trtllm": {"max_num_seqs": 2048, "max_num_batched_tokens": 8192},
+    "nvidia-vllm": {"max_num_seqs": 256, "max_num_batched_tokens": 8192},
+    "amd-vllm": {"max_num_seqs": 256, "max_num_batched_tokens": 8192},
+    "nvidia-sglang": {"max_num_seqs": 1024, "max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.88},
+    "nvidia-splitwise": {},
+}
+ENGINE_SOURCES = {
+    "nvidia-trtllm": "engine_defaults: TensorRT-LLM LLM API / BuildConfig defaults max_batch_size 2048, max_num_tokens "
+                     "8192; capacity scheduler GUARANTEED_NO_EVICT (MAX_UTILIZATION = scheduler: preempt)",
+    "nvidia-vllm": "engine_defaults: vLLM max_num_seqs 256, max_num_batched_tokens 8192 (capsim's long-standing "
+                   "defaults; vLLM v1 picks 256-1024 / 2048-16384 by usage context and GPU)",
+    "amd-vllm": "engine_defaults: as nvidia-vllm",
+    "nvidia-sglang": "engine_defaults: sglang server_args.py (chunked_prefill_size 8192 for 35-160 GB GPUs, "
+                     "mem_fraction_static 0.88 at TP1); max_running_requests is sized from the KV pool by SGLang, "
+                     "1024 here; new-token ratio 0.7 -> 0.098 over 600 steps (global_config)",
+    "nvidia-splitwise": "engine_defaults: none",
+}
+GRAPH_SOURCES = {
+    "nvidia-trtllm": "cuda_graph_sizes: TensorRT-LLM perf-overview @00f37686 llm_options.yml (cuda_graph_config "
+                     "enable_padding, batch_sizes 1..8192), the configuration of the trtllm-bench tables",
+    "nvidia-vllm": "cuda_graph_sizes: vLLM v0.6 vllm/worker/model_runner.py _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + "
+                   "[8 * i for i in range(1, 33)]",
+    "amd-vllm": "cuda_graph_sizes: vLLM's (HIP graphs, same capture list)",
+    "nvidia-sglang": "cuda_graph_sizes: SGLang capture list 1, 2, 4, 8, 16, 24, ... up to cuda_graph_max_bs 256 "
+                     "(server_args.py, H100/A100 at TP < 4)",
+    "nvidia-splitwise": "cuda_graph_sizes: none (the runtime is not recorded)",
+}
+
 # how each stack admits requests (StackSpec.scheduler); points with an empty reserve_kv cell follow it
 SCHEDULERS = {"nvidia-trtllm": "reserve_kv", "nvidia-vllm": "preempt", "nvidia-splitwise": "preempt",
-              "amd-vllm": "preempt"}
+              "amd-vllm": "preempt", "nvidia-sglang": "sglang"}
+
+
+class _Flow(list):
+    """A list written on one line (``[1, 2, 4, …]``) in the stack YAMLs."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
 def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, busbw: float) -> None:
     folder = ROOT / "hardware_profiles" / "stacks"
     for name, cal in fitted.items():
         desc, aliases, fitted_to = _DESCRIPTIONS[name]
-        mape = results.get(name, results["nvidia-vllm"])["mape"]
+        mape = results.get(validation.factor_stack(name), results["nvidia-vllm"])["mape"]
         header = (
             f"# Software stack '{name}'. Written by calibration/fit_factors.py --write; do not edit by hand.\n"
             f"# All-reduce latency/efficiency from Vidur's NCCL timings on DGX H100 ({lat * 1e6:.1f} us, "
@@ -198,10 +214,13 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "description": desc,
             "scheduler": SCHEDULERS[name],
             "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items()},
+            "engine_defaults": ENGINE_DEFAULTS[name],
+            "cuda_graph_sizes": _Flow(GRAPH_SIZES[name]),
             "fitted_to": [fitted_to],
-            "sources": ["calibration/fit_factors.py", "calibration/data/README.md"],
+            "sources": ["calibration/fit_factors.py", "calibration/data/README.md", GRAPH_SOURCES[name],
+                        ENGINE_SOURCES[name]],
         }
-        (folder / f"{name}.yaml").write_text(header + yaml.safe_dump(body, sort_keys=False, width=120))
+        (folder / f"{name}.yaml").write_text(header + yaml.dump(body, Dumper=_Dumper, sort_keys=False, width=120))
 
 
 if __name__ == "__main__":

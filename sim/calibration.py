@@ -16,9 +16,9 @@ import csv
 import json
 import math
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -99,7 +99,7 @@ class CalPoint:
 
 def _lengths(mean: float, sigma: float, n: int, rng: np.random.Generator, hi: int | None) -> np.ndarray:
     if sigma <= 0:
-        return np.full(n, max(1, int(round(mean))), dtype=np.int64)
+        return np.full(n, max(1, round(mean)), dtype=np.int64)
     mu = math.log(mean) - sigma**2 / 2
     x = np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64)
     return np.clip(x, 4, hi if hi else np.iinfo(np.int64).max)
@@ -146,17 +146,18 @@ class Predictor:
     def predict(self, p: CalPoint, cal: Calibration) -> float:
         gpu, model = self._specs[p.id]
         if p.mode == "prefill_step":
-            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal)
+            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal, stack=p.stack)
             n = int(p.input_mean)
             return perf.step_s(n, attention_pairs(n, n), n)
         if p.mode == "decode_step":
-            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal)
+            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal, stack=p.stack)
             return perf.decode_step_s(p.batch, p.context)
         inp, out = self.lengths(p)
         seqs = p.max_num_seqs
         engine = Engine(max_num_seqs=seqs, max_num_batched_tokens=max(p.max_num_batched_tokens, seqs),
                         reserve_kv=self.reserve_kv(p))
-        setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, source=p.id)
+        setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, stack=p.stack,
+                                source=p.id)
         r = max(1, p.replicas)
         share = slice(0, max(1, len(inp) // r))
         if p.mode == "offline":
@@ -187,13 +188,33 @@ class FitResult:
     rows_after: list[dict]
     cost: float
     evaluations: int
+    at_bound: tuple[str, ...] = ()
+
+    def bound_warnings(self) -> list[str]:
+        """One line per fitted factor that ended on its bound (the data wanted it further: the model lacks a term,
+        or the measurements disagree)."""
+        out = []
+        for n in self.at_bound:
+            lo, hi = _BOUNDS[n]
+            v = getattr(self.calibration, n)
+            side = "lower" if abs(math.log(v / lo)) < abs(math.log(v / hi)) else "upper"
+            out.append(f"warning: {n} = {v:.4g} hit its {side} bound ({lo:g}..{hi:g}); the fit wanted it beyond, "
+                       "so the model cannot follow these measurements with this factor alone")
+        return out
 
     def mape(self, after: bool = True, fitted_only: bool = True) -> dict[str, float]:
         return mape_by_family(self.rows_after if after else self.rows_before, fitted_only)
 
 
-def evaluate(points: Sequence[CalPoint], cal: Calibration | dict[str, Calibration], predictor: Predictor | None = None) -> list[dict]:
-    """Rows of (point, predicted, measured, error %) under ``cal`` (one calibration, or one per stack name)."""
+def evaluate(
+    points: Sequence[CalPoint],
+    cal: Calibration | dict[str, Calibration],
+    predictor: Predictor | None = None,
+    split: Split | None = None,
+) -> list[dict]:
+    """Rows of (point, predicted, measured, error %) under ``cal`` (one calibration, or one per stack name).
+
+    ``fit`` in a row says whether the point was fitted: in ``split.fit`` when a split is given, else its flag."""
     pred = predictor or Predictor(points)
     rows = []
     for p in points:
@@ -204,7 +225,7 @@ def evaluate(points: Sequence[CalPoint], cal: Calibration | dict[str, Calibratio
             {
                 "id": p.id,
                 "stack": p.stack,
-                "fit": p.fit,
+                "fit": (p.id in split.fit) if split is not None else p.fit,
                 "gpu": p.gpu,
                 "gpus": p.gpus,
                 "model": p.model,
@@ -232,13 +253,46 @@ def mape_by_family(rows: Iterable[dict], fitted_only: bool = True) -> dict[str, 
     return {k: float(np.mean(v)) for k, v in groups.items()}
 
 
+@dataclass(frozen=True)
+class Split:
+    """Which points a fit may use (``fit``) and which it must never see (``held_out``), by point id.
+
+    The two sets are disjoint by construction (``ValueError`` otherwise); :func:`fit_calibration` fits only to
+    ``fit`` ids and asserts that none of the points it fitted is held out, so a validation table can report a
+    held-out error knowing the factors never saw that point.
+    """
+
+    fit: frozenset[str]
+    held_out: frozenset[str] = frozenset()
+    name: str = "fit flags"
+
+    def __post_init__(self) -> None:
+        both = self.fit & self.held_out
+        if both:
+            raise ValueError(f"split '{self.name}': point(s) both fitted and held out: {sorted(both)[:5]}")
+
+    @classmethod
+    def from_flags(cls, points: Iterable[CalPoint]) -> Split:
+        """The points' own ``fit`` flags: flagged points are fitted, the others held out."""
+        pts = list(points)
+        return cls(frozenset(p.id for p in pts if p.fit), frozenset(p.id for p in pts if not p.fit))
+
+    def role(self, point_id: str) -> str:
+        """``fitted``, ``held-out`` or ``unused`` (in neither set)."""
+        if point_id in self.fit:
+            return "fitted"
+        return "held-out" if point_id in self.held_out else "unused"
+
+
 def fit_calibration(
     points: Sequence[CalPoint],
     start: Calibration,
     params: Sequence[str] = ("mfu", "mbu", "overhead_s"),
     max_evaluations: int = 200,
+    split: Split | None = None,
 ) -> FitResult:
-    """Least-squares fit of ``params`` (log space, bounded) to the points marked ``fit``; others are only reported.
+    """Least-squares fit of ``params`` (log space, bounded) to the points of ``split.fit`` (default: the points
+    marked ``fit``); the others are only reported. A point in ``split.held_out`` is never fitted.
 
     Residual of a point: ``ln(predicted / measured)`` (scale-free, so TTFT in seconds and throughput in tokens/s
     weigh alike). Finite differences use a 3 % step because simulated metrics are piecewise smooth.
@@ -246,7 +300,10 @@ def fit_calibration(
     unknown = [p for p in params if p not in FITTABLE]
     if unknown:
         raise ConfigError("calibrate", "--fit", f"unknown factor(s) {unknown} (fittable: {', '.join(FITTABLE)})")
-    fitted = [p for p in points if p.fit]
+    split = split if split is not None else Split.from_flags(points)
+    fitted = [p for p in points if p.id in split.fit]
+    leaked = {p.id for p in fitted} & split.held_out
+    assert not leaked, f"held-out points would be fitted: {sorted(leaked)}"
     if not fitted:
         raise ConfigError("calibrate", "measurements", "no measurement to fit")
     pred = Predictor(points)
@@ -268,11 +325,14 @@ def fit_calibration(
             out.append(math.log(v / p.measured) if v > 0 and math.isfinite(v) else 5.0)
         return np.asarray(out)
 
-    rows_before = evaluate(points, start, pred)
+    rows_before = evaluate(points, start, pred, split)
     sol = least_squares(residuals, x0, bounds=(lo, hi), diff_step=0.03, max_nfev=max_evaluations, method="trf")
     best = cal_of(sol.x)
-    rows_after = evaluate(points, best, pred)
-    return FitResult(best, start, tuple(names), rows_before, rows_after, float(sol.cost), evals[0])
+    rows_after = evaluate(points, best, pred, split)
+    at_bound = [
+        n for n, v, a, b in zip(names, sol.x, lo, hi) if abs(v - a) < 1e-3 or abs(v - b) < 1e-3
+    ]
+    return FitResult(best, start, tuple(names), rows_before, rows_after, float(sol.cost), evals[0], tuple(at_bound))
 
 
 # -- reading a user's measurements --------------------------------------------------------------------------
@@ -336,13 +396,13 @@ def read_vllm_bench_json(
         mode = "offline"
     else:
         mode = "poisson"
-    base = dict(
-        gpu=gpu, gpus=gpus, model=model_name, weights=weights, kv=kv, mode=mode, source=src,
-        input_mean=in_mean, input_sigma=sigma("input_lens"), output_mean=out_mean, output_sigma=sigma("output_lens"),
-        requests=min(n, max_requests), rate_rps=None if math.isinf(rate_f) else rate_f,
-        concurrency=int(conc) if conc else None, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-    )
+    base = {
+        "gpu": gpu, "gpus": gpus, "model": model_name, "weights": weights, "kv": kv, "mode": mode, "source": src,
+        "input_mean": in_mean, "input_sigma": sigma("input_lens"), "output_mean": out_mean, "output_sigma": sigma("output_lens"),
+        "requests": min(n, max_requests), "rate_rps": None if math.isinf(rate_f) else rate_f,
+        "concurrency": int(conc) if conc else None, "max_num_seqs": max_num_seqs,
+        "max_num_batched_tokens": max_num_batched_tokens,
+    }
     stem = Path(path).stem
     pts: list[CalPoint] = []
     if data.get("output_throughput"):
@@ -360,10 +420,18 @@ def read_vllm_bench_json(
 CSV_COLUMNS = ("gpu", "gpus", "model", "input", "output")
 
 
-def read_measurement_csv(path: Path, max_requests: int = 2000) -> list[CalPoint]:
+def read_measurement_csv(
+    path: Path,
+    max_requests: int = 2000,
+    weights: str = "bf16",
+    kv: str = "bf16",
+    max_num_seqs: int = 256,
+) -> list[CalPoint]:
     """Points from a CSV with columns ``gpu, gpus, model, input, output`` and ``concurrency`` or ``rate``
     (empty both = offline), optional ``weights, kv, requests, max_num_seqs`` and at least one measured column of
-    ``throughput`` (output tokens/s), ``ttft_ms``, ``tpot_ms`` (medians)."""
+    ``throughput`` (output tokens/s), ``ttft_ms``, ``tpot_ms`` (medians). A row that leaves ``weights``, ``kv`` or
+    ``max_num_seqs`` empty (or a file without the column) gets the given defaults (``capsim calibrate --weights
+    --kv --max-num-seqs``)."""
     src = str(path)
     text = read_text_file(Path(path), "a measurements CSV file")
     rows = list(csv.DictReader(text.splitlines()))
@@ -387,13 +455,13 @@ def read_measurement_csv(path: Path, max_requests: int = 2000) -> list[CalPoint]
 
         conc, rate = num("concurrency", int), num("rate")
         mode = "closed_loop" if conc else ("poisson" if rate else "offline")
-        base = dict(
-            gpu=row["gpu"].strip(), gpus=num("gpus", int, 1), model=row["model"].strip(),
-            weights=(row.get("weights") or "bf16").strip(), kv=(row.get("kv") or "bf16").strip(), mode=mode,
-            source=where, input_mean=num("input"), output_mean=num("output"),
-            requests=min(num("requests", int, 1000), max_requests), rate_rps=rate, concurrency=conc,
-            max_num_seqs=num("max_num_seqs", int, 256),
-        )
+        base = {
+            "gpu": row["gpu"].strip(), "gpus": num("gpus", int, 1), "model": row["model"].strip(),
+            "weights": (row.get("weights") or "").strip() or weights, "kv": (row.get("kv") or "").strip() or kv, "mode": mode,
+            "source": where, "input_mean": num("input"), "output_mean": num("output"),
+            "requests": min(num("requests", int, 1000), max_requests), "rate_rps": rate, "concurrency": conc,
+            "max_num_seqs": num("max_num_seqs", int, max_num_seqs),
+        }
         if not base["input_mean"] or not base["output_mean"]:
             raise ConfigError(where, "input", "input and output lengths are required")
         found = False

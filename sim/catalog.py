@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import read_yaml, validate_mapping
+from .config import Engine, read_yaml, validate_mapping
 from .errors import ConfigError
 from .paths import data_dirs
 
@@ -66,22 +66,63 @@ class Calibration(_Strict):
 
 
 class StackSpec(_Strict):
-    """A serving software stack on one vendor's hardware, with the factors fitted for it.
+    """A serving software stack on one vendor's hardware: its fitted factors, its scheduler and engine defaults.
 
-    ``scheduler``: how the stack admits requests. ``preempt`` (vLLM, SGLang): KV blocks are allocated as tokens
-    are computed and a request is preempted when they run out. ``reserve_kv`` (TensorRT-LLM's default
-    GUARANTEED_NO_EVICT): a request's whole KV (prompt + output) is reserved at admission and never evicted;
-    capsim maps it to ``fleet.engine.reserve_kv``.
+    ``scheduler``: how the stack admits requests. ``preempt`` (vLLM v1; TensorRT-LLM MAX_UTILIZATION): KV blocks
+    are allocated as tokens are computed and the newest request is preempted (recomputed) when they run out.
+    ``reserve_kv`` (TensorRT-LLM's default GUARANTEED_NO_EVICT): a request's whole KV (prompt + output) is reserved
+    at admission and never evicted. ``sglang``: admission reserves ``new_token_ratio`` × the future decode tokens of
+    every running request (the ratio decays, and rises on a retraction), see :class:`sim.config.SglangAdmission`.
+    ``engine_defaults``: the engine's own limits (``max_num_seqs``, ``max_num_batched_tokens``, …), used for every
+    ``fleet.engine`` field the scenario leaves unset (:meth:`engine_for`).
     """
 
     name: str
     aliases: list[str] = []
     vendor: str
     description: str = ""
-    scheduler: Literal["preempt", "reserve_kv"] = "preempt"
+    scheduler: Literal["preempt", "reserve_kv", "sglang"] = "preempt"
     calibration: Calibration
+    engine_defaults: dict[str, Any] = Field(
+        {}, description="the engine's own defaults (fleet.engine fields: max_num_seqs, max_num_batched_tokens, …); "
+                        "a scenario's explicit engine values win")
+    cuda_graph_sizes: list[int] = Field(
+        [], description="batch sizes the stack captures CUDA graphs for; a step's GEMM tokens are padded up to the "
+                        "next one (none above the largest); empty = no padding")
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
     sources: list[str] = []
+
+    @model_validator(mode="after")
+    def _check_defaults(self) -> StackSpec:
+        unknown = set(self.engine_defaults) - set(Engine.model_fields)
+        if unknown:
+            raise ValueError(f"engine_defaults: unknown engine field(s) {sorted(unknown)}")
+        Engine.model_validate(self.engine_defaults)
+        return self
+
+    def engine_for(self, engine: Engine, source: str = "scenario", field: str = "fleet.engine") -> Engine:
+        """``engine`` with this stack's defaults for every field it leaves unset, and its scheduler resolved:
+        an explicit ``scheduler`` wins, then an explicit ``reserve_kv`` (True → ``reserve_kv``; False → the stack's
+        scheduler unless that reserves, then ``preempt``), then the stack's."""
+        explicit = engine.model_fields_set
+        data = {k: v for k, v in self.engine_defaults.items() if k not in explicit}
+        data.update({k: getattr(engine, k) for k in explicit})
+        sched = engine.scheduler
+        if sched is None:
+            if engine.reserve_kv is None:
+                sched = self.scheduler
+            elif engine.reserve_kv:
+                sched = "reserve_kv"
+            else:
+                sched = self.scheduler if self.scheduler != "reserve_kv" else "preempt"
+        data["scheduler"] = sched
+        data["reserve_kv"] = sched == "reserve_kv"
+        data = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in data.items()}
+        try:
+            return validate_mapping(Engine, data, source)
+        except ConfigError as exc:
+            raise ConfigError(source, f"{field}.{exc.field}" if exc.field else field,
+                              f"{exc.problem} (with {self.name}'s engine defaults)") from None
 
 
 class GpuSpec(_Strict):
@@ -96,6 +137,9 @@ class GpuSpec(_Strict):
     matmul_ceiling: dict[str, float] = Field(
         {}, description="measured best-GEMM TFLOPS as a fraction of peak, per precision (1.0 where unknown)"
     )
+    attention_ceiling: float | None = Field(
+        None, gt=0, le=1, description="measured BF16 attention-kernel (FlashAttention) TFLOPS as a fraction of the "
+                                      "BF16 peak (default: the BF16 matmul ceiling)")
     interconnect_gb_s: float = Field(450.0, gt=0, description="per-GPU, per-direction GPU-to-GPU bandwidth")
     max_gpus_per_node: int = Field(8, gt=0, description="largest tensor-parallel group on the fast interconnect")
     tdp_w: float = Field(700.0, gt=0)
@@ -108,7 +152,7 @@ class GpuSpec(_Strict):
     sources: list[str] = []
 
     @model_validator(mode="after")
-    def _check(self) -> "GpuSpec":
+    def _check(self) -> GpuSpec:
         unknown = set(self.peak_tflops) - set(_PRECISION_ORDER)
         if unknown:
             raise ValueError(f"peak_tflops: unknown precision(s) {sorted(unknown)}")
@@ -144,6 +188,12 @@ class GpuSpec(_Strict):
         p = self.compute_precision(precision)
         ceiling = self._lookup(self.matmul_ceiling, p)
         return self.peak_flops(precision) * (ceiling[1] if ceiling else 1.0)
+
+    def attention_flops(self) -> float:
+        """Achievable attention FLOP/s: BF16 peak × the measured attention ceiling (else the BF16 GEMM ceiling)."""
+        if self.attention_ceiling is not None:
+            return self.peak_flops("bf16") * self.attention_ceiling
+        return self.achievable_flops("bf16")
 
     @property
     def default_stack(self) -> str:
@@ -191,7 +241,7 @@ class ModelSpec(_Strict):
     sources: list[str] = []
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelSpec":
+    def _check(self) -> ModelSpec:
         if self.params_active > self.params_total:
             raise ValueError(f"params_active ({self.params_active:.3g}) > params_total ({self.params_total:.3g})")
         if self.kv_heads > self.attention_heads:
@@ -322,6 +372,17 @@ def get_stack(name: str, source: str = "scenario", field: str = "stack") -> Stac
     return _lookup(stacks(), name, "software stack", source, field)
 
 
+def engine_for_stack(gpu: GpuSpec, stack: str | None, engine: Engine, source: str = "scenario",
+                     field: str = "fleet.engine") -> Engine:
+    """``engine`` completed with the stack's defaults and scheduler (the named ``stack``, else the GPU's default
+    stack; an unknown default stack leaves the engine's own values, with ``preempt`` unless ``reserve_kv``)."""
+    spec = resolve_stack(gpu, stack)
+    if spec is not None:
+        return spec.engine_for(engine, source, field)
+    sched = engine.scheduler or ("reserve_kv" if engine.reserve_kv else "preempt")
+    return engine.model_copy(update={"scheduler": sched, "reserve_kv": sched == "reserve_kv"})
+
+
 def stack_reserves_kv(gpu: GpuSpec, stack: str | None = None) -> bool:
     """Whether the stack serving ``gpu`` (the named ``stack``, else the GPU's default stack) reserves a request's
     whole KV at admission (``scheduler: reserve_kv``). An unknown default stack counts as ``preempt``."""
@@ -329,6 +390,13 @@ def stack_reserves_kv(gpu: GpuSpec, stack: str | None = None) -> bool:
         return get_stack(stack).scheduler == "reserve_kv"
     spec = stacks().get(_norm(gpu.default_stack))
     return spec is not None and spec.scheduler == "reserve_kv"
+
+
+def resolve_stack(gpu: GpuSpec, stack: str | None = None) -> StackSpec | None:
+    """The named ``stack``, else the GPU's default stack (None when that is not in the catalogue)."""
+    if stack is not None:
+        return get_stack(stack)
+    return stacks().get(_norm(gpu.default_stack))
 
 
 def resolve_calibration(gpu: GpuSpec, stack: str | None = None) -> Calibration:

@@ -456,8 +456,35 @@ class Traffic(Strict):
         return self
 
 
+Scheduler = Literal["preempt", "reserve_kv", "sglang"]
+
+
+class SglangAdmission(Strict):
+    """SGLang's admission control (``PrefillAdder``): a request is admitted only if the free KV, after its prefill,
+    also holds ``new_token_ratio`` × the decode tokens still to come of every running request and of itself. The
+    ratio starts at ``init_new_token_ratio``, decays linearly to ``min_new_token_ratio`` over ``decay_steps`` engine
+    steps, and is raised again when a decode step runs out of KV and retracts requests (to the decoded share of the
+    running requests' outputs plus ``retract_decode_steps`` tokens each, at most 1). Defaults: SGLang's
+    ``global_config`` (0.7, 0.7 × 0.14, 600 steps, 20)."""
+
+    init_new_token_ratio: float = Field(0.7, gt=0, le=1)
+    min_new_token_ratio: float = Field(0.098, ge=0, le=1)
+    decay_steps: int = Field(600, gt=0)
+    retract_decode_steps: int = Field(20, ge=0)
+
+
+class StepJitterSpec(Strict):
+    """Seeded step-time variability (:mod:`sim.engine.jitter`): each engine step takes ``step_s × X``, ``X``
+    lognormal with mean 1 and coefficient of variation ``cv``; 0 = off (the default). ``seed``: default the
+    scenario's."""
+
+    cv: float = Field(0.0, ge=0, le=2)
+    seed: int | None = Field(None, ge=0)
+
+
 class Engine(Strict):
-    """vLLM-style engine limits of one node."""
+    """vLLM-style engine limits of one node. Fields left unset take the software stack's defaults
+    (``engine_defaults`` of ``hardware_profiles/stacks/*.yaml``), else the values below."""
 
     max_num_seqs: int = Field(256, gt=0)
     max_num_batched_tokens: int = Field(8192, gt=0)
@@ -478,9 +505,20 @@ class Engine(Strict):
     num_gpu_blocks_override: int | None = Field(
         None, gt=0, description="use this many KV blocks instead of the memory plan (as vLLM's flag)"
     )
+    scheduler: Scheduler | None = Field(
+        None, description="admission and eviction: 'preempt' (vLLM v1: allocate as computed, recompute the newest "
+        "when full; TensorRT-LLM MAX_UTILIZATION), 'reserve_kv' (TensorRT-LLM GUARANTEED_NO_EVICT), 'sglang' "
+        "(new-token-ratio admission, retraction on OOM); default: the software stack's"
+    )
+    sglang: SglangAdmission = SglangAdmission()
+    step_jitter: StepJitterSpec = StepJitterSpec()
 
     @model_validator(mode="after")
     def _check(self) -> "Engine":
+        if self.scheduler is not None and self.reserve_kv is not None and (self.scheduler == "reserve_kv") != self.reserve_kv:
+            raise ValueError(f"reserve_kv={self.reserve_kv} contradicts scheduler '{self.scheduler}'")
+        if self.sglang.min_new_token_ratio > self.sglang.init_new_token_ratio:
+            raise ValueError("sglang.min_new_token_ratio must be <= sglang.init_new_token_ratio")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "

@@ -15,7 +15,8 @@ dispatched the moment a node comes up, so no request is ever dropped.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import simpy
@@ -105,6 +106,7 @@ class FleetManager:
             slot.intervals.append([billed_from, -1.0])
         self.active.append(slot.node)
         self.active.sort(key=lambda n: n.node_id)
+        self.router.nodes_changed()
         self._log(slot, "up")
         if slot.kind == SPOT and self.sc.fleet.spot.evictions_per_node_hour > 0:
             rate = self.sc.fleet.spot.evictions_per_node_hour / 3600.0
@@ -145,6 +147,7 @@ class FleetManager:
     def _stop_routing(self, slot: Slot) -> None:
         if slot.node is not None and slot.node in self.active:
             self.active.remove(slot.node)
+            self.router.nodes_changed()
 
     def drain(self, slot: Slot) -> None:
         """Stop routing to ``slot``; terminate it when its last request finishes (now, if it has none)."""

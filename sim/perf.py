@@ -12,30 +12,39 @@ Memory (design §3)::
     kv_capacity_tokens  = (G·mem·gpu_memory_utilization − weight_bytes − G·activation_reserve) / kv_bytes_per_token
 
 Step time of one engine iteration that computes ``T`` new tokens whose attention covers ``A`` (query, key)
-pairs and whose sequences hold ``C`` context tokens in total after the step::
+pairs and whose sequences hold ``C`` context tokens in total after the step. GEMMs (weights) and attention (KV)
+are separate kernels that run one after the other, each under its own roofline::
 
     F_w       = G · peak(weights precision) · ceiling · mfu          achievable matmul FLOP/s (FP8 weights → FP8 GEMMs,
                                                                       FP4 on a GPU without FP4 → FP8, …)
-    F_a       = G · peak(bf16) · ceiling(bf16) · mfu                 attention runs in BF16
-    t_compute = 2·active_params·T / F_w + attn_flops_per_pair·A / F_a
-                (MoE: active = shared + top-k experts; attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
-    t_memory  = (weight_bytes + kv_bytes_per_token·C) / (G · hbm_bw · mbu)
+    F_a       = G · peak(bf16) · attention_ceiling · mfu             attention runs in BF16
+    T_g       = T rounded up to the stack's next CUDA-graph size      (padding; T itself above the largest size)
+    t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · hbm_bw · mbu))
+    t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
+                (MoE: active = shared + top-k experts;
+                 attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
     t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
-    t         = max(t_compute, t_memory) + overhead + overhead_per_token·T + t_comm
+    t         = t_gemm + t_attn + overhead + overhead_per_token·T + t_comm
 
-Weights are read once per step whatever the batch: decode is bandwidth-bound at small batch and becomes
-compute-bound only at large batch. Every term is linear in ``T``, ``A`` and ``C``; during a run of decode-only
-steps with a fixed batch of ``B`` sequences, ``T = B`` and ``A = C = C0 + B·j`` at step ``j``, so the time of
-``n`` such steps has a closed form (:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine
-jump over them.
+Weights are read once per step whatever the batch: the GEMMs are bandwidth-bound at small batch and become
+compute-bound only at large batch, while decode attention stays bandwidth-bound (it reads every sequence's KV).
+Summing the two kernels' roofs (rather than one max over all FLOPs and bytes) is what keeps a large decode batch
+from hiding its KV reads under GEMM compute — the error that grew with FP4's doubled GEMM rate.
+
+During a run of decode-only steps with a fixed batch of ``B`` sequences, ``T = B`` and ``A = C = C0 + B·j`` at step
+``j``: ``t_gemm`` is constant and ``t_attn`` is linear in ``j``, so the time of ``n`` such steps has a closed form
+(:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine jump over them.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 
-from .catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration
+import numpy as np
+
+from .catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
 from .errors import ConfigError
 
 GB = 1e9
@@ -99,7 +108,7 @@ def plan_memory(
             field,
             f"{model.name} ({weights} weights, {weight_bytes / GB:.1f} GB) does not fit on {gpus}x {gpu.name} "
             f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB missing "
-            f"({int(math.ceil(missing)):,} bytes){hint}",
+            f"({math.ceil(missing):,} bytes){hint}",
         )
     tokens = int(free // kv_b)
     return NodeMemory(
@@ -114,7 +123,12 @@ def plan_memory(
 
 @dataclass(frozen=True, slots=True)
 class StepTimeModel:
-    """Coefficients of the linear roofline step-time model (see module docstring); all in seconds."""
+    """Coefficients of the step-time model (see module docstring); times in seconds.
+
+    ``graph_sizes``: CUDA-graph batch sizes the stack pads a step's GEMM tokens up to (empty: no padding).
+    ``sequential``: GEMMs and attention are separate kernels, ``t = roof(GEMM) + roof(attention)`` (what
+    :meth:`build` makes); False keeps the single roofline ``max(all FLOPs, all bytes)`` (kept for comparisons).
+    """
 
     compute_s_per_token: float
     compute_s_per_attn_pair: float
@@ -123,6 +137,8 @@ class StepTimeModel:
     overhead_s: float
     comm_s_const: float
     comm_s_per_token: float
+    graph_sizes: tuple[int, ...] = ()
+    sequential: bool = False
 
     @classmethod
     def build(
@@ -134,14 +150,16 @@ class StepTimeModel:
         kv_cache: str,
         calibration: Calibration | None = None,
         stack: str | None = None,
-    ) -> "StepTimeModel":
+    ) -> StepTimeModel:
         """Coefficients for ``gpus``× ``gpu`` serving ``model`` (formulas in the module docstring).
 
-        Factors: ``calibration`` if given, else :func:`~sim.catalog.resolve_calibration` (``stack`` or the GPU's).
+        Factors: ``calibration`` if given, else :func:`~sim.catalog.resolve_calibration` (``stack`` or the GPU's);
+        CUDA-graph sizes from the stack (``stack`` or the GPU's default).
         """
         cal = calibration if calibration is not None else resolve_calibration(gpu, stack)
+        spec = resolve_stack(gpu, stack)
         flops_w = gpus * gpu.achievable_flops(weights) * cal.mfu
-        flops_a = gpus * gpu.achievable_flops("bf16") * cal.mfu
+        flops_a = gpus * gpu.attention_flops() * cal.mfu
         bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
         weight_bytes = weight_bytes_total(model, weights)
         if gpus > 1:
@@ -159,7 +177,16 @@ class StepTimeModel:
             overhead_s=cal.overhead_s,
             comm_s_const=comm_const,
             comm_s_per_token=comm_tok + cal.overhead_s_per_token,
+            graph_sizes=tuple(sorted(spec.cuda_graph_sizes)) if spec is not None else (),
+            sequential=True,
         )
+
+    def gemm_tokens(self, tokens: int) -> int:
+        """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size (itself above the largest)."""
+        sizes = self.graph_sizes
+        if not sizes or tokens > sizes[-1]:
+            return tokens
+        return sizes[bisect_left(sizes, tokens)]
 
     # -- derived quantities for reports -----------------------------------------------------------------
     def decode_step_s(self, batch: int, context_tokens: int) -> float:
@@ -169,7 +196,7 @@ class StepTimeModel:
 
     def prefill_s(self, prompt_tokens: int, chunk_tokens: int | None = None) -> float:
         """Time to prefill one prompt alone, in chunks of ``chunk_tokens`` (one step when None)."""
-        chunk = prompt_tokens if not chunk_tokens else chunk_tokens
+        chunk = chunk_tokens if chunk_tokens else prompt_tokens
         done, total = 0, 0.0
         while done < prompt_tokens:
             n = min(chunk, prompt_tokens - done)
@@ -179,26 +206,46 @@ class StepTimeModel:
         return total
 
     def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> str:
-        """Which roof limits the step: ``"compute"`` or ``"memory"``."""
-        compute = self.compute_s_per_token * tokens + self.compute_s_per_attn_pair * attn_pairs
+        """Which roof limits the step: ``"compute"`` or ``"memory"`` (the one holding the larger share of time)."""
+        tg = self.gemm_tokens(tokens)
+        if self.sequential:
+            compute = max(0.0, self.compute_s_per_token * tg - self.memory_s_const) + max(
+                0.0, (self.compute_s_per_attn_pair * attn_pairs - self.memory_s_per_ctx_token * ctx_tokens))
+            memory = max(0.0, self.memory_s_const - self.compute_s_per_token * tg) + max(
+                0.0, self.memory_s_per_ctx_token * ctx_tokens - self.compute_s_per_attn_pair * attn_pairs)
+            return "compute" if compute >= memory else "memory"
+        compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
         memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
         return "compute" if compute >= memory else "memory"
 
     # -- one step ---------------------------------------------------------------------------------------
     def step_s(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> float:
         """Time of one iteration computing ``tokens`` new tokens (see module docstring)."""
-        compute = self.compute_s_per_token * tokens + self.compute_s_per_attn_pair * attn_pairs
+        tg = self.gemm_tokens(tokens)
+        fixed = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+        if self.sequential:
+            gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
+            attn = max(self.compute_s_per_attn_pair * attn_pairs, self.memory_s_per_ctx_token * ctx_tokens)
+            return gemm + attn + fixed
+        compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
         memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
-        return max(compute, memory) + self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+        return max(compute, memory) + fixed
 
     # -- runs of decode-only steps ---------------------------------------------------------------------
     def _decode_lines(self, batch: int, ctx0: float) -> tuple[float, float, float, float, float]:
         """Step j of a decode run is ``max(a1 + b1·j, a2 + b2·j) + k``; returns (a1, b1, a2, b2, k)."""
-        a1 = self.compute_s_per_token * batch + self.compute_s_per_attn_pair * ctx0
+        tg = self.gemm_tokens(batch)
+        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
+        if self.sequential:
+            # A = C: the attention roof is max(cpa, mpc)·C, one line; the GEMM roof is a constant
+            slope = max(self.compute_s_per_attn_pair, self.memory_s_per_ctx_token)
+            gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
+            a, b = gemm + slope * ctx0, slope * batch
+            return a, b, a, b, k
+        a1 = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * ctx0
         b1 = self.compute_s_per_attn_pair * batch
         a2 = self.memory_s_const + self.memory_s_per_ctx_token * ctx0
         b2 = self.memory_s_per_ctx_token * batch
-        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
         return a1, b1, a2, b2, k
 
     def decode_run_s(self, batch: int, ctx0: float, steps: int) -> float:
@@ -211,6 +258,12 @@ class StepTimeModel:
             return 0.0
         a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
         return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
+
+    def decode_step_times(self, batch: int, ctx0: float, steps: int) -> np.ndarray:
+        """Times of decode steps ``j = 1 … steps`` of a run (the terms :meth:`decode_run_s` sums), as an array."""
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        j = np.arange(1, steps + 1, dtype=float)
+        return np.maximum(a1 + b1 * j, a2 + b2 * j) + k
 
     def decode_dominant_line(self, batch: int, ctx0: float, max_steps: int) -> tuple[float, float] | None:
         """``(a, b)`` such that decode step ``j`` takes exactly ``a + b·j`` for every ``j`` in 1..max_steps, when
@@ -297,7 +350,7 @@ def _sum_max_lines(a1: float, b1: float, a2: float, b2: float, j0: int, j1: int)
         return _sum_line(a2, b2, j0, j1)
     # exactly one crossing inside (j0, j1): line that leads at j0 dominates up to floor(crossing)
     cross = (a2 - a1) / (b1 - b2)
-    jc = min(max(int(math.floor(cross)), j0), j1)
+    jc = min(max(math.floor(cross), j0), j1)
     if first1 >= first2:
         return _sum_line(a1, b1, j0, jc) + _sum_line(a2, b2, jc + 1, j1)
     return _sum_line(a2, b2, j0, jc) + _sum_line(a1, b1, jc + 1, j1)

@@ -9,13 +9,13 @@ TPOT = (finish − first token) / (output − 1) per request, output throughput 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import simpy
 
-from .catalog import Calibration, GpuSpec, ModelSpec, get_gpu, get_model
+from .catalog import Calibration, GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from .config import Engine
 from .engine import Node
 from .errors import ConfigError
@@ -49,10 +49,10 @@ class NodeSetup:
         calibration: Calibration | None = None,
         stack: str | None = None,
         source: str = "profile",
-    ) -> "NodeSetup":
+    ) -> NodeSetup:
         g = get_gpu(gpu, source, "--gpu") if isinstance(gpu, str) else gpu
         m = get_model(model, source, "--model") if isinstance(model, str) else model
-        eng = engine or Engine()
+        eng = engine_for_stack(g, stack, engine or Engine(), source, "engine")
         if gpus < 1:
             raise ConfigError(source, "--gpus", f"must be >= 1 (got {gpus})")
         mem = plan_memory(

@@ -31,16 +31,17 @@ def run_scenario(scenario: Scenario, progress: ProgressFn | None = None) -> RunO
     return RunOutput(result, summary, req, fleet_ts, node_ts)
 
 
-def run_streamed(scenario: Scenario, out_dir: Path, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Long-run path: per-request records streamed to ``out_dir/requests.parquet`` in chunks, percentiles from
-    mergeable histograms (see :mod:`sim.streaming`), then the same summary, tables, plots and report.
-    Memory stays flat in the number of requests. Returns the summary."""
+def run_streamed(scenario: Scenario, out_dir: Path, progress: ProgressFn | None = None,
+                 requests_file: bool = True) -> dict[str, Any]:
+    """Long-run path: per-request records streamed to ``out_dir/requests.parquet`` in chunks (none with
+    ``requests_file=False``), percentiles from mergeable histograms (see :mod:`sim.streaming`), then the same
+    summary, tables, plots and report. Memory stays flat in the number of requests. Returns the summary."""
     import numpy as np
 
     from .report import CDF_PCTS, write_report
     from .streaming import run_streaming
 
-    out = run_streaming(scenario, Path(out_dir) / "requests.parquet", progress)
+    out = run_streaming(scenario, Path(out_dir) / "requests.parquet" if requests_file else None, progress)
     curves = {}
     for col in ("ttft_s", "tpot_s", "e2e_s"):
         q = out.histograms[f"latency.{col}"].quantiles(list(CDF_PCTS))

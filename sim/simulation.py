@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import simpy
 
-from .catalog import GpuSpec, ModelSpec, get_gpu, get_model, stack_reserves_kv
+from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from .config import Engine, Scenario, check_tensor_parallel
 from .errors import ConfigError
 from .engine import Node, ReferenceNode
@@ -39,7 +39,7 @@ class NodeModel:
     memory: NodeMemory
     perf: StepTimeModel
     max_model_len: int
-    engine: Engine  # the scenario's engine limits, with reserve_kv resolved from the software stack
+    engine: Engine  # the scenario's engine limits completed by the software stack's defaults and scheduler
 
 
 def work_coefficients(nm: NodeModel) -> tuple[float, float, float, float]:
@@ -54,7 +54,12 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
     check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
-    eng = fleet.engine
+    try:  # the stack's engine defaults for unset fields, and its scheduler
+        eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
+    except ConfigError as exc:
+        raise ConfigError(src, exc.field if exc.field.startswith("fleet.engine") else "fleet.stack", exc.problem) from None
+    if eng.step_jitter.cv > 0 and eng.step_jitter.seed is None:  # the scenario's seed drives step-time jitter
+        eng = eng.model_copy(update={"step_jitter": eng.step_jitter.model_copy(update={"seed": scenario.seed})})
     memory = plan_memory(
         gpu,
         model,
@@ -74,8 +79,6 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
-    if eng.reserve_kv is None:
-        eng = eng.model_copy(update={"reserve_kv": stack_reserves_kv(gpu, fleet.stack)})
     return NodeModel(gpu, model, memory, perf, max_len, eng)
 
 

@@ -177,7 +177,7 @@ def _files(tmp_path: Path) -> None:
 
 BAD_ARGS = [
     ["bogus-command"], ["run", "--bogus"], ["run", "--seed", "x"], ["run", "--out"], ["run", "a.yaml", "b.yaml"],
-    ["run", "--stream", "--no-report"], ["run", "--set"],
+    ["run", "--no-requests"], ["run", "--set"],  # --stream --no-report is valid: the summary only
     ["sweep"], ["sweep", "missing.yaml"], ["sweep", "scenario.yaml"], ["sweep", "bin.json"],
     ["sweep", str(ROOT / "experiments" / "sweep_example.yaml"), "--workers", "0"],
     ["sweep", str(ROOT / "experiments" / "sweep_example.yaml"), "--workers", "x"],

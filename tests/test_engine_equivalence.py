@@ -54,15 +54,16 @@ def _assert_same_work(fast, ref):
     chunked=st.booleans(),
     router=st.sampled_from(["round_robin", "least_work", "power_of_two"]),
     prefix_hit=st.floats(0.0, 1.0),
-    reserve=st.booleans(),
+    scheduler=st.sampled_from(["preempt", "reserve_kv", "sglang"]),
     policy=st.sampled_from(["fcfs", "priority"]),
+    jitter=st.sampled_from([0.0, 0.0, 0.3]),
     seed=st.integers(0, 10_000),
     client=st.one_of(st.none(), st.fixed_dictionaries({
         "timeout_s": st.floats(0.3, 20.0), "stream": st.booleans(), "retries": st.integers(0, 3),
         "backoff_s": st.floats(0.0, 2.0), "jitter": st.floats(0.0, 1.0)})),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, reserve, policy, seed, client):
+                               prefix_hit, scheduler, policy, jitter, seed, client):
     kw = {
         "duration_s": 30,
         "seed": seed,
@@ -74,8 +75,9 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             "max_num_batched_tokens": max_seqs + batched_extra,
             "block_size": block_size,
             "chunked_prefill": chunked,
-            "reserve_kv": reserve,
+            "scheduler": scheduler,
             "scheduling_policy": policy,
+            "step_jitter": {"cv": jitter},
             "num_gpu_blocks_override": None if blocks is None else max(blocks, 8000 // block_size + 1)
             if block_size == 1 else blocks,
         },
@@ -173,6 +175,40 @@ def test_equivalence_with_late_spill_withdrawals(policy):
     _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     assert fast.counts()["spilled"] > 10
     _assert_same(a, b)
+
+
+def test_sglang_admission_matches_reference_and_retracts_less():
+    """SGLang's new-token-ratio admission on a small cache: both engines agree exactly; it preempts (retracts) far
+    less than vLLM's allocate-as-you-go admission under the same overload."""
+    kw = {
+        "duration_s": 60,
+        "seed": 7,
+        "traffic.rate_rps": 12.0,
+        "fleet.nodes": 1,
+        "fleet.engine": {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 400,
+                         "scheduler": "sglang"},
+    }
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    kw["fleet.engine"] = dict(kw["fleet.engine"], scheduler="preempt")
+    vllm, _ = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    sg = sum(r.preemptions for r in fast.requests)
+    vl = sum(r.preemptions for r in vllm.requests)
+    assert vl > 20 and sg < 0.5 * vl
+
+
+def test_step_jitter_is_seeded_and_the_same_in_both_engines():
+    kw = {"duration_s": 60, "seed": 11, "traffic.rate_rps": 10.0, "fleet.nodes": 2,
+          "fleet.engine": {"max_num_seqs": 32, "max_num_batched_tokens": 2048, "step_jitter": {"cv": 0.25}}}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    _, again = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    assert again == a  # same seed, same timestamps
+    kw["fleet.engine"] = dict(kw["fleet.engine"], step_jitter={"cv": 0.0})
+    _, plain = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    assert plain != a
 
 
 @pytest.mark.parametrize("stream", [True, False])

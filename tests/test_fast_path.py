@@ -12,20 +12,25 @@ coef = st.one_of(st.just(0.0), st.floats(1e-9, 1e-2))
 coefs7 = st.tuples(coef, coef, st.floats(1e-6, 1e-1), coef, coef, coef, coef)
 
 
+# the engine's model: GEMMs and attention in sequence, CUDA-graph padding (and the single-roofline variant)
+sequential = st.booleans()
+graphs = st.sampled_from([(), (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512)])
+
+
 @settings(max_examples=300, deadline=None)
 @given(coefs=coefs7, batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
-       steps=st.integers(1, 3000))
-def test_decode_run_equals_sum_of_steps(coefs, batch, ctx0, steps):
-    m = StepTimeModel(*coefs)
+       steps=st.integers(1, 3000), seq=sequential, sizes=graphs)
+def test_decode_run_equals_sum_of_steps(coefs, batch, ctx0, steps, seq, sizes):
+    m = StepTimeModel(*coefs, graph_sizes=sizes, sequential=seq)
     total = sum(m.step_s(batch, ctx0 + batch * j, ctx0 + batch * j) for j in range(1, steps + 1))
     assert abs(m.decode_run_s(batch, ctx0, steps) - total) <= 1e-9 * max(1.0, total)
 
 
 @settings(max_examples=500, deadline=None)
 @given(coefs=coefs7, batch=st.integers(1, 512), ctx0=st.integers(0, 2_000_000),
-       max_steps=st.integers(1, 5000), frac=st.floats(0, 1.3), exact=st.booleans())
-def test_steps_within_is_the_exact_inverse(coefs, batch, ctx0, max_steps, frac, exact):
-    m = StepTimeModel(*coefs)
+       max_steps=st.integers(1, 5000), frac=st.floats(0, 1.3), exact=st.booleans(), seq=sequential, sizes=graphs)
+def test_steps_within_is_the_exact_inverse(coefs, batch, ctx0, max_steps, frac, exact, seq, sizes):
+    m = StepTimeModel(*coefs, graph_sizes=sizes, sequential=seq)
     if exact:  # budgets that land exactly on a step boundary
         budget = m.decode_run_s(batch, ctx0, int(frac * max_steps) % (max_steps + 1))
     else:

@@ -79,7 +79,9 @@ def test_spot_evictions_never_lose_a_request():
     assert redispatched > 0, "with no notice, evictions must orphan running requests"
     c = out.summary["requests"]
     assert c["completed"] == c["arrived"]  # all re-dispatched and finished
-    assert out.requests["preemptions"].sum() >= redispatched
+    # an eviction re-dispatches running requests (each counted as a preemption) and queued ones (not counted):
+    # most orphans were running
+    assert (out.requests["preemptions"] > 0).sum() >= 0.5 * redispatched
     # a replacement is billed from its request, so the slots are paid without a gap
     assert out.summary["cost"]["gpu_hours_by_kind"]["spot"] == pytest.approx(3 * 300 / 3600.0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 import re
 
@@ -60,8 +62,38 @@ def test_large_batch_approaches_compute_roof() -> None:
         rates.append(b / perf.step_s(b, ctx, ctx))
     assert rates == sorted(rates)
     assert perf.bound(4096, 4096 * 129, 4096 * 129) == "compute"
-    assert rates[-1] > 0.85 * roof and rates[-1] < roof
+    # GEMMs and attention run one after the other: the roof includes every sequence's KV read
+    kv_roof = 1.0 / (perf.compute_s_per_token + 129 * max(perf.compute_s_per_attn_pair, perf.memory_s_per_ctx_token))
+    assert rates[-1] > 0.85 * kv_roof and rates[-1] < kv_roof < roof
     assert rates[0] < 0.01 * roof
+
+
+def test_gemms_and_attention_do_not_overlap() -> None:
+    """At a large FP4 decode batch the GEMMs are compute-bound and attention bandwidth-bound: the step is their sum
+    (the single-roofline max hid the KV reads under GEMM compute and over-predicted FP4 throughput)."""
+    gpu, model = get_gpu("B200"), get_model("llama-3.1-70b")
+    seq = StepTimeModel.build(gpu, model, 1, "fp4", "fp8", calibration=CAL)
+    b, ctx = 512, 512 * 1500
+    gemm = seq.compute_s_per_token * seq.gemm_tokens(b)
+    kv = seq.memory_s_per_ctx_token * ctx
+    assert gemm > seq.memory_s_const and kv > seq.compute_s_per_attn_pair * ctx
+    assert seq.step_s(b, ctx, ctx) == pytest.approx(gemm + kv + CAL.overhead_s + seq.comm_s_per_token * b)
+    old = replace(seq, sequential=False)
+    assert old.step_s(b, ctx, ctx) == pytest.approx(max(gemm, seq.memory_s_const + kv) + CAL.overhead_s
+                                                     + seq.comm_s_per_token * b)
+    assert seq.step_s(b, ctx, ctx) > 1.3 * old.step_s(b, ctx, ctx)
+
+
+def test_cuda_graph_padding() -> None:
+    """A stack that captures CUDA graphs pads a step's GEMM tokens up to the next captured size."""
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
+    trt = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-trtllm")
+    assert [trt.gemm_tokens(n) for n in (1, 3, 257, 384, 385, 9000)] == [1, 4, 384, 384, 512, 9000]
+    # batch 257 costs the GEMMs of 384 (compute-bound there), not of 257
+    assert trt.step_s(257, 257, 257) - trt.comm_s_per_token * 257 == pytest.approx(
+        trt.step_s(384, 257, 257) - trt.comm_s_per_token * 384)
+    split = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-splitwise")
+    assert split.graph_sizes == () and split.gemm_tokens(257) == 257
 
 
 def test_moe_active_flops_all_weights() -> None:
@@ -129,3 +161,19 @@ def test_decode_run_closed_form_matches_steps(batch: int, ctx0: int, steps: int,
     if steps:
         n = perf.decode_steps_within(batch, ctx0, total * 0.5, steps)
         assert perf.decode_run_s(batch, ctx0, n) <= total * 0.5 < perf.decode_run_s(batch, ctx0, n + 1) + 1e-15
+
+
+def test_step_jitter_desynchronises_a_closed_loop() -> None:
+    """Fixed lengths in a closed loop: without jitter every request of a wave waits the same (P99 = P50); seeded
+    step-time jitter spreads the waves (P99 > P50), keeps the mean step time (throughput within 2 %)."""
+    from sim.config import Engine  # noqa: PLC0415
+    from sim.profiling import NodeSetup, run_closed_loop  # noqa: PLC0415
+
+    out = {}
+    for cv in (0.0, 0.2):
+        s = NodeSetup.build("H100-SXM", "llama-3.1-70b", 4, "bf16", "bf16", Engine(step_jitter={"cv": cv, "seed": 3}))
+        out[cv] = run_closed_loop(s, 20, [4000] * 200, [200] * 200)
+    still, jit = out[0.0].ttft_s, out[0.2].ttft_s
+    assert still["p99"] == pytest.approx(still["p50"], rel=1e-3)
+    assert jit["p99"] > 1.2 * jit["p50"]
+    assert out[0.2].output_tokens_per_s == pytest.approx(out[0.0].output_tokens_per_s, rel=0.02)

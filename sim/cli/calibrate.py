@@ -10,7 +10,12 @@ import click
 import yaml
 
 from ..calibration import (
-    FITTABLE, fit_calibration, format_table, read_measurement_csv, read_vllm_bench_json, starting_calibration,
+    FITTABLE,
+    fit_calibration,
+    format_table,
+    read_measurement_csv,
+    read_vllm_bench_json,
+    starting_calibration,
 )
 from ..catalog import get_gpu
 from ..errors import ConfigError
@@ -23,7 +28,7 @@ def write_profile(gpu_name: str, cal: dict, path: Path, comment: str) -> None:
     """The GPU's catalogue profile with ``calibration`` replaced, under a new name ``<gpu>-calibrated``."""
     g = get_gpu(gpu_name, "calibrate", "--gpu")
     data = g.model_dump(exclude_none=True)
-    data["name"] = f"{g.name}-calibrated" if not path.stem.lower() == g.name.lower() else g.name
+    data["name"] = f"{g.name}-calibrated" if path.stem.lower() != g.name.lower() else g.name
     data["aliases"] = []
     data["calibration"] = {k: float(f"{v:.4g}") for k, v in cal.items()}
     data["sources"] = list(g.sources) + [comment]
@@ -35,9 +40,12 @@ def write_profile(gpu_name: str, cal: dict, path: Path, comment: str) -> None:
 @click.option("--gpu", default=None, help="GPU the JSON results were measured on (CSV rows name their own).")
 @click.option("--gpus", default=1, show_default=True, type=int, help="GPUs per node for JSON results.")
 @click.option("--model", default=None, help="Catalogue model for JSON results (default: from model_id).")
-@click.option("--weights", default="bf16", show_default=True, type=click.Choice(PRECISIONS))
-@click.option("--kv", default="bf16", show_default=True, type=click.Choice(PRECISIONS))
-@click.option("--max-num-seqs", default=256, show_default=True, type=int, help="The server's max_num_seqs.")
+@click.option("--weights", default="bf16", show_default=True, type=click.Choice(PRECISIONS),
+              help="Weight precision of JSON results and of CSV rows that do not name one.")
+@click.option("--kv", default="bf16", show_default=True, type=click.Choice(PRECISIONS),
+              help="KV-cache precision of JSON results and of CSV rows that do not name one.")
+@click.option("--max-num-seqs", default=256, show_default=True, type=int,
+              help="The server's max_num_seqs (JSON results and CSV rows without the column).")
 @click.option("--stack", default=None, help="Start from this stack's factors (default: the GPU's).")
 @click.option("--fit", "fit_params", default="mfu,mbu,overhead_s", show_default=True,
               help=f"Factors to fit, comma-separated ({', '.join(FITTABLE)}).")
@@ -58,7 +66,7 @@ def calibrate(measurements: tuple[Path, ...], gpu: str | None, gpus: int, model:
                 raise ConfigError(str(path), "--gpu", "a vllm bench JSON does not record the GPU; pass --gpu")
             points += read_vllm_bench_json(path, gpu, gpus, model, weights, kv, max_num_seqs=max_num_seqs)
         elif path.suffix.lower() == ".csv":
-            points += read_measurement_csv(path)
+            points += read_measurement_csv(path, weights=weights, kv=kv, max_num_seqs=max_num_seqs)
         else:
             raise ConfigError(str(path), "", "expected a .json (vllm bench) or .csv file")
     params = [p.strip() for p in fit_params.split(",") if p.strip()]
@@ -74,8 +82,11 @@ def calibrate(measurements: tuple[Path, ...], gpu: str | None, gpus: int, model:
     comment = (f"calibration fitted by `capsim calibrate` to {len(points)} measurement(s) from "
                f"{', '.join(p.name for p in measurements)}; MAPE {before.get('all', 0):.1f}% -> {after.get('all', 0):.1f}%")
     write_profile(gpu_name, res.calibration.model_dump(), out, comment)
+    warnings = res.bound_warnings()
+    for line in warnings:
+        click.echo(line, err=True)
     if as_json:
-        click.echo(json.dumps({"profile": str(out), "calibration": res.calibration.model_dump(),
+        click.echo(json.dumps({"profile": str(out), "calibration": res.calibration.model_dump(), "warnings": warnings,
                                "start": res.start.model_dump(), "mape_before": before, "mape_after": after,
                                "rows_before": res.rows_before, "rows_after": res.rows_after}, indent=1, default=float))
         return

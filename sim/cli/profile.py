@@ -8,7 +8,6 @@ import json
 import click
 import numpy as np
 
-from ..catalog import get_gpu, stack_reserves_kv
 from ..config import Engine
 from ..errors import ConfigError
 from ..perf import attention_pairs
@@ -31,8 +30,8 @@ def profile_node(
     rate: float | None,
     requests: int | None,
     stack: str | None,
-    max_num_seqs: int,
-    max_num_batched_tokens: int,
+    max_num_seqs: int | None,
+    max_num_batched_tokens: int | None,
     gpu_memory_utilization: float,
     seed: int = 0,
     reserve_kv: bool | None = None,
@@ -47,21 +46,22 @@ def profile_node(
         raise ConfigError("profile", "--concurrency/--offline/--rate", "give at most one of them")
     if input_tokens < 1 or output_tokens < 1:
         raise ConfigError("profile", "--input/--output", "lengths must be >= 1 token")
-    if reserve_kv is None:
-        reserve_kv = stack_reserves_kv(get_gpu(gpu, "profile", "--gpu"), stack)
-    engine = Engine(
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
-        gpu_memory_utilization=gpu_memory_utilization,
-        reserve_kv=reserve_kv,
-    )
-    setup = NodeSetup.build(gpu, model, gpus, weights, kv, engine, stack=stack, source="profile")
+    limits: dict = {"gpu_memory_utilization": gpu_memory_utilization}  # unset limits: the stack's defaults
+    if max_num_seqs is not None:
+        limits["max_num_seqs"] = max_num_seqs
+    if max_num_batched_tokens is not None:
+        limits["max_num_batched_tokens"] = max(max_num_batched_tokens, max_num_seqs or 0)
+    if reserve_kv is not None:
+        limits["reserve_kv"] = reserve_kv
+    setup = NodeSetup.build(gpu, model, gpus, weights, kv, Engine(**limits), stack=stack, source="profile")
+    max_num_seqs = setup.engine.max_num_seqs
+    reserve_kv = setup.engine.reserve_kv
     g, m, mem, perf = setup.gpu, setup.model, setup.memory, setup.perf
     if input_tokens + output_tokens > setup.max_model_len:
         raise ConfigError("profile", "--input/--output", f"{input_tokens}+{output_tokens} tokens exceed the model's "
                           f"context ({setup.max_model_len})")
     per_req = input_tokens + output_tokens
-    chunk = min(engine.max_num_batched_tokens, input_tokens)
+    chunk = min(setup.engine.max_num_batched_tokens, input_tokens)
     prefill_s = perf.prefill_s(input_tokens, chunk)
     mid_ctx = input_tokens + output_tokens // 2
     decode = []
@@ -171,8 +171,8 @@ def _text(r: dict) -> str:
 @click.option("--rate", type=float, default=None, help="Open loop: Poisson arrivals at this many requests/s.")
 @click.option("--requests", type=int, default=None, help="Requests to simulate (closed loop / Poisson).")
 @click.option("--stack", default=None, help="Software stack whose factors to use (default: the GPU's).")
-@click.option("--max-num-seqs", default=256, show_default=True, type=int)
-@click.option("--max-num-batched-tokens", default=8192, show_default=True, type=int)
+@click.option("--max-num-seqs", default=None, type=int, help="Default: the stack's (vLLM 256, TensorRT-LLM 2048, …).")
+@click.option("--max-num-batched-tokens", default=None, type=int, help="Default: the stack's (8192).")
 @click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
 @click.option("--reserve-kv/--no-reserve-kv", "reserve_kv", default=None,
               help="Reserve each request's whole KV at admission, never preempt (TensorRT-LLM's GUARANTEED_NO_EVICT). "

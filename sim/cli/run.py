@@ -98,11 +98,15 @@ def _overload_hint(summary: dict) -> str:
 @click.option("--no-report", is_flag=True, help="Skip writing files (summary only).")
 @click.option("--stream", is_flag=True,
               help="Long runs: stream per-request records to requests.parquet in chunks and compute percentiles "
-                   "from histograms (±0.12 %), so memory stays flat in the number of requests.")
+                   "from histograms (±0.12 %), so memory stays flat in the number of requests. With --no-report: "
+                   "the summary only, no files.")
+@click.option("--no-requests", is_flag=True,
+              help="With --stream: no per-request file (summary, time series and report only), for sweeps of "
+                   "long runs.")
 @click.option("--dry-run", is_flag=True, help="Print the estimated requests, memory and wall time; run nothing.")
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
-        no_report: bool, stream: bool, dry_run: bool, force: bool) -> None:
+        no_report: bool, stream: bool, no_requests: bool, dry_run: bool, force: bool) -> None:
     """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report.
 
     OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
@@ -113,8 +117,9 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
     from ..progress import Progress
-    if stream and no_report:
-        raise click.UsageError("--stream writes requests.parquet; it cannot be combined with --no-report")
+
+    if no_requests and not stream:
+        raise click.UsageError("--no-requests applies to --stream runs")
     from ..simulation import build_node_model
 
     build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
@@ -129,12 +134,17 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
     update, stop = bar.sim_time, bar.close
     try:
-        if no_report:
-            summary = run_scenario(sc, update).summary
+        if no_report:  # summary only, no files (streamed: histograms, flat memory)
+            if stream:
+                from ..streaming import run_streaming
+
+                summary = run_streaming(sc, None, update).summary
+            else:
+                summary = run_scenario(sc, update).summary
         else:
             with result_folder(out_dir) as staging:
                 if stream:
-                    summary = run_streamed(sc, staging, update)
+                    summary = run_streamed(sc, staging, update, requests_file=not no_requests)
                 else:
                     out = run_scenario(sc, update)
                     summary = out.summary

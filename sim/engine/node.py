@@ -26,14 +26,19 @@ therefore grows with the number of requests (a few events each), not with the nu
 from __future__ import annotations
 
 import heapq
-from typing import Callable
+from collections.abc import Callable
 
+import numpy as np
 import simpy
 
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
+from .admission import make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
+from .jitter import make_jitter
+
+_INF = float("inf")
 
 
 class Node:
@@ -63,6 +68,10 @@ class Node:
         self.reserve = engine.reserve_kv
 
         self.waiting = make_waiting_queue(engine)
+        self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
+        self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
+        self._jump_cum: np.ndarray | None = None  # with jitter: cumulative times of the current run's steps
+        self.fin_sum = 0  # Σ fin_step over decoders: their decode tokens still to come = fin_sum − len(decoding)·S
         self.decoding: dict[int, Request] = {}  # admission order
         self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
         self.S = 0  # engine steps executed
@@ -87,6 +96,7 @@ class Node:
         self._jump_b = 0
         self._jump_c0 = 0
         self._jump_line: tuple[float, float] | None = None
+        self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -109,12 +119,33 @@ class Node:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
             self._shorten_jump()
+        if self.work_changed is not None:
+            self.work_changed(self)
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
         if self._mode == "jump":
             return self.work - self._jump_b * self._steps_done_in_jump()
         return self.work
+
+    def work_bound(self) -> tuple[int, float, int, float, int]:
+        """For the least-work index: ``(work, until_s, step_tokens, rate, floor)``. :meth:`outstanding_tokens`
+        is ``work`` now and until ``until_s`` (inf when idle or stepping: nothing changes before ``work_changed``
+        is next called); after that, in a decode run, it is at least ``max(floor, work − step_tokens −
+        rate·(t − until_s))``: decode steps never get shorter within a run (the context only grows), so steps
+        after the one in progress finish at most ``rate / step_tokens`` per second; ``floor`` is the work left
+        at the end of the run."""
+        if self._mode != "jump":
+            return self.work, _INF, 0, 0.0, self.work
+        b, c0, n_run = self._jump_b, self._jump_c0, self._jump_n
+        m = self._steps_done_in_jump()
+        floor = self.work - b * n_run
+        if m >= n_run:
+            return floor, _INF, 0, 0.0, floor
+        run = self.perf.decode_run_s
+        # 1 µs short of the next step's end: float rounding in the engine's own step count stays inside it
+        until = self._t0 + run(b, c0, m + 1) - 1e-6
+        return self.work - b * m, until, b, b / run(b, c0, 1), floor
 
     def snapshot(self) -> NodeSnapshot:
         running = len(self.decoding) + len(self.prefilling)
@@ -150,6 +181,8 @@ class Node:
             self.work -= req.prompt_tokens + req.output_tokens
             if was_head and self._mode == "jump" and self.waiting:
                 self._shorten_jump()  # the next request, now at the head, may be admissible
+            if self.work_changed is not None:
+                self.work_changed(self)
             return True
         if req.status == Status.RUNNING and not req.cancelled and (
                 self.decoding.get(req.rid) is req or req in self.prefilling):
@@ -190,6 +223,7 @@ class Node:
         self.decoding.clear()
         self.prefilling.clear()
         self.fin_heap.clear()
+        self.fin_sum = 0
         self.used_blocks = 0
         self.work = 0
         return out
@@ -204,6 +238,7 @@ class Node:
     def _add_decoder(self, req: Request) -> None:
         req.dec_step0 = self.S
         req.fin_step = self.S + req.output_tokens - req.num_generated
+        self.fin_sum += req.fin_step
         self.decoding[req.rid] = req
         self.dec_ctx_sum += req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] += 1
@@ -216,6 +251,7 @@ class Node:
         del self.decoding[req.rid]
         self.dec_ctx_sum -= req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] -= 1
+        self.fin_sum -= req.fin_step
         req.fin_step = -1
 
     def _blocks(self, tokens: int) -> int:
@@ -281,7 +317,17 @@ class Node:
         if self.reserve:
             return self._full_blocks(req) <= self.capacity_blocks - self.used_blocks
         free = self.capacity_blocks - self.used_blocks - self.phase_cnt[(-self.S) % self.bs]
-        return self._blocks(req.cached_tokens + n_new) <= free
+        need = self._blocks(req.cached_tokens + n_new)
+        if need > free:
+            return False
+        adm = self.admission
+        return adm is None or adm.admits(self.S, free - need, self._future_decode_tokens() + req.output_tokens
+                                         - req.num_generated)
+
+    def _future_decode_tokens(self) -> int:
+        """Decode tokens still to come of the running requests (SGLang's admission reserves a share of them)."""
+        return self.fin_sum - len(self.decoding) * self.S + sum(r.output_tokens - r.num_generated
+                                                                for r in self.prefilling)
 
     def _next_finish_step(self) -> int:
         heap = self.fin_heap
@@ -294,16 +340,23 @@ class Node:
 
     def _tick(self) -> None:
         """At a step boundary (or on waking): choose and start the next step or decode run."""
-        if not self.prefilling and self.decoding and not self._head_admissible():
+        # under SGLang's admission a blocked head can become admissible mid-run (the ratio decays), so jump only
+        # with an empty queue
+        if (not self.prefilling and self.decoding and not self._head_admissible()
+                and (self.admission is None or not self.waiting)):
             limit = self._next_finish_step() - self.S
             n = self._max_steps_kv(limit)
             if n >= 1:
                 self._start_jump(n)
+                if self.work_changed is not None:
+                    self.work_changed(self)
                 return
         chunks = self._schedule_step()
         dec_n = len(self.decoding)
         if not chunks and dec_n == 0:
             self._mode = None
+            if self.work_changed is not None:
+                self.work_changed(self)
             return
         tokens = dec_n
         ctx = self.dec_ctx_sum + dec_n
@@ -316,9 +369,13 @@ class Node:
         self._chunks = chunks
         self._step_work = (tokens, attn, ctx)
         self._dt = self.perf.step_s(tokens, attn, ctx)
+        if self.jitter is not None:
+            self._dt *= self.jitter.factor(self.S)
         self._mode = "step"
         self._t0 = self.env.now
         self._set_timer(self._dt, self._end_step)
+        if self.work_changed is not None:
+            self.work_changed(self)
 
     def _pop_newest(self) -> Request:
         if self.prefilling:
@@ -398,9 +455,16 @@ class Node:
                     break
                 chunks.append((req, n_new))
                 budget -= n_new
+        adm = self.admission
+        if preempted and adm is not None:
+            running = list(self.decoding.values()) + self.prefilling
+            generated = sum(r.num_generated + (self.S - r.dec_step0) for r in self.decoding.values())
+            generated += sum(r.num_generated for r in self.prefilling)
+            adm.on_retract(self.S, generated, sum(r.output_tokens for r in running), len(running))
         # 3. admissions, FCFS, only if nothing was preempted
         if not preempted:
             now = self.env.now
+            future = self._future_decode_tokens() if adm is not None else 0
             while (
                 self.waiting
                 and len(self.decoding) + len(self.prefilling) < self.max_seqs
@@ -417,6 +481,12 @@ class Node:
                 need = self._full_blocks(req) if self.reserve else self._blocks(cached + n_new)
                 if need > self.capacity_blocks - self.used_blocks:
                     break
+                if adm is not None:
+                    mine = req.output_tokens - req.num_generated
+                    if (self.decoding or self.prefilling) and not adm.admits(
+                            self.S, self.capacity_blocks - self.used_blocks - need, future + mine):
+                        break
+                    future += mine
                 self.waiting.popleft()
                 self.used_blocks += need
                 req.num_computed = cached
@@ -484,8 +554,14 @@ class Node:
         self._jump_n = n
         self._jump_b = len(self.decoding)
         self._jump_c0 = self.dec_ctx_sum
-        self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
-        self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
+        if self.jitter is None:
+            self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+            self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
+        else:  # O(n): each step has its own factor
+            times = self.perf.decode_step_times(self._jump_b, self._jump_c0, n) * self.jitter.factors(self.S, n)
+            self._jump_cum = np.cumsum(times)
+            self._dt = float(self._jump_cum[-1])
+            self._jump_line = None
         self._set_timer(self._dt, self._end_jump)
 
     def _steps_done_in_jump(self) -> int:
@@ -493,6 +569,8 @@ class Node:
         elapsed = self.env.now - self._t0
         if elapsed <= 0:
             return 0
+        if self._jump_cum is not None:  # jitter on: the run's cumulative step times
+            return min(self._jump_n, int(np.searchsorted(self._jump_cum, elapsed, side="right")))
         line = self._jump_line
         if line is not None:
             n = steps_on_line(line[0], line[1], elapsed, self._jump_n)
@@ -506,7 +584,10 @@ class Node:
         if n >= self._jump_n:
             return
         self._jump_n = n
-        self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        if self._jump_cum is None:
+            self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
+        else:
+            self._dt = float(self._jump_cum[n - 1])
         self._set_timer(self._t0 + self._dt - self.env.now, self._end_jump)
 
     def _end_jump(self) -> None:

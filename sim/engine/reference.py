@@ -12,8 +12,11 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    priority then arrival under ``scheduling_policy: priority``, where a preempted request returns to its own
    place instead of the head; preemption still takes the newest running request) while ``max_num_seqs``, the
    budget and free blocks allow. A prefix-cache hit starts the request at ``num_computed = cached_tokens``.
-   Without chunked prefill a prompt that does not fit the remaining budget waits.
-4. The step takes :meth:`StepTimeModel.step_s`; then every scheduled request advances; a request whose
+   Without chunked prefill a prompt that does not fit the remaining budget waits. Under ``scheduler: sglang``
+   a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
+   tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
+   resets the ratio (:class:`sim.engine.admission.SglangRatio`).
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
 5. Withdrawal (:meth:`ReferenceNode.withdraw`: the client gave up, or a late spill): a queued request leaves the
@@ -31,7 +34,9 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs
 from ..request import Request, Status
+from .admission import make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
+from .jitter import make_jitter
 
 
 class ReferenceNode:
@@ -56,6 +61,8 @@ class ReferenceNode:
         self.max_model_len = max_model_len
         self.on_done = on_done
         self.waiting = make_waiting_queue(engine)
+        self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
+        self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
         self.used_blocks = 0
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
@@ -192,7 +199,12 @@ class ReferenceNode:
             scheduled.append((req, n_new))
             budget -= n_new
             i += 1
+        adm = self.admission
+        if preempted and adm is not None:
+            adm.on_retract(self.steps, sum(r.num_generated for r in self.running),
+                           sum(r.output_tokens for r in self.running), len(self.running))
         if not preempted:
+            future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
             while self.waiting and len(self.running) < eng.max_num_seqs and budget > 0:
                 req = self.waiting[0]
                 cached = req.cached_tokens
@@ -205,6 +217,11 @@ class ReferenceNode:
                 need = self._full_blocks(req) if eng.reserve_kv else self._blocks(cached + n_new)
                 if need > self.capacity_blocks - self.used_blocks:
                     break
+                mine = req.output_tokens - req.num_generated
+                if adm is not None and self.running and not adm.admits(
+                        self.steps, self.capacity_blocks - self.used_blocks - need, future + mine):
+                    break
+                future += mine
                 self.waiting.popleft()
                 self.used_blocks += need
                 req.num_computed = cached
@@ -231,6 +248,8 @@ class ReferenceNode:
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
             dt = self.perf.step_s(tokens, attn, ctx)
+            if self.jitter is not None:
+                dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now
             yield env.timeout(dt)
             if self.dead:

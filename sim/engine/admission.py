@@ -1,0 +1,59 @@
+"""Admission policies shared by both node engines (one object per node, the same arithmetic in both).
+
+vLLM v1 (``scheduler: preempt``) and TensorRT-LLM (``reserve_kv``) need no state beyond the KV block count the
+engines keep. SGLang's (``scheduler: sglang``) does: :class:`SglangRatio`.
+"""
+
+from __future__ import annotations
+
+from ..config import Engine
+
+
+class SglangRatio:
+    """SGLang's new-token-ratio admission (``PrefillAdder``) and its ratio schedule.
+
+    Model: a waiting request is admitted only if, after allocating its prefill chunk's KV blocks, the free KV
+    tokens still hold ``ratio × R``, where ``R`` is the decode tokens still to come of every running request and
+    of itself (output − generated; the engine knows each request's output length, as a benchmark's ``max_tokens``
+    tells SGLang). The ratio is a function of the engine step counter ``S``:
+    ``max(min, r0 − (S − S0) · (init − min) / decay_steps)``. When a step has to evict running requests (SGLang's
+    retraction; capsim recomputes the newest, as for vLLM), the ratio is reset at that step to
+    ``min(1, (decoded + retract_decode_steps · n) / Σ outputs)`` over the requests still running.
+
+    Simplifications (docs/performance-model.md): the ratio decays once per engine step (SGLang: per decode batch);
+    SGLang's 4,096-token clip of each request's estimate is not applied; prefill and decode share one token
+    budget per step (SGLang runs them as separate batches unless mixed chunking is on).
+    """
+
+    def __init__(self, engine: Engine, block_size: int) -> None:
+        p = engine.sglang
+        self.bs = block_size
+        self.init = p.init_new_token_ratio
+        self.min = p.min_new_token_ratio
+        self.decay = (p.init_new_token_ratio - p.min_new_token_ratio) / p.decay_steps
+        self.retract_steps = p.retract_decode_steps
+        self.r0 = self.init
+        self.s0 = 0
+        self.retractions = 0
+
+    def ratio(self, step: int) -> float:
+        """The new-token ratio at engine step ``step`` (steps executed so far)."""
+        return max(self.min, self.r0 - (step - self.s0) * self.decay)
+
+    def admits(self, step: int, free_blocks_after: int, future_decode_tokens: int) -> bool:
+        """Whether ``ratio × future_decode_tokens`` fits the free KV left after the candidate's prefill blocks.
+        ``future_decode_tokens``: Σ (output − generated) over the running requests and the candidate."""
+        return self.ratio(step) * future_decode_tokens <= free_blocks_after * self.bs
+
+    def on_retract(self, step: int, generated: int, outputs: int, running: int) -> None:
+        """Requests were evicted while scheduling step ``step``: raise the ratio to the running requests' decoded
+        share plus ``retract_decode_steps`` tokens each (SGLang's ``retract_decode``), at most 1."""
+        self.retractions += 1
+        estimate = (generated + self.retract_steps * running) / outputs if outputs > 0 else self.init
+        self.r0 = min(1.0, estimate)
+        self.s0 = step
+
+
+def make_admission(engine: Engine, block_size: int) -> SglangRatio | None:
+    """The stateful admission policy of ``engine.scheduler`` (None for ``preempt`` and ``reserve_kv``)."""
+    return SglangRatio(engine, block_size) if engine.scheduler == "sglang" else None
