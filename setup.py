@@ -17,7 +17,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 # (folder in the source tree, folder under sim/_data/ in the wheel); keep in step with sim/paths.py
-DATA_FOLDERS = ("hardware_profiles", "traffic_shapes", "experiments", "data/traces")
+DATA_FOLDERS = ("hardware_profiles", "traffic_shapes", "experiments", "data/traces", "calibration/data")
 
 
 class BuildPyWithData(build_py):

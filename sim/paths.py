@@ -1,4 +1,5 @@
-"""Where capsim finds its data: hardware profiles, traffic shapes, experiments and trace samples.
+"""Where capsim finds its data: hardware profiles, traffic shapes, experiments, trace samples and the published
+measurements ``capsim validate`` re-runs (``calibration/data``).
 
 The one place that resolves them. Three roots are searched, highest priority first:
 
@@ -19,7 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 
 # the data folders, relative to a root; setup.py copies the same list into the wheel
-DATA_FOLDERS = ("hardware_profiles", "traffic_shapes", "experiments", "data/traces")
+DATA_FOLDERS = ("hardware_profiles", "traffic_shapes", "experiments", "data/traces", "calibration/data")
 _SOURCE_TREE = Path(__file__).resolve().parent.parent
 
 

@@ -62,6 +62,8 @@ def test_wheel_runs_from_another_folder(installed: Path, tmp_path: Path) -> None
     assert "H100-SXM" in _capsim(installed, tmp_path, "catalog")
     assert "KV" in _capsim(installed, tmp_path, "profile", "--gpu", "H100-SXM", "--model", "llama-3.1-8b")
     assert "consumer_chat" in _capsim(installed, tmp_path, "traffic", "consumer_chat")
+    # the published measurements ship too: capsim validate re-runs them
+    assert "held" in _capsim(installed, tmp_path, "validate").lower()
     # a shipped example by its repository path (shaped traffic: the shape file is shipped too)
     week = json.loads(_capsim(installed, tmp_path, "run", "experiments/consumer_chat_week.yaml", "--json",
                               "--no-report", "--set", "duration_s=1200", "--set", "traffic.rate_rps=5"))

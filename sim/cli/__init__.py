@@ -117,6 +117,11 @@ class _LazyGroup(click.Group):
             _fail(str(exc), EXIT_BAD_INPUT)
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # the reader of our output went away (`capsim validate | head`): not an error
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            sys.exit(0)
         except OSError as exc:  # a file-system fault not caught closer to its source
             _fail(str(FileError.from_os(exc)), EXIT_BAD_INPUT)
         except MemoryError:

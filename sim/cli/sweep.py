@@ -3,38 +3,59 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError
+from ..metrics_access import check_metric_name
+
+if TYPE_CHECKING:
+    from ..sweep.experiment import Experiment, Point
+    from ..sweep.runner import ProgressHook, SweepReport
+
+#: the overview's columns: summary metric -> (header, scale, decimals, unit); names checked on import
+OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
+    check_metric_name(k): v for k, v in {
+        "latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
+        "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+        "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}.items()}
 
 
-def _progress(enabled: bool):  # noqa: ANN202
+def _progress(enabled: bool) -> tuple[ProgressHook | None, Callable[[], None]]:
     """(hook, stop): a rich progress bar over points with ETA, on stderr, only when it is a terminal."""
     if not enabled:
         return None, lambda: None
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                    console=Console(stderr=True), transient=True)
     state: dict[str, Any] = {"task": None, "failed": 0}
 
-    def hook(event: str, point, record) -> None:  # noqa: ANN001
+    def hook(event: str, point: Point | None, record: dict[str, Any] | None) -> None:
+        rec = record or {}
         if event == "start":
-            if record["todo"] == 0:
+            if rec.get("todo", 0) == 0:
                 return
             bar.start()
-            state["task"] = bar.add_task("sweep", total=record["todo"], failed="", last="")
-        elif event == "done" and state["task"] is not None:
-            if record["status"] != "ok":
+            state["task"] = bar.add_task("sweep", total=rec["todo"], failed="", last="")
+        elif event == "done" and point is not None and state["task"] is not None:
+            if rec.get("status") != "ok":
                 state["failed"] += 1
-                bar.console.print(f"[red]failed[/red] {point.label()}: {record['error']}")
+                bar.console.print(f"[red]failed[/red] {point.label()}: {rec.get('error')}")
             bar.update(state["task"], advance=1, last=point.label()[:60],
                        failed=f"{state['failed']} failed" if state["failed"] else "")
 
@@ -46,23 +67,21 @@ def _progress(enabled: bool):  # noqa: ANN202
 
 
 def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
-    if v is None or v != v:
+    if v is None or math.isnan(v):
         return "–"
     return f"{v * scale:,.{digits}f}{suffix}"
 
 
-def _print_overview(report, exp, max_rows: int = 60) -> None:  # noqa: ANN001
+def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) -> None:
     """Per grid point, means across seeds of the headline metrics (plain text, any width)."""
     import pandas as pd
 
     agg = report.aggregates
     if agg is None or not len(agg):
         return
-    wanted = {"latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
-              "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
-              "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}
+    wanted = OVERVIEW_METRICS
     rows = []
-    for point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
+    for _point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
         first = grp.iloc[0]
         rows.append({**{c: "–" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},

@@ -15,8 +15,9 @@ Break-even (:func:`break_even`), for the winning fleet (``n`` nodes of ``g`` GPU
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ from ..cost import HOURS_PER_YEAR
 from ..energy import facility_power_w, usd_per_kwh
 from .pricing import HOURS_PER_MONTH, LABELS, fixed_usd_per_gpu_hour
 from .search import SEARCH_SPAN, PlanResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
                  "nodes", "gpus", "pricing",
@@ -290,7 +294,7 @@ def _cheapest_rows(res: PlanResult) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def plot_cost_vs_latency(res: PlanResult):  # noqa: ANN201
+def plot_cost_vs_latency(res: PlanResult) -> Figure:
     """$/month (cheapest way to pay) of each simulated minimum fleet against its P95 TTFT and TPOT, with the SLO
     targets as vertical lines and the winner highlighted."""
     import matplotlib
@@ -327,7 +331,7 @@ def plot_cost_vs_latency(res: PlanResult):  # noqa: ANN201
     return fig
 
 
-def plot_break_even(res: PlanResult, be: dict[str, Any]):  # noqa: ANN201
+def plot_break_even(res: PlanResult, be: dict[str, Any]) -> Figure:
     """$/M output tokens against utilisation for each way to pay for the winning fleet, the API's flat price,
     today's utilisation and the break-even points."""
     import matplotlib
@@ -396,7 +400,7 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
 
 
 def _usd_or_blank(v: Any) -> str:
-    return "" if v is None or v != v else f"{v:,.0f}"  # v != v: NaN
+    return "" if v is None or math.isnan(v) else f"{v:,.0f}"
 
 
 def _verdict(res: PlanResult) -> str:

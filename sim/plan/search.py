@@ -14,14 +14,12 @@
 4. Price each minimum fleet every way (:mod:`sim.plan.pricing`) from the same simulations.
 
 Every simulated point is cached on disk under ``cache_dir`` (one JSON per scenario, keyed by a hash of the
-resolved scenario and the capsim version), so a rerun, or a narrower plan, reuses what was simulated; runs that
-are not cached go to the process pool of :mod:`sim.parallel`.
+resolved scenario, its profiles and the capsim version and code), so a rerun, or a narrower plan, reuses what
+was simulated; runs that are not cached go to the process pool of :mod:`sim.parallel`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ from typing import Any
 from ..catalog import get_gpu
 from ..config import Scenario
 from ..errors import ConfigError
+from ..metrics_access import metric
 from ..parallel import map_summaries
 from ..sizing import GoodputResult, SizingResult, derive, size_fleet, traffic_rate_stats
 from .bounds import MixSample, sample_mix
@@ -44,16 +43,19 @@ Progress = Callable[[str], None]
 
 # --- cached runs ------------------------------------------------------------------------------------------
 def scenario_key(scenario: Scenario) -> str:
-    """Hash of everything that determines a run: the resolved scenario, its data folder and capsim's version."""
+    """Hash of everything that determines a run: the resolved scenario, its data folder, the GPU, model and
+    stack profiles it resolves to, and capsim's version and code (:mod:`sim.fingerprint`), so a cached point is
+    never reused after a profile or the simulator changed."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from ..fingerprint import result_key
 
     try:
         v = version("capsim")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         v = "dev"
-    blob = json.dumps({"scenario": scenario.model_dump(mode="json", exclude={"plan"}),
-                       "base": str(scenario.base_dir), "capsim": v}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return result_key(scenario.model_dump(mode="json", exclude={"plan"}), scenario, 24,
+                      base=str(scenario.base_dir), capsim=v)
 
 
 @dataclass
@@ -200,12 +202,13 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     rate = UNLOADED_LOAD * c.bounds.capacity_rps
     base = goodput_scenario(scenario, rate, UNLOADED_REQUESTS / rate)
     summaries = runner([derive(base, {"seed": s}) for s in seeds])
-    if all(bool(s["slo"]["met"]) for s in summaries):
+    if all(bool(metric(s, "slo.met")) for s in summaries):
         return None
-    worst = max(summaries, key=lambda s: s["latency"]["ttft_s"]["p95"] or 0.0)
-    lat = worst["latency"]
+    worst = max(summaries, key=lambda s: metric(s, "latency.ttft_s.p95") or 0.0)
+    ttft_s = metric(worst, "latency.ttft_s.p95") or 0.0
+    tpot_s = metric(worst, "latency.tpot_s.p95") or 0.0
     return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
-            f"{1000 * (lat['ttft_s']['p95'] or 0):,.0f} ms, TPOT {1000 * (lat['tpot_s']['p95'] or 0):,.1f} ms)")
+            f"{1000 * ttft_s:,.0f} ms, TPOT {1000 * tpot_s:,.1f} ms)")
 
 
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:

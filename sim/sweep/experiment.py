@@ -23,9 +23,7 @@ has the same key in any experiment, and a result on disk is reused whenever the 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -147,20 +145,14 @@ class Experiment:
 
 def point_key(scenario: Scenario, metrics: Metrics = "exact") -> str:
     """Hash of what determines a point's result: the resolved scenario (less its name and description), the
-    GPU and model profiles it resolves to, the metrics mode and the capsim version."""
-    from ..catalog import get_gpu, get_model
+    GPU, model and stack profiles it resolves to, the metrics mode, the capsim version and its code
+    (:mod:`sim.fingerprint`)."""
+    from ..fingerprint import result_key
 
     dump = scenario.model_dump(mode="json")
     for k in _COSMETIC:
         dump.pop(k, None)
-    payload: dict[str, Any] = {"schema": KEY_SCHEMA, "capsim": __version__, "metrics": metrics, "scenario": dump}
-    try:
-        payload["gpu"] = get_gpu(scenario.fleet.gpu, scenario.source).model_dump(mode="json")
-        payload["model"] = get_model(scenario.fleet.model, scenario.source).model_dump(mode="json")
-    except ConfigError:
-        pass  # unknown names fail when the point runs (and are recorded); the scenario alone keys it
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:KEY_CHARS]
+    return result_key(dump, scenario, KEY_CHARS, schema=KEY_SCHEMA, capsim=__version__, metrics=metrics)
 
 
 def _axis_settings(name: str, value: Any) -> dict[str, Any]:

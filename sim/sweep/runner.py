@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -99,7 +100,7 @@ def plan(exp: Experiment, store: PointStore, retry_failed: bool = True, fresh: b
     return todo, records
 
 
-def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec = ExecutorSpec(), *, retry_failed: bool = True,
+def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec | None = None, *, retry_failed: bool = True,
               fresh: bool = False, hook: ProgressHook | None = None) -> SweepReport:
     """Run every point of ``exp`` not yet stored under ``out_dir`` and write the tables. On Ctrl-C (or SIGTERM,
     which the CLI turns into Ctrl-C) the points in flight are abandoned and their workers stopped, the tables
@@ -108,7 +109,7 @@ def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec = ExecutorSpec(
     from ..outdir import locked
 
     with locked(Path(out_dir)):
-        return _run_sweep(exp, Path(out_dir), spec, retry_failed, fresh, hook)
+        return _run_sweep(exp, Path(out_dir), spec or ExecutorSpec(), retry_failed, fresh, hook)
 
 
 def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed: bool, fresh: bool,
@@ -142,7 +143,7 @@ def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed:
                 res = oc.value
             rec = {"key": p.key, **res, "experiment": exp.name, "axes": p.axes, "seed": p.seed,
                    "overrides": list(p.overrides), "metrics": exp.metrics, "capsim_version": __version__,
-                   "executor": spec.kind, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "executor": spec.kind, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                    "scenario": p.scenario.model_dump(mode="json")}
             store.save(rec)
             records[p.key] = rec
