@@ -531,7 +531,7 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
                   df: pd.DataFrame) -> dict[str, Path]:
     """compare.csv, compare.json (full summaries), timelines.csv and the three plots; with several seeds also
     compare_seeds.csv (one row per run × seed), and timelines.csv has a ``seed`` column."""
-    from .io import atomic_write, write_csv, write_json
+    from .io import atomic_write, write_csv, write_json, write_text
 
     multi = any(len(r.scenarios) > 1 for r in runs)
     paths = {
@@ -567,7 +567,24 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
 
         atomic_write(paths[key], save)
         plt.close(fig)
+    paths["html"] = out_dir / "compare.html"
+    write_text(paths["html"], _html(exp, runs, df, {paths[k].name: paths[k].read_bytes() for k in
+                                                    ("cost_vs_latency", "spill_timeline", "cost_breakdown")}))
     return paths
+
+
+def _html(exp: Experiment, runs: list[Run], df: pd.DataFrame, images: dict[str, bytes]) -> str:
+    """compare.html (:func:`sim.htmlreports.compare_html`): the experiment, its SLO and seeds, the table, plots."""
+    from .htmlreports import _slo_text, compare_html
+
+    sc = runs[0].scenario
+    seeds = runs[0].seeds
+    asked = {"experiment": f"{exp.name} ({sc.source.split(':')[0]})",
+             "question": "which strategy serves this traffic within the SLO at the lowest cost",
+             "strategies": ", ".join(r.label for r in runs), "SLO": _slo_text(sc.slo.model_dump()),
+             "fleet": f"{sc.fleet.gpus_per_node}× {sc.fleet.gpu} per node, {sc.fleet.model}",
+             "seeds": ", ".join(str(s) for s in seeds) + (" (the same for every strategy)" if len(seeds) > 1 else "")}
+    return compare_html(exp.name, asked, df, images)
 
 
 def json_records(runs: list[Run], results: list[dict[str, Any]], per_seed: bool = False) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ saves them as PNGs beside the Parquet tables and ``summary.json`` and embeds the
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .htmldoc import data_uri
 from .io import atomic_write, write_json, write_parquet, write_text
 
 CDF_PCTS = np.linspace(0.1, 99.9, 400)
@@ -419,10 +419,7 @@ def write_report(
     ):
         images.append((name, _save_png(out_dir / name, fig)))
         paths[name] = out_dir / name
-    imgs = "".join(
-        f"<figure><img alt='{n}' src='data:image/png;base64,{base64.b64encode(b).decode()}'/></figure>"
-        for n, b in images
-    )
+    imgs = "".join(f"<figure><img alt='{n}' src='{data_uri(b)}'/></figure>" for n, b in images)
     fleet = summary.get("fleet", {})
     subtitle = (
         f"{fleet.get('nodes')} × {fleet.get('gpus_per_node')}× {fleet.get('gpu')} · {fleet.get('model')} "

@@ -927,8 +927,10 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
         by_nodes.setdefault(int(row["nodes"]), []).append(row["rule"])
     for n, labels in sorted(by_nodes.items()):
         ax.axvline(n, color="C1", ls="--", lw=1)
+        # right of its line: the simulated minimum's label is left of its own line, which may be the same
         ax.annotate(", ".join(labels), (n, 0.5), xycoords=("data", "axes fraction"), rotation=90,
-                    ha="center", va="center", fontsize=8, color="C1", zorder=5,
+                    xytext=(2, 0), textcoords="offset points", ha="left", va="center", fontsize=8, color="C1",
+                    zorder=5,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     from matplotlib.ticker import MaxNLocator
 

@@ -132,4 +132,4 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
                   "queues); P99s in compare.csv")
     if not no_files:
         console.print(f"files: {target}/compare.csv, " + ("compare_seeds.csv, " if multi else "")
-                      + "compare.json, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")
+                      + "compare.json, compare.html, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")

@@ -21,6 +21,7 @@ from .. import __version__
 from ..config import Scenario
 from ..parallel import ExecutorSpec, iter_outcomes
 from .experiment import Experiment, Metrics, Point
+from .report import write_report
 from .results import aggregates_table, results_table, write_tables
 from .store import PointStore
 
@@ -156,5 +157,6 @@ def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed:
     report.table = results_table(exp, records)
     report.aggregates = aggregates_table(exp, report.table)
     report.files = write_tables(Path(out_dir), report.table, report.aggregates)
+    report.files.update(write_report(Path(out_dir), exp, report))
     report.wall_s = time.perf_counter() - t0
     return report
