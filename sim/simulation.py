@@ -160,7 +160,7 @@ def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
     while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
     off before a retry), or waiting out a client's back-off before its retry is sent."""
     on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
-    at_api = spill.api.outstanding if spill is not None else 0
+    at_api = spill.api.outstanding if spill is not None and spill.api is not None else 0
     return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
 
 
