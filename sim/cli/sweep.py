@@ -27,43 +27,28 @@ OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
 
 
 def _progress(enabled: bool) -> tuple[ProgressHook | None, Callable[[], None]]:
-    """(hook, stop): a rich progress bar over points with ETA, on stderr, only when it is a terminal."""
+    """(hook, stop): progress over points (:class:`sim.progress.Progress`: a bar with ETA on a terminal, a line on
+    stderr every ~10 s otherwise); a failed point is reported on stderr as it happens."""
     if not enabled:
         return None, lambda: None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from ..progress import Progress
 
-    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
-                   console=Console(stderr=True), transient=True)
-    state: dict[str, Any] = {"task": None, "failed": 0}
+    bar = Progress("capsim sweep", "points")
+    state: dict[str, Any] = {"todo": 0, "done": 0, "failed": 0}
 
     def hook(event: str, point: Point | None, record: dict[str, Any] | None) -> None:
         rec = record or {}
         if event == "start":
-            if rec.get("todo", 0) == 0:
-                return
-            bar.start()
-            state["task"] = bar.add_task("sweep", total=rec["todo"], failed="", last="")
-        elif event == "done" and point is not None and state["task"] is not None:
+            state["todo"] = rec.get("todo", 0)
+        elif event == "done" and point is not None and state["todo"]:
+            state["done"] += 1
             if rec.get("status") != "ok":
                 state["failed"] += 1
-                bar.console.print(f"[red]failed[/red] {point.label()}: {rec.get('error')}")
-            bar.update(state["task"], advance=1, last=point.label()[:60],
-                       failed=f"{state['failed']} failed" if state["failed"] else "")
+                click.echo(f"failed {point.label()}: {rec.get('error')}", err=True)
+            note = f"{state['failed']} failed" if state["failed"] else ""
+            bar.update(state["done"], state["todo"], note)
 
-    def stop() -> None:
-        if state["task"] is not None:
-            bar.stop()
-
-    return hook, stop
+    return hook, bar.close
 
 
 def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
@@ -154,7 +139,7 @@ def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_proce
     if not as_json:
         click.echo(f"capsim sweep · {exp.name} · {exp.n_grid} grid point(s) × {len(exp.seeds)} seed(s) = "
                    f"{len(exp.points)} run(s) on {spec.describe()} → {out}", err=True)
-    hook, stop = _progress(sys.stderr.isatty() and not as_json)
+    hook, stop = _progress(not as_json)
     try:
         report = run_sweep(exp, out, spec, retry_failed=retry_failed, fresh=fresh, hook=hook)
     finally:
