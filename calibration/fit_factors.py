@@ -146,10 +146,16 @@ _DESCRIPTIONS = {
 
 # CUDA-graph batch sizes each stack pads a step's tokens up to (StackSpec.cuda_graph_sizes)
 VLLM_GRAPH_SIZES = [1, 2, 4] + [8 * i for i in range(1, 33)]  # vLLM 0.6 worker/model_runner.py _BATCH_SIZES_TO_CAPTURE
-TRTLLM_GRAPH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192]  # perf-overview llm_options.yml
+# perf-overview llm_options.yml
+TRTLLM_GRAPH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192]
 SGLANG_GRAPH_SIZES = [1, 2, 4, 8] + list(range(16, 257, 8))  # SGLang capture list up to cuda_graph_max_bs 256
-GRAPH_SIZES = {"nvidia-trtllm": TRTLLM_GRAPH_SIZES, "nvidia-vllm": VLLM_GRAPH_SIZES, "nvidia-splitwise": [],
-               "amd-vllm": VLLM_GRAPH_SIZES, "nvidia-sglang": SGLANG_GRAPH_SIZES}
+GRAPH_SIZES = {
+    "nvidia-trtllm": TRTLLM_GRAPH_SIZES,
+    "nvidia-vllm": VLLM_GRAPH_SIZES,
+    "nvidia-splitwise": [],
+    "amd-vllm": VLLM_GRAPH_SIZES,
+    "nvidia-sglang": SGLANG_GRAPH_SIZES,
+}
 # the engines' own defaults (fleet.engine fields a scenario leaves unset)
 ENGINE_DEFAULTS = {
     "nvidia-trtllm": {"max_num_seqs": 2048, "max_num_batched_tokens": 8192},
@@ -160,29 +166,34 @@ ENGINE_DEFAULTS = {
 }
 ENGINE_SOURCES = {
     "nvidia-trtllm": "engine_defaults: TensorRT-LLM LLM API / BuildConfig defaults max_batch_size 2048, max_num_tokens "
-                     "8192; capacity scheduler GUARANTEED_NO_EVICT (MAX_UTILIZATION = scheduler: preempt)",
+    "8192; capacity scheduler GUARANTEED_NO_EVICT (MAX_UTILIZATION = scheduler: preempt)",
     "nvidia-vllm": "engine_defaults: vLLM max_num_seqs 256, max_num_batched_tokens 8192 (capsim's long-standing "
-                   "defaults; vLLM v1 picks 256-1024 / 2048-16384 by usage context and GPU)",
+    "defaults; vLLM v1 picks 256-1024 / 2048-16384 by usage context and GPU)",
     "amd-vllm": "engine_defaults: as nvidia-vllm",
     "nvidia-sglang": "engine_defaults: sglang server_args.py (chunked_prefill_size 8192 for 35-160 GB GPUs, "
-                     "mem_fraction_static 0.88 at TP1); max_running_requests is sized from the KV pool by SGLang, "
-                     "1024 here; new-token ratio 0.7 -> 0.098 over 600 steps (global_config)",
+    "mem_fraction_static 0.88 at TP1); max_running_requests is sized from the KV pool by SGLang, "
+    "1024 here; new-token ratio 0.7 -> 0.098 over 600 steps (global_config)",
     "nvidia-splitwise": "engine_defaults: none",
 }
 GRAPH_SOURCES = {
     "nvidia-trtllm": "cuda_graph_sizes: TensorRT-LLM perf-overview @00f37686 llm_options.yml (cuda_graph_config "
-                     "enable_padding, batch_sizes 1..8192), the configuration of the trtllm-bench tables",
+    "enable_padding, batch_sizes 1..8192), the configuration of the trtllm-bench tables",
     "nvidia-vllm": "cuda_graph_sizes: vLLM v0.6 vllm/worker/model_runner.py _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + "
-                   "[8 * i for i in range(1, 33)]",
+    "[8 * i for i in range(1, 33)]",
     "amd-vllm": "cuda_graph_sizes: vLLM's (HIP graphs, same capture list)",
     "nvidia-sglang": "cuda_graph_sizes: SGLang capture list 1, 2, 4, 8, 16, 24, ... up to cuda_graph_max_bs 256 "
-                     "(server_args.py, H100/A100 at TP < 4)",
+    "(server_args.py, H100/A100 at TP < 4)",
     "nvidia-splitwise": "cuda_graph_sizes: none (the runtime is not recorded)",
 }
 
 # how each stack admits requests (StackSpec.scheduler); points with an empty reserve_kv cell follow it
-SCHEDULERS = {"nvidia-trtllm": "reserve_kv", "nvidia-vllm": "preempt", "nvidia-splitwise": "preempt",
-              "amd-vllm": "preempt", "nvidia-sglang": "sglang"}
+SCHEDULERS = {
+    "nvidia-trtllm": "reserve_kv",
+    "nvidia-vllm": "preempt",
+    "nvidia-splitwise": "preempt",
+    "amd-vllm": "preempt",
+    "nvidia-sglang": "sglang",
+}
 
 
 class _Flow(list):
@@ -217,8 +228,12 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "engine_defaults": ENGINE_DEFAULTS[name],
             "cuda_graph_sizes": _Flow(GRAPH_SIZES[name]),
             "fitted_to": [fitted_to],
-            "sources": ["calibration/fit_factors.py", "calibration/data/README.md", GRAPH_SOURCES[name],
-                        ENGINE_SOURCES[name]],
+            "sources": [
+                "calibration/fit_factors.py",
+                "calibration/data/README.md",
+                GRAPH_SOURCES[name],
+                ENGINE_SOURCES[name],
+            ],
         }
         (folder / f"{name}.yaml").write_text(header + yaml.dump(body, Dumper=_Dumper, sort_keys=False, width=120))
 

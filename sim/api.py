@@ -27,11 +27,12 @@ Model (all times in simulated seconds, one SimPy process per API-bound request):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -319,7 +320,7 @@ class HostedApi:
         if not answered:
             st.wasted_usd += usd
 
-    def _client(self, req: Request, batch: bool):  # noqa: ANN202 - SimPy process
+    def _client(self, req: Request, batch: bool) -> Generator[simpy.Event, Any, None]:  # a SimPy process
         env, spec, st = self.env, self.spec, self.stats
         lat, retry = spec.latency, spec.retry
         attempt = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable
+from collections.abc import Callable, Generator
 
 import simpy
 
@@ -52,7 +52,7 @@ def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: R
 
 
 def autoscaler_process(env: simpy.Environment, cfg: Autoscaler, fleet: FleetManager, rate_at: RateFn | None,
-                       clock0_h: float = 0.0):  # noqa: ANN201
+                       clock0_h: float = 0.0) -> Generator[simpy.Event, None, None]:
     """SimPy process: decide every ``interval_s`` (first decision at t = 0). ``clock0_h``: the traffic clock's
     hour (of the week) at t = 0, so schedules follow local time."""
     while True:

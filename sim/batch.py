@@ -11,7 +11,8 @@ Every ``check_interval_s`` (the smallest over deferrable classes):
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
 import simpy
 
@@ -41,9 +42,16 @@ class BatchQueue:
     def __len__(self) -> int:
         return len(self.held)
 
+    def _spec(self, req: Request) -> Deferrable:
+        """The deferrable settings of a held request's class (only such requests are held)."""
+        d = self.classes[req.class_idx]
+        if d is None:
+            raise ValueError(f"a request of class {req.class_idx} was held, but that class is not deferrable")
+        return d
+
     def _release_due(self, now: float) -> None:
         due = [r for r in self.held
-               if now >= r.arrival_s + self.classes[r.class_idx].deadline_s - self.classes[r.class_idx].slack_s]
+               if now >= r.arrival_s + self._spec(r).deadline_s - self._spec(r).slack_s]
         for req in due:
             self.held.remove(req)
             self.dispatch(req)
@@ -59,7 +67,7 @@ class BatchQueue:
         kv = sum(x.kv_used_blocks / n.capacity_blocks for x, n in zip(snaps, up)) / len(up)
         return head.release_per_node * len(up) if kv < head.release_below_kv else 0
 
-    def _run(self):  # noqa: ANN202 - SimPy process
+    def _run(self) -> Generator[simpy.Event, Any, None]:  # a SimPy process
         interval = min(d.check_interval_s for d in self.classes if d is not None)
         while True:
             yield self.env.timeout(interval)
@@ -67,6 +75,6 @@ class BatchQueue:
                 continue
             self._release_due(self.env.now)
             if self.held:
-                n = self._spare_capacity(self.classes[self.held[0].class_idx])
+                n = self._spare_capacity(self._spec(self.held[0]))
                 for _ in range(min(n, len(self.held))):
                     self.dispatch(self.held.popleft())

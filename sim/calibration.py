@@ -397,21 +397,38 @@ def read_vllm_bench_json(
     else:
         mode = "poisson"
     base = {
-        "gpu": gpu, "gpus": gpus, "model": model_name, "weights": weights, "kv": kv, "mode": mode, "source": src,
-        "input_mean": in_mean, "input_sigma": sigma("input_lens"), "output_mean": out_mean, "output_sigma": sigma("output_lens"),
-        "requests": min(n, max_requests), "rate_rps": None if math.isinf(rate_f) else rate_f,
-        "concurrency": int(conc) if conc else None, "max_num_seqs": max_num_seqs,
+        "gpu": gpu,
+        "gpus": gpus,
+        "model": model_name,
+        "weights": weights,
+        "kv": kv,
+        "mode": mode,
+        "source": src,
+        "input_mean": in_mean,
+        "input_sigma": sigma("input_lens"),
+        "output_mean": out_mean,
+        "output_sigma": sigma("output_lens"),
+        "requests": min(n, max_requests),
+        "rate_rps": None if math.isinf(rate_f) else rate_f,
+        "concurrency": int(conc) if conc else None,
+        "max_num_seqs": max_num_seqs,
         "max_num_batched_tokens": max_num_batched_tokens,
     }
     stem = Path(path).stem
     pts: list[CalPoint] = []
     if data.get("output_throughput"):
-        pts.append(CalPoint(id=f"{stem}:throughput", metric="throughput", measured=float(data["output_throughput"]), **base))
+        pts.append(
+            CalPoint(id=f"{stem}:throughput", metric="throughput", measured=float(data["output_throughput"]), **base)
+        )
     if mode != "offline":  # latencies of an all-at-once run measure queueing, not the server
         if data.get("median_ttft_ms"):
-            pts.append(CalPoint(id=f"{stem}:ttft", metric="ttft_p50", measured=float(data["median_ttft_ms"]) / 1e3, **base))
+            pts.append(
+                CalPoint(id=f"{stem}:ttft", metric="ttft_p50", measured=float(data["median_ttft_ms"]) / 1e3, **base)
+            )
         if data.get("median_tpot_ms"):
-            pts.append(CalPoint(id=f"{stem}:tpot", metric="tpot_p50", measured=float(data["median_tpot_ms"]) / 1e3, **base))
+            pts.append(
+                CalPoint(id=f"{stem}:tpot", metric="tpot_p50", measured=float(data["median_tpot_ms"]) / 1e3, **base)
+            )
     if not pts:
         raise ConfigError(src, "", "no output_throughput, median_ttft_ms or median_tpot_ms to fit")
     return pts
@@ -444,7 +461,7 @@ def read_measurement_csv(
     for i, row in enumerate(rows, start=2):
         where = f"{src}:{i}"
 
-        def num(key: str, cast=float, default=None):  # noqa: ANN001, ANN202
+        def num(key: str, cast=float, default=None, row=row, where=where):  # noqa: ANN001, ANN202
             v = (row.get(key) or "").strip()
             if v == "":
                 return default
@@ -456,16 +473,28 @@ def read_measurement_csv(
         conc, rate = num("concurrency", int), num("rate")
         mode = "closed_loop" if conc else ("poisson" if rate else "offline")
         base = {
-            "gpu": row["gpu"].strip(), "gpus": num("gpus", int, 1), "model": row["model"].strip(),
-            "weights": (row.get("weights") or "").strip() or weights, "kv": (row.get("kv") or "").strip() or kv, "mode": mode,
-            "source": where, "input_mean": num("input"), "output_mean": num("output"),
-            "requests": min(num("requests", int, 1000), max_requests), "rate_rps": rate, "concurrency": conc,
+            "gpu": row["gpu"].strip(),
+            "gpus": num("gpus", int, 1),
+            "model": row["model"].strip(),
+            "weights": (row.get("weights") or "").strip() or weights,
+            "kv": (row.get("kv") or "").strip() or kv,
+            "mode": mode,
+            "source": where,
+            "input_mean": num("input"),
+            "output_mean": num("output"),
+            "requests": min(num("requests", int, 1000), max_requests),
+            "rate_rps": rate,
+            "concurrency": conc,
             "max_num_seqs": num("max_num_seqs", int, max_num_seqs),
         }
         if not base["input_mean"] or not base["output_mean"]:
             raise ConfigError(where, "input", "input and output lengths are required")
         found = False
-        for col, metric, scale in (("throughput", "throughput", 1.0), ("ttft_ms", "ttft_p50", 1e-3), ("tpot_ms", "tpot_p50", 1e-3)):
+        for col, metric, scale in (
+            ("throughput", "throughput", 1.0),
+            ("ttft_ms", "ttft_p50", 1e-3),
+            ("tpot_ms", "tpot_p50", 1e-3),
+        ):
             v = num(col)
             if v is not None:
                 pts.append(CalPoint(id=f"row{i}:{metric}", metric=metric, measured=v * scale, **base))
@@ -479,7 +508,9 @@ def starting_calibration(points: Sequence[CalPoint], stack: str | None = None) -
     """The factors capsim uses today for the points' GPU (its own block, or its stack's)."""
     gpus = {p.gpu for p in points}
     if len(gpus) != 1:
-        raise ConfigError("calibrate", "gpu", f"measurements span several GPUs ({', '.join(sorted(gpus))}); fit one at a time")
+        raise ConfigError(
+            "calibrate", "gpu", f"measurements span several GPUs ({', '.join(sorted(gpus))}); fit one at a time"
+        )
     return resolve_calibration(get_gpu(next(iter(gpus)), "calibrate", "gpu"), stack)
 
 

@@ -246,7 +246,8 @@ class ModelSpec(_Strict):
             raise ValueError(f"params_active ({self.params_active:.3g}) > params_total ({self.params_total:.3g})")
         if self.kv_heads > self.attention_heads:
             raise ValueError("kv_heads must be <= attention_heads")
-        if self.kv_bytes_per_token_bf16 is not None and self.kv_bytes_per_token_bf16 != 2 * self.kv_elements_per_token():
+        declared = self.kv_bytes_per_token_bf16
+        if declared is not None and declared != 2 * self.kv_elements_per_token():
             raise ValueError(
                 f"kv_bytes_per_token_bf16 {self.kv_bytes_per_token_bf16} disagrees with the architecture "
                 f"({2 * self.kv_elements_per_token()})"
@@ -372,8 +373,9 @@ def get_stack(name: str, source: str = "scenario", field: str = "stack") -> Stac
     return _lookup(stacks(), name, "software stack", source, field)
 
 
-def engine_for_stack(gpu: GpuSpec, stack: str | None, engine: Engine, source: str = "scenario",
-                     field: str = "fleet.engine") -> Engine:
+def engine_for_stack(
+    gpu: GpuSpec, stack: str | None, engine: Engine, source: str = "scenario", field: str = "fleet.engine"
+) -> Engine:
     """``engine`` completed with the stack's defaults and scheduler (the named ``stack``, else the GPU's default
     stack; an unknown default stack leaves the engine's own values, with ``preempt`` unless ``reserve_kv``)."""
     spec = resolve_stack(gpu, stack)

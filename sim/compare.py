@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,14 @@ from .config import (
     validate_scenario,
 )
 from .errors import ConfigError
+from .metrics_access import metric
 from .stats import replication_seeds
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 class _Strict(BaseModel):
@@ -110,8 +117,10 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
         spath = spath if spath.is_absolute() else base_dir / spath
         base = read_yaml(spath)
         base_dir = spath.parent.resolve()
-    else:
+    elif exp.base is not None:
         base = copy.deepcopy(exp.base)
+    else:  # the Experiment model requires one of the two
+        raise ConfigError(str(path), "base", "give a scenario file or a base scenario")
     base = apply_overrides(base, (overrides or []) + ([f"seed={seed}"] if seed is not None else []))
     runs: list[Run] = []
     for i, st in enumerate(exp.strategies):
@@ -230,14 +239,6 @@ def mean_timeline(timelines: list[dict[str, list[float]]]) -> dict[str, list[flo
     return {k: np.mean([t[k] for t in timelines], axis=0).tolist() for k in timelines[0]}
 
 
-def _g(d: dict[str, Any], path: str) -> Any:
-    for p in path.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(p)  # type: ignore[assignment]
-    return d
-
-
 COLUMNS: list[tuple[str, str]] = [
     ("total_usd", "cost.total_usd"),
     ("usd_per_mtok", "cost.usd_per_mtok_total"),
@@ -277,7 +278,7 @@ HEADLINE: tuple[str, ...] = ("total_usd", "usd_per_mtok", "usd_per_mtok_output",
 def _row_values(summary: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col, path in COLUMNS:
-        v = _g(summary, path)
+        v = metric(summary, path)
         out[col] = 0 if v is None and col.startswith(("api_", "spill_")) else v
     if isinstance(out.get("slo_met"), bool):
         out["slo_met"] = float(out["slo_met"])  # share of seeds meeting the SLO once averaged
@@ -344,7 +345,8 @@ def pareto_mask(latency: np.ndarray, cost: np.ndarray, eligible: np.ndarray | No
 
 
 # --- plots -----------------------------------------------------------------------------------------------
-def _plt():  # noqa: ANN202
+def _plt() -> ModuleType:
+    """matplotlib.pyplot on the Agg backend (imported on first use: keeps CLI start-up fast)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,15 +362,13 @@ def _err_bars(values: np.ndarray, half: pd.Series) -> np.ndarray:
     return np.vstack([lower, h])
 
 
-def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:  # noqa: ANN001
+def place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:
     """Annotate each point with its text at the first of a ring of offsets (growing radius) where the label
     stays inside the axes and overlaps neither an earlier label nor any point (greedy, in display space);
     returns the annotations."""
-    fig = ax.figure
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
+    ax.figure.canvas.draw()  # lay out once; extents below use the figure's renderer (any backend)
     pts = ax.transData.transform(np.column_stack([xs, ys]))
-    frame = ax.get_window_extent(renderer)  # labels stay inside the axes
+    frame = ax.get_window_extent()  # labels stay inside the axes
     taken: list = []
     out = []
     dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -377,12 +377,12 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize:
             continue
         chosen = None
         for radius in (6, 14, 24, 36, 50, 70):
-            leader = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if radius > 14 else {}
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6} if radius > 14 else None
             for dx, dy in dirs:
                 ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx * radius, dy * radius),
                                   fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center", **leader)
-                bb = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+                                  va="bottom" if dy > 0 else "top" if dy < 0 else "center", arrowprops=leader)
+                bb = ann.get_window_extent().expanded(1.05, 1.15)
                 inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0 and bb.y1 <= frame.y1)
                 if inside and not (any(bb.overlaps(t) for t in taken) or any(bb.contains(qx, qy) for qx, qy in pts)):
                     chosen = ann
@@ -393,7 +393,7 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize:
         if chosen is None:  # very crowded: far out, with a leader line
             chosen = ax.annotate(text, (x, y), textcoords="offset points", xytext=(60, 60), fontsize=fontsize,
                                  arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
-        taken.append(chosen.get_window_extent(renderer).expanded(1.05, 1.15))
+        taken.append(chosen.get_window_extent().expanded(1.05, 1.15))
         out.append(chosen)
     return out
 
@@ -470,7 +470,7 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
     return fig
 
 
-def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa: ANN201
+def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]) -> Figure:
     """Arrival rate (same for every run: common random numbers) and each run's spill rate over time."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(12, 5))
@@ -492,7 +492,7 @@ def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]):  # noqa
     return fig
 
 
-def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
+def plot_cost_breakdown(df: pd.DataFrame) -> Figure:
     """Stacked bars: self-hosted GPU cost and hosted-API spend per run, with $/M output tokens on top; runs
     that miss the SLO are hatched and say so (a cheap run that misses it is not a saving)."""
     plt = _plt()
@@ -505,9 +505,9 @@ def plot_cost_breakdown(df: pd.DataFrame):  # noqa: ANN201
            edgecolor="white")
     per_col = "usd_per_mtok_output" if "usd_per_mtok_output" in df else "usd_per_mtok"
     unit = "/M out tok" if per_col == "usd_per_mtok_output" else "/M tok"
-    for i, r in df.reset_index(drop=True).iterrows():
+    for i, (_, r) in enumerate(df.iterrows()):
         per = r[per_col]
-        txt = f"\\${r['total_usd']:,.0f}" + (f"\n\\${per:.2f}{unit}" if per is not None and per == per else "")
+        txt = f"\\${r['total_usd']:,.0f}" + (f"\n\\${per:.2f}{unit}" if per is not None and not np.isnan(per) else "")
         txt += "" if meets[i] else "\nmisses SLO"
         ax.annotate(txt, (i, r["total_usd"]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
                     color="black" if meets[i] else "C3")
@@ -531,7 +531,7 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
                   df: pd.DataFrame) -> dict[str, Path]:
     """compare.csv, compare.json (full summaries), timelines.csv and the three plots; with several seeds also
     compare_seeds.csv (one row per run × seed), and timelines.csv has a ``seed`` column."""
-    from .io import atomic_write, write_csv, write_json
+    from .io import atomic_write, write_csv, write_json, write_text
 
     multi = any(len(r.scenarios) > 1 for r in runs)
     paths = {
@@ -562,10 +562,29 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
     for key, fig in (("cost_vs_latency", plot_cost_vs_latency(df, targets, base_slo.attainment_target)),
                      ("spill_timeline", plot_spill_timeline(runs, results)),
                      ("cost_breakdown", plot_cost_breakdown(df))):
-        atomic_write(paths[key], lambda p, fig=fig: fig.savefig(p, format="png", dpi=110, bbox_inches="tight",
-                                                                metadata={"Software": None}))
+        def save(p: Path, fig: Figure = fig) -> None:
+            fig.savefig(p, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+
+        atomic_write(paths[key], save)
         plt.close(fig)
+    paths["html"] = out_dir / "compare.html"
+    write_text(paths["html"], _html(exp, runs, df, {paths[k].name: paths[k].read_bytes() for k in
+                                                    ("cost_vs_latency", "spill_timeline", "cost_breakdown")}))
     return paths
+
+
+def _html(exp: Experiment, runs: list[Run], df: pd.DataFrame, images: dict[str, bytes]) -> str:
+    """compare.html (:func:`sim.htmlreports.compare_html`): the experiment, its SLO and seeds, the table, plots."""
+    from .htmlreports import _slo_text, compare_html
+
+    sc = runs[0].scenario
+    seeds = runs[0].seeds
+    asked = {"experiment": f"{exp.name} ({sc.source.split(':')[0]})",
+             "question": "which strategy serves this traffic within the SLO at the lowest cost",
+             "strategies": ", ".join(r.label for r in runs), "SLO": _slo_text(sc.slo.model_dump()),
+             "fleet": f"{sc.fleet.gpus_per_node}× {sc.fleet.gpu} per node, {sc.fleet.model}",
+             "seeds": ", ".join(str(s) for s in seeds) + (" (the same for every strategy)" if len(seeds) > 1 else "")}
+    return compare_html(exp.name, asked, df, images)
 
 
 def json_records(runs: list[Run], results: list[dict[str, Any]], per_seed: bool = False) -> list[dict[str, Any]]:

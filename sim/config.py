@@ -8,9 +8,10 @@ the dotted field and the problem.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -45,7 +46,7 @@ class LognormalTokens(Strict):
     max: int = Field(1_000_000, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "LognormalTokens":
+    def _check(self) -> LognormalTokens:
         if self.p95 < self.median:
             raise ValueError(f"p95 ({self.p95}) must be >= median ({self.median})")
         if self.max < self.min:
@@ -78,7 +79,7 @@ class PmfTokens(Strict):
 
 
 TokenDist = Annotated[
-    Union[FixedTokens, LognormalTokens, EmpiricalTokens, PmfTokens], Field(discriminator="dist")
+    FixedTokens | LognormalTokens | EmpiricalTokens | PmfTokens, Field(discriminator="dist")
 ]
 
 
@@ -195,7 +196,7 @@ class OfficeHours(Strict):
     lunch_dip: float = Field(0.0, ge=0, lt=1, description="fractional dip around 12:30")
 
     @model_validator(mode="after")
-    def _check(self) -> "OfficeHours":
+    def _check(self) -> OfficeHours:
         if self.end_hour <= self.start_hour:
             raise ValueError(f"end_hour ({self.end_hour}) must be > start_hour ({self.start_hour})")
         return self
@@ -292,14 +293,14 @@ class Piecewise(Strict):
     @classmethod
     def _ascending(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
         hours = [p[0] for p in v]
-        if any(b <= a for a, b in zip(hours, hours[1:])):
+        if any(b <= a for a, b in itertools.pairwise(hours)):
             raise ValueError("points must have strictly ascending hours")
         return v
 
 
 ShapeComponent = Annotated[
-    Union[DailyCurve, OfficeHours, HourlyProfile, WeeklyCurve, Harmonic, Launch, Viral, BatchWindow, Growth,
-          Piecewise],
+    DailyCurve | OfficeHours | HourlyProfile | WeeklyCurve | Harmonic | Launch | Viral | BatchWindow | Growth
+    | Piecewise,
     Field(discriminator="type"),
 ]
 
@@ -349,7 +350,7 @@ class TraceReplay(Strict):
     hash_block_tokens: int = Field(512, gt=0, description="Mooncake: tokens per hash_ids block")
 
     @model_validator(mode="after")
-    def _check(self) -> "TraceReplay":
+    def _check(self) -> TraceReplay:
         if self.window_s is not None and not (0 <= self.window_s[0] < self.window_s[1]):
             raise ValueError(f"window_s must be [start, end) with 0 <= start < end (got {list(self.window_s)})")
         if self.format == "csv" and (self.time_column is None or self.input_column is None
@@ -427,7 +428,7 @@ class Traffic(Strict):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "Traffic":
+    def _check(self) -> Traffic:
         demand = [k for k in DEMAND_KEYS if getattr(self, k) is not None]
         if len(demand) > 1:
             raise ValueError(f"give exactly one of {', '.join(DEMAND_KEYS)} (got {', '.join(demand)})")
@@ -514,8 +515,9 @@ class Engine(Strict):
     step_jitter: StepJitterSpec = StepJitterSpec()
 
     @model_validator(mode="after")
-    def _check(self) -> "Engine":
-        if self.scheduler is not None and self.reserve_kv is not None and (self.scheduler == "reserve_kv") != self.reserve_kv:
+    def _check(self) -> Engine:
+        if (self.scheduler is not None and self.reserve_kv is not None
+                and (self.scheduler == "reserve_kv") != self.reserve_kv):
             raise ValueError(f"reserve_kv={self.reserve_kv} contradicts scheduler '{self.scheduler}'")
         if self.sglang.min_new_token_ratio > self.sglang.init_new_token_ratio:
             raise ValueError("sglang.min_new_token_ratio must be <= sglang.init_new_token_ratio")
@@ -607,7 +609,7 @@ class Fleet(Strict):
     autoscaler: Autoscaler = Autoscaler()
 
     @model_validator(mode="after")
-    def _check_fleet(self) -> "Fleet":
+    def _check_fleet(self) -> Fleet:
         # at least one node unless every request goes to a hosted API: checked in Scenario._check_spill
         if self.autoscaler.policy != "none" and self.on_demand.max_nodes < 1:
             raise ValueError("an autoscaler needs on_demand.max_nodes >= 1")
@@ -700,7 +702,7 @@ class ApiLatency(Strict):
     batch_p95_s: float = Field(14400.0, gt=0, description="batch tier: 95th percentile completion time")
 
     @model_validator(mode="after")
-    def _check(self) -> "ApiLatency":
+    def _check(self) -> ApiLatency:
         if self.ttft_p95_s < self.ttft_median_s:
             raise ValueError(f"ttft_p95_s ({self.ttft_p95_s}) must be >= ttft_median_s ({self.ttft_median_s})")
         if self.batch_p95_s < self.batch_median_s:
@@ -743,7 +745,7 @@ class ApiOutage(Strict):
     end_s: float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "ApiOutage":
+    def _check(self) -> ApiOutage:
         if self.end_s <= self.start_s:
             raise ValueError(f"end_s ({self.end_s}) must be > start_s ({self.start_s})")
         return self
@@ -772,7 +774,7 @@ class Api(Strict):
     on_give_up: Literal["fail", "fleet"] = "fail"
 
     @model_validator(mode="after")
-    def _check(self) -> "Api":
+    def _check(self) -> Api:
         if self.provider is None and (self.input_usd_per_mtok is None or self.output_usd_per_mtok is None):
             raise ValueError("give provider (and model) from the API catalogue, or input_usd_per_mtok and "
                              "output_usd_per_mtok")
@@ -853,8 +855,8 @@ class RateBudgetSpill(_SpillBase):
 
 
 SpillPolicySpec = Annotated[
-    Union[NeverSpill, AllApi, QueueLengthSpill, QueueWaitSpill, PredictedTtftSpill, KvPressureSpill,
-          ClassBasedSpill, RateBudgetSpill],
+    NeverSpill | AllApi | QueueLengthSpill | QueueWaitSpill | PredictedTtftSpill | KvPressureSpill | ClassBasedSpill
+    | RateBudgetSpill,
     Field(discriminator="policy"),
 ]
 
@@ -899,13 +901,13 @@ class Scenario(Strict):
         return self._source
 
     @model_validator(mode="after")
-    def _check(self) -> "Scenario":
+    def _check(self) -> Scenario:
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be < duration_s ({self.duration_s})")
         return self
 
     @model_validator(mode="after")
-    def _check_spill(self) -> "Scenario":
+    def _check_spill(self) -> Scenario:
         policy = self.spill.policy if self.spill is not None else "never"
         if self.fleet.nodes + self.fleet.spot.nodes < 1 and policy != "all_api":
             raise ValueError("the fleet needs at least one node at the start (fleet.nodes + fleet.spot.nodes >= 1)"

@@ -17,7 +17,7 @@ class ConfigError(CapsimError):
         where = f"{source}: {field}" if field else source
         super().__init__(f"{where}: {problem}")
 
-    def __reduce__(self):  # noqa: ANN204 - keep the three parts when sent between processes
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, str]]:  # keep the parts across processes
         return (type(self), (self.source, self.field, self.problem))
 
 
@@ -51,7 +51,7 @@ class FileError(CapsimError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self) -> tuple[type[FileError], tuple[str, str]]:
         return (type(self), (self.path, self.problem))
 
     @classmethod

@@ -43,7 +43,8 @@ class Slot:
         self.busy_prev_s = 0.0  # busy seconds of earlier nodes in this slot
         self.steps_prev = 0
         self.generation = 0
-        self.work_prev = (0, 0.0, 0.0, 0)  # finished-step work of earlier nodes in this slot (tokens, pairs, ctx, steps)
+        # finished-step work of earlier nodes in this slot (tokens, pairs, ctx, steps)
+        self.work_prev = (0, 0.0, 0.0, 0)
 
     def busy_s(self) -> float:
         return self.busy_prev_s + (self.node.snapshot().busy_s if self.node is not None else 0.0)
@@ -52,7 +53,8 @@ class Slot:
         """(Σ tokens, Σ attention pairs, Σ context tokens, steps) of every node this slot has run, as of now."""
         if self.node is None:
             return self.work_prev
-        return tuple(a + b for a, b in zip(self.work_prev, self.node.work_totals()))  # type: ignore[return-value]
+        p, w = self.work_prev, self.node.work_totals()
+        return p[0] + w[0], p[1] + w[1], p[2] + w[2], p[3] + w[3]
 
 
 class FleetManager:
@@ -112,8 +114,7 @@ class FleetManager:
             rate = self.sc.fleet.spot.evictions_per_node_hour / 3600.0
             delay = float(self.rng_spot.exponential(1.0 / rate))
             gen = slot.generation
-            ev = self.env.timeout(delay)
-            ev.callbacks.append(lambda _e, s=slot, g=gen: self._eviction_notice(s, g))
+            self._after(delay, self._eviction_notice, slot, gen)
         while self.pending and self.active:
             self.dispatch(self.pending.popleft())
 
@@ -137,8 +138,15 @@ class FleetManager:
         slot.intervals.append([self.env.now, -1.0])
         self._log(slot, "requested")
         gen = slot.generation
-        ev = self.env.timeout(self.startup_s)
-        ev.callbacks.append(lambda _e, s=slot, g=gen: self._ready(s, g))
+        self._after(self.startup_s, self._ready, slot, gen)
+
+    def _after(self, delay_s: float, fn: Callable[[Slot, int], None], slot: Slot, generation: int) -> None:
+        """Call ``fn(slot, generation)`` ``delay_s`` from now (the generation tells a stale timer from a live one)."""
+
+        def fire(_event: simpy.Event) -> None:
+            fn(slot, generation)
+
+        self.env.timeout(delay_s).callbacks.append(fire)
 
     def _ready(self, slot: Slot, generation: int) -> None:
         if slot.state == "starting" and slot.generation == generation:
@@ -178,8 +186,7 @@ class FleetManager:
         self._stop_routing(slot)
         slot.state = "evicting"
         self._log(slot, "eviction notice")
-        ev = self.env.timeout(self.sc.fleet.spot.notice_s)
-        ev.callbacks.append(lambda _e, s=slot, g=generation: self._evict(s, g))
+        self._after(self.sc.fleet.spot.notice_s, self._evict, slot, generation)
 
     def _evict(self, slot: Slot, generation: int) -> None:
         if slot.generation != generation or slot.state != "evicting":
@@ -214,9 +221,7 @@ class FleetManager:
                 self.last_scale_s = now
         elif desired_total < current and now - self.last_scale_s >= self.sc.fleet.autoscaler.scale_down_cooldown_s:
             n = current - desired_total
-            victims = [s for s in reversed(od) if s.state == "starting"] + [
-                s for s in reversed(od) if s.state == "up"
-            ]
+            victims = [s for s in reversed(od) if s.state == "starting"] + [s for s in reversed(od) if s.state == "up"]
             for slot in victims[:n]:
                 self.drain(slot)
                 self.last_scale_s = now

@@ -52,7 +52,8 @@ STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight", 
 # Status value -> index into STATUS_CATEGORIES (waiting and running are both "in flight")
 _STATUS_CODE = np.array(
     [STATUS_CATEGORIES.index(s.name.lower()) if s.name.lower() in STATUS_CATEGORIES
-     else STATUS_CATEGORIES.index("in_flight") for s in Status]
+     else STATUS_CATEGORIES.index("in_flight") for s in Status],
+    dtype=np.int64,
 )
 
 
@@ -73,7 +74,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
     classes = pd.Categorical.from_codes(
-        np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=result.class_names
+        np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=pd.Index(result.class_names)
     )
     return pd.DataFrame(
         {
@@ -85,7 +86,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "input_tokens": np.fromiter((r.prompt_tokens for r in reqs), np.int64, n),
             "output_tokens": out,
             "cached_tokens": np.fromiter((r.cached_tokens for r in reqs), np.int64, n),
-            "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=STATUS_CATEGORIES),
+            "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=pd.Index(STATUS_CATEGORIES)),
             "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
             "ttft_s": ttft,
             "tpot_s": tpot,

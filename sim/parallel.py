@@ -21,11 +21,12 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .config import Scenario
 from .errors import ConfigError
@@ -242,7 +243,7 @@ class SummaryPool:
         self._ex: Executor | None = None
         self.batches = 0
 
-    def __enter__(self) -> "SummaryPool":
+    def __enter__(self) -> SummaryPool:
         if self.spec.kind != "in_process":
             self._cm = self.spec.open()
             self._ex, _ = self._cm.__enter__()

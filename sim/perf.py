@@ -295,10 +295,10 @@ class StepTimeModel:
             # Σ_{j=1..n} (a + b·j) = a·n + b·n(n+1)/2 ≤ budget
             if b > 0:
                 half = a + b / 2.0
-                n = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
+                n_f = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
             else:
-                n = budget_s / a if a > 0 else float(max_steps)
-            hi = min(hi, int(n) + 1)
+                n_f = budget_s / a if a > 0 else float(max_steps)
+            hi = min(hi, int(n_f) + 1)
         hi = max(hi, 0)
         run = self.decode_run_s
         for n in (hi, hi - 1, hi - 2):

@@ -22,6 +22,8 @@ from .errors import ConfigError
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
 
+Lengths = Sequence[int] | np.ndarray  # token counts per request: a list or a numpy array
+
 
 @dataclass(frozen=True)
 class NodeSetup:
@@ -109,7 +111,9 @@ def _stats(x: np.ndarray) -> dict[str, float]:
     }
 
 
-def _summarise(mode: str, reqs: Sequence[Request], t0: float, t1: float, n_total: int, mean_running: float) -> RunResult:
+def _summarise(
+    mode: str, reqs: Sequence[Request], t0: float, t1: float, n_total: int, mean_running: float
+) -> RunResult:
     """Latency statistics over ``reqs`` (completed ones) and throughput over the window [t0, t1]."""
     done = [r for r in reqs if r.status == Status.COMPLETED]
     rejected = sum(1 for r in reqs if r.status == Status.REJECTED)
@@ -146,7 +150,7 @@ def _check_lengths(prompts: np.ndarray, outputs: np.ndarray) -> None:
         raise ConfigError("profile", "requests", "input and output lengths must be >= 1 token")
 
 
-def run_offline(setup: NodeSetup, prompts: Sequence[int], outputs: Sequence[int]) -> RunResult:
+def run_offline(setup: NodeSetup, prompts: Lengths, outputs: Lengths) -> RunResult:
     """All requests issued at t = 0; throughput = all output tokens / time until the last one finishes."""
     p, o = np.asarray(prompts, dtype=np.int64), np.asarray(outputs, dtype=np.int64)
     _check_lengths(p, o)
@@ -161,7 +165,9 @@ def run_offline(setup: NodeSetup, prompts: Sequence[int], outputs: Sequence[int]
     return _summarise("offline", reqs, 0.0, end, len(reqs), busy_running)
 
 
-def run_open_loop(setup: NodeSetup, arrivals_s: Sequence[float], prompts: Sequence[int], outputs: Sequence[int]) -> RunResult:
+def run_open_loop(
+    setup: NodeSetup, arrivals_s: Sequence[float] | np.ndarray, prompts: Lengths, outputs: Lengths
+) -> RunResult:
     """Requests arrive at ``arrivals_s`` (sorted); throughput over [first arrival, last finish]."""
     p, o = np.asarray(prompts, dtype=np.int64), np.asarray(outputs, dtype=np.int64)
     _check_lengths(p, o)
@@ -187,7 +193,7 @@ def run_open_loop(setup: NodeSetup, arrivals_s: Sequence[float], prompts: Sequen
 
 
 def run_poisson(
-    setup: NodeSetup, rate_rps: float, prompts: Sequence[int], outputs: Sequence[int], rng: np.random.Generator
+    setup: NodeSetup, rate_rps: float, prompts: Lengths, outputs: Lengths, rng: np.random.Generator
 ) -> RunResult:
     """Poisson arrivals at ``rate_rps`` (exponential gaps drawn from ``rng``), one request per length pair."""
     if rate_rps <= 0:
@@ -200,8 +206,8 @@ def run_poisson(
 def run_closed_loop(
     setup: NodeSetup,
     concurrency: int,
-    prompts: Sequence[int],
-    outputs: Sequence[int],
+    prompts: Lengths,
+    outputs: Lengths,
     warmup_fraction: float = 0.2,
 ) -> RunResult:
     """``concurrency`` requests always in flight: each completion issues the next request at once.
@@ -264,11 +270,3 @@ def _mean_running(reqs: Sequence[Request], t0: float, t1: float) -> float:
             total += b - a
     return total / (t1 - t0)
 
-
-def lognormal_lengths(
-    mean: float, sigma: float, n: int, rng: np.random.Generator, lo: int = 1, hi: int | None = None
-) -> np.ndarray:
-    """``n`` integer lengths, lognormal with the given mean and log-sd, clipped to [lo, hi]."""
-    mu = np.log(mean) - sigma**2 / 2
-    x = np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64)
-    return np.clip(x, lo, hi if hi is not None else np.iinfo(np.int64).max)

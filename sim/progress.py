@@ -1,4 +1,4 @@
-"""Progress for long commands (``run``, ``run --stream``, ``compare``, ``traffic --fit-shape``): one helper.
+"""Progress for long commands (``run``, ``run --stream``, ``compare``, ``sweep``, ``traffic --fit-shape``): one helper.
 
 On a terminal: a transient rich progress bar on stderr, shown only once the work has taken ``delay_s`` (2 s),
 so quick commands stay quiet. Without a terminal (logs, CI, pipes): a plain line on stderr at most every

@@ -6,7 +6,6 @@ saves them as PNGs beside the Parquet tables and ``summary.json`` and embeds the
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .htmldoc import data_uri
 from .io import atomic_write, write_json, write_parquet, write_text
 
 CDF_PCTS = np.linspace(0.1, 99.9, 400)
@@ -86,7 +86,7 @@ def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = Non
     hours = span_s > 3 * 3600
     t = fleet_ts["time_s"] / (3600.0 if hours else 60.0)
     dt = float(fleet_ts["time_s"].diff().median()) if len(fleet_ts) > 1 else 1.0
-    win = max(1, int(round(max(10.0, span_s / 300) / dt)))  # smooth rates over ≥ 10 s
+    win = max(1, round(max(10.0, span_s / 300) / dt))  # smooth rates over ≥ 10 s
     ax = axes[0]
     ax.plot(t, fleet_ts["arrival_rate_rps"].rolling(win, min_periods=1).mean(), lw=1, color="C0", label="arrivals")
     ax.plot(t, fleet_ts["completion_rate_rps"].rolling(win, min_periods=1).mean(), lw=1, color="C2",
@@ -362,7 +362,8 @@ def _summary_html(summary: dict[str, Any]) -> str:
     lat_rows = "".join(
         f"<tr><th>{name}</th>" + "".join(f"<td>{_fmt(lat[key][p])}</td>" for p in ("mean", "p50", "p90", "p95", "p99"))
         + "</tr>"
-        for name, key in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"), ("E2E (s)", "e2e_s"), ("queue wait (s)", "queue_wait_s"))
+        for name, key in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"), ("E2E (s)", "e2e_s"),
+                          ("queue wait (s)", "queue_wait_s"))
     )
     return (
         f"{_headline_html(summary)}<table class='kv'>{body}</table>{_class_table_html(slo)}<h2>Latency</h2>"
@@ -418,9 +419,7 @@ def write_report(
     ):
         images.append((name, _save_png(out_dir / name, fig)))
         paths[name] = out_dir / name
-    imgs = "".join(
-        f"<figure><img alt='{n}' src='data:image/png;base64,{base64.b64encode(b).decode()}'/></figure>" for n, b in images
-    )
+    imgs = "".join(f"<figure><img alt='{n}' src='{data_uri(b)}'/></figure>" for n, b in images)
     fleet = summary.get("fleet", {})
     subtitle = (
         f"{fleet.get('nodes')} × {fleet.get('gpus_per_node')}× {fleet.get('gpu')} · {fleet.get('model')} "
@@ -431,7 +430,8 @@ def write_report(
 table{{border-collapse:collapse;margin:1em 0}}th,td{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}
 table.lat td{{text-align:right;font-variant-numeric:tabular-nums}}img{{max-width:100%}}figure{{margin:1.5em 0}}
 .sub{{color:#666}}.headline{{border:1px solid #ccc;border-radius:6px;padding:.4em 1em;margin:1em 0;font-size:1.05em}}
-.headline p{{margin:.4em 0}}.bad{{color:#b00020}}.good{{color:#1b7f3b}}.warn{{color:#a65e00}}</style></head><body><h1>capsim report · {html.escape(title)}</h1>
+.headline p{{margin:.4em 0}}.bad{{color:#b00020}}.good{{color:#1b7f3b}}.warn{{color:#a65e00}}</style></head>
+<body><h1>capsim report · {html.escape(title)}</h1>
 <p class='sub'>{html.escape(subtitle)}</p>{_summary_html(summary)}<h2>Plots</h2>{imgs}
 <p class='sub'>Tables: requests.parquet (one row per request), timeseries.parquet (fleet, one row per sample),
 timeseries_nodes.parquet (one row per node and sample), summary.json.</p></body></html>"""

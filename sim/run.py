@@ -59,4 +59,6 @@ def write_outputs(out: RunOutput, out_dir: Path) -> dict[str, Path]:
     from .report import write_report
 
     sc = out.result.scenario
-    return write_report(out_dir, out.summary, out.requests, out.timeseries, out.timeseries_nodes, sc.duration_s, sc.name)
+    return write_report(
+        out_dir, out.summary, out.requests, out.timeseries, out.timeseries_nodes, sc.duration_s, sc.name
+    )

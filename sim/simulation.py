@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import time
 from array import array
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import simpy
 
-from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
-from .config import Engine, Scenario, check_tensor_parallel
-from .errors import ConfigError
-from .engine import Node, ReferenceNode
-from .perf import NodeMemory, StepTimeModel, plan_memory
-from .request import Request, Status
 from .autoscale import autoscaler_process
 from .batch import BatchQueue
+from .catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from .clients import Clients
+from .config import Engine, Scenario, check_tensor_parallel
+from .engine import Node, ReferenceNode
 from .engine.common import NodeSnapshot
+from .errors import ConfigError
 from .fleet import FleetManager
+from .perf import NodeMemory, StepTimeModel, plan_memory
+from .request import Request, Status
 from .rng import stream
 from .workload import arrival_chunks
 
@@ -57,7 +58,8 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     try:  # the stack's engine defaults for unset fields, and its scheduler
         eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
     except ConfigError as exc:
-        raise ConfigError(src, exc.field if exc.field.startswith("fleet.engine") else "fleet.stack", exc.problem) from None
+        where = exc.field if exc.field.startswith("fleet.engine") else "fleet.stack"
+        raise ConfigError(src, where, exc.problem) from None
     if eng.step_jitter.cv > 0 and eng.step_jitter.seed is None:  # the scenario's seed drives step-time jitter
         eng = eng.model_copy(update={"step_jitter": eng.step_jitter.model_copy(update={"seed": scenario.seed})})
     memory = plan_memory(
@@ -87,15 +89,16 @@ class TimeSeries:
     sampled every second stays small. Fleet series have one value per sample; per-node series one value
     per sample and node slot (``per_node(name)`` returns them as a [samples, nodes] array)."""
 
-    _NODE_FIELDS = {"waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b",
-                    "flops": "d", "hbm_bytes": "d"}
-    _FLEET_FIELDS = {"time_s": "d", "arrivals": "i", "completions": "i", "deferred": "i", "nodes_up": "i",
-                     "nodes_billed": "i"}
+    _NODE_FIELDS: ClassVar[dict[str, str]] = {
+        "waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b", "flops": "d", "hbm_bytes": "d"}
+    _FLEET_FIELDS: ClassVar[dict[str, str]] = {
+        "time_s": "d", "arrivals": "i", "completions": "i", "deferred": "i", "nodes_up": "i", "nodes_billed": "i"}
 
     def __init__(self, interval_s: float, nodes: int) -> None:
         self.interval_s = interval_s
         self.nodes = nodes
-        self._data = {k: array(code) for k, code in {**self._NODE_FIELDS, **self._FLEET_FIELDS}.items()}
+        fields = {**self._NODE_FIELDS, **self._FLEET_FIELDS}
+        self._data: dict[str, array[Any]] = {k: array(code) for k, code in fields.items()}
 
     def __len__(self) -> int:
         return len(self._data["time_s"])
@@ -157,7 +160,7 @@ def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
     while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
     off before a retry), or waiting out a client's back-off before its retry is sent."""
     on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
-    at_api = spill.api.outstanding if spill is not None else 0
+    at_api = spill.api.outstanding if spill is not None and spill.api is not None else 0
     return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
 
 
@@ -243,7 +246,8 @@ def simulate(
     def make_node(slot: int, done: Callable[[Request], None]):  # noqa: ANN202
         return node_cls(env, slot, nm.perf, nm.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
 
-    fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"), stream(scenario.seed, "spot"))
+    fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"),
+                         stream(scenario.seed, "spot"))
     slots = fleet.slots
     series = TimeSeries(scenario.output.sample_interval_s, len(slots))
     dispatcher: Dispatcher = fleet
@@ -269,7 +273,7 @@ def simulate(
 
     clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"))
 
-    def arrival_process():  # noqa: ANN202 - SimPy process
+    def arrival_process() -> Generator[simpy.Event, Any, None]:
         rid = 0
         for chunk in chunks:
             for t, k, p, o, c in zip(
@@ -298,7 +302,7 @@ def simulate(
 
     flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
 
-    def sampler():  # noqa: ANN202 - SimPy process
+    def sampler() -> Generator[simpy.Event, Any, None]:
         last_done = 0
         while True:
             yield env.timeout(series.interval_s)

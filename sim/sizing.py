@@ -30,15 +30,19 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .config import Scenario, set_dotted, validate_scenario
 from .errors import ConfigError
+from .metrics_access import metric
 from .parallel import SummaryPool, map_summaries
 from .stats import mean_ci95, replication_seeds
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: goodput runs of shaped or replayed scenarios are at most this long (constant-rate runs use duration_s)
 GOODPUT_HORIZON_CAP_S = 1800.0
@@ -109,7 +113,7 @@ def traffic_rate_stats(scenario: Scenario) -> dict[str, float]:
     A constant-rate scenario has every P-rate equal to ``rate_rps``. Shaped or replayed traffic uses the
     traffic module's statistics (those ``capsim traffic SCENARIO --json`` prints): the scenario's own
     arrivals (its seed) over its duration, counted in 10-minute windows."""
-    if _is_constant(scenario):
+    if _is_constant(scenario) and scenario.traffic.rate_rps is not None:
         rate = float(scenario.traffic.rate_rps)
         return dict.fromkeys(RATE_KEYS, rate)
     from .traffic.arrivals import rate_curve, traffic_chunks
@@ -178,15 +182,6 @@ def goodput_horizon_s(scenario: Scenario) -> float:
 
 
 # --- replications ---------------------------------------------------------------------------------------------
-def _get(summary: dict[str, Any], path: str) -> Any:
-    node: Any = summary
-    for p in path.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return None
-        node = node[p]
-    return node
-
-
 @dataclass
 class Replicates:
     """The summaries of one configuration (a rate or a node count) over the seed set."""
@@ -199,17 +194,17 @@ class Replicates:
 
     @property
     def n_met(self) -> int:
-        return sum(bool(_get(s, "slo.met")) for s in self.summaries)
+        return sum(bool(metric(s, "slo.met")) for s in self.summaries)
 
     @property
     def all_met(self) -> bool:
         return self.n_met == self.n
 
     def mean(self, path: str) -> float | None:
-        return mean_ci95([_get(s, path) for s in self.summaries])[0]
+        return mean_ci95([metric(s, path) for s in self.summaries])[0]
 
     def ci(self, path: str) -> tuple[float | None, float | None]:
-        return mean_ci95([_get(s, path) for s in self.summaries])
+        return mean_ci95([metric(s, path) for s in self.summaries])
 
 
 Runner = Callable[[list[Scenario]], list[dict[str, Any]]]
@@ -346,12 +341,12 @@ def check_feasible(scenario: Scenario, peak_rps: float, max_nodes: int) -> dict[
     from .parallel import run_summary
 
     s = run_summary(lone_scenario(scenario))
-    slo, req = s["slo"], s["requests"]
     target = scenario.slo.attainment_target
     f = scenario.fleet
     what = f"{f.model} on {f.gpus_per_node}× {f.gpu}"
-    if not slo["met"]:
-        rejected = req["rejected"] / req["arrived"] if req["arrived"] else 0.0
+    if not metric(s, "slo.met"):
+        arrived = metric(s, "requests.arrived")
+        rejected = metric(s, "requests.rejected") / arrived if arrived else 0.0
         if rejected > 1.0 - target:
             raise Infeasible(scenario.source, "slo", (
                 f"{100 * rejected:.0f} % of requests can never fit one node of {what} (context over "
@@ -359,13 +354,14 @@ def check_feasible(scenario: Scenario, peak_rps: float, max_nodes: int) -> dict[
                 "raise gpus_per_node or max_model_len" + ("" if f.kv_cache in ("fp8", "int8", "fp4", "int4")
                                                             else ", or use FP8 KV")))
         missed = [f"P95 {k.replace('_p95_s', '').upper()} {_fmt_s(c['actual'])} > {_fmt_s(c['target'])}"
-                  for k, c in slo["targets"].items() if not c["met"]]
-        detail = "; ".join(missed) if missed else (f"only {100 * (slo['attainment'] or 0):.1f} % of requests "
+                  for k, c in s["slo"]["targets"].items() if not c["met"]]
+        attainment = metric(s, "slo.attainment") or 0
+        detail = "; ".join(missed) if missed else (f"only {100 * attainment:.1f} % of requests "
                                                    f"meet every target, below {100 * target:g} %")
         raise Infeasible(scenario.source, "slo", (
             f"one node of {what} misses the SLO even serving one request at a time ({detail}): the targets are "
             "below this node's unloaded latency; relax them or use a faster GPU, more GPUs per node or FP8"))
-    cap = s["utilisation"].get("capacity_per_node_requests_per_s")
+    cap = metric(s, "utilisation.capacity_per_node_requests_per_s")
     if cap is None or cap <= 0:
         cap = float("inf")
     need = math.ceil(peak_rps / cap) if math.isfinite(cap) else 1
@@ -652,11 +648,12 @@ class MultiGpuSizing:
     @property
     def cheapest(self) -> GpuSizing | None:
         """The GPU type whose simulated minimum fleet costs least (ties: fewer GPUs, then the order asked)."""
-        ok = [e for e in self.entries if e.meets_slo and e.min_fleet_usd is not None]
+        ok = [(e, e.result) for e in self.entries if e.meets_slo and e.min_fleet_usd is not None
+              and e.result is not None]
         if not ok:
             return None
-        return min(ok, key=lambda e: (round(e.min_fleet_usd or 0.0, 9),
-                                      (e.result.min_nodes or 0) * e.result.scenario.fleet.gpus_per_node))
+        return min(ok, key=lambda er: (round(er[0].min_fleet_usd or 0.0, 9),
+                                       (er[1].min_nodes or 0) * er[1].scenario.fleet.gpus_per_node))[0]
 
     @property
     def primary(self) -> GpuSizing:
@@ -744,9 +741,11 @@ def size_across_gpus(
                 continue
             tag = f"{sc.fleet.gpu}: " if len(names) > 1 else ""
             try:
+                def progress(m: str, tag: str = tag) -> None:
+                    say(tag + m)
+
                 res = size_fleet(sc, n_seeds=n_seeds, rules=rules, max_nodes=max_nodes, rel_tol=rel_tol,
-                                 workers=workers, progress=lambda m, tag=tag: say(tag + m), scheduler=scheduler,
-                                 pool=pool)
+                                 workers=workers, progress=progress, scheduler=scheduler, pool=pool)
             except Infeasible as exc:
                 if len(names) == 1:
                     raise
@@ -793,7 +792,9 @@ def format_report(res: SizingResult) -> str:
         usd = rep.mean("cost.total_usd")
         lines.append(f"  simulated  {res.min_nodes} node(s): {res.confidence()['statement']}")
         per_m = rep.mean("cost.usd_per_mtok_output")
-        lines.append(f"             cost ${usd:,.2f} for the {sc.duration_s:,.0f}-s run (${usd / hours:,.2f}/h, "
+        usd_run = "–" if usd is None else f"${usd:,.2f}"
+        usd_h = "–" if usd is None else f"${usd / hours:,.2f}"
+        lines.append(f"             cost {usd_run} for the {sc.duration_s:,.0f}-s run ({usd_h}/h, "
                      + ("–" if per_m is None else f"${per_m:.3f} per M output tokens")
                      + f"), SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of requests "
                      f"(target {100 * sc.slo.attainment_target:g} %"
@@ -860,7 +861,7 @@ def format_gpu_report(multi: MultiGpuSizing) -> str:
     return "\n\n".join(parts + ["\n".join(lines)])
 
 
-def plot_gpu_costs(rows: list[dict[str, Any]]):  # noqa: ANN201
+def plot_gpu_costs(rows: list[dict[str, Any]]) -> Figure:
     """Bars: cost per hour of each GPU type's simulated minimum fleet (node count and goodput annotated),
     the cheapest highlighted; types with no fleet meeting the SLO are shown as empty slots. ``rows``:
     :meth:`MultiGpuSizing.gpu_rows`."""
@@ -890,7 +891,7 @@ def plot_gpu_costs(rows: list[dict[str, Any]]):  # noqa: ANN201
     return fig
 
 
-def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None, duration_s: float):
+def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None, duration_s: float) -> Figure:
     """Cost (USD per hour) and SLO attainment (% of requests) against node count, every simulated count as a
     marker (filled: all seeds meet the SLO), with the rules' node counts and the simulated minimum marked."""
     import matplotlib
@@ -927,8 +928,10 @@ def plot_sizing(points: pd.DataFrame, rules: pd.DataFrame, min_nodes: int | None
         by_nodes.setdefault(int(row["nodes"]), []).append(row["rule"])
     for n, labels in sorted(by_nodes.items()):
         ax.axvline(n, color="C1", ls="--", lw=1)
+        # right of its line: the simulated minimum's label is left of its own line, which may be the same
         ax.annotate(", ".join(labels), (n, 0.5), xycoords=("data", "axes fraction"), rotation=90,
-                    ha="left", va="center", fontsize=8, color="C1", zorder=5,
+                    xytext=(2, 0), textcoords="offset points", ha="left", va="center", fontsize=8, color="C1",
+                    zorder=5,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
     from matplotlib.ticker import MaxNLocator
 

@@ -59,8 +59,8 @@ def _p95(x: np.ndarray) -> float | None:
 def windows_table(arrival_s: np.ndarray, ok: np.ndarray, served: np.ndarray, ttft_s: np.ndarray,
                   tpot_s: np.ndarray, window_s: float, end_s: float | None = None,
                   begin_s: float = 0.0) -> list[dict[str, Any]]:
-    """One row per window that had arrivals (clipped to ``[begin_s, end_s]``, i.e. warm-up and duration): start/end, arrived, attainment, and
-    the P95 TTFT / TPOT of its served requests."""
+    """One row per window that had arrivals (clipped to ``[begin_s, end_s]``, i.e. warm-up and duration):
+    start/end, arrived, attainment, and the P95 TTFT / TPOT of its served requests."""
     if len(arrival_s) == 0:
         return []
     k = np.floor(arrival_s / window_s).astype(np.int64)

@@ -21,8 +21,9 @@ time, so its TTFT and E2E include the time it queued on the fleet and the API's 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Generator, Sequence
 from enum import IntEnum
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import simpy
 
@@ -54,6 +55,7 @@ class Route(IntEnum):
 
 
 class NodeLike(Protocol):
+    node_id: int
     waiting: Any
     capacity_blocks: int
     perf: Any
@@ -90,7 +92,7 @@ class DepartureRate:
 class FleetView:
     """What a policy sees of the fleet when deciding for one request (values computed on first use)."""
 
-    def __init__(self, dispatcher: "SpillDispatcher", req: Request) -> None:
+    def __init__(self, dispatcher: SpillDispatcher, req: Request) -> None:
         self._d = dispatcher
         self._req = req
         self._idx: int | None = None
@@ -386,6 +388,8 @@ class SpillDispatcher:
         req.via_api = True
         req.spill_s = self.env.now
         req.node = -1
+        if self.api is None:  # the constructor refuses a spilling policy without an api section
+            raise RuntimeError("a request was spilled but the scenario has no api section")
         self.api.submit(req, batch)
 
     def give_back(self, req: Request) -> None:
@@ -393,7 +397,7 @@ class SpillDispatcher:
         req.via_api = False
         self.fleet.dispatch(req)
 
-    def _late_spill(self, after_s: float, every_s: float):  # noqa: ANN202 - SimPy process
+    def _late_spill(self, after_s: float, every_s: float) -> Generator[simpy.Event, Any, None]:  # a SimPy process
         env = self.env
         while True:
             yield env.timeout(every_s)

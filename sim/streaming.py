@@ -76,7 +76,7 @@ class LogHistogram:
         self.min_value = float(min_value)
         self.max_value = float(max_value)
         self.bins_per_decade = int(bins_per_decade)
-        self.n_bins = int(math.ceil(math.log10(max_value / min_value) * bins_per_decade))
+        self.n_bins = math.ceil(math.log10(max_value / min_value) * bins_per_decade)
         # [zero, bin 0 .. bin n-1, overflow]
         self.counts = np.zeros(self.n_bins + 2, dtype=np.int64)
         self.total = 0
@@ -189,7 +189,7 @@ class StreamingCollector:
         self.scenario = scenario
         self.class_names = [c.name for c in scenario.traffic.classes]
         self._deadline_s = {c.name: c.deferrable.deadline_s for c in scenario.traffic.classes
-                            if getattr(c, "deferrable", None) is not None}
+                            if c.deferrable is not None}
         self.chunk_rows = max(1, chunk_rows)
         self.hist = {k: LogHistogram(bins_per_decade=bins_per_decade) for k in self.HIST_KEYS}
         self.n = dict.fromkeys(self.COUNTER_KEYS, 0)
@@ -206,7 +206,7 @@ class StreamingCollector:
         self._buf: list[Request] = []
         self._path = Path(requests_path) if requests_path is not None else None
         self._tmp: Path | None = None
-        self._writer = None
+        self._writer: Any = None  # a pyarrow ParquetWriter once the first rows arrive
 
     @property
     def completed(self) -> int:

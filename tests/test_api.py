@@ -55,7 +55,8 @@ def test_all_api_cost_is_tokens_times_price_exactly():
 
 
 def test_batch_tier_discount_and_latency():
-    sc = _all_api(spill={"policy": "class_based", "batch_classes": ["chat"]}, **{"fleet.nodes": 1, "api.batch_discount": 0.5,
+    sc = _all_api(spill={"policy": "class_based", "batch_classes": ["chat"]},
+                  **{"fleet.nodes": 1, "api.batch_discount": 0.5,
                   "api.latency": {"batch_median_s": 100, "batch_p95_s": 200}, "max_drain_s": 5000})
     out = run_scenario(sc)
     df = out.requests
@@ -143,7 +144,7 @@ def test_catalogue_prices_from_the_guide():
     assert s2.cached_input_usd_per_mtok == 1.0 and math.isclose(s2.price_usd(1000, 0, 0), 0.001)
     with pytest.raises(ConfigError, match="unknown provider"):
         find_api_model("nobody", "x")
-    with pytest.raises(ConfigError, match="api.model"):
+    with pytest.raises(ConfigError, match=r"api\.model"):
         find_api_model("openai", "gpt-99")
 
 

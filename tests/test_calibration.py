@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from sim.calibration import (
-    CalPoint, Predictor, evaluate, fit_calibration, mape_by_family, read_measurement_csv, read_vllm_bench_json,
+    CalPoint,
+    Predictor,
+    evaluate,
+    fit_calibration,
+    mape_by_family,
+    read_measurement_csv,
+    read_vllm_bench_json,
 )
 from sim.catalog import Calibration, get_stack
 from sim.errors import ConfigError
@@ -25,14 +31,14 @@ START = Calibration(mfu=0.3, mbu=0.4, overhead_s=0.02, overhead_s_per_token=0.0,
 def _synthetic_step_points() -> list[CalPoint]:
     pts = []
     for gpu, tp in (("H100-SXM", 1), ("H100-SXM", 4), ("A100-SXM-80GB", 2)):
+        common = {"gpu": gpu, "gpus": tp, "model": "Llama-3.1-70B" if tp > 1 else "Llama-3.1-8B",
+                  "weights": "bf16", "kv": "bf16", "measured": 1.0}
         for n in (256, 2048, 8192):
-            pts.append(CalPoint(id=f"{gpu}-{tp}-p{n}", gpu=gpu, gpus=tp, model="Llama-3.1-70B" if tp > 1 else "Llama-3.1-8B",
-                                weights="bf16", kv="bf16", mode="prefill_step", metric="ttft_p50", measured=1.0,
-                                input_mean=n))
+            pts.append(CalPoint(id=f"{gpu}-{tp}-p{n}", mode="prefill_step", metric="ttft_p50", input_mean=n,
+                                **common))
         for b in (1, 32, 256):
-            pts.append(CalPoint(id=f"{gpu}-{tp}-d{b}", gpu=gpu, gpus=tp, model="Llama-3.1-70B" if tp > 1 else "Llama-3.1-8B",
-                                weights="bf16", kv="bf16", mode="decode_step", metric="tpot_p50", measured=1.0,
-                                batch=b, context=1000))
+            pts.append(CalPoint(id=f"{gpu}-{tp}-d{b}", mode="decode_step", metric="tpot_p50", batch=b,
+                                context=1000, **common))
     pred = Predictor(pts)
     return [replace(p, measured=pred.predict(p, TRUE)) for p in pts]
 
@@ -48,16 +54,48 @@ def test_fit_recovers_known_factors_from_step_measurements() -> None:
 
 def test_fit_recovers_factors_from_simulated_benchmarks() -> None:
     """Offline throughput and Poisson TPOT/TTFT points generated with TRUE, fitted from START."""
-    base = dict(gpu="H100-SXM", gpus=1, model="Llama-3.1-8B", weights="fp8", kv="fp8", measured=1.0)
+    base = {"gpu": "H100-SXM", "gpus": 1, "model": "Llama-3.1-8B", "weights": "fp8", "kv": "fp8", "measured": 1.0}
     pts = [
-        CalPoint(id="off-short", mode="offline", metric="throughput", input_mean=128, output_mean=256, requests=600,
-                 max_num_seqs=256, **base),
-        CalPoint(id="off-long", mode="offline", metric="throughput", input_mean=2000, output_mean=200, requests=300,
-                 max_num_seqs=256, **base),
-        CalPoint(id="poi-tpot", mode="poisson", metric="tpot_p50", input_mean=500, output_mean=100, requests=300,
-                 rate_rps=5.0, **base),
-        CalPoint(id="poi-ttft", mode="poisson", metric="ttft_p50", input_mean=3000, output_mean=50, requests=200,
-                 rate_rps=2.0, **base),
+        CalPoint(
+            id="off-short",
+            mode="offline",
+            metric="throughput",
+            input_mean=128,
+            output_mean=256,
+            requests=600,
+            max_num_seqs=256,
+            **base,
+        ),
+        CalPoint(
+            id="off-long",
+            mode="offline",
+            metric="throughput",
+            input_mean=2000,
+            output_mean=200,
+            requests=300,
+            max_num_seqs=256,
+            **base,
+        ),
+        CalPoint(
+            id="poi-tpot",
+            mode="poisson",
+            metric="tpot_p50",
+            input_mean=500,
+            output_mean=100,
+            requests=300,
+            rate_rps=5.0,
+            **base,
+        ),
+        CalPoint(
+            id="poi-ttft",
+            mode="poisson",
+            metric="ttft_p50",
+            input_mean=3000,
+            output_mean=50,
+            requests=200,
+            rate_rps=2.0,
+            **base,
+        ),
         CalPoint(id="b1", mode="decode_step", metric="tpot_p50", batch=1, context=500, **base),
         CalPoint(id="b32", mode="decode_step", metric="tpot_p50", batch=32, context=16000, **base),
     ]
@@ -71,7 +109,7 @@ def test_fit_recovers_factors_from_simulated_benchmarks() -> None:
 
 
 def _published():
-    from sim.validation import all_points  # noqa: PLC0415
+    from sim.validation import all_points
 
     return all_points()
 
@@ -112,10 +150,19 @@ def test_published_points_follow_their_stack_scheduler() -> None:
 
 def test_vllm_bench_json(tmp_path: Path) -> None:
     data = {
-        "model_id": "meta-llama/Llama-3.1-8B-Instruct", "request_rate": 4.0, "max_concurrency": None,
-        "completed": 100, "num_prompts": 100, "total_input_tokens": 50_000, "total_output_tokens": 20_000,
-        "request_throughput": 3.9, "output_throughput": 780.0, "median_ttft_ms": 45.0, "mean_ttft_ms": 50.0,
-        "median_tpot_ms": 12.0, "p99_itl_ms": 30.0,
+        "model_id": "meta-llama/Llama-3.1-8B-Instruct",
+        "request_rate": 4.0,
+        "max_concurrency": None,
+        "completed": 100,
+        "num_prompts": 100,
+        "total_input_tokens": 50_000,
+        "total_output_tokens": 20_000,
+        "request_throughput": 3.9,
+        "output_throughput": 780.0,
+        "median_ttft_ms": 45.0,
+        "mean_ttft_ms": 50.0,
+        "median_tpot_ms": 12.0,
+        "p99_itl_ms": 30.0,
     }
     f = tmp_path / "run.json"
     f.write_text(json.dumps(data))
@@ -134,11 +181,17 @@ def test_vllm_bench_json(tmp_path: Path) -> None:
 
 def test_measurement_csv(tmp_path: Path) -> None:
     f = tmp_path / "m.csv"
-    f.write_text("gpu,gpus,model,input,output,concurrency,rate,throughput,ttft_ms,tpot_ms\n"
-                 "H100-SXM,1,llama-3.1-8b,1000,200,32,,2500,,\n"
-                 "H100-SXM,1,llama-3.1-8b,1000,200,,4,,80,11\n")
+    f.write_text(
+        "gpu,gpus,model,input,output,concurrency,rate,throughput,ttft_ms,tpot_ms\n"
+        "H100-SXM,1,llama-3.1-8b,1000,200,32,,2500,,\n"
+        "H100-SXM,1,llama-3.1-8b,1000,200,,4,,80,11\n"
+    )
     pts = read_measurement_csv(f)
-    assert [(p.mode, p.metric) for p in pts] == [("closed_loop", "throughput"), ("poisson", "ttft_p50"), ("poisson", "tpot_p50")]
+    assert [(p.mode, p.metric) for p in pts] == [
+        ("closed_loop", "throughput"),
+        ("poisson", "ttft_p50"),
+        ("poisson", "tpot_p50"),
+    ]
     f.write_text("gpu,gpus,model,input\nH100-SXM,1,x,5\n")
     with pytest.raises(ConfigError, match="missing column"):
         read_measurement_csv(f)
@@ -149,8 +202,26 @@ def test_measurement_csv(tmp_path: Path) -> None:
 
 def test_bad_point_rejected() -> None:
     with pytest.raises(ConfigError, match="unknown metric"):
-        CalPoint(id="x", gpu="H100-SXM", gpus=1, model="llama-3.1-8b", weights="bf16", kv="bf16", mode="offline",
-                 metric="latency", measured=1.0)
+        CalPoint(
+            id="x",
+            gpu="H100-SXM",
+            gpus=1,
+            model="llama-3.1-8b",
+            weights="bf16",
+            kv="bf16",
+            mode="offline",
+            metric="latency",
+            measured=1.0,
+        )
     with pytest.raises(ConfigError, match="positive"):
-        CalPoint(id="x", gpu="H100-SXM", gpus=1, model="llama-3.1-8b", weights="bf16", kv="bf16", mode="offline",
-                 metric="throughput", measured=0.0)
+        CalPoint(
+            id="x",
+            gpu="H100-SXM",
+            gpus=1,
+            model="llama-3.1-8b",
+            weights="bf16",
+            kv="bf16",
+            mode="offline",
+            metric="throughput",
+            measured=0.0,
+        )

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from sim.catalog import (
-    GpuSpec, get_gpu, get_model, get_stack, gpus, models, resolve_calibration, stack_reserves_kv, stacks, unique,
+    GpuSpec,
+    get_gpu,
+    get_model,
+    get_stack,
+    gpus,
+    models,
+    resolve_calibration,
+    stack_reserves_kv,
+    stacks,
+    unique,
 )
 from sim.errors import ConfigError
 from sim.perf import kv_bytes_per_token
@@ -66,7 +75,7 @@ def test_moe_and_mla_fields() -> None:
 def test_aliases_and_unknown_names() -> None:
     assert get_gpu("h100").name == "H100-SXM"
     assert get_model("Llama_3.3_70B").name == "Llama-3.1-70B"
-    with pytest.raises(ConfigError, match="unknown GPU 'H300'.*H100-SXM"):
+    with pytest.raises(ConfigError, match=r"unknown GPU 'H300'.*H100-SXM"):
         get_gpu("H300")
     with pytest.raises(ConfigError, match="unknown software stack"):
         get_stack("cuda-magic")

@@ -39,7 +39,7 @@ def _experiment(tmp_path: Path) -> Path:
 
 
 def test_compare_runs_every_strategy_on_the_same_arrivals(tmp_path):
-    exp, runs = load_experiment(_experiment(tmp_path))
+    _exp, runs = load_experiment(_experiment(tmp_path))
     assert [r.label for r in runs] == ["all_api", "never", "queue@1", "queue@2"]
     assert {r.scenario.seed for r in runs} == {1}
     res = run_experiment(runs, workers=1)
@@ -107,7 +107,7 @@ def test_cli_compare_json_and_files(tmp_path):
 
 
 def test_shipped_experiment_loads():
-    exp, runs = load_experiment(ROOT / "experiments" / "hybrid_spill.yaml")
+    _exp, runs = load_experiment(ROOT / "experiments" / "hybrid_spill.yaml")
     labels = [r.label for r in runs]
     assert "all_api" in labels and "peak_fleet" in labels and any(lab.startswith("hybrid") for lab in labels)
     assert len({r.scenario.seed for r in runs}) == 1

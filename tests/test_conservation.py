@@ -92,3 +92,10 @@ def test_streamed_counts_equal_streamed_table(tmp_path) -> None:
     finished = {k: v for k, v in counts.items() if k not in ("arrived", "in_flight")}
     assert table.astype(str).value_counts().to_dict() == {k: v for k, v in finished.items() if v}
     assert sum(finished.values()) + counts["in_flight"] == counts["arrived"]
+
+
+def test_spill_policy_without_an_api_runs() -> None:
+    """A spill section whose policy never spills needs no api: the run ends and counts its requests (this
+    crashed when the live in-flight count asked the missing API for its outstanding calls)."""
+    out = run_scenario(make_scenario(spill={"policy": "never"}, max_drain_s=0.5))
+    check_counts(out.summary["requests"], out.requests["status"])

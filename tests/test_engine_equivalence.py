@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenarios import make_scenario
 
 from sim.simulation import simulate
-
-from scenarios import make_scenario
 
 
 def _trace(scenario):
@@ -201,7 +200,7 @@ def test_sglang_admission_matches_reference_and_retracts_less():
 def test_step_jitter_is_seeded_and_the_same_in_both_engines():
     kw = {"duration_s": 60, "seed": 11, "traffic.rate_rps": 10.0, "fleet.nodes": 2,
           "fleet.engine": {"max_num_seqs": 32, "max_num_batched_tokens": 2048, "step_jitter": {"cv": 0.25}}}
-    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     _assert_same(a, b)
     _, again = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))

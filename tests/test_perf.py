@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -166,8 +165,8 @@ def test_decode_run_closed_form_matches_steps(batch: int, ctx0: int, steps: int,
 def test_step_jitter_desynchronises_a_closed_loop() -> None:
     """Fixed lengths in a closed loop: without jitter every request of a wave waits the same (P99 = P50); seeded
     step-time jitter spreads the waves (P99 > P50), keeps the mean step time (throughput within 2 %)."""
-    from sim.config import Engine  # noqa: PLC0415
-    from sim.profiling import NodeSetup, run_closed_loop  # noqa: PLC0415
+    from sim.config import Engine
+    from sim.profiling import NodeSetup, run_closed_loop
 
     out = {}
     for cv in (0.0, 0.2):

@@ -14,7 +14,7 @@ from sim.cli import main
 ARGS = ["profile", "--gpu", "H100-SXM", "--gpus", "8", "--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8"]
 
 
-def _run(args: list[str]):  # noqa: ANN202
+def _run(args: list[str]):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
@@ -22,8 +22,8 @@ def test_profile_json_closed_loop() -> None:
     r = _run(ARGS + ["--input", "1500", "--output", "300", "--concurrency", "50", "--requests", "300", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
-    for k in ("kv_capacity_tokens", "output_tokens_per_s", "ttft_s", "tpot_s", "weight_memory_gb", "prefill_tokens_per_s",
-              "decode", "kv_capacity_requests"):
+    for k in ("kv_capacity_tokens", "output_tokens_per_s", "ttft_s", "tpot_s", "weight_memory_gb",
+              "prefill_tokens_per_s", "decode", "kv_capacity_requests"):
         assert k in d
     assert d["weight_memory_gb"] == 70.553706496
     assert d["kv_capacity_requests"] == d["kv_capacity_tokens"] // 1800
@@ -68,8 +68,8 @@ def test_profile_offline_trtllm_reserves_kv() -> None:
 def test_profile_rate_and_other_hardware() -> None:
     for gpu in ("H200-SXM", "B200", "MI300X", "L40S", "GH200-144GB"):
         gpus = "8" if gpu != "GH200-144GB" else "1"
-        r = _run(["profile", "--gpu", gpu, "--gpus", gpus, "--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8",
-                  "--input", "1500", "--output", "300", "--rate", "2", "--requests", "100", "--json"])
+        r = _run(["profile", "--gpu", gpu, "--gpus", gpus, "--model", "llama-3.1-70b", "--weights", "fp8",
+                  "--kv", "fp8", "--input", "1500", "--output", "300", "--rate", "2", "--requests", "100", "--json"])
         assert r.exit_code == 0, r.output
         assert json.loads(r.output)["run"]["completed"] == 100
 

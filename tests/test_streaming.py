@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-
 from sim.run import run_scenario
-from sim.streaming import DEFAULT_REL_ERROR, LogHistogram, StreamingCollector, run_streaming
 from sim.simulation import simulate
+from sim.streaming import DEFAULT_REL_ERROR, LogHistogram, StreamingCollector, run_streaming
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -37,7 +36,8 @@ def busy(request):
         "fleet.engine": {"max_model_len": 4096},
         "slo": {"ttft_p95_s": 0.5, "tpot_p95_s": 0.05, "e2e_p95_s": 8.0},
         "traffic.classes": [
-            {"name": "chat", "share": 0.7, "input_tokens": {"dist": "lognormal", "median": 400, "p95": 3000, "max": 9000},
+            {"name": "chat", "share": 0.7,
+             "input_tokens": {"dist": "lognormal", "median": 400, "p95": 3000, "max": 9000},
              "output_tokens": {"dist": "lognormal", "median": 120, "p95": 500, "max": 2000}},
             {"name": "one", "share": 0.3, "input_tokens": {"dist": "fixed", "value": 200},
              "output_tokens": {"dist": "fixed", "value": 1}, "slo": {"ttft_p95_s": 0.3}},
@@ -133,7 +133,7 @@ def test_collector_buffer_is_bounded(busy):
     col = StreamingCollector(busy, chunk_rows=64)
     peak = [0]
 
-    def on_done(req) -> None:  # noqa: ANN001
+    def on_done(req) -> None:
         col(req)
         peak[0] = max(peak[0], len(col._buf))
 

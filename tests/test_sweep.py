@@ -299,3 +299,18 @@ def test_example_experiment_loads():
     assert sorted({p.scenario.fleet.nodes for p in exp.points}) == [2, 3, 4]
     assert len({json.dumps(p.axes, sort_keys=True) for p in exp.points}) == 12
     assert np.all([p.scenario.duration_s <= 600 for p in exp.points])
+
+
+def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
+    """Without a terminal a sweep reports progress as plain stderr lines (here every point: interval 0)."""
+    import functools
+
+    import sim.progress
+
+    monkeypatch.setattr(sim.progress.Progress, "__init__",
+                        functools.partialmethod(sim.progress.Progress.__init__, interval_s=0.0, tty=False))
+    path = write_experiment(tmp_path, axes={"fleet.nodes": [1, 2]}, seeds=[1])
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("capsim sweep:")]
+    assert lines and "2 of 2 points" in lines[-1]

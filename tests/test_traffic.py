@@ -153,11 +153,12 @@ def test_same_seed_same_arrivals_and_streaming() -> None:
 
 def test_time_varying_share() -> None:
     night = [1.0] * 24
-    for h in range(0, 6):
+    for h in range(6):
         night[h] = 9.0
     classes = [
         {**CLS[0], "name": "chat", "share": 0.5},
-        {**CLS[0], "name": "batch", "share": 0.5, "share_by_hour": night, "output_tokens": {"dist": "fixed", "value": 99}},
+        {**CLS[0], "name": "batch", "share": 0.5, "share_by_hour": night,
+         "output_tokens": {"dist": "fixed", "value": 99}},
     ]
     tr = Traffic.model_validate({"classes": classes, "rate_rps": 20.0})
     got = {"night": [], "day": []}

@@ -16,7 +16,8 @@ from sim.workload import arrival_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT / "data" / "traces"
-# rows, mean rate (1 / mean inter-arrival = (rows − 1) / span), mean input, mean output — from data/traces/README.md (computed from the files)
+# rows, mean rate (1 / mean inter-arrival = (rows − 1) / span), mean input, mean output — from data/traces/README.md
+# (computed from the files)
 SHIPPED = {
     "azure2023_code.csv": (8819, 2.566, 2047.8, 27.9),
     "azure2023_conv.csv": (19366, 5.530, 1154.7, 211.1),
@@ -41,7 +42,7 @@ def independent_read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def replay_all(traffic: dict, duration_s: float, seed: int = 0):
     tr = Traffic.model_validate(traffic)
     chunks = list(traffic_chunks(tr, ROOT, duration_s, seed))
-    cat = lambda f: np.concatenate([getattr(c, f) for c in chunks])  # noqa: E731
+    cat = lambda f: np.concatenate([getattr(c, f) for c in chunks])
     return cat("time_s"), cat("prompt_tokens"), cat("output_tokens"), cat("cached_tokens"), cat("class_idx")
 
 
@@ -84,7 +85,7 @@ def test_rate_scale_time_scale_window_loop() -> None:
     t4, *_ = replay_all({"trace": {**f, "time_scale": 0.5}}, 1e5)
     t0, *_ = replay_all({"trace": f}, 1e5)
     assert np.allclose(t4, t0 / 2)
-    t5, p5, *_ = replay_all({"trace": {**f, "loop": True}}, 3 * 3600.0)
+    t5, *_ = replay_all({"trace": {**f, "loop": True}}, 3 * 3600.0)
     assert len(t5) > 3 * n * 0.99 and np.all(np.diff(t5) >= 0) and t5.max() < 3 * 3600
     t6, *_ = replay_all({"trace": {**f, "window_s": [600, 1200]}}, 1e5)
     assert len(t6) == int(((t0 >= 600) & (t0 < 1200)).sum()) and t6.min() >= 0 and t6.max() < 600

@@ -79,21 +79,38 @@ def calibrate(measurements: tuple[Path, ...], gpu: str | None, gpus: int, model:
     gpu_name = get_gpu(points[0].gpu, "calibrate", "gpu").name
     out = out_path or Path(f"{gpu_name}-calibrated.yaml")
     before, after = res.mape(after=False), res.mape()
-    comment = (f"calibration fitted by `capsim calibrate` to {len(points)} measurement(s) from "
-               f"{', '.join(p.name for p in measurements)}; MAPE {before.get('all', 0):.1f}% -> {after.get('all', 0):.1f}%")
+    comment = (
+        f"calibration fitted by `capsim calibrate` to {len(points)} measurement(s) from "
+        f"{', '.join(p.name for p in measurements)}; MAPE {before.get('all', 0):.1f}% -> {after.get('all', 0):.1f}%"
+    )
     write_profile(gpu_name, res.calibration.model_dump(), out, comment)
     warnings = res.bound_warnings()
     for line in warnings:
         click.echo(line, err=True)
     if as_json:
-        click.echo(json.dumps({"profile": str(out), "calibration": res.calibration.model_dump(), "warnings": warnings,
-                               "start": res.start.model_dump(), "mape_before": before, "mape_after": after,
-                               "rows_before": res.rows_before, "rows_after": res.rows_after}, indent=1, default=float))
+        click.echo(
+            json.dumps(
+                {
+                    "profile": str(out),
+                    "calibration": res.calibration.model_dump(),
+                    "warnings": warnings,
+                    "start": res.start.model_dump(),
+                    "mape_before": before,
+                    "mape_after": after,
+                    "rows_before": res.rows_before,
+                    "rows_after": res.rows_after,
+                },
+                indent=1,
+                default=float,
+            )
+        )
         return
     click.echo(format_table(res.rows_after, res.rows_before))
     click.echo("")
     for fam in sorted(families) + ["all"]:
         if fam in after:
             click.echo(f"MAPE {fam:10} before {before[fam]:6.1f}%   after {after[fam]:6.1f}%")
-    click.echo("factors: " + ", ".join(f"{k} {getattr(start, k):.4g} -> {getattr(res.calibration, k):.4g}" for k in params))
+    click.echo(
+        "factors: " + ", ".join(f"{k} {getattr(start, k):.4g} -> {getattr(res.calibration, k):.4g}" for k in params)
+    )
     click.echo(f"wrote {out}")

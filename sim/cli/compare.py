@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import click
 
 
-def _plain(v: object) -> object:
+def _plain(v: object) -> Any:
     """A numpy scalar as the Python value."""
     return v.item() if hasattr(v, "item") else v
 
@@ -21,8 +23,9 @@ def _fmt_ci(h: float, kind: str) -> str:
     return {"usd": f"${text}", "usdm": f"${text}", "pct": f"{text}%"}.get(kind, text)
 
 
-def _fmt(v: object, kind: str) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+def _fmt(v: Any, kind: str) -> str:
+    """A table cell: ``v`` is a DataFrame value (number, string or missing), formatted by ``kind``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if kind == "usd":
         return f"${v:,.0f}"
@@ -109,13 +112,13 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
         cells = []
         for col, _, kind in COLS:
             v = _plain(r[col])
-            if multi and kind == "" and isinstance(v, float) and v == v:  # a count averaged over seeds
+            if multi and kind == "" and isinstance(v, float) and not math.isnan(v):  # a count averaged over seeds
                 cell = f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
             else:
                 cell = _fmt(v, kind)
             if multi and f"{col}_ci95" in r:
                 h = _plain(r[f"{col}_ci95"])
-                if h is not None and h == h:
+                if h is not None and not math.isnan(h):
                     cell += f" ± {_fmt_ci(float(h), kind)}"
             if col == "strategy" and (r["pareto_e2e"] or r["pareto_ttft"]):
                 cell += " *"
@@ -129,4 +132,4 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
                   "queues); P99s in compare.csv")
     if not no_files:
         console.print(f"files: {target}/compare.csv, " + ("compare_seeds.csv, " if multi else "")
-                      + "compare.json, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")
+                      + "compare.json, compare.html, cost_vs_p95_latency.png, spill_over_time.png, cost_breakdown.png")

@@ -7,14 +7,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..config import load_scenario
 from ..errors import ConfigError
-from ..paths import default_scenario_path
+from ..paths import scenario_path
 
 PROGRESS_EVERY_S = 10.0
 
@@ -90,40 +91,67 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
 @click.option("--explore", type=int, default=None,
               help="Simulate until this many candidates beat every remaining bound (default 3; 1 = winner only).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field by dotted path, e.g. --set slo.ttft_p95_s=0.5 (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("out/plan"),
-              show_default=True, help="Folder for plan.{json,csv,txt,html}, winner.yaml, the plots and the cache.")
-@click.option("--no-cache", is_flag=True, help="Simulate every point again (default: reuse OUT/cache).")
-@click.option("--no-report", is_flag=True, help="Write no files.")
+              show_default=True, help="Folder for plan.{json,csv,txt,html}, winner.yaml and the plots (replaced "
+              "as a whole).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of simulated points reused by later plans (default: OUT.cache beside OUT, e.g. "
+                   "out/plan.cache; it is not part of the result set, so replacing OUT keeps it).")
+@click.option("--no-cache", is_flag=True, help="Simulate every point again and store none.")
+@click.option("--no-report", is_flag=True, help="Write no files (and use no cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--dry-run", is_flag=True, help="Print the candidate count and an estimate of the search; run nothing.")
+@click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], precisions: tuple[str, ...],
          max_num_seqs: tuple[int, ...], pricing: tuple[str, ...], seeds: int | None, max_nodes: int | None,
          top_n: int | None, explore: int | None, workers: int | None, overrides: tuple[str, ...], out_dir: Path,
-         no_cache: bool, no_report: bool, as_json: bool, quiet: bool) -> None:
+         cache_dir: Path | None, no_cache: bool, no_report: bool, as_json: bool, quiet: bool, dry_run: bool,
+         force: bool) -> None:
     """What should we buy? The cheapest fleet meeting SCENARIO's SLO (default: the embedded default scenario),
     over GPU type × GPUs per node × precision × max_num_seqs × way to pay: candidates the hardware or the
     performance model rule out are dropped, the rest are sized by simulation in order of a cost lower bound,
     and the minimum fleets are priced on-demand, reserved and owned. Writes a ranked table, the winner as a
-    scenario YAML (capsim run reproduces it) and an HTML decision report."""
-    from ..plan import plan as run_plan
-    from ..plan.report import format_text, to_json, write_outputs
+    scenario YAML (capsim run reproduces it) and an HTML decision report.
 
-    sc = load_scenario(scenario or default_scenario_path(), list(overrides))
-    for name, value in (("--seeds", seeds), ("--max-nodes", max_nodes), ("--top", top_n), ("--explore", explore)):
+    OUT is replaced all or nothing (written beside it, then swapped in); a second command writing the same
+    OUT at the same time fails with one line. Ctrl-C or SIGTERM stops the workers and exits 130 (the points
+    simulated so far stay in the cache)."""
+    from ..outdir import result_folder
+    from ..parallel import default_workers
+    from ..plan.report import format_text, to_json, write_outputs
+    from ..plan.search import candidate_space, estimate_plan, run_plan
+
+    sc = load_scenario(scenario_path(scenario), list(overrides))
+    for name, value in (("--seeds", seeds), ("--max-nodes", max_nodes), ("--top", top_n), ("--explore", explore),
+                        ("--workers", workers)):
         if value is not None and value < 1:
             raise ConfigError(name, "", f"must be at least 1 (got {value})")
-    with progress_reporter(quiet) as say:
-        res = run_plan(sc, gpus=list(gpus) or None, gpus_per_node=list(tps) or None,
-                       precisions=list(precisions) or None, max_num_seqs=list(max_num_seqs) or None,
-                       pricing=list(pricing) or None, seeds=seeds, max_nodes=max_nodes, top_n=top_n,
-                       explore=explore, workers=workers,
-                       cache_dir=None if (no_cache or no_report) else out_dir / "cache", progress=say)
-    files = [] if no_report else write_outputs(res, out_dir)
+    options: dict[str, Any] = {
+        "gpus": list(gpus) or None, "gpus_per_node": list(tps) or None, "precisions": list(precisions) or None,
+        "max_num_seqs": list(max_num_seqs) or None, "pricing": list(pricing) or None, "seeds": seeds,
+        "max_nodes": max_nodes, "top_n": top_n, "explore": explore}
+    space = candidate_space(sc, **options)
+    est = estimate_plan(sc, space, workers or default_workers())
+    n_viable = len(space.viable)
+    if dry_run:
+        click.echo(f"{sc.name}: {len(space.candidates)} candidates, {n_viable} after the hardware and lone-latency "
+                   f"checks; {est.line()} (an upper bound: the cost bound usually skips most candidates)")
+        return
+    est.check(force)
+    cache = None if (no_cache or no_report) else (cache_dir or out_dir.parent / f"{out_dir.name}.cache")
+    with (nullcontext(None) if no_report else result_folder(out_dir)) as staging:
+        with progress_reporter(quiet) as say:
+            res = run_plan(sc, **options, workers=workers, cache_dir=cache, progress=say)
+        files = [] if staging is None else write_outputs(res, staging)
     if as_json:
         click.echo(json.dumps(to_json(res), indent=2))
     else:
         click.echo(format_text(res))
         if files:
             click.echo(f"  files      {out_dir}/: {', '.join(files)}")
+            if cache is not None:
+                click.echo(f"  cache      {cache}/ (simulated points, reused by the next plan)")
     sys.stdout.flush()

@@ -142,17 +142,25 @@ def _text(r: dict) -> str:
     ]
     run = r["run"]
     if run["mode"] == "offline":
-        lines.append(f"  offline      {run['requests']:,} requests at once: {r['output_tokens_per_s']:,.0f} output tok/s, "
-                     f"{r['input_tokens_per_s']:,.0f} input tok/s, done in {run['duration_s']:,.1f} s")
+        lines.append(
+            f"  offline      {run['requests']:,} requests at once: {r['output_tokens_per_s']:,.0f} output tok/s, "
+            f"{r['input_tokens_per_s']:,.0f} input tok/s, done in {run['duration_s']:,.1f} s"
+        )
     else:
         what = f"concurrency {r['concurrency']}" if "concurrency" in r else f"{run['requests']} Poisson requests"
-        lines.append(f"  simulated    {what}: {r['output_tokens_per_s']:,.0f} output tok/s, "
-                     f"{r['input_tokens_per_s']:,.0f} input tok/s, {run['requests_per_s']:.2f} req/s")
-    lines.append(f"               TTFT P50 {ms(r['ttft_s'])} P99 {ms(run['ttft_s'].get('p99'))} · "
-                 f"TPOT P50 {ms(r['tpot_s'])} P99 {ms(run['tpot_s'].get('p99'))}")
+        lines.append(
+            f"  simulated    {what}: {r['output_tokens_per_s']:,.0f} output tok/s, "
+            f"{r['input_tokens_per_s']:,.0f} input tok/s, {run['requests_per_s']:.2f} req/s"
+        )
+    lines.append(
+        f"               TTFT P50 {ms(r['ttft_s'])} P99 {ms(run['ttft_s'].get('p99'))} · "
+        f"TPOT P50 {ms(r['tpot_s'])} P99 {ms(run['tpot_s'].get('p99'))}"
+    )
     if r["usd_per_million_output_tokens"] is not None:
-        lines.append(f"  cost         ${r['usd_per_million_output_tokens']:.2f} per M output tokens at 100 % busy "
-                     f"(${r['usd_per_gpu_hour']:.2f}/GPU-hour)")
+        lines.append(
+            f"  cost         ${r['usd_per_million_output_tokens']:.2f} per M output tokens at 100 % busy "
+            f"(${r['usd_per_gpu_hour']:.2f}/GPU-hour)"
+        )
     if "warning" in r:
         lines.append(f"  warning      {r['warning']}")
     return "\n".join(lines)
@@ -163,10 +171,14 @@ def _text(r: dict) -> str:
 @click.option("--gpus", default=1, show_default=True, type=int, help="GPUs per node (tensor parallelism).")
 @click.option("--model", required=True, help="Model name or alias.")
 @click.option("--weights", default="bf16", show_default=True, type=click.Choice(PRECISIONS))
-@click.option("--kv", "kv", default="bf16", show_default=True, type=click.Choice(PRECISIONS), help="KV-cache precision.")
+@click.option(
+    "--kv", "kv", default="bf16", show_default=True, type=click.Choice(PRECISIONS), help="KV-cache precision."
+)
 @click.option("--input", "input_tokens", default=1000, show_default=True, type=int, help="Prompt tokens per request.")
 @click.option("--output", "output_tokens", default=1000, show_default=True, type=int, help="Output tokens per request.")
-@click.option("--concurrency", type=int, default=None, help="Closed loop: requests kept in flight (default min(64, fit)).")
+@click.option(
+    "--concurrency", type=int, default=None, help="Closed loop: requests kept in flight (default min(64, fit))."
+)
 @click.option("--offline", type=int, default=None, help="Offline: N requests issued at once (trtllm-bench style).")
 @click.option("--rate", type=float, default=None, help="Open loop: Poisson arrivals at this many requests/s.")
 @click.option("--requests", type=int, default=None, help="Requests to simulate (closed loop / Poisson).")
@@ -174,9 +186,13 @@ def _text(r: dict) -> str:
 @click.option("--max-num-seqs", default=None, type=int, help="Default: the stack's (vLLM 256, TensorRT-LLM 2048, …).")
 @click.option("--max-num-batched-tokens", default=None, type=int, help="Default: the stack's (8192).")
 @click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
-@click.option("--reserve-kv/--no-reserve-kv", "reserve_kv", default=None,
-              help="Reserve each request's whole KV at admission, never preempt (TensorRT-LLM's GUARANTEED_NO_EVICT). "
-              "Default: the stack's scheduler (on for nvidia-trtllm).")
+@click.option(
+    "--reserve-kv/--no-reserve-kv",
+    "reserve_kv",
+    default=None,
+    help="Reserve each request's whole KV at admission, never preempt (TensorRT-LLM's GUARANTEED_NO_EVICT). "
+    "Default: the stack's scheduler (on for nvidia-trtllm).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def profile(as_json: bool, **kw) -> None:  # noqa: ANN003
     """Memory plan, step times and simulated throughput/latency of one node.

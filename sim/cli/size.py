@@ -44,6 +44,21 @@ def _with_gpu(df: pd.DataFrame, gpu: str) -> pd.DataFrame:
     return df
 
 
+def _write_html(out_dir: Path, report: dict, text: str, several: bool) -> None:
+    """sizing.html: the verdict, what was asked, the tables and the PNGs already written in ``out_dir``."""
+    import pandas as pd
+
+    from ..htmlreports import size_html
+    from ..io import write_text
+
+    names = (["sizing_gpus.csv"] if several else []) + ["sizing_rules.csv", "sizing_points.csv"]
+    titles = {"sizing_gpus.csv": "Per GPU type (sizing_gpus.csv)", "sizing_rules.csv": "The guide's rules against "
+              "the simulation (sizing_rules.csv)", "sizing_points.csv": "Every simulated fleet (sizing_points.csv)"}
+    tables = {titles[n]: pd.read_csv(out_dir / n) for n in names}
+    images = {n: (out_dir / n).read_bytes() for n in ("sizing.png", "sizing_gpus.png") if (out_dir / n).exists()}
+    write_text(out_dir / "sizing.html", size_html(report, tables, images, text))
+
+
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
@@ -149,11 +164,13 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
             write_text(out_dir / "sizing.txt", text + "\n")
             fig = plot_sizing(res.points_table(), res.rules_table(), res.min_nodes, res.scenario.duration_s)
             atomic_write(out_dir / "sizing.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+            _write_html(out_dir, report, text, several)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(text)
         if not no_report:
             extra = ", sizing_gpus.{csv,png}" if several else ""
-            click.echo(f"  files      {final_dir}/sizing.{{json,png,txt}}, sizing_points.csv, sizing_rules.csv{extra}")
+            click.echo(f"  files      {final_dir}/sizing.{{json,png,txt,html}}, sizing_points.csv, sizing_rules.csv"
+                       f"{extra}")
     sys.stdout.flush()

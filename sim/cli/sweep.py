@@ -3,66 +3,70 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError
+from ..metrics_access import check_metric_name
+
+if TYPE_CHECKING:
+    from ..sweep.experiment import Experiment, Point
+    from ..sweep.runner import ProgressHook, SweepReport
+
+#: the overview's columns: summary metric -> (header, scale, decimals, unit); names checked on import
+OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
+    check_metric_name(k): v for k, v in {
+        "latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
+        "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+        "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}.items()}
 
 
-def _progress(enabled: bool):  # noqa: ANN202
-    """(hook, stop): a rich progress bar over points with ETA, on stderr, only when it is a terminal."""
+def _progress(enabled: bool) -> tuple[ProgressHook | None, Callable[[], None]]:
+    """(hook, stop): progress over points (:class:`sim.progress.Progress`: a bar with ETA on a terminal, a line on
+    stderr every ~10 s otherwise); a failed point is reported on stderr as it happens."""
     if not enabled:
         return None, lambda: None
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from ..progress import Progress
 
-    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
-                   console=Console(stderr=True), transient=True)
-    state: dict[str, Any] = {"task": None, "failed": 0}
+    bar = Progress("capsim sweep", "points")
+    state: dict[str, Any] = {"todo": 0, "done": 0, "failed": 0}
 
-    def hook(event: str, point, record) -> None:  # noqa: ANN001
+    def hook(event: str, point: Point | None, record: dict[str, Any] | None) -> None:
+        rec = record or {}
         if event == "start":
-            if record["todo"] == 0:
-                return
-            bar.start()
-            state["task"] = bar.add_task("sweep", total=record["todo"], failed="", last="")
-        elif event == "done" and state["task"] is not None:
-            if record["status"] != "ok":
+            state["todo"] = rec.get("todo", 0)
+        elif event == "done" and point is not None and state["todo"]:
+            state["done"] += 1
+            if rec.get("status") != "ok":
                 state["failed"] += 1
-                bar.console.print(f"[red]failed[/red] {point.label()}: {record['error']}")
-            bar.update(state["task"], advance=1, last=point.label()[:60],
-                       failed=f"{state['failed']} failed" if state["failed"] else "")
+                click.echo(f"failed {point.label()}: {rec.get('error')}", err=True)
+            note = f"{state['failed']} failed" if state["failed"] else ""
+            bar.update(state["done"], state["todo"], note)
 
-    def stop() -> None:
-        if state["task"] is not None:
-            bar.stop()
-
-    return hook, stop
+    return hook, bar.close
 
 
 def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
-    if v is None or v != v:
+    if v is None or math.isnan(v):
         return "–"
     return f"{v * scale:,.{digits}f}{suffix}"
 
 
-def _print_overview(report, exp, max_rows: int = 60) -> None:  # noqa: ANN001
+def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) -> None:
     """Per grid point, means across seeds of the headline metrics (plain text, any width)."""
     import pandas as pd
 
     agg = report.aggregates
     if agg is None or not len(agg):
         return
-    wanted = {"latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
-              "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
-              "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}
+    wanted = OVERVIEW_METRICS
     rows = []
-    for point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
+    for _point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
         first = grp.iloc[0]
         rows.append({**{c: "–" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},
@@ -135,7 +139,7 @@ def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_proce
     if not as_json:
         click.echo(f"capsim sweep · {exp.name} · {exp.n_grid} grid point(s) × {len(exp.seeds)} seed(s) = "
                    f"{len(exp.points)} run(s) on {spec.describe()} → {out}", err=True)
-    hook, stop = _progress(sys.stderr.isatty() and not as_json)
+    hook, stop = _progress(not as_json)
     try:
         report = run_sweep(exp, out, spec, retry_failed=retry_failed, fresh=fresh, hook=hook)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -13,10 +14,12 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from ..config import (FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml,
-                      validate_mapping)
+from ..config import FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml, validate_mapping
 from ..errors import ConfigError
 from ..io import write_text
+
+if TYPE_CHECKING:
+    from ..traffic.arrivals import ArrivalChunk
 
 FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
 
@@ -25,9 +28,10 @@ def _classes(path: str | None) -> tuple[list[RequestClass], bool]:
     if path is None:
         one = FixedTokens(value=1)
         return [RequestClass(name="all", share=1.0, input_tokens=one, output_tokens=one)], False
-    raw = read_yaml(Path(path))
+    raw: Any = read_yaml(Path(path))
     if isinstance(raw, dict):
-        raw = raw.get("classes", raw.get("traffic", {}).get("classes") if isinstance(raw.get("traffic"), dict) else None)
+        traffic = raw.get("traffic")
+        raw = raw.get("classes", traffic.get("classes") if isinstance(traffic, dict) else None)
     if not isinstance(raw, list):
         raise ConfigError(path, "classes", "expected a list of request classes")
     try:
@@ -43,15 +47,20 @@ def _traffic(data: dict, source: str) -> Traffic:
 
 @click.command("traffic")
 @click.argument("source")
-@click.option("--days", type=float, default=None, help="Length to generate [default: 7 for shapes, the trace's span, the scenario's duration].")
-@click.option("--rate-rps", type=float, default=None, help="Shapes: mean (base) rate [default 10]. Traces: rescale to this mean rate.")
-@click.option("--classes", "classes_file", type=click.Path(), default=None, help="YAML list of request classes (for tokens per day of a shape).")
-@click.option("--start-weekday", type=click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), default="mon", show_default=True)
+@click.option("--days", type=float, default=None,
+              help="Length to generate [default: 7 for shapes, the trace's span, the scenario's duration].")
+@click.option("--rate-rps", type=float, default=None,
+              help="Shapes: mean (base) rate [default 10]. Traces: rescale to this mean rate.")
+@click.option("--classes", "classes_file", type=click.Path(), default=None,
+              help="YAML list of request classes (for tokens per day of a shape).")
+@click.option("--start-weekday", type=click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), default="mon",
+              show_default=True)
 @click.option("--start-hour", type=float, default=0.0, show_default=True)
 @click.option("--loop/--no-loop", default=False, help="Traces: repeat to fill --days.")
 @click.option("--time-scale", type=float, default=1.0, show_default=True, help="Traces: multiply timestamps.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--fit-shape", type=click.Path(), default=None, help="Fit daily+weekly harmonics to the arrivals (or rate series) and write a shape YAML.")
+@click.option("--fit-shape", type=click.Path(), default=None,
+              help="Fit daily+weekly harmonics to the arrivals (or rate series) and write a shape YAML.")
 @click.option("--plot", type=click.Path(), default=None, help="Write a PNG of the rate over time.")
 @click.option("--json", "as_json", is_flag=True, help="Print statistics as JSON.")
 def traffic(source: str, days: float | None, rate_rps: float | None, classes_file: str | None, start_weekday: str,
@@ -195,10 +204,10 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
             fit = fit_times(times, clock0 or 0.0, name=name, source=source)
         d = fit.to_yaml_dict()
         d["description"] = f"daily+weekly harmonics fitted to {source} (mean {fit.rate_rps:.4g} req/s)"
-        header = (f"# Fitted by `capsim traffic {source} --fit-shape`: use with traffic.rate_rps: "
+        shape_header = (f"# Fitted by `capsim traffic {source} --fit-shape`: use with traffic.rate_rps: "
                   f"{fit.rate_rps:.6g}\n# deviance explained {fit.deviance_explained:.3f} over {fit.bins} bins; "
                   f"t = 0 is {tr.start_weekday} {tr.start_hour:g}:00\n")
-        write_text(Path(fit_shape), header + yaml.safe_dump(d, sort_keys=False))
+        write_text(Path(fit_shape), shape_header + yaml.safe_dump(d, sort_keys=False))
         out["fit"] = {"file": fit_shape, "rate_rps": fit.rate_rps, "deviance_explained": fit.deviance_explained}
     bar.close()
     if plot:
@@ -210,9 +219,9 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
     _print(out)
 
 
-def _chunk_end(chunk: object) -> float:
+def _chunk_end(chunk: ArrivalChunk) -> float:
     """Simulated time reached by an arrival chunk (its last arrival)."""
-    t = getattr(chunk, "time_s")
+    t = chunk.time_s
     return float(t[-1]) if len(t) else 0.0
 
 
@@ -228,7 +237,8 @@ def _print(o: dict) -> None:
     click.echo(f"{o['source']} ({o['kind']}), {o['days']:.3g} days, {o['requests']:,} requests")
     if "trace" in o:
         t = o["trace"]
-        click.echo(f"  trace: {t['format']}, {t['rows']:,} rows over {t['span_s']:.1f} s, {t['mean_rate_rps']:.4g} req/s, "
+        click.echo(f"  trace: {t['format']}, {t['rows']:,} rows over {t['span_s']:.1f} s, "
+                   f"{t['mean_rate_rps']:.4g} req/s, "
                    f"mean tokens in {t['mean_input_tokens']:.1f} / out {t['mean_output_tokens']:.1f}")
     click.echo(f"  {'window':<8}{'mean':>10}{'P50':>10}{'P90':>10}{'P95':>10}{'P99':>10}{'peak':>10}   req/s")
     r1 = o["rps_1min"]
@@ -237,7 +247,8 @@ def _print(o: dict) -> None:
     click.echo(f"  {'1-min':<8}{'':>10}" + "".join(
         f"{_fmt(r1[k]):>10}" for k in ("p50_rps", "p90_rps", "p95_rps", "p99_rps", "peak_rps")))
     click.echo(f"  peak/trough (hourly, per day): {_fmt(o['peak_to_trough'])}   "
-               f"weekday/weekend: {_fmt(o['weekday_to_weekend'])}   sizing P95+30%: {_fmt(o['sizing_rps_p95_plus_30pct'])} req/s")
+               f"weekday/weekend: {_fmt(o['weekday_to_weekend'])}   "
+               f"sizing P95+30%: {_fmt(o['sizing_rps_p95_plus_30pct'])} req/s")
     line = f"  per day: {_fmt(o['requests_per_day'])} requests"
     if "input_tokens_per_day" in o:
         line += f", {_fmt(o['input_tokens_per_day'])} input and {_fmt(o['output_tokens_per_day'])} output tokens"

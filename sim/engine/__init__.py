@@ -4,4 +4,4 @@ from .common import NodeSnapshot, admission_problem
 from .node import Node
 from .reference import ReferenceNode
 
-__all__ = ["Node", "ReferenceNode", "NodeSnapshot", "admission_problem"]
+__all__ = ["Node", "NodeSnapshot", "ReferenceNode", "admission_problem"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from ..config import Engine
 from ..request import Request
@@ -42,7 +43,9 @@ class WorkDone:
         return self.tokens, self.pairs, self.ctx, self.steps
 
 
-def decode_run_work(base: tuple[int, float, float, int], batch: int, ctx0: float, n: int) -> tuple[int, float, float, int]:
+def decode_run_work(
+    base: tuple[int, float, float, int], batch: int, ctx0: float, n: int
+) -> tuple[int, float, float, int]:
     """``base`` plus ``n`` decode steps of ``batch`` sequences holding ``ctx0`` context tokens at the start
     (step ``j``: ``T = batch``, ``A = C = ctx0 + batch·j``)."""
     s = n * ctx0 + batch * n * (n + 1) / 2.0
@@ -110,6 +113,6 @@ class PriorityWaitingQueue:
         return (item[3] for item in sorted(self._heap, key=lambda x: x[:3]))
 
 
-def make_waiting_queue(engine: Engine) -> "deque[Request] | PriorityWaitingQueue":
+def make_waiting_queue(engine: Engine) -> deque[Request] | PriorityWaitingQueue:
     """FCFS deque, or the priority queue under ``scheduling_policy: priority``."""
     return PriorityWaitingQueue() if engine.scheduling_policy == "priority" else deque()

@@ -16,7 +16,8 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
-4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every scheduled request advances; a request whose
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every
+   scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
 5. Withdrawal (:meth:`ReferenceNode.withdraw`: the client gave up, or a late spill): a queued request leaves the
@@ -27,7 +28,7 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import simpy
 
@@ -201,8 +202,12 @@ class ReferenceNode:
             i += 1
         adm = self.admission
         if preempted and adm is not None:
-            adm.on_retract(self.steps, sum(r.num_generated for r in self.running),
-                           sum(r.output_tokens for r in self.running), len(self.running))
+            adm.on_retract(
+                self.steps,
+                sum(r.num_generated for r in self.running),
+                sum(r.output_tokens for r in self.running),
+                len(self.running),
+            )
         if not preempted:
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
             while self.waiting and len(self.running) < eng.max_num_seqs and budget > 0:
@@ -218,8 +223,11 @@ class ReferenceNode:
                 if need > self.capacity_blocks - self.used_blocks:
                     break
                 mine = req.output_tokens - req.num_generated
-                if adm is not None and self.running and not adm.admits(
-                        self.steps, self.capacity_blocks - self.used_blocks - need, future + mine):
+                if (
+                    adm is not None
+                    and self.running
+                    and not adm.admits(self.steps, self.capacity_blocks - self.used_blocks - need, future + mine)
+                ):
                     break
                 future += mine
                 self.waiting.popleft()

@@ -19,6 +19,7 @@ from typing import Any
 from ..catalog import GpuSpec
 from ..config import Scenario
 from ..cost import owned_fixed_usd_per_gpu_hour
+from ..metrics_access import metric
 from .spec import PlanSpec
 
 HOURS_PER_MONTH = 730.0
@@ -48,14 +49,15 @@ def fixed_usd_per_gpu_hour(option: str, scenario: Scenario, gpu: GpuSpec, spec: 
 def price_summary(option: str, summary: dict[str, Any], scenario: Scenario, gpu: GpuSpec,
                   spec: PlanSpec) -> dict[str, float | None]:
     """Cost of one simulated run (a ``summary.json``) under ``option``: run total, per month, per M output tokens."""
-    cost = summary["cost"]
-    gpu_hours = float(cost["gpu_hours"])
-    usd = gpu_hours * fixed_usd_per_gpu_hour(option, scenario, gpu, spec) + float(cost.get("api_usd") or 0.0)
+    gpu_hours = float(metric(summary, "cost.gpu_hours"))
+    usd = (gpu_hours * fixed_usd_per_gpu_hour(option, scenario, gpu, spec)
+           + float(metric(summary, "cost.api_usd") or 0.0))
     if option == "owned":
-        usd += float(summary["energy"]["usd"])
+        usd += float(metric(summary, "energy.usd"))
     hours = scenario.duration_s / 3600.0
-    per_mtok = cost.get("usd_per_mtok_output")
-    out_mtok = cost["total_usd"] / per_mtok if per_mtok else None  # tokens served (fleet + API), in millions
+    per_mtok = metric(summary, "cost.usd_per_mtok_output")
+    # tokens served (fleet + API), in millions
+    out_mtok = metric(summary, "cost.total_usd") / per_mtok if per_mtok else None
     return {"usd_run": usd, "usd_per_month": usd / hours * HOURS_PER_MONTH,
             "usd_per_mtok_output": usd / out_mtok if out_mtok else None}
 

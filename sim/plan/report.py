@@ -15,11 +15,9 @@ Break-even (:func:`break_even`), for the winning fleet (``n`` nodes of ``g`` GPU
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +29,9 @@ from ..cost import HOURS_PER_YEAR
 from ..energy import facility_power_w, usd_per_kwh
 from .pricing import HOURS_PER_MONTH, LABELS, fixed_usd_per_gpu_hour
 from .search import SEARCH_SPAN, PlanResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
                  "nodes", "gpus", "pricing",
@@ -293,7 +294,7 @@ def _cheapest_rows(res: PlanResult) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def plot_cost_vs_latency(res: PlanResult):  # noqa: ANN201
+def plot_cost_vs_latency(res: PlanResult) -> Figure:
     """$/month (cheapest way to pay) of each simulated minimum fleet against its P95 TTFT and TPOT, with the SLO
     targets as vertical lines and the winner highlighted."""
     import matplotlib
@@ -330,7 +331,7 @@ def plot_cost_vs_latency(res: PlanResult):  # noqa: ANN201
     return fig
 
 
-def plot_break_even(res: PlanResult, be: dict[str, Any]):  # noqa: ANN201
+def plot_break_even(res: PlanResult, be: dict[str, Any]) -> Figure:
     """$/M output tokens against utilisation for each way to pay for the winning fleet, the API's flat price,
     today's utilisation and the break-even points."""
     import matplotlib
@@ -365,15 +366,11 @@ def plot_break_even(res: PlanResult, be: dict[str, Any]):  # noqa: ANN201
 
 
 # --- HTML -----------------------------------------------------------------------------------------------------
-def _png_bytes(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
 def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
-    """One self-contained HTML page (inline CSS, plots as data URIs)."""
-    esc = html.escape
+    """One self-contained HTML page (:mod:`sim.htmldoc`: inline CSS, plots as data URIs)."""
+    from .. import htmldoc
+
+    esc = htmldoc.esc
     table = ranked_table(res)
     if len(table) and (table["spill"] == "none").all():
         table = table.drop(columns=["spill", "api_request_share"])
@@ -388,37 +385,22 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
              "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
              "api_request_share": "to API"}
-    table_html = (table.to_html(index=False, formatters=fmt, border=0, classes="t")
-                  if len(table) else "<p>none</p>")
-    for k, v in heads.items():
-        table_html = table_html.replace(f"<th>{k}</th>", f"<th>{esc(v)}</th>")
     why = pd.DataFrame(why_not(res))
-    why_html = why.to_html(index=False, border=0, classes="t why", na_rep="",
-                           formatters={"usd_per_month": _usd_or_blank}) \
-        if len(why) else ""
+    why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
     be = break_even(res)
-    imgs = "".join(f'<figure><img src="{uri}" alt="{esc(name)}"><figcaption>{esc(name)}</figcaption></figure>'
-                   for name, uri in figures.items())
-    text = esc(format_text(res))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>capsim plan · {esc(res.scenario.name)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
-table.t{{border-collapse:collapse;font-size:13px}}table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd;
-text-align:right}}table.t td:first-child,table.t th:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;
-overflow-x:auto;font-size:12px}}img{{max-width:100%}}.scroll{{overflow-x:auto}}
-table.why td{{text-align:left}}.verdict{{font-size:1.1em;background:#eef7ee;padding:.8em}}</style>
-</head><body><h1>What should we buy? · {esc(res.scenario.name)}</h1>
-<p class="verdict">{esc(_verdict(res))}<br>{esc(break_even_sentence(be))}</p>
-<h2>Ranked: cheapest first, every row meets the SLO</h2><div class="scroll">{table_html}</div>
-<h2>Cost, latency and break-even</h2>{imgs}
-<h2>Why the others lost</h2>{why_html}
-<h2>Console report</h2><pre>{text}</pre>
-<p>SLO attainment: share of requests meeting every target (rejected, failed and timed-out requests count as misses).
-Headroom: 1 − mean rate ÷ the fleet's closed-form capacity bound. Energy: idle to TDP with the busy share, node
-overhead and PUE (sim/energy.py). Prices: see docs/plan.md.</p></body></html>"""
+    body = (f"<h2>Ranked: cheapest first, every row meets the SLO</h2>{htmldoc.table(table, fmt, heads)}"
+            f"<h2>Cost, latency and break-even</h2>{htmldoc.figures(figures)}"
+            f"<h2>Why the others lost</h2>{why_html}"
+            f"<h2>Console report</h2><pre>{esc(format_text(res))}</pre>"
+            '<p class="note">SLO attainment: share of requests meeting every target (rejected, failed and timed-out '
+            "requests count as misses). Headroom: 1 − mean rate ÷ the fleet's closed-form capacity bound. Energy: "
+            "idle to TDP with the busy share, node overhead and PUE (sim/energy.py). Prices: see docs/plan.md.</p>")
+    return htmldoc.page(f"What should we buy? · {res.scenario.name}",
+                        f"{esc(_verdict(res))}<br>{esc(break_even_sentence(be))}", body, res.winner is not None)
 
 
 def _usd_or_blank(v: Any) -> str:
-    return "" if v is None or v != v else f"{v:,.0f}"  # v != v: NaN
+    return "" if v is None or math.isnan(v) else f"{v:,.0f}"
 
 
 def _verdict(res: PlanResult) -> str:
@@ -433,6 +415,7 @@ def _verdict(res: PlanResult) -> str:
 
 def write_outputs(res: PlanResult, out_dir: Path | str) -> list[str]:
     """plan.json, plan.csv (ranked), plan_rows.csv (all), winner.yaml, plan.txt, the two PNGs and plan.html."""
+    from .. import htmldoc
     from ..io import atomic_write, write_csv, write_json, write_text
 
     out = Path(out_dir)
@@ -454,13 +437,13 @@ def write_outputs(res: PlanResult, out_dir: Path | str) -> list[str]:
         import matplotlib.pyplot as plt
 
         for name, fig in figs.items():
-            png = _png_bytes(fig)
+            png = htmldoc.fig_png(fig)
             plt.close(fig)
             def write_png(p: Path, png: bytes = png) -> None:
                 p.write_bytes(png)
 
             atomic_write(out / name, write_png)
-            figures[name] = "data:image/png;base64," + base64.b64encode(png).decode()
+            figures[name] = png
             files.append(name)
     write_text(out / "plan.html", html_report(res, figures))
     files.append("plan.html")

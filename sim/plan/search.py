@@ -30,6 +30,7 @@ from typing import Any
 from ..catalog import get_gpu
 from ..config import Scenario
 from ..errors import ConfigError
+from ..metrics_access import metric
 from ..parallel import map_summaries
 from ..sizing import GoodputResult, SizingResult, derive, size_fleet, traffic_rate_stats
 from .bounds import MixSample, sample_mix
@@ -201,12 +202,13 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     rate = UNLOADED_LOAD * c.bounds.capacity_rps
     base = goodput_scenario(scenario, rate, UNLOADED_REQUESTS / rate)
     summaries = runner([derive(base, {"seed": s}) for s in seeds])
-    if all(bool(s["slo"]["met"]) for s in summaries):
+    if all(bool(metric(s, "slo.met")) for s in summaries):
         return None
-    worst = max(summaries, key=lambda s: s["latency"]["ttft_s"]["p95"] or 0.0)
-    lat = worst["latency"]
+    worst = max(summaries, key=lambda s: metric(s, "latency.ttft_s.p95") or 0.0)
+    ttft_s = metric(worst, "latency.ttft_s.p95") or 0.0
+    tpot_s = metric(worst, "latency.tpot_s.p95") or 0.0
     return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
-            f"{1000 * (lat['ttft_s']['p95'] or 0):,.0f} ms, TPOT {1000 * (lat['tpot_s']['p95'] or 0):,.1f} ms)")
+            f"{1000 * ttft_s:,.0f} ms, TPOT {1000 * tpot_s:,.1f} ms)")
 
 
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
@@ -216,6 +218,74 @@ def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
     base = scenario.plan.model_dump() if scenario.plan is not None else {}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return validate_mapping(PlanSpec, base, "plan")
+
+
+@dataclass
+class CandidateSpace:
+    """The resolved plan spec, the sampled class mix, the demand's rate statistics and every candidate."""
+
+    spec: PlanSpec
+    mix: MixSample
+    rate_stats: dict[str, float]
+    candidates: list[Candidate]
+
+    @property
+    def viable(self) -> list[Candidate]:
+        """Candidates the hardware and the lone-request latency do not rule out."""
+        return [c for c in self.candidates if c.excluded is None]
+
+
+def candidate_space(
+    scenario: Scenario,
+    *,
+    gpus: Sequence[str] | None = None,
+    gpus_per_node: Sequence[int] | None = None,
+    precisions: Sequence[str] | None = None,
+    max_num_seqs: Sequence[int] | None = None,
+    pricing: Sequence[str] | None = None,
+    seeds: int | None = None,
+    max_nodes: int | None = None,
+    top_n: int | None = None,
+    explore: int | None = None,
+) -> CandidateSpace:
+    """Validate that ``scenario`` can be planned and enumerate its candidates (closed form, no simulation)."""
+    spec = resolve_spec(scenario, {
+        "gpus": list(gpus) if gpus else None, "gpus_per_node": list(gpus_per_node) if gpus_per_node else None,
+        "precisions": list(precisions) if precisions else None,
+        "max_num_seqs": list(max_num_seqs) if max_num_seqs else None,
+        "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n,
+        "explore": explore})
+    if scenario.traffic.trace is not None:
+        raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
+                          "distributions (a replayed trace has none)")
+    if all(getattr(scenario.slo, k) is None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
+        raise ConfigError(scenario.source, "slo", "every SLO target is off; a plan needs at least one")
+    mix = sample_mix(scenario)
+    cands = enumerate_candidates(scenario, spec, mix)
+    if all(c.excluded is not None for c in cands):
+        raise ConfigError(scenario.source, "plan", "no candidate can meet the SLO: " +
+                          "; ".join(sorted({c.excluded or "" for c in cands}))[:400])
+    return CandidateSpace(spec, mix, traffic_rate_stats(scenario), cands)
+
+
+#: rough simulations per seed to size one candidate (the unloaded check, the bracket and the bisection)
+RUNS_PER_SEED = 8
+
+
+def estimate_plan(scenario: Scenario, space: CandidateSpace, slots: int) -> Any:
+    """An upper bound on the search's cost (:class:`sim.estimate.Estimate`): every viable candidate sized, each
+    about :data:`RUNS_PER_SEED` runs per seed at the largest fleet its search may try. The cost bound usually
+    skips most candidates, so the real search is several times cheaper."""
+    from ..estimate import estimate_many
+
+    peak = space.rate_stats["peak_rps"]
+    scenarios = []
+    for c in space.viable:
+        assert c.bounds is not None
+        peak_nodes = max(1, math.ceil(peak / c.bounds.capacity_rps)) if c.bounds.capacity_rps > 0 else 1
+        nodes = min(space.spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
+        scenarios.append(derive(scenario, c.changes(scenario) | {"fleet.nodes": nodes}))
+    return estimate_many(scenarios, slots, repeat=space.spec.seeds * RUNS_PER_SEED)
 
 
 def run_plan(
@@ -237,27 +307,14 @@ def run_plan(
     """Search ``scenario``'s candidate space (method in the module docstring)."""
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
-    spec = resolve_spec(scenario, {
-        "gpus": list(gpus) if gpus else None, "gpus_per_node": list(gpus_per_node) if gpus_per_node else None,
-        "precisions": list(precisions) if precisions else None,
-        "max_num_seqs": list(max_num_seqs) if max_num_seqs else None,
-        "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n,
-        "explore": explore})
-    if scenario.traffic.trace is not None:
-        raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
-                          "distributions (a replayed trace has none)")
-    if all(getattr(scenario.slo, k) is None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
-        raise ConfigError(scenario.source, "slo", "every SLO target is off; a plan needs at least one")
-    mix = sample_mix(scenario)
-    stats = traffic_rate_stats(scenario)
+    space = candidate_space(scenario, gpus=gpus, gpus_per_node=gpus_per_node, precisions=precisions,
+                            max_num_seqs=max_num_seqs, pricing=pricing, seeds=seeds, max_nodes=max_nodes,
+                            top_n=top_n, explore=explore)
+    spec, mix, stats, cands = space.spec, space.mix, space.rate_stats, space.candidates
     mean_rps = stats["mean_rps"]
-    cands = enumerate_candidates(scenario, spec, mix)
-    viable = [c for c in cands if c.excluded is None]
+    viable = space.viable
     say(f"{len(cands)} candidates, {len(viable)} after the hardware and lone-latency checks "
         f"(demand {mean_rps:.2f} req/s mean, {stats['peak_rps']:.2f} peak 10-min)")
-    if not viable:
-        raise ConfigError(scenario.source, "plan", "no candidate can meet the SLO: " +
-                          "; ".join(sorted({c.excluded or "" for c in cands}))[:400])
     runner = CachedRunner(Path(cache_dir) if cache_dir is not None else None, workers)
     hours_per_month = 730.0
 

@@ -106,9 +106,9 @@ def aggregates_table(exp: Experiment, table: pd.DataFrame) -> pd.DataFrame:
     metrics = [c for c in ok.columns if c not in skip and (pd.api.types.is_numeric_dtype(ok[c])
                                                          or pd.api.types.is_bool_dtype(ok[c]))]
     rows: list[dict[str, Any]] = []
-    for point, grp in ok.groupby("point", sort=True):
+    for _, grp in ok.groupby("point", sort=True):
         first = grp.iloc[0]
-        base = {"point": int(point), **{c: first[c] for c in axis_cols}}
+        base = {"point": int(first["point"]), **{c: first[c] for c in axis_cols}}
         for m in metrics:
             x = grp[m].astype(float).to_numpy()
             x = x[~np.isnan(x)]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -20,6 +21,7 @@ from .. import __version__
 from ..config import Scenario
 from ..parallel import ExecutorSpec, iter_outcomes
 from .experiment import Experiment, Metrics, Point
+from .report import write_report
 from .results import aggregates_table, results_table, write_tables
 from .store import PointStore
 
@@ -98,7 +100,7 @@ def plan(exp: Experiment, store: PointStore, retry_failed: bool = True, fresh: b
     return todo, records
 
 
-def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec = ExecutorSpec(), *, retry_failed: bool = True,
+def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec | None = None, *, retry_failed: bool = True,
               fresh: bool = False, hook: ProgressHook | None = None) -> SweepReport:
     """Run every point of ``exp`` not yet stored under ``out_dir`` and write the tables. On Ctrl-C (or SIGTERM,
     which the CLI turns into Ctrl-C) the points in flight are abandoned and their workers stopped, the tables
@@ -107,7 +109,7 @@ def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec = ExecutorSpec(
     from ..outdir import locked
 
     with locked(Path(out_dir)):
-        return _run_sweep(exp, Path(out_dir), spec, retry_failed, fresh, hook)
+        return _run_sweep(exp, Path(out_dir), spec or ExecutorSpec(), retry_failed, fresh, hook)
 
 
 def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed: bool, fresh: bool,
@@ -141,7 +143,7 @@ def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed:
                 res = oc.value
             rec = {"key": p.key, **res, "experiment": exp.name, "axes": p.axes, "seed": p.seed,
                    "overrides": list(p.overrides), "metrics": exp.metrics, "capsim_version": __version__,
-                   "executor": spec.kind, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "executor": spec.kind, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                    "scenario": p.scenario.model_dump(mode="json")}
             store.save(rec)
             records[p.key] = rec
@@ -155,5 +157,6 @@ def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed:
     report.table = results_table(exp, records)
     report.aggregates = aggregates_table(exp, report.table)
     report.files = write_tables(Path(out_dir), report.table, report.aggregates)
+    report.files.update(write_report(Path(out_dir), exp, report))
     report.wall_s = time.perf_counter() - t0
     return report

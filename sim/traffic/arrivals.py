@@ -9,9 +9,9 @@ streams (``arrivals`` for times, ``attributes`` for classes and tokens) make arr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

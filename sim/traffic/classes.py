@@ -48,7 +48,8 @@ def _column(path: str, column: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def read_pmf(path: str, value_column: str = "value", probability_column: str = "probability") -> tuple[np.ndarray, np.ndarray]:
+def read_pmf(path: str, value_column: str = "value",
+             probability_column: str = "probability") -> tuple[np.ndarray, np.ndarray]:
     """(values, probabilities) of a PMF CSV; probabilities normalised, duplicate values merged."""
     try:
         df = pd.read_csv(path, usecols=[value_column, probability_column])

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,7 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
         df = pd.read_csv(path, skipinitialspace=True)
     except FileNotFoundError:
         raise ConfigError(str(path), "", "file not found") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - any parse problem is the user's file
         raise ConfigError(str(path), "", f"cannot read as CSV ({exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in columns if c not in df.columns]

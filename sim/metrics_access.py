@@ -1,0 +1,105 @@
+"""One accessor for the dotted metric names of a run's summary (``summary.json``).
+
+``metric(summary, "latency.ttft_s.p95")`` walks the nested summary. The names are a closed list
+(:data:`METRIC_NAMES`, plus the per-class ``slo.by_class.<class>.*`` and per-target ``slo.targets.<target>.*``
+entries): an unknown name raises :class:`UnknownMetricError` naming close matches, so a renamed summary key
+fails loudly (and in ``tests/test_metrics_access.py``) instead of reading as ``None``. A known name that a
+run does not report (the ``api`` and ``spill`` sections without a hosted API, a latency with no served
+request) reads as ``None``. sizing, compare, sweep and plan read summaries only through :func:`metric`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+#: every fixed dotted name of a summary, in summary order (sections: run, requests, throughput, latency,
+#: utilisation, overload, slo, cost, energy, batch, api, spill, fleet)
+METRIC_NAMES: tuple[str, ...] = (
+    "scenario",
+    "seed",
+    "duration_s",
+    "warmup_s",
+    "simulated_end_s",
+    "requests.arrived", "requests.completed", "requests.spilled", "requests.rejected", "requests.failed",
+    "requests.timed_out", "requests.in_flight", "requests.retries",
+    "latency.ttft_s.mean", "latency.ttft_s.p50", "latency.ttft_s.p90", "latency.ttft_s.p95", "latency.ttft_s.p99",
+    "latency.tpot_s.mean", "latency.tpot_s.p50", "latency.tpot_s.p90", "latency.tpot_s.p95", "latency.tpot_s.p99",
+    "latency.e2e_s.mean", "latency.e2e_s.p50", "latency.e2e_s.p90", "latency.e2e_s.p95", "latency.e2e_s.p99",
+    "latency.queue_wait_s.mean", "latency.queue_wait_s.p50", "latency.queue_wait_s.p90", "latency.queue_wait_s.p95",
+    "latency.queue_wait_s.p99",
+    "throughput.offered_requests_per_s", "throughput.offered_output_tokens_per_s",
+    "throughput.served_requests_per_s", "throughput.served_output_tokens_per_s", "throughput.requests_per_s",
+    "throughput.input_tokens_per_s", "throughput.output_tokens_per_s",
+    "utilisation.load_factor", "utilisation.bottleneck", "utilisation.limit_at_saturation",
+    "utilisation.capacity_requests_per_s", "utilisation.capacity_per_node_requests_per_s",
+    "utilisation.capacity_output_tokens_per_s", "utilisation.saturation_batch_per_node",
+    "utilisation.load_factor_peak", "utilisation.mfu_mean", "utilisation.mfu_p95", "utilisation.mbu_mean",
+    "utilisation.mbu_p95", "utilisation.kv_fraction_mean", "utilisation.kv_fraction_p95",
+    "utilisation.batch_fill_mean", "utilisation.batch_fill_p95", "utilisation.busy_fraction",
+    "utilisation.queue_len_mean", "utilisation.running_seqs_mean", "utilisation.nodes_up_mean",
+    "overload.overloaded", "overload.queue_growing", "overload.since_s", "overload.peak_queue",
+    "overload.peak_queue_at_s", "overload.queue_at_end", "overload.time_above_threshold_s",
+    "overload.threshold_queue", "overload.served_share",
+    "slo.attainment", "slo.attainment_target", "slo.met", "slo.percentile_targets_met", "slo.window_s",
+    "slo.worst_window.start_s", "slo.worst_window.end_s", "slo.worst_window.arrived", "slo.worst_window.attainment",
+    "slo.worst_window.ttft_p95_s", "slo.worst_window.tpot_p95_s",
+    "cost.total_usd", "cost.self_host_usd", "cost.api_usd", "cost.gpu_hours", "cost.usd_per_gpu_hour",
+    "cost.self_host_usd_by_kind.reserved", "cost.self_host_usd_by_kind.spot", "cost.self_host_usd_by_kind.on_demand",
+    "cost.gpu_hours_by_kind.reserved", "cost.gpu_hours_by_kind.spot", "cost.gpu_hours_by_kind.on_demand",
+    "cost.pricing_mode", "cost.owned_energy_usd", "cost.usd_per_mtok_output", "cost.usd_per_mtok_total",
+    "energy.kwh", "energy.avg_power_kw", "energy.co2_kg", "energy.usd", "energy.usd_per_kwh", "energy.pue",
+    "energy.gpu_idle_w", "energy.gpu_tdp_w", "energy.kg_co2_per_kwh_mean", "energy.paid_in",
+    # only with deferrable (batch) classes
+    "batch.classes", "batch.arrived", "batch.completed", "batch.deadline_met", "batch.deadline_missed",
+    "batch.deadline_attainment", "batch.queue_wait_s.mean", "batch.queue_wait_s.p50", "batch.queue_wait_s.p90",
+    "batch.queue_wait_s.p95", "batch.queue_wait_s.p99", "batch.e2e_s.mean", "batch.e2e_s.p50", "batch.e2e_s.p90",
+    "batch.e2e_s.p95", "batch.e2e_s.p99",
+    # only with a spill policy (and its hosted API)
+    "api.provider", "api.requests", "api.calls", "api.rate_limited", "api.server_errors", "api.transient_failures",
+    "api.timeouts", "api.retries", "api.served", "api.failed", "api.returned_to_fleet", "api.usd", "api.wasted_usd",
+    "api.billed_input_tokens", "api.billed_output_tokens", "api.peak_concurrency", "api.ttft_s.mean",
+    "api.ttft_s.p50", "api.ttft_s.p90", "api.ttft_s.p95", "api.ttft_s.p99", "api.e2e_s.mean", "api.e2e_s.p50",
+    "api.e2e_s.p90", "api.e2e_s.p95", "api.e2e_s.p99",
+    "spill.policy", "spill.requests", "spill.at_arrival", "spill.late", "spill.request_share", "spill.token_share",
+    "fleet.nodes", "fleet.gpu", "fleet.gpus_per_node", "fleet.model", "fleet.weights", "fleet.kv_cache",
+    "fleet.kv_capacity_tokens_per_node", "fleet.weight_gb_per_node", "fleet.engine_steps",
+)
+#: sections whose next key is a name from the scenario (a request class, an SLO target)
+PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.")
+
+_KNOWN = frozenset(METRIC_NAMES)
+
+
+class UnknownMetricError(ValueError):
+    """A dotted name that is not a summary metric."""
+
+    def __init__(self, name: str) -> None:
+        close = difflib.get_close_matches(name, METRIC_NAMES, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        super().__init__(f"unknown metric '{name}'{hint}")
+        self.name = name
+
+
+def is_metric_name(name: str) -> bool:
+    """Whether ``name`` is a summary metric (a fixed name or one under a per-class/per-target section)."""
+    return name in _KNOWN or any(name.startswith(p) and len(name) > len(p) for p in PER_NAME_SECTIONS)
+
+
+def check_metric_name(name: str) -> str:
+    """``name`` itself if it is a summary metric; else :class:`UnknownMetricError` (for CLI/file validation)."""
+    if not is_metric_name(name):
+        raise UnknownMetricError(name)
+    return name
+
+
+def metric(summary: Mapping[str, Any], name: str) -> Any:
+    """The value of the dotted metric ``name`` in ``summary``; None when this run does not report it."""
+    check_metric_name(name)
+    node: Any = summary
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node

@@ -1,0 +1,102 @@
+"""The one accessor for dotted summary metrics: every name the modules read resolves on a real summary."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from scenarios import BASE, make_scenario
+
+from sim.cli.sweep import OVERVIEW_METRICS
+from sim.compare import COLUMNS
+from sim.metrics_access import (
+    METRIC_NAMES,
+    PER_NAME_SECTIONS,
+    UnknownMetricError,
+    check_metric_name,
+    is_metric_name,
+    metric,
+)
+from sim.run import run_scenario
+
+SIM = Path(__file__).resolve().parents[1] / "sim"
+#: modules that read summaries: sizing, compare, sweep (CLI overview), plan
+READERS = ["sizing.py", "compare.py", "cli/sweep.py", "cli/size.py", "cli/compare.py", "plan/search.py",
+           "plan/pricing.py", "plan/report.py"]
+# a literal dotted name passed to metric(summary, "...") or Replicates.mean/ci("...")
+_USE = re.compile(r"""(?:\bmetric\([^()"']*?,\s*|\.mean\(|\.ci\()["']([a-z_][\w.]*)["']""")
+
+
+@pytest.fixture(scope="module")
+def summary() -> dict:
+    """Every optional section present: a deferrable class (batch), a spill policy and its hosted API."""
+    chat = BASE["traffic"]["classes"][0]
+    classes = [{**chat, "share": 0.7}, {**chat, "name": "batch", "share": 0.3, "deferrable": {"deadline_s": 3600}}]
+    sc = make_scenario(**{"fleet.nodes": 1, "duration_s": 20, "traffic.rate_rps": 6.0, "traffic.classes": classes,
+                          "spill": {"policy": "queue_length", "max_waiting": 2},
+                          "api": {"input_usd_per_mtok": 0.6, "output_usd_per_mtok": 2.4}})
+    return run_scenario(sc).summary
+
+
+def _has(summary: dict, name: str) -> bool:
+    node = summary
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _leaves(v, name + ".")
+        else:
+            yield name
+
+
+def _used_names() -> set[str]:
+    names = {path for _, path in COLUMNS} | set(OVERVIEW_METRICS)
+    for rel in READERS:
+        names |= set(_USE.findall((SIM / rel).read_text()))
+    return names
+
+
+def test_every_known_name_resolves_on_a_real_summary(summary):
+    missing = [n for n in METRIC_NAMES if not _has(summary, n)]
+    assert not missing, f"METRIC_NAMES not in the summary (renamed?): {missing}"
+
+
+def test_every_summary_field_is_a_known_name(summary):
+    fixed = [n for n in _leaves(summary) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
+    unknown = [n for n in fixed if n not in METRIC_NAMES]
+    assert not unknown, f"summary fields missing from sim/metrics_access.METRIC_NAMES: {unknown}"
+
+
+def test_every_name_the_readers_use_resolves(summary):
+    used = _used_names()
+    assert {"cost.total_usd", "slo.attainment", "latency.ttft_s.p95", "energy.usd", "slo.met"} <= used  # scan works
+    bad = sorted(n for n in used if not (is_metric_name(n) and _has(summary, n)))
+    assert not bad, f"dotted names read by sizing/compare/sweep/plan that the summary lacks: {bad}"
+
+
+def test_values_and_per_class_names(summary):
+    assert metric(summary, "latency.ttft_s.p95") == summary["latency"]["ttft_s"]["p95"]
+    assert metric(summary, "slo.by_class.chat.arrived") == summary["slo"]["by_class"]["chat"]["arrived"]
+    assert metric(summary, "slo.by_class.nosuch.arrived") is None  # a class this run does not have
+    no_api = {k: v for k, v in summary.items() if k not in ("api", "spill")}
+    assert metric(no_api, "api.calls") is None  # known, but not reported without a hosted API
+
+
+@pytest.mark.parametrize("name", ["latency.ttft_s.p59", "cost", "slo.by_class.", "throughput.rps", ""])
+def test_unknown_name_is_a_clear_error(name):
+    with pytest.raises(UnknownMetricError, match="unknown metric"):
+        metric({}, name)
+    assert not is_metric_name(name)
+
+
+def test_close_matches_are_suggested():
+    with pytest.raises(UnknownMetricError, match=r"did you mean latency\.ttft_s\.p99"):
+        check_metric_name("latency.ttft_s.p999")
