@@ -262,6 +262,8 @@ COLUMNS: list[tuple[str, str]] = [
     ("arrived", "requests.arrived"),
     ("spilled", "requests.spilled"),
     ("failed", "requests.failed"),
+    ("timed_out", "requests.timed_out"),
+    ("client_retries", "requests.retries"),
     ("in_flight", "requests.in_flight"),
     ("api_calls", "api.calls"),
     ("api_rate_limited", "api.rate_limited"),
