@@ -27,7 +27,7 @@ from ..catalog import get_gpu
 from ..config import DEMAND_KEYS
 from ..cost import HOURS_PER_YEAR
 from ..energy import facility_power_w, usd_per_kwh
-from .pricing import HOURS_PER_MONTH, LABELS, fixed_usd_per_gpu_hour, pricing_label, rental_usd_per_gpu_hour
+from .pricing import HOURS_PER_MONTH, fixed_usd_per_gpu_hour, pricing_label, rental_usd_per_gpu_hour
 from .search import SEARCH_SPAN, PlanResult
 
 if TYPE_CHECKING:
@@ -237,7 +237,8 @@ def break_even_sentence(be: dict[str, Any] | None) -> str:
     if rented:
         best = min(rented, key=lambda p: (rented[p] is None, rented[p] or 0))
         if rented[best] is not None:
-            parts.append(f"renting ({pricing_label(best, be.get('spot_share') or 0.0)}) beats the API above {100 * rented[best]:.0f} %")
+            how = pricing_label(best, be.get("spot_share") or 0.0)
+            parts.append(f"renting ({how}) beats the API above {100 * rented[best]:.0f} %")
     parts.append(f"today's utilisation is {100 * be['utilisation_today']:.0f} % (mean ÷ peak load)")
     return "; ".join(parts)
 

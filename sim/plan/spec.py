@@ -38,8 +38,8 @@ class PlanSpec(BaseModel):
     reserved_1y_discount: float = Field(0.35, ge=0, lt=1)
     reserved_3y_discount: float = Field(0.50, ge=0, lt=1)
     spot_shares: list[float] = Field([0.0], min_length=1, description="shares of each minimum fleet's nodes "
-                                     "to try as spot nodes (0, always included: none); each variant is simulated and kept only "
-                                     "when it still meets the SLO in every seed")
+                                     "to try as spot nodes (0, always included: none); each variant is simulated "
+                                     "and kept only when it still meets the SLO in every seed")
     spot_discount: float = Field(0.7, ge=0, lt=1, description="spot price off on-demand (guide: AWS P5 60–80 %)")
     spot_evictions_per_node_hour: float = Field(
         0.2 / 730.0, ge=0, description="guide: AWS H100 spot eviction risk 5–20 % per month (the upper end)")
