@@ -190,7 +190,8 @@ def break_even(res: PlanResult) -> dict[str, Any] | None:
         busy = np.minimum(1.0, busy0 * util / u0) if u0 > 0 else util
         return fixed + facility_power_w(sc, gpu, n - ev.spot_nodes, busy) / 1000.0 * usd_per_kwh(sc)
 
-    curves = {p: hourly(p, u) / (cap_tok_h * u / 1e6) for p in res.spec.pricing}
+    options = res.spec.pricing[:1] if ev.spot_nodes == n else res.spec.pricing  # all spot: one way to pay
+    curves = {p: hourly(p, u) / (cap_tok_h * u / 1e6) for p in options}
     api = api_usd_per_mtok_output(res)
     out: dict[str, Any] = {"utilisation": u.tolist(), "usd_per_mtok": {p: v.tolist() for p, v in curves.items()},
                            "utilisation_today": u0, "capacity_output_tokens_per_s": cap_tok_h / 3600.0,
@@ -203,13 +204,14 @@ def break_even(res: PlanResult) -> dict[str, Any] | None:
     for p, v in curves.items():
         below = np.flatnonzero(v <= api_price)
         out["break_even_utilisation"][p] = float(u[below[0]]) if len(below) else None
-    if "owned" in res.spec.pricing:
+    if "owned" in options:
         owned = sc.pricing.owned
-        capex = gpus * (owned.capex_usd_per_gpu if owned.capex_usd_per_gpu is not None else gpu.purchase_usd_per_gpu)
+        per_gpu = owned.capex_usd_per_gpu if owned.capex_usd_per_gpu is not None else gpu.purchase_usd_per_gpu
+        capex = (gpus - spot_gpus) * per_gpu  # spot GPUs are rented
         amort_h = capex / (owned.amortisation_years * HOURS_PER_YEAR)
         running_month = (float(hourly("owned", np.array([u0]))[0]) - amort_h) * HOURS_PER_MONTH
         api_month = api_price * cap_tok_h * u0 / 1e6 * HOURS_PER_MONTH
-        rent_month = gpus * fixed_usd_per_gpu_hour("on_demand", sc, gpu, res.spec) * HOURS_PER_MONTH
+        rent_month = float(hourly("on_demand", np.array([u0]))[0]) * HOURS_PER_MONTH
         out.update({"owned_capex_usd": capex, "owned_running_usd_per_month": running_month,
                     "api_usd_per_month_today": api_month, "on_demand_usd_per_month": rent_month})
         out["owned_payback_months"] = capex / (api_month - running_month) if api_month > running_month else None
