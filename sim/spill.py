@@ -39,6 +39,7 @@ from .config import (
     RateBudgetSpill,
     Scenario,
 )
+from .engine.kv import cdiv
 from .errors import ConfigError
 from .perf import attention_pairs
 from .request import Request
@@ -133,8 +134,8 @@ class FleetView:
     def kv_fraction_with_queue(self) -> float:
         """(KV blocks in use + blocks of the queued prompts and this one) / capacity."""
         node, bs = self.node, self._d.block_size
-        queued = sum(-(-(r.prompt_tokens + r.num_generated) // bs) for r in node.waiting)
-        mine = -(-self._req.prompt_tokens // bs)
+        queued = sum(cdiv(r.prompt_tokens + r.num_generated, bs) for r in node.waiting)
+        mine = cdiv(self._req.prompt_tokens, bs)
         return (self.snapshot.kv_used_blocks + queued + mine) / node.capacity_blocks
 
     def expected_wait_s(self) -> float:
@@ -146,7 +147,7 @@ class FleetView:
         queued_tokens = self.queued_prompt_tokens() if ahead else 0
         if blocked <= 0:
             bs = d.block_size
-            need = -(-(queued_tokens + self._req.prompt_tokens) // bs)
+            need = cdiv(queued_tokens + self._req.prompt_tokens, bs)
             if need > node.capacity_blocks - snap.kv_used_blocks:
                 blocked = ahead + 1  # KV-bound: everyone ahead waits for departures
         wait = queued_tokens / d.prefill_tokens_per_s

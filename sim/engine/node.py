@@ -37,6 +37,7 @@ from ..request import Request, Status
 from .admission import make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
 from .jitter import make_jitter
+from .kv import BlockLedger, cdiv
 
 _INF = float("inf")
 
@@ -78,7 +79,7 @@ class Node:
         self.dec_ctx_sum = 0  # Σ num_computed over decoders, as of step S
         self.phase_cnt = [0] * self.bs  # decoders by (num_computed − S) mod block_size
         self.fin_heap: list[tuple[int, int, Request]] = []
-        self.used_blocks = 0
+        self.kv = BlockLedger(capacity_blocks)
         self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
@@ -151,10 +152,10 @@ class Node:
         running = len(self.decoding) + len(self.prefilling)
         if self._mode == "jump":
             j = self._steps_done_in_jump()
-            used = self.used_blocks + self._blocks_for_steps(self.S, j)
+            used = self.kv.held + self._blocks_for_steps(self.S, j)
             return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
         busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)  # idle or dead: frozen
-        return NodeSnapshot(len(self.waiting), running, self.used_blocks, busy)
+        return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
         """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
@@ -224,7 +225,7 @@ class Node:
         self.prefilling.clear()
         self.fin_heap.clear()
         self.fin_sum = 0
-        self.used_blocks = 0
+        self.kv.clear()
         self.work = 0
         return out
 
@@ -255,11 +256,11 @@ class Node:
         req.fin_step = -1
 
     def _blocks(self, tokens: int) -> int:
-        return -(-tokens // self.bs)
+        return cdiv(tokens, self.bs)
 
     def _full_blocks(self, req: Request) -> int:
         """Blocks of a request's final context (prompt + output − 1 tokens), reserved up front with reserve_kv."""
-        return -(-(req.prompt_tokens + req.output_tokens - 1) // self.bs)
+        return cdiv(req.prompt_tokens + req.output_tokens - 1, self.bs)
 
     def _held(self, req: Request) -> int:
         return self._full_blocks(req) if self.reserve else self._blocks(req.num_computed)
@@ -280,7 +281,7 @@ class Node:
         dec_n = len(self.decoding)
         if self.reserve:
             return limit
-        free = self.capacity_blocks - self.used_blocks
+        free = self.kv.free_blocks
         q = free // dec_n
         n0 = q * self.bs
         if n0 >= limit:
@@ -315,8 +316,8 @@ class Node:
         else:
             n_new = min(n_new, budget)
         if self.reserve:
-            return self._full_blocks(req) <= self.capacity_blocks - self.used_blocks
-        free = self.capacity_blocks - self.used_blocks - self.phase_cnt[(-self.S) % self.bs]
+            return self.kv.can_allocate(self._full_blocks(req))
+        free = self.kv.free_blocks - self.phase_cnt[(-self.S) % self.bs]
         need = self._blocks(req.cached_tokens + n_new)
         if need > free:
             return False
@@ -392,12 +393,12 @@ class Node:
                 self._remove_decoder(req)
             else:
                 self.prefilling.remove(req)
-            self.used_blocks -= self._held(req)
+            self.kv.free(self._held(req))
             self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         self._cancelled.clear()
 
     def _preempt(self, req: Request) -> None:
-        self.used_blocks -= self._held(req)
+        self.kv.free(self._held(req))
         self.work += req.num_computed
         req.num_computed = 0
         req.status = Status.WAITING
@@ -408,13 +409,13 @@ class Node:
         """Allocate ``need`` blocks for running ``req``, preempting the newest running requests until they fit.
         Returns (allocated, preempted anything); not allocated when ``req`` itself had to be preempted."""
         preempted = False
-        while need > self.capacity_blocks - self.used_blocks:
+        while not self.kv.can_allocate(need):
             victim = self._pop_newest()
             self._preempt(victim)
             preempted = True
             if victim is req:
                 return False, True
-        self.used_blocks += need
+        self.kv.allocate(need)
         return True, preempted
 
     def _schedule_step(self) -> list[tuple[Request, int]]:
@@ -425,8 +426,8 @@ class Node:
         bs = self.bs
         # 1. decoders, in admission order, one token each
         need = 0 if self.reserve else self.phase_cnt[(-self.S) % bs]
-        if need <= self.capacity_blocks - self.used_blocks:
-            self.used_blocks += need
+        if self.kv.can_allocate(need):
+            self.kv.allocate(need)
         else:
             for req in list(self.decoding.values()):
                 if req.rid not in self.decoding:
@@ -479,16 +480,16 @@ class Node:
                 else:
                     n_new = min(n_new, budget)
                 need = self._full_blocks(req) if self.reserve else self._blocks(cached + n_new)
-                if need > self.capacity_blocks - self.used_blocks:
+                if not self.kv.can_allocate(need):
                     break
                 if adm is not None:
                     mine = req.output_tokens - req.num_generated
                     if (self.decoding or self.prefilling) and not adm.admits(
-                            self.S, self.capacity_blocks - self.used_blocks - need, future + mine):
+                            self.S, self.kv.free_blocks - need, future + mine):
                         break
                     future += mine
                 self.waiting.popleft()
-                self.used_blocks += need
+                self.kv.allocate(need)
                 req.num_computed = cached
                 self.work -= cached
                 req.status = Status.RUNNING
@@ -533,7 +534,7 @@ class Node:
         self._tick()
 
     def _finish(self, req: Request, now: float) -> None:
-        self.used_blocks -= self._held(req)
+        self.kv.free(self._held(req))
         self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         req.status = Status.COMPLETED
         req.finish_s = now
@@ -592,7 +593,7 @@ class Node:
 
     def _end_jump(self) -> None:
         n, b = self._jump_n, self._jump_b
-        self.used_blocks += self._blocks_for_steps(self.S, n)
+        self.kv.allocate(self._blocks_for_steps(self.S, n))
         w = decode_run_work(self.done_work.totals(), b, self._jump_c0, n)
         self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
         self.S += n
