@@ -23,7 +23,7 @@ RateFn = Callable[[float], float]
 def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: RateFn | None,
                   clock0_h: float = 0.0) -> int | None:
     """The node count the policy asks for now (None: no opinion)."""
-    up = [s.node for s in fleet.slots if s.state == "up"]
+    up = [s.node for s in fleet.slots if s.state == "up" and s.node is not None]
     serving = sum(1 for s in fleet.slots if s.state in ("up", "starting"))
     if cfg.policy == "target_utilisation":
         if not up:

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from .config import Deferrable
 from .request import Request
 
+if TYPE_CHECKING:
+    from .fleet import Slot
+
 
 class BatchQueue:
     """Holds deferrable requests and releases them to ``dispatch`` when there is spare capacity."""
 
     def __init__(self, env: simpy.Environment, classes: Sequence[Deferrable | None],
-                 dispatch: Callable[[Request], None], slots: Sequence[Any]) -> None:
+                 dispatch: Callable[[Request], None], slots: Sequence[Slot]) -> None:
         self.env = env
         self.classes = list(classes)
         self.dispatch = dispatch
@@ -58,7 +61,7 @@ class BatchQueue:
 
     def _spare_capacity(self, head: Deferrable) -> int:
         """How many requests may go now (0 while interactive work queues or the KV cache is busy)."""
-        up = [s.node for s in self.slots if s.state == "up"]
+        up = [s.node for s in self.slots if s.state == "up" and s.node is not None]
         if not up:
             return 0
         snaps = [n.snapshot() for n in up]

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import simpy
 
 from .config import Scenario
+from .engine.protocol import NodeEngine, NodeFactory
 from .request import Request
 from .router import make_router
 
@@ -37,7 +37,7 @@ class Slot:
     def __init__(self, index: int, kind: str) -> None:
         self.index = index
         self.kind = kind
-        self.node: Any = None
+        self.node: NodeEngine | None = None
         self.state = "down"
         self.intervals: list[list[float]] = []  # billed [start, end] (end = -1 while open)
         self.busy_prev_s = 0.0  # busy seconds of earlier nodes in this slot
@@ -64,7 +64,7 @@ class FleetManager:
         self,
         env: simpy.Environment,
         scenario: Scenario,
-        make_node: Callable[[int, Callable[[Request], None]], Any],
+        make_node: NodeFactory,
         on_done: Callable[[Request], None],
         rng_router: np.random.Generator,
         rng_spot: np.random.Generator,
@@ -77,7 +77,7 @@ class FleetManager:
         fl = scenario.fleet
         kinds = [RESERVED] * fl.nodes + [SPOT] * fl.spot.nodes + [ON_DEMAND] * fl.on_demand.max_nodes
         self.slots = [Slot(i, k) for i, k in enumerate(kinds)]
-        self.active: list[Any] = []  # accepting nodes, in slot order; the router indexes this list
+        self.active: list[NodeEngine] = []  # accepting nodes, in slot order; the router indexes this list
         self.router = make_router(scenario.router.policy, self.active, rng_router)
         self.pending: deque[Request] = deque()
         self.startup_s = fl.on_demand.provision_s + fl.on_demand.model_load_s
@@ -165,6 +165,7 @@ class FleetManager:
         self._stop_routing(slot)
         slot.state = "draining"
         self._log(slot, "draining")
+        assert slot.node is not None  # a slot that is up or draining runs a node
         if slot.node.in_flight_count() == 0:
             self._terminate(slot)
 
@@ -191,6 +192,7 @@ class FleetManager:
     def _evict(self, slot: Slot, generation: int) -> None:
         if slot.generation != generation or slot.state != "evicting":
             return
+        assert slot.node is not None  # an evicting slot runs a node
         orphans = slot.node.kill()
         self._terminate(slot)
         self._log(slot, f"evicted ({len(orphans)} requests re-dispatched)")
