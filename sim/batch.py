@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import simpy
 
 from .config import Deferrable
+from .fleet import Slot, SlotState
 from .request import Request
-
-if TYPE_CHECKING:
-    from .fleet import Slot
 
 
 class BatchQueue:
@@ -61,7 +59,7 @@ class BatchQueue:
 
     def _spare_capacity(self, head: Deferrable) -> int:
         """How many requests may go now (0 while interactive work queues or the KV cache is busy)."""
-        up = [s.node for s in self.slots if s.state == "up" and s.node is not None]
+        up = [s.node for s in self.slots if s.state == SlotState.UP and s.node is not None]
         if not up:
             return 0
         snaps = [n.snapshot() for n in up]

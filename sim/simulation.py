@@ -25,7 +25,7 @@ from .engine import Node, ReferenceNode
 from .engine.common import NodeSnapshot
 from .engine.protocol import NodeEngine
 from .errors import ConfigError
-from .fleet import FleetManager
+from .fleet import FleetManager, SlotState
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
 from .rng import stream
@@ -317,7 +317,7 @@ def simulate(
                     "completions": done[0] - last_done,
                     "deferred": len(batch),
                     "nodes_up": sum(up),
-                    "nodes_billed": sum(1 for s in slots if s.state != "down"),
+                    "nodes_billed": sum(1 for s in slots if s.state != SlotState.DOWN),
                 },
                 {
                     "waiting": [x.waiting for x in snaps],

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from enum import Enum
 
 import numpy as np
 import simpy
@@ -40,6 +41,15 @@ from .jitter import make_jitter
 from .kv import BlockLedger, cdiv
 
 _INF = float("inf")
+
+
+class Mode(Enum):
+    """What a busy fast node is doing: one engine ``STEP``, a ``JUMP`` over a run of decode steps, or ``DEAD``
+    (killed). An idle node has no mode (None)."""
+
+    STEP = "step"
+    JUMP = "jump"
+    DEAD = "dead"
 
 
 class Node:
@@ -86,8 +96,7 @@ class Node:
         self.done_work = WorkDone()  # finished steps' T, A, C (committed at step and run ends)
         self._seq = 0
 
-        # current activity: None (idle), "step", "jump" or "dead" (killed)
-        self._mode: str | None = None
+        self._mode: Mode | None = None  # current activity; None: idle
         self._t0 = 0.0
         self._version = 0
         self._chunks: list[tuple[Request, int]] = []
@@ -116,7 +125,7 @@ class Node:
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
             self._tick()
-        elif self._mode == "jump" and self.waiting[0] is req:
+        elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
             self._shorten_jump()
@@ -125,7 +134,7 @@ class Node:
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
-        if self._mode == "jump":
+        if self._mode is Mode.JUMP:
             return self.work - self._jump_b * self._steps_done_in_jump()
         return self.work
 
@@ -136,7 +145,7 @@ class Node:
         rate·(t − until_s))``: decode steps never get shorter within a run (the context only grows), so steps
         after the one in progress finish at most ``rate / step_tokens`` per second; ``floor`` is the work left
         at the end of the run."""
-        if self._mode != "jump":
+        if self._mode is not Mode.JUMP:
             return self.work, _INF, 0, 0.0, self.work
         b, c0, n_run = self._jump_b, self._jump_c0, self._jump_n
         m = self._steps_done_in_jump()
@@ -150,17 +159,17 @@ class Node:
 
     def snapshot(self) -> NodeSnapshot:
         running = len(self.decoding) + len(self.prefilling)
-        if self._mode == "jump":
+        if self._mode is Mode.JUMP:
             j = self._steps_done_in_jump()
             used = self.kv.held + self._blocks_for_steps(self.S, j)
             return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
-        busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)  # idle or dead: frozen
+        busy = self.busy_s + (self.env.now - self._t0 if self._mode is Mode.STEP else 0.0)  # idle or dead: frozen
         return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
         """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
         base = self.done_work.totals()
-        if self._mode == "jump":
+        if self._mode is Mode.JUMP:
             return decode_run_work(base, self._jump_b, self._jump_c0, self._steps_done_in_jump())
         return base
 
@@ -180,7 +189,7 @@ class Node:
             except ValueError:
                 return False
             self.work -= req.prompt_tokens + req.output_tokens
-            if was_head and self._mode == "jump" and self.waiting:
+            if was_head and self._mode is Mode.JUMP and self.waiting:
                 self._shorten_jump()  # the next request, now at the head, may be admissible
             if self.work_changed is not None:
                 self.work_changed(self)
@@ -189,7 +198,7 @@ class Node:
                 self.decoding.get(req.rid) is req or req in self.prefilling):
             req.cancelled = True
             self._cancelled.append(req)
-            if self._mode == "jump":
+            if self._mode is Mode.JUMP:
                 self._shorten_jump()  # the batch changes after the step in progress
             return True
         return False
@@ -205,7 +214,7 @@ class Node:
         self._version += 1  # cancels the pending timer
         if self._mode is not None:
             self.busy_s += self.env.now - self._t0
-        self._mode = "dead"
+        self._mode = Mode.DEAD
         out: list[Request] = []
         for req in list(self.decoding.values()):
             self._materialize(req)
@@ -372,7 +381,7 @@ class Node:
         self._dt = self.perf.step_s(tokens, attn, ctx)
         if self.jitter is not None:
             self._dt *= self.jitter.factor(self.S)
-        self._mode = "step"
+        self._mode = Mode.STEP
         self._t0 = self.env.now
         self._set_timer(self._dt, self._end_step)
         if self.work_changed is not None:
@@ -550,7 +559,7 @@ class Node:
             self._finish(req, now)
 
     def _start_jump(self, n: int) -> None:
-        self._mode = "jump"
+        self._mode = Mode.JUMP
         self._t0 = self.env.now
         self._jump_n = n
         self._jump_b = len(self.decoding)
