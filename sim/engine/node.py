@@ -35,7 +35,7 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
-from .admission import make_admission
+from .admission import admit_head, make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
 from .jitter import make_jitter
 from .kv import BlockLedger, cdiv
@@ -73,9 +73,7 @@ class Node:
         self.capacity_blocks = capacity_blocks
         self.max_model_len = max_model_len
         self.on_done = on_done
-        self.max_seqs = engine.max_num_seqs
         self.max_batched = engine.max_num_batched_tokens
-        self.chunked = engine.chunked_prefill
         self.reserve = engine.reserve_kv
 
         self.waiting = make_waiting_queue(engine)
@@ -308,31 +306,17 @@ class Node:
 
     # -- scheduling -----------------------------------------------------------------------------------
     def _head_admissible(self) -> bool:
-        """Whether the next step would admit the waiting head, given decoders only are running."""
+        """Whether the next step would admit the waiting head, given decoders only are running (one or more)."""
         if not self.waiting:
             return False
         dec_n = len(self.decoding)
-        if dec_n >= self.max_seqs:
-            return False
-        budget = self.max_batched - dec_n
-        if budget <= 0:
-            return False
-        req = self.waiting[0]
-        n_new = req.num_tokens - req.cached_tokens
-        if not self.chunked:
-            if n_new > budget and budget < self.max_batched:
-                return False
-        else:
-            n_new = min(n_new, budget)
-        if self.reserve:
-            return self.kv.can_allocate(self._full_blocks(req))
-        free = self.kv.free_blocks - self.phase_cnt[(-self.S) % self.bs]
-        need = self._blocks(req.cached_tokens + n_new)
-        if need > free:
-            return False
+        free = self.kv.free_blocks
+        if not self.reserve:
+            free -= self.phase_cnt[(-self.S) % self.bs]  # blocks the decoders allocate in that step
         adm = self.admission
-        return adm is None or adm.admits(self.S, free - need, self._future_decode_tokens() + req.output_tokens
-                                         - req.num_generated)
+        future = self._future_decode_tokens() if adm is not None else 0
+        return admit_head(self.waiting[0], self.engine, dec_n, self.max_batched - dec_n, free, adm, self.S,
+                          future) is not None
 
     def _future_decode_tokens(self) -> int:
         """Decode tokens still to come of the running requests (SGLang's admission reserves a share of them)."""
@@ -475,28 +459,16 @@ class Node:
         if not preempted:
             now = self.env.now
             future = self._future_decode_tokens() if adm is not None else 0
-            while (
-                self.waiting
-                and len(self.decoding) + len(self.prefilling) < self.max_seqs
-                and budget > 0
-            ):
+            while self.waiting:
                 req = self.waiting[0]
-                cached = req.cached_tokens
-                n_new = req.num_tokens - cached
-                if not self.chunked:
-                    if n_new > budget and budget < self.max_batched:
-                        break
-                else:
-                    n_new = min(n_new, budget)
-                need = self._full_blocks(req) if self.reserve else self._blocks(cached + n_new)
-                if not self.kv.can_allocate(need):
+                fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
+                                 self.kv.free_blocks, adm, self.S, future)
+                if fit is None:
                     break
+                n_new, need = fit
                 if adm is not None:
-                    mine = req.output_tokens - req.num_generated
-                    if (self.decoding or self.prefilling) and not adm.admits(
-                            self.S, self.kv.free_blocks - need, future + mine):
-                        break
-                    future += mine
+                    future += req.output_tokens - req.num_generated
+                cached = req.cached_tokens
                 self.waiting.popleft()
                 self.kv.allocate(need)
                 req.num_computed = cached

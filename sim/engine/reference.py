@@ -35,7 +35,7 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs
 from ..request import Request, Status
-from .admission import make_admission
+from .admission import admit_head, make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
 from .jitter import make_jitter
 from .kv import BlockLedger, cdiv
@@ -211,26 +211,14 @@ class ReferenceNode:
             )
         if not preempted:
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
-            while self.waiting and len(self.running) < eng.max_num_seqs and budget > 0:
+            while self.waiting:
                 req = self.waiting[0]
+                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future)
+                if fit is None:
+                    break
+                n_new, need = fit
+                future += req.output_tokens - req.num_generated
                 cached = req.cached_tokens
-                n_new = req.num_tokens - cached
-                if not eng.chunked_prefill:
-                    if n_new > budget and budget < eng.max_num_batched_tokens:
-                        break  # whole prompts only; an oversized recompute runs alone in a full budget
-                else:
-                    n_new = min(n_new, budget)
-                need = self._full_blocks(req) if eng.reserve_kv else self._blocks(cached + n_new)
-                if not self.kv.can_allocate(need):
-                    break
-                mine = req.output_tokens - req.num_generated
-                if (
-                    adm is not None
-                    and self.running
-                    and not adm.admits(self.steps, self.kv.free_blocks - need, future + mine)
-                ):
-                    break
-                future += mine
                 self.waiting.popleft()
                 self.kv.allocate(need)
                 req.num_computed = cached
