@@ -262,6 +262,8 @@ COLUMNS: list[tuple[str, str]] = [
     ("arrived", "requests.arrived"),
     ("spilled", "requests.spilled"),
     ("failed", "requests.failed"),
+    ("timed_out", "requests.timed_out"),
+    ("client_retries", "requests.retries"),
     ("in_flight", "requests.in_flight"),
     ("api_calls", "api.calls"),
     ("api_rate_limited", "api.rate_limited"),
@@ -364,11 +366,12 @@ def _err_bars(values: np.ndarray, half: pd.Series) -> np.ndarray:
 
 def place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, texts: list[str], fontsize: int = 8) -> list:
     """Annotate each point with its text at the first of a ring of offsets (growing radius) where the label
-    stays inside the axes and overlaps neither an earlier label nor any point (greedy, in display space);
+    stays inside the axes and overlaps neither an earlier label nor any marker (greedy, in display space);
     returns the annotations."""
     ax.figure.canvas.draw()  # lay out once; extents below use the figure's renderer (any backend)
     pts = ax.transData.transform(np.column_stack([xs, ys]))
     frame = ax.get_window_extent()  # labels stay inside the axes
+    r_px = 5.0 * ax.figure.dpi / 72.0  # a marker's reach (half its Pareto ring), in display pixels
     taken: list = []
     out = []
     dirs = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -377,14 +380,16 @@ def place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, texts: list[str], fon
             continue
         chosen = None
         for radius in (6, 14, 24, 36, 50, 70):
-            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6} if radius > 14 else None
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6} if radius > 6 else None
             for dx, dy in dirs:
                 ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx * radius, dy * radius),
                                   fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center",
                                   va="bottom" if dy > 0 else "top" if dy < 0 else "center", arrowprops=leader)
                 bb = ann.get_window_extent().expanded(1.05, 1.15)
                 inside = (bb.x0 >= frame.x0 and bb.x1 <= frame.x1 and bb.y0 >= frame.y0 and bb.y1 <= frame.y1)
-                if inside and not (any(bb.overlaps(t) for t in taken) or any(bb.contains(qx, qy) for qx, qy in pts)):
+                on_marker = any(bb.x0 - r_px <= qx <= bb.x1 + r_px and bb.y0 - r_px <= qy <= bb.y1 + r_px
+                                for qx, qy in pts)
+                if inside and not (any(bb.overlaps(t) for t in taken) or on_marker):
                     chosen = ann
                     break
                 ann.remove()

@@ -270,11 +270,3 @@ def _mean_running(reqs: Sequence[Request], t0: float, t1: float) -> float:
             total += b - a
     return total / (t1 - t0)
 
-
-def lognormal_lengths(
-    mean: float, sigma: float, n: int, rng: np.random.Generator, lo: int = 1, hi: int | None = None
-) -> np.ndarray:
-    """``n`` integer lengths, lognormal with the given mean and log-sd, clipped to [lo, hi]."""
-    mu = np.log(mean) - sigma**2 / 2
-    x = np.rint(rng.lognormal(mu, sigma, size=n)).astype(np.int64)
-    return np.clip(x, lo, hi if hi is not None else np.iinfo(np.int64).max)

@@ -59,7 +59,6 @@ class Request:
         # engine state
         "num_computed",
         "num_generated",
-        "seq",
         "dec_step0",
         "fin_step",
     )
@@ -97,7 +96,6 @@ class Request:
         self.api_cost_usd = 0.0
         self.num_computed = 0
         self.num_generated = 0
-        self.seq = 0
         self.dec_step0 = 0
         self.fin_step = 0
 

@@ -883,6 +883,7 @@ def plot_gpu_costs(rows: list[dict[str, Any]]) -> Figure:
         ax.annotate(f"${usd_h[i]:,.2f}/h\n{int(row['min_nodes'])} node(s)\n{row['node_goodput_rps']:.2f} req/s/node",
                     (i, usd_h[i]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
     ax.set_xticks(x, [r["gpu"] for r in rows])
+    ax.set_xlabel("GPU type")
     ax.set_ylabel("cost of the simulated minimum fleet (USD per hour)")
     ax.set_ylim(0, (np.nanmax(usd_h) if np.isfinite(usd_h).any() else 1.0) * 1.3)
     ax.set_title("Smallest fleet meeting the SLO, per GPU type (green: cheapest)")

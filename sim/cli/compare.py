@@ -50,7 +50,8 @@ COLS = [
     ("ttft_p50_s", "TTFT p50", "s"), ("ttft_p95_s", "p95", "s"),
     ("e2e_p50_s", "E2E p50", "s"), ("e2e_p95_s", "p95", "s"),
     ("slo_attainment", "SLO attain", "pct"), ("slo_met", "SLO met", "met"), ("load_factor_peak", "peak load", "x"),
-    ("api_rate_limited", "429s", ""), ("api_retries", "retries", ""), ("failed", "failed", ""),
+    ("api_rate_limited", "429s", ""), ("api_retries", "API retries", ""), ("failed", "failed", ""),
+    ("timed_out", "timed out", ""), ("client_retries", "client retries", ""),
 ]
 
 
