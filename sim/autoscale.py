@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator
 import simpy
 
 from .config import Autoscaler
-from .fleet import FleetManager
+from .fleet import FleetManager, SlotState
 
 RateFn = Callable[[float], float]
 
@@ -23,8 +23,8 @@ RateFn = Callable[[float], float]
 def desired_nodes(cfg: Autoscaler, fleet: FleetManager, now_s: float, rate_at: RateFn | None,
                   clock0_h: float = 0.0) -> int | None:
     """The node count the policy asks for now (None: no opinion)."""
-    up = [s.node for s in fleet.slots if s.state == "up"]
-    serving = sum(1 for s in fleet.slots if s.state in ("up", "starting"))
+    up = [s.node for s in fleet.slots if s.state == SlotState.UP and s.node is not None]
+    serving = sum(1 for s in fleet.slots if s.state in (SlotState.UP, SlotState.STARTING))
     if cfg.policy == "target_utilisation":
         if not up:
             return serving + 1 if fleet.pending else serving

@@ -17,6 +17,7 @@ from typing import Any
 import simpy
 
 from .config import Deferrable
+from .fleet import Slot, SlotState
 from .request import Request
 
 
@@ -24,7 +25,7 @@ class BatchQueue:
     """Holds deferrable requests and releases them to ``dispatch`` when there is spare capacity."""
 
     def __init__(self, env: simpy.Environment, classes: Sequence[Deferrable | None],
-                 dispatch: Callable[[Request], None], slots: Sequence[Any]) -> None:
+                 dispatch: Callable[[Request], None], slots: Sequence[Slot]) -> None:
         self.env = env
         self.classes = list(classes)
         self.dispatch = dispatch
@@ -58,7 +59,7 @@ class BatchQueue:
 
     def _spare_capacity(self, head: Deferrable) -> int:
         """How many requests may go now (0 while interactive work queues or the KV cache is busy)."""
-        up = [s.node for s in self.slots if s.state == "up"]
+        up = [s.node for s in self.slots if s.state == SlotState.UP and s.node is not None]
         if not up:
             return 0
         snaps = [n.snapshot() for n in up]

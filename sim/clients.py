@@ -23,13 +23,16 @@ requests waiting to be re-sent, part of ``in_flight``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 
 from .config import Client, Scenario
 from .request import Request, Status
+
+if TYPE_CHECKING:
+    from .fleet import FleetManager
 
 _OPEN = (Status.WAITING, Status.RUNNING)
 
@@ -41,7 +44,7 @@ class Clients:
         self,
         env: simpy.Environment,
         scenario: Scenario,
-        fleet: Any,
+        fleet: FleetManager,
         dispatch: Callable[[Request], None],
         on_done: Callable[[Request], None],
         replace: Callable[[Request], None],

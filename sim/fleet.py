@@ -16,16 +16,27 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from enum import StrEnum
 
 import numpy as np
 import simpy
 
 from .config import Scenario
+from .engine.protocol import NodeEngine, NodeFactory
 from .request import Request
 from .router import make_router
 
 RESERVED, SPOT, ON_DEMAND = "reserved", "spot", "on_demand"
+
+
+class SlotState(StrEnum):
+    """Life-cycle state of a slot (module docstring). A ``StrEnum``: equal to its name as a string."""
+
+    UP = "up"
+    STARTING = "starting"
+    DRAINING = "draining"
+    EVICTING = "evicting"
+    DOWN = "down"
 
 
 class Slot:
@@ -37,8 +48,8 @@ class Slot:
     def __init__(self, index: int, kind: str) -> None:
         self.index = index
         self.kind = kind
-        self.node: Any = None
-        self.state = "down"
+        self.node: NodeEngine | None = None
+        self.state = SlotState.DOWN
         self.intervals: list[list[float]] = []  # billed [start, end] (end = -1 while open)
         self.busy_prev_s = 0.0  # busy seconds of earlier nodes in this slot
         self.steps_prev = 0
@@ -64,7 +75,7 @@ class FleetManager:
         self,
         env: simpy.Environment,
         scenario: Scenario,
-        make_node: Callable[[int, Callable[[Request], None]], Any],
+        make_node: NodeFactory,
         on_done: Callable[[Request], None],
         rng_router: np.random.Generator,
         rng_spot: np.random.Generator,
@@ -77,7 +88,7 @@ class FleetManager:
         fl = scenario.fleet
         kinds = [RESERVED] * fl.nodes + [SPOT] * fl.spot.nodes + [ON_DEMAND] * fl.on_demand.max_nodes
         self.slots = [Slot(i, k) for i, k in enumerate(kinds)]
-        self.active: list[Any] = []  # accepting nodes, in slot order; the router indexes this list
+        self.active: list[NodeEngine] = []  # accepting nodes, in slot order; the router indexes this list
         self.router = make_router(scenario.router.policy, self.active, rng_router)
         self.pending: deque[Request] = deque()
         self.startup_s = fl.on_demand.provision_s + fl.on_demand.model_load_s
@@ -103,7 +114,7 @@ class FleetManager:
     def _bring_up(self, slot: Slot, billed_from: float | None = None) -> None:
         slot.generation += 1
         slot.node = self.make_node(slot.index, self._done_callback(slot))
-        slot.state = "up"
+        slot.state = SlotState.UP
         if billed_from is not None:
             slot.intervals.append([billed_from, -1.0])
         self.active.append(slot.node)
@@ -121,19 +132,19 @@ class FleetManager:
     def _done_callback(self, slot: Slot) -> Callable[[Request], None]:
         def done(req: Request) -> None:
             self.on_done(req)
-            if slot.state == "draining" and slot.node is not None and slot.node.in_flight_count() == 0:
+            if slot.state == SlotState.DRAINING and slot.node is not None and slot.node.in_flight_count() == 0:
                 self._terminate(slot)
 
         return done
 
     def withdrawn(self, slot: Slot) -> None:
         """A request left ``slot``'s node unfinished (its client gave up): a draining node may now be empty."""
-        if slot.state == "draining" and slot.node is not None and slot.node.in_flight_count() == 0:
+        if slot.state == SlotState.DRAINING and slot.node is not None and slot.node.in_flight_count() == 0:
             self._terminate(slot)
 
     def start(self, slot: Slot) -> None:
         """Request a node in ``slot``: billed from now, serving after the start-up delay."""
-        slot.state = "starting"
+        slot.state = SlotState.STARTING
         slot.generation += 1
         slot.intervals.append([self.env.now, -1.0])
         self._log(slot, "requested")
@@ -149,7 +160,7 @@ class FleetManager:
         self.env.timeout(delay_s).callbacks.append(fire)
 
     def _ready(self, slot: Slot, generation: int) -> None:
-        if slot.state == "starting" and slot.generation == generation:
+        if slot.state == SlotState.STARTING and slot.generation == generation:
             self._bring_up(slot)
 
     def _stop_routing(self, slot: Slot) -> None:
@@ -159,12 +170,13 @@ class FleetManager:
 
     def drain(self, slot: Slot) -> None:
         """Stop routing to ``slot``; terminate it when its last request finishes (now, if it has none)."""
-        if slot.state == "starting":
+        if slot.state == SlotState.STARTING:
             self._terminate(slot)
             return
         self._stop_routing(slot)
-        slot.state = "draining"
+        slot.state = SlotState.DRAINING
         self._log(slot, "draining")
+        assert slot.node is not None  # a slot that is up or draining runs a node
         if slot.node.in_flight_count() == 0:
             self._terminate(slot)
 
@@ -175,22 +187,23 @@ class FleetManager:
             slot.steps_prev += slot.node.steps
             slot.work_prev = slot.work_totals()
         slot.node = None
-        slot.state = "down"
+        slot.state = SlotState.DOWN
         if slot.intervals and slot.intervals[-1][1] < 0:
             slot.intervals[-1][1] = self.env.now
         self._log(slot, "terminated")
 
     def _eviction_notice(self, slot: Slot, generation: int) -> None:
-        if slot.generation != generation or slot.state not in ("up", "draining"):
+        if slot.generation != generation or slot.state not in (SlotState.UP, SlotState.DRAINING):
             return
         self._stop_routing(slot)
-        slot.state = "evicting"
+        slot.state = SlotState.EVICTING
         self._log(slot, "eviction notice")
         self._after(self.sc.fleet.spot.notice_s, self._evict, slot, generation)
 
     def _evict(self, slot: Slot, generation: int) -> None:
-        if slot.generation != generation or slot.state != "evicting":
+        if slot.generation != generation or slot.state != SlotState.EVICTING:
             return
+        assert slot.node is not None  # an evicting slot runs a node
         orphans = slot.node.kill()
         self._terminate(slot)
         self._log(slot, f"evicted ({len(orphans)} requests re-dispatched)")
@@ -201,7 +214,7 @@ class FleetManager:
 
     # -- scaling ----------------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        c = {"up": 0, "starting": 0, "draining": 0, "evicting": 0, "down": 0}
+        c = {str(state): 0 for state in SlotState}
         for s in self.slots:
             c[s.state] += 1
         return c
@@ -212,16 +225,17 @@ class FleetManager:
         Scale-down waits ``scale_down_cooldown_s`` after the last scaling action; it cancels starting nodes
         first, then drains the most recently added up nodes."""
         now = self.env.now
-        serving = [s for s in self.slots if s.state in ("up", "starting")]
+        serving = [s for s in self.slots if s.state in (SlotState.UP, SlotState.STARTING)]
         current = len(serving)
         od = [s for s in self.slots if s.kind == ON_DEMAND]
         if desired_total > current:
-            for slot in [s for s in od if s.state == "down"][: desired_total - current]:
+            for slot in [s for s in od if s.state == SlotState.DOWN][: desired_total - current]:
                 self.start(slot)
                 self.last_scale_s = now
         elif desired_total < current and now - self.last_scale_s >= self.sc.fleet.autoscaler.scale_down_cooldown_s:
             n = current - desired_total
-            victims = [s for s in reversed(od) if s.state == "starting"] + [s for s in reversed(od) if s.state == "up"]
+            victims = [s for s in reversed(od) if s.state == SlotState.STARTING]
+            victims += [s for s in reversed(od) if s.state == SlotState.UP]
             for slot in victims[:n]:
                 self.drain(slot)
                 self.last_scale_s = now

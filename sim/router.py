@@ -10,16 +10,13 @@ the one with less outstanding work (Mitzenmacher's two choices).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
+from .engine.protocol import IndexedNodeEngine, NodeEngine
 from .request import Request
-
-
-class _HasWork(Protocol):
-    def outstanding_tokens(self) -> int: ...
 
 
 class Router(Protocol):
@@ -30,7 +27,7 @@ class Router(Protocol):
 
 
 class RoundRobin:
-    def __init__(self, nodes: Sequence[_HasWork]) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine]) -> None:
         self.nodes = nodes
         self.next = 0
 
@@ -41,16 +38,6 @@ class RoundRobin:
         i = self.next % len(self.nodes)
         self.next = i + 1
         return i
-
-
-class _Indexable(_HasWork, Protocol):
-    """A node that keeps the least-work index informed (the fast engine, :class:`sim.engine.node.Node`)."""
-
-    node_id: int
-    env: Any  # simpy.Environment: ``env.now`` is the current time
-    work_changed: Callable[[Any], None] | None
-
-    def work_bound(self) -> tuple[int, float, int, float, int]: ...
 
 
 _INF = float("inf")
@@ -77,11 +64,11 @@ class LeastWork:
     calls :meth:`nodes_changed` when the node list changes.
     """
 
-    def __init__(self, nodes: Sequence[_HasWork], index_min_nodes: int = INDEX_MIN_NODES) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int = INDEX_MIN_NODES) -> None:
         self.nodes = nodes
         self.index_min_nodes = index_min_nodes
         self._indexed: bool | None = None  # decided when the node list is (re)read
-        self._members: list[_Indexable] = []
+        self._members: list[IndexedNodeEngine] = []
         self._pos: dict[int, int] = {}  # node_id -> index in ``nodes``
         self._entry: dict[int, tuple] = {}  # node_id -> its live entry (in either heap); others are stale
         self._exact: list[tuple] = []  # (work, node_id, seq, node, until_s, step_tokens, rate, floor)
@@ -89,14 +76,14 @@ class LeastWork:
         self._falling: list[tuple] = []  # (base + R·t_start, node_id, seq, node, floor, base, t_start)
         self._floored: list[tuple] = []  # (floor, node_id, seq, node): decode runs whose bound reached its floor
         self._rate = 0.0  # R
-        self._dirty: dict[int, _Indexable] = {}  # nodes that reported a change since the last pick
+        self._dirty: dict[int, IndexedNodeEngine] = {}  # nodes that reported a change since the last pick
         self._seq = 0
 
     def nodes_changed(self) -> None:
         """The node list was mutated (a node added or removed): rebuild the index at the next pick."""
         self._indexed = None
 
-    def _mark(self, node: _Indexable) -> None:
+    def _mark(self, node: IndexedNodeEngine) -> None:
         self._dirty[node.node_id] = node
 
     def _rebuild(self) -> None:
@@ -116,7 +103,7 @@ class LeastWork:
             node.work_changed = self._mark
             self._dirty[node.node_id] = node
 
-    def _put(self, nid: int, node: _Indexable, bound: tuple[int, float, int, float, int], now: float) -> None:
+    def _put(self, nid: int, node: IndexedNodeEngine, bound: tuple[int, float, int, float, int], now: float) -> None:
         work, until, step, rate, floor = bound
         self._seq += 1
         if rate > self._rate:
@@ -190,7 +177,7 @@ class LeastWork:
         if exact:  # every entry here is exact: the top is the lowest work, lowest id among ties
             best_w, best_id = exact[0][0], exact[0][1]
         falling = self._falling
-        fresh: list[tuple[int, _Indexable, tuple[int, float, int, float, int]]] = []
+        fresh: list[tuple[int, IndexedNodeEngine, tuple[int, float, int, float, int]]] = []
         if falling:
             shift = self._rate * now + 1.0  # bound = key − R·now; 1 token of slack for rounding
             # best first: every entry taken is stale (dropped) or evaluated (and re-indexed below)
@@ -233,7 +220,7 @@ class LeastWork:
 
 
 class PowerOfTwo:
-    def __init__(self, nodes: Sequence[_HasWork], rng: np.random.Generator) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> None:
         self.nodes = nodes
         self.rng = rng
         self._buf: list[float] = []
@@ -262,7 +249,7 @@ class PowerOfTwo:
         return a
 
 
-def make_router(policy: str, nodes: Sequence[_HasWork], rng: np.random.Generator) -> Router:
+def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> Router:
     if policy == "round_robin":
         return RoundRobin(nodes)
     if policy == "least_work":

@@ -23,8 +23,9 @@ from .clients import Clients
 from .config import Engine, Scenario, check_tensor_parallel
 from .engine import Node, ReferenceNode
 from .engine.common import NodeSnapshot
+from .engine.protocol import NodeEngine
 from .errors import ConfigError
-from .fleet import FleetManager
+from .fleet import FleetManager, SlotState
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
 from .rng import stream
@@ -243,7 +244,7 @@ def simulate(
 
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
 
-    def make_node(slot: int, done: Callable[[Request], None]):  # noqa: ANN202
+    def make_node(slot: int, done: Callable[[Request], None]) -> NodeEngine:
         return node_cls(env, slot, nm.perf, nm.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
 
     fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"),
@@ -316,7 +317,7 @@ def simulate(
                     "completions": done[0] - last_done,
                     "deferred": len(batch),
                     "nodes_up": sum(up),
-                    "nodes_billed": sum(1 for s in slots if s.state != "down"),
+                    "nodes_billed": sum(1 for s in slots if s.state != SlotState.DOWN),
                 },
                 {
                     "waiting": [x.waiting for x in snaps],

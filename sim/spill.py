@@ -39,6 +39,9 @@ from .config import (
     RateBudgetSpill,
     Scenario,
 )
+from .engine.common import NodeSnapshot
+from .engine.kv import cdiv
+from .engine.protocol import NodeEngine
 from .errors import ConfigError
 from .perf import attention_pairs
 from .request import Request
@@ -52,18 +55,6 @@ class Route(IntEnum):
     FLEET = 0
     API = 1
     API_BATCH = 2
-
-
-class NodeLike(Protocol):
-    node_id: int
-    waiting: Any
-    capacity_blocks: int
-    perf: Any
-    engine: Any
-
-    def submit(self, req: Request) -> None: ...
-    def snapshot(self) -> Any: ...
-    def withdraw(self, req: Request) -> bool: ...
 
 
 class DepartureRate:
@@ -96,7 +87,7 @@ class FleetView:
         self._d = dispatcher
         self._req = req
         self._idx: int | None = None
-        self._snap: Any = None
+        self._snap: NodeSnapshot | None = None
         self.now = dispatcher.env.now
 
     @property
@@ -112,11 +103,11 @@ class FleetView:
         return self._idx
 
     @property
-    def node(self) -> NodeLike:
+    def node(self) -> NodeEngine:
         return self._d.fleet.active[self.node_index]
 
     @property
-    def snapshot(self) -> Any:
+    def snapshot(self) -> NodeSnapshot:
         if self._snap is None:
             self._snap = self.node.snapshot()
         return self._snap
@@ -133,8 +124,8 @@ class FleetView:
     def kv_fraction_with_queue(self) -> float:
         """(KV blocks in use + blocks of the queued prompts and this one) / capacity."""
         node, bs = self.node, self._d.block_size
-        queued = sum(-(-(r.prompt_tokens + r.num_generated) // bs) for r in node.waiting)
-        mine = -(-self._req.prompt_tokens // bs)
+        queued = sum(cdiv(r.prompt_tokens + r.num_generated, bs) for r in node.waiting)
+        mine = cdiv(self._req.prompt_tokens, bs)
         return (self.snapshot.kv_used_blocks + queued + mine) / node.capacity_blocks
 
     def expected_wait_s(self) -> float:
@@ -146,7 +137,7 @@ class FleetView:
         queued_tokens = self.queued_prompt_tokens() if ahead else 0
         if blocked <= 0:
             bs = d.block_size
-            need = -(-(queued_tokens + self._req.prompt_tokens) // bs)
+            need = cdiv(queued_tokens + self._req.prompt_tokens, bs)
             if need > node.capacity_blocks - snap.kv_used_blocks:
                 blocked = ahead + 1  # KV-bound: everyone ahead waits for departures
         wait = queued_tokens / d.prefill_tokens_per_s
@@ -307,7 +298,7 @@ def make_policy(scenario: Scenario) -> SpillPolicy:
 class FleetLike(Protocol):
     """What the dispatcher needs of :class:`sim.fleet.FleetManager`."""
 
-    active: list[Any]  # nodes accepting requests; the router indexes this list
+    active: list[NodeEngine]  # nodes accepting requests; the router indexes this list
     router: Any
     slots: list[Any]  # every slot; ``slot.node`` is its node or None
     pending: Any  # requests held while no node accepts
@@ -359,7 +350,7 @@ class SpillDispatcher:
                 est = self._rates[req.node] = DepartureRate(DEPARTURE_TAU_S, 0.0)
             est.add(self.env.now)
 
-    def departure_rate(self, node_idx: int, snap: Any, now: float) -> float:
+    def departure_rate(self, node_idx: int, snap: NodeSnapshot, now: float) -> float:
         est = self._rates.get(node_idx)
         if est is not None and est.n >= MIN_DEPARTURES:
             r = est.rate(now)

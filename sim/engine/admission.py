@@ -1,12 +1,15 @@
 """Admission policies shared by both node engines (one object per node, the same arithmetic in both).
 
-vLLM v1 (``scheduler: preempt``) and TensorRT-LLM (``reserve_kv``) need no state beyond the KV block count the
-engines keep. SGLang's (``scheduler: sglang``) does: :class:`SglangRatio`.
+:func:`admit_head` is the one rule both engines apply to the head of the waiting queue. vLLM v1 (``scheduler:
+preempt``) and TensorRT-LLM (``reserve_kv``) need no state beyond the KV block count the engines keep. SGLang's
+(``scheduler: sglang``) does: :class:`SglangRatio`.
 """
 
 from __future__ import annotations
 
 from ..config import Engine
+from ..request import Request
+from .kv import cdiv
 
 
 class SglangRatio:
@@ -57,3 +60,42 @@ class SglangRatio:
 def make_admission(engine: Engine, block_size: int) -> SglangRatio | None:
     """The stateful admission policy of ``engine.scheduler`` (None for ``preempt`` and ``reserve_kv``)."""
     return SglangRatio(engine, block_size) if engine.scheduler == "sglang" else None
+
+
+def admit_head(
+    req: Request,
+    engine: Engine,
+    running: int,
+    budget_tokens: int,
+    free_blocks: int,
+    admission: SglangRatio | None,
+    step: int,
+    future_decode_tokens: int,
+) -> tuple[int, int] | None:
+    """Whether the waiting head ``req`` joins this step (vLLM's ``schedule()`` waiting loop): its prefill chunk
+    (tokens) and the KV blocks to allocate for it, or None if it does not fit.
+
+    It fits when fewer than ``max_num_seqs`` requests are ``running``, the step's remaining ``budget_tokens`` is
+    positive, its chunk fits that budget (without chunked prefill the whole uncached prompt must fit, unless it
+    could never fit and the budget is untouched: an oversized recompute then runs alone), its blocks fit
+    ``free_blocks`` (with ``reserve_kv``: the blocks of its final context), and, under SGLang's admission with
+    requests running, ``ratio × (future_decode_tokens + its own decode tokens)`` fits the blocks left after it.
+    Pure: it changes nothing.
+    """
+    if running >= engine.max_num_seqs or budget_tokens <= 0:
+        return None
+    cached = req.cached_tokens
+    n_new = req.num_tokens - cached
+    if not engine.chunked_prefill:
+        if n_new > budget_tokens and budget_tokens < engine.max_num_batched_tokens:
+            return None
+    else:
+        n_new = min(n_new, budget_tokens)
+    bs = engine.block_size
+    need = cdiv(req.prompt_tokens + req.output_tokens - 1, bs) if engine.reserve_kv else cdiv(cached + n_new, bs)
+    if need > free_blocks:
+        return None
+    if admission is not None and running > 0 and not admission.admits(
+            step, free_blocks - need, future_decode_tokens + req.output_tokens - req.num_generated):
+        return None
+    return n_new, need

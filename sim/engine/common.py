@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from ..config import Engine
 from ..request import Request
+from .kv import cdiv
 
 
 class NodeSnapshot(NamedTuple):
@@ -63,7 +64,7 @@ def admission_problem(req: Request, engine: Engine, capacity_blocks: int, max_mo
     if total > max_model_len:
         return f"context {total} > max_model_len {max_model_len}"
     bs = engine.block_size
-    if -(-(total - 1) // bs) > capacity_blocks:
+    if cdiv(total - 1, bs) > capacity_blocks:
         return f"needs {total - 1} KV tokens, cache holds {capacity_blocks * bs}"
     if not engine.chunked_prefill and req.prompt_tokens - req.cached_tokens > engine.max_num_batched_tokens:
         return f"prompt {req.prompt_tokens} > max_num_batched_tokens without chunked prefill"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from enum import Enum
 
 import numpy as np
 import simpy
@@ -34,11 +35,21 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs, steps_on_line
 from ..request import Request, Status
-from .admission import make_admission
+from .admission import admit_head, make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
 from .jitter import make_jitter
+from .kv import BlockLedger, cdiv
 
 _INF = float("inf")
+
+
+class Mode(Enum):
+    """What a busy fast node is doing: one engine ``STEP``, a ``JUMP`` over a run of decode steps, or ``DEAD``
+    (killed). An idle node has no mode (None)."""
+
+    STEP = "step"
+    JUMP = "jump"
+    DEAD = "dead"
 
 
 class Node:
@@ -62,9 +73,7 @@ class Node:
         self.capacity_blocks = capacity_blocks
         self.max_model_len = max_model_len
         self.on_done = on_done
-        self.max_seqs = engine.max_num_seqs
         self.max_batched = engine.max_num_batched_tokens
-        self.chunked = engine.chunked_prefill
         self.reserve = engine.reserve_kv
 
         self.waiting = make_waiting_queue(engine)
@@ -78,15 +87,14 @@ class Node:
         self.dec_ctx_sum = 0  # Σ num_computed over decoders, as of step S
         self.phase_cnt = [0] * self.bs  # decoders by (num_computed − S) mod block_size
         self.fin_heap: list[tuple[int, int, Request]] = []
-        self.used_blocks = 0
+        self.kv = BlockLedger(capacity_blocks)
         self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
         self.done_work = WorkDone()  # finished steps' T, A, C (committed at step and run ends)
         self._seq = 0
 
-        # current activity: None (idle), "step", "jump" or "dead" (killed)
-        self._mode: str | None = None
+        self._mode: Mode | None = None  # current activity; None: idle
         self._t0 = 0.0
         self._version = 0
         self._chunks: list[tuple[Request, int]] = []
@@ -115,7 +123,7 @@ class Node:
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
             self._tick()
-        elif self._mode == "jump" and self.waiting[0] is req:
+        elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
             self._shorten_jump()
@@ -124,7 +132,7 @@ class Node:
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
-        if self._mode == "jump":
+        if self._mode is Mode.JUMP:
             return self.work - self._jump_b * self._steps_done_in_jump()
         return self.work
 
@@ -135,7 +143,7 @@ class Node:
         rate·(t − until_s))``: decode steps never get shorter within a run (the context only grows), so steps
         after the one in progress finish at most ``rate / step_tokens`` per second; ``floor`` is the work left
         at the end of the run."""
-        if self._mode != "jump":
+        if self._mode is not Mode.JUMP:
             return self.work, _INF, 0, 0.0, self.work
         b, c0, n_run = self._jump_b, self._jump_c0, self._jump_n
         m = self._steps_done_in_jump()
@@ -149,17 +157,17 @@ class Node:
 
     def snapshot(self) -> NodeSnapshot:
         running = len(self.decoding) + len(self.prefilling)
-        if self._mode == "jump":
+        if self._mode is Mode.JUMP:
             j = self._steps_done_in_jump()
-            used = self.used_blocks + self._blocks_for_steps(self.S, j)
+            used = self.kv.held + self._blocks_for_steps(self.S, j)
             return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
-        busy = self.busy_s + (self.env.now - self._t0 if self._mode == "step" else 0.0)  # idle or dead: frozen
-        return NodeSnapshot(len(self.waiting), running, self.used_blocks, busy)
+        busy = self.busy_s + (self.env.now - self._t0 if self._mode is Mode.STEP else 0.0)  # idle or dead: frozen
+        return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
         """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
         base = self.done_work.totals()
-        if self._mode == "jump":
+        if self._mode is Mode.JUMP:
             return decode_run_work(base, self._jump_b, self._jump_c0, self._steps_done_in_jump())
         return base
 
@@ -179,7 +187,7 @@ class Node:
             except ValueError:
                 return False
             self.work -= req.prompt_tokens + req.output_tokens
-            if was_head and self._mode == "jump" and self.waiting:
+            if was_head and self._mode is Mode.JUMP and self.waiting:
                 self._shorten_jump()  # the next request, now at the head, may be admissible
             if self.work_changed is not None:
                 self.work_changed(self)
@@ -188,7 +196,7 @@ class Node:
                 self.decoding.get(req.rid) is req or req in self.prefilling):
             req.cancelled = True
             self._cancelled.append(req)
-            if self._mode == "jump":
+            if self._mode is Mode.JUMP:
                 self._shorten_jump()  # the batch changes after the step in progress
             return True
         return False
@@ -204,7 +212,7 @@ class Node:
         self._version += 1  # cancels the pending timer
         if self._mode is not None:
             self.busy_s += self.env.now - self._t0
-        self._mode = "dead"
+        self._mode = Mode.DEAD
         out: list[Request] = []
         for req in list(self.decoding.values()):
             self._materialize(req)
@@ -224,7 +232,7 @@ class Node:
         self.prefilling.clear()
         self.fin_heap.clear()
         self.fin_sum = 0
-        self.used_blocks = 0
+        self.kv.clear()
         self.work = 0
         return out
 
@@ -255,11 +263,11 @@ class Node:
         req.fin_step = -1
 
     def _blocks(self, tokens: int) -> int:
-        return -(-tokens // self.bs)
+        return cdiv(tokens, self.bs)
 
     def _full_blocks(self, req: Request) -> int:
         """Blocks of a request's final context (prompt + output − 1 tokens), reserved up front with reserve_kv."""
-        return -(-(req.prompt_tokens + req.output_tokens - 1) // self.bs)
+        return cdiv(req.prompt_tokens + req.output_tokens - 1, self.bs)
 
     def _held(self, req: Request) -> int:
         return self._full_blocks(req) if self.reserve else self._blocks(req.num_computed)
@@ -280,7 +288,7 @@ class Node:
         dec_n = len(self.decoding)
         if self.reserve:
             return limit
-        free = self.capacity_blocks - self.used_blocks
+        free = self.kv.free_blocks
         q = free // dec_n
         n0 = q * self.bs
         if n0 >= limit:
@@ -298,31 +306,17 @@ class Node:
 
     # -- scheduling -----------------------------------------------------------------------------------
     def _head_admissible(self) -> bool:
-        """Whether the next step would admit the waiting head, given decoders only are running."""
+        """Whether the next step would admit the waiting head, given decoders only are running (one or more)."""
         if not self.waiting:
             return False
         dec_n = len(self.decoding)
-        if dec_n >= self.max_seqs:
-            return False
-        budget = self.max_batched - dec_n
-        if budget <= 0:
-            return False
-        req = self.waiting[0]
-        n_new = req.num_tokens - req.cached_tokens
-        if not self.chunked:
-            if n_new > budget and budget < self.max_batched:
-                return False
-        else:
-            n_new = min(n_new, budget)
-        if self.reserve:
-            return self._full_blocks(req) <= self.capacity_blocks - self.used_blocks
-        free = self.capacity_blocks - self.used_blocks - self.phase_cnt[(-self.S) % self.bs]
-        need = self._blocks(req.cached_tokens + n_new)
-        if need > free:
-            return False
+        free = self.kv.free_blocks
+        if not self.reserve:
+            free -= self.phase_cnt[(-self.S) % self.bs]  # blocks the decoders allocate in that step
         adm = self.admission
-        return adm is None or adm.admits(self.S, free - need, self._future_decode_tokens() + req.output_tokens
-                                         - req.num_generated)
+        future = self._future_decode_tokens() if adm is not None else 0
+        return admit_head(self.waiting[0], self.engine, dec_n, self.max_batched - dec_n, free, adm, self.S,
+                          future) is not None
 
     def _future_decode_tokens(self) -> int:
         """Decode tokens still to come of the running requests (SGLang's admission reserves a share of them)."""
@@ -371,7 +365,7 @@ class Node:
         self._dt = self.perf.step_s(tokens, attn, ctx)
         if self.jitter is not None:
             self._dt *= self.jitter.factor(self.S)
-        self._mode = "step"
+        self._mode = Mode.STEP
         self._t0 = self.env.now
         self._set_timer(self._dt, self._end_step)
         if self.work_changed is not None:
@@ -392,12 +386,12 @@ class Node:
                 self._remove_decoder(req)
             else:
                 self.prefilling.remove(req)
-            self.used_blocks -= self._held(req)
+            self.kv.free(self._held(req))
             self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         self._cancelled.clear()
 
     def _preempt(self, req: Request) -> None:
-        self.used_blocks -= self._held(req)
+        self.kv.free(self._held(req))
         self.work += req.num_computed
         req.num_computed = 0
         req.status = Status.WAITING
@@ -408,13 +402,13 @@ class Node:
         """Allocate ``need`` blocks for running ``req``, preempting the newest running requests until they fit.
         Returns (allocated, preempted anything); not allocated when ``req`` itself had to be preempted."""
         preempted = False
-        while need > self.capacity_blocks - self.used_blocks:
+        while not self.kv.can_allocate(need):
             victim = self._pop_newest()
             self._preempt(victim)
             preempted = True
             if victim is req:
                 return False, True
-        self.used_blocks += need
+        self.kv.allocate(need)
         return True, preempted
 
     def _schedule_step(self) -> list[tuple[Request, int]]:
@@ -425,8 +419,8 @@ class Node:
         bs = self.bs
         # 1. decoders, in admission order, one token each
         need = 0 if self.reserve else self.phase_cnt[(-self.S) % bs]
-        if need <= self.capacity_blocks - self.used_blocks:
-            self.used_blocks += need
+        if self.kv.can_allocate(need):
+            self.kv.allocate(need)
         else:
             for req in list(self.decoding.values()):
                 if req.rid not in self.decoding:
@@ -465,30 +459,18 @@ class Node:
         if not preempted:
             now = self.env.now
             future = self._future_decode_tokens() if adm is not None else 0
-            while (
-                self.waiting
-                and len(self.decoding) + len(self.prefilling) < self.max_seqs
-                and budget > 0
-            ):
+            while self.waiting:
                 req = self.waiting[0]
-                cached = req.cached_tokens
-                n_new = req.num_tokens - cached
-                if not self.chunked:
-                    if n_new > budget and budget < self.max_batched:
-                        break
-                else:
-                    n_new = min(n_new, budget)
-                need = self._full_blocks(req) if self.reserve else self._blocks(cached + n_new)
-                if need > self.capacity_blocks - self.used_blocks:
+                fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
+                                 self.kv.free_blocks, adm, self.S, future)
+                if fit is None:
                     break
+                n_new, need = fit
                 if adm is not None:
-                    mine = req.output_tokens - req.num_generated
-                    if (self.decoding or self.prefilling) and not adm.admits(
-                            self.S, self.capacity_blocks - self.used_blocks - need, future + mine):
-                        break
-                    future += mine
+                    future += req.output_tokens - req.num_generated
+                cached = req.cached_tokens
                 self.waiting.popleft()
-                self.used_blocks += need
+                self.kv.allocate(need)
                 req.num_computed = cached
                 self.work -= cached
                 req.status = Status.RUNNING
@@ -533,7 +515,7 @@ class Node:
         self._tick()
 
     def _finish(self, req: Request, now: float) -> None:
-        self.used_blocks -= self._held(req)
+        self.kv.free(self._held(req))
         self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         req.status = Status.COMPLETED
         req.finish_s = now
@@ -549,7 +531,7 @@ class Node:
             self._finish(req, now)
 
     def _start_jump(self, n: int) -> None:
-        self._mode = "jump"
+        self._mode = Mode.JUMP
         self._t0 = self.env.now
         self._jump_n = n
         self._jump_b = len(self.decoding)
@@ -592,7 +574,7 @@ class Node:
 
     def _end_jump(self) -> None:
         n, b = self._jump_n, self._jump_b
-        self.used_blocks += self._blocks_for_steps(self.S, n)
+        self.kv.allocate(self._blocks_for_steps(self.S, n))
         w = decode_run_work(self.done_work.totals(), b, self._jump_c0, n)
         self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
         self.S += n

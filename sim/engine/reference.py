@@ -35,9 +35,10 @@ import simpy
 from ..config import Engine
 from ..perf import StepTimeModel, attention_pairs
 from ..request import Request, Status
-from .admission import make_admission
+from .admission import admit_head, make_admission
 from .common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
 from .jitter import make_jitter
+from .kv import BlockLedger, cdiv
 
 
 class ReferenceNode:
@@ -65,7 +66,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
-        self.used_blocks = 0
+        self.kv = BlockLedger(capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
         self.steps = 0
@@ -95,7 +96,7 @@ class ReferenceNode:
 
     def snapshot(self) -> NodeSnapshot:
         busy = self.busy_s + (self.env.now - self._step_t0 if self._step_t0 >= 0 else 0.0)
-        return NodeSnapshot(len(self.waiting), len(self.running), self.used_blocks, busy)
+        return NodeSnapshot(len(self.waiting), len(self.running), self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
         """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
@@ -138,13 +139,13 @@ class ReferenceNode:
             req.status = Status.WAITING
         self.waiting.clear()
         self.running.clear()
-        self.used_blocks = 0
+        self.kv.clear()
         self._cancelled = 0
         return out
 
     # -- engine ---------------------------------------------------------------------------------------
     def _blocks(self, tokens: int) -> int:
-        return -(-tokens // self.bs)
+        return cdiv(tokens, self.bs)
 
     def _full_blocks(self, req: Request) -> int:
         """Blocks of a request's final context (prompt + output − 1 tokens), reserved up front with reserve_kv."""
@@ -158,14 +159,14 @@ class ReferenceNode:
         keep = []
         for req in self.running:
             if req.cancelled:
-                self.used_blocks -= self._held(req)
+                self.kv.free(self._held(req))
             else:
                 keep.append(req)
         self.running = keep
         self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
-        self.used_blocks -= self._held(req)
+        self.kv.free(self._held(req))
         req.num_computed = 0
         req.status = Status.WAITING
         req.preemptions += 1
@@ -186,8 +187,8 @@ class ReferenceNode:
             ok = True
             while True:
                 need = 0 if eng.reserve_kv else self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
-                if need <= self.capacity_blocks - self.used_blocks:
-                    self.used_blocks += need
+                if self.kv.can_allocate(need):
+                    self.kv.allocate(need)
                     break
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -210,28 +211,16 @@ class ReferenceNode:
             )
         if not preempted:
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
-            while self.waiting and len(self.running) < eng.max_num_seqs and budget > 0:
+            while self.waiting:
                 req = self.waiting[0]
+                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future)
+                if fit is None:
+                    break
+                n_new, need = fit
+                future += req.output_tokens - req.num_generated
                 cached = req.cached_tokens
-                n_new = req.num_tokens - cached
-                if not eng.chunked_prefill:
-                    if n_new > budget and budget < eng.max_num_batched_tokens:
-                        break  # whole prompts only; an oversized recompute runs alone in a full budget
-                else:
-                    n_new = min(n_new, budget)
-                need = self._full_blocks(req) if eng.reserve_kv else self._blocks(cached + n_new)
-                if need > self.capacity_blocks - self.used_blocks:
-                    break
-                mine = req.output_tokens - req.num_generated
-                if (
-                    adm is not None
-                    and self.running
-                    and not adm.admits(self.steps, self.capacity_blocks - self.used_blocks - need, future + mine)
-                ):
-                    break
-                future += mine
                 self.waiting.popleft()
-                self.used_blocks += need
+                self.kv.allocate(need)
                 req.num_computed = cached
                 req.status = Status.RUNNING
                 if req.first_scheduled_s < 0:
@@ -277,7 +266,7 @@ class ReferenceNode:
                         req.first_token_s = now
                     if req.num_generated == req.output_tokens:
                         self.running.remove(req)
-                        self.used_blocks -= self._held(req)
+                        self.kv.free(self._held(req))
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)

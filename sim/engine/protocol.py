@@ -1,0 +1,72 @@
+"""What the rest of the simulator may use of a node engine (vLLM's ``EngineCore`` seen from the front end).
+
+Both engines satisfy :class:`NodeEngine` (mypy checks it where the simulation builds them: see
+:func:`sim.simulation.make_node_factory`); the fleet, the routers, the spill dispatcher, the clients and the
+sampler see nodes only through it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import simpy
+
+from ..config import Engine
+from ..perf import StepTimeModel
+from ..request import Request
+from .common import NodeSnapshot, PriorityWaitingQueue
+
+WaitingQueue = deque[Request] | PriorityWaitingQueue
+
+
+class NodeEngine(Protocol):
+    """A serving replica: takes requests, runs engine steps on simulated time, reports its state."""
+
+    env: simpy.Environment
+    node_id: int
+    perf: StepTimeModel
+    engine: Engine
+    capacity_blocks: int  # KV cache size in blocks of ``engine.block_size`` tokens
+    waiting: WaitingQueue  # queued requests, in the order the scheduler will consider them
+
+    @property
+    def steps(self) -> int:
+        """Engine iterations executed so far."""
+
+    def submit(self, req: Request) -> None:
+        """Queue ``req`` (or reject it at once if it can never fit this node)."""
+
+    def withdraw(self, req: Request) -> bool:
+        """Take ``req`` off this node (its client gave up); False if it is not queued or running here."""
+
+    def in_flight(self) -> list[Request]:
+        """Requests this node still owes an answer."""
+
+    def in_flight_count(self) -> int:
+        """``len(in_flight())`` without building the list."""
+
+    def outstanding_tokens(self) -> int:
+        """Tokens still to compute or generate on this node now (the least-work router's measure)."""
+
+    def snapshot(self) -> NodeSnapshot:
+        """Queue length, running requests, KV blocks held and busy seconds, now."""
+
+    def work_totals(self) -> tuple[int, float, float, int]:
+        """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
+
+    def kill(self) -> list[Request]:
+        """The node disappears now; returns its requests, reset for recompute elsewhere."""
+
+
+class IndexedNodeEngine(NodeEngine, Protocol):
+    """A node that keeps the least-work router's index informed (the fast engine, :class:`sim.engine.Node`)."""
+
+    work_changed: Callable[[Any], None] | None  # the router's hook; Any: each engine names its own class
+
+    def work_bound(self) -> tuple[int, float, int, float, int]:
+        """``(work, until_s, step_tokens, rate, floor)``: see :meth:`sim.engine.node.Node.work_bound`."""
+
+
+NodeFactory = Callable[[int, Callable[[Request], None]], NodeEngine]
