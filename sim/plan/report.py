@@ -332,7 +332,7 @@ def plot_cost_vs_latency(res: PlanResult) -> Figure:
             k = same_cost.get(round(r["usd_per_month"]), 0)
             same_cost[round(r["usd_per_month"])] = k + 1
             spill = (" +API" if r.get("spill", "none") != "none" else "") + \
-                (f" ({r['spot_nodes']} spot)" if r.get("spot_nodes") else "")
+                (f" +{r['spot_nodes']} spot" if r.get("spot_nodes") else "")
             ax.annotate(f"{r['nodes']}×{r['gpus_per_node']} {r['gpu']} {r['weights']}{spill}",
                         (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
                         xytext=(6, 4 + 11 * k), fontsize=7,
