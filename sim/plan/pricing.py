@@ -9,6 +9,10 @@ on-demand working figures):
   provisioned kW, maintenance, ops) plus the simulated energy bill (``summary.energy.usd``: idle to TDP with the
   busy share, node overhead, PUE).
 
+Spot nodes of a spot variant (``cost.gpu_hours_by_kind.spot``) are always rented, at ``rental × (1 −
+fleet.spot.discount)`` (as ``capsim run`` bills them); the option prices the other GPU-hours, and owned energy is
+charged for the non-spot share of them (the power of a rented GPU is inside its price).
+
 Hosted-API spend of spilled requests (``cost.api_usd``) is added to every option.
 """
 
@@ -25,6 +29,14 @@ from .spec import PlanSpec
 HOURS_PER_MONTH = 730.0
 LABELS = {"on_demand": "rented on-demand", "reserved_1y": "rented, 1-year reserved",
           "reserved_3y": "rented, 3-year reserved", "owned": "owned (TCO)"}
+
+
+def pricing_label(option: str, spot_share: float = 0.0) -> str:
+    """'rented on-demand', or with spot nodes 'rented on-demand + 50 % spot' (share of the nodes; all spot: the
+    way to pay of the reserved nodes does not matter)."""
+    if spot_share >= 1.0:
+        return "rented spot (all nodes)"
+    return LABELS[option] + (f" + {100 * spot_share:.0f} % spot" if spot_share > 0 else "")
 
 
 def rental_usd_per_gpu_hour(scenario: Scenario, gpu: GpuSpec) -> float:
@@ -50,16 +62,24 @@ def price_summary(option: str, summary: dict[str, Any], scenario: Scenario, gpu:
                   spec: PlanSpec) -> dict[str, float | None]:
     """Cost of one simulated run (a ``summary.json``) under ``option``: run total, per month, per M output tokens."""
     gpu_hours = float(metric(summary, "cost.gpu_hours"))
-    usd = (gpu_hours * fixed_usd_per_gpu_hour(option, scenario, gpu, spec)
+    spot_h = float(metric(summary, "cost.gpu_hours_by_kind.spot") or 0.0)
+    spot_rate = rental_usd_per_gpu_hour(scenario, gpu) * (1.0 - scenario.fleet.spot.discount)
+    usd = ((gpu_hours - spot_h) * fixed_usd_per_gpu_hour(option, scenario, gpu, spec) + spot_h * spot_rate
            + float(metric(summary, "cost.api_usd") or 0.0))
     if option == "owned":
-        usd += float(metric(summary, "energy.usd"))
+        share = (gpu_hours - spot_h) / gpu_hours if gpu_hours > 0 else 1.0
+        usd += float(metric(summary, "energy.usd")) * share
     hours = scenario.duration_s / 3600.0
     per_mtok = metric(summary, "cost.usd_per_mtok_output")
     # tokens served (fleet + API), in millions
     out_mtok = metric(summary, "cost.total_usd") / per_mtok if per_mtok else None
     return {"usd_run": usd, "usd_per_month": usd / hours * HOURS_PER_MONTH,
             "usd_per_mtok_output": usd / out_mtok if out_mtok else None}
+
+
+def spot_usd_per_hour(scenario: Scenario, gpu: GpuSpec, spec: PlanSpec, gpus: int) -> float:
+    """Hourly cost of ``gpus`` spot GPUs at the plan's spot discount (busy or idle)."""
+    return gpus * rental_usd_per_gpu_hour(scenario, gpu) * (1.0 - spec.spot_discount)
 
 
 def usd_per_hour_idle(option: str, scenario: Scenario, gpu: GpuSpec, spec: PlanSpec, gpus: int) -> float:

@@ -27,14 +27,14 @@ from ..catalog import get_gpu
 from ..config import DEMAND_KEYS
 from ..cost import HOURS_PER_YEAR
 from ..energy import facility_power_w, usd_per_kwh
-from .pricing import HOURS_PER_MONTH, LABELS, fixed_usd_per_gpu_hour
+from .pricing import HOURS_PER_MONTH, fixed_usd_per_gpu_hour, pricing_label, rental_usd_per_gpu_hour
 from .search import SEARCH_SPAN, PlanResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
-                 "nodes", "gpus", "pricing",
+                 "nodes", "spot_nodes", "gpus", "pricing", "pricing_label",
                  "usd_per_month", "usd_per_mtok_output", "slo_attainment", "ttft_p95_s", "tpot_p95_s",
                  "headroom", "avg_power_kw", "energy_kwh_per_day", "co2_kg_per_day", "seeds_met", "seeds",
                  "nodes_lower_bound"]
@@ -82,6 +82,12 @@ def why_not(res: PlanResult) -> list[dict[str, Any]]:
             reason = "simulated"
         out.append({"candidate": label, "stage": "simulated", "reason": reason,
                     "usd_per_month": None if best is None else best["usd_per_month"]})
+    for var in res.spot_variants:
+        if var.min_nodes is None:
+            reps = var.sizing.points[var.sizing.max_nodes]
+            out.append({"candidate": var.candidate.label, "stage": "spot variant",
+                        "reason": f"{var.spot_nodes} of its {var.sizing.max_nodes} node(s) as spot: the SLO is met "
+                                  f"in only {reps.n_met}/{reps.n} seed(s) (evictions)", "usd_per_month": None})
     for c, lb, thr in res.skipped_by_bound:
         n_lo = 1 if c.bounds is None or c.spill != "none" else c.bounds.min_nodes_lower(res.rate_stats["mean_rps"])
         out.append({"candidate": c.label, "stage": "cost bound",
@@ -101,18 +107,22 @@ def winner_scenario(res: PlanResult) -> dict[str, Any] | None:
     win = res.winner
     if win is None:
         return None
-    ev = res.evaluated_by_label()[win["candidate"]]
+    ev = res.evaluated_for(win)
     raw = ev.scenario.model_dump(mode="json", exclude={"plan"})
     raw["name"] = f"{res.scenario.name}-plan"
     raw["description"] = (f"capsim plan winner for {res.scenario.name}: {win['nodes']} × {win['gpus_per_node']}× "
                           f"{win['gpu']} ({win['weights']}/{win['kv_cache']}), {win['pricing_label']}")
-    raw["fleet"]["nodes"] = int(win["nodes"])
+    raw["fleet"]["nodes"] = int(win["nodes"]) - ev.spot_nodes  # the variant's spot nodes are in fleet.spot
     gpu = get_gpu(win["gpu"])
     if win["pricing"] == "owned":
         raw["pricing"]["mode"] = "owned"
     else:
         raw["pricing"]["mode"] = "rented"
-        raw["pricing"]["usd_per_gpu_hour"] = fixed_usd_per_gpu_hour(win["pricing"], ev.scenario, gpu, res.spec)
+        rate = fixed_usd_per_gpu_hour(win["pricing"], ev.scenario, gpu, res.spec)
+        raw["pricing"]["usd_per_gpu_hour"] = rate
+        if ev.spot_nodes and rate > 0:  # spot is billed off the rental price: keep the plan's spot $/GPU-hour
+            spot_rate = rental_usd_per_gpu_hour(ev.scenario, gpu) * (1.0 - ev.scenario.fleet.spot.discount)
+            raw["fleet"]["spot"]["discount"] = max(0.0, 1.0 - spot_rate / rate)
     demand = res.scenario.demand
     if demand is not None:  # state demand as the planner did (the same rate results)
         for k in DEMAND_KEYS:
@@ -163,27 +173,30 @@ def break_even(res: PlanResult) -> dict[str, Any] | None:
     win = res.winner
     if win is None:
         return None
-    ev = res.evaluated_by_label()[win["candidate"]]
+    ev = res.evaluated_for(win)
     sc, gpu = ev.scenario, get_gpu(win["gpu"])
     n, gpus = int(win["nodes"]), int(win["gpus"])
+    spot_gpus = ev.spot_nodes * int(win["gpus_per_node"])  # rented at the spot price whatever the option
+    spot_usd_h = spot_gpus * rental_usd_per_gpu_hour(sc, gpu) * (1.0 - sc.fleet.spot.discount)
     cap_tok_h = res.rate_stats["peak_rps"] * res.mix.mean_output * 3600.0
     u0 = res.rate_stats["mean_rps"] / res.rate_stats["peak_rps"]
     busy0 = float(win.get("busy_fraction") or 0.0)
     u = np.linspace(0.02, 1.0, 99)
 
     def hourly(option: str, util: np.ndarray) -> np.ndarray:
-        fixed = gpus * fixed_usd_per_gpu_hour(option, sc, gpu, res.spec)
+        fixed = (gpus - spot_gpus) * fixed_usd_per_gpu_hour(option, sc, gpu, res.spec) + spot_usd_h
         if option != "owned":
             return np.full_like(util, fixed)
         busy = np.minimum(1.0, busy0 * util / u0) if u0 > 0 else util
-        return fixed + facility_power_w(sc, gpu, n, busy) / 1000.0 * usd_per_kwh(sc)
+        return fixed + facility_power_w(sc, gpu, n - ev.spot_nodes, busy) / 1000.0 * usd_per_kwh(sc)
 
-    curves = {p: hourly(p, u) / (cap_tok_h * u / 1e6) for p in res.spec.pricing}
+    options = res.spec.pricing[:1] if ev.spot_nodes == n else res.spec.pricing  # all spot: one way to pay
+    curves = {p: hourly(p, u) / (cap_tok_h * u / 1e6) for p in options}
     api = api_usd_per_mtok_output(res)
     out: dict[str, Any] = {"utilisation": u.tolist(), "usd_per_mtok": {p: v.tolist() for p, v in curves.items()},
                            "utilisation_today": u0, "capacity_output_tokens_per_s": cap_tok_h / 3600.0,
                            "api": None, "api_usd_per_mtok_output": None, "break_even_utilisation": {},
-                           "owned_payback_months": None}
+                           "owned_payback_months": None, "spot_share": ev.spot_share}
     if api is None:
         return out
     api_price, api_name = api
@@ -191,13 +204,14 @@ def break_even(res: PlanResult) -> dict[str, Any] | None:
     for p, v in curves.items():
         below = np.flatnonzero(v <= api_price)
         out["break_even_utilisation"][p] = float(u[below[0]]) if len(below) else None
-    if "owned" in res.spec.pricing:
+    if "owned" in options:
         owned = sc.pricing.owned
-        capex = gpus * (owned.capex_usd_per_gpu if owned.capex_usd_per_gpu is not None else gpu.purchase_usd_per_gpu)
+        per_gpu = owned.capex_usd_per_gpu if owned.capex_usd_per_gpu is not None else gpu.purchase_usd_per_gpu
+        capex = (gpus - spot_gpus) * per_gpu  # spot GPUs are rented
         amort_h = capex / (owned.amortisation_years * HOURS_PER_YEAR)
         running_month = (float(hourly("owned", np.array([u0]))[0]) - amort_h) * HOURS_PER_MONTH
         api_month = api_price * cap_tok_h * u0 / 1e6 * HOURS_PER_MONTH
-        rent_month = gpus * fixed_usd_per_gpu_hour("on_demand", sc, gpu, res.spec) * HOURS_PER_MONTH
+        rent_month = float(hourly("on_demand", np.array([u0]))[0]) * HOURS_PER_MONTH
         out.update({"owned_capex_usd": capex, "owned_running_usd_per_month": running_month,
                     "api_usd_per_month_today": api_month, "on_demand_usd_per_month": rent_month})
         out["owned_payback_months"] = capex / (api_month - running_month) if api_month > running_month else None
@@ -225,7 +239,8 @@ def break_even_sentence(be: dict[str, Any] | None) -> str:
     if rented:
         best = min(rented, key=lambda p: (rented[p] is None, rented[p] or 0))
         if rented[best] is not None:
-            parts.append(f"renting ({LABELS[best]}) beats the API above {100 * rented[best]:.0f} %")
+            how = pricing_label(best, be.get("spot_share") or 0.0)
+            parts.append(f"renting ({how}) beats the API above {100 * rented[best]:.0f} %")
     parts.append(f"today's utilisation is {100 * be['utilisation_today']:.0f} % (mean ÷ peak load)")
     return "; ".join(parts)
 
@@ -247,8 +262,10 @@ def format_text(res: PlanResult) -> str:
              f"({res.runs_computed} runs, {res.runs_reused} cached; {len(res.seeds)} seed(s); "
              f"{res.elapsed_s:,.0f} s wall)", ""]
     df = ranked_table(res)
-    header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<13}{'nodes':>6}{'GPUs':>5}  {'pricing':<24}{'$/month':>10}"
-              f"{'$/M out':>9}{'SLO att.':>9}{'TTFT95':>8}{'TPOT95':>8}{'headroom':>9}{'kW':>6}{'kgCO2/d':>9}")
+    width = max([24] + [len(r["pricing_label"]) + 1 for r in df.to_dict(orient="records")])
+    header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<13}{'nodes':>6}{'GPUs':>5}  {'pricing':<{width}}"
+              f"{'$/month':>10}{'$/M out':>9}{'SLO att.':>9}{'TTFT95':>8}{'TPOT95':>8}{'headroom':>9}{'kW':>6}"
+              f"{'kgCO2/d':>9}")
     lines += [header, "  " + "─" * (len(header) - 2)]
     for r in df.to_dict(orient="records"):
         prec = r["weights"] if r["weights"] == r["kv_cache"] else f"{r['weights']}/{r['kv_cache']}"
@@ -256,7 +273,7 @@ def format_text(res: PlanResult) -> str:
             prec += f" +API {100 * (r.get('api_request_share') or 0):.0f}%"
         lines.append(
             f"  {r['rank']:>2} {r['gpu']:<14}{r['gpus_per_node']:>3} {prec:<13}{r['nodes']:>6}{r['gpus']:>5}  "
-            f"{LABELS[r['pricing']]:<24}{r['usd_per_month']:>10,.0f}{r['usd_per_mtok_output']:>9.2f}"
+            f"{r['pricing_label']:<{width}}{r['usd_per_month']:>10,.0f}{r['usd_per_mtok_output']:>9.2f}"
             f"{100 * r['slo_attainment']:>8.2f}%{1000 * r['ttft_p95_s']:>6.0f}ms{1000 * r['tpot_p95_s']:>6.1f}ms"
             f"{100 * r['headroom']:>8.0f}%{r['avg_power_kw']:>6.1f}{r['co2_kg_per_day']:>9.0f}")
     lines.append("")
@@ -314,7 +331,8 @@ def plot_cost_vs_latency(res: PlanResult) -> Figure:
                        edgecolor="k" if is_win else "none", zorder=3)
             k = same_cost.get(round(r["usd_per_month"]), 0)
             same_cost[round(r["usd_per_month"])] = k + 1
-            spill = " +API" if r.get("spill", "none") != "none" else ""
+            spill = (" +API" if r.get("spill", "none") != "none" else "") + \
+                (f" +{r['spot_nodes']} spot" if r.get("spot_nodes") else "")
             ax.annotate(f"{r['nodes']}×{r['gpus_per_node']} {r['gpu']} {r['weights']}{spill}",
                         (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
                         xytext=(6, 4 + 11 * k), fontsize=7,
@@ -344,7 +362,7 @@ def plot_break_even(res: PlanResult, be: dict[str, Any]) -> Figure:
     top = 0.0
     for i, (p, v) in enumerate(be["usd_per_mtok"].items()):
         v = np.asarray(v)
-        ax.plot(u, v, color=f"C{i}", lw=1.8, label=LABELS[p])
+        ax.plot(u, v, color=f"C{i}", lw=1.8, label=pricing_label(p, be.get("spot_share") or 0.0))
         top = max(top, float(np.interp(20.0, u, v)))
         x = be["break_even_utilisation"].get(p)
         if x is not None:
@@ -374,6 +392,9 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
     table = ranked_table(res)
     if len(table) and (table["spill"] == "none").all():
         table = table.drop(columns=["spill", "api_request_share"])
+    if len(table) and (table["spot_nodes"] == 0).all():
+        table = table.drop(columns=["spot_nodes"])
+    table = table.drop(columns=["pricing"])
     fmt = {"api_request_share": lambda v: f"{100 * v:.1f} %", "usd_per_month": "{:,.0f}".format,
            "usd_per_mtok_output": "{:.2f}".format,
            "slo_attainment": lambda v: f"{100 * v:.2f} %", "ttft_p95_s": lambda v: f"{1000 * v:.0f} ms",
@@ -384,7 +405,7 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
              "usd_per_mtok_output": "$/M out", "slo_attainment": "SLO attain.", "ttft_p95_s": "P95 TTFT",
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
              "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
-             "api_request_share": "to API"}
+             "api_request_share": "to API", "spot_nodes": "spot nodes", "pricing_label": "pricing"}
     why = pd.DataFrame(why_not(res))
     why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
     be = break_even(res)

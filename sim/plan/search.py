@@ -12,6 +12,10 @@
    fleet found so far is skipped: it cannot win (nor enter the top ``explore``); for the others the node-count
    search stops below the node count whose idle cost reaches that figure.
 4. Price each minimum fleet every way (:mod:`sim.plan.pricing`) from the same simulations.
+5. Spot variants (``plan.spot_shares``): each minimum fleet of ``N`` nodes again with ``round(share × N)`` of
+   them spot nodes (the plan's spot discount and eviction rate), simulated with the same seeds — evictions
+   re-dispatch requests and cost latency — and kept only if it still meets the SLO in every seed. With spot
+   shares the cost bounds of steps 2–3 assume the largest share's spot price for ``share × n + ½`` nodes.
 
 Every simulated point is cached on disk under ``cache_dir`` (one JSON per scenario, keyed by a hash of the
 resolved scenario, its profiles and the capsim version and code), so a rerun, or a narrower plan, reuses what
@@ -23,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +36,10 @@ from ..config import Scenario
 from ..errors import ConfigError
 from ..metrics_access import metric
 from ..parallel import map_summaries
-from ..sizing import GoodputResult, SizingResult, derive, size_fleet, traffic_rate_stats
+from ..sizing import GoodputResult, Replicates, SizingResult, derive, size_fleet, traffic_rate_stats
 from .bounds import MixSample, sample_mix
 from .candidates import Candidate, enumerate_candidates
-from .pricing import LABELS, price_summary, usd_per_hour_idle
+from .pricing import price_summary, pricing_label, spot_usd_per_hour, usd_per_hour_idle
 from .spec import PlanSpec
 
 Progress = Callable[[str], None]
@@ -101,6 +105,12 @@ class Evaluated:
     sizing: SizingResult
     lower_bound_usd_per_month: float
     search_limit: str = "max_nodes"  # what capped the node search: "max_nodes", "span" or "cost"
+    spot_nodes: int = 0  # a spot variant: this many of the min_nodes are spot nodes
+
+    @property
+    def spot_share(self) -> float:
+        n = self.sizing.min_nodes
+        return self.spot_nodes / n if n else 0.0
 
     @property
     def min_nodes(self) -> int | None:
@@ -123,6 +133,7 @@ class PlanResult:
     runs_computed: int = 0
     runs_reused: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    spot_variants: list[Evaluated] = field(default_factory=list)  # simulated spot variants, met or not
 
     def ranked(self) -> list[dict[str, Any]]:
         """Every (simulated candidate, way to pay) row, those meeting the SLO first, cheapest per month first
@@ -137,7 +148,14 @@ class PlanResult:
         return best[0] if best and best[0]["meets_slo"] else None
 
     def evaluated_by_label(self) -> dict[str, Evaluated]:
+        """The sized candidates (no spot variants) by label."""
         return {e.candidate.label: e for e in self.evaluated}
+
+    def evaluated_for(self, row: dict[str, Any]) -> Evaluated:
+        """The simulated fleet behind a row (a sized candidate or one of its spot variants)."""
+        k = row.get("spot_nodes") or 0
+        return next(e for e in self.evaluated + self.spot_variants
+                    if e.candidate.label == row["candidate"] and e.spot_nodes == k)
 
 
 def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]]:
@@ -147,13 +165,13 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
     n = sz.min_nodes
     base: dict[str, Any] = {"candidate": c.label, "gpu": c.gpu, "gpus_per_node": c.gpus_per_node,
                             "weights": c.weights, "kv_cache": c.kv_cache, "max_num_seqs": c.max_num_seqs,
-                            "spill": c.spill,
+                            "spill": c.spill, "spot_nodes": ev.spot_nodes, "spot_share": ev.spot_share,
                             "nodes": n, "gpus": None if n is None else n * c.gpus_per_node,
                             "nodes_lower_bound": (None if c.bounds is None else
                                                   1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)),
                             "meets_slo": n is not None}
     if n is None:
-        return [base | {"pricing": p, "pricing_label": LABELS[p], "usd_per_month": None,
+        return [base | {"pricing": p, "pricing_label": pricing_label(p), "usd_per_month": None,
                         "usd_per_mtok_output": None} for p in spec.pricing]
     rep = sz.points[n]
     below = sz.points.get(n - 1)
@@ -173,13 +191,15 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
         "co2_kg_per_day": (rep.mean("energy.co2_kg") or 0.0) * 86_400.0 / ev.scenario.duration_s,
     }
     rows = []
-    for p in spec.pricing:
+    # an all-spot fleet costs the same whatever the way to pay: one row
+    for p in spec.pricing[:1] if ev.spot_nodes == n else spec.pricing:
         priced = [price_summary(p, s, ev.scenario, gpu, spec) for s in rep.summaries]
         mean: dict[str, float | None] = {}
         for k in priced[0]:
             vals = [x[k] for x in priced]
             mean[k] = sum(v for v in vals if v is not None) / len(vals) if None not in vals else None
-        rows.append(common | {"pricing": p, "pricing_label": LABELS[p], "usd_per_month": mean["usd_per_month"],
+        rows.append(common | {"pricing": p, "pricing_label": pricing_label(p, ev.spot_share),
+                              "usd_per_month": mean["usd_per_month"],
                               "usd_per_mtok_output": mean["usd_per_mtok_output"]})
     return rows
 
@@ -209,6 +229,41 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     tpot_s = metric(worst, "latency.tpot_s.p95") or 0.0
     return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
             f"{1000 * ttft_s:,.0f} ms, TPOT {1000 * tpot_s:,.1f} ms)")
+
+
+def spot_nodes_for(share: float, nodes: int) -> int:
+    """``share × nodes`` rounded half up."""
+    return min(nodes, math.floor(share * nodes + 0.5))
+
+
+def spot_variant_scenario(scenario: Scenario, nodes: int, spot_nodes: int, spec: PlanSpec) -> Scenario:
+    """``scenario`` with ``nodes`` nodes of which ``spot_nodes`` are spot nodes at the plan's discount and eviction
+    rate (notice, replacement and eviction handling as the scenario's ``fleet.spot``; ``requeue`` without an api)."""
+    spot = scenario.fleet.spot.model_dump() | {"nodes": spot_nodes, "discount": spec.spot_discount,
+                                               "evictions_per_node_hour": spec.spot_evictions_per_node_hour}
+    if spot["on_eviction"] == "spill" and scenario.api is None:
+        spot["on_eviction"] = "requeue"
+    return derive(scenario, {"fleet.nodes": nodes - spot_nodes, "fleet.spot": spot})
+
+
+def spot_variants(ev: Evaluated, spec: PlanSpec, seeds: list[int], runner: CachedRunner) -> list[Evaluated]:
+    """``ev``'s minimum fleet with each share of ``plan.spot_shares`` as spot nodes, simulated with the same seeds;
+    a variant's ``min_nodes`` is None when it misses the SLO in any seed (it is then dropped from the ranking)."""
+    n = ev.min_nodes
+    if n is None:
+        return []
+    ks = sorted({spot_nodes_for(x, n) for x in spec.spot_shares if x > 0} - {0})
+    if not ks:
+        return []
+    scenarios = {k: spot_variant_scenario(ev.scenario, n, k, spec) for k in ks}
+    summaries = runner([derive(scenarios[k], {"seed": s}) for k in ks for s in seeds])
+    out = []
+    for i, k in enumerate(ks):
+        reps = Replicates(summaries[i * len(seeds):(i + 1) * len(seeds)])
+        sz = replace(ev.sizing, scenario=scenarios[k], min_nodes=n if reps.all_met else None, max_nodes=n,
+                     points={n: reps})
+        out.append(Evaluated(ev.candidate, scenarios[k], sz, ev.lower_bound_usd_per_month, ev.search_limit, k))
+    return out
 
 
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
@@ -247,6 +302,7 @@ def candidate_space(
     max_nodes: int | None = None,
     top_n: int | None = None,
     explore: int | None = None,
+    spot_shares: Sequence[float] | None = None,
 ) -> CandidateSpace:
     """Validate that ``scenario`` can be planned and enumerate its candidates (closed form, no simulation)."""
     spec = resolve_spec(scenario, {
@@ -254,7 +310,10 @@ def candidate_space(
         "precisions": list(precisions) if precisions else None,
         "max_num_seqs": list(max_num_seqs) if max_num_seqs else None,
         "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n,
-        "explore": explore})
+        "explore": explore, "spot_shares": list(spot_shares) if spot_shares else None})
+    if any(x > 0 for x in spec.spot_shares) and scenario.fleet.spot.nodes > 0:
+        raise ConfigError(scenario.source, "plan.spot_shares", "the scenario has its own fleet.spot.nodes; set "
+                          "them to 0 to let the plan choose the spot share")
     if scenario.traffic.trace is not None:
         raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
                           "distributions (a replayed trace has none)")
@@ -285,7 +344,8 @@ def estimate_plan(scenario: Scenario, space: CandidateSpace, slots: int) -> Any:
         peak_nodes = max(1, math.ceil(peak / c.bounds.capacity_rps)) if c.bounds.capacity_rps > 0 else 1
         nodes = min(space.spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
         scenarios.append(derive(scenario, c.changes(scenario) | {"fleet.nodes": nodes}))
-    return estimate_many(scenarios, slots, repeat=space.spec.seeds * RUNS_PER_SEED)
+    n_spot = sum(x > 0 for x in space.spec.spot_shares)
+    return estimate_many(scenarios, slots, repeat=space.spec.seeds * (RUNS_PER_SEED + n_spot))
 
 
 def run_plan(
@@ -300,6 +360,7 @@ def run_plan(
     max_nodes: int | None = None,
     top_n: int | None = None,
     explore: int | None = None,
+    spot_shares: Sequence[float] | None = None,
     workers: int | None = None,
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
@@ -309,7 +370,7 @@ def run_plan(
     say = progress or (lambda _m: None)
     space = candidate_space(scenario, gpus=gpus, gpus_per_node=gpus_per_node, precisions=precisions,
                             max_num_seqs=max_num_seqs, pricing=pricing, seeds=seeds, max_nodes=max_nodes,
-                            top_n=top_n, explore=explore)
+                            top_n=top_n, explore=explore, spot_shares=spot_shares)
     spec, mix, stats, cands = space.spec, space.mix, space.rate_stats, space.candidates
     mean_rps = stats["mean_rps"]
     viable = space.viable
@@ -326,17 +387,30 @@ def run_plan(
             * hours_per_month
 
     per_node = {c.key: node_lower_usd(c) for c in viable}
+    per_spot = {c.key: spot_usd_per_hour(derive(scenario, c.changes(scenario)), get_gpu(c.gpu), spec,
+                                         c.gpus_per_node) * hours_per_month for c in viable}
+    share_max = max(spec.spot_shares)
+
+    def fleet_lower_usd(c: Candidate, n: int) -> float:
+        """$/month lower bound of ``n`` nodes of ``c`` or any spot variant of them (at most ``share × n + ½``
+        spot nodes, rounding)."""
+        a, b = per_node[c.key], per_spot[c.key]
+        if share_max == 0 or b >= a:
+            return n * a
+        return n * a - min(n, share_max * n + 0.5) * (a - b)
+
     def nodes_lower(c: Candidate) -> int:
         """With spill the API can take any share of the load: one node is all that is certain."""
         assert c.bounds is not None
         return 1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)
 
-    bounded = sorted(((per_node[c.key] * nodes_lower(c), c) for c in viable if c.bounds is not None),
+    bounded = sorted(((fleet_lower_usd(c, nodes_lower(c)), c) for c in viable if c.bounds is not None),
                      key=lambda t: (t[0], t[1].label))
     seed_list = [scenario.seed + i for i in range(spec.seeds)]
     evaluated: list[Evaluated] = []
     skipped: list[tuple[Candidate, float, float]] = []
     rows: list[dict[str, Any]] = []
+    spot_evs: list[Evaluated] = []
     found: list[float] = []  # cheapest $/month of each candidate meeting the SLO
     ratios: list[float] = []  # simulated minimum ÷ (peak rate ÷ capacity bound), per sized candidate
 
@@ -367,8 +441,12 @@ def run_plan(
         peak_nodes = max(1, math.ceil(stats["peak_rps"] / c.bounds.capacity_rps))
         max_n = min(spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
         why_limit = "max_nodes" if max_n == spec.max_nodes else "span"
-        if limit != float("inf") and math.ceil(limit / per_node[c.key]) - 1 < max_n:
-            max_n, why_limit = max(1, math.ceil(limit / per_node[c.key]) - 1), "cost"
+        if limit != float("inf"):  # the largest fleet whose lower bound is below the limit
+            n_cap = max_n
+            while n_cap > 1 and fleet_lower_usd(c, n_cap) >= limit:
+                n_cap -= 1
+            if n_cap < max_n:
+                max_n, why_limit = n_cap, "cost"
         def fleet_progress(msg: str, label: str = c.label) -> None:
             if not msg.startswith("goodput"):  # the capacity guess size_fleet reports as a "goodput"
                 say(f"    {label}: {msg}")
@@ -380,6 +458,14 @@ def run_plan(
         ev = Evaluated(c, cand_sc, sz, lb, why_limit)
         evaluated.append(ev)
         new_rows = _rows(ev, spec, mean_rps)
+        for var in spot_variants(ev, spec, seed_list, runner):
+            spot_evs.append(var)
+            n_met = var.sizing.points[var.sizing.max_nodes].n_met
+            if var.min_nodes is not None:
+                new_rows.extend(_rows(var, spec, mean_rps))
+                say(f"    {c.label}: {var.spot_nodes} of {var.min_nodes} node(s) as spot meet the SLO")
+            else:
+                say(f"    {c.label}: {var.spot_nodes} spot node(s) miss the SLO ({n_met}/{len(seed_list)} seeds)")
         rows.extend(new_rows)
         costs = [r["usd_per_month"] for r in new_rows if r["meets_slo"] and r["usd_per_month"] is not None]
         if costs:
@@ -389,5 +475,5 @@ def run_plan(
         else:
             say(f"    {c.label}: no fleet of up to {max_n} nodes meets the SLO")
     res = PlanResult(scenario, spec, mix, stats, cands, evaluated, skipped, seed_list,
-                     time.perf_counter() - t0, runner.computed, runner.reused, rows)
+                     time.perf_counter() - t0, runner.computed, runner.reused, rows, spot_evs)
     return res

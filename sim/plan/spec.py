@@ -4,6 +4,10 @@ Defaults: every GPU in the catalogue, 1/2/4/8 GPUs per node, BF16 and FP8 (weigh
 scenario's ``max_num_seqs``, and four ways to pay. Discounts are the guide's ("Reserved capacity vs
 on-demand": 1-year H100 reserves are 30–50 % off on AWS p5 and 20–40 % off on Lambda → 35 %; the guide gives
 no 3-year figure, 50 % is an assumption in line with hyperscaler 3-year commitments).
+
+Spot shares (default none): a spot variant of a sized fleet replaces ``round(share × nodes)`` of its nodes by spot
+nodes at the guide's "Spot-vs-on-demand market in 2026" figures: "AWS Spot for H100 (P5): 60–80% off on-demand.
+Eviction risk: 5–20%/month" → 70 % off and 20 % per node-month (the cautious end: 0.2 / 730 per node-hour).
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ class PlanSpec(BaseModel):
         "target (default: both when the scenario has an api, else none)")
     reserved_1y_discount: float = Field(0.35, ge=0, lt=1)
     reserved_3y_discount: float = Field(0.50, ge=0, lt=1)
+    spot_shares: list[float] = Field([0.0], min_length=1, description="shares of each minimum fleet's nodes "
+                                     "to try as spot nodes (0, always included: none); each variant is simulated "
+                                     "and kept only when it still meets the SLO in every seed")
+    spot_discount: float = Field(0.7, ge=0, lt=1, description="spot price off on-demand (guide: AWS P5 60–80 %)")
+    spot_evictions_per_node_hour: float = Field(
+        0.2 / 730.0, ge=0, description="guide: AWS H100 spot eviction risk 5–20 % per month (the upper end)")
     seeds: int = Field(2, ge=1, description="replications per fleet size (common random numbers)")
     max_nodes: int = Field(64, ge=1)
     top_n: int = Field(10, ge=1)
@@ -47,6 +57,14 @@ class PlanSpec(BaseModel):
         if bad:
             raise ValueError(f"tensor-parallel sizes must be 1, 2, 4 or 8 (got {bad})")
         return sorted(set(v))
+
+    @field_validator("spot_shares")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0.0 <= x <= 1.0]
+        if bad:
+            raise ValueError(f"spot shares must be between 0 and 1 (got {bad})")
+        return sorted(set(v) | {0.0})  # the fleet without spot is always ranked: the variants derive from it
 
     @field_validator("precisions")
     @classmethod
