@@ -141,3 +141,24 @@ def test_sigterm_stops_workers_exits_130_and_keeps_the_old_set(tmp_path):
     assert not alive, f"orphaned workers {alive}"
     assert json.loads((out / "manifest.json").read_text())["run_id"] == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".res")) == [".res.lock"]
+
+
+def test_inherited_sigterm_handler_ends_a_forked_worker_quietly():
+    """A pool worker forked before its initializer ran inherits the driver's SIGTERM-as-Ctrl-C handler: there,
+    SIGTERM must end it by the signal (no KeyboardInterrupt, no traceback on the shared stderr)."""
+    from sim.cli import _sigterm_as_interrupt_in
+
+    handler = _sigterm_as_interrupt_in(os.getpid())
+    child = os.fork()
+    if child == 0:  # the "worker": the driver's handler, then SIGTERM
+        try:
+            signal.signal(signal.SIGTERM, handler)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except BaseException:
+            os._exit(3)  # KeyboardInterrupt raised here: the bug
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):  # in the driver itself it is Ctrl-C
+        handler(signal.SIGTERM, None)

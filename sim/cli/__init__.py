@@ -10,9 +10,11 @@ stopped, temporaries removed and a sweep's finished points kept); 1 an internal 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -49,8 +51,19 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _sigterm_as_interrupt_in(pid: int) -> Callable[[int, Any], None]:
+    """A SIGTERM handler that turns SIGTERM into Ctrl-C in process ``pid`` only. A pool worker forked from it
+    inherits the handler until its initializer resets it; SIGTERM in that window ends the worker quietly
+    (default action) instead of raising KeyboardInterrupt there and printing a traceback on the shared stderr."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    return handler
 
 
 def _fail(message: str, code: int) -> None:
@@ -88,7 +101,7 @@ class _LazyGroup(click.Group):
         """Click's main with one-line errors: usage errors exit 2 with one line (not the usage block)."""
         previous = None
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+            previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt_in(os.getpid()))
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `capsim` (or a group without arguments)
@@ -118,8 +131,6 @@ class _LazyGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except BrokenPipeError:  # the reader of our output went away (`capsim validate | head`): not an error
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             sys.exit(0)
         except OSError as exc:  # a file-system fault not caught closer to its source
