@@ -88,6 +88,16 @@ def why_not(res: PlanResult) -> list[dict[str, Any]]:
             out.append({"candidate": var.candidate.label, "stage": "spot variant",
                         "reason": f"{var.spot_nodes} of its {var.sizing.max_nodes} node(s) as spot: the SLO is met "
                                   f"in only {reps.n_met}/{reps.n} seed(s) (evictions)", "usd_per_month": None})
+    for var in res.forecast_variants:
+        if var.min_nodes is None:
+            reps = var.sizing.points[var.sizing.max_nodes]
+            out.append({"candidate": var.candidate.label, "stage": "forecast variant",
+                        "reason": f"{var.scenario.fleet.nodes} reserved + forecast on-demand up to "
+                                  f"{var.sizing.max_nodes} node(s): the SLO is met in only {reps.n_met}/{reps.n} "
+                                  "seed(s) (start-up delay)", "usd_per_month": None})
+    if res.autoscale_note:
+        out.append({"candidate": "(all)", "stage": "forecast variant", "reason": res.autoscale_note,
+                    "usd_per_month": None})
     for c, lb, thr in res.skipped_by_bound:
         n_lo = 1 if c.bounds is None or c.spill != "none" else c.bounds.min_nodes_lower(res.rate_stats["mean_rps"])
         out.append({"candidate": c.label, "stage": "cost bound",
@@ -113,6 +123,8 @@ def winner_scenario(res: PlanResult) -> dict[str, Any] | None:
     raw["description"] = (f"capsim plan winner for {res.scenario.name}: {win['nodes']} × {win['gpus_per_node']}× "
                           f"{win['gpu']} ({win['weights']}/{win['kv_cache']}), {win['pricing_label']}")
     raw["fleet"]["nodes"] = int(win["nodes"]) - ev.spot_nodes  # the variant's spot nodes are in fleet.spot
+    if ev.autoscale == "forecast":  # the reserved base; the rest are the autoscaler's on-demand nodes
+        raw["fleet"]["nodes"] = ev.scenario.fleet.nodes
     gpu = get_gpu(win["gpu"])
     if win["pricing"] == "owned":
         raw["pricing"]["mode"] = "owned"
@@ -123,6 +135,9 @@ def winner_scenario(res: PlanResult) -> dict[str, Any] | None:
         if ev.spot_nodes and rate > 0:  # spot is billed off the rental price: keep the plan's spot $/GPU-hour
             spot_rate = rental_usd_per_gpu_hour(ev.scenario, gpu) * (1.0 - ev.scenario.fleet.spot.discount)
             raw["fleet"]["spot"]["discount"] = max(0.0, 1.0 - spot_rate / rate)
+        if ev.autoscale == "forecast" and rate > 0:  # on-demand nodes at the plan's on-demand $/GPU-hour
+            od_rate = rental_usd_per_gpu_hour(ev.scenario, gpu) * ev.scenario.fleet.on_demand.price_multiplier
+            raw["fleet"]["on_demand"]["price_multiplier"] = od_rate / rate
     demand = res.scenario.demand
     if demand is not None:  # state demand as the planner did (the same rate results)
         for k in DEMAND_KEYS:
