@@ -11,6 +11,7 @@ from scenarios import BASE
 
 from sim.cli import main
 from sim.config import load_scenario, validate_scenario
+from sim.errors import ConfigError
 from sim.plan import plan
 from sim.plan.report import why_not, winner_yaml
 from sim.plan.search import candidate_space
@@ -94,3 +95,11 @@ def test_autoscale_flag_narrows_the_space(tmp_path):
     assert {r["autoscale"] for r in yaml.safe_load(out.output)["rows"]} == {"fixed"}
     bad = CliRunner().invoke(main, ["plan", str(path), "--autoscale", "reactive", "--dry-run"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_own_autoscaler_and_forecast_conflict():
+    raw = _raw()
+    raw["fleet"]["on_demand"] = {"max_nodes": 2}
+    raw["fleet"]["autoscaler"] = {"policy": "queue"}
+    with pytest.raises(ConfigError, match="plan.autoscale"):
+        candidate_space(validate_scenario(raw, "test"))

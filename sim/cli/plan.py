@@ -119,8 +119,9 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
          cache_dir: Path | None, no_cache: bool, no_report: bool, as_json: bool, quiet: bool, dry_run: bool,
          force: bool) -> None:
     """What should we buy? The cheapest fleet meeting SCENARIO's SLO (default: the embedded default scenario),
-    over GPU type × GPUs per node × precision × max_num_seqs × way to pay × spot share × fixed or forecast autoscaling: candidates the hardware or
-    the performance model rule out are dropped, the rest are sized by simulation in order of a cost lower bound,
+    over GPU type × GPUs per node × precision × max_num_seqs × way to pay × spot share × fixed or forecast
+    autoscaling: candidates the hardware or the performance model rule out are dropped, the rest are sized by
+    simulation in order of a cost lower bound,
     and the minimum fleets are priced on-demand, reserved and owned. Writes a ranked table, the winner as a
     scenario YAML (capsim run reproduces it) and an HTML decision report.
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
-                 "nodes", "spot_nodes", "gpus", "pricing", "pricing_label",
+                 "nodes", "spot_nodes", "reserved_nodes", "gpus", "pricing", "pricing_label",
                  "usd_per_month", "usd_per_mtok_output", "slo_attainment", "ttft_p95_s", "tpot_p95_s",
                  "headroom", "avg_power_kw", "energy_kwh_per_day", "co2_kg_per_day", "seeds_met", "seeds",
                  "nodes_lower_bound"]
@@ -347,7 +347,8 @@ def plot_cost_vs_latency(res: PlanResult) -> Figure:
             k = same_cost.get(round(r["usd_per_month"]), 0)
             same_cost[round(r["usd_per_month"])] = k + 1
             spill = (" +API" if r.get("spill", "none") != "none" else "") + \
-                (f" +{r['spot_nodes']} spot" if r.get("spot_nodes") else "")
+                (f" +{r['spot_nodes']} spot" if r.get("spot_nodes") else "") + \
+                (f" ({r['reserved_nodes']} + forecast)" if r.get("autoscale") == "forecast" else "")
             ax.annotate(f"{r['nodes']}×{r['gpus_per_node']} {r['gpu']} {r['weights']}{spill}",
                         (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
                         xytext=(6, 4 + 11 * k), fontsize=7,
@@ -409,6 +410,8 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
         table = table.drop(columns=["spill", "api_request_share"])
     if len(table) and (table["spot_nodes"] == 0).all():
         table = table.drop(columns=["spot_nodes"])
+    if len(table) and (table["reserved_nodes"] == table["nodes"]).all():
+        table = table.drop(columns=["reserved_nodes"])
     table = table.drop(columns=["pricing"])
     fmt = {"api_request_share": lambda v: f"{100 * v:.1f} %", "usd_per_month": "{:,.0f}".format,
            "usd_per_mtok_output": "{:.2f}".format,
@@ -420,7 +423,8 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
              "usd_per_mtok_output": "$/M out", "slo_attainment": "SLO attain.", "ttft_p95_s": "P95 TTFT",
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
              "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
-             "api_request_share": "to API", "spot_nodes": "spot nodes", "pricing_label": "pricing"}
+             "api_request_share": "to API", "spot_nodes": "spot nodes", "reserved_nodes": "reserved",
+             "pricing_label": "pricing"}
     why = pd.DataFrame(why_not(res))
     why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
     be = break_even(res)

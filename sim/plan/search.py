@@ -353,6 +353,9 @@ def candidate_space(
     if any(x > 0 for x in spec.spot_shares) and scenario.fleet.spot.nodes > 0:
         raise ConfigError(scenario.source, "plan.spot_shares", "the scenario has its own fleet.spot.nodes; set "
                           "them to 0 to let the plan choose the spot share")
+    if "forecast" in spec.autoscale and scenario.fleet.autoscaler.policy != "none":
+        raise ConfigError(scenario.source, "plan.autoscale", "the scenario has its own fleet.autoscaler; set its "
+                          "policy to none to let the plan compare fixed and forecast autoscaling")
     if scenario.traffic.trace is not None:
         raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
                           "distributions (a replayed trace has none)")
