@@ -101,5 +101,5 @@ def test_own_autoscaler_and_forecast_conflict():
     raw = _raw()
     raw["fleet"]["on_demand"] = {"max_nodes": 2}
     raw["fleet"]["autoscaler"] = {"policy": "queue"}
-    with pytest.raises(ConfigError, match="plan.autoscale"):
+    with pytest.raises(ConfigError, match=r"plan\.autoscale"):
         candidate_space(validate_scenario(raw, "test"))
