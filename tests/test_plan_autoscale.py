@@ -13,7 +13,7 @@ from sim.cli import main
 from sim.config import load_scenario, validate_scenario
 from sim.errors import ConfigError
 from sim.plan import plan
-from sim.plan.report import why_not, winner_yaml
+from sim.plan.report import format_text, why_not, winner_yaml
 from sim.plan.search import candidate_space
 from sim.run import run_scenario
 
@@ -79,6 +79,7 @@ def test_constant_rate_traffic_skips_forecast_with_a_note():
     raw["warmup_s"] = 10
     res = plan(validate_scenario(raw, "test"), workers=1)
     assert not res.forecast_variants and "constant" in (res.autoscale_note or "")
+    assert "autoscale  forecast autoscaling skipped" in format_text(res)
     assert all(r["autoscale"] == "fixed" for r in res.rows)
 
 

@@ -275,7 +275,14 @@ def format_text(res: PlanResult) -> str:
              f"  searched   {len(res.candidates)} candidates: {sum(c.excluded is not None for c in res.candidates)}"
              f" excluded, {len(res.skipped_by_bound)} skipped by the cost bound, {len(res.evaluated)} simulated "
              f"({res.runs_computed} runs, {res.runs_reused} cached; {len(res.seeds)} seed(s); "
-             f"{res.elapsed_s:,.0f} s wall)", ""]
+             f"{res.elapsed_s:,.0f} s wall)"]
+    if res.autoscale_note:
+        lines.append(f"  autoscale  {res.autoscale_note}")
+    elif res.forecast_variants:
+        kept = sum(v.min_nodes is not None for v in res.forecast_variants)
+        lines.append(f"  autoscale  {len(res.forecast_variants)} forecast variant(s) simulated, {kept} meet the SLO "
+                     "(reserved base for the mean load + on-demand nodes up to the minimum fleet)")
+    lines.append("")
     df = ranked_table(res)
     width = max([24] + [len(r["pricing_label"]) + 1 for r in df.to_dict(orient="records")])
     header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<13}{'nodes':>6}{'GPUs':>5}  {'pricing':<{width}}"
