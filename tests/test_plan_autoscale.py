@@ -51,6 +51,7 @@ def test_a_forecast_variant_bills_fewer_gpu_hours_than_the_fixed_fleet(result):
 def test_a_forecast_winner_reproduces_with_capsim_run(result, tmp_path):
     win = result.winner
     assert win["autoscale"] == "forecast" and win["pricing"] == "reserved_3y"
+    assert "buy        3 + up to 1 node(s) × 1× H100-SXM" in format_text(result)
     path = tmp_path / "winner.yaml"
     path.write_text(winner_yaml(result))
     sc = load_scenario(path)

@@ -303,7 +303,9 @@ def format_text(res: PlanResult) -> str:
     if win is None:
         lines.append("  no candidate meets the SLO")
     else:
-        lines.append(f"  buy        {win['nodes']} node(s) × {win['gpus_per_node']}× {win['gpu']} "
+        nodes = (f"{win['reserved_nodes']} + up to {win['nodes'] - win['reserved_nodes']}"
+                 if win.get("autoscale") == "forecast" else f"{win['nodes']}")
+        lines.append(f"  buy        {nodes} node(s) × {win['gpus_per_node']}× {win['gpu']} "
                      f"({win['weights']} weights, {win['kv_cache']} KV), {win['pricing_label']}: "
                      f"${win['usd_per_month']:,.0f}/month, ${win['usd_per_mtok_output']:.2f}/M output tokens")
         lines.append(f"  break-even {break_even_sentence(break_even(res))}")
