@@ -88,6 +88,10 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
 @click.option("--spot-share", "spot_shares", multiple=True, type=click.FloatRange(0.0, 1.0), metavar="S",
               help="Share of each minimum fleet's nodes to try as spot nodes, 0 to 1 (repeatable; 0 = none; "
                    "default: plan.spot_shares, else none).")
+@click.option("--autoscale", "autoscale", multiple=True, type=click.Choice(["fixed", "forecast"]),
+              help="fixed: the minimum fleet always up (always ranked); forecast: also a reserved base for the mean "
+                   "load plus on-demand nodes the forecast autoscaler starts (repeatable; default: plan.autoscale, "
+                   "else fixed).")
 @click.option("--seeds", type=int, default=None, help="Replications per fleet size (default: plan.seeds, 2).")
 @click.option("--max-nodes", type=int, default=None, help="Largest fleet tried per candidate (default 64).")
 @click.option("--top", "top_n", type=int, default=None, help="Rows in the ranked table (default 10).")
@@ -110,13 +114,14 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], precisions: tuple[str, ...],
          max_num_seqs: tuple[int, ...], pricing: tuple[str, ...], spot_shares: tuple[float, ...],
-         seeds: int | None, max_nodes: int | None,
+         autoscale: tuple[str, ...], seeds: int | None, max_nodes: int | None,
          top_n: int | None, explore: int | None, workers: int | None, overrides: tuple[str, ...], out_dir: Path,
          cache_dir: Path | None, no_cache: bool, no_report: bool, as_json: bool, quiet: bool, dry_run: bool,
          force: bool) -> None:
     """What should we buy? The cheapest fleet meeting SCENARIO's SLO (default: the embedded default scenario),
-    over GPU type × GPUs per node × precision × max_num_seqs × way to pay × spot share: candidates the hardware or
-    the performance model rule out are dropped, the rest are sized by simulation in order of a cost lower bound,
+    over GPU type × GPUs per node × precision × max_num_seqs × way to pay × spot share × fixed or forecast
+    autoscaling: candidates the hardware or the performance model rule out are dropped, the rest are sized by
+    simulation in order of a cost lower bound,
     and the minimum fleets are priced on-demand, reserved and owned. Writes a ranked table, the winner as a
     scenario YAML (capsim run reproduces it) and an HTML decision report.
 
@@ -136,7 +141,8 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
     options: dict[str, Any] = {
         "gpus": list(gpus) or None, "gpus_per_node": list(tps) or None, "precisions": list(precisions) or None,
         "max_num_seqs": list(max_num_seqs) or None, "pricing": list(pricing) or None, "seeds": seeds,
-        "max_nodes": max_nodes, "top_n": top_n, "explore": explore, "spot_shares": list(spot_shares) or None}
+        "max_nodes": max_nodes, "top_n": top_n, "explore": explore, "spot_shares": list(spot_shares) or None,
+        "autoscale": list(autoscale) or None}
     space = candidate_space(sc, **options)
     est = estimate_plan(sc, space, workers or default_workers())
     n_viable = len(space.viable)

@@ -10,8 +10,10 @@ on-demand working figures):
   busy share, node overhead, PUE).
 
 Spot nodes of a spot variant (``cost.gpu_hours_by_kind.spot``) are always rented, at ``rental × (1 −
-fleet.spot.discount)`` (as ``capsim run`` bills them); the option prices the other GPU-hours, and owned energy is
-charged for the non-spot share of them (the power of a rented GPU is inside its price).
+fleet.spot.discount)`` (as ``capsim run`` bills them); on-demand nodes a forecast variant's autoscaler starts
+(``cost.gpu_hours_by_kind.on_demand``) are always rented at ``rental × fleet.on_demand.price_multiplier``; the option
+prices the other (reserved) GPU-hours, and owned energy is charged for their share (the power of a rented GPU is
+inside its price).
 
 Hosted-API spend of spilled requests (``cost.api_usd``) is added to every option.
 """
@@ -31,11 +33,14 @@ LABELS = {"on_demand": "rented on-demand", "reserved_1y": "rented, 1-year reserv
           "reserved_3y": "rented, 3-year reserved", "owned": "owned (TCO)"}
 
 
-def pricing_label(option: str, spot_share: float = 0.0) -> str:
+def pricing_label(option: str, spot_share: float = 0.0, autoscale: str = "fixed") -> str:
     """'rented on-demand', or with spot nodes 'rented on-demand + 50 % spot' (share of the nodes; all spot: the
-    way to pay of the reserved nodes does not matter)."""
+    way to pay of the reserved nodes does not matter), or for a forecast variant 'rented, 3-year reserved base +
+    forecast on-demand'."""
     if spot_share >= 1.0:
         return "rented spot (all nodes)"
+    if autoscale == "forecast":
+        return LABELS[option] + " base + forecast on-demand"
     return LABELS[option] + (f" + {100 * spot_share:.0f} % spot" if spot_share > 0 else "")
 
 
@@ -63,11 +68,14 @@ def price_summary(option: str, summary: dict[str, Any], scenario: Scenario, gpu:
     """Cost of one simulated run (a ``summary.json``) under ``option``: run total, per month, per M output tokens."""
     gpu_hours = float(metric(summary, "cost.gpu_hours"))
     spot_h = float(metric(summary, "cost.gpu_hours_by_kind.spot") or 0.0)
-    spot_rate = rental_usd_per_gpu_hour(scenario, gpu) * (1.0 - scenario.fleet.spot.discount)
-    usd = ((gpu_hours - spot_h) * fixed_usd_per_gpu_hour(option, scenario, gpu, spec) + spot_h * spot_rate
-           + float(metric(summary, "cost.api_usd") or 0.0))
+    od_h = float(metric(summary, "cost.gpu_hours_by_kind.on_demand") or 0.0)
+    rental = rental_usd_per_gpu_hour(scenario, gpu)
+    spot_rate = rental * (1.0 - scenario.fleet.spot.discount)
+    od_rate = rental * scenario.fleet.on_demand.price_multiplier
+    usd = ((gpu_hours - spot_h - od_h) * fixed_usd_per_gpu_hour(option, scenario, gpu, spec) + spot_h * spot_rate
+           + od_h * od_rate + float(metric(summary, "cost.api_usd") or 0.0))
     if option == "owned":
-        share = (gpu_hours - spot_h) / gpu_hours if gpu_hours > 0 else 1.0
+        share = (gpu_hours - spot_h - od_h) / gpu_hours if gpu_hours > 0 else 1.0
         usd += float(metric(summary, "energy.usd")) * share
     hours = scenario.duration_s / 3600.0
     per_mtok = metric(summary, "cost.usd_per_mtok_output")

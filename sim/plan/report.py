@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TABLE_COLUMNS = ["rank", "gpu", "gpus_per_node", "weights", "kv_cache", "max_num_seqs", "spill", "api_request_share",
-                 "nodes", "spot_nodes", "gpus", "pricing", "pricing_label",
+                 "nodes", "spot_nodes", "reserved_nodes", "gpus", "pricing", "pricing_label",
                  "usd_per_month", "usd_per_mtok_output", "slo_attainment", "ttft_p95_s", "tpot_p95_s",
                  "headroom", "avg_power_kw", "energy_kwh_per_day", "co2_kg_per_day", "seeds_met", "seeds",
                  "nodes_lower_bound"]
@@ -88,6 +88,16 @@ def why_not(res: PlanResult) -> list[dict[str, Any]]:
             out.append({"candidate": var.candidate.label, "stage": "spot variant",
                         "reason": f"{var.spot_nodes} of its {var.sizing.max_nodes} node(s) as spot: the SLO is met "
                                   f"in only {reps.n_met}/{reps.n} seed(s) (evictions)", "usd_per_month": None})
+    for var in res.forecast_variants:
+        if var.min_nodes is None:
+            reps = var.sizing.points[var.sizing.max_nodes]
+            out.append({"candidate": var.candidate.label, "stage": "forecast variant",
+                        "reason": f"{var.scenario.fleet.nodes} reserved + forecast on-demand up to "
+                                  f"{var.sizing.max_nodes} node(s): the SLO is met in only {reps.n_met}/{reps.n} "
+                                  "seed(s) (start-up delay)", "usd_per_month": None})
+    if res.autoscale_note:
+        out.append({"candidate": "(all)", "stage": "forecast variant", "reason": res.autoscale_note,
+                    "usd_per_month": None})
     for c, lb, thr in res.skipped_by_bound:
         n_lo = 1 if c.bounds is None or c.spill != "none" else c.bounds.min_nodes_lower(res.rate_stats["mean_rps"])
         out.append({"candidate": c.label, "stage": "cost bound",
@@ -113,6 +123,8 @@ def winner_scenario(res: PlanResult) -> dict[str, Any] | None:
     raw["description"] = (f"capsim plan winner for {res.scenario.name}: {win['nodes']} × {win['gpus_per_node']}× "
                           f"{win['gpu']} ({win['weights']}/{win['kv_cache']}), {win['pricing_label']}")
     raw["fleet"]["nodes"] = int(win["nodes"]) - ev.spot_nodes  # the variant's spot nodes are in fleet.spot
+    if ev.autoscale == "forecast":  # the reserved base; the rest are the autoscaler's on-demand nodes
+        raw["fleet"]["nodes"] = ev.scenario.fleet.nodes
     gpu = get_gpu(win["gpu"])
     if win["pricing"] == "owned":
         raw["pricing"]["mode"] = "owned"
@@ -123,6 +135,9 @@ def winner_scenario(res: PlanResult) -> dict[str, Any] | None:
         if ev.spot_nodes and rate > 0:  # spot is billed off the rental price: keep the plan's spot $/GPU-hour
             spot_rate = rental_usd_per_gpu_hour(ev.scenario, gpu) * (1.0 - ev.scenario.fleet.spot.discount)
             raw["fleet"]["spot"]["discount"] = max(0.0, 1.0 - spot_rate / rate)
+        if ev.autoscale == "forecast" and rate > 0:  # on-demand nodes at the plan's on-demand $/GPU-hour
+            od_rate = rental_usd_per_gpu_hour(ev.scenario, gpu) * ev.scenario.fleet.on_demand.price_multiplier
+            raw["fleet"]["on_demand"]["price_multiplier"] = od_rate / rate
     demand = res.scenario.demand
     if demand is not None:  # state demand as the planner did (the same rate results)
         for k in DEMAND_KEYS:
@@ -260,7 +275,14 @@ def format_text(res: PlanResult) -> str:
              f"  searched   {len(res.candidates)} candidates: {sum(c.excluded is not None for c in res.candidates)}"
              f" excluded, {len(res.skipped_by_bound)} skipped by the cost bound, {len(res.evaluated)} simulated "
              f"({res.runs_computed} runs, {res.runs_reused} cached; {len(res.seeds)} seed(s); "
-             f"{res.elapsed_s:,.0f} s wall)", ""]
+             f"{res.elapsed_s:,.0f} s wall)"]
+    if res.autoscale_note:
+        lines.append(f"  autoscale  {res.autoscale_note}")
+    elif res.forecast_variants:
+        kept = sum(v.min_nodes is not None for v in res.forecast_variants)
+        lines.append(f"  autoscale  {len(res.forecast_variants)} forecast variant(s) simulated, {kept} meet the SLO "
+                     "(reserved base for the mean load + on-demand nodes up to the minimum fleet)")
+    lines.append("")
     df = ranked_table(res)
     width = max([24] + [len(r["pricing_label"]) + 1 for r in df.to_dict(orient="records")])
     header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<13}{'nodes':>6}{'GPUs':>5}  {'pricing':<{width}}"
@@ -281,7 +303,9 @@ def format_text(res: PlanResult) -> str:
     if win is None:
         lines.append("  no candidate meets the SLO")
     else:
-        lines.append(f"  buy        {win['nodes']} node(s) × {win['gpus_per_node']}× {win['gpu']} "
+        nodes = (f"{win['reserved_nodes']} + up to {win['nodes'] - win['reserved_nodes']}"
+                 if win.get("autoscale") == "forecast" else f"{win['nodes']}")
+        lines.append(f"  buy        {nodes} node(s) × {win['gpus_per_node']}× {win['gpu']} "
                      f"({win['weights']} weights, {win['kv_cache']} KV), {win['pricing_label']}: "
                      f"${win['usd_per_month']:,.0f}/month, ${win['usd_per_mtok_output']:.2f}/M output tokens")
         lines.append(f"  break-even {break_even_sentence(break_even(res))}")
@@ -332,7 +356,8 @@ def plot_cost_vs_latency(res: PlanResult) -> Figure:
             k = same_cost.get(round(r["usd_per_month"]), 0)
             same_cost[round(r["usd_per_month"])] = k + 1
             spill = (" +API" if r.get("spill", "none") != "none" else "") + \
-                (f" +{r['spot_nodes']} spot" if r.get("spot_nodes") else "")
+                (f" +{r['spot_nodes']} spot" if r.get("spot_nodes") else "") + \
+                (f" ({r['reserved_nodes']} + forecast)" if r.get("autoscale") == "forecast" else "")
             ax.annotate(f"{r['nodes']}×{r['gpus_per_node']} {r['gpu']} {r['weights']}{spill}",
                         (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
                         xytext=(6, 4 + 11 * k), fontsize=7,
@@ -394,6 +419,8 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
         table = table.drop(columns=["spill", "api_request_share"])
     if len(table) and (table["spot_nodes"] == 0).all():
         table = table.drop(columns=["spot_nodes"])
+    if len(table) and (table["reserved_nodes"] == table["nodes"]).all():
+        table = table.drop(columns=["reserved_nodes"])
     table = table.drop(columns=["pricing"])
     fmt = {"api_request_share": lambda v: f"{100 * v:.1f} %", "usd_per_month": "{:,.0f}".format,
            "usd_per_mtok_output": "{:.2f}".format,
@@ -405,7 +432,8 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
              "usd_per_mtok_output": "$/M out", "slo_attainment": "SLO attain.", "ttft_p95_s": "P95 TTFT",
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
              "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
-             "api_request_share": "to API", "spot_nodes": "spot nodes", "pricing_label": "pricing"}
+             "api_request_share": "to API", "spot_nodes": "spot nodes", "reserved_nodes": "reserved",
+             "pricing_label": "pricing"}
     why = pd.DataFrame(why_not(res))
     why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
     be = break_even(res)

@@ -16,6 +16,11 @@
    them spot nodes (the plan's spot discount and eviction rate), simulated with the same seeds — evictions
    re-dispatch requests and cost latency — and kept only if it still meets the SLO in every seed. With spot
    shares the cost bounds of steps 2–3 assume the largest share's spot price for ``share × n + ½`` nodes.
+6. Forecast variants (``plan.autoscale: [fixed, forecast]``, shaped traffic only): each minimum fleet of ``N``
+   nodes carried the peak 10-minute rate, so one node carries ``peak ÷ N`` req/s; the variant keeps
+   ``⌈mean ÷ (peak ÷ N)⌉`` reserved nodes (the mean load's share of the fleet) and lets the forecast autoscaler
+   (``schedule`` with ``rps_per_node = peak ÷ N``) start on-demand nodes up to ``N`` ahead of the rate; simulated
+   with the same seeds, kept only if it meets the SLO in every seed and priced from the simulated GPU-hours.
 
 Every simulated point is cached on disk under ``cache_dir`` (one JSON per scenario, keyed by a hash of the
 resolved scenario, its profiles and the capsim version and code), so a rerun, or a narrower plan, reuses what
@@ -106,6 +111,7 @@ class Evaluated:
     lower_bound_usd_per_month: float
     search_limit: str = "max_nodes"  # what capped the node search: "max_nodes", "span" or "cost"
     spot_nodes: int = 0  # a spot variant: this many of the min_nodes are spot nodes
+    autoscale: str = "fixed"  # "forecast": a reserved base (scenario.fleet.nodes) + on-demand up to min_nodes
 
     @property
     def spot_share(self) -> float:
@@ -134,6 +140,8 @@ class PlanResult:
     runs_reused: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     spot_variants: list[Evaluated] = field(default_factory=list)  # simulated spot variants, met or not
+    forecast_variants: list[Evaluated] = field(default_factory=list)  # simulated forecast variants, met or not
+    autoscale_note: str | None = None  # why no forecast variant was tried (constant-rate traffic)
 
     def ranked(self) -> list[dict[str, Any]]:
         """Every (simulated candidate, way to pay) row, those meeting the SLO first, cheapest per month first
@@ -154,8 +162,9 @@ class PlanResult:
     def evaluated_for(self, row: dict[str, Any]) -> Evaluated:
         """The simulated fleet behind a row (a sized candidate or one of its spot variants)."""
         k = row.get("spot_nodes") or 0
-        return next(e for e in self.evaluated + self.spot_variants
-                    if e.candidate.label == row["candidate"] and e.spot_nodes == k)
+        a = row.get("autoscale") or "fixed"
+        return next(e for e in self.evaluated + self.spot_variants + self.forecast_variants
+                    if e.candidate.label == row["candidate"] and e.spot_nodes == k and e.autoscale == a)
 
 
 def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]]:
@@ -166,6 +175,8 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
     base: dict[str, Any] = {"candidate": c.label, "gpu": c.gpu, "gpus_per_node": c.gpus_per_node,
                             "weights": c.weights, "kv_cache": c.kv_cache, "max_num_seqs": c.max_num_seqs,
                             "spill": c.spill, "spot_nodes": ev.spot_nodes, "spot_share": ev.spot_share,
+                            "autoscale": ev.autoscale,
+                            "reserved_nodes": ev.scenario.fleet.nodes if ev.autoscale == "forecast" else n,
                             "nodes": n, "gpus": None if n is None else n * c.gpus_per_node,
                             "nodes_lower_bound": (None if c.bounds is None else
                                                   1 if c.spill != "none" else c.bounds.min_nodes_lower(mean_rps)),
@@ -189,6 +200,7 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
         "energy_kwh_per_day": (rep.mean("energy.kwh") or 0.0) * 86_400.0 / ev.scenario.duration_s,
         "avg_power_kw": rep.mean("energy.avg_power_kw"),
         "co2_kg_per_day": (rep.mean("energy.co2_kg") or 0.0) * 86_400.0 / ev.scenario.duration_s,
+        "gpu_hours": rep.mean("cost.gpu_hours"),
     }
     rows = []
     # an all-spot fleet costs the same whatever the way to pay: one row
@@ -198,7 +210,7 @@ def _rows(ev: Evaluated, spec: PlanSpec, mean_rps: float) -> list[dict[str, Any]
         for k in priced[0]:
             vals = [x[k] for x in priced]
             mean[k] = sum(v for v in vals if v is not None) / len(vals) if None not in vals else None
-        rows.append(common | {"pricing": p, "pricing_label": pricing_label(p, ev.spot_share),
+        rows.append(common | {"pricing": p, "pricing_label": pricing_label(p, ev.spot_share, ev.autoscale),
                               "usd_per_month": mean["usd_per_month"],
                               "usd_per_mtok_output": mean["usd_per_mtok_output"]})
     return rows
@@ -266,6 +278,31 @@ def spot_variants(ev: Evaluated, spec: PlanSpec, seeds: list[int], runner: Cache
     return out
 
 
+def forecast_base(nodes: int, mean_rps: float, peak_rps: float) -> tuple[int, float]:
+    """(reserved base, req/s per node) of a forecast variant of a minimum fleet of ``nodes`` sized for ``peak_rps``:
+    one node carries ``peak ÷ nodes``; the base is the node count the mean rate needs at that figure."""
+    per_node = peak_rps / nodes
+    return max(1, math.ceil(mean_rps / per_node - 1e-9)), per_node
+
+
+def forecast_variant(ev: Evaluated, rate_stats: dict[str, float], seeds: list[int],
+                     runner: CachedRunner) -> Evaluated | None:
+    """``ev``'s minimum fleet as a reserved base plus forecast-autoscaled on-demand nodes up to its size (rule in
+    :func:`forecast_base`), simulated with the same seeds; ``min_nodes`` None when any seed misses the SLO. None
+    when there is nothing to autoscale (the base is the whole fleet)."""
+    n = ev.min_nodes
+    if n is None or ev.spot_nodes:
+        return None
+    base, per_node = forecast_base(n, rate_stats["mean_rps"], rate_stats["peak_rps"])
+    if base >= n:
+        return None
+    sc = derive(ev.scenario, {"fleet.nodes": base, "fleet.on_demand.max_nodes": n - base,
+                              "fleet.autoscaler": {"policy": "schedule", "rps_per_node": per_node}})
+    reps = Replicates(runner([derive(sc, {"seed": s}) for s in seeds]))
+    sz = replace(ev.sizing, scenario=sc, min_nodes=n if reps.all_met else None, max_nodes=n, points={n: reps})
+    return Evaluated(ev.candidate, sc, sz, ev.lower_bound_usd_per_month, ev.search_limit, 0, "forecast")
+
+
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
     """The scenario's ``plan:`` section (or the defaults) with ``overrides`` (None values ignored)."""
     from ..config import validate_mapping
@@ -303,6 +340,7 @@ def candidate_space(
     top_n: int | None = None,
     explore: int | None = None,
     spot_shares: Sequence[float] | None = None,
+    autoscale: Sequence[str] | None = None,
 ) -> CandidateSpace:
     """Validate that ``scenario`` can be planned and enumerate its candidates (closed form, no simulation)."""
     spec = resolve_spec(scenario, {
@@ -310,10 +348,14 @@ def candidate_space(
         "precisions": list(precisions) if precisions else None,
         "max_num_seqs": list(max_num_seqs) if max_num_seqs else None,
         "pricing": list(pricing) if pricing else None, "seeds": seeds, "max_nodes": max_nodes, "top_n": top_n,
-        "explore": explore, "spot_shares": list(spot_shares) if spot_shares else None})
+        "explore": explore, "spot_shares": list(spot_shares) if spot_shares else None,
+        "autoscale": list(autoscale) if autoscale else None})
     if any(x > 0 for x in spec.spot_shares) and scenario.fleet.spot.nodes > 0:
         raise ConfigError(scenario.source, "plan.spot_shares", "the scenario has its own fleet.spot.nodes; set "
                           "them to 0 to let the plan choose the spot share")
+    if "forecast" in spec.autoscale and scenario.fleet.autoscaler.policy != "none":
+        raise ConfigError(scenario.source, "plan.autoscale", "the scenario has its own fleet.autoscaler; set its "
+                          "policy to none to let the plan compare fixed and forecast autoscaling")
     if scenario.traffic.trace is not None:
         raise ConfigError(scenario.source, "traffic.trace", "capsim plan needs request classes with token "
                           "distributions (a replayed trace has none)")
@@ -344,8 +386,8 @@ def estimate_plan(scenario: Scenario, space: CandidateSpace, slots: int) -> Any:
         peak_nodes = max(1, math.ceil(peak / c.bounds.capacity_rps)) if c.bounds.capacity_rps > 0 else 1
         nodes = min(space.spec.max_nodes, max(SEARCH_SPAN, SEARCH_SPAN * peak_nodes))
         scenarios.append(derive(scenario, c.changes(scenario) | {"fleet.nodes": nodes}))
-    n_spot = sum(x > 0 for x in space.spec.spot_shares)
-    return estimate_many(scenarios, slots, repeat=space.spec.seeds * (RUNS_PER_SEED + n_spot))
+    n_variants = sum(x > 0 for x in space.spec.spot_shares) + ("forecast" in space.spec.autoscale)
+    return estimate_many(scenarios, slots, repeat=space.spec.seeds * (RUNS_PER_SEED + n_variants))
 
 
 def run_plan(
@@ -361,6 +403,7 @@ def run_plan(
     top_n: int | None = None,
     explore: int | None = None,
     spot_shares: Sequence[float] | None = None,
+    autoscale: Sequence[str] | None = None,
     workers: int | None = None,
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
@@ -370,7 +413,8 @@ def run_plan(
     say = progress or (lambda _m: None)
     space = candidate_space(scenario, gpus=gpus, gpus_per_node=gpus_per_node, precisions=precisions,
                             max_num_seqs=max_num_seqs, pricing=pricing, seeds=seeds, max_nodes=max_nodes,
-                            top_n=top_n, explore=explore, spot_shares=spot_shares)
+                            top_n=top_n, explore=explore, spot_shares=spot_shares,
+                            autoscale=autoscale)
     spec, mix, stats, cands = space.spec, space.mix, space.rate_stats, space.candidates
     mean_rps = stats["mean_rps"]
     viable = space.viable
@@ -395,9 +439,12 @@ def run_plan(
         """$/month lower bound of ``n`` nodes of ``c`` or any spot variant of them (at most ``share × n + ½``
         spot nodes, rounding)."""
         a, b = per_node[c.key], per_spot[c.key]
-        if share_max == 0 or b >= a:
-            return n * a
-        return n * a - min(n, share_max * n + 0.5) * (a - b)
+        lo = n * a
+        if share_max > 0 and b < a:
+            lo -= min(n, share_max * n + 0.5) * (a - b)
+        if "forecast" in spec.autoscale and stats["peak_rps"] > mean_rps:  # a forecast variant's reserved base
+            lo = min(lo, forecast_base(n, mean_rps, stats["peak_rps"])[0] * a)
+        return lo
 
     def nodes_lower(c: Candidate) -> int:
         """With spill the API can take any share of the load: one node is all that is certain."""
@@ -411,6 +458,12 @@ def run_plan(
     skipped: list[tuple[Candidate, float, float]] = []
     rows: list[dict[str, Any]] = []
     spot_evs: list[Evaluated] = []
+    forecast_evs: list[Evaluated] = []
+    shaped = stats["peak_rps"] > stats["mean_rps"] * (1.0 + 1e-9)
+    autoscale_note = None
+    if "forecast" in spec.autoscale and not shaped:
+        autoscale_note = "forecast autoscaling skipped: the traffic rate is constant (nothing to follow)"
+        say(autoscale_note)
     found: list[float] = []  # cheapest $/month of each candidate meeting the SLO
     ratios: list[float] = []  # simulated minimum ÷ (peak rate ÷ capacity bound), per sized candidate
 
@@ -466,6 +519,16 @@ def run_plan(
                 say(f"    {c.label}: {var.spot_nodes} of {var.min_nodes} node(s) as spot meet the SLO")
             else:
                 say(f"    {c.label}: {var.spot_nodes} spot node(s) miss the SLO ({n_met}/{len(seed_list)} seeds)")
+        fv = forecast_variant(ev, stats, seed_list, runner) if "forecast" in spec.autoscale and shaped else None
+        if fv is not None:
+            forecast_evs.append(fv)
+            if fv.min_nodes is not None:
+                new_rows.extend(_rows(fv, spec, mean_rps))
+                say(f"    {c.label}: {fv.scenario.fleet.nodes} reserved + forecast on-demand up to {fv.min_nodes} "
+                    "node(s) meet the SLO")
+            else:
+                n_met = fv.sizing.points[fv.sizing.max_nodes].n_met
+                say(f"    {c.label}: forecast autoscaling misses the SLO ({n_met}/{len(seed_list)} seeds)")
         rows.extend(new_rows)
         costs = [r["usd_per_month"] for r in new_rows if r["meets_slo"] and r["usd_per_month"] is not None]
         if costs:
@@ -475,5 +538,6 @@ def run_plan(
         else:
             say(f"    {c.label}: no fleet of up to {max_n} nodes meets the SLO")
     res = PlanResult(scenario, spec, mix, stats, cands, evaluated, skipped, seed_list,
-                     time.perf_counter() - t0, runner.computed, runner.reused, rows, spot_evs)
+                     time.perf_counter() - t0, runner.computed, runner.reused, rows, spot_evs,
+                     forecast_evs, autoscale_note)
     return res

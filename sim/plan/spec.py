@@ -40,6 +40,10 @@ class PlanSpec(BaseModel):
     spot_shares: list[float] = Field([0.0], min_length=1, description="shares of each minimum fleet's nodes "
                                      "to try as spot nodes (0, always included: none); each variant is simulated "
                                      "and kept only when it still meets the SLO in every seed")
+    autoscale: list[Literal["fixed", "forecast"]] = Field(
+        ["fixed"], min_length=1, description="fixed: the minimum fleet, always up (always included: the variants "
+        "derive from it); forecast: a reserved base for the mean load plus on-demand nodes the forecast autoscaler "
+        "starts up to the minimum fleet, kept only when it still meets the SLO in every seed")
     spot_discount: float = Field(0.7, ge=0, lt=1, description="spot price off on-demand (guide: AWS P5 60–80 %)")
     spot_evictions_per_node_hour: float = Field(
         0.2 / 730.0, ge=0, description="guide: AWS H100 spot eviction risk 5–20 % per month (the upper end)")
@@ -65,6 +69,11 @@ class PlanSpec(BaseModel):
         if bad:
             raise ValueError(f"spot shares must be between 0 and 1 (got {bad})")
         return sorted(set(v) | {0.0})  # the fleet without spot is always ranked: the variants derive from it
+
+    @field_validator("autoscale")
+    @classmethod
+    def _autoscale(cls, v: list[str]) -> list[str]:
+        return ["fixed"] + (["forecast"] if "forecast" in v else [])
 
     @field_validator("precisions")
     @classmethod
