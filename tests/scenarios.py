@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from sim.config import Scenario, validate_scenario
@@ -38,3 +39,16 @@ def make_scenario(**overrides: Any) -> Scenario:
     return validate_scenario(raw, "test")
 
 
+
+
+def rerun_plan_winner(result: Any, tmp_path: Path) -> tuple[Scenario, dict[str, Any], float]:
+    """Write ``result``'s winner as a scenario file, load it back and run it: (scenario, summary, $/month)."""
+    from sim.config import load_scenario
+    from sim.plan.report import winner_yaml
+    from sim.run import run_scenario
+
+    path = tmp_path / "winner.yaml"
+    path.write_text(winner_yaml(result))
+    sc = load_scenario(path)
+    summary = run_scenario(sc).summary
+    return sc, summary, summary["cost"]["total_usd"] / (sc.duration_s / 3600.0) * 730

@@ -201,27 +201,9 @@ def test_measurement_csv(tmp_path: Path) -> None:
 
 
 def test_bad_point_rejected() -> None:
+    base = {"id": "x", "gpu": "H100-SXM", "gpus": 1, "model": "llama-3.1-8b", "weights": "bf16", "kv": "bf16",
+            "mode": "offline"}
     with pytest.raises(ConfigError, match="unknown metric"):
-        CalPoint(
-            id="x",
-            gpu="H100-SXM",
-            gpus=1,
-            model="llama-3.1-8b",
-            weights="bf16",
-            kv="bf16",
-            mode="offline",
-            metric="latency",
-            measured=1.0,
-        )
+        CalPoint(**base, metric="latency", measured=1.0)
     with pytest.raises(ConfigError, match="positive"):
-        CalPoint(
-            id="x",
-            gpu="H100-SXM",
-            gpus=1,
-            model="llama-3.1-8b",
-            weights="bf16",
-            kv="bf16",
-            mode="offline",
-            metric="throughput",
-            measured=0.0,
-        )
+        CalPoint(**base, metric="throughput", measured=0.0)

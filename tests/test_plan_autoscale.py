@@ -7,15 +7,14 @@ import copy
 import pytest
 import yaml
 from click.testing import CliRunner
-from scenarios import BASE
+from scenarios import BASE, rerun_plan_winner
 
 from sim.cli import main
-from sim.config import load_scenario, validate_scenario
+from sim.config import validate_scenario
 from sim.errors import ConfigError
 from sim.plan import plan
-from sim.plan.report import format_text, why_not, winner_yaml
+from sim.plan.report import format_text, why_not
 from sim.plan.search import candidate_space
-from sim.run import run_scenario
 
 SPACE = {"gpus": ["H100-SXM"], "gpus_per_node": [1], "precisions": ["fp8"], "max_num_seqs": [4], "seeds": 1,
          "explore": 1, "pricing": ["on_demand", "reserved_3y"], "autoscale": ["fixed", "forecast"]}
@@ -52,14 +51,10 @@ def test_a_forecast_winner_reproduces_with_capsim_run(result, tmp_path):
     win = result.winner
     assert win["autoscale"] == "forecast" and win["pricing"] == "reserved_3y"
     assert "buy        3 + up to 1 node(s) × 1× H100-SXM" in format_text(result)
-    path = tmp_path / "winner.yaml"
-    path.write_text(winner_yaml(result))
-    sc = load_scenario(path)
+    sc, summary, per_month = rerun_plan_winner(result, tmp_path)
     assert sc.fleet.nodes == 3 and sc.fleet.on_demand.max_nodes == 1
-    summary = run_scenario(sc).summary
     planned = result.evaluated_for(win).sizing.points[4].summaries[0]
     assert summary["latency"] == planned["latency"]
-    per_month = summary["cost"]["total_usd"] / (sc.duration_s / 3600.0) * 730
     assert per_month == pytest.approx(win["usd_per_month"], rel=1e-9)
 
 

@@ -7,15 +7,14 @@ import copy
 import pytest
 import yaml
 from click.testing import CliRunner
-from scenarios import BASE
+from scenarios import BASE, rerun_plan_winner
 
 from sim.cli import main
-from sim.config import load_scenario, validate_scenario
+from sim.config import validate_scenario
 from sim.errors import ConfigError
 from sim.plan import plan
-from sim.plan.report import why_not, winner_yaml
+from sim.plan.report import why_not
 from sim.plan.search import candidate_space
-from sim.run import run_scenario
 
 SPACE = {"gpus": ["H100-SXM"], "gpus_per_node": [1], "precisions": ["fp8"], "seeds": 1, "explore": 1,
          "pricing": ["on_demand", "reserved_1y"], "spot_shares": [0.5]}
@@ -49,14 +48,10 @@ def test_a_spot_variant_is_cheaper_than_the_same_fleet_without_spot(result):
 def test_a_spot_winner_reproduces_with_capsim_run(result, tmp_path):
     win = result.winner
     assert win["spot_nodes"] == 1 and win["pricing"] == "reserved_1y"  # 1-year reserved + 50 % spot is cheapest
-    path = tmp_path / "winner.yaml"
-    path.write_text(winner_yaml(result))
-    sc = load_scenario(path)
+    sc, summary, per_month = rerun_plan_winner(result, tmp_path)
     assert sc.fleet.nodes == 1 and sc.fleet.spot.nodes == 1
-    summary = run_scenario(sc).summary
     planned = result.evaluated_for(win).sizing.points[2].summaries[0]
     assert summary["latency"] == planned["latency"]
-    per_month = summary["cost"]["total_usd"] / (sc.duration_s / 3600.0) * 730
     assert per_month == pytest.approx(win["usd_per_month"], rel=1e-9)
 
 

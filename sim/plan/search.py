@@ -393,28 +393,16 @@ def estimate_plan(scenario: Scenario, space: CandidateSpace, slots: int) -> Any:
 def run_plan(
     scenario: Scenario,
     *,
-    gpus: Sequence[str] | None = None,
-    gpus_per_node: Sequence[int] | None = None,
-    precisions: Sequence[str] | None = None,
-    max_num_seqs: Sequence[int] | None = None,
-    pricing: Sequence[str] | None = None,
-    seeds: int | None = None,
-    max_nodes: int | None = None,
-    top_n: int | None = None,
-    explore: int | None = None,
-    spot_shares: Sequence[float] | None = None,
-    autoscale: Sequence[str] | None = None,
     workers: int | None = None,
     cache_dir: Path | str | None = None,
     progress: Progress | None = None,
+    **narrowing: Any,
 ) -> PlanResult:
-    """Search ``scenario``'s candidate space (method in the module docstring)."""
+    """Search ``scenario``'s candidate space (method in the module docstring); ``narrowing``: the keyword
+    arguments of :func:`candidate_space` (``gpus``, ``precisions``, ``spot_shares``, …)."""
     t0 = time.perf_counter()
     say = progress or (lambda _m: None)
-    space = candidate_space(scenario, gpus=gpus, gpus_per_node=gpus_per_node, precisions=precisions,
-                            max_num_seqs=max_num_seqs, pricing=pricing, seeds=seeds, max_nodes=max_nodes,
-                            top_n=top_n, explore=explore, spot_shares=spot_shares,
-                            autoscale=autoscale)
+    space = candidate_space(scenario, **narrowing)
     spec, mix, stats, cands = space.spec, space.mix, space.rate_stats, space.candidates
     mean_rps = stats["mean_rps"]
     viable = space.viable
