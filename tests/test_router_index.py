@@ -11,6 +11,12 @@ from sim.router import LeastWork
 from sim.simulation import simulate
 
 
+def full_scan(nodes) -> int:
+    """The definition: the first node with the fewest outstanding tokens, every node evaluated."""
+    works = [n.outstanding_tokens() for n in nodes]
+    return works.index(min(works))
+
+
 class CheckedLeastWork(LeastWork):
     """The index forced on (any fleet size), checked against the scan at every arrival."""
 
@@ -21,7 +27,7 @@ class CheckedLeastWork(LeastWork):
 
     def pick(self, req):
         got = super().pick(req)
-        want = self._scan()
+        want = full_scan(self.nodes)
         works = [n.outstanding_tokens() for n in self.nodes]
         assert got == want, f"t={self.nodes[0].env.now}: index picked {got}, scan {want}; work {works}"
         if self._indexed:
@@ -99,6 +105,9 @@ class FakeNode:
     def outstanding_tokens(self):
         return self.w0 - self.step * self._done()
 
+    def outstanding_tokens_floor(self):
+        return self.w0 - self.step * self.steps
+
     def work_bound(self):
         m, floor = self._done(), self.w0 - self.step * self.steps
         if not self.step or m >= self.steps:
@@ -124,10 +133,26 @@ def test_index_matches_scan_on_random_sequences(seed):
             else:  # decode runs whose work crosses the others' (many ties)
                 work, step = int(rng.integers(60, 200)), int(rng.integers(1, 6))
                 node.set(work, step, float(rng.uniform(0.005, 0.03)), int(rng.integers(1, work // step + 1)))
-        assert router.pick(None) == router._scan()
+        assert router.pick(None) == full_scan(nodes)
         if rng.random() < 0.01:  # a node leaves or comes back
             if len(nodes) > 2 and rng.random() < 0.5:
                 nodes.pop(int(rng.integers(len(nodes))))
             else:
                 nodes.append(FakeNode(max(n.node_id for n in nodes) + 1, env))
             router.nodes_changed()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_floor_scan_matches_full_scan_on_random_sequences(seed):
+    """Small fleets are scanned, skipping nodes whose lower bound (work at the end of their run) cannot win."""
+    rng = np.random.default_rng(seed)
+    env = FakeEnv()
+    nodes = [FakeNode(i, env) for i in range(int(rng.integers(2, 20)))]
+    router = LeastWork(nodes, index_min_nodes=10**9)
+    for _ in range(1000):
+        env.now += float(rng.exponential(0.004))
+        for node in rng.choice(nodes, size=int(rng.integers(0, 3)), replace=False):
+            work, step = int(rng.integers(0, 20)) * 10, int(rng.integers(0, 6))
+            node.set(work, step, float(rng.uniform(0.005, 0.03)), work // step if step else 0)
+        assert router.pick(None) == full_scan(nodes)
+    assert router._floors and not router._indexed

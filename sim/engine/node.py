@@ -132,11 +132,13 @@ class Node:
         return self.work
 
     def outstanding_tokens_floor(self) -> int:
-        """A lower bound of :meth:`outstanding_tokens`, O(1): the work left when the decode run in progress
-        ends (the work itself otherwise). Lets a scan skip nodes that cannot be the least loaded."""
+        """A lower bound of :meth:`outstanding_tokens`, O(1) (the work itself unless in a decode run). In a run, no
+        more steps can have finished than the elapsed time over the fastest step allows (+1 against rounding),
+        nor more than the run has. Lets a scan skip nodes that cannot be the least loaded."""
         if self._mode is Mode.JUMP:
             plan = self._plan
-            return self.work - plan.batch * plan.n
+            m = int((self.env.now - plan.t0_s) * plan.max_step_rate()) + 1
+            return self.work - plan.batch * (m if m < plan.n else plan.n)
         return self.work
 
     def work_bound(self) -> tuple[int, float, int, float, int]:
