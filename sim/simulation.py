@@ -29,6 +29,7 @@ from .fleet import FleetManager, SlotState
 from .perf import NodeMemory, StepTimeModel, plan_memory
 from .request import Request, Status
 from .rng import stream
+from .traffic.arrivals import ArrivalChunk
 from .workload import arrival_chunks
 
 
@@ -219,12 +220,14 @@ def simulate(
     progress: ProgressFn | None = None,
     keep_requests: bool = True,
     on_request_done: DoneFn | None = None,
+    arrivals: Callable[[Iterator[ArrivalChunk]], Iterator[ArrivalChunk]] | None = None,
 ) -> SimResult:
     """Run ``scenario`` to the end of its drain.
 
     ``progress(sim_time_s, duration_s)`` is called now and then. ``on_request_done(req)`` is called once per
     logical request when it reaches a terminal status (completed, rejected, spilled, failed, timed out); with
-    ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
+    ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs). ``arrivals``, if
+    given, filters the scenario's arrival chunks (a cell of a sharded run keeps its share: :mod:`sim.shards`).
     """
     wall0 = time.perf_counter()
     nm = build_node_model(scenario)
@@ -265,6 +268,8 @@ def simulate(
         env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
+    if arrivals is not None:
+        chunks = arrivals(chunks)
     priorities = [c.priority for c in scenario.traffic.classes]
     batch = BatchQueue(env, [c.deferrable for c in scenario.traffic.classes], dispatcher.dispatch, slots)
 
@@ -337,7 +342,7 @@ def simulate(
                     "waiting": [x.waiting for x in snaps],
                     "running": [x.running for x in snaps],
                     "kv_used_blocks": [x.kv_used_blocks for x in snaps],
-                    "busy_s": [s.busy_s() for s in slots],
+                    "busy_s": [s.busy_prev_s + x.busy_s for s, x in zip(slots, snaps)],  # = Slot.busy_s()
                     "up": up,
                     "flops": [flops_per_token * w[0] + flops_per_pair * w[1] for w in works],
                     "hbm_bytes": [bytes_per_step * w[3] + bytes_per_ctx * w[2] for w in works],
