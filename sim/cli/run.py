@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..config import Scenario, load_scenario
-from ..headline import load_line, overload_line, slo_line
-from ..headline import pct as _pct
-from ..paths import scenario_path
+from sim.core.config import Scenario, load_scenario
+from sim.core.paths import scenario_path
+from sim.metrics.headline import load_line, overload_line, slo_line
+from sim.metrics.headline import pct as _pct
 
 
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
@@ -43,7 +43,7 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
-    if "energy" in summary:  # sim/energy.py
+    if "energy" in summary:  # sim/metrics/energy.py
         e = summary["energy"]
         lines.append(f"  energy     {e['kwh']:,.2f} kWh ({e['avg_power_kw']:,.1f} kW mean incl. PUE {e['pue']:g}), "
                      f"{e['co2_kg']:,.2f} kg CO2, ${e['usd']:,.2f} of electricity (inside the {e['paid_in']})")
@@ -119,12 +119,12 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 
     OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
     the same time fails with one line."""
-    from ..estimate import estimate_scenario
+    from sim.runner.estimate import estimate_scenario
 
     path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
-    from ..progress import Progress
+    from sim.core.progress import Progress
 
     if no_requests and not stream:
         raise click.UsageError("--no-requests applies to --stream runs")
@@ -133,12 +133,12 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     if workers is not None and workers < 1:
         raise click.UsageError(f"--workers must be >= 1 (got {workers})")
     if shards is not None:
-        from ..shards import check_shardable
+        from sim.runner.shards import check_shardable
 
         check_shardable(sc, shards)
         if stream and not (no_requests or no_report):
             raise click.UsageError("--shards with --stream writes no per-request file: add --no-requests")
-    from ..simulation import build_node_model
+    from sim.runner.simulation import build_node_model
 
     build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
     est = estimate_scenario(sc, stream)
@@ -146,8 +146,8 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
         click.echo(f"{sc.name}: {est.line()}")
         return
     est.check(force)
-    from ..outdir import result_folder
-    from ..run import run_scenario, run_streamed, write_outputs
+    from sim.core.outdir import result_folder
+    from sim.runner.pipeline import run_scenario, run_streamed, write_outputs
 
     if shards is not None:
         summary = _run_sharded(sc, shards, workers, scheduler, stream, no_report, out_dir)
@@ -161,7 +161,7 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     try:
         if no_report:  # summary only, no files (streamed: histograms, flat memory)
             if stream:
-                from ..streaming import run_streaming
+                from sim.metrics.streaming import run_streaming
 
                 summary = run_streaming(sc, None, update).summary
             else:
@@ -185,17 +185,17 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str | None, stream: bool, no_report: bool,
                  out_dir: Path) -> dict:
     """``--shards``: the cells on a local pool (or Dask), merged; the report written from the merged fleet."""
-    from ..outdir import result_folder
-    from ..parallel import ExecutorSpec, default_workers
-    from ..run import write_outputs
-    from ..shards import run_sharded, run_sharded_streaming
+    from sim.core.outdir import result_folder
+    from sim.runner.executor import ExecutorSpec, default_workers
+    from sim.runner.pipeline import write_outputs
+    from sim.runner.shards import run_sharded, run_sharded_streaming
 
     spec = ExecutorSpec(workers=workers or min(shards, default_workers()), scheduler=scheduler)
     click.echo(f"capsim run: {shards} cell(s) on {spec.describe()}", err=True)
     if stream:
         out = run_sharded_streaming(sc, shards, spec)
         if not no_report:
-            from ..run import write_streamed_report
+            from sim.runner.pipeline import write_streamed_report
 
             with result_folder(out_dir) as staging:
                 write_streamed_report(out, staging)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..perf import DecodeLines, dominant_line, run_on_lines
-from ..request import Request
+from sim.perf.model import DecodeLines, dominant_line, run_on_lines
+from sim.traffic.request import Request
 
 
 class StepPlan:
@@ -68,7 +68,7 @@ class StepPlan:
 
     def run_s(self, steps: int) -> float:
         """Time from the run's start to the end of its step ``steps`` (the same floats as
-        :meth:`sim.perf.StepTimeModel.decode_run_s`, or the jittered cumulative times)."""
+        :meth:`sim.perf.model.StepTimeModel.decode_run_s`, or the jittered cumulative times)."""
         if self.cum_s is not None:
             return float(self.cum_s[steps - 1]) if steps > 0 else 0.0
         return run_on_lines(self.lines, steps)
