@@ -58,6 +58,8 @@ def test_sharded_summary_is_the_merged_cells():
     assert s["fleet"]["nodes"] == 5 and out.timeseries_nodes["node"].nunique() == 5
     # node numbers: cell 1's node k is fleet node 3 + k
     assert set(out.requests["node"]) == set(range(5))
+    assert list(out.requests["request_id"]) == list(range(len(out.requests)))
+    assert out.requests["arrival_s"].is_monotonic_increasing
     assert sum(out.result.node_steps) == sum(sum(r.node_steps) for r in runs)
 
 

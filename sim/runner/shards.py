@@ -10,8 +10,9 @@ process, a local process pool or a Dask cluster: :mod:`sim.runner.executor`) and
 
 * counts, GPU-hours, busy time, engine steps and client counters add; the fleet time series adds (per-node
   series are placed side by side, cell by cell, so node ``k`` of cell ``c`` is node ``offset_c + k``);
-* in memory (default), the per-request records are concatenated (in arrival order, renumbered) and the summary
-  is computed from them as for any run, so percentiles are exact over the merged data;
+* in memory (default), each cell sends back its per-request table (columns, not request objects: cheap to
+  pickle); the tables are concatenated (in arrival order, renumbered, node numbers offset) and the summary is
+  computed from them as for any run, so percentiles are exact over the merged data;
 * with ``--stream``, each cell reduces its requests into counters and mergeable histograms
   (:class:`sim.metrics.streaming.StreamingCollector`), which add; percentiles then come from the merged histograms
   (±0.12 %).
@@ -25,11 +26,14 @@ autoscaling, on-demand or spot nodes, a hosted API or spill policy (their state 
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
@@ -104,64 +108,82 @@ class CellOutput:
     """What a cell sends back: its raw result (per-request records unless streamed) and, when streamed, its
     reduced counters and histograms."""
 
-    result: SimResult
+    result: SimResult  # its per-request records dropped (they travel as ``requests``)
+    requests: pd.DataFrame | None = None  # the cell's per-request table (in memory; None when streamed)
     collector: Any = None  # sim.metrics.streaming.StreamingCollector when streamed
+    cpu_s: float = 0.0  # CPU time the cell took in its worker (for sizing a cluster: docs/scaling.md)
+    peak_rss_mb: float = 0.0  # the worker process's peak RSS so far (an upper bound for the cell)
 
 
 def run_cell(task: tuple[Scenario, Cell, bool]) -> CellOutput:
     """Simulate one cell (a top-level function: it is pickled to pool and Dask workers)."""
     scenario, cell, streamed = task
+    cpu0 = time.process_time()
+    collector = table = None
     if not streamed:
-        return CellOutput(simulate(scenario, arrivals=cell.thin))
-    from sim.metrics.streaming import StreamingCollector
+        from sim.metrics.tables import requests_table
 
-    collector = StreamingCollector(scenario)
-    result = simulate(scenario, keep_requests=False, on_request_done=collector, arrivals=cell.thin)
-    collector.flush()
-    return CellOutput(result, collector)
+        result = simulate(scenario, arrivals=cell.thin)
+        table = requests_table(result)
+        result.requests = []
+    else:
+        from sim.metrics.streaming import StreamingCollector
+
+        collector = StreamingCollector(scenario)
+        result = simulate(scenario, keep_requests=False, on_request_done=collector, arrivals=cell.thin)
+        collector.flush()
+    return CellOutput(result, table, collector, time.process_time() - cpu0, _peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return 0.0
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
 def merge_series(parts: list[TimeSeries]) -> TimeSeries:
     """The fleet's time series from its cells' (cells that finished draining earlier are extended: idle, their
-    cumulative series held at their last value)."""
+    cumulative series and node counts held at their last value)."""
     length = max(len(p) for p in parts)
-    out = TimeSeries(parts[0].interval_s, sum(p.nodes for p in parts))
+    held = {"busy_s", "up", "flops", "hbm_bytes", "nodes_up", "nodes_billed"}  # else 0 once drained
+
+    def pad(a: np.ndarray, name: str) -> np.ndarray:
+        if len(a) == length:
+            return a
+        tail = a[-1:] if name in held and len(a) else np.zeros((1,) + a.shape[1:], a.dtype)
+        return np.concatenate([a, np.repeat(tail, length - len(a), axis=0)])
+
     longest = next(p for p in parts if len(p) == length)
-    fleet = {k: [p.fleet(k) for p in parts] for k in TimeSeries._FLEET_FIELDS}
-    node = {k: [p.per_node(k) for p in parts] for k in TimeSeries._NODE_FIELDS}
-    held = {"busy_s", "up", "flops", "hbm_bytes"}  # cumulative or state: held; queue, running, KV: 0 when drained
-    fleet_held = {"nodes_up", "nodes_billed"}
-    t = longest.fleet("time_s")
-    for i in range(length):
-        f: dict[str, float] = {"time_s": float(t[i])}
-        for k in TimeSeries._FLEET_FIELDS:
-            if k == "time_s":
-                continue
-            total = 0.0
-            for arr in fleet[k]:
-                if i < len(arr):
-                    total += arr[i]
-                elif k in fleet_held and len(arr):
-                    total += arr[-1]
-            f[k] = total
-        per: dict[str, list] = {}
-        for k, arrs in node.items():
-            row: list = []
-            for a in arrs:
-                if i < len(a):
-                    row.extend(a[i].tolist())
-                elif k in held and len(a):
-                    row.extend(a[-1].tolist())
-                else:
-                    row.extend([0] * a.shape[1])
-            per[k] = row
-        out.append({k: (int(v) if TimeSeries._FLEET_FIELDS[k] == "i" else v) for k, v in f.items()}, per)
+    fleet = {k: sum(pad(p.fleet(k), k) for p in parts) for k in TimeSeries._FLEET_FIELDS if k != "time_s"}
+    fleet["time_s"] = longest.fleet("time_s")
+    per_node = {k: np.hstack([pad(p.per_node(k), k) for p in parts]) for k in TimeSeries._NODE_FIELDS}
+    return TimeSeries.from_arrays(parts[0].interval_s, fleet, per_node)
+
+
+def node_offsets(parts: list[SimResult]) -> list[int]:
+    """Fleet number of each cell's node 0 (cells side by side, in order)."""
+    return np.concatenate([[0], np.cumsum([len(p.node_busy_s) for p in parts])[:-1]]).astype(int).tolist()
+
+
+def merge_tables(tables: list[pd.DataFrame], offsets: list[int]) -> pd.DataFrame:
+    """The fleet's per-request table from its cells' (arrival order, ``request_id`` renumbered, nodes offset)."""
+    shifted = []
+    for t, off in zip(tables, offsets):
+        t = t.copy()
+        t["node"] = np.where(t["node"].to_numpy() >= 0, t["node"].to_numpy() + off, t["node"].to_numpy())
+        shifted.append(t)
+    out = pd.concat(shifted, ignore_index=True)
+    out = out.iloc[np.argsort(out["arrival_s"].to_numpy(), kind="stable")].reset_index(drop=True)
+    out["request_id"] = np.arange(len(out), dtype=np.int64)
     return out
 
 
 def merge_results(scenario: Scenario, parts: list[SimResult]) -> SimResult:
     """One :class:`SimResult` for the whole fleet from its cells' (see the module docstring)."""
-    offsets = np.concatenate([[0], np.cumsum([len(p.node_busy_s) for p in parts])[:-1]]).tolist()
+    offsets = node_offsets(parts)
     requests = []
     for p, off in zip(parts, offsets):
         for r in p.requests:
@@ -220,12 +242,13 @@ def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: boo
 def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
     """The sharded run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed from the
     merged cells exactly as for an unsharded run."""
-    from sim.metrics.tables import requests_table, summarize, timeseries_tables
+    from sim.metrics.tables import summarize, timeseries_tables
     from sim.runner.pipeline import RunOutput
 
     parts = run_cells(scenario, shards, spec)
-    result = merge_results(scenario, [p.result for p in parts])
-    req = requests_table(result)
+    results = [p.result for p in parts]
+    result = merge_results(scenario, results)
+    req = merge_tables([p.requests for p in parts], node_offsets(results))  # type: ignore[misc]
     fleet_ts, node_ts = timeseries_tables(result)
     return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
 

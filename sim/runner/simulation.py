@@ -104,6 +104,16 @@ class TimeSeries:
     def __len__(self) -> int:
         return len(self._data["time_s"])
 
+    @classmethod
+    def from_arrays(cls, interval_s: float, fleet: dict[str, np.ndarray], per_node: dict[str, np.ndarray]) -> TimeSeries:
+        """A series from every fleet field (one value per sample) and every per-node field ([samples, nodes])."""
+        nodes = next(iter(per_node.values())).shape[1]
+        out = cls(interval_s, nodes)
+        for k, v in {**fleet, **per_node}.items():
+            code = out._data[k].typecode
+            out._data[k] = array(code, np.ascontiguousarray(v, dtype=np.dtype(code)).tobytes())
+        return out
+
     def append(self, fleet: dict[str, float], per_node: dict[str, list]) -> None:
         for k, v in fleet.items():
             self._data[k].append(v)
