@@ -76,7 +76,8 @@ def main() -> None:
         (t1, p1), (t4, p4) = _p95(s_whole), _p95(s_sh)
         print(f"  P95 TTFT  unsharded {1000 * t1:8.1f} ms   sharded {1000 * t4:8.1f} ms   {100 * (t4 / t1 - 1):+.2f} %")
         print(f"  P95 TPOT  unsharded {1000 * p1:8.2f} ms   sharded {1000 * p4:8.2f} ms   {100 * (p4 / p1 - 1):+.2f} %")
-        print(f"  SLO attainment unsharded {s_whole['slo']['attainment']:.4f}   sharded {s_sh['slo']['attainment']:.4f}",
+        att = (s_whole["slo"]["attainment"], s_sh["slo"]["attainment"])
+        print(f"  SLO attainment unsharded {att[0]:.4f}   sharded {att[1]:.4f}",
               flush=True)
 
 

@@ -166,7 +166,8 @@ class Node:
             j = self._steps_done_in_jump()
             used = self.kv.held + self._blocks_for_steps(self.S, j)
             return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._plan.t0_s)
-        busy = self.busy_s + (self.env.now - self._plan.t0_s if self._mode is Mode.STEP else 0.0)  # idle or dead: frozen
+        # idle or dead: frozen
+        busy = self.busy_s + (self.env.now - self._plan.t0_s if self._mode is Mode.STEP else 0.0)
         return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
@@ -489,7 +490,7 @@ class Node:
         """Call ``callback`` ``delay`` from now, cancelling the pending timer (if any)."""
         self._cancel_timer()
         ev = self.env.timeout(delay)
-        ev.callbacks.append(callback)  # type: ignore[union-attr]  # a new event's callbacks is a list
+        ev.callbacks.append(callback)
         self._timer = ev
 
     def _cancel_timer(self) -> None:

@@ -315,7 +315,8 @@ class StepTimeModel:
         return lo
 
 
-DecodeLines = tuple[float, float, float, float, float]  # (a1, b1, a2, b2, k): step j takes max(a1 + b1·j, a2 + b2·j) + k
+# (a1, b1, a2, b2, k): decode step j of a run takes max(a1 + b1·j, a2 + b2·j) + k
+DecodeLines = tuple[float, float, float, float, float]
 
 
 def run_on_lines(lines: DecodeLines, steps: int) -> float:

@@ -37,11 +37,11 @@ import pandas as pd
 
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
-from sim.runner.executor import ExecutorSpec, iter_outcomes
-from sim.traffic.request import Status
 from sim.core.rng import stream
+from sim.runner.executor import ExecutorSpec, iter_outcomes
 from sim.runner.simulation import SimResult, Tally, TimeSeries, simulate
 from sim.traffic.arrivals import ArrivalChunk
+from sim.traffic.request import Status
 
 
 def split_nodes(nodes: int, shards: int) -> list[int]:
@@ -157,7 +157,8 @@ def merge_series(parts: list[TimeSeries]) -> TimeSeries:
         return np.concatenate([a, np.repeat(tail, length - len(a), axis=0)])
 
     longest = next(p for p in parts if len(p) == length)
-    fleet = {k: sum(pad(p.fleet(k), k) for p in parts) for k in TimeSeries._FLEET_FIELDS if k != "time_s"}
+    fleet = {k: np.sum([pad(p.fleet(k), k) for p in parts], axis=0) for k in TimeSeries._FLEET_FIELDS
+             if k != "time_s"}
     fleet["time_s"] = longest.fleet("time_s")
     per_node = {k: np.hstack([pad(p.per_node(k), k) for p in parts]) for k in TimeSeries._NODE_FIELDS}
     return TimeSeries.from_arrays(parts[0].interval_s, fleet, per_node)
@@ -203,7 +204,7 @@ def merge_results(scenario: Scenario, parts: list[SimResult]) -> SimResult:
             gpu_hours[k] = gpu_hours.get(k, 0.0) + v
     events = sorted(((t, slot + off, kind, what) for p, off in zip(parts, offsets)
                      for t, slot, kind, what in p.fleet_events), key=lambda e: (e[0], e[1]))
-    clients = None
+    clients: dict[str, int] | None = None
     if any(p.clients is not None for p in parts):
         clients = {}
         for p in parts:
@@ -240,8 +241,8 @@ def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: boo
 
 
 def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
-    """The sharded run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed from the
-    merged cells exactly as for an unsharded run."""
+    """The sharded run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
+    from the merged cells exactly as for an unsharded run."""
     from sim.metrics.tables import summarize, timeseries_tables
     from sim.runner.pipeline import RunOutput
 
@@ -256,8 +257,8 @@ def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
 def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
     """The sharded run with streamed metrics: each cell's counters and histograms merged, then the streamed
     summary of the merged fleet. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
-    from sim.metrics.tables import timeseries_tables
     from sim.metrics.streaming import StreamingOutput
+    from sim.metrics.tables import timeseries_tables
 
     parts = run_cells(scenario, shards, spec, streamed=True)
     result = merge_results(scenario, [p.result for p in parts])

@@ -105,7 +105,8 @@ class TimeSeries:
         return len(self._data["time_s"])
 
     @classmethod
-    def from_arrays(cls, interval_s: float, fleet: dict[str, np.ndarray], per_node: dict[str, np.ndarray]) -> TimeSeries:
+    def from_arrays(cls, interval_s: float, fleet: dict[str, np.ndarray],
+                    per_node: dict[str, np.ndarray]) -> TimeSeries:
         """A series from every fleet field (one value per sample) and every per-node field ([samples, nodes])."""
         nodes = next(iter(per_node.values())).shape[1]
         out = cls(interval_s, nodes)
@@ -310,7 +311,7 @@ def simulate(
                 t, k, p, o, c = row
                 delay = t - env.now
                 if delay > 0:
-                    env.timeout(delay).callbacks.append(self.fire)  # type: ignore[union-attr]
+                    env.timeout(delay).callbacks.append(self.fire)
                     self.next = row
                     return
                 req = Request(self.rid, t, k, p, o, c)
@@ -360,7 +361,7 @@ def simulate(
             arrivals_since[0] = 0
             last_done = done[0]
 
-    env.timeout(0).callbacks.append(ArrivalDriver().fire)  # type: ignore[union-attr]
+    env.timeout(0).callbacks.append(ArrivalDriver().fire)
     env.process(sampler())
 
     duration = scenario.duration_s
