@@ -29,6 +29,8 @@ class CheckedLeastWork(LeastWork):
         got = super().pick(req)
         want = full_scan(self.nodes)
         works = [n.outstanding_tokens() for n in self.nodes]
+        floors = [n.outstanding_tokens_floor() for n in self.nodes]
+        assert all(f <= w for f, w in zip(floors, works)), f"a floor above the work: {floors} vs {works}"
         assert got == want, f"t={self.nodes[0].env.now}: index picked {got}, scan {want}; work {works}"
         if self._indexed:
             CheckedLeastWork.picks += 1
@@ -67,6 +69,8 @@ CASES = {
                              "output_tokens": {"dist": "lognormal", "median": 100, "p95": 400, "max": 2000},
                              "client": {"timeout_s": 3.0, "stream": False, "retries": 1}}]},
     "light load (idle nodes, ties at zero)": {"fleet.nodes": 5, "traffic.rate_rps": 2.0},
+    "step-time jitter (some decode steps shorter than the first)": {
+        "fleet.nodes": 4, "traffic.rate_rps": 30.0, "fleet.engine": {"step_jitter": {"cv": 0.3}}},
 }
 
 
