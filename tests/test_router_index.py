@@ -29,8 +29,6 @@ class CheckedLeastWork(LeastWork):
         got = super().pick(req)
         want = full_scan(self.nodes)
         works = [n.outstanding_tokens() for n in self.nodes]
-        floors = [n.outstanding_tokens_floor() for n in self.nodes]
-        assert all(f <= w for f, w in zip(floors, works)), f"a floor above the work: {floors} vs {works}"
         assert got == want, f"t={self.nodes[0].env.now}: index picked {got}, scan {want}; work {works}"
         if self._indexed:
             CheckedLeastWork.picks += 1
@@ -109,9 +107,6 @@ class FakeNode:
     def outstanding_tokens(self):
         return self.w0 - self.step * self._done()
 
-    def outstanding_tokens_floor(self):
-        return self.w0 - self.step * self.steps
-
     def work_bound(self):
         m, floor = self._done(), self.w0 - self.step * self.steps
         if not self.step or m >= self.steps:
@@ -145,18 +140,3 @@ def test_index_matches_scan_on_random_sequences(seed):
                 nodes.append(FakeNode(max(n.node_id for n in nodes) + 1, env))
             router.nodes_changed()
 
-
-@pytest.mark.parametrize("seed", range(4))
-def test_floor_scan_matches_full_scan_on_random_sequences(seed):
-    """Small fleets are scanned, skipping nodes whose lower bound (work at the end of their run) cannot win."""
-    rng = np.random.default_rng(seed)
-    env = FakeEnv()
-    nodes = [FakeNode(i, env) for i in range(int(rng.integers(2, 20)))]
-    router = LeastWork(nodes, index_min_nodes=10**9)
-    for _ in range(1000):
-        env.now += float(rng.exponential(0.004))
-        for node in rng.choice(nodes, size=int(rng.integers(0, 3)), replace=False):
-            work, step = int(rng.integers(0, 20)) * 10, int(rng.integers(0, 6))
-            node.set(work, step, float(rng.uniform(0.005, 0.03)), work // step if step else 0)
-        assert router.pick(None) == full_scan(nodes)
-    assert router._floors and not router._indexed

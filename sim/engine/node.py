@@ -131,16 +131,6 @@ class Node:
             return self.work - self._plan.batch * self._steps_done_in_jump()
         return self.work
 
-    def outstanding_tokens_floor(self) -> int:
-        """A lower bound of :meth:`outstanding_tokens`, O(1) (the work itself unless in a decode run). In a run, no
-        more steps can have finished than the elapsed time over the fastest step allows (+1 against rounding),
-        nor more than the run has. Lets a scan skip nodes that cannot be the least loaded."""
-        if self._mode is Mode.JUMP:
-            plan = self._plan
-            m = int((self.env.now - plan.t0_s) * plan.max_step_rate()) + 1
-            return self.work - plan.batch * (m if m < plan.n else plan.n)
-        return self.work
-
     def work_bound(self) -> tuple[int, float, int, float, int]:
         """For the least-work index: ``(work, until_s, step_tokens, rate, floor)``. :meth:`outstanding_tokens`
         is ``work`` now and until ``until_s`` (inf when idle or stepping: nothing changes before ``work_changed``

@@ -25,7 +25,7 @@ class StepPlan:
     """
 
     __slots__ = ("t0_s", "dt_s", "chunks", "tokens", "pairs", "ctx", "n", "batch", "ctx0", "lines", "line",
-                 "cum_s", "_rate", "_steps_per_s")
+                 "cum_s", "_rate")
 
     def __init__(self) -> None:
         self.t0_s = 0.0
@@ -41,7 +41,6 @@ class StepPlan:
         self.line: tuple[float, float] | None = None
         self.cum_s: np.ndarray | None = None
         self._rate = -1.0
-        self._steps_per_s = -1.0
 
     def step(self, t0_s: float, chunks: list[tuple[Request, int]], tokens: int, pairs: int, ctx: int,
              dt_s: float) -> None:
@@ -58,7 +57,6 @@ class StepPlan:
         self.lines = lines
         self.cum_s = cum_s
         self._rate = -1.0
-        self._steps_per_s = -1.0
         if cum_s is None:
             self.dt_s = run_on_lines(lines, n)
             self.line = dominant_line(lines, n)
@@ -77,12 +75,6 @@ class StepPlan:
         """The run now ends after its step ``n`` (a request arrived or left mid-run)."""
         self.n = n
         self.dt_s = self.run_s(n)
-
-    def max_step_rate(self) -> float:
-        """Steps per second of the run's fastest step: ``elapsed × max_step_rate()`` bounds the steps finished."""
-        if self._steps_per_s < 0:
-            self._steps_per_s = self.first_step_rate() / self.batch
-        return self._steps_per_s
 
     def first_step_rate(self) -> float:
         """Tokens per second of the run's fastest step (the first one without jitter: later steps are never

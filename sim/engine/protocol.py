@@ -68,8 +68,5 @@ class IndexedNodeEngine(NodeEngine, Protocol):
     def work_bound(self) -> tuple[int, float, int, float, int]:
         """``(work, until_s, step_tokens, rate, floor)``: see :meth:`sim.engine.node.Node.work_bound`."""
 
-    def outstanding_tokens_floor(self) -> int:
-        """An O(1) lower bound of :meth:`outstanding_tokens` (the scan of small fleets skips nodes with it)."""
-
 
 NodeFactory = Callable[[int, Callable[[Request], None]], NodeEngine]

@@ -68,7 +68,6 @@ class LeastWork:
         self.nodes = nodes
         self.index_min_nodes = index_min_nodes
         self._indexed: bool | None = None  # decided when the node list is (re)read
-        self._floors = False  # small fleets of nodes with O(1) work floors: the scan skips most of them
         self._members: list[IndexedNodeEngine] = []
         self._pos: dict[int, int] = {}  # node_id -> index in ``nodes``
         self._entry: dict[int, tuple] = {}  # node_id -> its live entry (in either heap); others are stale
@@ -91,9 +90,8 @@ class LeastWork:
         for node in self._members:
             node.work_changed = None
         nodes = list(self.nodes)
-        hooks = all(hasattr(n, "work_bound") and hasattr(n, "work_changed") for n in nodes)
-        self._indexed = len(nodes) >= self.index_min_nodes and hooks
-        self._floors = hooks and bool(nodes)
+        self._indexed = len(nodes) >= self.index_min_nodes and all(
+            hasattr(n, "work_bound") and hasattr(n, "work_changed") for n in nodes)
         self._members = []
         self._pos, self._entry, self._dirty = {}, {}, {}
         self._exact, self._expiry, self._falling, self._floored = [], [], [], []
@@ -135,8 +133,6 @@ class LeastWork:
         self._falling = fresh
 
     def _scan(self) -> int:
-        if self._floors:
-            return self._scan_floors()
         best, best_work = 0, None
         for i, node in enumerate(self.nodes):
             w = node.outstanding_tokens()
@@ -144,24 +140,6 @@ class LeastWork:
                 best, best_work = i, w
                 if w == 0:
                     break
-        return best
-
-    def _scan_floors(self) -> int:
-        """The scan's answer, evaluating exactly only the nodes whose O(1) lower bound (the work left at the end
-        of their decode run) could beat or tie the best: the node with the lowest bound first, then the rest in
-        order. Most nodes in a decode run are skipped without solving for their step count."""
-        nodes: list[IndexedNodeEngine] = self.nodes  # type: ignore[assignment]
-        floors = [n.outstanding_tokens_floor() for n in nodes]
-        low = min(floors)
-        best = floors.index(low)
-        best_w = nodes[best].outstanding_tokens()
-        if best_w == low:  # every node before it has a higher bound, every node after it at least this one
-            return best
-        for i, f in enumerate(floors):
-            if f < best_w or (f == best_w and i < best):
-                w = nodes[i].outstanding_tokens()
-                if w < best_w or (w == best_w and i < best):
-                    best, best_w = i, w
         return best
 
     def pick(self, req: Request) -> int:
