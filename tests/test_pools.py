@@ -203,3 +203,18 @@ def test_pool_costs_sum_to_the_fleet_cost_from_gpu_hours_and_prices() -> None:
     pools = pool_sections(result, requests_table(result))
     assert sum(p["cost"]["self_host_usd"] for p in pools.values()) == pytest.approx(usd, rel=1e-9)
     assert summary["cost"]["total_usd"] == pytest.approx(usd, rel=1e-9)
+
+
+def test_each_pool_counts_its_own_model_bytes_and_flops() -> None:
+    """Per-node HBM bytes use the node's own pool's weights (a 70B node reads ~9x the bytes of an 8B node per step)."""
+    from sim.runner.simulation import simulate
+
+    raw = pooled([{"name": "small", "nodes": 1}, {"name": "big", "nodes": 1, "model": "Llama-3.1-70B",
+                                                  "gpus_per_node": 4}])
+    raw["traffic"]["classes"] = [{**FIXED, "share": 0.5, "name": "a", "model": "Llama-3.1-8B"},
+                                 {**FIXED, "share": 0.5, "name": "b", "model": "Llama-3.1-70B"}]
+    result = simulate(validate_scenario(raw, "t"))
+    hbm = result.series.per_node("hbm_bytes")[-1]
+    for slot, model in enumerate(result.pool_models):
+        assert hbm[slot] >= result.node_steps[slot] * model.memory.weight_bytes
+        assert hbm[slot] < result.node_steps[slot] * model.memory.weight_bytes * 1.5

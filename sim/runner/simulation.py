@@ -392,7 +392,8 @@ def simulate(
                     if clients.enabled:
                         clients.sent(req)
 
-    flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
+    coeffs = [work_coefficients(m) for m in pool_models]  # per pool: FLOPs and HBM bytes per unit of work
+    slot_coeffs = [coeffs[slot_pool[s.index]] for s in slots]
 
     def sampler() -> Generator[simpy.Event, Any, None]:
         last_done = 0
@@ -418,8 +419,8 @@ def simulate(
                     "kv_used_blocks": [x.kv_used_blocks for x in snaps],
                     "busy_s": [s.busy_s() for s in slots],
                     "up": up,
-                    "flops": [flops_per_token * w[0] + flops_per_pair * w[1] for w in works],
-                    "hbm_bytes": [bytes_per_step * w[3] + bytes_per_ctx * w[2] for w in works],
+                    "flops": [c[0] * w[0] + c[1] * w[1] for c, w in zip(slot_coeffs, works)],
+                    "hbm_bytes": [c[2] * w[3] + c[3] * w[2] for c, w in zip(slot_coeffs, works)],
                 },
             )
             if pooled:
