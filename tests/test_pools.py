@@ -93,8 +93,8 @@ FIXED = {"name": "chat", "share": 1.0, "input_tokens": {"dist": "fixed", "value"
 
 
 def two_gpu_pools(rate_rps: float, policy: str, duration_s: float = 60, **router: Any) -> dict[str, Any]:
-    raw = pooled([{"name": "h100", "gpu": "H100-SXM", "nodes": 1}, {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1}],
-                 model="Llama-3.1-8B")
+    raw = pooled([{"name": "h100", "gpu": "H100-SXM", "nodes": 1},
+                  {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1}], model="Llama-3.1-8B")
     raw["traffic"] = {"rate_rps": rate_rps, "classes": [FIXED]}
     raw["duration_s"] = duration_s
     raw["router"] = {"policy": policy, **router}

@@ -105,7 +105,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
         slot_pool = np.array(list(result.layout.slot_pool) + [-1], dtype=np.int64)
         node = frame["node"].to_numpy()
         code = np.where((node >= 0) & (frame["served_by"] == "fleet").to_numpy(), slot_pool[node], -1)
-        frame.insert(4, "pool", pd.Categorical.from_codes(code, categories=pd.Index(names)))
+        frame.insert(4, "pool", pd.Series(pd.Categorical.from_codes(code, categories=pd.Index(names))))
     return frame
 
 

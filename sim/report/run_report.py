@@ -168,7 +168,8 @@ def plot_pools(node_ts: pd.DataFrame) -> Figure:
     scale = 3600.0 if hours else 60.0
     dt = float(np.median(np.diff(np.unique(node_ts["time_s"])))) if node_ts["time_s"].nunique() > 1 else 1.0
     win = max(1, round(max(10.0, span_s / 300) / dt))
-    pools = list(node_ts["pool"].cat.categories) if hasattr(node_ts["pool"], "cat") else sorted(node_ts["pool"].unique())
+    col = node_ts["pool"]
+    pools = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.unique())
     for i, name in enumerate(pools):
         mine = up[up["pool"] == name].groupby("time_s")
         if not len(mine):
@@ -179,7 +180,8 @@ def plot_pools(node_ts: pd.DataFrame) -> Figure:
         axes[1].plot(t, 100 * mine["kv_fraction"].mean(), lw=1.2, color=color, label=name)
         axes[2].plot(t, 100 * mine["mfu"].mean().rolling(win, min_periods=1).mean(), lw=1.2, color=color, label=name)
     for ax, ylabel, title in (
-        (axes[0], "running sequences", f"Running batch per pool (sum over its nodes, rolling mean over {win * dt:g} s)"),
+        (axes[0], "running sequences",
+         f"Running batch per pool (sum over its nodes, rolling mean over {win * dt:g} s)"),
         (axes[1], "% of KV capacity", "KV cache in use per pool (mean over its nodes up)"),
         (axes[2], "% of peak FLOPs", "MFU per pool (mean over its nodes up)"),
     ):
