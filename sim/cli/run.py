@@ -93,7 +93,8 @@ def pool_lines(summary: dict) -> list[str]:
         att, per_m = m.get("attainment"), m.get("usd_per_mtok_output")
         out.append(
             f"  model      {name}: {m['arrived']:,} arrived · SLO attainment "
-            f"{'–' if att is None else f'{100 * att:.1f}%'} · TTFT P95 {_ms(m['ttft_s']['p95'])} · "
+            f"{'–' if att is None else f'{100 * att:.1f}%'} ({'met' if m.get('met') else 'MISSED'}) · "
+            f"TTFT P95 {_ms(m['ttft_s']['p95'])} · "
             f"${m['cost_usd']:,.2f}" + ("" if per_m is None else f" → ${per_m:.2f} per M output tokens"))
     return out
 

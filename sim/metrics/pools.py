@@ -14,7 +14,9 @@ series, utilisation and load factor (:mod:`sim.metrics.tables`), energy (:mod:`s
 
 A pool's own $/M tokens divides its self-hosted cost by the tokens completed on its nodes. A model's
 (``models.*``) divides the cost of the pools serving it plus the API spend on its classes by the tokens its classes
-were served; its SLO attainment counts every interactive arrival of its classes after warm-up, as the fleet's does.
+were served; its SLO attainment counts every interactive arrival of its classes after warm-up, as the fleet's does,
+and ``met`` asks the scenario's P95 targets of its served requests and the attainment target (a model can miss while
+the fleet as a whole meets its SLO: the fleet's verdict weighs the models by their traffic).
 """
 
 from __future__ import annotations
@@ -299,13 +301,19 @@ def model_sections(result: SimResult, df: pd.DataFrame, window: pd.DataFrame, ok
         total = self_host + api_usd
         out_tok = float(rows["output_tokens"].sum())
         all_tok = out_tok + float(rows["input_tokens"].sum())
+        att = float(ok[wmask].mean()) if wmask.any() else None
+        p95_ok = all(target is None or (stats["p95"] is not None and stats["p95"] <= target)
+                     for target, stats in ((sc.slo.ttft_p95_s, _stats(served_w["ttft_s"].to_numpy())),
+                                           (sc.slo.tpot_p95_s, _stats(served_w["tpot_s"].to_numpy())),
+                                           (sc.slo.e2e_p95_s, _stats(served_w["e2e_s"].to_numpy()))))
         out[model] = {
             "classes": classes,
             "pools": mine,
             "arrived": int(wmask.sum()),
             "served": len(served_w),
-            "attainment": float(ok[wmask].mean()) if wmask.any() else None,
+            "attainment": att,
             "attainment_target": sc.slo.attainment_target,
+            "met": bool(p95_ok and (att is None or att >= sc.slo.attainment_target)),
             "ttft_s": _stats(served_w["ttft_s"].to_numpy()),
             "tpot_s": _stats(served_w["tpot_s"].to_numpy()),
             "cost_usd": total,

@@ -389,11 +389,12 @@ def _pools_html(summary: dict[str, Any]) -> str:
             f"<td>{pct(u.get('kv_fraction_mean'))}</td><td>{pct(u.get('mfu_mean'))}</td><td>{_fmt(c['gpu_hours'])}</td>"
             f"<td>{_fmt(c['self_host_usd'])}</td><td>{_fmt(c['usd_per_mtok_output'])}</td></tr>")
     out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>"
-    mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived</th><th>SLO attainment</th>"
+    mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived</th><th>SLO attainment</th><th>SLO</th>"
              "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th><th>$ / M output tokens</th></tr>")
     mrows = "".join(
         f"<tr><th>{html.escape(name)}</th><td>{html.escape(', '.join(m['classes']))}</td>"
         f"<td>{html.escape(', '.join(m['pools']))}</td><td>{_fmt(m['arrived'])}</td><td>{pct(m['attainment'])}</td>"
+        f"<td class='{'good' if m.get('met') else 'bad'}'>{'met' if m.get('met') else 'MISSED'}</td>"
         f"<td>{_fmt(m['ttft_s']['p95'])}</td><td>{_fmt(m['tpot_s']['p95'])}</td><td>{_fmt(m['cost_usd'])}</td>"
         f"<td>{_fmt(m['usd_per_mtok_output'])}</td></tr>" for name, m in models.items())
     return out + f"<h2>Models</h2><table class='lat'>{mhead}{mrows}</table>"
