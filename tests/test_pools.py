@@ -218,3 +218,46 @@ def test_each_pool_counts_its_own_model_bytes_and_flops() -> None:
     for slot, model in enumerate(result.pool_models):
         assert hbm[slot] >= result.node_steps[slot] * model.memory.weight_bytes
         assert hbm[slot] < result.node_steps[slot] * model.memory.weight_bytes * 1.5
+
+
+def test_compare_sets_pools_per_strategy(tmp_path: Any) -> None:
+    import yaml
+
+    from sim.compare.runner import comparison_table, load_experiment, run_experiment
+
+    base = {**copy.deepcopy(BASE), "duration_s": 20}
+    exp = {"name": "p", "base": base, "strategies": [
+        {"name": "h100-only", "pools": [{"name": "h100", "nodes": 2}]},
+        {"name": "mixed", "pools": [{"name": "h100", "nodes": 1}, {"name": "a100", "gpu": "A100-SXM-80GB",
+                                                                    "nodes": 2}]},
+        {"name": "plain", "fleet_nodes": 1},
+    ]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    _, runs = load_experiment(path)
+    assert [r.fleet_nodes for r in runs] == [2, 3, 1]
+    assert [len(r.scenario.fleet.pool_list()) for r in runs] == [1, 2, 1]
+    results = run_experiment(runs, workers=1)
+    table = comparison_table(runs, results)
+    assert list(table["strategy"]) == ["h100-only", "mixed", "plain"]
+    mixed = results[1]["summary"]
+    assert set(mixed["pools"]) == {"h100", "a100"} and mixed["cost"]["total_usd"] > 0
+    exp["strategies"][0]["fleet_nodes"] = 3  # pools give their own node counts
+    path.write_text(yaml.safe_dump(exp))
+    with pytest.raises(ConfigError, match="fleet_nodes or pools"):
+        load_experiment(path)
+
+
+def test_size_pools_finds_the_smallest_growth_pool() -> None:
+    from sim.sizing.pools import size_pools
+
+    raw = pooled([{"name": "old", "gpu": "A100-SXM-80GB", "nodes": 1}, {"name": "new", "nodes": 1}],
+                 model="Llama-3.1-8B")
+    raw["traffic"] = {"rate_rps": 24.0, "classes": [FIXED]}
+    raw["duration_s"] = 40
+    sc = validate_scenario(raw, "t")
+    (row,) = size_pools(sc, n_seeds=1, max_nodes=8, workers=1)
+    assert (row.pool, row.fixed_nodes) == ("new", {"old": 1})
+    assert row.min_nodes is not None and row.tried[row.min_nodes]
+    assert row.min_nodes == 0 or row.tried.get(row.min_nodes - 1) is False  # one fewer misses
+    assert row.usd_per_hour is not None and row.usd_per_hour > 0
