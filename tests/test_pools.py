@@ -261,3 +261,24 @@ def test_size_pools_finds_the_smallest_growth_pool() -> None:
     assert row.min_nodes is not None and row.tried[row.min_nodes]
     assert row.min_nodes == 0 or row.tried.get(row.min_nodes - 1) is False  # one fewer misses
     assert row.usd_per_hour is not None and row.usd_per_hour > 0
+
+
+def test_every_field_of_a_pooled_summary_is_a_metric_name() -> None:
+    from sim.metrics.access import METRIC_NAMES, PER_NAME_SECTIONS, metric
+    from sim.runner.pipeline import run_scenario
+
+    raw = pooled([{"name": "a", "nodes": 1}, {"name": "b", "gpu": "A100-SXM-80GB", "nodes": 1}])
+    raw["duration_s"] = 10
+    summary = run_scenario(validate_scenario(raw, "t")).summary
+
+    def leaves(d: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            out += leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+        return out
+
+    fixed = [n for n in leaves(summary) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
+    assert [n for n in fixed if n not in METRIC_NAMES] == []
+    assert metric(summary, "pools.b.cost.self_host_usd") == summary["pools"]["b"]["cost"]["self_host_usd"]
+    assert metric(summary, "models.Llama-3.1-8B.attainment") is None  # model names hold dots: read the dict
+    assert summary["models"]["Llama-3.1-8B"]["pools"] == ["a", "b"]
