@@ -65,8 +65,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "spill.policy", "spill.requests", "spill.at_arrival", "spill.late", "spill.request_share", "spill.token_share",
     "fleet.nodes", "fleet.gpu", "fleet.gpus_per_node", "fleet.model", "fleet.weights", "fleet.kv_cache",
     "fleet.kv_capacity_tokens_per_node", "fleet.weight_gb_per_node", "fleet.engine_steps",
-    # only with fleet.pools (docs/pools.md)
-    "fleet.pools",
 )
 #: sections whose next key is a name from the scenario (a request class, an SLO target, a pool, a model)
 PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.", "pools.", "models.",

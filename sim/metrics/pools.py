@@ -328,7 +328,7 @@ def model_sections(result: SimResult, df: pd.DataFrame, window: pd.DataFrame, ok
 
 def fleet_labels(result: SimResult) -> dict[str, Any]:
     """The summary's ``fleet`` section of a pooled run: totals, and each label joined over the pools (``H100-SXM
-    + A100-SXM-80GB``) where they differ."""
+    + A100-SXM-80GB``) where they differ (the pools themselves: the ``pools`` section)."""
     assert result.layout is not None
     pools = result.layout.pools
     models = result.pool_models
@@ -347,5 +347,4 @@ def fleet_labels(result: SimResult) -> dict[str, Any]:
         "kv_capacity_tokens_per_node": joined([m.memory.kv_capacity_tokens for m in models]),
         "weight_gb_per_node": joined([m.memory.weight_bytes / 1e9 for m in models]),
         "engine_steps": int(sum(result.node_steps)),
-        "pools": [p.name for p in pools],
     }
