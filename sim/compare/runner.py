@@ -135,7 +135,8 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
     base = apply_overrides(base, (overrides or []) + ([f"seed={seed}"] if seed is not None else []))
     runs: list[Run] = []
     for i, st in enumerate(exp.strategies):
-        fleet_raw = base.get("fleet") if isinstance(base.get("fleet"), dict) else {}
+        given = base.get("fleet")
+        fleet_raw: dict[str, Any] = given if isinstance(given, dict) else {}
         pools = st.pools if st.pools is not None else fleet_raw.get("pools")
         sizes = st.fleet_nodes if st.fleet_nodes is not None else exp.fleet_sizes
         if pools is not None:  # node counts come from the pools

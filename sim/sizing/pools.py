@@ -95,7 +95,8 @@ def size_pools(scenario: Scenario, pool_names: Sequence[str] = (), gpus: Sequenc
     pools = scenario.fleet.pool_list()
     seeds = replication_seeds(scenario.seed, n_seeds)
     out: list[PoolSizing] = []
-    for gpu in list(dict.fromkeys(gpus)) or [None]:
+    choices: list[str | None] = list(dict.fromkeys(gpus)) or [None]
+    for gpu in choices:
         base = scenario
         if gpu is not None:
             spec = get_gpu(gpu, "--gpu", "--gpu")
