@@ -590,6 +590,27 @@ class Autoscaler(Strict):
         return sorted(v)
 
 
+class Disaggregation(Strict):
+    """Prefill/decode disaggregation (docs/disaggregation.md): the first ``prefill_nodes`` of ``fleet.nodes``
+    only compute prompts, the rest only decode; each prompt's KV moves over ``interconnect`` (a preset of
+    :data:`sim.fleet.link.INTERCONNECTS`, with optional per-GPU ``bandwidth_gb_s`` / ``latency_s`` overrides)."""
+
+    prefill_nodes: int = Field(ge=1)
+    interconnect: str = "ib-ndr"
+    bandwidth_gb_s: float | None = Field(None, gt=0, description="per GPU, one direction; default: the preset's")
+    latency_s: float | None = Field(None, ge=0, description="per transfer; default: the preset's")
+    layerwise_overlap: bool = Field(True, description="stream each layer's KV while the next layer computes")
+
+    @field_validator("interconnect")
+    @classmethod
+    def _known_link(cls, v: str) -> str:
+        from sim.fleet.link import INTERCONNECTS
+
+        if v not in INTERCONNECTS:
+            raise ValueError(f"unknown interconnect {v!r}; known: {', '.join(INTERCONNECTS)}")
+        return v
+
+
 class Fleet(Strict):
     """``nodes`` reserved serving replicas (always up, always paid), each ``gpus_per_node`` GPUs with tensor
     parallelism, plus optional ``spot`` nodes and autoscaled ``on_demand`` nodes of the same kind."""
@@ -607,9 +628,15 @@ class Fleet(Strict):
     on_demand: OnDemand = OnDemand(max_nodes=0)
     spot: Spot = Spot()
     autoscaler: Autoscaler = Autoscaler()
+    disaggregation: Disaggregation | None = None
 
     @model_validator(mode="after")
     def _check_fleet(self) -> Fleet:
+        if self.disaggregation is not None:
+            if self.disaggregation.prefill_nodes >= self.nodes:
+                raise ValueError("disaggregation.prefill_nodes must leave at least one of fleet.nodes to decode")
+            if self.spot.nodes or self.on_demand.max_nodes:
+                raise ValueError("disaggregation supports reserved nodes only (no spot or on_demand nodes yet)")
         # at least one node unless every request goes to a hosted API: checked in Scenario._check_spill
         if self.autoscaler.policy != "none" and self.on_demand.max_nodes < 1:
             raise ValueError("an autoscaler needs on_demand.max_nodes >= 1")
@@ -904,6 +931,13 @@ class Scenario(Strict):
     def _check(self) -> Scenario:
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be < duration_s ({self.duration_s})")
+        if self.fleet.disaggregation is not None:
+            if self.spill is not None or self.api is not None:
+                raise ValueError("fleet.disaggregation: hosted-API spill is not supported with disaggregation yet")
+            if any(c.client is not None and c.client.timeout_s is not None for c in self.traffic.classes):
+                raise ValueError("fleet.disaggregation: client timeouts are not supported with disaggregation yet")
+            if any(c.deferrable is not None for c in self.traffic.classes):
+                raise ValueError("fleet.disaggregation: deferrable classes are not supported with disaggregation yet")
         return self
 
     @model_validator(mode="after")

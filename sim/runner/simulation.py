@@ -156,13 +156,14 @@ def terminal_statuses() -> list[Status]:
     return first + [st for st in Status if st not in first and st not in (Status.WAITING, Status.RUNNING)]
 
 
-def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
+def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients, disagg: Any = None) -> int:
     """Requests not yet finished, counted where they are: on a node (queued or running), held by the fleet
     while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
     off before a retry), or waiting out a client's back-off before its retry is sent."""
     on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
     at_api = spill.api.outstanding if spill is not None and spill.api is not None else 0
-    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
+    in_transfer = disagg.in_transfer if disagg is not None else 0  # KV on a prefill → decode link
+    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff + in_transfer
 
 
 @dataclass
@@ -183,6 +184,7 @@ class SimResult:
     fleet_events: list[tuple[float, int, str, str]] = field(default_factory=list)
     spill: dict[str, Any] | None = None  # hosted-API counters (sim.spill.policy.SpillDispatcher.stats), if configured
     clients: dict[str, int] | None = None  # client give-up / retry counters (sim.traffic.clients.Clients.stats), if any
+    disagg: dict[str, float] | None = None  # KV-transfer counters (sim.fleet.disagg.DisaggDispatcher.stats), if any
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
@@ -261,6 +263,13 @@ def simulate(
         if scenario.fleet.spot.on_eviction == "spill":
             # evicted requests are re-served whole by the API (prompt and every output token, billed again)
             fleet.evicted_sink = spill.to_api
+    disagg = None
+    if scenario.fleet.disaggregation is not None:  # prefill and decode nodes, KV over a link (sim.fleet.disagg)
+        from sim.fleet.disagg import DisaggDispatcher
+
+        kv_node = nm.memory.kv_bytes_per_token  # the node's KV bytes per token (all its GPUs)
+        disagg = dispatcher = DisaggDispatcher(env, scenario, fleet, kv_node, nm.model.layers)
+        done_observers.append(disagg.on_done)
     if scenario.fleet.autoscaler.policy != "none":
         env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
     arrivals_since = [0]
@@ -347,7 +356,7 @@ def simulate(
         if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     tally.retries = clients.retries
-    tally.in_flight = live_in_flight(fleet, batch, spill, clients)
+    tally.in_flight = live_in_flight(fleet, batch, spill, clients, disagg)
     return SimResult(
         scenario=scenario,
         node_model=nm,
@@ -363,4 +372,5 @@ def simulate(
         fleet_events=fleet.events,
         spill=spill.stats() if spill is not None else None,
         clients=clients.stats() if clients.enabled else None,
+        disagg=disagg.stats() if disagg is not None else None,
     )
