@@ -85,6 +85,8 @@ def test_link_serialises_transfers_and_overlap_hides_wire_time():
     assert link.send(0.0, 1e9, 0.0, 32, overlap=False) == pytest.approx(1.001)
     assert link.send(0.5, 1e9, 0.0, 32, overlap=False) == pytest.approx(2.001)  # queued behind the first
     assert link.busy_s == pytest.approx(2.0)
+    link.send(9.0, 1e9, 0.5, 32, overlap=True)
+    assert link.busy_s == pytest.approx(3.0)  # utilisation counts the overlapped wire time too
     assert exposed_wire_s(1.0, 0.25, 32, True) == pytest.approx(0.75)
     assert exposed_wire_s(1.0, 10.0, 32, True) == pytest.approx(1 / 32)  # the last layer is always exposed
     assert Link(math.inf, 0.0).send(3.0, 1e12, 0.0, 32, False) == 3.0

@@ -90,17 +90,18 @@ class Link:
         self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
         self.latency_s = latency_s
         self.free_at_s = 0.0
-        self.busy_s = 0.0  # Σ wire seconds this link was occupied
+        self.busy_s = 0.0  # Σ wire seconds of every transfer, overlapped parts included (utilisation)
         self.transfers = 0
         self.bytes_sent = 0.0
 
     def send(self, now_s: float, bytes_: float, prefill_s: float, layers: int, overlap: bool) -> float:
         """Book a transfer of ``bytes_`` whose prompt finished at ``now_s`` after ``prefill_s`` of compute;
         returns when its KV has fully arrived."""
-        wire = exposed_wire_s(wire_s(bytes_, self.bandwidth_bytes_per_s), prefill_s, layers, overlap)
+        full = wire_s(bytes_, self.bandwidth_bytes_per_s)
+        wire = exposed_wire_s(full, prefill_s, layers, overlap)
         start = max(now_s, self.free_at_s)
         self.free_at_s = start + wire
-        self.busy_s += wire
+        self.busy_s += full  # the overlapped part used the link too, during the prefill
         self.transfers += 1
         self.bytes_sent += bytes_
         return self.free_at_s + self.latency_s
