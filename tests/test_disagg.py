@@ -13,9 +13,20 @@ from scenarios import make_scenario
 from test_engine_equivalence import _assert_same, _trace
 
 from sim.core.errors import ConfigError
-from sim.fleet.link import INTERCONNECTS, Link, exposed_wire_s
+from sim.fleet.link import Link, exposed_wire_s
 from sim.perf.model import attention_pairs
 from sim.runner.simulation import build_node_model, simulate
+
+
+LINKS = {"infinite": {"bandwidth_gb_per_s": 1e12, "latency_s": 0.0},  # 1 ZB/s: an ideal link
+         "infiniband": {"kind": "infiniband"}, "ethernet": {"kind": "ethernet"}}
+
+
+def _pools(prefill: int, decode: int, link: str = "infinite", overlap: bool = True) -> dict:
+    """Overrides for a fleet of ``prefill`` prefill nodes and ``decode`` decode nodes (fleet-level GPU and engine)."""
+    return {"fleet.nodes": prefill + decode, "fleet.pools": [
+        {"name": "prefill", "role": "prefill", "nodes": prefill, "interconnect": {**LINKS[link], "overlap": overlap}},
+        {"name": "decode", "role": "decode", "nodes": decode}]}
 
 
 def _fixed(prompt: int, output: int) -> list[dict]:
@@ -35,7 +46,7 @@ def _fixed(prompt: int, output: int) -> list[dict]:
     blocks=st.one_of(st.none(), st.integers(600, 3000)),
     chunked=st.booleans(),
     scheduler=st.sampled_from(["preempt", "reserve_kv", "sglang"]),
-    link=st.sampled_from(["infinite", "ib-ndr", "ethernet-100g"]),
+    link=st.sampled_from(["infinite", "infiniband", "ethernet"]),
     overlap=st.booleans(),
     jitter=st.sampled_from([0.0, 0.3]),
     seed=st.integers(0, 10_000),
@@ -44,8 +55,7 @@ def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, ba
                                              chunked, scheduler, link, overlap, jitter, seed):
     kw = {
         "duration_s": 20, "seed": seed, "max_drain_s": 600, "traffic.rate_rps": rate,
-        "fleet.nodes": prefill + decode,
-        "fleet.disaggregation": {"prefill_nodes": prefill, "interconnect": link, "layerwise_overlap": overlap},
+        **_pools(prefill, decode, link, overlap),
         "fleet.engine": {
             "max_num_seqs": max_seqs, "max_num_batched_tokens": max_seqs + batched_extra, "block_size": block_size,
             "chunked_prefill": chunked, "scheduler": scheduler, "step_jitter": {"cv": jitter},
@@ -67,8 +77,7 @@ def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, ba
 def test_disaggregated_equivalence_under_decode_preemption():
     """A small decode-side cache preempts often (recompute of the generated tokens, prompt KV re-loaded); both
     engines agree, and the prefill node's KV is all returned at the end."""
-    kw = {"duration_s": 40, "seed": 3, "traffic.rate_rps": 12.0, "fleet.nodes": 2,
-          "fleet.disaggregation": {"prefill_nodes": 1, "interconnect": "ib-ndr"},
+    kw = {"duration_s": 40, "seed": 3, "traffic.rate_rps": 12.0, **_pools(1, 1, "infiniband"),
           "fleet.engine": {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 500}}
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
@@ -90,34 +99,36 @@ def test_link_serialises_transfers_and_overlap_hides_wire_time():
     assert exposed_wire_s(1.0, 0.25, 32, True) == pytest.approx(0.75)
     assert exposed_wire_s(1.0, 10.0, 32, True) == pytest.approx(1 / 32)  # the last layer is always exposed
     assert Link(math.inf, 0.0).send(3.0, 1e12, 0.0, 32, False) == 3.0
-    assert INTERCONNECTS["nvlink4"].bandwidth_gb_s > INTERCONNECTS["ib-ndr"].bandwidth_gb_s
 
 
 def test_transfer_time_grows_with_prompt_and_slower_links():
-    base = {"duration_s": 60, "seed": 1, "traffic.rate_rps": 0.2, "fleet.nodes": 2,
-            "traffic.classes": _fixed(4000, 20)}
+    base = {"duration_s": 60, "seed": 1, "traffic.rate_rps": 0.2, "traffic.classes": _fixed(4000, 20)}
 
     def mean_transfer(link: str) -> float:
-        sc = make_scenario(**base, **{"fleet.disaggregation": {"prefill_nodes": 1, "interconnect": link,
-                                                               "layerwise_overlap": False}})
+        sc = make_scenario(**base, **_pools(1, 1, link, overlap=False))
         stats = simulate(sc).disagg
         assert stats is not None
         return stats["transfer_mean_s"]
 
     nm = build_node_model(make_scenario(**base))
-    expect = 4000 * nm.memory.kv_bytes_per_token / 1.5625e9 + 100e-6  # ethernet-100g: 1.5625 GB/s per GPU
-    assert mean_transfer("ethernet-100g") == pytest.approx(expect, rel=0.05)  # light load: little queueing
-    assert mean_transfer("ib-ndr") < mean_transfer("ethernet-100g") / 10
+    expect = 4000 * nm.memory.kv_bytes_per_token / 12.5e9 + 50e-6  # ethernet: 12.5 GB/s, 50 µs
+    assert mean_transfer("ethernet") == pytest.approx(expect, rel=0.05)  # light load: little queueing
+    assert mean_transfer("infiniband") < mean_transfer("ethernet") / 3
 
 
-def test_bad_disaggregation_is_one_clear_error():
-    with pytest.raises(ConfigError, match="prefill_nodes"):
-        make_scenario(**{"fleet.nodes": 2, "fleet.disaggregation": {"prefill_nodes": 2}})
-    with pytest.raises(ConfigError, match="interconnect"):
-        make_scenario(**{"fleet.nodes": 2, "fleet.disaggregation": {"prefill_nodes": 1, "interconnect": "smoke"}})
+def test_unsupported_disaggregation_is_one_clear_error():
+    def run(**kw):
+        simulate(make_scenario(**{"duration_s": 5, **kw}))
+
+    pools = _pools(1, 1)["fleet.pools"]
+    with pytest.raises(ConfigError, match=r"fleet.pools.0: prefill pools take reserved nodes only"):
+        run(**{"fleet.nodes": 2, "fleet.pools": [{**pools[0], "spot": {"nodes": 1}}, pools[1]]})
+    with pytest.raises(ConfigError, match=r"fleet.pools.0.role: model .* has prefill pools and a mixed pool"):
+        run(**{"fleet.nodes": 3, "fleet.pools": [*pools, {"name": "m", "nodes": 1}]})
     with pytest.raises(ConfigError, match="spill"):
-        make_scenario(**{"fleet.nodes": 2, "fleet.disaggregation": {"prefill_nodes": 1},
-                         "api": {"provider": "together", "model": "llama-3.1-8b"}})
+        run(**_pools(1, 1), api={"provider": "together", "model": "llama-3.1-8b"})
+    with pytest.raises(ConfigError, match="needs a decode pool"):
+        make_scenario(**{"fleet.nodes": 1, "fleet.pools": [pools[0]]})
 
 
 # -- theory -----------------------------------------------------------------------------------------------------
@@ -127,8 +138,7 @@ def test_isolated_request_ttft_is_prefill_plus_one_decode_step_and_tpot_a_pure_d
     prompt, out = 3000, 40
     kw = {"duration_s": 30, "seed": 2, "traffic.rate_rps": 0.1, "traffic.classes": _fixed(prompt, out),
           "fleet.engine": {"max_num_batched_tokens": 2048, "max_num_seqs": 64}}
-    dis = simulate(make_scenario(**kw, **{"fleet.nodes": 2, "fleet.disaggregation": {
-        "prefill_nodes": 1, "interconnect": "infinite"}}))
+    dis = simulate(make_scenario(**kw, **_pools(1, 1)))
     mix = simulate(make_scenario(**kw, **{"fleet.nodes": 1}))
     perf = build_node_model(make_scenario(**kw, **{"fleet.nodes": 1})).perf
     prefill = perf.step_s(2048, attention_pairs(2048, 2048), 2048) + perf.step_s(
@@ -159,8 +169,7 @@ def test_long_prompts_slow_mixed_decode_but_not_disaggregated_decode():
     prompt, out = 6000, 120
     kw = {"duration_s": 60, "seed": 4, "traffic.rate_rps": 4.5, "traffic.classes": _fixed(prompt, out),
           "fleet.engine": {"max_num_batched_tokens": 2048, "max_num_seqs": 32}}
-    dis = simulate(make_scenario(**kw, **{"fleet.nodes": 2, "fleet.disaggregation": {
-        "prefill_nodes": 1, "interconnect": "infinite"}}))
+    dis = simulate(make_scenario(**kw, **_pools(1, 1)))
     mix = simulate(make_scenario(**kw, **{"fleet.nodes": 2}))
     perf = build_node_model(make_scenario(**kw, **{"fleet.nodes": 2})).perf
     max_batch = int(dis.series.per_node("running")[:, 1].max()) + 1

@@ -1097,13 +1097,6 @@ class Scenario(Strict):
     def _check(self) -> Scenario:
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be < duration_s ({self.duration_s})")
-        if self.fleet.disaggregation is not None:
-            if self.spill is not None or self.api is not None:
-                raise ValueError("fleet.disaggregation: hosted-API spill is not supported with disaggregation yet")
-            if any(c.client is not None and c.client.timeout_s is not None for c in self.traffic.classes):
-                raise ValueError("fleet.disaggregation: client timeouts are not supported with disaggregation yet")
-            if any(c.deferrable is not None for c in self.traffic.classes):
-                raise ValueError("fleet.disaggregation: deferrable classes are not supported with disaggregation yet")
         return self
 
     @model_validator(mode="after")

@@ -33,92 +33,139 @@ from typing import Any
 import numpy as np
 import simpy
 
-from sim.core.config import Scenario
+from sim.core.config import Interconnect, Scenario, model_key
+from sim.core.errors import ConfigError
 from sim.engine.protocol import NodeEngine
-from sim.fleet.link import Link, get_interconnect
+from sim.fleet.link import Link
+from sim.fleet.pools import PoolLayout
 from sim.traffic.request import Request, Status
 
 
-class DisaggDispatcher:
-    """Routes arrivals to the prefill nodes (slots ``0 … prefill_nodes−1`` of ``fleet``) and hands computed prompts
-    to the decode nodes (the other reserved slots) over one :class:`Link` per prefill node."""
+def check_disaggregation(scenario: Scenario) -> None:
+    """What disaggregated pools do not support yet: one ConfigError naming the field."""
+    src = scenario.source
+    pools = scenario.fleet.pool_list()
+    for i, p in enumerate(pools):
+        if p.role == "mixed":
+            continue
+        if p.spot.nodes or p.on_demand.max_nodes:
+            raise ConfigError(src, f"fleet.pools.{i}", f"{p.role} pools take reserved nodes only (no spot or "
+                              "on_demand nodes yet)")
+        if p.nodes < 1:
+            raise ConfigError(src, f"fleet.pools.{i}.nodes", f"a {p.role} pool needs at least one node")
+        if any(q.role == "mixed" and model_key(q.model) == model_key(p.model) for q in pools):
+            raise ConfigError(src, f"fleet.pools.{i}.role", f"model {p.model} has {p.role} pools and a mixed pool: "
+                              "serve a model either disaggregated or mixed")
+    if scenario.spill is not None or scenario.api is not None:
+        raise ConfigError(src, "spill", "hosted-API spill is not supported with prefill/decode pools yet")
+    for k, c in enumerate(scenario.traffic.classes):
+        if c.client is not None and c.client.timeout_s is not None:
+            raise ConfigError(src, f"traffic.classes.{k}.client.timeout_s",
+                              "client time-outs are not supported with prefill/decode pools yet")
+        if c.deferrable is not None:
+            raise ConfigError(src, f"traffic.classes.{k}.deferrable",
+                              "deferrable classes are not supported with prefill/decode pools yet")
 
-    def __init__(self, env: simpy.Environment, scenario: Scenario, fleet: Any, kv_bytes_per_token_node: float,
-                 layers: int) -> None:
-        spec = scenario.fleet.disaggregation
-        assert spec is not None
+
+class DisaggDispatcher:
+    """Routes arrivals of a model served by ``prefill`` / ``decode`` pools to a prefill node, and hands each computed
+    prompt to a decode node of the same model over the prefill pool's ``interconnect`` (one :class:`Link` per
+    prefill node); arrivals of models served by mixed pools go to ``fleet.dispatch`` as before."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario, fleet: Any, layout: PoolLayout,
+                 pool_models: list[Any]) -> None:
+        check_disaggregation(scenario)
         self.env = env
         self.fleet = fleet
-        ic = get_interconnect(spec.interconnect)
-        gpus = scenario.fleet.gpus_per_node
-        bw = (spec.bandwidth_gb_s if spec.bandwidth_gb_s is not None else ic.bandwidth_gb_s) * 1e9 * gpus
-        latency = spec.latency_s if spec.latency_s is not None else ic.latency_s
-        self.overlap = spec.layerwise_overlap
-        self.layers = layers
-        self.kv_bytes_per_token = kv_bytes_per_token_node
-        n_prefill = spec.prefill_nodes
-        self.prefill: list[NodeEngine] = [s.node for s in fleet.slots[:n_prefill]]
-        self.decode: list[NodeEngine] = [s.node for s in fleet.slots[n_prefill:scenario.fleet.nodes]]
-        self.links = [Link(bw, latency) for _ in self.prefill]
-        self.inbound_tokens = [0] * len(self.decode)  # tokens on their way to each decode node
+        self.layout = layout
+        n_groups = len(layout.group_models)
+        self.prefill: list[list[NodeEngine]] = [[] for _ in range(n_groups)]  # per model group
+        self.decode: list[list[NodeEngine]] = [[] for _ in range(n_groups)]
+        self.links: dict[int, Link] = {}  # prefill node id -> its egress link
+        self.kv_bytes_per_token: dict[int, float] = {}  # prefill node id -> the node's KV bytes per token
+        self.layers: dict[int, int] = {}
+        self.overlap: dict[int, bool] = {}
+        for slot in fleet.slots:
+            pool = layout.pools[slot.pool]
+            if pool.role == "mixed" or slot.node is None:
+                continue
+            g = layout.pool_group[slot.pool]
+            node = slot.node
+            if pool.role == "decode":
+                self.decode[g].append(node)
+                continue
+            self.prefill[g].append(node)
+            ic = pool.interconnect if pool.interconnect is not None else Interconnect()
+            self.links[node.node_id] = Link(ic.bandwidth_bytes_per_s, ic.one_way_latency_s)
+            nm = pool_models[slot.pool]
+            self.kv_bytes_per_token[node.node_id] = nm.memory.kv_bytes_per_token
+            self.layers[node.node_id] = nm.model.layers
+            self.overlap[node.node_id] = ic.overlap
+            node.handoff = partial(self._prefilled, g, node)  # type: ignore[attr-defined]  # both engines have it
+        self.inbound_tokens: dict[int, int] = {n.node_id: 0 for nodes in self.decode for n in nodes}
         self.in_transfer = 0  # requests whose KV is on a link (owned by no node)
         self._cached: dict[int, int] = {}  # rid -> the request's own cached_tokens, restored when it is done
-        self._arrivals: dict[float, list[tuple[int, int, int, Request]]] = {}  # due time -> transfers
+        self._arrivals: dict[float, list[tuple[NodeEngine, NodeEngine, int, Request]]] = {}  # due time -> transfers
         self.transfer_s = array("d")  # per hand-off: prefill end → KV arrived (queueing on the link included)
-        for i, node in enumerate(self.prefill):
-            node.handoff = partial(self._prefilled, i)  # type: ignore[attr-defined]  # both engines have it
 
     # -- routing ------------------------------------------------------------------------------------------
     @staticmethod
-    def _least(nodes: list[NodeEngine], extra: list[int] | None = None) -> int:
-        best, best_w = 0, None
-        for i, node in enumerate(nodes):
-            w = node.outstanding_tokens() + (extra[i] if extra is not None else 0)
+    def _least(nodes: list[NodeEngine], extra: dict[int, int] | None = None) -> NodeEngine:
+        """The node with the fewest outstanding tokens (plus ``extra[node_id]``), ties to the first."""
+        best, best_w = nodes[0], None
+        for node in nodes:
+            w = node.outstanding_tokens() + (extra[node.node_id] if extra is not None else 0)
             if best_w is None or w < best_w:
-                best, best_w = i, w
+                best, best_w = node, w
         return best
 
     def dispatch(self, req: Request) -> None:
-        """An arrival: to the prefill node with the least outstanding tokens."""
+        """An arrival: to the least-loaded prefill node of its model, or to the fleet if its model is served mixed."""
+        g = self.layout.class_group[req.class_idx]
+        if not self.prefill[g]:
+            self.fleet.dispatch(req)
+            return
         self._cached[req.rid] = req.cached_tokens
-        self.prefill[self._least(self.prefill)].submit(req)
+        self.fleet.submit(self._least(self.prefill[g]), req)
 
     # -- hand-off -----------------------------------------------------------------------------------------
-    def _prefilled(self, i: int, req: Request) -> None:
+    def _prefilled(self, g: int, src: NodeEngine, req: Request) -> None:
+        """``src`` computed ``req``'s prompt: pick the decode node and book the KV transfer."""
         now = self.env.now
-        d = self._least(self.decode, self.inbound_tokens)
+        dst = self._least(self.decode[g], self.inbound_tokens)
         tokens = req.output_tokens + 1
-        self.inbound_tokens[d] += tokens
+        self.inbound_tokens[dst.node_id] += tokens
         self.in_transfer += 1
         prefill_s = now - req.first_scheduled_s if req.first_scheduled_s >= 0 else 0.0
-        arrive = self.links[i].send(now, req.prompt_tokens * self.kv_bytes_per_token, prefill_s, self.layers,
-                                    self.overlap)
+        sid = src.node_id
+        arrive = self.links[sid].send(now, req.prompt_tokens * self.kv_bytes_per_token[sid], prefill_s,
+                                      self.layers[sid], self.overlap[sid])
         self.transfer_s.append(arrive - now)
         group = self._arrivals.get(arrive)
         if group is None:  # one event per instant: hand-offs of one step arrive together on a fast link
             group = self._arrivals[arrive] = []
             self.env.timeout(arrive - now).callbacks.append(partial(self._arrived, arrive))
-        group.append((i, d, tokens, req))
+        group.append((src, dst, tokens, req))
 
     def _arrived(self, at_s: float, _ev: simpy.Event) -> None:
         """KV of every transfer due now has arrived: the prefill nodes free it, the decode nodes queue the
         requests (each node schedules once for the whole instant, as the reference engine does)."""
         group = self._arrivals.pop(at_s)
         with ExitStack() as stack:
-            for i in sorted({g[0] for g in group}):
-                stack.enter_context(self.prefill[i].batched())  # type: ignore[attr-defined]
-            for i, _, _, req in group:
-                self.prefill[i].release_kv(req)  # type: ignore[attr-defined]  # both engines have it
+            for src in {id(t[0]): t[0] for t in group}.values():
+                stack.enter_context(src.batched())  # type: ignore[attr-defined]  # both engines have it
+            for src, _, _, req in group:
+                src.release_kv(req)  # type: ignore[attr-defined]  # both engines have it
         with ExitStack() as stack:
-            for d in sorted({g[1] for g in group}):
-                stack.enter_context(self.decode[d].batched())  # type: ignore[attr-defined]
-            for _, d, tokens, req in group:
+            for dst in {id(t[1]): t[1] for t in group}.values():
+                stack.enter_context(dst.batched())  # type: ignore[attr-defined]
+            for _, dst, tokens, req in group:
                 self.in_transfer -= 1
-                self.inbound_tokens[d] -= tokens
+                self.inbound_tokens[dst.node_id] -= tokens
                 req.cached_tokens = max(req.prompt_tokens - 1, 0)
                 req.num_computed = 0  # a new node's view: KV held outside its cache until admitted
                 req.status = Status.WAITING
-                self.decode[d].submit(req)
+                self.fleet.submit(dst, req)
 
     def on_done(self, req: Request) -> None:
         """A request reached a terminal status: its own ``cached_tokens`` (a prefix-cache hit) is restored for
@@ -129,13 +176,14 @@ class DisaggDispatcher:
         """Hand-offs, transfer time (mean, P95; queueing on the link included) and link utilisation."""
         t = np.frombuffer(self.transfer_s, dtype=np.float64) if len(self.transfer_s) else np.zeros(0)
         end = max(self.env.now, 1e-9)
+        links = list(self.links.values())
         return {
-            "prefill_nodes": len(self.prefill),
-            "decode_nodes": len(self.decode),
+            "prefill_nodes": sum(len(n) for n in self.prefill),
+            "decode_nodes": sum(len(n) for n in self.decode),
             "transfers": int(t.size),
             "transfer_mean_s": float(t.mean()) if t.size else 0.0,
             "transfer_p95_s": float(np.percentile(t, 95)) if t.size else 0.0,
-            "kv_gb_sent": sum(lk.bytes_sent for lk in self.links) / 1e9,
-            "link_busy_mean": sum(lk.busy_s for lk in self.links) / len(self.links) / end,
+            "kv_gb_sent": sum(lk.bytes_sent for lk in links) / 1e9,
+            "link_busy_mean": sum(lk.busy_s for lk in links) / max(1, len(links)) / end,
         }
 

@@ -2,12 +2,12 @@
 
 Model (docs/disaggregation.md):
 
-* A transfer moves ``prompt_tokens × kv_bytes_per_token`` bytes (the whole node's KV of the prompt,
-  :func:`sim.perf.model.kv_bytes_per_token` × the node's GPUs, as the engine's ledger counts it).
-* Bandwidth: each GPU has its own lane (NVLink port or NIC: one 400 Gb/s ConnectX-7 per H100 in a DGX H100) and
-  the tensor-parallel shards move their slices in parallel, so a node sends at ``bandwidth_gb_s × GPUs``.
-  Wire time ``t = bytes / bandwidth``; each transfer also pays ``latency_s`` once (RDMA set-up and first byte),
-  which does not occupy the link.
+* A transfer moves ``prompt_tokens × kv_bytes_per_token`` bytes (the prefill node's KV of the prompt, all its
+  GPUs together: :func:`sim.perf.model.kv_bytes_per_token`, as the engine's ledger counts it).
+* Bandwidth: the prefill pool's ``interconnect`` (:class:`sim.core.config.Interconnect`: a link kind's default or
+  ``bandwidth_gb_per_s``) is what one node sends at; a node with a NIC per GPU sends at the NICs' sum (give it as
+  ``bandwidth_gb_per_s``). Wire time ``t = bytes / bandwidth`` (0 for an infinite bandwidth); each transfer also
+  pays the one-way ``latency_s`` once, which does not occupy the link.
 * Layer-wise overlap (Splitwise, DistServe and Mooncake stream layer ``l``'s KV while layer ``l+1`` computes):
   the part of the wire time hidden under the request's own prefill compute is not paid after the prefill; at least
   one layer's share ``t / layers`` always is: exposed ``max(t / layers, t − prefill_s)``.
@@ -20,50 +20,6 @@ Model (docs/disaggregation.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Interconnect:
-    """One interconnect: per-GPU bandwidth in one direction (GB/s, 10⁹ bytes) and a per-transfer latency."""
-
-    name: str
-    bandwidth_gb_s: float
-    latency_s: float
-    source: str
-
-
-# Bandwidths are line rates from the vendors' specifications (one direction, per GPU). Latencies are per-transfer
-# set-up figures (RDMA write + completion, a few round trips), not the wire's sub-microsecond hop latency.
-INTERCONNECTS: dict[str, Interconnect] = {
-    "nvlink4": Interconnect(
-        "NVLink 4 (H100/H200 SXM, NVSwitch)", 450.0, 5e-6,
-        "NVIDIA H100 datasheet: 900 GB/s bidirectional NVLink per GPU"),
-    "nvlink5": Interconnect(
-        "NVLink 5 (B200, NVSwitch)", 900.0, 5e-6,
-        "NVIDIA DGX B200 datasheet: 1.8 TB/s bidirectional NVLink per GPU"),
-    "ib-ndr": Interconnect(
-        "InfiniBand NDR 400 Gb/s (one ConnectX-7 per GPU)", 50.0, 20e-6,
-        "NVIDIA ConnectX-7 / Quantum-2 datasheets: 400 Gb/s per port; DGX H100: 8 × 400 Gb/s compute NICs"),
-    "ib-hdr": Interconnect(
-        "InfiniBand HDR 200 Gb/s (one ConnectX-6 per GPU)", 25.0, 20e-6,
-        "NVIDIA ConnectX-6 datasheet: 200 Gb/s per port (DGX A100: 8 × 200 Gb/s)"),
-    "roce-400g": Interconnect(
-        "RoCE v2 400 GbE (one NIC per GPU)", 50.0, 30e-6,
-        "400GbE line rate (IEEE 802.3bs); RoCE set-up slower than InfiniBand"),
-    "ethernet-100g": Interconnect(
-        "Ethernet 100 GbE per node, TCP (no RDMA)", 12.5 / 8, 100e-6,
-        "100GbE line rate (IEEE 802.3ba) shared by the node's 8 GPUs: 1.56 GB/s per GPU"),
-    "infinite": Interconnect("infinitely fast link (theory checks)", math.inf, 0.0, "ideal"),
-}
-
-
-def get_interconnect(name: str) -> Interconnect:
-    """The preset ``name`` (KeyError lists the known ones)."""
-    try:
-        return INTERCONNECTS[name]
-    except KeyError:
-        raise KeyError(f"unknown interconnect {name!r}; known: {', '.join(INTERCONNECTS)}") from None
 
 
 def wire_s(bytes_: float, bandwidth_bytes_per_s: float) -> float:
