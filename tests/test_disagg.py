@@ -17,7 +17,6 @@ from sim.fleet.link import Link, exposed_wire_s
 from sim.perf.model import attention_pairs
 from sim.runner.simulation import build_node_model, simulate
 
-
 LINKS = {"infinite": {"bandwidth_gb_per_s": 1e12, "latency_s": 0.0},  # 1 ZB/s: an ideal link
          "infiniband": {"kind": "infiniband"}, "ethernet": {"kind": "ethernet"}}
 
@@ -94,8 +93,10 @@ def test_link_serialises_transfers_and_overlap_hides_wire_time():
     assert link.send(0.0, 1e9, 0.0, 32, overlap=False) == pytest.approx(1.001)
     assert link.send(0.5, 1e9, 0.0, 32, overlap=False) == pytest.approx(2.001)  # queued behind the first
     assert link.busy_s == pytest.approx(2.0)
-    link.send(9.0, 1e9, 0.5, 32, overlap=True)
+    assert link.send(9.0, 1e9, 0.25, 32, overlap=True) == pytest.approx(9.751)  # streamed since 8.75
     assert link.busy_s == pytest.approx(3.0)  # utilisation counts the overlapped wire time too
+    # a saturated link hides nothing: the next overlapped transfer waits for the link
+    assert link.send(9.5, 1e9, 0.75, 32, overlap=True) == pytest.approx(10.751)
     assert exposed_wire_s(1.0, 0.25, 32, True) == pytest.approx(0.75)
     assert exposed_wire_s(1.0, 10.0, 32, True) == pytest.approx(1 / 32)  # the last layer is always exposed
     assert Link(math.inf, 0.0).send(3.0, 1e12, 0.0, 32, False) == 3.0

@@ -9,12 +9,14 @@ Model (docs/disaggregation.md):
   ``bandwidth_gb_per_s``). Wire time ``t = bytes / bandwidth`` (0 for an infinite bandwidth); each transfer also
   pays the one-way ``latency_s`` once, which does not occupy the link.
 * Layer-wise overlap (Splitwise, DistServe and Mooncake stream layer ``l``'s KV while layer ``l+1`` computes):
-  the part of the wire time hidden under the request's own prefill compute is not paid after the prefill; at least
-  one layer's share ``t / layers`` always is: exposed ``max(t / layers, t − prefill_s)``.
-* Contention: each prefill node's egress is one first-come-first-served server; a transfer starts when the link is
-  free and the prompt is done, so transfers that share a node queue behind each other (FCFS serialisation: the
-  same total drain time as fair sharing, earlier completion for the first). Decode-side ingress and the network
-  core are not modelled as bottlenecks (a non-blocking fabric).
+  the transfer may start when the prompt's computation starts, still needs the whole wire time ``t`` on the
+  link, and its last layer's share ``t / layers`` leaves only after the computation ends: it completes at
+  ``max(start + t, prefill_end + t / layers)``. Without overlap it starts when the prefill ends.
+* Contention: each prefill node's egress is one first-come-first-served server, booked when each prompt is done
+  (a transfer starts no earlier than the previous booking ends), so transfers that share a node queue behind each
+  other (FCFS serialisation: the same total drain time as fair sharing, earlier completion for the first); the
+  link is busy the whole wire time, overlapped or not. Decode-side ingress and the network core are not
+  modelled as bottlenecks (a non-blocking fabric).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ def wire_s(bytes_: float, bandwidth_bytes_per_s: float) -> float:
 
 
 def exposed_wire_s(wire: float, prefill_s: float, layers: int, overlap: bool) -> float:
-    """Wire time left after the prefill ends: all of it without overlap; with layer-wise streaming the part not
-    hidden under ``prefill_s`` of compute, and never less than one layer's share."""
+    """Wire time left after the prefill ends on an idle link: all of it without overlap; with layer-wise streaming
+    the part not hidden under ``prefill_s`` of compute, and never less than one layer's share."""
     if not overlap:
         return wire
     return max(wire / layers, wire - prefill_s)
@@ -46,18 +48,20 @@ class Link:
         self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
         self.latency_s = latency_s
         self.free_at_s = 0.0
-        self.busy_s = 0.0  # Σ wire seconds of every transfer, overlapped parts included (utilisation)
+        self.busy_s = 0.0  # Σ wire seconds of every transfer (utilisation)
         self.transfers = 0
         self.bytes_sent = 0.0
 
     def send(self, now_s: float, bytes_: float, prefill_s: float, layers: int, overlap: bool) -> float:
         """Book a transfer of ``bytes_`` whose prompt finished at ``now_s`` after ``prefill_s`` of compute;
         returns when its KV has fully arrived."""
-        full = wire_s(bytes_, self.bandwidth_bytes_per_s)
-        wire = exposed_wire_s(full, prefill_s, layers, overlap)
-        start = max(now_s, self.free_at_s)
-        self.free_at_s = start + wire
-        self.busy_s += full  # the overlapped part used the link too, during the prefill
+        wire = wire_s(bytes_, self.bandwidth_bytes_per_s)
+        if overlap:  # streamed from the prefill's start; the last layer leaves after it ends
+            start = max(now_s - prefill_s, self.free_at_s)
+            self.free_at_s = max(start + wire, now_s + wire / layers)
+        else:
+            self.free_at_s = max(now_s, self.free_at_s) + wire
+        self.busy_s += wire
         self.transfers += 1
         self.bytes_sent += bytes_
         return self.free_at_s + self.latency_s
