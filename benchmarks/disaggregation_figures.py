@@ -36,14 +36,14 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "figures" / "disaggregat
 
 #: KV links swept in figure 2: name -> (GB/s per node, one-way latency s); the first is the default of figure 1
 LINKS: dict[str, tuple[float, float]] = {
+    "NVLink 4\n900 GB/s": (900.0, 2e-6),  # 450 GB/s per GPU and direction, 2 GPUs
     "InfiniBand NDR\n100 GB/s": (100.0, 5e-6),  # one 400 Gb/s NIC per GPU, 2 GPUs
-    "NVLink 4\n900 GB/s": (900.0, 2e-6),
-    "IB HDR\n50 GB/s": (50.0, 5e-6),
-    "100 GbE\n12.5 GB/s": (12.5, 50e-6),
+    "IB HDR\n50 GB/s": (50.0, 5e-6),  # one 200 Gb/s NIC per GPU
+    "100 GbE\n12.5 GB/s": (12.5, 50e-6),  # one NIC per node
     "25 GbE\n3.1 GB/s": (3.125, 50e-6),
     "10 GbE\n1.25 GB/s": (1.25, 50e-6),
 }
-DEFAULT_LINK = next(iter(LINKS))
+DEFAULT_LINK = "InfiniBand NDR\n100 GB/s"
 
 
 def scenario(prompt_median: int, rate_rps: float, prefill_nodes: int | None, link: str = DEFAULT_LINK,
@@ -106,7 +106,11 @@ def ttft_target(prompt: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs, fewer points")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figures from goodput.csv")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        replot()
+        return 0
     dur = 40.0 if args.quick else 90.0
     it = 6 if args.quick else 9
     OUT.mkdir(parents=True, exist_ok=True)
@@ -175,6 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def replot() -> None:
+    """Redraw the figures from ``goodput.csv``."""
+    with open(OUT / "goodput.csv", newline="") as fh:
+        rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+    for r in rows:
+        r["prompt"] = int(r["prompt"])
+        for k in ("goodput_rps_per_gpu", "ttft_target_s", "tpot_target_s", "ttft_p95_s", "tpot_p95_s", "attainment",
+                  "rate_rps"):
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else float("nan")
+        r["overlap"] = r.get("overlap") == "True"
+    prompts = sorted({r["prompt"] for r in rows if r["figure"] == "prompt"})
+    tpots = {t: next(r["tpot_target_s"] for r in rows if r["tpot"] == t) for t in ("tight", "loose")}
+    ratio_rows = [r for r in rows if r["figure"] == "ratio"]
+    best_k = next(r["strategy"] for r in rows if r["figure"] == "link")
+    plot(rows, prompts, [], tpots, ratio_rows, ratio_rows[0]["rate_rps"], prompts[-1], best_k)
+
+
 def plot(rows: list[dict[str, Any]], prompts: list[int], splits: list[int], tpots: dict[str, float],
          ratio_rows: list[dict[str, Any]], rate: float, p_long: int, best_k: str) -> None:
     # figure 1: goodput per GPU vs prompt length
@@ -224,7 +245,7 @@ def plot(rows: list[dict[str, Any]], prompts: list[int], splits: list[int], tpot
     plt.close(fig)
 
     # figure 3: ratio sweep
-    fig, ax1 = plt.subplots(figsize=(8, 4.2))
+    fig, ax1 = plt.subplots(figsize=(8, 4.6))
     names = [r["strategy"] for r in ratio_rows]
     x = np.arange(len(names))
     ax1.plot(x, [r["ttft_p95_s"] for r in ratio_rows], "o-", color="tab:red", label="P95 TTFT (s)")
@@ -241,9 +262,9 @@ def plot(rows: list[dict[str, Any]], prompts: list[int], splits: list[int], tpot
     ax1.set_title(f"P:D ratio at {rate:.1f} req/s, median prompt {p_long} (labels: SLO attainment)")
     h1, l1 = ax1.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax1.legend(h1 + h2, l1 + l2, loc="upper center", fontsize=8)
+    fig.legend(h1 + h2, l1 + l2, loc="lower center", ncol=2, fontsize=8)
     ax1.grid(True, alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(OUT / "ratio_sweep.png", dpi=110)
     plt.close(fig)
 
