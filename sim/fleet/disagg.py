@@ -26,9 +26,10 @@ and client time-outs together with disaggregation (rejected at load time).
 from __future__ import annotations
 
 from array import array
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import simpy
@@ -39,6 +40,25 @@ from sim.engine.protocol import NodeEngine
 from sim.fleet.link import Link
 from sim.fleet.pools import PoolLayout
 from sim.traffic.request import Request, Status
+
+
+class HandoffNode(NodeEngine, Protocol):
+    """A node engine with the prefill role's hand-off and the batched arrivals of both engines
+    (:class:`sim.engine.node.Node`, :class:`sim.engine.reference.ReferenceNode`)."""
+
+    handoff: Callable[[Request], None] | None
+
+    def release_kv(self, req: Request) -> None: ...
+
+    def batched(self) -> AbstractContextManager[None]: ...
+
+
+if TYPE_CHECKING:  # static conformance: both engines can serve a prefill pool
+    from sim.engine.node import Node
+    from sim.engine.reference import ReferenceNode
+
+    _fast: type[HandoffNode] = Node
+    _reference: type[HandoffNode] = ReferenceNode
 
 
 def check_disaggregation(scenario: Scenario) -> None:
@@ -79,8 +99,8 @@ class DisaggDispatcher:
         self.fleet = fleet
         self.layout = layout
         n_groups = len(layout.group_models)
-        self.prefill: list[list[NodeEngine]] = [[] for _ in range(n_groups)]  # per model group
-        self.decode: list[list[NodeEngine]] = [[] for _ in range(n_groups)]
+        self.prefill: list[list[HandoffNode]] = [[] for _ in range(n_groups)]  # per model group
+        self.decode: list[list[HandoffNode]] = [[] for _ in range(n_groups)]
         self.links: dict[int, Link] = {}  # prefill node id -> its egress link
         self.kv_bytes_per_token: dict[int, float] = {}  # prefill node id -> the node's KV bytes per token
         self.layers: dict[int, int] = {}
@@ -90,7 +110,7 @@ class DisaggDispatcher:
             if pool.role == "mixed" or slot.node is None:
                 continue
             g = layout.pool_group[slot.pool]
-            node = slot.node
+            node = cast(HandoffNode, slot.node)
             if pool.role == "decode":
                 self.decode[g].append(node)
                 continue
@@ -101,16 +121,16 @@ class DisaggDispatcher:
             self.kv_bytes_per_token[node.node_id] = nm.memory.kv_bytes_per_token
             self.layers[node.node_id] = nm.model.layers
             self.overlap[node.node_id] = ic.overlap
-            node.handoff = partial(self._prefilled, g, node)  # type: ignore[attr-defined]  # both engines have it
+            node.handoff = partial(self._prefilled, g, node)
         self.inbound_tokens: dict[int, int] = {n.node_id: 0 for nodes in self.decode for n in nodes}
         self.in_transfer = 0  # requests whose KV is on a link (owned by no node)
         self._cached: dict[int, int] = {}  # rid -> the request's own cached_tokens, restored when it is done
-        self._arrivals: dict[float, list[tuple[NodeEngine, NodeEngine, int, Request]]] = {}  # due time -> transfers
+        self._arrivals: dict[float, list[tuple[HandoffNode, HandoffNode, int, Request]]] = {}  # due time -> transfers
         self.transfer_s = array("d")  # per hand-off: prefill end → KV arrived (queueing on the link included)
 
     # -- routing ------------------------------------------------------------------------------------------
     @staticmethod
-    def _least(nodes: list[NodeEngine], extra: dict[int, int] | None = None) -> NodeEngine:
+    def _least(nodes: list[HandoffNode], extra: dict[int, int] | None = None) -> HandoffNode:
         """The node with the fewest outstanding tokens (plus ``extra[node_id]``), ties to the first."""
         best, best_w = nodes[0], None
         for node in nodes:
@@ -129,7 +149,7 @@ class DisaggDispatcher:
         self.fleet.submit(self._least(self.prefill[g]), req)
 
     # -- hand-off -----------------------------------------------------------------------------------------
-    def _prefilled(self, g: int, src: NodeEngine, req: Request) -> None:
+    def _prefilled(self, g: int, src: HandoffNode, req: Request) -> None:
         """``src`` computed ``req``'s prompt: pick the decode node and book the KV transfer."""
         now = self.env.now
         dst = self._least(self.decode[g], self.inbound_tokens)
@@ -153,12 +173,12 @@ class DisaggDispatcher:
         group = self._arrivals.pop(at_s)
         with ExitStack() as stack:
             for src in {id(t[0]): t[0] for t in group}.values():
-                stack.enter_context(src.batched())  # type: ignore[attr-defined]  # both engines have it
+                stack.enter_context(src.batched())
             for src, _, _, req in group:
-                src.release_kv(req)  # type: ignore[attr-defined]  # both engines have it
+                src.release_kv(req)
         with ExitStack() as stack:
             for dst in {id(t[1]): t[1] for t in group}.values():
-                stack.enter_context(dst.batched())  # type: ignore[attr-defined]
+                stack.enter_context(dst.batched())
             for _, dst, tokens, req in group:
                 self.in_transfer -= 1
                 self.inbound_tokens[dst.node_id] -= tokens
