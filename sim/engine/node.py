@@ -26,7 +26,8 @@ therefore grows with the number of requests (a few events each), not with the nu
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 import numpy as np
@@ -105,6 +106,9 @@ class Node:
         self._jump_c0 = 0
         self._jump_line: tuple[float, float] | None = None
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
+        self._holding = False  # inside batched(): an idle node ticks once at its end
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -122,7 +126,8 @@ class Node:
         self.waiting.append(req)
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
-            self._tick()
+            if not self._holding:
+                self._tick()
         elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
@@ -235,6 +240,24 @@ class Node:
         self.kv.clear()
         self.work = 0
         return out
+
+    def release_kv(self, req: Request) -> None:
+        """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
+        self.kv.free(self._parked.pop(req.rid))
+        if self._mode is None and not self._holding:
+            self._tick()
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Several submissions / releases at one instant: an idle node schedules once, after all of them (as the
+        reference, whose process wakes once after the instant's callbacks)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._mode is None:
+            self._tick()
 
     # -- lazy decoder state ---------------------------------------------------------------------------
     def _materialize(self, req: Request) -> None:
@@ -500,6 +523,12 @@ class Node:
             req.num_computed += n
             self.work -= n
             if req.num_computed == req.num_tokens and not req.cancelled:
+                if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
+                    self.prefilling.remove(req)
+                    self.work -= req.output_tokens
+                    self._parked[req.rid] = self._held(req)
+                    self.handoff(req)
+                    continue
                 req.num_generated += 1
                 if req.first_token_s < 0:
                     req.first_token_s = now

@@ -28,7 +28,8 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import simpy
 
@@ -74,6 +75,8 @@ class ReferenceNode:
         self._step_t0 = -1.0
         self._wake: simpy.Event | None = None
         self.dead = False
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
         env.process(self._run())
 
     # -- interface shared with the fast node -----------------------------------------------------------
@@ -142,6 +145,18 @@ class ReferenceNode:
         self.kv.clear()
         self._cancelled = 0
         return out
+
+    def release_kv(self, req: Request) -> None:
+        """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
+        self.kv.free(self._parked.pop(req.rid))
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Several submissions / releases at one instant: nothing to do here (the process wakes once, after the
+        instant's callbacks)."""
+        yield
 
     # -- engine ---------------------------------------------------------------------------------------
     def _blocks(self, tokens: int) -> int:
@@ -261,6 +276,11 @@ class ReferenceNode:
                 if req.cancelled:
                     continue  # withdrawn during the step: its output is discarded
                 if req.num_computed == req.num_tokens:
+                    if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
+                        self.running.remove(req)
+                        self._parked[req.rid] = self._held(req)
+                        self.handoff(req)
+                        continue
                     req.num_generated += 1
                     if req.first_token_s < 0:
                         req.first_token_s = now

@@ -545,6 +545,7 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
             "energy": energy,
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
+            **({"disaggregation": result.disagg} if result.disagg else {}),  # KV transfers (sim.fleet.disagg)
             "fleet": fleet_info,
             **pooled,
         }
