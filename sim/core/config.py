@@ -679,9 +679,19 @@ class Fleet(Strict):
 class Router(Strict):
     """How arrivals are spread over nodes. ``least_work`` counts all outstanding tokens of a node
     (queued + running, prefill and decode still to do); ``power_of_two`` samples two nodes and takes the
-    one with less outstanding work."""
+    one with less outstanding work; ``prefix_aware`` takes the node with the lowest outstanding tokens +
+    ``prefix_weight`` × the request's prompt tokens not in that node's prefix cache (Dynamo's KV router cost);
+    ``session_affinity`` keeps a conversation on the node of its first turn (new ones: least work).
 
-    policy: Literal["round_robin", "least_work", "power_of_two"] = "least_work"
+    ``staleness_s`` > 0: the router sees node state (outstanding tokens, cached prefixes) as sampled every
+    ``staleness_s`` seconds, plus, with ``count_own``, the requests it sent itself since the last sample (as real
+    routers count their own in-flight requests); 0: exact state now (docs/prefix-cache.md)."""
+
+    policy: Literal["round_robin", "least_work", "power_of_two", "prefix_aware", "session_affinity"] = "least_work"
+    staleness_s: float = Field(0.0, ge=0, allow_inf_nan=False, description="node-state sampling interval (0: exact)")
+    count_own: bool = Field(True, description="between samples, add the work of the requests the router sent")
+    prefix_weight: float = Field(1.0, ge=0, allow_inf_nan=False,
+                                 description="prefix_aware: weight of uncached prompt tokens against load")
 
 
 class Slo(Strict):

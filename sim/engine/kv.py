@@ -14,9 +14,10 @@ leading units that are cached (at most ``(prompt − 1) // unit`` units: the las
 as in vLLM), skips their prefill and references them; a unit nobody references is *cached free*: still
 hit-able, and evicted least-recently-released first when blocks are needed (releases are ordered by engine step,
 then deepest unit first — vLLM frees a request's blocks tail first —, then hash: an order that does not depend on
-which request released last within a step, so both engines evict the same units). As computation passes a unit boundary (the end of each prefill chunk; at finish for output tokens)
-the request's full units enter the cache (:meth:`BlockLedger.promote`): its private blocks become shared, or, if
-an equal unit is already cached, the request references that one and its own copy is freed.
+which request released last within a step, so both engines evict the same units). As computation passes a unit
+boundary (the end of each prefill chunk; at finish for output tokens) the request's full units enter the cache
+(:meth:`BlockLedger.promote`): its private blocks become shared, or, if an equal unit is already cached, the request
+references that one and its own copy is freed.
 
 Accounting: ``private + shared in use + cached free + unused = capacity``; ``held`` = private + shared in use (the
 "KV used" of the reports); ``free_blocks`` = capacity − held (cached-free blocks count as free: allocating evicts
@@ -39,6 +40,19 @@ def make_ledger(engine: Engine, capacity_blocks: int) -> BlockLedger:
     """A node's ledger: with ``engine.prefix_caching``, units of ``prefix_unit_tokens`` tokens."""
     bs = engine.block_size
     return BlockLedger(capacity_blocks, engine.prefix_unit_tokens // bs if engine.prefix_caching else 0, bs)
+
+
+def match_in(units: frozenset[int], req: Request, unit_tokens: int) -> int:
+    """Prompt tokens of ``req`` whose units are in ``units`` (a copy of a cache), as :meth:`BlockLedger.lookup`."""
+    chain = req.prefix
+    if not chain or not unit_tokens:
+        return 0
+    n = 0
+    for h in chain[: (req.prompt_tokens - 1) // unit_tokens]:
+        if h not in units:
+            break
+        n += 1
+    return n * unit_tokens
 
 
 def cdiv(a: int, b: int) -> int:
@@ -171,6 +185,15 @@ class BlockLedger:
             return 0
         return self._hit_units(req, (req.prompt_tokens - 1) // self.unit_tokens, pending_blocks)[0] * self.unit_tokens
 
+    def unit_set(self, pending_blocks: int = 0) -> frozenset[int]:
+        """The cached units now (a stale router's copy); ``pending_blocks`` as in :meth:`match_tokens`."""
+        units = frozenset(self._ref)
+        over = pending_blocks - self.unused_blocks
+        if over > 0 and self.unit_blocks:
+            gone = [self._by_key[k] for k in self._lru[: cdiv(over, self.unit_blocks)]]
+            units = units.difference(gone)
+        return units
+
     def admit(self, req: Request, need: int, hit: tuple[int, int, int]) -> None:
         """Book an admission: ``need`` blocks in all (the request's new private blocks plus the cached-free blocks
         it takes back), ``hit`` as returned by :meth:`lookup` just before. Sets ``req.cached_tokens`` (with a hash
@@ -248,4 +271,4 @@ class BlockLedger:
         assert all(r >= 0 for r in self._ref.values())
         assert unref == len(self._lru) == len(self._key) == len(self._by_key)
         assert self.cached_free == unref * self.unit_blocks
-        assert 0 <= self.held and self.held + self.cached_free <= self.capacity
+        assert self.held >= 0 and self.held + self.cached_free <= self.capacity

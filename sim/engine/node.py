@@ -161,6 +161,11 @@ class Node:
         pending = self._blocks_for_steps(self.S, self._steps_done_in_jump()) if self._mode is Mode.JUMP else 0
         return self.kv.match_tokens(req, pending)
 
+    def prefix_unit_set(self) -> frozenset[int]:
+        """The prefix-cache units held now (a stale router's copy; see :meth:`prefix_match_tokens`)."""
+        pending = self._blocks_for_steps(self.S, self._steps_done_in_jump()) if self._mode is Mode.JUMP else 0
+        return self.kv.unit_set(pending)
+
     def snapshot(self) -> NodeSnapshot:
         running = len(self.decoding) + len(self.prefilling)
         if self._mode is Mode.JUMP:

@@ -98,6 +98,10 @@ class ReferenceNode:
         """Prompt tokens of ``req`` held by this node's prefix cache now."""
         return self.kv.match_tokens(req)
 
+    def prefix_unit_set(self) -> frozenset[int]:
+        """The prefix-cache units held now (a stale router's copy)."""
+        return self.kv.unit_set()
+
     def snapshot(self) -> NodeSnapshot:
         busy = self.busy_s + (self.env.now - self._step_t0 if self._step_t0 >= 0 else 0.0)
         return NodeSnapshot(len(self.waiting), len(self.running), self.kv.held, busy)

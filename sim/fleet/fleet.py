@@ -89,7 +89,7 @@ class FleetManager:
         kinds = [RESERVED] * fl.nodes + [SPOT] * fl.spot.nodes + [ON_DEMAND] * fl.on_demand.max_nodes
         self.slots = [Slot(i, k) for i, k in enumerate(kinds)]
         self.active: list[NodeEngine] = []  # accepting nodes, in slot order; the router indexes this list
-        self.router = make_router(scenario.router.policy, self.active, rng_router)
+        self.router = make_router(scenario.router.policy, self.active, rng_router, scenario.router, env)
         self.pending: deque[Request] = deque()
         self.startup_s = fl.on_demand.provision_s + fl.on_demand.model_load_s
         self.last_scale_s = -float("inf")

@@ -4,7 +4,9 @@ was built with; the fleet mutates that list in place as nodes come and go, so ro
 ``round_robin`` cycles through nodes. ``least_work`` picks the node with the fewest outstanding tokens
 (queued and running, prefill and decode still to do; ties to the lowest index), as design §9 asks: counting
 only queued requests leaves replicas badly unbalanced. ``power_of_two`` samples two distinct nodes and takes
-the one with less outstanding work (Mitzenmacher's two choices).
+the one with less outstanding work (Mitzenmacher's two choices). The cache-aware routers
+(``prefix_aware``, ``session_affinity``) and the stale view every load-reading router can use instead of the
+exact state are in :mod:`sim.fleet.cache_routing`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+import simpy
 
+from sim.core.config import Router as RouterSpec
 from sim.engine.protocol import IndexedNodeEngine, NodeEngine
+from sim.fleet.stale import StaleView
 from sim.traffic.request import Request
 
 
@@ -220,9 +225,10 @@ class LeastWork:
 
 
 class PowerOfTwo:
-    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator, view: StaleView | None = None) -> None:
         self.nodes = nodes
         self.rng = rng
+        self.view = view  # None: exact loads now
         self._buf: list[float] = []
 
     def nodes_changed(self) -> None:
@@ -243,17 +249,38 @@ class PowerOfTwo:
         if len(self.nodes) == 1:
             return 0
         a, b = self._draw()
-        wa, wb = self.nodes[a].outstanding_tokens(), self.nodes[b].outstanding_tokens()
-        if wb < wa or (wb == wa and b < a):
-            return b
-        return a
+        na, nb = self.nodes[a], self.nodes[b]
+        view = self.view
+        if view is None:
+            wa, wb = na.outstanding_tokens(), nb.outstanding_tokens()
+        else:
+            wa, wb = view.load(na), view.load(nb)
+        pick = b if wb < wa or (wb == wa and b < a) else a
+        if view is not None:
+            view.sent(self.nodes[pick], req)
+        return pick
 
 
-def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> Router:
+def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator,
+                spec: RouterSpec | None = None, env: simpy.Environment | None = None) -> Router:
+    """The router of ``policy`` over ``nodes``; ``spec`` (the scenario's ``router`` section) adds staleness and
+    the prefix weight (a stale view needs ``env`` for its sampling process)."""
+    from sim.fleet.cache_routing import PrefixAware, SessionAffinity, StaleLeastWork
+
+    spec = spec or RouterSpec(policy=policy)  # type: ignore[arg-type]
+    view = None
+    if spec.staleness_s > 0 and policy != "round_robin":
+        if env is None:
+            raise ValueError("a stale router needs the simulation environment")
+        view = StaleView(nodes, env, spec.staleness_s, spec.count_own, policy == "prefix_aware")
     if policy == "round_robin":
         return RoundRobin(nodes)
     if policy == "least_work":
-        return LeastWork(nodes)
+        return LeastWork(nodes) if view is None else StaleLeastWork(nodes, view)
     if policy == "power_of_two":
-        return PowerOfTwo(nodes, rng)
+        return PowerOfTwo(nodes, rng, view)
+    if policy == "prefix_aware":
+        return PrefixAware(nodes, spec.prefix_weight, view)
+    if policy == "session_affinity":
+        return SessionAffinity(nodes, LeastWork(nodes) if view is None else StaleLeastWork(nodes, view))
     raise ValueError(f"unknown router policy {policy!r}")
