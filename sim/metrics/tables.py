@@ -430,21 +430,34 @@ def prefix_cache_section(sc: Scenario, done: pd.DataFrame) -> dict[str, Any]:
     (from the cache state with ``fleet.engine.prefix_caching``; else the configured ``prefix_hit_rate`` or a trace's
     infinite-cache approximation) over all prompt tokens, and the share of requests with any hit."""
     fleet = done[done["served_by"] == "fleet"]
-    prompt = float(fleet["input_tokens"].sum())
     cached = fleet["cached_tokens"].to_numpy()
+    return prefix_cache_from_sums(sc, len(fleet), int(fleet["input_tokens"].sum()), int(cached.sum()),
+                                  int((cached > 0).sum()))
+
+
+def prefix_cache_from_sums(sc: Scenario, rows: int, prompt: int, cached: int, hit_rows: int) -> dict[str, Any]:
     return {
         "enabled": sc.fleet.engine.prefix_caching,
-        "hit_token_ratio": float(cached.sum()) / prompt if prompt > 0 else None,
-        "requests_with_hit": float((cached > 0).mean()) if len(cached) else None,
+        "hit_token_ratio": cached / prompt if prompt > 0 else None,
+        "requests_with_hit": hit_rows / rows if rows else None,
     }
+
+
+def node_work(done: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(node ids, uncached prompt + output tokens) of the fleet-served requests in ``done``."""
+    fleet = done[done["served_by"] == "fleet"]
+    work = (fleet["input_tokens"] - fleet["cached_tokens"] + fleet["output_tokens"]).to_numpy(dtype=float)
+    return fleet["node"].to_numpy(), work
 
 
 def routing_section(sc: Scenario, done: pd.DataFrame) -> dict[str, Any]:
     """Router settings and load balance: the work each node computed for the requests it served after warm-up
     (uncached prompt + output tokens), the busiest node's over the mean, and its coefficient of variation."""
-    fleet = done[done["served_by"] == "fleet"]
-    work = (fleet["input_tokens"] - fleet["cached_tokens"] + fleet["output_tokens"]).to_numpy(dtype=float)
-    per_node = np.bincount(fleet["node"].to_numpy(), weights=work, minlength=sc.fleet.nodes)
+    nodes, work = node_work(done)
+    return routing_from_work(sc, np.bincount(nodes, weights=work, minlength=sc.fleet.nodes))
+
+
+def routing_from_work(sc: Scenario, per_node: np.ndarray) -> dict[str, Any]:
     mean = float(per_node.mean()) if len(per_node) else 0.0
     return {
         "policy": sc.router.policy,
