@@ -115,3 +115,15 @@ def test_cli_shards_on_a_process_pool_match_in_process(tmp_path):
     pooled = json.loads(res.output[res.output.index("{"):])
     local = run_sharded(load_scenario(scenario_path(None), sets), 2, IN_PROCESS).summary
     assert json.dumps(pooled, sort_keys=True) == json.dumps(local, sort_keys=True, default=str)
+
+
+def test_a_conversation_stays_in_one_cell():
+    """Multi-turn traffic: every turn of a session lands in the cell its session drew (the prefix cache and
+    session affinity keep working within cells), and the cells still partition the arrivals."""
+    from test_prefix_cache import _prefix_scenario
+
+    sc = _prefix_scenario(**{"fleet.nodes": 4}, router={"policy": "session_affinity"})
+    runs = [simulate(cs, arrivals=cell.thin) for cs, cell in cells(sc, 2)]
+    sessions = [{r.session for r in run.requests if r.session >= 0} for run in runs]
+    assert sessions[0] and sessions[1] and not sessions[0] & sessions[1]
+    assert sum(r.counts()["arrived"] for r in runs) == simulate(sc).counts()["arrived"]

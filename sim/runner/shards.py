@@ -20,8 +20,10 @@ process, a local process pool or a Dask cluster: :mod:`sim.runner.executor`) and
 The approximation: a request never leaves its cell, so a least-work router balances within a cell only (a cell
 can queue while another idles). With cells of tens of nodes this changes tail latencies little (measured in
 docs/scaling.md). Per-cell random streams other than the arrivals (power-of-two router, client back-off, step
-jitter) restart from the scenario's seed in each cell. Not supported (one-line error): more shards than nodes,
-autoscaling, on-demand or spot nodes, a hosted API or spill policy (their state is fleet-wide).
+jitter) restart from the scenario's seed in each cell. A conversation (``session`` ids of prefix-sharing traffic)
+stays in one cell: its turns follow one draw per session. Not supported (one-line error): more shards than
+nodes, several pools, autoscaling, on-demand or spot nodes, a hosted API or spill policy (their state is
+fleet-wide).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def check_shardable(scenario: Scenario, shards: int) -> None:
         raise ConfigError("--shards", "", f"{shards} shards but fleet.nodes is {fl.nodes}: at most one shard per node")
     if shards == 1:
         return
+    if fl.pools is not None and len(fl.pools) > 1:
+        raise ConfigError(src, "fleet.pools", "--shards does not support several pools (split each pool's nodes "
+                                              "yourself: one scenario per pool)")
     if fl.autoscaler.policy != "none" or fl.on_demand.max_nodes:
         raise ConfigError(src, "fleet.autoscaler", "--shards does not support autoscaling or on-demand nodes "
                                                    "(the scaling decision is fleet-wide)")
@@ -67,6 +72,16 @@ def check_shardable(scenario: Scenario, shards: int) -> None:
     if scenario.api is not None or scenario.spill is not None:
         raise ConfigError(src, "spill", "--shards does not support a hosted API or spill policy (its rate limits "
                                         "and spill decisions are fleet-wide)")
+
+
+def session_uniform(session_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per conversation id, the same for every turn (splitmix64 of id and seed)."""
+    with np.errstate(over="ignore"):
+        x = session_ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed & 0xFFFFFFFF)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 @dataclass(frozen=True)
@@ -84,11 +99,16 @@ class Cell:
         rng = stream(self.seed, "shards")
         edges = np.asarray(self.cum_shares[:-1])
         for chunk in chunks:
-            cell = np.searchsorted(edges, rng.random(len(chunk)), side="right")
-            keep = cell == self.index
+            u = rng.random(len(chunk))
+            if chunk.session is not None:  # a conversation stays in the cell of its session's own draw
+                u = np.where(chunk.session >= 0, session_uniform(chunk.session, self.seed), u)
+            keep = np.searchsorted(edges, u, side="right") == self.index
             if keep.any():
+                prefix = chunk.prefix
                 yield ArrivalChunk(chunk.time_s[keep], chunk.class_idx[keep], chunk.prompt_tokens[keep],
-                                   chunk.output_tokens[keep], chunk.cached_tokens[keep])
+                                   chunk.output_tokens[keep], chunk.cached_tokens[keep],
+                                   None if prefix is None else [h for h, k in zip(prefix, keep.tolist()) if k],
+                                   None if chunk.session is None else chunk.session[keep])
 
 
 def cells(scenario: Scenario, shards: int) -> list[tuple[Scenario, Cell]]:
