@@ -590,6 +590,49 @@ class Autoscaler(Strict):
         return sorted(v)
 
 
+class Parallelism(Strict):
+    """How a node's GPUs split a model (:mod:`sim.perf.moe`). ``tensor``: tensor-parallel degree of attention and
+    dense layers (default: every GPU of the node; fewer → ``gpus_per_node / tensor`` attention data-parallel
+    replicas, each caching its own sequences' KV). ``expert``: expert-parallel degree of the MoE layers (1 = the
+    experts are tensor-split over all GPUs; ``gpus_per_node`` = each GPU holds ``experts / expert`` whole experts and
+    tokens travel by all-to-all)."""
+
+    tensor: int | None = Field(None, gt=0, description="attention/dense tensor-parallel degree (default: gpus_per_node)")
+    expert: int = Field(1, gt=0, description="expert-parallel degree of the MoE layers (1: experts tensor-split)")
+    expert_imbalance: float = Field(
+        1.25, ge=1, description="tokens (and distinct experts) on the busiest expert-parallel rank ÷ the mean; applies "
+        "only with expert > 1 (tensor-split experts balance by construction)")
+    all_to_all_latency_s: float = Field(25e-6, ge=0, description="fixed latency of one all-to-all (dispatch or "
+                                        "combine) per MoE layer")
+    all_to_all_bytes_per_element: float = Field(2.0, gt=0, description="activation bytes sent per hidden element "
+                                                "(2 = BF16; DeepEP dispatches FP8: 1)")
+
+
+class Speculative(Strict):
+    """Speculative decoding of a node (:mod:`sim.perf.speculative`): a drafter proposes ``num_tokens`` tokens per
+    sequence and step, the target model verifies them all in one pass and keeps the accepted prefix plus one token of
+    its own. ``acceptance_rate``: probability that a drafted token is accepted given its predecessors were (assumed
+    i.i.d. per position), so a step emits ``(1 − a^(k+1)) / (1 − a)`` tokens per sequence on average."""
+
+    method: Literal["draft", "eagle", "mtp", "ngram"]
+    num_tokens: int = Field(gt=0, le=16, description="draft tokens proposed per sequence and step (k)")
+    acceptance_rate: float = Field(ge=0, le=1, description="per-token acceptance probability (i.i.d. assumption)")
+    draft_model: str | None = Field(None, description="catalogue model of the drafter (method: draft)")
+    draft_params: float | None = Field(
+        None, ge=0, description="drafter parameters read and multiplied per draft pass (default: from the method — "
+        "eagle: one target layer + a 32k-vocabulary head; mtp: one target layer's active parameters + the LM head; "
+        "draft: the draft model's; ngram: 0)")
+    draft_overhead_s: float = Field(1.5e-4, ge=0, description="fixed cost of one draft pass (launches, sampling)")
+
+    @model_validator(mode="after")
+    def _check_draft(self) -> Speculative:
+        if self.method == "draft" and self.draft_model is None and self.draft_params is None:
+            raise ValueError("method 'draft' needs draft_model (a catalogue model) or draft_params")
+        if self.method != "draft" and self.draft_model is not None:
+            raise ValueError(f"draft_model is only for method 'draft' (got method '{self.method}')")
+        return self
+
+
 class Fleet(Strict):
     """``nodes`` reserved serving replicas (always up, always paid), each ``gpus_per_node`` GPUs with tensor
     parallelism, plus optional ``spot`` nodes and autoscaled ``on_demand`` nodes of the same kind."""
@@ -604,6 +647,9 @@ class Fleet(Strict):
     engine_impl: Literal["fast", "reference"] = "fast"
     stack: str | None = Field(None, description="software stack whose fitted factors to use (hardware_profiles/"
                               "stacks/); default: the GPU profile's calibration or default stack")
+    parallelism: Parallelism | None = Field(None, description="tensor vs expert parallelism of the node's GPUs "
+                                            "(MoE models); default: tensor parallelism over every GPU")
+    speculative: Speculative | None = Field(None, description="speculative decoding (default: none)")
     on_demand: OnDemand = OnDemand(max_nodes=0)
     spot: Spot = Spot()
     autoscaler: Autoscaler = Autoscaler()

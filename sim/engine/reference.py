@@ -66,6 +66,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
+        self._decoders: set[int] = set()  # rids of running requests past their prefill (one decode token a step)
         self.kv = BlockLedger(capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
@@ -139,6 +140,7 @@ class ReferenceNode:
             req.status = Status.WAITING
         self.waiting.clear()
         self.running.clear()
+        self._decoders.clear()
         self.kv.clear()
         self._cancelled = 0
         return out
@@ -159,6 +161,7 @@ class ReferenceNode:
         keep = []
         for req in self.running:
             if req.cancelled:
+                self._decoders.discard(req.rid)
                 self.kv.free(self._held(req))
             else:
                 keep.append(req)
@@ -166,6 +169,7 @@ class ReferenceNode:
         self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
+        self._decoders.discard(req.rid)
         self.kv.free(self._held(req))
         req.num_computed = 0
         req.status = Status.WAITING
@@ -244,7 +248,8 @@ class ReferenceNode:
             tokens = sum(n for _, n in scheduled)
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
-            dt = self.perf.step_s(tokens, attn, ctx)
+            decode_only = all(r.rid in self._decoders for r, _ in scheduled)  # speculative decoding applies
+            dt = self.perf.step_s(tokens, attn, ctx, decode_only=decode_only)
             if self.jitter is not None:
                 dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now
@@ -264,7 +269,9 @@ class ReferenceNode:
                     req.num_generated += 1
                     if req.first_token_s < 0:
                         req.first_token_s = now
+                    self._decoders.add(req.rid)
                     if req.num_generated == req.output_tokens:
+                        self._decoders.discard(req.rid)
                         self.running.remove(req)
                         self.kv.free(self._held(req))
                         req.status = Status.COMPLETED

@@ -25,6 +25,7 @@ from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
+from sim.perf.moe import resolve_layout
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
 from sim.spill.deferred import BatchQueue
 from sim.traffic.arrivals import arrival_chunks
@@ -55,7 +56,9 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
-    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
+    layout = resolve_layout(fleet.parallelism, model, gpu, fleet.gpus_per_node, src)
+    check_tensor_parallel(gpu, model, layout.tensor, src,
+                          "fleet.parallelism.tensor" if fleet.parallelism is not None else "fleet.gpus_per_node")
     try:  # the stack's engine defaults for unset fields, and its scheduler
         eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
     except ConfigError as exc:
@@ -73,12 +76,16 @@ def build_node_model(scenario: Scenario) -> NodeModel:
         eng.block_size,
         eng.activation_reserve_gb_per_gpu,
         source=src,
+        layout=layout if fleet.parallelism is not None else None,
+        speculative=fleet.speculative,
+        max_num_seqs=eng.max_num_seqs,
     )
     if eng.num_gpu_blocks_override is not None:
         blocks = eng.num_gpu_blocks_override
         memory = replace(memory, kv_capacity_blocks=blocks, kv_capacity_tokens=blocks * eng.block_size)
     try:
-        perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache, stack=fleet.stack)
+        perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache, stack=fleet.stack,
+                                   layout=layout, speculative=fleet.speculative)
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
