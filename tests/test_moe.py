@@ -90,7 +90,7 @@ def test_ep_beats_tp_at_large_batch_and_loses_at_batch_one():
 def test_imbalance_slows_expert_parallel_steps():
     def step(u: float) -> float:
         lay = resolve_layout(Parallelism(tensor=8, expert=8, expert_imbalance=u), DS, H200, 8)
-        return StepTimeModel.build(H200, DS, 8, "fp8", "bf16", layout=lay).decode_step_s(8, 2000)  # below the all-experts cap
+        return StepTimeModel.build(H200, DS, 8, "fp8", "bf16", layout=lay).decode_step_s(8, 2000)  # below the cap
 
     assert step(1.0) < step(1.5) < step(2.0)
 

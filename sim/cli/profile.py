@@ -271,7 +271,8 @@ def _text(r: dict) -> str:
     help="Reserve each request's whole KV at admission, never preempt (TensorRT-LLM's GUARANTEED_NO_EVICT). "
     "Default: the stack's scheduler (on for nvidia-trtllm).",
 )
-@click.option("--tensor", type=int, default=None, help="MoE layout: attention tensor-parallel degree (default: --gpus).")
+@click.option("--tensor", type=int, default=None,
+              help="MoE layout: attention tensor-parallel degree (default: --gpus).")
 @click.option("--expert", type=int, default=None, help="MoE layout: expert-parallel degree (default 1: TP experts).")
 @click.option("--expert-imbalance", type=float, default=None,
               help="Busiest expert-parallel rank's load ÷ mean (default 1.25).")

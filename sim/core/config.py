@@ -597,7 +597,8 @@ class Parallelism(Strict):
     experts are tensor-split over all GPUs; ``gpus_per_node`` = each GPU holds ``experts / expert`` whole experts and
     tokens travel by all-to-all)."""
 
-    tensor: int | None = Field(None, gt=0, description="attention/dense tensor-parallel degree (default: gpus_per_node)")
+    tensor: int | None = Field(None, gt=0,
+                               description="attention/dense tensor-parallel degree (default: gpus_per_node)")
     expert: int = Field(1, gt=0, description="expert-parallel degree of the MoE layers (1: experts tensor-split)")
     expert_imbalance: float = Field(
         1.25, ge=1, description="tokens (and distinct experts) on the busiest expert-parallel rank ÷ the mean; applies "
@@ -623,6 +624,9 @@ class Speculative(Strict):
         "eagle: one target layer + a 32k-vocabulary head; mtp: one target layer's active parameters + the LM head; "
         "draft: the draft model's; ngram: 0)")
     draft_overhead_s: float = Field(1.5e-4, ge=0, description="fixed cost of one draft pass (launches, sampling)")
+    verify_tokens: int | None = Field(
+        None, gt=1, description="positions the target verifies per sequence and step (default num_tokens + 1, a chain);"
+        " a draft tree verifies more (SGLang's speculative_num_draft_tokens)")
 
     @model_validator(mode="after")
     def _check_draft(self) -> Speculative:
@@ -630,6 +634,8 @@ class Speculative(Strict):
             raise ValueError("method 'draft' needs draft_model (a catalogue model) or draft_params")
         if self.method != "draft" and self.draft_model is not None:
             raise ValueError(f"draft_model is only for method 'draft' (got method '{self.method}')")
+        if self.verify_tokens is not None and self.verify_tokens < self.num_tokens + 1:
+            raise ValueError(f"verify_tokens ({self.verify_tokens}) must be >= num_tokens + 1 ({self.num_tokens + 1})")
         return self
 
 

@@ -10,7 +10,9 @@ tokens a step emits per sequence is ``1 + Σ_{i=1..k} a^i``::
 Cost of one verification step of ``B`` sequences holding ``C`` context tokens (the step model's terms, see
 :mod:`sim.perf.model`)::
 
-    t_verify = gemm(B·(k+1) tokens) + max((k+1)·cpa, mpc)·C + overhead + comm(B·(k+1)) + t_draft(B, C)
+    t_verify = gemm(B·v tokens) + max(v·cpa, mpc)·C + overhead + comm(B·v) + t_draft(B, C)
+
+with ``v = k + 1`` verified positions per sequence (``verify_tokens``: more when a draft tree is verified)
     t_draft  = passes · (max(2·P_d·B / F, P_d·b / BW) + draft_overhead_s) + passes · kv_d·C / BW
 
 ``passes`` = ``k`` sequential draft passes (draft model, EAGLE head, MTP module; chain drafting, no trees) and 0 for
@@ -23,8 +25,8 @@ stay exact integers; TPOT and decode throughput equal their expectation (``τ`` 
 decode-run closed form still holds (``t_verify`` is linear in the context). Steps that carry prefill chunks run their
 decoders without speculation (one token each, as SGLang schedules prefill and speculative decode batches apart).
 What this leaves out: the per-request spread of accepted lengths (every sequence progresses at the mean rate) and
-tree drafting (EAGLE-2/3 verify a token tree: more verified tokens per step for a longer accepted length — enter the
-tree's measured acceptance as an equivalent ``a``).
+the shape of a draft tree (EAGLE-2/3 verify a token tree: set ``verify_tokens`` to its size and enter its measured
+acceptance length as the equivalent ``a``).
 
 Memory: the drafter's weights are resident (:func:`draft_weight_bytes`), its KV grows with every sequence's context
 (``kv_d`` per token), and each running sequence holds ``k`` lookahead slots for the drafted tokens' KV
@@ -100,11 +102,7 @@ class SpecCost:
     draft_read_s: float  # drafter weight read, per pass
     draft_overhead_s: float  # fixed, per pass
     draft_s_per_ctx_token: float  # drafter KV read, per context token and step (all passes)
-
-    @property
-    def verify_tokens(self) -> int:
-        """Positions the target model verifies per sequence and step, ``k + 1``."""
-        return self.num_tokens + 1
+    verify_tokens: int  # positions the target verifies per sequence and step (k + 1 for a chain; more for a tree)
 
     def draft_s(self, batch: int) -> float:
         """Context-independent drafting time of one step of ``batch`` sequences."""
@@ -115,7 +113,7 @@ class SpecCost:
 
 def spec_cost(spec: Any, gpu: GpuSpec, model: ModelSpec, gpus: int, weights: str, kv_cache: str,
               cal: Calibration) -> SpecCost:
-    """:class:`SpecCost` of a ``fleet.speculative`` block on ``gpus``× ``gpu`` (the drafter shares the target's GPUs)."""
+    """:class:`SpecCost` of a ``fleet.speculative`` block on ``gpus``× ``gpu`` (the drafter shares its GPUs)."""
     flops = gpus * gpu.achievable_flops(weights) * cal.mfu
     bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
     params = draft_params(spec, model)
@@ -128,6 +126,7 @@ def spec_cost(spec: Any, gpu: GpuSpec, model: ModelSpec, gpus: int, weights: str
         draft_read_s=params * BYTES_PER_ELEMENT[weights] / bw,
         draft_overhead_s=spec.draft_overhead_s if passes else 0.0,
         draft_s_per_ctx_token=passes * draft_kv_bytes_per_token(spec, model, kv_cache) / bw,
+        verify_tokens=spec.verify_tokens or spec.num_tokens + 1,
     )
 
 

@@ -25,8 +25,8 @@ from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
-from sim.perf.moe import resolve_layout
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
+from sim.perf.moe import resolve_layout
 from sim.spill.deferred import BatchQueue
 from sim.traffic.arrivals import arrival_chunks
 from sim.traffic.clients import Clients
