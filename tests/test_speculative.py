@@ -125,3 +125,40 @@ def test_tpot_falls_with_acceptance():
     base, low, high = tpot(None), tpot(0.0), tpot(0.8)
     assert low > base > high
     assert base / high > 1.8
+
+
+def test_per_class_acceptance_sets_the_batch_mean():
+    perf = _perf(Speculative(method="ngram", num_tokens=3, acceptance_rate=0.5))
+    from dataclasses import replace
+    two = replace(perf, class_tokens_per_step=(expected_tokens_per_step(0.5, 3), expected_tokens_per_step(0.9, 3)))
+    assert two.for_decoders([0, 0]) is two
+    assert two.for_decoders([4, 0]).spec.tokens_per_step == pytest.approx(expected_tokens_per_step(0.5, 3))
+    mixed = two.for_decoders([1, 3]).spec.tokens_per_step
+    assert mixed == pytest.approx((expected_tokens_per_step(0.5, 3) + 3 * expected_tokens_per_step(0.9, 3)) / 4)
+
+
+def _two_class_kw(seed: int) -> dict:
+    kw = _spec_kw(0.3)
+    kw.update({"seed": seed, "traffic.rate_rps": 10.0, "duration_s": 20})
+    kw["traffic.classes"] = [
+        {"name": "code", "share": 0.5, "spec_acceptance_rate": 0.9,
+         "input_tokens": {"dist": "lognormal", "median": 300, "p95": 1200},
+         "output_tokens": {"dist": "lognormal", "median": 120, "p95": 400}},
+        {"name": "chat", "share": 0.5,
+         "input_tokens": {"dist": "lognormal", "median": 300, "p95": 1200},
+         "output_tokens": {"dist": "lognormal", "median": 120, "p95": 400}},
+    ]
+    return kw
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_engines_agree_with_per_class_acceptance(seed):
+    kw = _two_class_kw(seed)
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    # a class with higher acceptance speeds the batch up against the fleet-wide rate alone
+    kw_same = _two_class_kw(seed)
+    kw_same["traffic.classes"][0]["spec_acceptance_rate"] = None
+    same = simulate(make_scenario(**kw_same))
+    assert sum(r.finish_s for r in fast.requests) < sum(r.finish_s for r in same.requests)

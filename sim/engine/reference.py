@@ -249,7 +249,13 @@ class ReferenceNode:
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
             decode_only = all(r.rid in self._decoders for r, _ in scheduled)  # speculative decoding applies
-            dt = self.perf.step_s(tokens, attn, ctx, decode_only=decode_only)
+            perf = self.perf
+            if decode_only and perf.class_tokens_per_step:  # per-class acceptance: τ over the running decoders
+                per_class = [0] * len(perf.class_tokens_per_step)
+                for r, _ in scheduled:
+                    per_class[r.class_idx] += 1
+                perf = perf.for_decoders(per_class)
+            dt = perf.step_s(tokens, attn, ctx, decode_only=decode_only)
             if self.jitter is not None:
                 dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now

@@ -167,6 +167,7 @@ class StepTimeModel:
     sequential: bool = False
     expert_reads: ExpertReads | None = None  # MoE: routed-expert weights read per step depend on its tokens
     spec: SpecCost | None = None  # speculative decoding of decode-only steps
+    class_tokens_per_step: tuple[float, ...] = ()  # speculative decoding: τ per request class (empty: spec's for all)
 
     @classmethod
     def build(
@@ -221,6 +222,20 @@ class StepTimeModel:
         if speculative is not None:
             built = replace(built, spec=spec_cost(speculative, gpu, model, gpus, weights, kv_cache, cal))
         return built
+
+    def for_decoders(self, per_class: list[int]) -> StepTimeModel:
+        """This model with speculative decoding's ``τ`` set to the mean over running decoders, ``per_class[c]`` of
+        them in class ``c``: ``Σ n_c·τ_c / Σ n_c`` (a verification step emits ``Σ n_c·τ_c`` tokens for ``Σ n_c``
+        sequences). Itself without per-class rates or decoders. Both engines call it with the same integer counts,
+        so their step times stay equal."""
+        taus = self.class_tokens_per_step
+        n = sum(per_class)
+        if self.spec is None or not taus or n == 0:
+            return self
+        tau = sum(c * t for c, t in zip(per_class, taus)) / n
+        if tau == self.spec.tokens_per_step:
+            return self
+        return replace(self, spec=replace(self.spec, tokens_per_step=tau))
 
     def weights_s(self, gemm_tokens: int) -> float:
         """Weight-read time of a step whose GEMMs compute ``gemm_tokens`` tokens (MoE: the experts they hit)."""

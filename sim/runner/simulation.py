@@ -28,6 +28,7 @@ from sim.fleet.pools import check_roles_supported
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
 from sim.perf.moe import resolve_layout
+from sim.perf.speculative import expected_tokens_per_step
 from sim.spill.deferred import BatchQueue
 from sim.traffic.arrivals import arrival_chunks
 from sim.traffic.clients import Clients
@@ -89,6 +90,12 @@ def build_node_model(scenario: Scenario) -> NodeModel:
                                    layout=layout, speculative=fleet.speculative)
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
+    spec = fleet.speculative
+    classes = scenario.traffic.classes
+    if spec is not None and any(c.spec_acceptance_rate is not None for c in classes):
+        perf = replace(perf, class_tokens_per_step=tuple(
+            expected_tokens_per_step(c.spec_acceptance_rate if c.spec_acceptance_rate is not None
+                                     else spec.acceptance_rate, spec.num_tokens) for c in classes))
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
     return NodeModel(gpu, model, memory, perf, max_len, eng)
 
