@@ -124,7 +124,7 @@ def plan_memory(
     usable = gpus * gpu.memory_gb * GB * gpu_memory_utilization - gpus * activation_reserve_gb_per_gpu * GB
     free = usable - weight_bytes - reserved
     if free < kv_b * block_size:
-        missing = weight_bytes + kv_b * block_size - usable
+        missing = weight_bytes + reserved + kv_b * block_size - usable
         per_gpu = gpu.memory_gb * GB * gpu_memory_utilization - activation_reserve_gb_per_gpu * GB
         need = math.ceil((weight_bytes + kv_b * block_size) / per_gpu) if per_gpu > 0 else 0
         hint = f"; it needs at least {need} GPUs" if need > gpus else ""
@@ -136,7 +136,6 @@ def plan_memory(
             f"({math.ceil(missing):,} bytes){hint}",
         )
     tokens = int(free // kv_b)
-    weight_bytes += reserved  # reported with the weights: not available to the cache
     return NodeMemory(
         weight_bytes=weight_bytes,
         kv_bytes_per_token=kv_b,
