@@ -144,17 +144,27 @@ _DESCRIPTIONS = {
 }
 
 
-# CUDA-graph batch sizes each stack pads a step's tokens up to (StackSpec.cuda_graph_sizes)
-VLLM_GRAPH_SIZES = [1, 2, 4] + [8 * i for i in range(1, 33)]  # vLLM 0.6 worker/model_runner.py _BATCH_SIZES_TO_CAPTURE
+# CUDA-graph batch sizes each stack pads a step's tokens up to (StackSpec.cuda_graph_sizes), and which steps replay
+# a graph (StackSpec.cuda_graph_steps): every step of up to the largest size (vLLM v1's piecewise graphs) or
+# decode-only steps (TensorRT-LLM's generation-only graphs, SGLang's decode batches)
+# vLLM v1 vllm/config/vllm.py _set_cudagraph_sizes: max_graph_size = min(max_num_seqs * 2, 512) -> 512 at 256 seqs
+VLLM_GRAPH_SIZES = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, 513, 16))
 # perf-overview llm_options.yml
 TRTLLM_GRAPH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192]
-SGLANG_GRAPH_SIZES = [1, 2, 4, 8] + list(range(16, 257, 8))  # SGLang capture list up to cuda_graph_max_bs 256
+SGLANG_GRAPH_SIZES = [1, 2, 4] + [8 * i for i in range(1, 21)]  # SGLang cuda_graph_runner.py capture_bs, max 160
 GRAPH_SIZES = {
     "nvidia-trtllm": TRTLLM_GRAPH_SIZES,
     "nvidia-vllm": VLLM_GRAPH_SIZES,
     "nvidia-splitwise": [],
     "amd-vllm": VLLM_GRAPH_SIZES,
     "nvidia-sglang": SGLANG_GRAPH_SIZES,
+}
+GRAPH_STEPS = {
+    "nvidia-trtllm": "decode_only",
+    "nvidia-vllm": "all",
+    "nvidia-splitwise": "decode_only",
+    "amd-vllm": "all",
+    "nvidia-sglang": "decode_only",
 }
 # the engines' own defaults (fleet.engine fields a scenario leaves unset)
 ENGINE_DEFAULTS = {
@@ -177,12 +187,19 @@ ENGINE_SOURCES = {
 }
 GRAPH_SOURCES = {
     "nvidia-trtllm": "cuda_graph_sizes: TensorRT-LLM perf-overview @00f37686 llm_options.yml (cuda_graph_config "
-    "enable_padding, batch_sizes 1..8192), the configuration of the trtllm-bench tables",
-    "nvidia-vllm": "cuda_graph_sizes: vLLM v0.6 vllm/worker/model_runner.py _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + "
-    "[8 * i for i in range(1, 33)]",
-    "amd-vllm": "cuda_graph_sizes: vLLM's (HIP graphs, same capture list)",
-    "nvidia-sglang": "cuda_graph_sizes: SGLang capture list 1, 2, 4, 8, 16, 24, ... up to cuda_graph_max_bs 256 "
-    "(server_args.py, H100/A100 at TP < 4)",
+    "enable_padding, batch_sizes 1..8192), the configuration of the trtllm-bench tables; cuda_graph_steps: "
+    "decode_only, TensorRT-LLM docs features/torch_compile_and_piecewise_cuda_graph.md ('Piecewise CUDA Graph only "
+    "handles context-only and mixed context+generation iterations, while the generation-only CUDA graph' handles "
+    "the rest; piecewise graphs are off by default) and DecodeCudaGraphConfig ('CUDA graph configuration for decode "
+    "requests', enable_padding rounds batches up to the nearest captured size)",
+    "nvidia-vllm": "cuda_graph_sizes: vLLM v1 vllm/config/vllm.py _set_cudagraph_sizes: [1, 2, 4] + range(8, 256, 8) + "
+    "range(256, max_graph_size + 1, 16), max_graph_size = min(max_num_seqs * 2, 512) = 512 at max_num_seqs 256; "
+    "cuda_graph_steps: all, vLLM docs design/cuda_graphs.md (piecewise graphs serve mixed prefill-decode batches, "
+    "full graphs uniform decode batches; a batch above the largest size runs eagerly)",
+    "amd-vllm": "cuda_graph_sizes and cuda_graph_steps: vLLM v1's (HIP graphs on ROCm, same capture list and dispatch)",
+    "nvidia-sglang": "cuda_graph_sizes: SGLang python/sglang/srt/model_executor/cuda_graph_runner.py capture_bs = "
+    "[1, 2, 4] + [i * 8 for i in range(1, 21)] (cuda_graph_max_bs 160, the v0.3-era default of the fitted runs); "
+    "cuda_graph_steps: decode_only (capture_forward_mode = ForwardMode.DECODE; SGLang runs prefill batches eagerly)",
     "nvidia-splitwise": "cuda_graph_sizes: none (the runtime is not recorded)",
 }
 
@@ -227,6 +244,7 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items()},
             "engine_defaults": ENGINE_DEFAULTS[name],
             "cuda_graph_sizes": _Flow(GRAPH_SIZES[name]),
+            "cuda_graph_steps": GRAPH_STEPS[name],
             "fitted_to": [fitted_to],
             "sources": [
                 "calibration/fit_factors.py",

@@ -89,6 +89,10 @@ class StackSpec(_Strict):
     cuda_graph_sizes: list[int] = Field(
         [], description="batch sizes the stack captures CUDA graphs for; a step's GEMM tokens are padded up to the "
                         "next one (none above the largest); empty = no padding")
+    cuda_graph_steps: Literal["decode_only", "all"] = Field(
+        "decode_only", description="which steps replay a graph (and are padded): 'decode_only' (TensorRT-LLM's "
+                                   "generation-only graphs, SGLang's decode batches) or 'all' (vLLM v1's piecewise "
+                                   "graphs: mixed prefill+decode steps of up to the largest size too)")
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
     sources: list[str] = []
 

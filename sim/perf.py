@@ -18,7 +18,10 @@ are separate kernels that run one after the other, each under its own roofline::
     F_w       = G · peak(weights precision) · ceiling · mfu          achievable matmul FLOP/s (FP8 weights → FP8 GEMMs,
                                                                       FP4 on a GPU without FP4 → FP8, …)
     F_a       = G · peak(bf16) · attention_ceiling · mfu             attention runs in BF16
-    T_g       = T rounded up to the stack's next CUDA-graph size      (padding; T itself above the largest size)
+    T_g       = T rounded up to the stack's next CUDA-graph size      (padding, only in steps that replay a graph:
+                                                                      decode-only steps, or every step up to the
+                                                                      largest size where the stack says ``all``;
+                                                                      T itself otherwise)
     t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · hbm_bw · mbu))
     t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
                 (MoE: active = shared + top-k experts;
@@ -126,6 +129,9 @@ class StepTimeModel:
     """Coefficients of the step-time model (see module docstring); times in seconds.
 
     ``graph_sizes``: CUDA-graph batch sizes the stack pads a step's GEMM tokens up to (empty: no padding).
+    ``graph_all_steps``: the stack replays graphs (and pads) in steps with prefill work too (vLLM v1's piecewise
+    graphs); False: only decode-only steps are padded (TensorRT-LLM's generation-only graphs, SGLang's decode
+    batches). Callers say whether a step is decode-only (``decode_only``).
     ``sequential``: GEMMs and attention are separate kernels, ``t = roof(GEMM) + roof(attention)`` (what
     :meth:`build` makes); False keeps the single roofline ``max(all FLOPs, all bytes)`` (kept for comparisons).
     """
@@ -139,6 +145,7 @@ class StepTimeModel:
     comm_s_per_token: float
     graph_sizes: tuple[int, ...] = ()
     sequential: bool = False
+    graph_all_steps: bool = False
 
     @classmethod
     def build(
@@ -179,12 +186,14 @@ class StepTimeModel:
             comm_s_per_token=comm_tok + cal.overhead_s_per_token,
             graph_sizes=tuple(sorted(spec.cuda_graph_sizes)) if spec is not None else (),
             sequential=True,
+            graph_all_steps=spec is not None and spec.cuda_graph_steps == "all",
         )
 
-    def gemm_tokens(self, tokens: int) -> int:
-        """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size (itself above the largest)."""
+    def gemm_tokens(self, tokens: float, decode_only: bool = False) -> float:
+        """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size when the step replays a
+        graph (decode-only, or any step under ``graph_all_steps``); itself above the largest size or eagerly."""
         sizes = self.graph_sizes
-        if not sizes or tokens > sizes[-1]:
+        if not sizes or tokens > sizes[-1] or not (decode_only or self.graph_all_steps):
             return tokens
         return sizes[bisect_left(sizes, tokens)]
 
@@ -192,7 +201,7 @@ class StepTimeModel:
     def decode_step_s(self, batch: int, context_tokens: int) -> float:
         """One decode step of ``batch`` sequences each holding ``context_tokens`` tokens before the step."""
         ctx = batch * (context_tokens + 1)
-        return self.step_s(batch, ctx, ctx)
+        return self.step_s(batch, ctx, ctx, decode_only=True)
 
     def prefill_s(self, prompt_tokens: int, chunk_tokens: int | None = None) -> float:
         """Time to prefill one prompt alone, in chunks of ``chunk_tokens`` (one step when None)."""
@@ -205,9 +214,9 @@ class StepTimeModel:
             done = end
         return total
 
-    def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> str:
+    def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float, decode_only: bool = False) -> str:
         """Which roof limits the step: ``"compute"`` or ``"memory"`` (the one holding the larger share of time)."""
-        tg = self.gemm_tokens(tokens)
+        tg = self.gemm_tokens(tokens, decode_only)
         if self.sequential:
             compute = max(0.0, self.compute_s_per_token * tg - self.memory_s_const) + max(
                 0.0, (self.compute_s_per_attn_pair * attn_pairs - self.memory_s_per_ctx_token * ctx_tokens))
@@ -219,9 +228,10 @@ class StepTimeModel:
         return "compute" if compute >= memory else "memory"
 
     # -- one step ---------------------------------------------------------------------------------------
-    def step_s(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> float:
-        """Time of one iteration computing ``tokens`` new tokens (see module docstring)."""
-        tg = self.gemm_tokens(tokens)
+    def step_s(self, tokens: float, attn_pairs: float, ctx_tokens: float, decode_only: bool = False) -> float:
+        """Time of one iteration computing ``tokens`` new tokens (see module docstring); ``decode_only``: every
+        token of the step is a decode (no prefill chunk), so a stack that graphs decode batches pads it."""
+        tg = self.gemm_tokens(tokens, decode_only)
         fixed = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
         if self.sequential:
             gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
@@ -234,7 +244,7 @@ class StepTimeModel:
     # -- runs of decode-only steps ---------------------------------------------------------------------
     def _decode_lines(self, batch: int, ctx0: float) -> tuple[float, float, float, float, float]:
         """Step j of a decode run is ``max(a1 + b1·j, a2 + b2·j) + k``; returns (a1, b1, a2, b2, k)."""
-        tg = self.gemm_tokens(batch)
+        tg = self.gemm_tokens(batch, decode_only=True)
         k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
         if self.sequential:
             # A = C: the attention roof is max(cpa, mpc)·C, one line; the GEMM roof is a constant

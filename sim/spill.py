@@ -333,7 +333,7 @@ class SpillDispatcher:
         if perf is not None:
             b = eng.max_num_batched_tokens
             self.prefill_tokens_per_s = b / perf.step_s(b, attention_pairs(b, b), b)
-            self.step_floor_s = perf.step_s(1, 1, 1)
+            self.step_floor_s = perf.step_s(1, 1, 1, decode_only=True)
             self._perf = perf
         else:
             self.prefill_tokens_per_s, self.step_floor_s, self._perf = math.inf, 0.0, None
@@ -358,7 +358,7 @@ class SpillDispatcher:
                 return r
         running = max(snap.running, 1)
         ctx = snap.kv_used_blocks * self.block_size
-        step = self._perf.step_s(running, ctx, ctx) if self._perf is not None else 1.0
+        step = self._perf.step_s(running, ctx, ctx, decode_only=True) if self._perf is not None else 1.0
         return running / (PRIOR_OUTPUT_TOKENS * step)
 
     # -- routing -----------------------------------------------------------------------------------------

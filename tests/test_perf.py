@@ -84,15 +84,33 @@ def test_gemms_and_attention_do_not_overlap() -> None:
 
 
 def test_cuda_graph_padding() -> None:
-    """A stack that captures CUDA graphs pads a step's GEMM tokens up to the next captured size."""
+    """A stack that captures CUDA graphs pads a decode-only step's GEMM tokens up to the next captured size."""
     gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
     trt = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-trtllm")
-    assert [trt.gemm_tokens(n) for n in (1, 3, 257, 384, 385, 9000)] == [1, 4, 384, 384, 512, 9000]
+    assert [trt.gemm_tokens(n, decode_only=True) for n in (1, 3, 257, 384, 385, 9000)] == [1, 4, 384, 384, 512, 9000]
     # batch 257 costs the GEMMs of 384 (compute-bound there), not of 257
-    assert trt.step_s(257, 257, 257) - trt.comm_s_per_token * 257 == pytest.approx(
-        trt.step_s(384, 257, 257) - trt.comm_s_per_token * 384)
+    assert trt.step_s(257, 257, 257, decode_only=True) - trt.comm_s_per_token * 257 == pytest.approx(
+        trt.step_s(384, 257, 257, decode_only=True) - trt.comm_s_per_token * 384)
     split = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-splitwise")
-    assert split.graph_sizes == () and split.gemm_tokens(257) == 257
+    assert split.graph_sizes == () and split.gemm_tokens(257, decode_only=True) == 257
+
+
+def test_padding_rule_per_stack() -> None:
+    """TensorRT-LLM and SGLang pad only decode-only steps (generation-only graphs; prefill runs eagerly); vLLM v1
+    pads every step of up to 512 tokens (piecewise graphs), mixed ones too, and runs larger steps unpadded."""
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
+    trt = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-trtllm")
+    sgl = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-sglang")
+    vllm = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-vllm")
+    assert not trt.graph_all_steps and not sgl.graph_all_steps and vllm.graph_all_steps
+    # a mixed 600-token step: TensorRT-LLM runs it eagerly (before: padded to 1,024)
+    assert trt.gemm_tokens(600) == 600 and trt.gemm_tokens(600, decode_only=True) == 1024
+    assert trt.step_s(600, 6000, 6000) < trt.step_s(600, 6000, 6000, decode_only=True)
+    # vLLM v1: a mixed step of up to 512 tokens is padded, a 600-token one runs eagerly
+    assert vllm.graph_sizes[-1] == 512
+    assert vllm.gemm_tokens(300) == 304 and vllm.gemm_tokens(600) == 600
+    assert sgl.gemm_tokens(100) == 100 and sgl.gemm_tokens(100, decode_only=True) == 104
+    assert sgl.gemm_tokens(161, decode_only=True) == 161  # above cuda_graph_max_bs 160: eager
 
 
 def test_moe_active_flops_all_weights() -> None:

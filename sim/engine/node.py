@@ -362,7 +362,7 @@ class Node:
             attn += attention_pairs(n, end)
         self._chunks = chunks
         self._step_work = (tokens, attn, ctx)
-        self._dt = self.perf.step_s(tokens, attn, ctx)
+        self._dt = self.perf.step_s(tokens, attn, ctx, decode_only=not chunks)  # no prefill chunk: decode-only
         if self.jitter is not None:
             self._dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP

@@ -16,7 +16,9 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
-4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); a step whose
+   requests are all decoding (each sampled a token since it was admitted; no prefill chunk) is ``decode_only``,
+   which decides whether the stack's CUDA-graph padding applies; then every
    scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
@@ -66,6 +68,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
+        self._decoders: set[Request] = set()  # running requests past their prefill (one token per step)
         self.kv = BlockLedger(capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
@@ -139,6 +142,7 @@ class ReferenceNode:
             req.status = Status.WAITING
         self.waiting.clear()
         self.running.clear()
+        self._decoders.clear()
         self.kv.clear()
         self._cancelled = 0
         return out
@@ -160,6 +164,7 @@ class ReferenceNode:
         for req in self.running:
             if req.cancelled:
                 self.kv.free(self._held(req))
+                self._decoders.discard(req)
             else:
                 keep.append(req)
         self.running = keep
@@ -167,6 +172,7 @@ class ReferenceNode:
 
     def _preempt(self, req: Request) -> None:
         self.kv.free(self._held(req))
+        self._decoders.discard(req)
         req.num_computed = 0
         req.status = Status.WAITING
         req.preemptions += 1
@@ -244,7 +250,8 @@ class ReferenceNode:
             tokens = sum(n for _, n in scheduled)
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
-            dt = self.perf.step_s(tokens, attn, ctx)
+            decode_only = all(r in self._decoders for r, _ in scheduled)
+            dt = self.perf.step_s(tokens, attn, ctx, decode_only=decode_only)
             if self.jitter is not None:
                 dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now
@@ -266,9 +273,12 @@ class ReferenceNode:
                         req.first_token_s = now
                     if req.num_generated == req.output_tokens:
                         self.running.remove(req)
+                        self._decoders.discard(req)
                         self.kv.free(self._held(req))
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)
+                    else:
+                        self._decoders.add(req)
             if self._cancelled:
                 self._drop_cancelled()
