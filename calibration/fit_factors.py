@@ -16,8 +16,12 @@ Steps (each prints what it found):
    MLPerf v5.1 vLLM Llama-3.1-8B runs.
 4. ``nvidia-splitwise``: the Splitwise profiling runtime (unnamed in the data), fitted to its prompt and token
    times (A100 and H100 at TP2/4/8), with its own all-reduce efficiency.
-5. ``amd-vllm`` = ``nvidia-vllm``'s factors (no AMD measurement exists in the data; vendor differences enter only
-   through the datasheet and the measured GEMM ceiling).
+5. ``amd-vllm``: not fitted (every MI300X point is held out). vLLM's software efficiency is ``nvidia-vllm``'s
+   (``mfu`` relative to the best GEMM the GPU's own library reaches, ``overhead_s``), applied to AMD's measured
+   hardware: ``mbu`` scaled by the ratio of measured to datasheet HBM bandwidth on MI300X vs H100 (the same STREAM
+   copy benchmark on both, Azure ND MI300X v5 / ND H100 v5), all-reduce latency and efficiency fitted to RCCL's
+   measured all-reduce on MI300X (:func:`amd_allreduce`). The GEMM ceilings themselves are AMD's Max-Achievable
+   FLOPs (``matmul_ceiling`` in ``hardware_profiles/gpus/MI300X.yaml``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,38 @@ def splitwise_points() -> list[CalPoint]:
 
 STACK_FITS = validation.STACK_FITS
 
+# Measured HBM bandwidth, STREAM copy (TB/s), and datasheet peaks: samuel-bohman/AI-benchmarking-guide
+# Azure_Results/ND_H100_v5_results.md (2.90 of 3.35) and ND_MI300X_v5_results.md (4.11 of 5.3), the same benchmark
+H100_HBM_COPY_FRACTION = 2.90 / 3.35
+MI300X_HBM_COPY_FRACTION = 4.11 / 5.3
+# RCCL AllReduce bus bandwidth (GB/s) by message size (bytes), 8x MI300X, same file (in-place)
+MI300X_RCCL_BUSBW = {1024: 0.04, 4096: 0.15, 16384: 0.59, 65536: 2.22, 262144: 7.50, 1048576: 22.41,
+                     4194304: 82.53, 16777216: 171.46, 67108864: 266.34, 268435456: 302.80, 1073741824: 313.92,
+                     8589934592: 316.82}
+MI300X_LINK_GB_S = 448.0  # hardware_profiles/gpus/MI300X.yaml interconnect_gb_s (per direction, aggregate)
+
+
+def amd_allreduce(busbw: dict[int, float] = MI300X_RCCL_BUSBW, gpus: int = 8) -> tuple[float, float]:
+    """(latency_s, bus bandwidth GB/s) of ``t = latency + 2(G−1)/G · bytes / busbw`` fitted to RCCL's measured
+    all-reduce (time = 2(G−1)/G · bytes / measured bus bandwidth), least squares on relative error."""
+    sizes = np.array(sorted(busbw), dtype=float)
+    ring = 2 * (gpus - 1) / gpus * sizes
+    t = ring / (np.array([busbw[int(s)] for s in sizes]) * 1e9)
+    A = np.column_stack([np.ones(len(t)), ring]) / t[:, None]
+    coef, *_ = np.linalg.lstsq(A, np.ones(len(t)), rcond=None)
+    return float(coef[0]), 1.0 / float(coef[1]) / 1e9
+
+
+def amd_vllm(nvidia_vllm: Calibration) -> Calibration:
+    """``amd-vllm``'s factors: vLLM's software efficiency (``nvidia-vllm``'s ``mfu`` and overheads) on AMD's measured
+    hardware (module docstring, step 5). No MI300X serving point is used."""
+    lat, busbw = amd_allreduce()
+    return nvidia_vllm.model_copy(update={
+        "mbu": nvidia_vllm.mbu * MI300X_HBM_COPY_FRACTION / H100_HBM_COPY_FRACTION,
+        "allreduce_latency_s": lat,
+        "allreduce_efficiency": min(1.0, busbw / MI300X_LINK_GB_S),
+    })
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((ROOT / "calibration" / "validation.json").read_text())
         fitted = {k: Calibration(**v["calibration"]) for k, v in results.items()}
         cal = fitted["nvidia-vllm"]
-        fitted.update({"amd-vllm": cal, "nvidia-sglang": cal})
+        fitted.update({"amd-vllm": amd_vllm(cal), "nvidia-sglang": cal})
         lat = cal.allreduce_latency_s
         _write_stacks(fitted, results, lat, cal.allreduce_efficiency * NVLINK4_GB_S)
         print("rewrote hardware_profiles/stacks/*.yaml")
@@ -111,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(res.rows_after))
         results[stack] = {"params": list(params), "calibration": res.calibration.model_dump(), "mape": m,
                           "mape_all_points": res.mape(fitted_only=False), "rows": res.rows_after}
-    fitted["amd-vllm"] = fitted["nvidia-vllm"]
+    fitted["amd-vllm"] = amd_vllm(fitted["nvidia-vllm"])
+    print(f"\n== amd-vllm (derived, not fitted): " + ", ".join(
+        f"{k}={v:.4g}" for k, v in fitted["amd-vllm"].model_dump().items()))
     fitted["nvidia-sglang"] = fitted["nvidia-vllm"]  # fitted together (SGLang and vLLM points)
 
     if args.write:
@@ -138,9 +176,13 @@ _DESCRIPTIONS = {
     "nvidia-splitwise": ("The runtime behind Splitwise's profiles (Llama-2-70B FP16, DGX-A100/H100); an older, "
                          "host-bound stack kept to check A100-vs-H100 scaling.", ["splitwise"],
                          "Splitwise perf_model.csv prompt and token times"),
-    "amd-vllm": ("vLLM on ROCm (AMD Instinct). No AMD measurement exists in capsim's data: the factors are "
-                 "nvidia-vllm's; AMD's lower achieved GEMM rate enters through each GPU's measured matmul_ceiling.",
-                 ["rocm", "amd", "rocm-vllm"], "none (copied from nvidia-vllm)"),
+    "amd-vllm": ("vLLM on ROCm (AMD Instinct). Not fitted (every MI300X point is held out): vLLM's software "
+                 "efficiency (nvidia-vllm's mfu and overheads) on AMD's measured hardware: the GPU's matmul_ceiling is "
+                 "AMD's Max-Achievable FLOPs (hipBLASLt), mbu is scaled by MI300X's measured/datasheet HBM bandwidth "
+                 "over H100's, all-reduce latency and efficiency are RCCL's measured all-reduce on MI300X.",
+                 ["rocm", "amd", "rocm-vllm"],
+                 "none: derived from nvidia-vllm's factors and AMD kernel measurements (calibration/fit_factors.py "
+                 "amd_vllm)"),
 }
 
 
@@ -203,6 +245,16 @@ GRAPH_SOURCES = {
     "nvidia-splitwise": "cuda_graph_sizes: none (the runtime is not recorded)",
 }
 
+EXTRA_SOURCES = {
+    "amd-vllm": [
+        "mbu: nvidia-vllm's x (4.11/5.3) / (2.90/3.35), STREAM copy on Azure ND MI300X v5 and ND H100 v5 "
+        "(samuel-bohman/AI-benchmarking-guide Azure_Results/ND_MI300X_v5_results.md, ND_H100_v5_results.md)",
+        "allreduce: RCCL AllReduce bus bandwidth 1 KB-8 GB on 8x MI300X (same ND_MI300X_v5_results.md), latency + "
+        "bandwidth fitted as for NCCL; efficiency = bus bandwidth / 448 GB/s Infinity Fabric",
+        "mfu, overhead_s, overhead_s_per_token: nvidia-vllm's (vLLM's software efficiency; no AMD serving point is fitted)",
+    ],
+}
+
 # how each stack admits requests (StackSpec.scheduler); points with an empty reserve_kv cell follow it
 SCHEDULERS = {
     "nvidia-trtllm": "reserve_kv",
@@ -229,12 +281,20 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
     for name, cal in fitted.items():
         desc, aliases, fitted_to = _DESCRIPTIONS[name]
         mape = results.get(validation.factor_stack(name), results["nvidia-vllm"])["mape"]
-        header = (
-            f"# Software stack '{name}'. Written by calibration/fit_factors.py --write; do not edit by hand.\n"
-            f"# All-reduce latency/efficiency from Vidur's NCCL timings on DGX H100 ({lat * 1e6:.1f} us, "
-            f"{busbw:.0f} GB/s bus bandwidth).\n"
-            f"# MAPE on the fitted points: " + ", ".join(f"{k} {v:.1f}%" for k, v in mape.items()) + "\n"
-        )
+        if name == "amd-vllm":
+            a_lat, a_bw = amd_allreduce()
+            header = (
+                f"# Software stack '{name}'. Written by calibration/fit_factors.py --write; do not edit by hand.\n"
+                f"# All-reduce latency/efficiency from RCCL all-reduce on 8x MI300X ({a_lat * 1e6:.1f} us, "
+                f"{a_bw:.0f} GB/s bus bandwidth). Not fitted: no MI300X point is fitted (all are held out).\n"
+            )
+        else:
+            header = (
+                f"# Software stack '{name}'. Written by calibration/fit_factors.py --write; do not edit by hand.\n"
+                f"# All-reduce latency/efficiency from Vidur's NCCL timings on DGX H100 ({lat * 1e6:.1f} us, "
+                f"{busbw:.0f} GB/s bus bandwidth).\n"
+                f"# MAPE on the fitted points: " + ", ".join(f"{k} {v:.1f}%" for k, v in mape.items()) + "\n"
+            )
         body = {
             "name": name,
             "aliases": aliases,
@@ -251,7 +311,7 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
                 "calibration/data/README.md",
                 GRAPH_SOURCES[name],
                 ENGINE_SOURCES[name],
-            ],
+            ] + EXTRA_SOURCES.get(name, []),
         }
         (folder / f"{name}.yaml").write_text(header + yaml.dump(body, Dumper=_Dumper, sort_keys=False, width=120))
 
