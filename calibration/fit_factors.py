@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         results[stack] = {"params": list(params), "calibration": res.calibration.model_dump(), "mape": m,
                           "mape_all_points": res.mape(fitted_only=False), "rows": res.rows_after}
     fitted["amd-vllm"] = amd_vllm(fitted["nvidia-vllm"])
-    print(f"\n== amd-vllm (derived, not fitted): " + ", ".join(
+    print("\n== amd-vllm (derived, not fitted): " + ", ".join(
         f"{k}={v:.4g}" for k, v in fitted["amd-vllm"].model_dump().items()))
     fitted["nvidia-sglang"] = fitted["nvidia-vllm"]  # fitted together (SGLang and vLLM points)
 
@@ -251,7 +251,8 @@ EXTRA_SOURCES = {
         "(samuel-bohman/AI-benchmarking-guide Azure_Results/ND_MI300X_v5_results.md, ND_H100_v5_results.md)",
         "allreduce: RCCL AllReduce bus bandwidth 1 KB-8 GB on 8x MI300X (same ND_MI300X_v5_results.md), latency + "
         "bandwidth fitted as for NCCL; efficiency = bus bandwidth / 448 GB/s Infinity Fabric",
-        "mfu, overhead_s, overhead_s_per_token: nvidia-vllm's (vLLM's software efficiency; no AMD serving point is fitted)",
+        "mfu, overhead_s, overhead_s_per_token: nvidia-vllm's (vLLM's software efficiency; no AMD serving point is "
+        "fitted)",
     ],
 }
 

@@ -30,7 +30,7 @@ def _serve(impl: type, perf: StepTimeModel | str, prompts: list[int], output: in
     reqs = [Request(i, 0.0, 0, p, output) for i, p in enumerate(prompts)]
     node.submit(reqs[0])
 
-    def later():  # noqa: ANN202 - SimPy process
+    def later():
         yield env.timeout(1e-9)
         for r in reqs[1:]:
             node.submit(r)
@@ -45,7 +45,7 @@ def _serve(impl: type, perf: StepTimeModel | str, prompts: list[int], output: in
     ("nvidia-trtllm", 600, False),  # generation-only graphs: a prefill step runs eagerly
     ("nvidia-sglang", 150, False),  # SGLang graphs decode batches only
     ("nvidia-vllm", 600, False),  # above vLLM v1's largest capture size (512): eager
-    ("nvidia-vllm", 300, True),  # piecewise graphs: a 300-token prefill step is padded to 304 (compute-bound here: A100 BF16)
+    ("nvidia-vllm", 300, True),  # piecewise graphs: a 300-token prefill is padded to 304
 ])
 def test_prefill_step_padding(impl: type, stack: str, prompt: int, padded: bool) -> None:
     perf, (req,) = _serve(impl, stack, [prompt], 2)
