@@ -2,8 +2,8 @@
 
 The folders at the repository root (``hardware_profiles/``, ``traffic_shapes/``, ``experiments/``,
 ``data/traces/``) stay the single source of truth; nothing is duplicated in git. A regular (wheel) build copies
-them under ``sim/_data/`` in the build tree, where :mod:`sim.paths` finds them with :mod:`importlib.resources`.
-An editable install skips the copy: :mod:`sim.paths` then reads the top-level folders of the checkout, so edits
+them under ``sim/_data/`` in the build tree, where :mod:`sim.core.paths` finds them with :mod:`importlib.resources`.
+An editable install skips the copy: :mod:`sim.core.paths` then reads the top-level folders of the checkout, so edits
 there show up at once. All other metadata lives in ``pyproject.toml``.
 """
 
@@ -16,7 +16,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-# (folder in the source tree, folder under sim/_data/ in the wheel); keep in step with sim/paths.py
+# (folder in the source tree, folder under sim/_data/ in the wheel); keep in step with sim/core/paths.py
 DATA_FOLDERS = ("hardware_profiles", "traffic_shapes", "experiments", "data/traces", "calibration/data")
 
 

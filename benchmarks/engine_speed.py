@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def _one(label: str, overrides: list[str]) -> dict:
     sys.path.insert(0, str(ROOT))
     if os.environ.get("CAPSIM_BENCH_SCAN"):
-        import sim.router
+        import sim.fleet.router
 
-        sim.router.INDEX_MIN_NODES = 10**9
-    from sim.config import load_scenario
-    from sim.metrics import requests_table, summarize, timeseries_tables
-    from sim.simulation import simulate
+        sim.fleet.router.INDEX_MIN_NODES = 10**9
+    from sim.core.config import load_scenario
+    from sim.metrics.tables import requests_table, summarize, timeseries_tables
+    from sim.runner.simulation import simulate
 
     sc = load_scenario(ROOT / "experiments" / "default.yaml", overrides)
     t0 = time.process_time()

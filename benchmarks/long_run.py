@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.config import load_scenario  # noqa: E402
-from sim.streaming import run_streaming  # noqa: E402
+from sim.core.config import load_scenario  # noqa: E402
+from sim.metrics.streaming import run_streaming  # noqa: E402
 
 TARGET_REQUESTS = 30_000_000
 WEEK_S = 7 * 86400.0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.config import Engine
-from sim.profiling import NodeSetup, run_closed_loop, run_offline
+from sim.core.config import Engine
+from sim.perf.benchmark import NodeSetup, run_closed_loop, run_offline
 
 CLAIMS = {"H100-SXM": 3000, "H200-SXM": 4500, "B200": 9000, "MI300X": 2800, "L40S": 600, "GH200-96GB": 800,
           "GH200-144GB": None, "A100-SXM-80GB": None, "MI325X": None, "H100-PCIe": None, "H100-NVL": None,

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.parallel import ExecutorSpec  # noqa: E402
+from sim.runner.executor import ExecutorSpec  # noqa: E402
 from sim.sweep import load_experiment, run_sweep  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 """Stream 7 days of consumer_chat arrivals at 50 req/s mean (≈ 30 M requests) through
-:func:`sim.workload.arrival_chunks` and report throughput and peak RSS, which must stay flat: RSS after
+:func:`sim.traffic.arrivals.arrival_chunks` and report throughput and peak RSS, which must stay flat: RSS after
 day 1 and after day 7 are printed side by side.
 
     .venv/bin/python benchmarks/traffic_memory.py [--days 7] [--rate 50] [--shape consumer_chat]
@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.config import load_scenario
-from sim.workload import arrival_chunks
+from sim.core.config import load_scenario
+from sim.traffic.arrivals import arrival_chunks
 
 
 def rss_mb() -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim import validation  # noqa: E402
+from sim.perf import validation  # noqa: E402
 
 START, END = "<!-- generated: benchmarks/validation_targets.py -->", "<!-- end generated -->"
 

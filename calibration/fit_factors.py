@@ -39,9 +39,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim import validation  # noqa: E402
-from sim.calibration import CalPoint, fit_calibration, format_table  # noqa: E402
-from sim.catalog import Calibration  # noqa: E402
+from sim.perf import validation  # noqa: E402
+from sim.perf.calibration import CalPoint, fit_calibration, format_table  # noqa: E402
+from sim.perf.catalog import Calibration  # noqa: E402
 
 DATA = ROOT / "calibration" / "data"
 NVLINK4_GB_S = 450.0
@@ -62,12 +62,12 @@ def fit_allreduce(path: Path = DATA / "network__h100_dgx__all_reduce.csv") -> tu
 
 
 def published_points() -> list[CalPoint]:
-    """The rows of ``published_points.csv`` (loader in :mod:`sim.validation`)."""
+    """The rows of ``published_points.csv`` (loader in :mod:`sim.perf.validation`)."""
     return validation.published_points(DATA / "published_points.csv")
 
 
 def splitwise_points() -> list[CalPoint]:
-    """Splitwise's Llama-2-70B prompt and token times (loader in :mod:`sim.validation`)."""
+    """Splitwise's Llama-2-70B prompt and token times (loader in :mod:`sim.perf.validation`)."""
     return validation.splitwise_points(DATA / "splitwise_sim_perf_model_dgx_a100_h100.csv")
 
 

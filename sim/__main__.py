@@ -1,6 +1,6 @@
 """``python -m sim`` is the same as the ``capsim`` command."""
 
-from .cli import main
+from sim.cli import main
 
 if __name__ == "__main__":
     main()

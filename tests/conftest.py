@@ -24,7 +24,7 @@ def run_once() -> Callable[..., Any]:
     """``run_once(**overrides)`` = ``run_scenario(make_scenario(**overrides))``, simulated once per session (per
     xdist worker) for each distinct set of overrides: a baseline several tests compare against is not re-run
     for each of them. The result is shared: read it, never modify it."""
-    from sim.run import run_scenario
+    from sim.runner.pipeline import run_scenario
 
     cache: dict[str, Any] = {}
 

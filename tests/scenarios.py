@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from sim.config import Scenario, validate_scenario
+from sim.core.config import Scenario, validate_scenario
 
 BASE: dict[str, Any] = {
     "name": "test",
@@ -43,9 +43,9 @@ def make_scenario(**overrides: Any) -> Scenario:
 
 def rerun_plan_winner(result: Any, tmp_path: Path) -> tuple[Scenario, dict[str, Any], float]:
     """Write ``result``'s winner as a scenario file, load it back and run it: (scenario, summary, $/month)."""
-    from sim.config import load_scenario
+    from sim.core.config import load_scenario
     from sim.plan.report import winner_yaml
-    from sim.run import run_scenario
+    from sim.runner.pipeline import run_scenario
 
     path = tmp_path / "winner.yaml"
     path.write_text(winner_yaml(result))

@@ -7,10 +7,10 @@ import math
 import pytest
 from scenarios import make_scenario
 
-from sim.api import TokenBucket, find_api_model, resolve_api
-from sim.config import Api
-from sim.errors import ConfigError
-from sim.run import run_scenario
+from sim.core.config import Api
+from sim.core.errors import ConfigError
+from sim.runner.pipeline import run_scenario
+from sim.spill.api import TokenBucket, find_api_model, resolve_api
 
 API = {"input_usd_per_mtok": 0.6, "output_usd_per_mtok": 2.4, "cached_input_usd_per_mtok": 0.15}
 

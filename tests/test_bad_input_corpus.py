@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sim import outdir
 from sim.cli import main
+from sim.core import outdir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "duration_s=10", "--set", "warmup_s=0", "--set", "traffic.rate_rps=1", "--set", "fleet.nodes=1"]
@@ -261,12 +261,12 @@ def test_fault_opening_lock(code: int, previous: Path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("code", ERRNOS, ids=[errno.errorcode[c] for c in ERRNOS])
 def test_fault_writing_a_file(code: int, previous: Path, monkeypatch) -> None:
-    import sim.io
+    import sim.core.atomic_io
 
     def fail_replace(src, dst):
         raise OSError(code, os.strerror(code), str(dst))
 
-    monkeypatch.setattr(sim.io.os, "replace", fail_replace)
+    monkeypatch.setattr(sim.core.atomic_io.os, "replace", fail_replace)
     line = assert_one_line_exit_2(["run", *TINY, "--out", "out"])
     assert ".parquet" in line or ".json" in line
     _intact(previous)
@@ -331,24 +331,24 @@ def test_bare_capsim_prints_help() -> None:
 
 
 def test_interrupt_exits_130_and_keeps_previous_results(previous: Path, monkeypatch) -> None:
-    import sim.run
+    import sim.runner.pipeline
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.run, "run_scenario", interrupted)
+    monkeypatch.setattr(sim.runner.pipeline, "run_scenario", interrupted)
     res = CliRunner().invoke(main, ["run", *TINY, "--out", "out"])
     assert res.exit_code == 130 and res.stderr.strip() == "capsim: interrupted"
     _intact(previous)
 
 
 def test_internal_error_exits_1_with_traceback(previous: Path, monkeypatch) -> None:
-    import sim.run
+    import sim.runner.pipeline
 
     def bug(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(sim.run, "run_scenario", bug)
+    monkeypatch.setattr(sim.runner.pipeline, "run_scenario", bug)
     res = CliRunner().invoke(main, ["run", *TINY, "--out", "out"])
     assert res.exit_code == 1 and isinstance(res.exception, ZeroDivisionError)
     _intact(previous)

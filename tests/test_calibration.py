@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.calibration import (
+from sim.core.errors import ConfigError
+from sim.perf.calibration import (
     CalPoint,
     Predictor,
     evaluate,
@@ -18,8 +19,7 @@ from sim.calibration import (
     read_measurement_csv,
     read_vllm_bench_json,
 )
-from sim.catalog import Calibration, get_stack
-from sim.errors import ConfigError
+from sim.perf.catalog import Calibration, get_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUE = Calibration(mfu=0.55, mbu=0.72, overhead_s=0.006, overhead_s_per_token=0.0, allreduce_latency_s=2.3e-5,
@@ -109,7 +109,7 @@ def test_fit_recovers_factors_from_simulated_benchmarks() -> None:
 
 
 def _published():
-    from sim.validation import all_points
+    from sim.perf.validation import all_points
 
     return all_points()
 

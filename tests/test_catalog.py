@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.catalog import (
+from sim.core.errors import ConfigError
+from sim.perf.catalog import (
     GpuSpec,
     get_gpu,
     get_model,
@@ -18,8 +19,7 @@ from sim.catalog import (
     stacks,
     unique,
 )
-from sim.errors import ConfigError
-from sim.perf import kv_bytes_per_token
+from sim.perf.model import kv_bytes_per_token
 
 # models.md §1 (KV bytes per token BF16 / FP8, params total / active) — copied, not read at test time
 MODELS_MD = {

@@ -8,12 +8,12 @@ import pytest
 import simpy
 from scenarios import make_scenario
 
-from sim.config import validate_scenario
+from sim.core.config import validate_scenario
+from sim.core.errors import ConfigError
 from sim.engine import Node, ReferenceNode
-from sim.errors import ConfigError
-from sim.request import Request, Status
-from sim.run import run_scenario
-from sim.simulation import build_node_model, simulate
+from sim.runner.pipeline import run_scenario
+from sim.runner.simulation import build_node_model, simulate
+from sim.traffic.request import Request, Status
 
 CHAT = {"input_tokens": {"dist": "lognormal", "median": 300, "p95": 1500, "max": 3000},
         "output_tokens": {"dist": "lognormal", "median": 100, "p95": 400, "max": 1200}}

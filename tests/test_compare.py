@@ -12,8 +12,8 @@ import pytest
 import yaml
 from scenarios import BASE
 
-from sim.compare import comparison_table, load_experiment, pareto_mask, run_experiment
-from sim.errors import ConfigError
+from sim.compare.runner import comparison_table, load_experiment, pareto_mask, run_experiment
+from sim.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from scenarios import BASE
 from scipy import stats
 
 from sim.cli.compare import compare as compare_cmd
-from sim.compare import HEADLINE, comparison_table, json_records, load_experiment, run_experiment, seed_table
-from sim.errors import ConfigError
+from sim.compare.runner import HEADLINE, comparison_table, json_records, load_experiment, run_experiment, seed_table
+from sim.core.errors import ConfigError
 
 
 def _experiment(tmp_path, seeds: int | None = None) -> str:

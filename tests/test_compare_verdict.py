@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sim.compare import pareto_mask, place_labels, plot_cost_breakdown, plot_cost_vs_latency
-from sim.progress import Progress
+from sim.compare.runner import pareto_mask, place_labels, plot_cost_breakdown, plot_cost_vs_latency
+from sim.core.progress import Progress
 
 
 def _table() -> pd.DataFrame:

@@ -7,10 +7,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import load_scenario
-from sim.errors import ConfigError
-from sim.simulation import build_node_model, simulate
-from sim.workload import arrival_chunks
+from sim.core.config import load_scenario
+from sim.core.errors import ConfigError
+from sim.runner.simulation import build_node_model, simulate
+from sim.traffic.arrivals import arrival_chunks
 
 DEFAULT = Path(__file__).resolve().parent.parent / "experiments" / "default.yaml"
 

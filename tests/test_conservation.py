@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scenarios import make_scenario
 
-from sim.run import run_scenario
+from sim.runner.pipeline import run_scenario
 
 API = {"input_usd_per_mtok": 0.6, "output_usd_per_mtok": 2.4}
 CHAT = {"name": "chat", "share": 0.7,
@@ -71,7 +71,7 @@ def test_summary_counts_equal_table_counts(case: str) -> None:
 def test_in_flight_is_not_derived(monkeypatch) -> None:
     """A request lost by the model (neither finished nor held anywhere) breaks conservation instead of being
     absorbed into in_flight: here the live count is forced to miss one request."""
-    import sim.simulation as simulation
+    import sim.runner.simulation as simulation
 
     real = simulation.live_in_flight
     monkeypatch.setattr(simulation, "live_in_flight", lambda *a: real(*a) - 1)
@@ -81,7 +81,7 @@ def test_in_flight_is_not_derived(monkeypatch) -> None:
 
 
 def test_streamed_counts_equal_streamed_table(tmp_path) -> None:
-    from sim.streaming import run_streaming
+    from sim.metrics.streaming import run_streaming
 
     path = tmp_path / "requests.parquet"
     sc = make_scenario(**CASES["spill"][0])

@@ -1,4 +1,4 @@
-"""Energy and carbon (sim/energy.py) and owned cost from simulated utilisation (sim/cost.py)."""
+"""Energy and carbon (sim/metrics/energy.py) and owned cost from simulated utilisation (sim/metrics/cost.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scenarios import make_scenario
 
-from sim.catalog import get_gpu
-from sim.cost import cost_breakdown, owned_usd_per_gpu_hour
-from sim.energy import energy_section, idle_w
-from sim.run import run_scenario
+from sim.metrics.cost import cost_breakdown, owned_usd_per_gpu_hour
+from sim.metrics.energy import energy_section, idle_w
+from sim.perf.catalog import get_gpu
+from sim.runner.pipeline import run_scenario
 
 
 def _ts(busy: float, nodes: int = 2, n: int = 10) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenarios import make_scenario
 
-from sim.simulation import simulate
+from sim.runner.simulation import simulate
 
 
 def _trace(scenario):

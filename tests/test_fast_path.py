@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.perf import StepTimeModel, attention_pairs
+from sim.perf.model import StepTimeModel, attention_pairs
 
 coef = st.one_of(st.just(0.0), st.floats(1e-9, 1e-2))
 # every real step reads the weights, so memory_s_const > 0 (a zero-time step is not a model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scenarios import make_scenario
 
-from sim.run import run_scenario
+from sim.runner.pipeline import run_scenario
 
 SCALER = {
     "nodes": 1,
@@ -107,7 +107,7 @@ def test_schedule_policy_follows_the_table():
 
 
 def test_fleet_needs_a_node():
-    from sim.errors import ConfigError
+    from sim.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="at least one node"):
         make_scenario(**{"fleet.nodes": 0})

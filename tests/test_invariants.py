@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenarios import make_scenario
 
-from sim.run import run_scenario
+from sim.runner.pipeline import run_scenario
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -82,7 +82,7 @@ def test_rejects_requests_that_can_never_fit():
 def test_arrivals_at_time_zero_are_served(tmp_path):
     """Edge case from peers: arrivals at exactly t = 0 (a replayed trace starts at its first timestamp, here
     two requests at 0.0) must be served, first, by the node that is idle at 0."""
-    from sim.simulation import simulate
+    from sim.runner.simulation import simulate
 
     trace = tmp_path / "t0.csv"
     trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,5\n0.0,200,3\n0.5,50,2\n")

@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.config import Engine
+from sim.core.config import Engine
 from sim.engine.admission import admit_head
 from sim.engine.kv import BlockLedger, cdiv
-from sim.request import Request
+from sim.traffic.request import Request
 
 
 @given(st.integers(0, 500), st.lists(st.tuples(st.booleans(), st.integers(0, 100)), max_size=60))

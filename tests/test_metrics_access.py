@@ -9,8 +9,8 @@ import pytest
 from scenarios import BASE, make_scenario
 
 from sim.cli.sweep import OVERVIEW_METRICS
-from sim.compare import COLUMNS
-from sim.metrics_access import (
+from sim.compare.runner import COLUMNS
+from sim.metrics.access import (
     METRIC_NAMES,
     PER_NAME_SECTIONS,
     UnknownMetricError,
@@ -18,11 +18,11 @@ from sim.metrics_access import (
     is_metric_name,
     metric,
 )
-from sim.run import run_scenario
+from sim.runner.pipeline import run_scenario
 
 SIM = Path(__file__).resolve().parents[1] / "sim"
 #: modules that read summaries: sizing, compare, sweep (CLI overview), plan
-READERS = ["sizing.py", "compare.py", "cli/sweep.py", "cli/size.py", "cli/compare.py", "plan/search.py",
+READERS = ["sizing/*.py", "compare/*.py", "cli/sweep.py", "cli/size.py", "cli/compare.py", "plan/search.py",
            "plan/pricing.py", "plan/report.py"]
 # a literal dotted name passed to metric(summary, "...") or Replicates.mean/ci("...")
 _USE = re.compile(r"""(?:\bmetric\([^()"']*?,\s*|\.mean\(|\.ci\()["']([a-z_][\w.]*)["']""")
@@ -59,8 +59,9 @@ def _leaves(d: dict, prefix: str = ""):
 
 def _used_names() -> set[str]:
     names = {path for _, path in COLUMNS} | set(OVERVIEW_METRICS)
-    for rel in READERS:
-        names |= set(_USE.findall((SIM / rel).read_text()))
+    for pattern in READERS:
+        for path in SIM.glob(pattern):
+            names |= set(_USE.findall(path.read_text()))
     return names
 
 

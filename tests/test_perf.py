@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.catalog import Calibration, get_gpu, get_model
-from sim.errors import ConfigError
-from sim.perf import StepTimeModel, attention_pairs, plan_memory
+from sim.core.errors import ConfigError
+from sim.perf.catalog import Calibration, get_gpu, get_model
+from sim.perf.model import StepTimeModel, attention_pairs, plan_memory
 
 CAL = Calibration(mfu=0.6, mbu=0.7, overhead_s=0.002, overhead_s_per_token=0.0, allreduce_latency_s=2e-5,
                   allreduce_efficiency=0.7)
@@ -183,8 +183,8 @@ def test_decode_run_closed_form_matches_steps(batch: int, ctx0: int, steps: int,
 def test_step_jitter_desynchronises_a_closed_loop() -> None:
     """Fixed lengths in a closed loop: without jitter every request of a wave waits the same (P99 = P50); seeded
     step-time jitter spreads the waves (P99 > P50), keeps the mean step time (throughput within 2 %)."""
-    from sim.config import Engine
-    from sim.profiling import NodeSetup, run_closed_loop
+    from sim.core.config import Engine
+    from sim.perf.benchmark import NodeSetup, run_closed_loop
 
     out = {}
     for cv in (0.0, 0.2):

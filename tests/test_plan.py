@@ -10,14 +10,14 @@ from click.testing import CliRunner
 from scenarios import BASE
 
 from sim.cli import main
-from sim.config import load_scenario, validate_scenario
-from sim.errors import ConfigError
+from sim.core.config import load_scenario, validate_scenario
+from sim.core.errors import ConfigError
 from sim.plan import plan
 from sim.plan.bounds import sample_mix
 from sim.plan.candidates import enumerate_candidates, spill_options, tp_divides
 from sim.plan.report import winner_yaml, write_outputs
 from sim.plan.search import resolve_spec
-from sim.run import run_scenario
+from sim.runner.pipeline import run_scenario
 
 SPACE = {"gpus": ["H100-SXM", "L40S"], "gpus_per_node": [1], "precisions": ["bf16", "fp8"], "seeds": 1,
          "explore": 4}

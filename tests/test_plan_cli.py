@@ -18,8 +18,8 @@ import yaml
 from click.testing import CliRunner
 from scenarios import BASE
 
-from sim import outdir
 from sim.cli import main
+from sim.core import outdir
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {"gpus": ["H100-SXM"], "gpus_per_node": [1], "precisions": ["fp8"], "pricing": ["on_demand"], "seeds": 1,

@@ -1,12 +1,12 @@
-"""Demand stated as tokens per day (sim/demand.py, traffic.output_tokens_per_day / tokens_per_day)."""
+"""Demand stated as tokens per day (sim/traffic/demand.py, traffic.output_tokens_per_day / tokens_per_day)."""
 
 from __future__ import annotations
 
 import pytest
 from scenarios import BASE
 
-from sim.config import apply_overrides, validate_scenario
-from sim.errors import ConfigError
+from sim.core.config import apply_overrides, validate_scenario
+from sim.core.errors import ConfigError
 
 FIXED = {"name": "c", "share": 0.25, "input_tokens": {"dist": "fixed", "value": 900},
          "output_tokens": {"dist": "fixed", "value": 100}}

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from scenarios import BASE, rerun_plan_winner
 
 from sim.cli import main
-from sim.config import validate_scenario
-from sim.errors import ConfigError
+from sim.core.config import validate_scenario
+from sim.core.errors import ConfigError
 from sim.plan import plan
 from sim.plan.report import why_not
 from sim.plan.search import candidate_space

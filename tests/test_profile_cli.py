@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from sim.catalog import GpuSpec, get_gpu
 from sim.cli import main
+from sim.perf.catalog import GpuSpec, get_gpu
 
 ARGS = ["profile", "--gpu", "H100-SXM", "--gpus", "8", "--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8"]
 

@@ -8,10 +8,10 @@ import pytest
 from scenarios import make_scenario
 from scipy import stats
 
-from sim.rng import stream
-from sim.run import run_scenario
-from sim.simulation import build_node_model, simulate
-from sim.workload import ClassMix
+from sim.core.rng import stream
+from sim.runner.pipeline import run_scenario
+from sim.runner.simulation import build_node_model, simulate
+from sim.traffic.classes import ClassMix
 
 CLASSES = [
     {

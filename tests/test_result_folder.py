@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sim import outdir
 from sim.cli import main
-from sim.errors import FileError
+from sim.core import outdir
+from sim.core.errors import FileError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "fleet.nodes=1", "--set", "duration_s=40", "--set", "traffic.rate_rps=3", "--set", "warmup_s=0"]
@@ -41,7 +41,7 @@ def _capsim(*args: str) -> list[str]:
 WRITER = """
 import sys, uuid
 from pathlib import Path
-from sim.outdir import result_folder
+from sim.core.outdir import result_folder
 out = Path(sys.argv[1])
 while True:
     with result_folder(out) as st:
@@ -267,7 +267,7 @@ def test_interrupted_stream_removes_its_temporary_file(tmp_path: Path) -> None:
     """Ctrl-C / SIGTERM (a KeyboardInterrupt) while streaming: the partial Parquet file is removed."""
     from scenarios import make_scenario
 
-    from sim.streaming import run_streaming
+    from sim.metrics.streaming import run_streaming
 
     seen = []
 

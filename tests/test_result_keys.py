@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from scenarios import make_scenario
 
-from sim import fingerprint
+from sim.core import fingerprint
 from sim.plan.search import scenario_key
 from sim.sweep.experiment import point_key
 
@@ -41,8 +41,8 @@ def test_keys_change_with_the_code(tmp_path, monkeypatch) -> None:
     before = (point_key(sc), scenario_key(sc))
     assert before == (point_key(sc), scenario_key(sc))
     fake = tmp_path / "sim"
-    shutil.copytree(Path(fingerprint.__file__).parent, fake, ignore=shutil.ignore_patterns("__pycache__", "_data"))
-    (fake / "perf.py").write_text((fake / "perf.py").read_text() + "\n# a local edit\n")
+    shutil.copytree(fingerprint._PACKAGE, fake, ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    (fake / "perf" / "model.py").write_text((fake / "perf" / "model.py").read_text() + "\n# a local edit\n")
     monkeypatch.setattr(fingerprint, "_PACKAGE", fake)
     fingerprint.code_fingerprint.cache_clear()
     try:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scenarios import make_scenario
 
-import sim.fleet
-from sim.router import LeastWork
-from sim.simulation import simulate
+import sim.fleet.fleet
+from sim.fleet.router import LeastWork
+from sim.runner.simulation import simulate
 
 
 class CheckedLeastWork(LeastWork):
@@ -31,12 +31,12 @@ class CheckedLeastWork(LeastWork):
 
 @pytest.fixture
 def checked(monkeypatch):
-    real = sim.fleet.make_router
+    real = sim.fleet.fleet.make_router
 
     def make(policy, nodes, rng):
         return CheckedLeastWork(nodes) if policy == "least_work" else real(policy, nodes, rng)
 
-    monkeypatch.setattr(sim.fleet, "make_router", make)
+    monkeypatch.setattr(sim.fleet.fleet, "make_router", make)
     CheckedLeastWork.picks = 0
     return CheckedLeastWork
 
@@ -72,9 +72,9 @@ def test_index_picks_what_the_scan_picks(checked, case):
 
 def test_index_and_scan_give_identical_runs(monkeypatch):
     sc = make_scenario(**{"fleet.nodes": 5, "traffic.rate_rps": 30.0, "duration_s": 30})
-    monkeypatch.setattr(sim.router, "INDEX_MIN_NODES", 1)
+    monkeypatch.setattr(sim.fleet.router, "INDEX_MIN_NODES", 1)
     indexed = simulate(sc)
-    monkeypatch.setattr(sim.router, "INDEX_MIN_NODES", 10**9)
+    monkeypatch.setattr(sim.fleet.router, "INDEX_MIN_NODES", 10**9)
     scanned = simulate(sc)
     key = lambda r: (r.node, r.first_token_s, r.finish_s)
     assert [key(r) for r in indexed.requests] == [key(r) for r in scanned.requests]

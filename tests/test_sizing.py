@@ -13,8 +13,8 @@ import pytest
 import yaml
 from scenarios import make_scenario
 
-from sim.errors import ConfigError
-from sim.sizing import (
+from sim.core.errors import ConfigError
+from sim.sizing.search import (
     RULES,
     SizingRule,
     node_goodput,

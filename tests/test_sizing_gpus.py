@@ -10,10 +10,10 @@ import yaml
 from click.testing import CliRunner
 from scenarios import make_scenario
 
-import sim.sizing as sizing
+import sim.sizing.search as sizing
 from sim.cli.size import size as size_cmd
-from sim.errors import ConfigError
-from sim.sizing import select_rules, size_across_gpus
+from sim.core.errors import ConfigError
+from sim.sizing.search import select_rules, size_across_gpus
 
 #: the keys `capsim size --json` had before GPU types were added (they must all stay)
 OLD_KEYS = {"scenario", "source", "duration_s", "seeds", "slo", "traffic", "node_goodput_rps", "goodput",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from scenarios import make_scenario
 
-from sim import sizing
-from sim.sizing import Infeasible, format_report, size_across_gpus, size_fleet
+from sim.sizing import search as sizing
+from sim.sizing.search import Infeasible, format_report, size_across_gpus, size_fleet
 
 
 def _small(**overrides):

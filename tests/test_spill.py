@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scenarios import make_scenario
 
-from sim.run import run_scenario
+from sim.runner.pipeline import run_scenario
 
 API = {"input_usd_per_mtok": 0.88, "output_usd_per_mtok": 0.88}
 HOT = {"traffic.rate_rps": 40.0, "fleet.nodes": 1, "duration_s": 40}  # ~2x one 8B node's capacity
@@ -108,12 +108,12 @@ def test_withdraw_keeps_engine_accounting(impl):
 
 def test_withdraw_takes_queued_requests_off_and_cancels_running_ones():
     """Late spill only withdraws never-scheduled requests (it filters them); ``withdraw`` itself also cancels a
-    running request (a client that gave up: sim.clients), which then no longer counts as in flight."""
+    running request (a client that gave up: sim.traffic.clients), which then no longer counts as in flight."""
     import simpy
 
     from sim.engine import Node
-    from sim.request import Request
-    from sim.simulation import build_node_model
+    from sim.runner.simulation import build_node_model
+    from sim.traffic.request import Request
 
     sc = make_scenario()
     nm = build_node_model(sc)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from scenarios import make_scenario
 
-from sim.catalog import StackSpec, get_gpu, get_stack
-from sim.config import Engine
-from sim.errors import ConfigError
-from sim.profiling import NodeSetup
-from sim.simulation import build_node_model
+from sim.core.config import Engine
+from sim.core.errors import ConfigError
+from sim.perf.benchmark import NodeSetup
+from sim.perf.catalog import StackSpec, get_gpu, get_stack
+from sim.runner.simulation import build_node_model
 
 
 def _engine(stack: str | None, **engine) -> Engine:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.run import run_scenario
-from sim.simulation import simulate
-from sim.streaming import DEFAULT_REL_ERROR, LogHistogram, StreamingCollector, run_streaming
+from sim.metrics.streaming import DEFAULT_REL_ERROR, LogHistogram, StreamingCollector, run_streaming
+from sim.runner.pipeline import run_scenario
+from sim.runner.simulation import simulate
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -56,7 +56,7 @@ def spilling(busy):
     raw["traffic"]["classes"].append({
         "name": "batch", "share": 0.2, "input_tokens": {"dist": "fixed", "value": 800},
         "output_tokens": {"dist": "fixed", "value": 200}, "deferrable": {"deadline_s": 60, "slack_s": 20}})
-    from sim.config import validate_scenario
+    from sim.core.config import validate_scenario
 
     return validate_scenario(raw, "test")
 
@@ -67,7 +67,7 @@ def impatient(busy):
     raw = busy.model_dump()
     raw["traffic"]["classes"][0]["client"] = {"timeout_s": 5.0, "stream": False, "retries": 2, "backoff_s": 0.5,
                                               "jitter": 0.5}
-    from sim.config import validate_scenario
+    from sim.core.config import validate_scenario
 
     return validate_scenario(raw, "test")
 

@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.cli import main
-from sim.config import apply_overrides
-from sim.errors import ConfigError
-from sim.parallel import ExecutorSpec, iter_outcomes, map_summaries
+from sim.core.config import apply_overrides
+from sim.core.errors import ConfigError
+from sim.runner.executor import ExecutorSpec, iter_outcomes, map_summaries
 from sim.sweep import load_experiment, run_sweep
 from sim.sweep.experiment import yaml_value
 from sim.sweep.store import PointStore
@@ -305,10 +305,10 @@ def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
     """Without a terminal a sweep reports progress as plain stderr lines (here every point: interval 0)."""
     import functools
 
-    import sim.progress
+    import sim.core.progress
 
-    monkeypatch.setattr(sim.progress.Progress, "__init__",
-                        functools.partialmethod(sim.progress.Progress.__init__, interval_s=0.0, tty=False))
+    monkeypatch.setattr(sim.core.progress.Progress, "__init__",
+                        functools.partialmethod(sim.core.progress.Progress.__init__, interval_s=0.0, tty=False))
     path = write_experiment(tmp_path, axes={"fleet.nodes": [1, 2]}, seeds=[1])
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1"])
     assert res.exit_code == 0, res.output

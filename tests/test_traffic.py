@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.config import RequestClass, Traffic, validate_scenario
-from sim.errors import ConfigError
-from sim.rng import stream
+from sim.core.config import RequestClass, Traffic, validate_scenario
+from sim.core.errors import ConfigError
+from sim.core.rng import stream
 from sim.traffic import RateCurve, nhpp_times, renewal_times, resolve_components, traffic_chunks
+from sim.traffic.arrivals import ArrivalChunk, arrival_chunks  # noqa: F401 - public names
+from sim.traffic.classes import ClassMix
 from sim.traffic.fit import fit_rate_series, fit_times
-from sim.traffic.sampling import GammaModulation
+from sim.traffic.sampling import (
+    GammaModulation,
+    poisson_times,  # noqa: F401 - public names
+)
 from sim.traffic.shapes import available_shapes
-from sim.workload import ArrivalChunk, ClassMix, arrival_chunks, poisson_times  # noqa: F401 - public names
 
 CLS = [{"name": "chat", "share": 1.0, "input_tokens": {"dist": "fixed", "value": 100},
         "output_tokens": {"dist": "fixed", "value": 10}}]

@@ -87,8 +87,8 @@ def test_errors_are_one_line_exit_2(args: list[str], msg: str) -> None:
 
 
 def test_shaped_scenario_runs_through_simulation() -> None:
-    from sim.config import validate_scenario
-    from sim.simulation import simulate
+    from sim.core.config import validate_scenario
+    from sim.runner.simulation import simulate
 
     raw = {"duration_s": 120, "seed": 3, "fleet": {"nodes": 1},
            "traffic": {"rate_rps": 2.0, "shape": "viral_incident", "start_hour": 16,

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.config import Traffic, validate_scenario
-from sim.errors import ConfigError
+from sim.core.config import Traffic, validate_scenario
+from sim.core.errors import ConfigError
 from sim.traffic import read_trace, traffic_chunks
-from sim.workload import arrival_chunks
+from sim.traffic.arrivals import arrival_chunks
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = ROOT / "data" / "traces"

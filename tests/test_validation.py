@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sim import validation
-from sim.calibration import CalPoint, Predictor, Split, fit_calibration, read_measurement_csv
-from sim.catalog import Calibration
 from sim.cli import main
+from sim.perf import validation
+from sim.perf.calibration import CalPoint, Predictor, Split, fit_calibration, read_measurement_csv
+from sim.perf.catalog import Calibration
 
 TRUE = Calibration(mfu=0.55, mbu=0.72, overhead_s=0.006)
 START = Calibration(mfu=0.3, mbu=0.4, overhead_s=0.02)

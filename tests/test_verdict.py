@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scenarios import make_scenario
 
-from sim.config import load_scenario
-from sim.paths import default_scenario_path
-from sim.run import run_scenario
-from sim.slo import windows_table, worst_window
-from sim.streaming import run_streaming
+from sim.core.config import load_scenario
+from sim.core.paths import default_scenario_path
+from sim.metrics.slo import windows_table, worst_window
+from sim.metrics.streaming import run_streaming
+from sim.runner.pipeline import run_scenario
 
 
 def default(*sets: str, duration_s: int = 120):

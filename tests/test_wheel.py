@@ -51,7 +51,7 @@ def test_wheel_runs_from_another_folder(installed: Path, tmp_path: Path) -> None
     where = _capsim(installed, tmp_path, "--version")
     assert version("capsim") in where
     # the package really is the wheel's copy, with the data packed inside it
-    probe = subprocess.run([str(installed / "python"), "-c", "import sim.paths as p; print(p.bundled_root())"],
+    probe = subprocess.run([str(installed / "python"), "-c", "import sim.core.paths as p; print(p.bundled_root())"],
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
     assert probe.endswith(os.path.join("sim", "_data")) and not probe.startswith(str(ROOT))
 

@@ -2,7 +2,7 @@
 and is registered in :data:`COMMANDS`.
 
 Exit codes, the same for every command (README.md, "Exit codes"): 0 success; 2 bad input or a file-system
-fault (one line on stderr, no traceback: a :class:`~sim.errors.CapsimError`, an ``OSError``, a usage error);
+fault (one line on stderr, no traceback: a :class:`~sim.core.errors.CapsimError`, an ``OSError``, a usage error);
 130 interrupted by Ctrl-C or SIGTERM (SIGTERM is turned into the same ``KeyboardInterrupt``, so workers are
 stopped, temporaries removed and a sweep's finished points kept); 1 an internal error (a bug: traceback).
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CapsimError, FileError
+from sim.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CapsimError, FileError
 
 # name -> "module:attribute" (imported only when the command is used, to keep start-up fast)
 COMMANDS: dict[str, str] = {

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 import yaml
 
-from ..calibration import (
+from sim.core.atomic_io import write_text
+from sim.core.errors import ConfigError
+from sim.perf.calibration import (
     FITTABLE,
     fit_calibration,
     format_table,
@@ -17,9 +19,7 @@ from ..calibration import (
     read_vllm_bench_json,
     starting_calibration,
 )
-from ..catalog import get_gpu
-from ..errors import ConfigError
-from ..io import write_text
+from sim.perf.catalog import get_gpu
 
 PRECISIONS = ["bf16", "fp16", "fp8", "int8", "fp4", "int4"]
 

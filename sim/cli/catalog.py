@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..catalog import gpus, models, resolve_calibration, stacks, unique
+from sim.perf.catalog import gpus, models, resolve_calibration, stacks, unique
 
 
 def catalog_dict() -> dict:

@@ -78,11 +78,11 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
     OUT is replaced all or nothing; a second command writing the same OUT at the same time fails."""
     from contextlib import nullcontext
 
-    from ..compare import comparison_table, json_records, load_experiment, run_experiment, write_outputs
-    from ..estimate import estimate_many
-    from ..outdir import result_folder
-    from ..parallel import default_workers
-    from ..progress import Progress
+    from sim.compare.runner import comparison_table, json_records, load_experiment, run_experiment, write_outputs
+    from sim.core.outdir import result_folder
+    from sim.core.progress import Progress
+    from sim.runner.estimate import estimate_many
+    from sim.runner.executor import default_workers
 
     exp, runs = load_experiment(experiment, list(overrides), seed, n_seeds)
     scenarios = [sc for r in runs for sc in r.scenarios]

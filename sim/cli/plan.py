@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from ..config import load_scenario
-from ..errors import ConfigError
-from ..paths import scenario_path
+from sim.core.config import load_scenario
+from sim.core.errors import ConfigError
+from sim.core.paths import scenario_path
 
 PROGRESS_EVERY_S = 10.0
 
@@ -128,10 +128,10 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
     OUT is replaced all or nothing (written beside it, then swapped in); a second command writing the same
     OUT at the same time fails with one line. Ctrl-C or SIGTERM stops the workers and exits 130 (the points
     simulated so far stay in the cache)."""
-    from ..outdir import result_folder
-    from ..parallel import default_workers
-    from ..plan.report import format_text, to_json, write_outputs
-    from ..plan.search import candidate_space, estimate_plan, run_plan
+    from sim.core.outdir import result_folder
+    from sim.plan.report import format_text, to_json, write_outputs
+    from sim.plan.search import candidate_space, estimate_plan, run_plan
+    from sim.runner.executor import default_workers
 
     sc = load_scenario(scenario_path(scenario), list(overrides))
     for name, value in (("--seeds", seeds), ("--max-nodes", max_nodes), ("--top", top_n), ("--explore", explore),

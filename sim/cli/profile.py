@@ -8,10 +8,10 @@ import json
 import click
 import numpy as np
 
-from ..config import Engine
-from ..errors import ConfigError
-from ..perf import attention_pairs
-from ..profiling import NodeSetup, RunResult, run_closed_loop, run_offline, run_poisson
+from sim.core.config import Engine
+from sim.core.errors import ConfigError
+from sim.perf.benchmark import NodeSetup, RunResult, run_closed_loop, run_offline, run_poisson
+from sim.perf.model import attention_pairs
 
 PRECISIONS = ["bf16", "fp16", "fp8", "int8", "fp4", "int4"]
 DECODE_BATCHES = (1, 8, 32, 64, 128, 256)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..config import load_scenario
-from ..headline import load_line, overload_line, slo_line
-from ..headline import pct as _pct
-from ..paths import scenario_path
+from sim.core.config import load_scenario
+from sim.core.paths import scenario_path
+from sim.metrics.headline import load_line, overload_line, slo_line
+from sim.metrics.headline import pct as _pct
 
 
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
@@ -43,7 +43,7 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
-    if "energy" in summary:  # sim/energy.py
+    if "energy" in summary:  # sim/metrics/energy.py
         e = summary["energy"]
         lines.append(f"  energy     {e['kwh']:,.2f} kWh ({e['avg_power_kw']:,.1f} kW mean incl. PUE {e['pue']:g}), "
                      f"{e['co2_kg']:,.2f} kg CO2, ${e['usd']:,.2f} of electricity (inside the {e['paid_in']})")
@@ -111,16 +111,16 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 
     OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
     the same time fails with one line."""
-    from ..estimate import estimate_scenario
+    from sim.runner.estimate import estimate_scenario
 
     path = scenario_path(scenario)
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sc = load_scenario(path, sets)
-    from ..progress import Progress
+    from sim.core.progress import Progress
 
     if no_requests and not stream:
         raise click.UsageError("--no-requests applies to --stream runs")
-    from ..simulation import build_node_model
+    from sim.runner.simulation import build_node_model
 
     build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
     est = estimate_scenario(sc, stream)
@@ -128,15 +128,15 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
         click.echo(f"{sc.name}: {est.line()}")
         return
     est.check(force)
-    from ..outdir import result_folder
-    from ..run import run_scenario, run_streamed, write_outputs
+    from sim.core.outdir import result_folder
+    from sim.runner.pipeline import run_scenario, run_streamed, write_outputs
 
     bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
     update, stop = bar.sim_time, bar.close
     try:
         if no_report:  # summary only, no files (streamed: histograms, flat memory)
             if stream:
-                from ..streaming import run_streaming
+                from sim.metrics.streaming import run_streaming
 
                 summary = run_streaming(sc, None, update).summary
             else:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..config import load_scenario
-from ..errors import ConfigError
-from ..paths import scenario_path
+from sim.core.config import load_scenario
+from sim.core.errors import ConfigError
+from sim.core.paths import scenario_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,8 +48,8 @@ def _write_html(out_dir: Path, report: dict, text: str, several: bool) -> None:
     """sizing.html: the verdict, what was asked, the tables and the PNGs already written in ``out_dir``."""
     import pandas as pd
 
-    from ..htmlreports import size_html
-    from ..io import write_text
+    from sim.core.atomic_io import write_text
+    from sim.report.experiment_pages import size_html
 
     names = (["sizing_gpus.csv"] if several else []) + ["sizing_rules.csv", "sizing_points.csv"]
     titles = {"sizing_gpus.csv": "Per GPU type (sizing_gpus.csv)", "sizing_rules.csv": "The guide's rules against "
@@ -97,7 +97,7 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
     count that meets the SLO (every P95 target and the attainment target, every miss counted) over the whole
     traffic shape, beside the node counts the guide's rules give;
     with several --gpu, per GPU type and the cheapest type that meets the SLO."""
-    from ..sizing import (
+    from sim.sizing.search import (
         format_gpu_report,
         format_report,
         plot_gpu_costs,
@@ -116,8 +116,8 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
     if not any(getattr(sc.slo, k) is not None for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")):
         raise ConfigError("--slo", "", "every SLO target is off; sizing needs at least one")
 
-    from ..estimate import estimate_many
-    from ..parallel import default_workers
+    from sim.runner.estimate import estimate_many
+    from sim.runner.executor import default_workers
 
     # a sizing runs each seed at about a dozen fleet sizes per GPU type (goodput bisection + node search)
     estimate_many([sc], 1 if scheduler else (workers or default_workers()),
@@ -140,8 +140,8 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
     if not no_report:
         import pandas as pd
 
-        from ..io import atomic_write, write_csv, write_json, write_text
-        from ..outdir import result_folder
+        from sim.core.atomic_io import atomic_write, write_csv, write_json, write_text
+        from sim.core.outdir import result_folder
 
         final_dir = out_dir
         with result_folder(final_dir) as out_dir:

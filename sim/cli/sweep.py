@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ConfigError
-from ..metrics_access import check_metric_name
+from sim.core.errors import ConfigError
+from sim.metrics.access import check_metric_name
 
 if TYPE_CHECKING:
-    from ..sweep.experiment import Experiment, Point
-    from ..sweep.runner import ProgressHook, SweepReport
+    from sim.sweep.experiment import Experiment, Point
+    from sim.sweep.runner import ProgressHook, SweepReport
 
 #: the overview's columns: summary metric -> (header, scale, decimals, unit); names checked on import
 OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
@@ -27,11 +27,11 @@ OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
 
 
 def _progress(enabled: bool) -> tuple[ProgressHook | None, Callable[[], None]]:
-    """(hook, stop): progress over points (:class:`sim.progress.Progress`: a bar with ETA on a terminal, a line on
+    """(hook, stop): progress over points (:class:`sim.core.progress.Progress`: a bar with ETA on a terminal, a line on
     stderr every ~10 s otherwise); a failed point is reported on stderr as it happens."""
     if not enabled:
         return None, lambda: None
-    from ..progress import Progress
+    from sim.core.progress import Progress
 
     bar = Progress("capsim sweep", "points")
     state: dict[str, Any] = {"todo": 0, "done": 0, "failed": 0}
@@ -109,11 +109,11 @@ def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_proce
     stopped. Writes OUT/results.{parquet,csv} (one row per point × seed)
     and OUT/aggregates.{parquet,csv} (mean and 95% CI across seeds). Exit code 1 if any point failed.
     """
-    from ..estimate import estimate_many
-    from ..parallel import ExecutorSpec, default_workers
-    from ..sweep import load_experiment, run_sweep
-    from ..sweep.runner import plan
-    from ..sweep.store import PointStore
+    from sim.runner.estimate import estimate_many
+    from sim.runner.executor import ExecutorSpec, default_workers
+    from sim.sweep import load_experiment, run_sweep
+    from sim.sweep.runner import plan
+    from sim.sweep.store import PointStore
 
     if workers is not None and workers < 1:
         raise ConfigError("--workers", "", f"must be >= 1 (got {workers})")

@@ -14,12 +14,20 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from ..config import FixedTokens, RequestClass, Traffic, _format_error, load_scenario, read_yaml, validate_mapping
-from ..errors import ConfigError
-from ..io import write_text
+from sim.core.atomic_io import write_text
+from sim.core.config import (
+    FixedTokens,
+    RequestClass,
+    Traffic,
+    _format_error,
+    load_scenario,
+    read_yaml,
+    validate_mapping,
+)
+from sim.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..traffic.arrivals import ArrivalChunk
+    from sim.traffic.arrivals import ArrivalChunk
 
 FAST_ABOVE = 2e7  # expected arrivals above which stats use per-minute counts instead of every arrival
 
@@ -68,10 +76,10 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
             as_json: bool) -> None:
     """Rate-over-time statistics of SOURCE: a shape name (traffic_shapes/), a shape or scenario YAML,
     a trace (Azure/BurstGPT/Vidur CSV, Mooncake JSONL) or a rate series CSV (window_start_s, rate_rps)."""
-    from ..traffic.arrivals import load_trace, rate_curve, trace_rate_scale, traffic_chunks
-    from ..traffic.shapes import available_shapes, clock0_hours, find_shape_file
-    from ..traffic.stats import plot_rate, traffic_stats
-    from ..traffic.traces import replay_period_s
+    from sim.traffic.arrivals import load_trace, rate_curve, trace_rate_scale, traffic_chunks
+    from sim.traffic.shapes import available_shapes, clock0_hours, find_shape_file
+    from sim.traffic.stats import plot_rate, traffic_stats
+    from sim.traffic.traces import replay_period_s
 
     if days is not None and not (days > 0 and math.isfinite(days)):
         raise ConfigError("--days", "", f"must be > 0 (got {days})")
@@ -104,7 +112,7 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         else:
             raise ConfigError(source, "", "a YAML file here must be a shape (components:) or a scenario (traffic:)")
     elif path.is_file():
-        from ..traffic.traces import check_text
+        from sim.traffic.traces import check_text
 
         check_text(path)
         header = []
@@ -164,7 +172,7 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
         duration = (days or 7.0) * 86400.0
         info["kind"] = "shape"
 
-    from ..progress import Progress
+    from sim.core.progress import Progress
 
     # sampling every arrival of days of traffic (and fitting) takes a while: a bar, or a line every ~10 s
     bar = Progress("capsim traffic (sampling arrivals)", "s of traffic")
@@ -174,9 +182,9 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
     expected = curve.integral(0.0, duration, step_s=60.0) if curve is not None else 0.0
     if curve is not None and tr.dispersion.model == "poisson" and expected > FAST_ABOVE and not fit_shape:
         # many arrivals: draw per-minute Poisson counts (exact for windowed statistics), tokens at class means
-        from ..rng import stream
-        from ..traffic.classes import ClassMix
-        from ..traffic.stats import counts_chunks, minute_counts
+        from sim.core.rng import stream
+        from sim.traffic.classes import ClassMix
+        from sim.traffic.stats import counts_chunks, minute_counts
 
         per_min = minute_counts(curve, duration, stream(seed, "arrivals"))
         means = ClassMix(tr.classes, base, block).mean_tokens() if have_tokens else None
@@ -191,7 +199,7 @@ def traffic(source: str, days: float | None, rate_rps: float | None, classes_fil
     if tr.trace is None:
         out["rate_rps"] = tr.rate_rps
     if fit_shape:
-        from ..traffic.fit import fit_rate_series, fit_times
+        from sim.traffic.fit import fit_rate_series, fit_times
 
         name = Path(fit_shape).stem
         if rate_series is not None:

@@ -1,5 +1,5 @@
 """``capsim validate``: re-run every published measurement in ``calibration/data/`` and print how close capsim
-comes, fitted vs held-out, per GPU family and metric (protocols in :mod:`sim.validation`)."""
+comes, fitted vs held-out, per GPU family and metric (protocols in :mod:`sim.perf.validation`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..io import write_text
-from ..validation import PROTOCOLS, format_points, format_summary, run
+from sim.core.atomic_io import write_text
+from sim.perf.validation import PROTOCOLS, format_points, format_summary, run
 
 
 @click.command("validate")

@@ -5,11 +5,11 @@ Both satisfy :class:`NodeEngine`, the only view of a node the rest of the simula
 
 from typing import TYPE_CHECKING
 
-from .common import NodeSnapshot, admission_problem
-from .kv import BlockLedger, cdiv
-from .node import Node
-from .protocol import IndexedNodeEngine, NodeEngine
-from .reference import ReferenceNode
+from sim.engine.common import NodeSnapshot, admission_problem
+from sim.engine.kv import BlockLedger, cdiv
+from sim.engine.node import Node
+from sim.engine.protocol import IndexedNodeEngine, NodeEngine
+from sim.engine.reference import ReferenceNode
 
 if TYPE_CHECKING:  # static conformance checks: each engine is a NodeEngine, the fast one an indexed one
     _fast: type[IndexedNodeEngine] = Node

@@ -7,9 +7,9 @@ preempt``) and TensorRT-LLM (``reserve_kv``) need no state beyond the KV block c
 
 from __future__ import annotations
 
-from ..config import Engine
-from ..request import Request
-from .kv import cdiv
+from sim.core.config import Engine
+from sim.engine.kv import cdiv
+from sim.traffic.request import Request
 
 
 class SglangRatio:

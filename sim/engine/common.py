@@ -7,9 +7,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from ..config import Engine
-from ..request import Request
-from .kv import cdiv
+from sim.core.config import Engine
+from sim.engine.kv import cdiv
+from sim.traffic.request import Request
 
 
 class NodeSnapshot(NamedTuple):
@@ -24,7 +24,7 @@ class NodeSnapshot(NamedTuple):
 class WorkDone:
     """Cumulative work of the engine steps a node has finished, for model-FLOPs and memory-bandwidth
     utilisation: ``tokens`` computed (Σ T), attention ``pairs`` (Σ A) and context tokens read (Σ C) over
-    ``steps`` steps (the step-time model's T, A, C; see :mod:`sim.perf`)."""
+    ``steps`` steps (the step-time model's T, A, C; see :mod:`sim.perf.model`)."""
 
     __slots__ = ("tokens", "pairs", "ctx", "steps")
 

@@ -32,13 +32,13 @@ from enum import Enum
 import numpy as np
 import simpy
 
-from ..config import Engine
-from ..perf import StepTimeModel, attention_pairs, steps_on_line
-from ..request import Request, Status
-from .admission import admit_head, make_admission
-from .common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
-from .jitter import make_jitter
-from .kv import BlockLedger, cdiv
+from sim.core.config import Engine
+from sim.engine.admission import admit_head, make_admission
+from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
+from sim.engine.jitter import make_jitter
+from sim.engine.kv import BlockLedger, cdiv
+from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
+from sim.traffic.request import Request, Status
 
 _INF = float("inf")
 

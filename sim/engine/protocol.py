@@ -1,7 +1,7 @@
 """What the rest of the simulator may use of a node engine (vLLM's ``EngineCore`` seen from the front end).
 
 Both engines satisfy :class:`NodeEngine` (mypy checks it where the simulation builds them: see
-:func:`sim.simulation.make_node_factory`); the fleet, the routers, the spill dispatcher, the clients and the
+:func:`sim.runner.simulation.make_node_factory`); the fleet, the routers, the spill dispatcher, the clients and the
 sampler see nodes only through it.
 """
 
@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 import simpy
 
-from ..config import Engine
-from ..perf import StepTimeModel
-from ..request import Request
-from .common import NodeSnapshot, PriorityWaitingQueue
+from sim.core.config import Engine
+from sim.engine.common import NodeSnapshot, PriorityWaitingQueue
+from sim.perf.model import StepTimeModel
+from sim.traffic.request import Request
 
 WaitingQueue = deque[Request] | PriorityWaitingQueue
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..config import Scenario
-    from .search import PlanResult
+    from sim.core.config import Scenario
+    from sim.plan.search import PlanResult
 
 
 def plan(scenario: Scenario, **options: Any) -> PlanResult:
     """Search the candidate space of ``scenario`` (its ``plan:`` section, overridden by ``options``: the keyword
     arguments of :func:`sim.plan.search.run_plan`) and return the ranked result."""
-    from .search import run_plan
+    from sim.plan.search import run_plan
 
     return run_plan(scenario, **options)

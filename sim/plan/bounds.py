@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Scenario
-from ..perf import NodeMemory, StepTimeModel, attention_pairs
+from sim.core.config import Scenario
+from sim.perf.model import NodeMemory, StepTimeModel, attention_pairs
 
 #: requests in the mix sample, and its seed (fixed: the same sample for every candidate and every run)
 MIX_SAMPLE = 4000
@@ -64,7 +64,7 @@ class MixSample:
 
 def sample_mix(scenario: Scenario, n: int = MIX_SAMPLE) -> MixSample:
     """The scenario's class mix, ``n`` requests (static shares)."""
-    from ..traffic.classes import ClassMix
+    from sim.traffic.classes import ClassMix
 
     mix = ClassMix(scenario.traffic.classes, scenario.base_dir, scenario.fleet.engine.block_size)
     _, prompt, output, cached = mix.draw(np.random.default_rng(MIX_SEED), n)

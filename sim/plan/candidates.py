@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import GpuSpec, get_gpu, get_model, gpus, unique
-from ..config import Scenario
-from ..errors import ConfigError
-from ..perf import StepTimeModel, plan_memory
-from .bounds import Bounds, MixSample, node_bounds
-from .spec import PlanSpec, split_precision
+from sim.core.config import Scenario
+from sim.core.errors import ConfigError
+from sim.perf.catalog import GpuSpec, get_gpu, get_model, gpus, unique
+from sim.perf.model import StepTimeModel, plan_memory
+from sim.plan.bounds import Bounds, MixSample, node_bounds
+from sim.plan.spec import PlanSpec, split_precision
 
 
 @dataclass

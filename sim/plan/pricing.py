@@ -5,7 +5,7 @@ on-demand working figures):
 
 * ``on_demand``: ``rental``;
 * ``reserved_1y`` / ``reserved_3y``: ``rental × (1 − discount)`` (``plan.reserved_1y_discount``, ``…_3y_…``);
-* ``owned``: the guide's TCO without energy (``sim.cost.owned_fixed_usd_per_gpu_hour``: amortised capex, colo on
+* ``owned``: the guide's TCO without energy (``sim.metrics.cost.owned_fixed_usd_per_gpu_hour``: amortised capex, colo on
   provisioned kW, maintenance, ops) plus the simulated energy bill (``summary.energy.usd``: idle to TDP with the
   busy share, node overhead, PUE).
 
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog import GpuSpec
-from ..config import Scenario
-from ..cost import owned_fixed_usd_per_gpu_hour
-from ..metrics_access import metric
-from .spec import PlanSpec
+from sim.core.config import Scenario
+from sim.metrics.access import metric
+from sim.metrics.cost import owned_fixed_usd_per_gpu_hour
+from sim.perf.catalog import GpuSpec
+from sim.plan.spec import PlanSpec
 
 HOURS_PER_MONTH = 730.0
 LABELS = {"on_demand": "rented on-demand", "reserved_1y": "rented, 1-year reserved",
@@ -92,7 +92,7 @@ def spot_usd_per_hour(scenario: Scenario, gpu: GpuSpec, spec: PlanSpec, gpus: in
 
 def usd_per_hour_idle(option: str, scenario: Scenario, gpu: GpuSpec, spec: PlanSpec, gpus: int) -> float:
     """Hourly cost of ``gpus`` GPUs doing nothing (owned: idle power): a lower bound on what they cost."""
-    from ..energy import facility_power_w, usd_per_kwh
+    from sim.metrics.energy import facility_power_w, usd_per_kwh
 
     usd = gpus * fixed_usd_per_gpu_hour(option, scenario, gpu, spec)
     if option == "owned":

@@ -6,7 +6,7 @@ Break-even (:func:`break_even`), for the winning fleet (``n`` nodes of ``g`` GPU
 * the fleet's capacity is the load it was shown to carry within the SLO: the traffic's peak 10-minute rate ×
   mean output tokens per request; **utilisation** ``u`` is mean load ÷ that capacity (today: mean ÷ peak rate);
 * self-hosted $/M output tokens at ``u`` = hourly cost ÷ output tokens per hour at ``u``; the hourly cost of
-  rented options is fixed, owned adds energy whose busy share scales with ``u`` (``sim.energy``);
+  rented options is fixed, owned adds energy whose busy share scales with ``u`` (``sim.metrics.energy``);
 * the hosted API costs ``(input price × mean input + output price × mean output) ÷ mean output`` per M output
   tokens, whatever the load (the scenario's ``api`` if set, else the catalogue's cheapest API serving the model);
 * an option beats the API above the ``u`` where the two are equal; owning pays back its capex after
@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..catalog import get_gpu
-from ..config import DEMAND_KEYS
-from ..cost import HOURS_PER_YEAR
-from ..energy import facility_power_w, usd_per_kwh
-from .pricing import HOURS_PER_MONTH, fixed_usd_per_gpu_hour, pricing_label, rental_usd_per_gpu_hour
-from .search import SEARCH_SPAN, PlanResult
+from sim.core.config import DEMAND_KEYS
+from sim.metrics.cost import HOURS_PER_YEAR
+from sim.metrics.energy import facility_power_w, usd_per_kwh
+from sim.perf.catalog import get_gpu
+from sim.plan.pricing import HOURS_PER_MONTH, fixed_usd_per_gpu_hour, pricing_label, rental_usd_per_gpu_hour
+from sim.plan.search import SEARCH_SPAN, PlanResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -159,7 +159,7 @@ def winner_yaml(res: PlanResult) -> str | None:
 # --- break-even -----------------------------------------------------------------------------------------------
 def api_usd_per_mtok_output(res: PlanResult) -> tuple[float, str] | None:
     """The hosted API's cost per M output tokens for this mix (input tokens included) and its name."""
-    from ..api import catalogue, find_api_model
+    from sim.spill.api import catalogue, find_api_model
 
     sc = res.scenario
     if sc.api is not None:
@@ -314,7 +314,7 @@ def format_text(res: PlanResult) -> str:
 
 def to_json(res: PlanResult) -> dict[str, Any]:
     """The JSON report: demand, spec, ranked rows, every simulated row, why the others lost, break-even."""
-    from ..metrics import _clean
+    from sim.metrics.tables import _clean
 
     return _clean({
         "scenario": res.scenario.name, "source": res.scenario.source, "demand": res.scenario.demand,
@@ -410,8 +410,8 @@ def plot_break_even(res: PlanResult, be: dict[str, Any]) -> Figure:
 
 # --- HTML -----------------------------------------------------------------------------------------------------
 def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
-    """One self-contained HTML page (:mod:`sim.htmldoc`: inline CSS, plots as data URIs)."""
-    from .. import htmldoc
+    """One self-contained HTML page (:mod:`sim.report.htmldoc`: inline CSS, plots as data URIs)."""
+    from sim.report import htmldoc
 
     esc = htmldoc.esc
     table = ranked_table(res)
@@ -443,7 +443,7 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
             f"<h2>Console report</h2><pre>{esc(format_text(res))}</pre>"
             '<p class="note">SLO attainment: share of requests meeting every target (rejected, failed and timed-out '
             "requests count as misses). Headroom: 1 − mean rate ÷ the fleet's closed-form capacity bound. Energy: "
-            "idle to TDP with the busy share, node overhead and PUE (sim/energy.py). Prices: see docs/plan.md.</p>")
+            "idle to TDP with the busy share, node overhead and PUE (sim/metrics/energy.py). Prices: docs/plan.md.</p>")
     return htmldoc.page(f"What should we buy? · {res.scenario.name}",
                         f"{esc(_verdict(res))}<br>{esc(break_even_sentence(be))}", body, res.winner is not None)
 
@@ -464,8 +464,8 @@ def _verdict(res: PlanResult) -> str:
 
 def write_outputs(res: PlanResult, out_dir: Path | str) -> list[str]:
     """plan.json, plan.csv (ranked), plan_rows.csv (all), winner.yaml, plan.txt, the two PNGs and plan.html."""
-    from .. import htmldoc
-    from ..io import atomic_write, write_csv, write_json, write_text
+    from sim.core.atomic_io import atomic_write, write_csv, write_json, write_text
+    from sim.report import htmldoc
 
     out = Path(out_dir)
     write_json(out / "plan.json", to_json(res))

@@ -6,8 +6,8 @@
 2. For each remaining candidate, a lower bound on its cost: ``⌈mean rate ÷ capacity bound⌉`` nodes
    (:mod:`sim.plan.bounds`) at its cheapest way to pay, idle.
 3. In increasing order of that bound, find the candidate's simulated minimum fleet with
-   :func:`sim.sizing.size_fleet` (the smallest node count whose every replication meets the SLO; the search starts
-   at the peak-rate node count of the capacity bound, brackets by doubling and bisects), all candidates with the
+   :func:`sim.sizing.search.size_fleet` (the smallest node count whose every replication meets the SLO; the search
+   starts at the peak-rate node count of the capacity bound, brackets by doubling and bisects), all candidates with the
    same seeds (common random numbers). A candidate whose bound is not below the ``plan.explore``-th cheapest
    fleet found so far is skipped: it cannot win (nor enter the top ``explore``); for the others the node-count
    search stops below the node count whose idle cost reaches that figure.
@@ -24,7 +24,7 @@
 
 Every simulated point is cached on disk under ``cache_dir`` (one JSON per scenario, keyed by a hash of the
 resolved scenario, its profiles and the capsim version and code), so a rerun, or a narrower plan, reuses what
-was simulated; runs that are not cached go to the process pool of :mod:`sim.parallel`.
+was simulated; runs that are not cached go to the process pool of :mod:`sim.runner.executor`.
 """
 
 from __future__ import annotations
@@ -36,16 +36,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..catalog import get_gpu
-from ..config import Scenario
-from ..errors import ConfigError
-from ..metrics_access import metric
-from ..parallel import map_summaries
-from ..sizing import GoodputResult, Replicates, SizingResult, derive, size_fleet, traffic_rate_stats
-from .bounds import MixSample, sample_mix
-from .candidates import Candidate, enumerate_candidates
-from .pricing import price_summary, pricing_label, spot_usd_per_hour, usd_per_hour_idle
-from .spec import PlanSpec
+from sim.core.config import Scenario
+from sim.core.errors import ConfigError
+from sim.metrics.access import metric
+from sim.perf.catalog import get_gpu
+from sim.plan.bounds import MixSample, sample_mix
+from sim.plan.candidates import Candidate, enumerate_candidates
+from sim.plan.pricing import price_summary, pricing_label, spot_usd_per_hour, usd_per_hour_idle
+from sim.plan.spec import PlanSpec
+from sim.runner.executor import map_summaries
+from sim.sizing.search import GoodputResult, Replicates, SizingResult, derive, size_fleet, traffic_rate_stats
 
 Progress = Callable[[str], None]
 
@@ -53,11 +53,11 @@ Progress = Callable[[str], None]
 # --- cached runs ------------------------------------------------------------------------------------------
 def scenario_key(scenario: Scenario) -> str:
     """Hash of everything that determines a run: the resolved scenario, its data folder, the GPU, model and
-    stack profiles it resolves to, and capsim's version and code (:mod:`sim.fingerprint`), so a cached point is
+    stack profiles it resolves to, and capsim's version and code (:mod:`sim.core.fingerprint`), so a cached point is
     never reused after a profile or the simulator changed."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..fingerprint import result_key
+    from sim.core.fingerprint import result_key
 
     try:
         v = version("capsim")
@@ -77,7 +77,7 @@ class CachedRunner:
     reused: int = 0
 
     def __call__(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
-        from ..sweep.store import PointStore
+        from sim.sweep.store import PointStore
 
         store = PointStore(self.cache_dir) if self.cache_dir is not None else None
         keys = [scenario_key(s) for s in scenarios]
@@ -228,7 +228,7 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     :data:`UNLOADED_LOAD` of its capacity bound, constant rate, with the plan's seeds. A fleet of any size
     loads its nodes at least this lightly only when it is wastefully large, so a miss here means no fleet
     can meet the SLO (prefill of the long prompts, not queueing, is what misses)."""
-    from ..sizing import goodput_scenario
+    from sim.sizing.search import goodput_scenario
 
     assert c.bounds is not None
     rate = UNLOADED_LOAD * c.bounds.capacity_rps
@@ -305,7 +305,7 @@ def forecast_variant(ev: Evaluated, rate_stats: dict[str, float], seeds: list[in
 
 def resolve_spec(scenario: Scenario, overrides: dict[str, Any]) -> PlanSpec:
     """The scenario's ``plan:`` section (or the defaults) with ``overrides`` (None values ignored)."""
-    from ..config import validate_mapping
+    from sim.core.config import validate_mapping
 
     base = scenario.plan.model_dump() if scenario.plan is not None else {}
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -374,10 +374,10 @@ RUNS_PER_SEED = 8
 
 
 def estimate_plan(scenario: Scenario, space: CandidateSpace, slots: int) -> Any:
-    """An upper bound on the search's cost (:class:`sim.estimate.Estimate`): every viable candidate sized, each
+    """An upper bound on the search's cost (:class:`sim.runner.estimate.Estimate`): every viable candidate sized, each
     about :data:`RUNS_PER_SEED` runs per seed at the largest fleet its search may try. The cost bound usually
     skips most candidates, so the real search is several times cheaper."""
-    from ..estimate import estimate_many
+    from sim.runner.estimate import estimate_many
 
     peak = space.rate_stats["peak_rps"]
     scenarios = []

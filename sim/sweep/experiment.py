@@ -31,10 +31,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .. import __version__
-from ..config import Scenario, apply_overrides, read_experiment, read_yaml, validate_mapping, validate_scenario
-from ..errors import ConfigError
-from ..paths import default_scenario_path
+from sim import __version__
+from sim.core.config import Scenario, apply_overrides, read_experiment, read_yaml, validate_mapping, validate_scenario
+from sim.core.errors import ConfigError
+from sim.core.paths import default_scenario_path
 
 KEY_SCHEMA = 1  # bump when the meaning of a stored point result changes
 KEY_CHARS = 20
@@ -146,8 +146,8 @@ class Experiment:
 def point_key(scenario: Scenario, metrics: Metrics = "exact") -> str:
     """Hash of what determines a point's result: the resolved scenario (less its name and description), the
     GPU, model and stack profiles it resolves to, the metrics mode, the capsim version and its code
-    (:mod:`sim.fingerprint`)."""
-    from ..fingerprint import result_key
+    (:mod:`sim.core.fingerprint`)."""
+    from sim.core.fingerprint import result_key
 
     dump = scenario.model_dump(mode="json")
     for k in _COSMETIC:
@@ -180,7 +180,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None,
     """Read and validate an experiment file and resolve every point × seed to a validated scenario.
 
     ``overrides`` (``--set``) apply to every point after the file's own ``set`` and before the axes.
-    Any invalid point raises :class:`~sim.errors.ConfigError` naming the point, before anything runs.
+    Any invalid point raises :class:`~sim.core.errors.ConfigError` naming the point, before anything runs.
     """
     path = Path(path)
     spec = validate_mapping(ExperimentFile, read_experiment(path, "sweep"), str(path))

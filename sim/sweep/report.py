@@ -1,5 +1,5 @@
 """``sweep.html`` and ``sweep_overview.png``: the per-point overview of a sweep (means across seeds) and its
-cost against P95 TTFT, one self-contained page (:func:`sim.htmlreports.sweep_html`)."""
+cost against P95 TTFT, one self-contained page (:func:`sim.report.experiment_pages.sweep_html`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..htmlreports import SWEEP_METRICS, sweep_html, sweep_overview
-from ..io import atomic_write, write_text
-from .experiment import Experiment
+from sim.core.atomic_io import atomic_write, write_text
+from sim.report.experiment_pages import SWEEP_METRICS, sweep_html, sweep_overview
+from sim.sweep.experiment import Experiment
 
 
 def _label(row: pd.Series, axes: list[str]) -> str:
@@ -59,7 +59,7 @@ def plot_overview(overview: pd.DataFrame, axes: list[str], slo_ttft_s: float | N
 
 def write_report(out_dir: Path, exp: Experiment, report: Any) -> dict[str, Path]:
     """Write ``sweep_overview.png`` (when there are finished points) and ``sweep.html``; return their paths."""
-    from ..htmldoc import fig_png
+    from sim.report.htmldoc import fig_png
 
     overview = sweep_overview(report.aggregates, exp.axis_columns)
     files: dict[str, Path] = {}

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..io import write_csv, write_parquet
-from ..stats import t_half_width
-from .experiment import Experiment
+from sim.core.atomic_io import write_csv, write_parquet
+from sim.metrics.stats import t_half_width
+from sim.sweep.experiment import Experiment
 
 BOOKKEEPING = ["point", "key", "seed", "status", "error", "wall_s"]
 

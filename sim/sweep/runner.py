@@ -17,13 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from .. import __version__
-from ..config import Scenario
-from ..parallel import ExecutorSpec, iter_outcomes
-from .experiment import Experiment, Metrics, Point
-from .report import write_report
-from .results import aggregates_table, results_table, write_tables
-from .store import PointStore
+from sim import __version__
+from sim.core.config import Scenario
+from sim.runner.executor import ExecutorSpec, iter_outcomes
+from sim.sweep.experiment import Experiment, Metrics, Point
+from sim.sweep.report import write_report
+from sim.sweep.results import aggregates_table, results_table, write_tables
+from sim.sweep.store import PointStore
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,16 @@ def run_point(task: PointTask) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         if task.metrics == "streaming":
-            from ..streaming import run_streaming
+            from sim.metrics.streaming import run_streaming
 
             summary = run_streaming(task.scenario, task.requests_path).summary
         else:
-            from ..run import run_scenario
+            from sim.runner.pipeline import run_scenario
 
             out = run_scenario(task.scenario)
             summary = out.summary
             if task.requests_path is not None:
-                from ..io import write_parquet
+                from sim.core.atomic_io import write_parquet
 
                 write_parquet(Path(task.requests_path), out.requests)
         return {"status": "ok", "summary": summary, "error": None, "traceback": None,
@@ -106,7 +106,7 @@ def run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec | None = None, 
     which the CLI turns into Ctrl-C) the points in flight are abandoned and their workers stopped, the tables
     of the finished points are written and ``report.interrupted`` is set. A lock beside ``out_dir`` keeps a
     second sweep from writing the same folder at the same time (it fails with one line)."""
-    from ..outdir import locked
+    from sim.core.outdir import locked
 
     with locked(Path(out_dir)):
         return _run_sweep(exp, Path(out_dir), spec or ExecutorSpec(), retry_failed, fresh, hook)
@@ -119,7 +119,7 @@ def _run_sweep(exp: Experiment, out_dir: Path, spec: ExecutorSpec, retry_failed:
     try:
         store.points_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        from ..errors import FileError
+        from sim.core.errors import FileError
 
         raise FileError.from_os(exc, store.points_dir) from None
     store.clean_temporaries()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
+from sim.core.atomic_io import write_json
 
 POINTS_DIR = "points"
 REQUESTS_DIR = "requests"
@@ -37,7 +37,7 @@ class PointStore:
 
     def clean_temporaries(self) -> int:
         """Remove temporaries left by an interrupted sweep (by processes no longer running); returns how many."""
-        from ..outdir import remove_stale_temporaries
+        from sim.core.outdir import remove_stale_temporaries
 
         return sum(remove_stale_temporaries(folder)
                    for folder in (self.points_dir, self.root / REQUESTS_DIR, self.root) if folder.is_dir())

@@ -1,4 +1,4 @@
-"""The scenario's arrival stream: :func:`arrival_chunks` (consumed by :mod:`sim.simulation`).
+"""The scenario's arrival stream: :func:`arrival_chunks` (consumed by :mod:`sim.runner.simulation`).
 
 Shaped traffic is an NHPP at ``rate_rps × shape(t)`` (or a gamma-renewal / gamma-modulated variant, see
 ``traffic.dispersion``), sampled exactly and streamed; class and tokens are drawn per arrival. A replayed
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Scenario, Traffic
-from ..errors import ConfigError
-from ..rng import stream
-from .classes import ClassMix, resolve_data_path
-from .sampling import GammaModulation, nhpp_times, poisson_times, renewal_times
-from .shapes import RateCurve, clock0_hours, resolve_components
-from .traces import Trace, read_trace_spec, replay, window
+from sim.core.config import Scenario, Traffic
+from sim.core.errors import ConfigError
+from sim.core.rng import stream
+from sim.traffic.classes import ClassMix, resolve_data_path
+from sim.traffic.sampling import GammaModulation, nhpp_times, poisson_times, renewal_times
+from sim.traffic.shapes import RateCurve, clock0_hours, resolve_components
+from sim.traffic.traces import Trace, read_trace_spec, replay, window
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def time_stream(traffic: Traffic, curve: RateCurve, duration_s: float, seed: int
 
 def traffic_chunks(traffic: Traffic, base: Path, duration_s: float, seed: int, block_size: int = 16,
                    source: str = "scenario") -> Iterator[ArrivalChunk]:
-    """Arrivals of a :class:`~sim.config.Traffic` section over [0, duration_s) (files read now)."""
+    """Arrivals of a :class:`~sim.core.config.Traffic` section over [0, duration_s) (files read now)."""
     clock0 = clock0_hours(traffic.start_weekday, traffic.start_hour)
     a_rng = stream(seed, "attributes")
     if traffic.trace is not None:

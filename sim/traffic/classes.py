@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import EmpiricalTokens, FixedTokens, LognormalTokens, PmfTokens, RequestClass
-from ..errors import ConfigError
-from ..paths import project_root
+from sim.core.config import EmpiricalTokens, FixedTokens, LognormalTokens, PmfTokens, RequestClass
+from sim.core.errors import ConfigError
+from sim.core.paths import project_root
 
 Z95 = 1.6448536269514722  # standard normal 95th percentile
 TokenDistT = FixedTokens | LognormalTokens | EmpiricalTokens | PmfTokens

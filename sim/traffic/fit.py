@@ -4,7 +4,7 @@ Model: counts in bin i ~ Poisson(exposure_i · exp(β₀ + Σ_k daily_k(h_i) + �
 clock hour of the bin centre, daily terms cos/sin(2πk h/24) for k ≤ ``daily_terms`` and weekly terms
 cos/sin(2πk h/168) for k ≤ ``weekly_terms``, k not a multiple of 7 (those are daily harmonics). Fitted by
 IRLS (Poisson log-linear GLM). Daily terms need ≥ 24 h of data and weekly terms ≥ 168 h; shorter spans drop
-them. The result is a :class:`~sim.config.Shape` of ``harmonic`` components plus the mean rate, so
+them. The result is a :class:`~sim.core.config.Shape` of ``harmonic`` components plus the mean rate, so
 ``rate_rps × shape`` reproduces the data's total count over the fitted bins.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Harmonic, HarmonicTerm, Shape, ShapeComponent
-from ..errors import ConfigError
-from .shapes import DAY_H, WEEK_H, RateCurve
+from sim.core.config import Harmonic, HarmonicTerm, Shape, ShapeComponent
+from sim.core.errors import ConfigError
+from sim.traffic.shapes import DAY_H, WEEK_H, RateCurve
 
 
 @dataclass(frozen=True)

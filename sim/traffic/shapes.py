@@ -1,6 +1,6 @@
 """Rate shapes: λ(t) = rate_rps × (Π multiplicative factors(t) + Σ additive excesses(t)).
 
-Each component of a :class:`~sim.config.Shape` is a dimensionless factor of simulated time ``t_s``.
+Each component of a :class:`~sim.core.config.Shape` is a dimensionless factor of simulated time ``t_s``.
 Periodic components (daily, office hours, hourly, weekly, harmonic) are normalised to mean 1 over their
 period, so ``rate_rps`` is the mean rate outside events. They read the local clock: simulated time 0 is
 ``clock0_h`` hours into the week (0 = Monday 00:00). Event components (launch, viral, piecewise, growth)
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from ..config import (
+from sim.core.config import (
     BatchWindow,
     DailyCurve,
     Growth,
@@ -36,8 +36,8 @@ from ..config import (
     _format_error,
     read_yaml,
 )
-from ..errors import ConfigError
-from ..paths import data_dirs
+from sim.core.errors import ConfigError
+from sim.core.paths import data_dirs
 
 DAY_H = 24.0
 WEEK_H = 168.0
@@ -278,7 +278,7 @@ def available_shapes() -> list[str]:
 
 def find_shape_file(ref: str, base: Path | None = None) -> Path | None:
     """A shape reference → file: a path (relative to ``base`` or the working folder), else a name in a
-    ``traffic_shapes/`` folder (the user's before the shipped one, see :mod:`sim.paths`)."""
+    ``traffic_shapes/`` folder (the user's before the shipped one, see :mod:`sim.core.paths`)."""
     p = Path(ref)
     candidates = [p] if p.is_absolute() else [(base or Path.cwd()) / p, Path.cwd() / p]
     for d in reversed(data_dirs("traffic_shapes")):

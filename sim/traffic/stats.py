@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .arrivals import ArrivalChunk
-from .shapes import WEEKDAYS, RateCurve
+from sim.traffic.arrivals import ArrivalChunk
+from sim.traffic.shapes import WEEKDAYS, RateCurve
 
 PCTS = (50, 90, 95, 99)
 

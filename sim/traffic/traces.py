@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import TraceReplay
-from ..errors import ConfigError
-from .sampling import CHUNK
+from sim.core.config import TraceReplay
+from sim.core.errors import ConfigError
+from sim.traffic.sampling import CHUNK
 
 FORMATS = ("azure", "mooncake", "burstgpt", "vidur", "csv")
 

@@ -1,0 +1,2 @@
+"""``capsim compare``: spill strategies (and fleet sizes) side by side on one traffic shape.
+"""

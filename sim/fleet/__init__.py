@@ -1,0 +1,2 @@
+"""The fleet: node slots and their life cycle and billing (``fleet``), routers, and autoscaling policies.
+"""

@@ -1,0 +1,366 @@
+"""Performance model of one serving node: memory plan, KV sizing and the roofline step time.
+
+A node is ``G`` GPUs of one type running one model with tensor parallelism ``G``. Factors ``mfu``, ``mbu``,
+``overhead``, ``allreduce_*`` come from :func:`sim.perf.catalog.resolve_calibration` (software stack or the GPU's own
+calibration block).
+
+Memory (design §3)::
+
+    weight_bytes        = params_total × bytes(weights)            (MoE: all experts are resident)
+    kv_bytes_per_token  = kv_elements_per_token × bytes(kv)          (GQA: 2·L·kv_heads·head_dim; MLA: L·(rank+rope))
+                          × replication (GQA with G > kv_heads replicates heads; MLA's latent is held by every rank)
+    kv_capacity_tokens  = (G·mem·gpu_memory_utilization − weight_bytes − G·activation_reserve) / kv_bytes_per_token
+
+Step time of one engine iteration that computes ``T`` new tokens whose attention covers ``A`` (query, key)
+pairs and whose sequences hold ``C`` context tokens in total after the step. GEMMs (weights) and attention (KV)
+are separate kernels that run one after the other, each under its own roofline::
+
+    F_w       = G · peak(weights precision) · ceiling · mfu          achievable matmul FLOP/s (FP8 weights → FP8 GEMMs,
+                                                                      FP4 on a GPU without FP4 → FP8, …)
+    F_a       = G · peak(bf16) · attention_ceiling · mfu             attention runs in BF16
+    T_g       = T rounded up to the stack's next CUDA-graph size      (padding, only in steps that replay a graph:
+                                                                      decode-only steps, or every step up to the
+                                                                      largest size where the stack says ``all``;
+                                                                      T itself otherwise)
+    t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · hbm_bw · mbu))
+    t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
+                (MoE: active = shared + top-k experts;
+                 attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
+    t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
+    t         = t_gemm + t_attn + overhead + overhead_per_token·T + t_comm
+
+Weights are read once per step whatever the batch: the GEMMs are bandwidth-bound at small batch and become
+compute-bound only at large batch, while decode attention stays bandwidth-bound (it reads every sequence's KV).
+Summing the two kernels' roofs (rather than one max over all FLOPs and bytes) is what keeps a large decode batch
+from hiding its KV reads under GEMM compute — the error that grew with FP4's doubled GEMM rate.
+
+During a run of decode-only steps with a fixed batch of ``B`` sequences, ``T = B`` and ``A = C = C0 + B·j`` at step
+``j``: ``t_gemm`` is constant and ``t_attn`` is linear in ``j``, so the time of ``n`` such steps has a closed form
+(:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine jump over them.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.core.errors import ConfigError
+from sim.perf.catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
+
+GB = 1e9
+
+
+def attention_pairs(new_tokens: int, context_end: int) -> int:
+    """(query, key) pairs for ``new_tokens`` causal queries ending at position ``context_end``."""
+    return new_tokens * context_end - new_tokens * (new_tokens - 1) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMemory:
+    """Memory plan of one node, in bytes and tokens."""
+
+    weight_bytes: float
+    kv_bytes_per_token: float
+    usable_bytes: float
+    kv_capacity_tokens: int
+    kv_capacity_blocks: int
+    block_size: int
+
+
+def weight_bytes_total(model: ModelSpec, weights: str) -> float:
+    """Resident weight bytes of the whole model: ``params_total × bytes(weights)`` (every MoE expert)."""
+    return model.params_total * BYTES_PER_ELEMENT[weights]
+
+
+def kv_bytes_per_token(model: ModelSpec, kv_precision: str, gpus: int = 1) -> float:
+    """KV bytes per token for the whole node, counting replication under tensor parallelism."""
+    per_token = model.kv_elements_per_token() * BYTES_PER_ELEMENT[kv_precision]
+    if model.mla is not None:
+        return per_token * gpus  # every TP rank caches the full latent
+    replication = max(1.0, gpus / model.kv_heads)
+    return per_token * replication
+
+
+def plan_memory(
+    gpu: GpuSpec,
+    model: ModelSpec,
+    gpus: int,
+    weights: str,
+    kv_cache: str,
+    gpu_memory_utilization: float,
+    block_size: int,
+    activation_reserve_gb_per_gpu: float = 1.0,
+    source: str = "scenario",
+    field: str = "fleet.model",
+) -> NodeMemory:
+    """KV capacity after weights; raises ConfigError naming the missing bytes if the model does not fit."""
+    weight_bytes = weight_bytes_total(model, weights)
+    usable = gpus * gpu.memory_gb * GB * gpu_memory_utilization - gpus * activation_reserve_gb_per_gpu * GB
+    kv_b = kv_bytes_per_token(model, kv_cache, gpus)
+    free = usable - weight_bytes
+    if free < kv_b * block_size:
+        missing = weight_bytes + kv_b * block_size - usable
+        per_gpu = gpu.memory_gb * GB * gpu_memory_utilization - activation_reserve_gb_per_gpu * GB
+        need = math.ceil((weight_bytes + kv_b * block_size) / per_gpu) if per_gpu > 0 else 0
+        hint = f"; it needs at least {need} GPUs" if need > gpus else ""
+        raise ConfigError(
+            source,
+            field,
+            f"{model.name} ({weights} weights, {weight_bytes / GB:.1f} GB) does not fit on {gpus}x {gpu.name} "
+            f"at gpu_memory_utilization={gpu_memory_utilization}: {missing / GB:.1f} GB missing "
+            f"({math.ceil(missing):,} bytes){hint}",
+        )
+    tokens = int(free // kv_b)
+    return NodeMemory(
+        weight_bytes=weight_bytes,
+        kv_bytes_per_token=kv_b,
+        usable_bytes=usable,
+        kv_capacity_tokens=tokens,
+        kv_capacity_blocks=tokens // block_size,
+        block_size=block_size,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeModel:
+    """Coefficients of the step-time model (see module docstring); times in seconds.
+
+    ``graph_sizes``: CUDA-graph batch sizes the stack pads a step's GEMM tokens up to (empty: no padding).
+    ``graph_all_steps``: the stack replays graphs (and pads) in steps with prefill work too (vLLM v1's piecewise
+    graphs); False: only decode-only steps are padded (TensorRT-LLM's generation-only graphs, SGLang's decode
+    batches). Callers say whether a step is decode-only (``decode_only``).
+    ``sequential``: GEMMs and attention are separate kernels, ``t = roof(GEMM) + roof(attention)`` (what
+    :meth:`build` makes); False keeps the single roofline ``max(all FLOPs, all bytes)`` (kept for comparisons).
+    """
+
+    compute_s_per_token: float
+    compute_s_per_attn_pair: float
+    memory_s_const: float
+    memory_s_per_ctx_token: float
+    overhead_s: float
+    comm_s_const: float
+    comm_s_per_token: float
+    graph_sizes: tuple[int, ...] = ()
+    sequential: bool = False
+    graph_all_steps: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        gpu: GpuSpec,
+        model: ModelSpec,
+        gpus: int,
+        weights: str,
+        kv_cache: str,
+        calibration: Calibration | None = None,
+        stack: str | None = None,
+    ) -> StepTimeModel:
+        """Coefficients for ``gpus``× ``gpu`` serving ``model`` (formulas in the module docstring).
+
+        Factors: ``calibration`` if given, else :func:`~sim.perf.catalog.resolve_calibration` (``stack`` or the GPU's);
+        CUDA-graph sizes from the stack (``stack`` or the GPU's default).
+        """
+        cal = calibration if calibration is not None else resolve_calibration(gpu, stack)
+        spec = resolve_stack(gpu, stack)
+        flops_w = gpus * gpu.achievable_flops(weights) * cal.mfu
+        flops_a = gpus * gpu.attention_flops() * cal.mfu
+        bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
+        weight_bytes = weight_bytes_total(model, weights)
+        if gpus > 1:
+            n_allreduce = 2 * model.layers
+            link = gpu.interconnect_gb_s * GB * cal.allreduce_efficiency
+            comm_const = n_allreduce * cal.allreduce_latency_s
+            comm_tok = n_allreduce * 2.0 * (gpus - 1) / gpus * model.hidden_size * 2.0 / link
+        else:
+            comm_const = comm_tok = 0.0
+        return cls(
+            compute_s_per_token=2.0 * model.params_active / flops_w,
+            compute_s_per_attn_pair=model.attention_flops_per_pair() / flops_a,
+            memory_s_const=weight_bytes / bw,
+            memory_s_per_ctx_token=kv_bytes_per_token(model, kv_cache, gpus) / bw,
+            overhead_s=cal.overhead_s,
+            comm_s_const=comm_const,
+            comm_s_per_token=comm_tok + cal.overhead_s_per_token,
+            graph_sizes=tuple(sorted(spec.cuda_graph_sizes)) if spec is not None else (),
+            sequential=True,
+            graph_all_steps=spec is not None and spec.cuda_graph_steps == "all",
+        )
+
+    def gemm_tokens(self, tokens: float, decode_only: bool = False) -> float:
+        """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size when the step replays a
+        graph (decode-only, or any step under ``graph_all_steps``); itself above the largest size or eagerly."""
+        sizes = self.graph_sizes
+        if not sizes or tokens > sizes[-1] or not (decode_only or self.graph_all_steps):
+            return tokens
+        return sizes[bisect_left(sizes, tokens)]
+
+    # -- derived quantities for reports -----------------------------------------------------------------
+    def decode_step_s(self, batch: int, context_tokens: int) -> float:
+        """One decode step of ``batch`` sequences each holding ``context_tokens`` tokens before the step."""
+        ctx = batch * (context_tokens + 1)
+        return self.step_s(batch, ctx, ctx, decode_only=True)
+
+    def prefill_s(self, prompt_tokens: int, chunk_tokens: int | None = None) -> float:
+        """Time to prefill one prompt alone, in chunks of ``chunk_tokens`` (one step when None)."""
+        chunk = chunk_tokens if chunk_tokens else prompt_tokens
+        done, total = 0, 0.0
+        while done < prompt_tokens:
+            n = min(chunk, prompt_tokens - done)
+            end = done + n
+            total += self.step_s(n, attention_pairs(n, end), end)
+            done = end
+        return total
+
+    def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float, decode_only: bool = False) -> str:
+        """Which roof limits the step: ``"compute"`` or ``"memory"`` (the one holding the larger share of time)."""
+        tg = self.gemm_tokens(tokens, decode_only)
+        if self.sequential:
+            compute = max(0.0, self.compute_s_per_token * tg - self.memory_s_const) + max(
+                0.0, (self.compute_s_per_attn_pair * attn_pairs - self.memory_s_per_ctx_token * ctx_tokens))
+            memory = max(0.0, self.memory_s_const - self.compute_s_per_token * tg) + max(
+                0.0, self.memory_s_per_ctx_token * ctx_tokens - self.compute_s_per_attn_pair * attn_pairs)
+            return "compute" if compute >= memory else "memory"
+        compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
+        memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
+        return "compute" if compute >= memory else "memory"
+
+    # -- one step ---------------------------------------------------------------------------------------
+    def step_s(self, tokens: float, attn_pairs: float, ctx_tokens: float, decode_only: bool = False) -> float:
+        """Time of one iteration computing ``tokens`` new tokens (see module docstring); ``decode_only``: every
+        token of the step is a decode (no prefill chunk), so a stack that graphs decode batches pads it."""
+        tg = self.gemm_tokens(tokens, decode_only)
+        fixed = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+        if self.sequential:
+            gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
+            attn = max(self.compute_s_per_attn_pair * attn_pairs, self.memory_s_per_ctx_token * ctx_tokens)
+            return gemm + attn + fixed
+        compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
+        memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
+        return max(compute, memory) + fixed
+
+    # -- runs of decode-only steps ---------------------------------------------------------------------
+    def _decode_lines(self, batch: int, ctx0: float) -> tuple[float, float, float, float, float]:
+        """Step j of a decode run is ``max(a1 + b1·j, a2 + b2·j) + k``; returns (a1, b1, a2, b2, k)."""
+        tg = self.gemm_tokens(batch, decode_only=True)
+        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
+        if self.sequential:
+            # A = C: the attention roof is max(cpa, mpc)·C, one line; the GEMM roof is a constant
+            slope = max(self.compute_s_per_attn_pair, self.memory_s_per_ctx_token)
+            gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
+            a, b = gemm + slope * ctx0, slope * batch
+            return a, b, a, b, k
+        a1 = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * ctx0
+        b1 = self.compute_s_per_attn_pair * batch
+        a2 = self.memory_s_const + self.memory_s_per_ctx_token * ctx0
+        b2 = self.memory_s_per_ctx_token * batch
+        return a1, b1, a2, b2, k
+
+    def decode_run_s(self, batch: int, ctx0: float, steps: int) -> float:
+        """Total time of ``steps`` decode steps of ``batch`` sequences holding ``ctx0`` context tokens at the start.
+
+        Step ``j`` (1-based) has ``T = batch`` and ``A = C = ctx0 + batch·j``. The max of two lines switches
+        at most once, so the sum splits into two arithmetic series.
+        """
+        if steps <= 0:
+            return 0.0
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
+
+    def decode_step_times(self, batch: int, ctx0: float, steps: int) -> np.ndarray:
+        """Times of decode steps ``j = 1 … steps`` of a run (the terms :meth:`decode_run_s` sums), as an array."""
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        j = np.arange(1, steps + 1, dtype=float)
+        return np.maximum(a1 + b1 * j, a2 + b2 * j) + k
+
+    def decode_dominant_line(self, batch: int, ctx0: float, max_steps: int) -> tuple[float, float] | None:
+        """``(a, b)`` such that decode step ``j`` takes exactly ``a + b·j`` for every ``j`` in 1..max_steps, when
+        one roof (compute or memory) dominates the whole run; None when the roofs cross inside it."""
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        if a1 + b1 >= a2 + b2 and a1 + b1 * max_steps >= a2 + b2 * max_steps:
+            return a1 + k, b1
+        if a2 + b2 >= a1 + b1 and a2 + b2 * max_steps >= a1 + b1 * max_steps:
+            return a2 + k, b2
+        return None
+
+    def decode_steps_within(self, batch: int, ctx0: float, budget_s: float, max_steps: int) -> int:
+        """Largest ``n ≤ max_steps`` with ``decode_run_s(batch, ctx0, n) ≤ budget_s``.
+
+        Each line's own sum is a lower bound of the run time, so solving its quadratic gives an upper bound
+        on ``n``; the smaller bound is exact while one line dominates and a few steps off near the crossing,
+        which a check (and, rarely, a bisection) settles. O(1) in the usual case.
+        """
+        if budget_s <= 0 or max_steps <= 0:
+            return 0
+        line = self.decode_dominant_line(batch, ctx0, max_steps)
+        if line is not None:
+            n = steps_on_line(line[0], line[1], budget_s, max_steps)
+            if n is not None:
+                return n
+        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
+        hi = max_steps
+        for a, b in ((a1 + k, b1), (a2 + k, b2)):
+            # Σ_{j=1..n} (a + b·j) = a·n + b·n(n+1)/2 ≤ budget
+            if b > 0:
+                half = a + b / 2.0
+                n_f = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
+            else:
+                n_f = budget_s / a if a > 0 else float(max_steps)
+            hi = min(hi, int(n_f) + 1)
+        hi = max(hi, 0)
+        run = self.decode_run_s
+        for n in (hi, hi - 1, hi - 2):
+            if n <= 0:
+                return 0
+            if run(batch, ctx0, n) <= budget_s:
+                return n  # n + 1 failed (or n is the upper bound), so n is the largest
+        lo, hi = 0, hi - 2  # run(hi) > budget
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if run(batch, ctx0, mid) <= budget_s:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+
+def steps_on_line(a: float, b: float, budget_s: float, max_steps: int) -> int | None:
+    """Largest ``n ≤ max_steps`` with ``Σ_{j=1..n} (a + b·j) ≤ budget_s`` (solving the quadratic), or None when
+    the root lies within 1e-7 of an integer, where rounding could tip it (the caller then checks exactly)."""
+    if b > 0:
+        half = a + b / 2.0
+        root = (-half + math.sqrt(half * half + 2.0 * b * budget_s)) / b
+    else:
+        root = budget_s / a if a > 0 else float(max_steps)
+    if root >= max_steps:
+        return max_steps
+    frac = root - math.floor(root)
+    if 1e-7 < frac < 1 - 1e-7:
+        return int(root)
+    return None
+
+
+def _sum_line(a: float, b: float, j0: int, j1: int) -> float:
+    """Σ_{j=j0..j1} (a + b·j)."""
+    if j1 < j0:
+        return 0.0
+    n = j1 - j0 + 1
+    return a * n + b * (j0 + j1) * n / 2.0
+
+
+def _sum_max_lines(a1: float, b1: float, a2: float, b2: float, j0: int, j1: int) -> float:
+    """Σ_{j=j0..j1} max(a1 + b1·j, a2 + b2·j) in O(1)."""
+    first1, first2 = a1 + b1 * j0, a2 + b2 * j0
+    last1, last2 = a1 + b1 * j1, a2 + b2 * j1
+    if first1 >= first2 and last1 >= last2:
+        return _sum_line(a1, b1, j0, j1)
+    if first2 >= first1 and last2 >= last1:
+        return _sum_line(a2, b2, j0, j1)
+    # exactly one crossing inside (j0, j1): line that leads at j0 dominates up to floor(crossing)
+    cross = (a2 - a1) / (b1 - b2)
+    jc = min(max(math.floor(cross), j0), j1)
+    if first1 >= first2:
+        return _sum_line(a1, b1, j0, jc) + _sum_line(a2, b2, jc + 1, j1)
+    return _sum_line(a2, b2, j0, jc) + _sum_line(a1, b1, jc + 1, j1)

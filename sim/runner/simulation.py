@@ -1,0 +1,366 @@
+"""Wire a scenario into a SimPy model and run it: arrivals → router → nodes, with a fixed-interval sampler.
+
+Arrivals stop at ``duration_s``; the fleet then keeps serving (draining) until every request is done or
+``max_drain_s`` has passed. Nothing here does I/O; :mod:`sim.metrics.tables` and :mod:`sim.report.run_report` turn the
+result into tables, a summary and plots.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import simpy
+
+from sim.core.config import Engine, Scenario, check_tensor_parallel
+from sim.core.errors import ConfigError
+from sim.core.rng import stream
+from sim.engine import Node, ReferenceNode
+from sim.engine.common import NodeSnapshot
+from sim.engine.protocol import NodeEngine
+from sim.fleet.autoscale import autoscaler_process
+from sim.fleet.fleet import FleetManager, SlotState
+from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
+from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
+from sim.spill.deferred import BatchQueue
+from sim.traffic.arrivals import arrival_chunks
+from sim.traffic.clients import Clients
+from sim.traffic.request import Request, Status
+
+
+@dataclass(frozen=True)
+class NodeModel:
+    """Everything static about one node: hardware, model, memory plan and step-time coefficients."""
+
+    gpu: GpuSpec
+    model: ModelSpec
+    memory: NodeMemory
+    perf: StepTimeModel
+    max_model_len: int
+    engine: Engine  # the scenario's engine limits completed by the software stack's defaults and scheduler
+
+
+def work_coefficients(nm: NodeModel) -> tuple[float, float, float, float]:
+    """(FLOPs per token, FLOPs per attention pair, HBM bytes per step, HBM bytes per context token) of one
+    node: the step-time model's work terms without its efficiency factors (see :mod:`sim.perf.model`)."""
+    return (2.0 * nm.model.params_active, nm.model.attention_flops_per_pair(), nm.memory.weight_bytes,
+            nm.memory.kv_bytes_per_token)
+
+
+def build_node_model(scenario: Scenario) -> NodeModel:
+    fleet, src = scenario.fleet, scenario.source
+    gpu = get_gpu(fleet.gpu, src)
+    model = get_model(fleet.model, src)
+    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
+    try:  # the stack's engine defaults for unset fields, and its scheduler
+        eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
+    except ConfigError as exc:
+        where = exc.field if exc.field.startswith("fleet.engine") else "fleet.stack"
+        raise ConfigError(src, where, exc.problem) from None
+    if eng.step_jitter.cv > 0 and eng.step_jitter.seed is None:  # the scenario's seed drives step-time jitter
+        eng = eng.model_copy(update={"step_jitter": eng.step_jitter.model_copy(update={"seed": scenario.seed})})
+    memory = plan_memory(
+        gpu,
+        model,
+        fleet.gpus_per_node,
+        fleet.weights,
+        fleet.kv_cache,
+        eng.gpu_memory_utilization,
+        eng.block_size,
+        eng.activation_reserve_gb_per_gpu,
+        source=src,
+    )
+    if eng.num_gpu_blocks_override is not None:
+        blocks = eng.num_gpu_blocks_override
+        memory = replace(memory, kv_capacity_blocks=blocks, kv_capacity_tokens=blocks * eng.block_size)
+    try:
+        perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache, stack=fleet.stack)
+    except ConfigError as exc:
+        raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
+    max_len = min(eng.max_model_len or model.max_context, model.max_context)
+    return NodeModel(gpu, model, memory, perf, max_len, eng)
+
+
+class TimeSeries:
+    """Samples taken every ``interval_s``, stored compactly (``array`` buffers, not Python lists) so a week
+    sampled every second stays small. Fleet series have one value per sample; per-node series one value
+    per sample and node slot (``per_node(name)`` returns them as a [samples, nodes] array)."""
+
+    _NODE_FIELDS: ClassVar[dict[str, str]] = {
+        "waiting": "i", "running": "i", "kv_used_blocks": "i", "busy_s": "d", "up": "b", "flops": "d", "hbm_bytes": "d"}
+    _FLEET_FIELDS: ClassVar[dict[str, str]] = {
+        "time_s": "d", "arrivals": "i", "completions": "i", "deferred": "i", "nodes_up": "i", "nodes_billed": "i"}
+
+    def __init__(self, interval_s: float, nodes: int) -> None:
+        self.interval_s = interval_s
+        self.nodes = nodes
+        fields = {**self._NODE_FIELDS, **self._FLEET_FIELDS}
+        self._data: dict[str, array[Any]] = {k: array(code) for k, code in fields.items()}
+
+    def __len__(self) -> int:
+        return len(self._data["time_s"])
+
+    def append(self, fleet: dict[str, float], per_node: dict[str, list]) -> None:
+        for k, v in fleet.items():
+            self._data[k].append(v)
+        for k, values in per_node.items():
+            self._data[k].extend(values)
+
+    def fleet(self, name: str) -> np.ndarray:
+        """One fleet series (``time_s``, ``arrivals`` during the interval, ``completions`` = requests reaching
+        a terminal status, ``deferred`` batch requests held, ``nodes_up`` serving, ``nodes_billed`` paid for)."""
+        return np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
+
+    def per_node(self, name: str) -> np.ndarray:
+        """[samples, nodes] array of ``waiting``, ``running``, ``kv_used_blocks``, cumulative ``busy_s``, ``up``,
+        or cumulative model ``flops`` and ``hbm_bytes`` (weights + KV read) of the finished engine steps."""
+        a = np.frombuffer(self._data[name], dtype=self._data[name].typecode).copy() if len(self) else np.array([])
+        return a.reshape(len(self), self.nodes)
+
+
+class Tally:
+    """Request counts by outcome, kept as events happen (so they need no per-request records). ``arrived`` and
+    the outcomes count logical requests; ``retries`` counts the extra attempts clients sent (sim.traffic.clients).
+
+    The counts come from independent sources, so conservation (``arrived`` = terminal statuses +
+    ``in_flight``) is a check, not an identity: ``arrived`` is counted by the arrival process, each terminal
+    status when a request finishes, and ``in_flight`` is read at the end from the live state of the nodes
+    (queued + running), the fleet's and the batch queue's holding queues, the hosted API's outstanding
+    calls and the clients backing off before a retry (:func:`live_in_flight`)."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.retries = 0
+        self.by_status = [0] * len(Status)
+        self.in_flight = 0  # set at the end of the run from the live state
+
+    def count(self, req: Request) -> None:
+        self.by_status[req.status] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        out = {"arrived": self.arrived}
+        for st in terminal_statuses():
+            out[st.name.lower()] = self.by_status[st]
+        out["in_flight"] = self.in_flight
+        out["retries"] = self.retries
+        return out
+
+
+def terminal_statuses() -> list[Status]:
+    """Every status a request ends in (any status but waiting and running), summary order first."""
+    first = [Status.COMPLETED, Status.SPILLED, Status.REJECTED, Status.FAILED]
+    return first + [st for st in Status if st not in first and st not in (Status.WAITING, Status.RUNNING)]
+
+
+def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
+    """Requests not yet finished, counted where they are: on a node (queued or running), held by the fleet
+    while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
+    off before a retry), or waiting out a client's back-off before its retry is sent."""
+    on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
+    at_api = spill.api.outstanding if spill is not None and spill.api is not None else 0
+    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
+
+
+@dataclass
+class SimResult:
+    """Raw outcome of one run. ``requests`` is empty when the run did not keep per-request records."""
+
+    scenario: Scenario
+    node_model: NodeModel
+    class_names: list[str]
+    requests: list[Request]
+    series: TimeSeries
+    end_s: float
+    node_busy_s: list[float]
+    node_steps: list[int]
+    wall_s: float
+    tally: Tally
+    gpu_hours: dict[str, float] = field(default_factory=dict)  # billed over [0, duration_s], by node kind
+    fleet_events: list[tuple[float, int, str, str]] = field(default_factory=list)
+    spill: dict[str, Any] | None = None  # hosted-API counters (sim.spill.policy.SpillDispatcher.stats), if configured
+    clients: dict[str, int] | None = None  # client give-up / retry counters (sim.traffic.clients.Clients.stats), if any
+
+    def counts(self) -> dict[str, int]:
+        """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
+        ``retries``: attempts re-sent by clients that gave up."""
+        return self.tally.as_dict()
+
+
+ProgressFn = Callable[[float, float], None]
+_DOWN = NodeSnapshot(0, 0, 0, 0.0)
+DoneFn = Callable[[Request], None]
+
+
+class Dispatcher(Protocol):
+    """Decides where an arriving request goes (a node via the router, or elsewhere, e.g. a hosted API)."""
+
+    def dispatch(self, req: Request) -> None: ...
+
+
+def _forecast(scenario: Scenario) -> tuple[Callable[[float], float] | None, float]:
+    """λ(t) of the scenario's traffic (None for a replayed trace) and the clock hour of the week at t = 0."""
+    from sim.traffic.arrivals import rate_curve
+    from sim.traffic.shapes import clock0_hours
+
+    tr = scenario.traffic
+    clock0_h = clock0_hours(tr.start_weekday, tr.start_hour)
+    if tr.trace is not None or tr.rate_rps is None:
+        return None, clock0_h
+    curve = rate_curve(tr, scenario.base_dir, scenario.source)
+    return (lambda t: float(curve.rate_rps(t))), clock0_h
+
+
+def simulate(
+    scenario: Scenario,
+    progress: ProgressFn | None = None,
+    keep_requests: bool = True,
+    on_request_done: DoneFn | None = None,
+) -> SimResult:
+    """Run ``scenario`` to the end of its drain.
+
+    ``progress(sim_time_s, duration_s)`` is called now and then. ``on_request_done(req)`` is called once per
+    logical request when it reaches a terminal status (completed, rejected, spilled, failed, timed out); with
+    ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
+    """
+    wall0 = time.perf_counter()
+    nm = build_node_model(scenario)
+    env = simpy.Environment()
+    requests: list[Request] = []
+    tally = Tally()
+    done = [0]
+    done_observers: list[DoneFn] = []  # e.g. the spill dispatcher's departure-rate estimates
+
+    def on_done(req: Request) -> None:
+        done[0] += 1
+        tally.count(req)
+        for observe in done_observers:
+            observe(req)
+        if on_request_done is not None:
+            on_request_done(req)
+
+    node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
+
+    def make_node(slot: int, done: Callable[[Request], None]) -> NodeEngine:
+        return node_cls(env, slot, nm.perf, nm.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
+
+    fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"),
+                         stream(scenario.seed, "spot"))
+    slots = fleet.slots
+    series = TimeSeries(scenario.output.sample_interval_s, len(slots))
+    dispatcher: Dispatcher = fleet
+    spill = None
+    if scenario.spill is not None or scenario.api is not None:  # hosted API / spill policy (sim.spill.policy)
+        from sim.spill.policy import SpillDispatcher
+
+        spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf)
+        done_observers.append(spill.on_fleet_done)
+        if scenario.fleet.spot.on_eviction == "spill":
+            # evicted requests are re-served whole by the API (prompt and every output token, billed again)
+            fleet.evicted_sink = spill.to_api
+    if scenario.fleet.autoscaler.policy != "none":
+        env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
+    arrivals_since = [0]
+    chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
+    priorities = [c.priority for c in scenario.traffic.classes]
+    batch = BatchQueue(env, [c.deferrable for c in scenario.traffic.classes], dispatcher.dispatch, slots)
+
+    def replace(req: Request) -> None:  # a retry now stands for its logical request (rid = index)
+        if keep_requests:
+            requests[req.rid] = req
+
+    clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"))
+
+    def arrival_process() -> Generator[simpy.Event, Any, None]:
+        rid = 0
+        for chunk in chunks:
+            for t, k, p, o, c in zip(
+                chunk.time_s.tolist(),
+                chunk.class_idx.tolist(),
+                chunk.prompt_tokens.tolist(),
+                chunk.output_tokens.tolist(),
+                chunk.cached_tokens.tolist(),
+            ):
+                delay = t - env.now
+                if delay > 0:
+                    yield env.timeout(delay)
+                req = Request(rid, t, k, p, o, c)
+                req.priority = priorities[k]
+                rid += 1
+                tally.arrived += 1
+                if keep_requests:
+                    requests.append(req)
+                arrivals_since[0] += 1
+                if batch.deferrable(req):
+                    batch.hold(req)
+                else:
+                    dispatcher.dispatch(req)
+                    if clients.enabled:
+                        clients.sent(req)
+
+    flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
+
+    def sampler() -> Generator[simpy.Event, Any, None]:
+        last_done = 0
+        while True:
+            yield env.timeout(series.interval_s)
+            snaps = [s.node.snapshot() if s.node is not None else _DOWN for s in slots]
+            up = [s.node is not None for s in slots]
+            works = [s.work_totals() for s in slots]
+            series.append(
+                {
+                    "time_s": env.now,
+                    "arrivals": arrivals_since[0],
+                    "completions": done[0] - last_done,
+                    "deferred": len(batch),
+                    "nodes_up": sum(up),
+                    "nodes_billed": sum(1 for s in slots if s.state != SlotState.DOWN),
+                },
+                {
+                    "waiting": [x.waiting for x in snaps],
+                    "running": [x.running for x in snaps],
+                    "kv_used_blocks": [x.kv_used_blocks for x in snaps],
+                    "busy_s": [s.busy_s() for s in slots],
+                    "up": up,
+                    "flops": [flops_per_token * w[0] + flops_per_pair * w[1] for w in works],
+                    "hbm_bytes": [bytes_per_step * w[3] + bytes_per_ctx * w[2] for w in works],
+                },
+            )
+            arrivals_since[0] = 0
+            last_done = done[0]
+
+    env.process(arrival_process())
+    env.process(sampler())
+
+    duration = scenario.duration_s
+    end_limit = duration + scenario.max_drain_s
+    step = max(series.interval_s, min(60.0, duration / 50))
+    t = 0.0
+    while True:
+        t = min(t + step, end_limit)
+        env.run(until=t)
+        if progress is not None:
+            progress(t, duration)
+        if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
+            break
+    tally.retries = clients.retries
+    tally.in_flight = live_in_flight(fleet, batch, spill, clients)
+    return SimResult(
+        scenario=scenario,
+        node_model=nm,
+        class_names=[c.name for c in scenario.traffic.classes],
+        requests=requests,
+        series=series,
+        end_s=env.now,
+        node_busy_s=[s.busy_s() for s in slots],
+        node_steps=[s.steps_prev + (s.node.steps if s.node is not None else 0) for s in slots],
+        wall_s=time.perf_counter() - wall0,
+        tally=tally,
+        gpu_hours=fleet.billed_gpu_hours(scenario.duration_s),
+        fleet_events=fleet.events,
+        spill=spill.stats() if spill is not None else None,
+        clients=clients.stats() if clients.enabled else None,
+    )

@@ -1,0 +1,121 @@
+"""One LLM request and its life-cycle timestamps (all times in simulated seconds).
+
+Token accounting follows vLLM: a request holds ``num_tokens = prompt_tokens + generated`` tokens, of which
+``num_computed`` have KV in the cache. A step schedules ``num_tokens − num_computed`` new tokens (a prefill
+chunk or one decode token); when ``num_computed`` reaches ``num_tokens`` a token is sampled. Preemption by
+recompute sets ``num_computed`` back to 0 (the generated tokens are kept and recomputed with the prompt).
+
+A client that gives up and retries (``traffic.classes[].client``) sends a new *attempt* of the same logical
+request: a fresh :class:`Request` made by :meth:`Request.retry` (same ``rid``, class, tokens and
+``arrival_s``; ``retries`` one higher; ``attempt_s`` the time it was sent). The attempt that was given up on
+is dropped; one logical request is one row of the per-request table, its last attempt.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    """Where a request is. Every arrived request ends in exactly one terminal status or is in flight."""
+
+    WAITING = 0
+    RUNNING = 1
+    COMPLETED = 2
+    REJECTED = 3
+    SPILLED = 4
+    FAILED = 5
+    TIMED_OUT = 6  # the client gave up (after its last retry) before the answer came
+
+
+class Request:
+    """A request; engine fields are owned by the node that serves it."""
+
+    __slots__ = (
+        "rid",
+        "arrival_s",
+        "class_idx",
+        "prompt_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "priority",
+        "node",
+        "status",
+        "first_scheduled_s",
+        "first_token_s",
+        "finish_s",
+        "preemptions",
+        # client retries (sim.traffic.clients)
+        "retries",
+        "attempt_s",
+        "cancelled",
+        # hosted-API facts (sim.spill.api / sim.spill.policy)
+        "via_api",
+        "spill_s",
+        "api_attempts",
+        "api_429s",
+        "api_errors",
+        "api_cost_usd",
+        # engine state
+        "num_computed",
+        "num_generated",
+        "dec_step0",
+        "fin_step",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        arrival_s: float,
+        class_idx: int,
+        prompt_tokens: int,
+        output_tokens: int,
+        cached_tokens: int = 0,
+    ) -> None:
+        self.rid = rid
+        self.arrival_s = arrival_s
+        self.class_idx = class_idx
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.cached_tokens = cached_tokens
+        self.priority = 0  # lower is served first under scheduling_policy: priority
+        self.node = -1
+        self.status = Status.WAITING
+        self.first_scheduled_s = -1.0
+        self.first_token_s = -1.0
+        self.finish_s = -1.0
+        self.preemptions = 0
+        self.retries = 0  # attempts before this one (each given up on by the client)
+        self.attempt_s = arrival_s  # when this attempt was sent (the queue order of scheduling_policy: priority)
+        self.cancelled = False  # withdrawn while running: its node drops it at the end of the step in progress
+        self.via_api = False  # handed to the hosted API (and not given back to the fleet)
+        self.spill_s = -1.0  # when it was handed to the API (−1: never)
+        self.api_attempts = 0
+        self.api_429s = 0
+        self.api_errors = 0  # 5xx, transient failures and timeouts
+        self.api_cost_usd = 0.0
+        self.num_computed = 0
+        self.num_generated = 0
+        self.dec_step0 = 0
+        self.fin_step = 0
+
+    def retry(self, now: float) -> Request:
+        """A new attempt of this logical request, sent at ``now`` (engine and API state start afresh;
+        preemptions so far are carried over)."""
+        new = Request(self.rid, self.arrival_s, self.class_idx, self.prompt_tokens, self.output_tokens,
+                      self.cached_tokens)
+        new.priority = self.priority
+        new.retries = self.retries + 1
+        new.attempt_s = now
+        new.preemptions = self.preemptions
+        return new
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prompt_tokens + self.num_generated
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (
+            f"Request({self.rid}, t={self.arrival_s:.3f}, P={self.prompt_tokens}, O={self.output_tokens}, "
+            f"status={self.status.name})"
+        )
