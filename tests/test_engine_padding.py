@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 import simpy
 
-from sim.catalog import get_gpu, get_model
-from sim.config import Engine
+from sim.core.config import Engine
 from sim.engine.node import Node
 from sim.engine.reference import ReferenceNode
-from sim.perf import StepTimeModel, attention_pairs
-from sim.request import Request
+from sim.perf.catalog import get_gpu, get_model
+from sim.perf.model import StepTimeModel, attention_pairs
+from sim.traffic.request import Request
 
 
 def _perf(stack: str) -> StepTimeModel:
