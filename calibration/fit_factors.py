@@ -84,6 +84,33 @@ MI300X_RCCL_BUSBW = {1024: 0.04, 4096: 0.15, 16384: 0.59, 65536: 2.22, 262144: 7
 MI300X_LINK_GB_S = 448.0  # hardware_profiles/gpus/MI300X.yaml interconnect_gb_s (per direction, aggregate)
 
 
+# One-shot small-message all-reduce kernels on 8x H100 SXM (NVLink), latency in microseconds by message size (bytes)
+# and TP 2/4/8, without CUDA graphs: sgl-project/sglang PR #2904 ("optimize custom allreduce kernel"), tables "vllm"
+# (vLLM's custom all-reduce, used by vLLM and by SGLang v0.3) and "custom allreduce" (SGLang's port of TensorRT-LLM's
+# AllReduce kernels)
+SMALL_AR_SIZES = (512, 4096, 32768, 262144, 524288, 1048576)
+SMALL_AR_US = {
+    "vllm-custom": {2: (9.5, 8.8, 8.7, 12.9, 17.7, 26.6), 4: (9.1, 8.5, 9.2, 20.6, 26.9, 40.2),
+                    8: (10.1, 9.3, 11.8, 24.1, 30.4, 45.0)},
+    "trtllm": {2: (3.7, 3.9, 4.5, 7.9, 12.5, 19.9), 4: (4.8, 3.7, 4.8, 13.9, 20.2, 31.1),
+               8: (5.9, 5.7, 7.8, 16.7, 22.1, 33.8)},
+}
+SMALL_AR_KERNEL = {"nvidia-trtllm": "trtllm", "nvidia-vllm": "vllm-custom"}  # nvidia-sglang shares nvidia-vllm's
+
+
+def fit_small_allreduce(table: dict[int, tuple[float, ...]]) -> tuple[float, float]:
+    """(latency_s, bus bandwidth GB/s) of ``t = latency + 2(G−1)/G · bytes / busbw`` fitted (least squares on relative
+    error) to a one-shot kernel's measured latencies at every TP degree and message size."""
+    rows, t = [], []
+    for g, lat_us in table.items():
+        for size, us in zip(SMALL_AR_SIZES, lat_us):
+            rows.append((1.0, 2 * (g - 1) / g * size))
+            t.append(us * 1e-6)
+    tt = np.array(t)
+    coef, *_ = np.linalg.lstsq(np.array(rows) / tt[:, None], np.ones(len(tt)), rcond=None)
+    return float(coef[0]), 1.0 / float(coef[1]) / 1e9
+
+
 def amd_allreduce(busbw: dict[int, float] = MI300X_RCCL_BUSBW, gpus: int = 8) -> tuple[float, float]:
     """(latency_s, bus bandwidth GB/s) of ``t = latency + 2(G−1)/G · bytes / busbw`` fitted to RCCL's measured
     all-reduce (time = 2(G−1)/G · bytes / measured bus bandwidth), least squares on relative error."""
@@ -103,6 +130,7 @@ def amd_vllm(nvidia_vllm: Calibration) -> Calibration:
         "mbu": nvidia_vllm.mbu * MI300X_HBM_COPY_FRACTION / H100_HBM_COPY_FRACTION,
         "allreduce_latency_s": lat,
         "allreduce_efficiency": min(1.0, busbw / MI300X_LINK_GB_S),
+        "allreduce_small_latency_s": None,  # no measured one-shot kernel on MI300X in the sources: RCCL only
     })
 
 
@@ -138,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     for stack, params in STACK_FITS.items():
         pts = [p for p in points if validation.factor_stack(p.stack) == stack]
         t0 = time.perf_counter()
-        res = fit_calibration(pts, start, params, max_evaluations=args.max_evaluations, split=split)
+        stack_start = start
+        if stack in SMALL_AR_KERNEL:
+            s_lat, s_bw = fit_small_allreduce(SMALL_AR_US[SMALL_AR_KERNEL[stack]])
+            print(f"{stack}: small-message all-reduce ({SMALL_AR_KERNEL[stack]}) latency {s_lat * 1e6:.1f} us, "
+                  f"bus bandwidth {s_bw:.0f} GB/s")
+            stack_start = start.model_copy(update={"allreduce_small_latency_s": s_lat,
+                                                   "allreduce_small_efficiency": min(1.0, s_bw / NVLINK4_GB_S)})
+        res = fit_calibration(pts, stack_start, params, max_evaluations=args.max_evaluations, split=split)
         fitted[stack] = res.calibration
         m = res.mape()
         print(f"\n== {stack}: {len(pts)} points, {res.evaluations} evaluations, {time.perf_counter() - t0:.0f} s")
@@ -245,7 +280,13 @@ GRAPH_SOURCES = {
     "nvidia-splitwise": "cuda_graph_sizes: none (the runtime is not recorded)",
 }
 
+SMALL_AR_SOURCE = ("allreduce_small_*: one-shot all-reduce latency on 8x H100 SXM at TP 2/4/8, 512 B-1 MB "
+                   "(sgl-project/sglang PR #2904, table '{}'), latency + bandwidth fitted; each all-reduce takes the "
+                   "faster of this kernel and the NCCL ring (allreduce_latency_s/efficiency)")
 EXTRA_SOURCES = {
+    "nvidia-trtllm": [SMALL_AR_SOURCE.format("custom allreduce', SGLang's port of TensorRT-LLM's AllReduce kernel")],
+    "nvidia-vllm": [SMALL_AR_SOURCE.format("vllm', vLLM's custom all-reduce")],
+    "nvidia-sglang": [SMALL_AR_SOURCE.format("vllm', vLLM's custom all-reduce, which SGLang v0.3 uses")],
     "amd-vllm": [
         "mbu: nvidia-vllm's x (4.11/5.3) / (2.90/3.35), STREAM copy on Azure ND MI300X v5 and ND H100 v5 "
         "(samuel-bohman/AI-benchmarking-guide Azure_Results/ND_MI300X_v5_results.md, ND_H100_v5_results.md)",
@@ -302,7 +343,7 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "vendor": "amd" if name.startswith("amd") else "nvidia",
             "description": desc,
             "scheduler": SCHEDULERS[name],
-            "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items()},
+            "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items() if v is not None},
             "engine_defaults": ENGINE_DEFAULTS[name],
             "cuda_graph_sizes": _Flow(GRAPH_SIZES[name]),
             "cuda_graph_steps": GRAPH_STEPS[name],

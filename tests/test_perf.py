@@ -197,3 +197,24 @@ def test_step_jitter_desynchronises_a_closed_loop() -> None:
     assert still["p99"] == pytest.approx(still["p50"], rel=1e-3)
     assert jit["p99"] > 1.2 * jit["p50"]
     assert out[0.2].output_tokens_per_s == pytest.approx(out[0.0].output_tokens_per_s, rel=0.02)
+
+
+def test_small_message_allreduce_takes_the_faster_kernel() -> None:
+    """Each TP all-reduce takes the faster of the NCCL ring and the stack's one-shot kernel (vLLM custom all-reduce,
+    TensorRT-LLM's AllReduce): the kernel wins small decode batches, the ring large prefill steps; PCIe-only GPUs
+    (no fabric) and stacks without a kernel use the ring alone."""
+    model = get_model("llama-3.1-70b")
+    ring_only = Calibration(mfu=0.5, mbu=0.7, allreduce_latency_s=22e-6, allreduce_efficiency=0.7)
+    both = ring_only.model_copy(update={"allreduce_small_latency_s": 9e-6, "allreduce_small_efficiency": 0.11})
+    h100 = get_gpu("H100-SXM")
+    ring = StepTimeModel.build(h100, model, 4, "bf16", "bf16", calibration=ring_only)
+    fast = StepTimeModel.build(h100, model, 4, "bf16", "bf16", calibration=both)
+    n = 2 * model.layers
+    assert ring.fixed_s(1) - fast.fixed_s(1) == pytest.approx(n * 13e-6, rel=0.05)  # 160 × (22 − 9) µs at batch 1
+    assert fast.fixed_s(8192) == pytest.approx(ring.fixed_s(8192))  # an 8,192-token step: the ring is faster
+    assert fast.step_s(1, 1000, 1000, decode_only=True) < ring.step_s(1, 1000, 1000, decode_only=True)
+    # a decode run's closed form uses the same per-step cost
+    assert fast.decode_run_s(4, 4000, 10) == pytest.approx(
+        sum(fast.step_s(4, 4000 + 4 * j, 4000 + 4 * j, decode_only=True) for j in range(1, 11)))
+    pcie = StepTimeModel.build(get_gpu("L40S"), get_model("llama-3.1-8b"), 4, "bf16", "bf16", calibration=both)
+    assert pcie.ar_fast_s_const == 0.0

@@ -26,7 +26,9 @@ are separate kernels that run one after the other, each under its own roofline::
     t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
                 (MoE: active = shared + top-k experts;
                  attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
-    t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
+    t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1;
+                the stack's one-shot small-message all-reduce instead where it is faster: same form with
+                allreduce_small_latency / allreduce_small_efficiency, on a GPU fabric ≥ 100 GB/s only)
     t         = t_gemm + t_attn + overhead + overhead_per_token·T + t_comm
 
 Weights are read once per step whatever the batch: the GEMMs are bandwidth-bound at small batch and become
@@ -51,6 +53,10 @@ from sim.core.errors import ConfigError
 from sim.perf.catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
 
 GB = 1e9
+#: per-direction GPU-to-GPU bandwidth from which a node counts as one GPU fabric (NVLink, Infinity Fabric): the stacks'
+#: one-shot all-reduce kernels need peer-to-peer access between every pair of GPUs (vLLM disables its custom
+#: all-reduce on more than two PCIe-only GPUs)
+FABRIC_GB_S = 100.0
 
 
 def attention_pairs(new_tokens: int, context_end: int) -> int:
@@ -146,6 +152,9 @@ class StepTimeModel:
     graph_sizes: tuple[int, ...] = ()
     sequential: bool = False
     graph_all_steps: bool = False
+    ar_fast_s_const: float = 0.0
+    ar_fast_s_per_token: float = 0.0
+    ar_ring_s_per_token: float = 0.0
 
     @classmethod
     def build(
@@ -169,11 +178,15 @@ class StepTimeModel:
         flops_a = gpus * gpu.attention_flops() * cal.mfu
         bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
         weight_bytes = weight_bytes_total(model, weights)
+        fast_const = fast_tok = 0.0
         if gpus > 1:
             n_allreduce = 2 * model.layers
-            link = gpu.interconnect_gb_s * GB * cal.allreduce_efficiency
+            ring = n_allreduce * 2.0 * (gpus - 1) / gpus * model.hidden_size * 2.0
             comm_const = n_allreduce * cal.allreduce_latency_s
-            comm_tok = n_allreduce * 2.0 * (gpus - 1) / gpus * model.hidden_size * 2.0 / link
+            comm_tok = ring / (gpu.interconnect_gb_s * GB * cal.allreduce_efficiency)
+            if cal.allreduce_small_latency_s is not None and gpu.interconnect_gb_s >= FABRIC_GB_S:
+                fast_const = n_allreduce * cal.allreduce_small_latency_s
+                fast_tok = ring / (gpu.interconnect_gb_s * GB * cal.allreduce_small_efficiency)
         else:
             comm_const = comm_tok = 0.0
         return cls(
@@ -187,7 +200,21 @@ class StepTimeModel:
             graph_sizes=tuple(sorted(spec.cuda_graph_sizes)) if spec is not None else (),
             sequential=True,
             graph_all_steps=spec is not None and spec.cuda_graph_steps == "all",
+            ar_fast_s_const=fast_const,
+            ar_fast_s_per_token=fast_tok,
+            ar_ring_s_per_token=comm_tok,
         )
+
+    def fixed_s(self, tokens: float) -> float:
+        """Per-step time outside the two rooflines: overheads and all-reduces (each all-reduce by the faster of
+        the ring and the stack's small-message kernel, when it has one)."""
+        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+        if self.ar_fast_s_const > 0.0:
+            saving = (self.comm_s_const + self.ar_ring_s_per_token * tokens) - (
+                self.ar_fast_s_const + self.ar_fast_s_per_token * tokens)
+            if saving > 0.0:
+                k -= saving
+        return k
 
     def gemm_tokens(self, tokens: float, decode_only: bool = False) -> float:
         """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size when the step replays a
@@ -232,7 +259,7 @@ class StepTimeModel:
         """Time of one iteration computing ``tokens`` new tokens (see module docstring); ``decode_only``: every
         token of the step is a decode (no prefill chunk), so a stack that graphs decode batches pads it."""
         tg = self.gemm_tokens(tokens, decode_only)
-        fixed = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+        fixed = self.fixed_s(tokens)
         if self.sequential:
             gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
             attn = max(self.compute_s_per_attn_pair * attn_pairs, self.memory_s_per_ctx_token * ctx_tokens)
@@ -245,7 +272,7 @@ class StepTimeModel:
     def _decode_lines(self, batch: int, ctx0: float) -> tuple[float, float, float, float, float]:
         """Step j of a decode run is ``max(a1 + b1·j, a2 + b2·j) + k``; returns (a1, b1, a2, b2, k)."""
         tg = self.gemm_tokens(batch, decode_only=True)
-        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
+        k = self.fixed_s(batch)
         if self.sequential:
             # A = C: the attention roof is max(cpa, mpc)·C, one line; the GEMM roof is a constant
             slope = max(self.compute_s_per_attn_pair, self.memory_s_per_ctx_token)

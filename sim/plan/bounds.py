@@ -106,8 +106,18 @@ def lone_latencies(perf: StepTimeModel, mix: MixSample, chunk_tokens: int) -> tu
     ctx = mix.prompt + mix.output / 2.0
     tpot = perf.memory_s_const + perf.memory_s_per_ctx_token * ctx
     tpot = np.maximum(tpot, perf.compute_s_per_token + perf.compute_s_per_attn_pair * ctx)
-    tpot = tpot + perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token
+    tpot = tpot + perf.fixed_s(1)
     return ttft, tpot
+
+
+def _fixed_steps(perf: StepTimeModel, tokens: np.ndarray) -> np.ndarray:
+    """:meth:`StepTimeModel.fixed_s` over an array of step token counts."""
+    k = perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token * tokens
+    if perf.ar_fast_s_const > 0.0:
+        saving = (perf.comm_s_const + perf.ar_ring_s_per_token * tokens) - (
+            perf.ar_fast_s_const + perf.ar_fast_s_per_token * tokens)
+        k = k - np.maximum(saving, 0.0)
+    return k
 
 
 def tpot_batch_limit(perf: StepTimeModel, mean_context: float, max_batch: int, tpot_s: float | None) -> int:
@@ -117,8 +127,7 @@ def tpot_batch_limit(perf: StepTimeModel, mean_context: float, max_batch: int, t
     b = np.arange(1, max_batch + 1, dtype=float)
     ctx = b * mean_context
     step = np.maximum(perf.compute_s_per_token * b + perf.compute_s_per_attn_pair * ctx,
-                      perf.memory_s_const + perf.memory_s_per_ctx_token * ctx) \
-        + perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token * b
+                      perf.memory_s_const + perf.memory_s_per_ctx_token * ctx) + _fixed_steps(perf, b)
     ok = np.flatnonzero(step <= tpot_s)
     return int(ok[-1] + 1) if len(ok) else 1
 
@@ -136,7 +145,12 @@ def node_bounds(perf: StepTimeModel, memory: NodeMemory, mix: MixSample, max_num
     pairs = uncached * (mix.cached + (uncached + 1) / 2.0) + out * (mix.prompt + out / 2.0)
     compute = perf.compute_s_per_token * (uncached + out) + perf.compute_s_per_attn_pair * pairs
     memory_s = out * (perf.memory_s_const / batch + perf.memory_s_per_ctx_token * (mix.prompt + out / 2.0))
-    fixed = out / batch * (perf.overhead_s + perf.comm_s_const) + perf.comm_s_per_token * (uncached + out)
+    # all-reduces: the faster of ring and small-message kernel is at least min(latencies) + min(per-token costs)
+    comm_const, comm_tok = perf.comm_s_const, perf.comm_s_per_token
+    if perf.ar_fast_s_const > 0.0:
+        comm_const = min(comm_const, perf.ar_fast_s_const)
+        comm_tok = comm_tok - perf.ar_ring_s_per_token + min(perf.ar_ring_s_per_token, perf.ar_fast_s_per_token)
+    fixed = out / batch * (perf.overhead_s + comm_const) + comm_tok * (uncached + out)
     per_req = max(float(compute.mean()), float(memory_s.mean())) + float(fixed.mean())
     return Bounds(
         ttft_lone_p95_s=float(np.percentile(ttft, 95)),
