@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                           "mape_all_points": res.mape(fitted_only=False), "rows": res.rows_after}
     fitted["amd-vllm"] = amd_vllm(fitted["nvidia-vllm"])
     print("\n== amd-vllm (derived, not fitted): " + ", ".join(
-        f"{k}={v:.4g}" for k, v in fitted["amd-vllm"].model_dump().items()))
+        f"{k}={v:.4g}" for k, v in fitted["amd-vllm"].model_dump().items() if v is not None))
     fitted["nvidia-sglang"] = fitted["nvidia-vllm"]  # fitted together (SGLang and vLLM points)
 
     if args.write:
@@ -343,7 +343,9 @@ def _write_stacks(fitted: dict[str, Calibration], results: dict, lat: float, bus
             "vendor": "amd" if name.startswith("amd") else "nvidia",
             "description": desc,
             "scheduler": SCHEDULERS[name],
-            "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items() if v is not None},
+            "calibration": {k: float(f"{v:.4g}") for k, v in cal.model_dump().items()
+                            if v is not None and not (k == "allreduce_small_efficiency"
+                                                      and cal.allreduce_small_latency_s is None)},
             "engine_defaults": ENGINE_DEFAULTS[name],
             "cuda_graph_sizes": _Flow(GRAPH_SIZES[name]),
             "cuda_graph_steps": GRAPH_STEPS[name],
