@@ -178,3 +178,23 @@ def test_long_prompts_slow_mixed_decode_but_not_disaggregated_decode():
     t_dis, t_mix = _tpots(dis), _tpots(mix)
     assert t_dis.max() <= bound
     assert np.percentile(t_mix, 95) > 2 * np.percentile(t_dis, 95)
+
+
+def test_role_aware_capacity_and_pool_load_factors():
+    """A prefill node sustains prompts alone (about its token budget per step), a decode node decodes alone:
+    each more requests/s than a mixed node; the pools' load factors follow, and the fleet's is the busier
+    stage's (the two pools serve in series)."""
+    from sim.perf.capacity import node_capacity
+    from sim.runner.pipeline import run_scenario
+
+    nm = build_node_model(make_scenario(**{"fleet.nodes": 1}))
+    mixed, pre, dec = (node_capacity(nm, 4000, 100, 0, role=r) for r in ("mixed", "prefill", "decode"))
+    assert pre.requests_per_s > mixed.requests_per_s and dec.requests_per_s > mixed.requests_per_s
+    assert pre.requests_per_s == pytest.approx(1 / nm.perf.prefill_s(4000, nm.engine.max_num_batched_tokens),
+                                               rel=0.3)
+    sc = make_scenario(**{"duration_s": 60, "traffic.rate_rps": 4.0, "traffic.classes": _fixed(4000, 100),
+                          **_pools(1, 1, "infiniband")})
+    s = run_scenario(sc).summary
+    lf = {name: p["utilisation"]["load_factor"] for name, p in s["pools"].items()}
+    assert lf["prefill"] > 2 * lf["decode"] > 0
+    assert s["utilisation"]["load_factor"] == pytest.approx(max(lf.values()), rel=0.05)
