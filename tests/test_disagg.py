@@ -198,3 +198,21 @@ def test_role_aware_capacity_and_pool_load_factors():
     lf = {name: p["utilisation"]["load_factor"] for name, p in s["pools"].items()}
     assert lf["prefill"] > 2 * lf["decode"] > 0
     assert s["utilisation"]["load_factor"] == pytest.approx(max(lf.values()), rel=0.05)
+
+
+def test_size_searches_the_prefill_decode_split():
+    from sim.sizing.disagg import best_split, format_split, parse_counts, size_split
+
+    assert parse_counts("1-3,6") == [1, 2, 3, 6]
+    with pytest.raises(ConfigError, match="--prefill-nodes"):
+        parse_counts("0-2")
+    with pytest.raises(ConfigError, match="one prefill and one decode pool"):
+        size_split(make_scenario(**{"fleet.nodes": 1, "fleet.pools": [{"name": "m", "nodes": 1}]}), [1])
+    sc = make_scenario(**{"duration_s": 30, "traffic.rate_rps": 3.0, "traffic.classes": _fixed(4000, 60),
+                          "slo": {"ttft_p95_s": 1.0, "tpot_p95_s": 0.05}, **_pools(1, 1, "infiniband")})
+    rows = size_split(sc, [1, 2], n_seeds=1, max_nodes=4, workers=1)
+    assert [r.prefill_nodes for r in rows] == [1, 2]
+    best = best_split(rows)
+    assert best is not None and best.sizing.min_nodes is not None and best.sizing.min_nodes >= 1
+    assert all(r.sizing.min_nodes is None or r.sizing.tried[r.sizing.min_nodes] for r in rows)
+    assert f"best       {best.prefill_nodes} prefill" in format_split(rows, 4)
