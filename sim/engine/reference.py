@@ -37,7 +37,7 @@ from sim.core.config import Engine
 from sim.engine.admission import admit_head, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
 from sim.engine.jitter import make_jitter
-from sim.engine.kv import BlockLedger, cdiv
+from sim.engine.kv import cdiv, make_ledger
 from sim.perf.model import StepTimeModel, attention_pairs
 from sim.traffic.request import Request, Status
 
@@ -67,7 +67,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
-        self.kv = BlockLedger(capacity_blocks)
+        self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
         self.steps = 0
@@ -96,6 +96,14 @@ class ReferenceNode:
         return sum(r.prompt_tokens + r.output_tokens - r.num_computed for r in self.waiting) + sum(
             r.prompt_tokens + r.output_tokens - r.num_computed for r in self.running
         )
+
+    def prefix_match_tokens(self, req: Request) -> int:
+        """Prompt tokens of ``req`` held by this node's prefix cache now."""
+        return self.kv.match_tokens(req)
+
+    def prefix_unit_set(self) -> frozenset[int]:
+        """The prefix-cache units held now (a stale router's copy)."""
+        return self.kv.unit_set()
 
     def snapshot(self) -> NodeSnapshot:
         busy = self.busy_s + (self.env.now - self._step_t0 if self._step_t0 >= 0 else 0.0)
@@ -174,14 +182,14 @@ class ReferenceNode:
         keep = []
         for req in self.running:
             if req.cancelled:
-                self.kv.free(self._held(req))
+                self.kv.release(req, self._held(req), self.steps)
             else:
                 keep.append(req)
         self.running = keep
         self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
-        self.kv.free(self._held(req))
+        self.kv.release(req, self._held(req), self.steps)
         req.num_computed = 0
         req.status = Status.WAITING
         req.preemptions += 1
@@ -228,14 +236,16 @@ class ReferenceNode:
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
             while self.waiting:
                 req = self.waiting[0]
-                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future)
+                hit = self.kv.lookup(req)
+                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future,
+                                 hit)
                 if fit is None:
                     break
                 n_new, need = fit
                 future += req.output_tokens - req.num_generated
-                cached = req.cached_tokens
+                cached = hit[0]
                 self.waiting.popleft()
-                self.kv.allocate(need)
+                self.kv.admit(req, need, hit)
                 req.num_computed = cached
                 req.status = Status.RUNNING
                 if req.first_scheduled_s < 0:
@@ -275,6 +285,8 @@ class ReferenceNode:
                 req.num_computed += n
                 if req.cancelled:
                     continue  # withdrawn during the step: its output is discarded
+                if req.num_computed - n < req.prompt_tokens:  # a prefill chunk: its full units enter the cache
+                    self.kv.promote(req, min(req.num_computed, req.prompt_tokens))
                 if req.num_computed == req.num_tokens:
                     if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
                         self.running.remove(req)
@@ -286,7 +298,8 @@ class ReferenceNode:
                         req.first_token_s = now
                     if req.num_generated == req.output_tokens:
                         self.running.remove(req)
-                        self.kv.free(self._held(req))
+                        self.kv.promote(req, req.num_computed)
+                        self.kv.release(req, self._held(req), self.steps)
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)

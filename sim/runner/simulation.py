@@ -375,17 +375,24 @@ def simulate(
     def arrival_process() -> Generator[simpy.Event, Any, None]:
         rid = 0
         for chunk in chunks:
-            for t, k, p, o, c in zip(
+            n = len(chunk)
+            chains = chunk.prefix if chunk.prefix is not None else [None] * n
+            sessions = chunk.session.tolist() if chunk.session is not None else [-1] * n
+            for t, k, p, o, c, h, sid in zip(
                 chunk.time_s.tolist(),
                 chunk.class_idx.tolist(),
                 chunk.prompt_tokens.tolist(),
                 chunk.output_tokens.tolist(),
                 chunk.cached_tokens.tolist(),
+                chains,
+                sessions,
             ):
                 delay = t - env.now
                 if delay > 0:
                     yield env.timeout(delay)
                 req = Request(rid, t, k, p, o, c)
+                req.prefix = h
+                req.session = sid
                 req.priority = priorities[k]
                 rid += 1
                 tally.arrived += 1
