@@ -216,3 +216,25 @@ def test_size_searches_the_prefill_decode_split():
     assert best is not None and best.sizing.min_nodes is not None and best.sizing.min_nodes >= 1
     assert all(r.sizing.min_nodes is None or r.sizing.tried[r.sizing.min_nodes] for r in rows)
     assert f"best       {best.prefill_nodes} prefill" in format_split(rows, 4)
+
+
+@pytest.mark.parametrize("blocks", [None, 600])
+def test_disaggregated_prefix_cache_matches_reference(blocks):
+    """A shared prefix cache on the prefill nodes (hash chains, shared units): the prefill node returns its units
+    when the KV has left, the decode node admits the prompt KV from the link (not from its own cache); both engines
+    agree, the prefill side hits its cache, and every request keeps its prefill node's hit in the table."""
+    from test_prefix_cache import _prefix_scenario
+
+    def run(impl: str):
+        sc = _prefix_scenario(impl, **{"fleet.engine": {"prefix_caching": True, "prefix_unit_tokens": 64,
+                                                        "num_gpu_blocks_override": blocks},
+                                       **_pools(1, 1, "infiniband")})
+        return _trace(sc)
+
+    fast, a = run("fast")
+    _, b = run("reference")
+    _assert_same(a, b)
+    done = [r for r in fast.requests if r.finish_s >= 0]
+    assert sum(r.cached_tokens for r in done) > 0.2 * sum(r.prompt_tokens for r in done)
+    assert all(r.prefix is not None for r in done)
+    assert fast.series.per_node("kv_used_blocks")[-1, 0] == 0  # the prefill node holds no request's blocks
