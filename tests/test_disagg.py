@@ -238,3 +238,15 @@ def test_disaggregated_prefix_cache_matches_reference(blocks):
     assert sum(r.cached_tokens for r in done) > 0.2 * sum(r.prompt_tokens for r in done)
     assert all(r.prefix is not None for r in done)
     assert fast.series.per_node("kv_used_blocks")[-1, 0] == 0  # the prefill node holds no request's blocks
+
+
+def test_heterogeneous_prefill_and_decode_gpus_match_reference():
+    """Splitwise's split machines: H100 prompt nodes, A100 token nodes (each pool its own node model and KV size)."""
+    pools = [{"name": "prompt", "role": "prefill", "nodes": 1, "gpu": "H100-SXM", "interconnect": {"kind": "roce"}},
+             {"name": "token", "role": "decode", "nodes": 2, "gpu": "A100-SXM-80GB"}]
+    kw = {"duration_s": 30, "seed": 9, "traffic.rate_rps": 6.0, "fleet.nodes": 3, "fleet.pools": pools}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    assert {r.node for r in fast.requests if r.finish_s >= 0} <= {1, 2}
+    assert fast.counts()["completed"] == fast.counts()["arrived"]
