@@ -30,6 +30,10 @@ MODELS_MD = {
     "Qwen2.5-72B": (327_680, 163_840, 72_706_203_648, 72_706_203_648),
     "DeepSeek-V3": (70_272, 35_136, 671_026_419_200, 37_552_297_472),
     "Llama-2-70B": (327_680, 163_840, None, None),
+    # added with the MoE work (issue 17): values computed from each model's config.json (see the profile's header)
+    "Qwen3-235B-A22B": (192_512, 96_256, 235_093_610_496, 22_190_739_456),
+    "Qwen3-30B-A3B": (98_304, 49_152, 30_532_110_336, 3_353_020_416),
+    "gpt-oss-120b": (36_864, 18_432, 116_789_048_640, 5_710_443_840),
 }
 
 ISSUE_GPUS = ["A100-SXM-80GB", "H100-SXM", "H100-PCIe", "H100-NVL", "H200-SXM", "GH200-96GB", "GH200-144GB", "B200",

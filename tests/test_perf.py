@@ -95,12 +95,18 @@ def test_cuda_graph_padding() -> None:
     assert split.graph_sizes == () and split.gemm_tokens(257) == 257
 
 
-def test_moe_active_flops_all_weights() -> None:
+def test_moe_active_flops_and_the_experts_a_step_hits() -> None:
     gpu, mix = get_gpu("H100-SXM"), get_model("mixtral-8x7b")
     perf = StepTimeModel.build(gpu, mix, 1, "fp8", "fp8", calibration=CAL)
     flops = gpu.achievable_flops("fp8") * CAL.mfu
+    bw = 3350e9 * CAL.mbu
     assert perf.compute_s_per_token == pytest.approx(2 * 12_879_925_248 / flops)
-    assert perf.memory_s_const == pytest.approx(46_702_792_704 / (3350e9 * CAL.mbu))
+    expert = 32 * 3 * 4096 * 14336  # one expert of every layer, FP8 bytes
+    dense = 46_702_792_704 - 8 * expert
+    assert perf.memory_s_const == pytest.approx(dense / bw)
+    # one token reads 2 of 8 experts; a large batch reads (nearly) all of them
+    assert perf.weights_s(1) == pytest.approx((dense + 2 * expert) / bw)
+    assert perf.weights_s(4096) == pytest.approx(46_702_792_704 / bw)
 
 
 def test_mla_attention_and_kv() -> None:

@@ -80,13 +80,19 @@ def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_c
     # CUDA-graph padding is a per-step effect: real steps alternate between decode-only batches (T = B) and
     # prefill-heavy ones, so padding the *mean* step's tokens overstates it (a 2,300-token mean padded to 4,096);
     # left out here, which keeps the capacity an upper bound.
-    dt = dataclasses.replace(perf, graph_sizes=()).step_s(tokens, pairs, ctx)
+    flat = dataclasses.replace(perf, graph_sizes=())
+    dt = flat.step_s(tokens, pairs, ctx)
+    if perf.spec is not None:
+        # speculative decoding: the decode part of the mean step runs at the verification rate (B tokens in
+        # t_verify/τ), the prefill tokens add their marginal cost on top
+        dt = flat.step_s(round(b), ctx, ctx, decode_only=True) + max(dt - flat.step_s(round(b), ctx, ctx), 0.0)
     compute = perf.compute_s_per_token * tokens + perf.compute_s_per_attn_pair * pairs
     kv_read = perf.memory_s_per_ctx_token * ctx
-    memory = perf.memory_s_const + kv_read
+    weights = perf.weights_s(round(tokens))
+    memory = weights + kv_read
     if compute >= memory:
         resource = "compute"
-    elif kv_read >= perf.memory_s_const:
+    elif kv_read >= weights:
         resource = "memory_bandwidth"
     else:
         resource = limit

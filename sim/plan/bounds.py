@@ -107,6 +107,8 @@ def lone_latencies(perf: StepTimeModel, mix: MixSample, chunk_tokens: int) -> tu
     tpot = perf.memory_s_const + perf.memory_s_per_ctx_token * ctx
     tpot = np.maximum(tpot, perf.compute_s_per_token + perf.compute_s_per_attn_pair * ctx)
     tpot = tpot + perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token
+    if perf.spec is not None:  # speculative decoding: a lone decode step emits τ tokens (sim.perf.speculative)
+        tpot = np.array([perf.step_s(1, c + 1, c + 1, decode_only=True) for c in np.asarray(ctx, dtype=float)])
     return ttft, tpot
 
 
@@ -119,6 +121,8 @@ def tpot_batch_limit(perf: StepTimeModel, mean_context: float, max_batch: int, t
     step = np.maximum(perf.compute_s_per_token * b + perf.compute_s_per_attn_pair * ctx,
                       perf.memory_s_const + perf.memory_s_per_ctx_token * ctx) \
         + perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token * b
+    if perf.spec is not None:
+        step = np.array([perf.step_s(int(k), c, c, decode_only=True) for k, c in zip(b, ctx)])
     ok = np.flatnonzero(step <= tpot_s)
     return int(ok[-1] + 1) if len(ok) else 1
 
@@ -135,8 +139,9 @@ def node_bounds(perf: StepTimeModel, memory: NodeMemory, mix: MixSample, max_num
     # attention pairs: prefill of the uncached part against the full prefix, then one pair-row per decode token
     pairs = uncached * (mix.cached + (uncached + 1) / 2.0) + out * (mix.prompt + out / 2.0)
     compute = perf.compute_s_per_token * (uncached + out) + perf.compute_s_per_attn_pair * pairs
-    memory_s = out * (perf.memory_s_const / batch + perf.memory_s_per_ctx_token * (mix.prompt + out / 2.0))
-    fixed = out / batch * (perf.overhead_s + perf.comm_s_const) + perf.comm_s_per_token * (uncached + out)
+    tau = perf.spec.tokens_per_step if perf.spec is not None else 1.0  # decode reads amortised over τ tokens
+    memory_s = out * (perf.memory_s_const / batch + perf.memory_s_per_ctx_token * (mix.prompt + out / 2.0)) / tau
+    fixed = out / batch * (perf.overhead_s + perf.comm_s_const) / tau + perf.comm_s_per_token * (uncached + out)
     per_req = max(float(compute.mean()), float(memory_s.mean())) + float(fixed.mean())
     return Bounds(
         ttft_lone_p95_s=float(np.percentile(ttft, 95)),
