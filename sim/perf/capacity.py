@@ -109,7 +109,7 @@ def prefill_capacity(node_model: Any, mean_input: float, mean_output: float, mea
     admits = tokens / i_new
     ctx = admits * i
     pairs = admits * attention_pairs(round(i_new), round(i))
-    dt = dataclasses.replace(perf, graph_sizes=()).step_s(tokens, pairs, ctx)
+    dt = perf.step_s(tokens, pairs, ctx, decode_only=False)  # padded only where the stack graphs mixed steps
     compute = perf.compute_s_per_token * tokens + perf.compute_s_per_attn_pair * pairs
     resource = "compute" if compute >= perf.memory_s_const + perf.memory_s_per_ctx_token * ctx else "memory_bandwidth"
     rps = admits / dt
