@@ -185,10 +185,10 @@ class RequestClass(Strict):
     prefix_tokens: int = Field(0, ge=0, description="shared system-prompt length (with prefix_hit_rate: the "
                                "configured-rate approximation; 'prefix' makes hits come from the cache)")
     prefix_hit_rate: float = Field(0.0, ge=0, le=1, description="probability the prefix is already cached")
+    prefix: SharedPrefix | None = None
     spec_acceptance_rate: float | None = Field(
         None, ge=0, le=1, description="this class's speculative-decoding acceptance rate (default: "
         "fleet.speculative.acceptance_rate); a batch's decode steps run at its sequences' mean tokens per step")
-    prefix: SharedPrefix | None = None
     priority: int = 0
     model: str | None = Field(None, description="the model this class asks for (a pool serving it must exist); "
                               "default: fleet.model")

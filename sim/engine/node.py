@@ -106,13 +106,13 @@ class Node:
         self._jump_c0 = 0
         self._jump_line: tuple[float, float] | None = None
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
+        self._holding = False  # inside batched(): an idle node ticks once at its end
         # speculative decoding with per-class acceptance: decoders per class set the decode steps' τ
         self._base_perf = perf
         n_cls = len(perf.class_tokens_per_step)
         self._class_cnt: list[int] | None = [0] * n_cls if n_cls else None
-        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
-        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
-        self._holding = False  # inside batched(): an idle node ticks once at its end
 
     # -- interface ------------------------------------------------------------------------------------
     @property

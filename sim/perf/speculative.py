@@ -110,7 +110,7 @@ class SpecCost:
     draft_s_per_ctx_token: float  # drafter KV read, per context token and step (all passes)
     verify_tokens: int  # positions the target verifies per sequence and step (k + 1 for a chain; more for a tree)
 
-    def draft_s(self, batch: int) -> float:
+    def draft_s(self, batch: float) -> float:
         """Context-independent drafting time of one step of ``batch`` sequences."""
         if self.passes == 0:
             return 0.0
