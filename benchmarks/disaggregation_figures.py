@@ -57,7 +57,8 @@ def scenario(prompt_median: int, rate_rps: float, prefill_nodes: int | None, lin
         fleet["pools"] = [
             {"name": "prefill", "role": "prefill", "nodes": prefill_nodes,
              "interconnect": {"bandwidth_gb_per_s": bw, "latency_s": lat, "overlap": overlap}},
-            {"name": "decode", "role": "decode", "nodes": NODES - prefill_nodes}]
+            {"name": "decode", "role": "decode", "nodes": NODES - prefill_nodes,
+             "interconnect": {"bandwidth_gb_per_s": bw, "latency_s": lat}}]
     raw = {
         "name": "disagg", "duration_s": duration_s, "seed": seed, "max_drain_s": 60,
         "traffic": {"rate_rps": rate_rps, "classes": [{
