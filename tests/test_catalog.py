@@ -128,7 +128,18 @@ def test_model_kv_figure_is_checked(tmp_path: Path) -> None:
 def test_stacks_present() -> None:
     names = {s.name for s in unique(stacks())}
     assert {"nvidia-vllm", "nvidia-trtllm", "amd-vllm", "nvidia-splitwise"} <= names
-    assert get_stack("amd-vllm").calibration == get_stack("nvidia-vllm").calibration
+
+
+def test_amd_stack_has_its_own_factors() -> None:
+    """amd-vllm is not a copy of nvidia-vllm: vLLM's software efficiency (mfu, overheads) on AMD's measured HBM
+    bandwidth and RCCL all-reduce (calibration/fit_factors.py amd_vllm); MI300X GEMMs at AMD's Max-Achievable FLOPs."""
+    amd, nv = get_stack("amd-vllm").calibration, get_stack("nvidia-vllm").calibration
+    assert amd != nv
+    assert (amd.mfu, amd.overhead_s) == (nv.mfu, nv.overhead_s)
+    assert amd.mbu == pytest.approx(nv.mbu * (4.11 / 5.3) / (2.90 / 3.35), rel=1e-3)
+    assert amd.allreduce_latency_s > 2 * nv.allreduce_latency_s  # RCCL's small-message latency (~52 us vs ~23 us)
+    assert get_gpu("MI300X").achievable_flops("fp8") == pytest.approx(1273e12, rel=2e-3)  # AMD MAF
+    assert get_gpu("MI300X").default_stack == "amd-vllm"
 
 
 def test_stack_scheduler() -> None:

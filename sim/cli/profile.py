@@ -89,7 +89,8 @@ def profile_node(
             continue
         t = perf.decode_step_s(b, mid_ctx)
         ctx = b * (mid_ctx + 1)
-        decode.append({"batch": b, "step_s": t, "tokens_per_s": b / t, "bound": perf.bound(b, ctx, ctx)})
+        bound = perf.bound(b, ctx, ctx, decode_only=True)
+        decode.append({"batch": b, "step_s": t, "tokens_per_s": b / t, "bound": bound})
     big = min(max_num_seqs, max(1, mem.kv_capacity_tokens // per_req))
     # compute roof: decode tokens/s if only FLOPs counted (context at mid-length)
     roof = 1.0 / (perf.compute_s_per_token + perf.compute_s_per_attn_pair * (mid_ctx + 1))

@@ -16,7 +16,11 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
-4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); a step whose
+   requests are all decoding (each sampled a token since it was admitted; no prefill chunk) is ``decode_only``,
+   which decides whether the stack's CUDA-graph padding applies, and with speculative decoding such a step is
+   ``1/τ`` of a verification pass, ``τ`` the mean over the running decoders' classes (:mod:`sim.perf.speculative`);
+   then every
    scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.

@@ -54,7 +54,10 @@ class Calibration(_Strict):
     ``mbu``: achieved fraction of datasheet memory bandwidth; ``overhead_s``: fixed per-iteration cost
     (scheduling, kernel launches, sampling); ``overhead_s_per_token``: per-token host cost of each scheduled
     token (sampling, detokenisation, bookkeeping); ``allreduce_latency_s``: fixed latency of one tensor-parallel
-    all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth.
+    all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth (NCCL/RCCL ring).
+    ``allreduce_small_latency_s`` / ``allreduce_small_efficiency``: the stack's own one-shot all-reduce kernel for
+    small messages over a GPU fabric (vLLM's custom all-reduce, TensorRT-LLM's AllReduce); each all-reduce takes the
+    faster of the two (the stacks dispatch by message size). None: NCCL only.
     """
 
     mfu: float = Field(0.5, gt=0, le=1)
@@ -63,6 +66,8 @@ class Calibration(_Strict):
     overhead_s_per_token: float = Field(0.0, ge=0)
     allreduce_latency_s: float = Field(8e-6, ge=0)
     allreduce_efficiency: float = Field(0.7, gt=0, le=1)
+    allreduce_small_latency_s: float | None = Field(None, ge=0)
+    allreduce_small_efficiency: float = Field(0.1, gt=0, le=1)
 
 
 class StackSpec(_Strict):
@@ -89,6 +94,10 @@ class StackSpec(_Strict):
     cuda_graph_sizes: list[int] = Field(
         [], description="batch sizes the stack captures CUDA graphs for; a step's GEMM tokens are padded up to the "
                         "next one (none above the largest); empty = no padding")
+    cuda_graph_steps: Literal["decode_only", "all"] = Field(
+        "decode_only", description="which steps replay a graph (and are padded): 'decode_only' (TensorRT-LLM's "
+                                   "generation-only graphs, SGLang's decode batches) or 'all' (vLLM v1's piecewise "
+                                   "graphs: mixed prefill+decode steps of up to the largest size too)")
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
     sources: list[str] = []
 

@@ -168,13 +168,13 @@ class ExpertReads:
     imbalance: float
     s_per_expert: float
 
-    def experts_read(self, tokens: int) -> float:
+    def experts_read(self, tokens: float) -> float:
         """Distinct experts (per layer) the busiest expert-parallel rank reads for ``tokens`` tokens."""
         local = self.experts / self.expert_groups
         return min(local, self.imbalance * expected_distinct_experts(self.experts, self.top_k, tokens)
                    / self.expert_groups)
 
-    def read_s(self, tokens: int) -> float:
+    def read_s(self, tokens: float) -> float:
         return self.s_per_expert * self.experts_read(tokens)
 
 
