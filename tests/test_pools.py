@@ -309,3 +309,16 @@ def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
     assert r.returncode == 2 and "--pool: nosuch: no such pool" in r.stderr
     r = capsim("plan", str(path))
     assert r.returncode == 2 and "fleet.pools: capsim plan searches single-pool fleets" in r.stderr
+
+
+def test_pools_overflow_before_the_api() -> None:
+    """A spill policy stricter than the pool threshold still fills the next pool first: a request goes to the
+    API only when the policy would spill it from every pool of its model."""
+    from sim.runner.pipeline import run_scenario
+
+    raw = two_gpu_pools(20.0, "least_work", pool_mode="overflow")
+    raw["api"] = {"input_usd_per_mtok": 0.2, "output_usd_per_mtok": 0.6}
+    raw["spill"] = {"policy": "queue_length", "max_waiting": 1}  # spills at 1 waiting; pools overflow at 4
+    s = run_scenario(validate_scenario(raw, "t")).summary
+    a100, spilled = s["pools"]["a100"]["requests"]["sent"], s["requests"]["spilled"]
+    assert a100 > 100 and spilled < a100 / 3

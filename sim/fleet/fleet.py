@@ -22,7 +22,7 @@ waits in the fleet-level queue.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 
 import numpy as np
@@ -181,6 +181,17 @@ class FleetManager:
     def pick(self, req: Request) -> NodeEngine | None:
         """The accepting node the router picks for ``req`` among its model's pools (None: none accepts)."""
         return self.groups[self.layout.class_group[req.class_idx] if len(self.groups) > 1 else 0].pick(req)
+
+    def next_pools(self, req: Request, node: NodeEngine) -> Iterator[NodeEngine]:
+        """``pool_mode: overflow``: the router's pick in each pool after ``node``'s, in order (picked lazily);
+        nothing in ``spread`` mode. The spill dispatcher tries them before the hosted API."""
+        group = self.groups[self.layout.class_group[req.class_idx] if len(self.groups) > 1 else 0]
+        if group.overflow is None:
+            return
+        pos = group.pools.index(self.layout.slot_pool[node.node_id])
+        for nodes, router in group.routers[pos + 1:]:
+            if nodes:
+                yield nodes[router.pick(req)]
 
     def accepting(self, req: Request) -> bool:
         """Whether a node of ``req``'s model accepts requests now."""
