@@ -216,7 +216,7 @@ def combine_cost(pools: dict[str, dict[str, Any]], api_usd: float, input_tokens:
         "self_host_usd": self_host,
         "api_usd": api_usd,
         "gpu_hours": hours,
-        "usd_per_gpu_hour": self_host / hours if hours > 0 else None,
+        "usd_per_gpu_hour": self_host / hours if hours > 0 else costs[0]["usd_per_gpu_hour"],
         "self_host_usd_by_kind": by_kind,
         "gpu_hours_by_kind": hours_by_kind,
         "pricing_mode": modes[0] if len(modes) == 1 else "+".join(modes),
