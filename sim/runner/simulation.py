@@ -117,9 +117,9 @@ def pool_scenario(scenario: Scenario, pool: int) -> Scenario:
 
 
 def pool_speeds(scenario: Scenario, layout: PoolLayout, models: list[NodeModel]) -> list[float]:
-    """Speed of one node of each pool for the weighted routers: the tokens/s (prompt + output, prefix caching left out) it
-    sustains for the mix of the classes of its model (:func:`sim.perf.capacity.node_capacity`). A replayed trace
-    without token distributions is taken as 1,024 input and 256 output tokens per request."""
+    """Speed of one node of each pool for the weighted routers: the tokens/s (prompt + output, prefix caching left
+    out) it sustains for the mix of the classes of its model (:func:`sim.perf.capacity.node_capacity`). A replayed
+    trace without token distributions is taken as 1,024 input and 256 output tokens per request."""
     from sim.perf.capacity import node_capacity
     from sim.traffic.classes import ClassMix
 
