@@ -322,3 +322,21 @@ def test_pools_overflow_before_the_api() -> None:
     s = run_scenario(validate_scenario(raw, "t")).summary
     a100, spilled = s["pools"]["a100"]["requests"]["sent"], s["requests"]["spilled"]
     assert a100 > 100 and spilled < a100 / 3
+
+
+def test_forecast_autoscaler_of_a_pool_follows_its_models_share() -> None:
+    from sim.runner.simulation import simulate
+
+    raw = pooled([{"name": "a", "nodes": 1},
+                  {"name": "b", "model": "Mixtral-8x7B", "gpus_per_node": 2, "nodes": 0,
+                   "on_demand": {"max_nodes": 10, "provision_s": 1, "model_load_s": 1},
+                   "autoscaler": {"policy": "schedule", "rps_per_node": 1.0, "interval_s": 5}}],
+                 model="Llama-3.1-8B")
+    raw["traffic"] = {"rate_rps": 10.0, "classes": [{**FIXED, "share": 0.8},
+                                                     {**FIXED, "name": "b", "share": 0.2, "model": "Mixtral-8x7B"}]}
+    raw["duration_s"] = 20
+    result = simulate(validate_scenario(raw, "t"))
+    assert result.layout is not None
+    started = {slot for _, slot, _, what in result.fleet_events
+               if what == "requested" and result.layout.slot_pool[slot] == 1}
+    assert len(started) == 2  # ⌈10 req/s × 0.2 / 1⌉, not ⌈10 / 1⌉

@@ -283,6 +283,14 @@ def _forecast(scenario: Scenario) -> tuple[Callable[[float], float] | None, floa
     return (lambda t: float(curve.rate_rps(t))), clock0_h
 
 
+def _model_share(rate_at: Callable[[float], float], scenario: Scenario, layout: PoolLayout,
+                 group: int) -> Callable[[float], float]:
+    """λ(t) of the classes of one model: the traffic's rate × their static share (``share_by_hour`` ignored)."""
+    classes = scenario.traffic.classes
+    share = sum(c.share for c, g in zip(classes, layout.class_group) if g == group) / sum(c.share for c in classes)
+    return lambda t: rate_at(t) * share
+
+
 def simulate(
     scenario: Scenario,
     progress: ProgressFn | None = None,
@@ -353,7 +361,10 @@ def simulate(
             fleet.evicted_sink = spill.to_api
     for i, pool in enumerate(layout.pools):
         if pool.autoscaler.policy != "none":
-            env.process(autoscaler_process(env, pool.autoscaler, fleet, *_forecast(scenario), pool=i))
+            rate_at, clock0_h = _forecast(scenario)
+            if rate_at is not None and len(layout.group_models) > 1:  # a pool forecasts its own model's traffic
+                rate_at = _model_share(rate_at, scenario, layout, layout.pool_group[i])
+            env.process(autoscaler_process(env, pool.autoscaler, fleet, rate_at, clock0_h, pool=i))
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
     priorities = [c.priority for c in scenario.traffic.classes]
