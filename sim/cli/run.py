@@ -57,6 +57,13 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
             f"{100 * (sp['token_share'] or 0):.1f}% of tokens) to {api['provider']}; {api['rate_limited']:,} "
             f"rate-limited (429), {api['retries']:,} retries, {api['failed']:,} failed; API ${api['usd']:,.2f}"
         )
+    if "disaggregation" in summary:  # sim/fleet/disagg.py
+        d = summary["disaggregation"]
+        lines.append(
+            f"  disagg     {d['prefill_nodes']} prefill + {d['decode_nodes']} decode nodes; {d['transfers']:,} KV "
+            f"transfers ({d['kv_gb_sent']:,.1f} GB), after prefill mean {ms(d['transfer_mean_s'])} "
+            f"(P95 {ms(d['transfer_p95_s'])}), links busy {_pct(d['link_busy_mean'])}"
+        )
     gh = c.get("gpu_hours_by_kind") or {}
     if gh.get("on_demand") or gh.get("spot"):
         lines.append(

@@ -151,9 +151,7 @@ class FleetManager:
         policy = scenario.router.policy
 
         def make(nodes: list[NodeEngine]) -> Router:
-            if speed is None:
-                return make_router(policy, nodes, rng_router)
-            return make_router(policy, nodes, rng_router, speed)
+            return make_router(policy, nodes, rng_router, scenario.router, env, speed)
 
         overflow = scenario.router.overflow_max_waiting if scenario.router.pool_mode == "overflow" else None
         n_groups = len(self.layout.group_models)

@@ -12,6 +12,8 @@ with the least outstanding tokens ÷ speed (the time it needs to clear its work;
 robin, as nginx: every pick adds each node's weight to its credit, takes the node with the most credit, ties to
 the lowest index, and charges it the total weight). A node's speed comes from the fleet (its pool's sustainable
 tokens/s for the traffic mix, :func:`sim.runner.simulation.pool_speeds`).
+The cache-aware routers (``prefix_aware``, ``session_affinity``) and the stale view every load-reading router
+(except the speed-weighted ones) can use instead of the exact state are in :mod:`sim.fleet.cache_routing`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+import simpy
 
+from sim.core.config import Router as RouterSpec
 from sim.engine.protocol import IndexedNodeEngine, NodeEngine
+from sim.fleet.stale import StaleView
 from sim.traffic.request import Request
 
 
@@ -227,9 +232,10 @@ class LeastWork:
 
 
 class PowerOfTwo:
-    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator, view: StaleView | None = None) -> None:
         self.nodes = nodes
         self.rng = rng
+        self.view = view  # None: exact loads now
         self._buf: list[float] = []
 
     def nodes_changed(self) -> None:
@@ -250,67 +256,44 @@ class PowerOfTwo:
         if len(self.nodes) == 1:
             return 0
         a, b = self._draw()
-        wa, wb = self.nodes[a].outstanding_tokens(), self.nodes[b].outstanding_tokens()
-        if wb < wa or (wb == wa and b < a):
-            return b
-        return a
-
-
-class WeightedLeastWork:
-    """Least outstanding tokens ÷ node speed (module docstring); a scan over the nodes."""
-
-    def __init__(self, nodes: Sequence[NodeEngine], speed: Callable[[NodeEngine], float]) -> None:
-        self.nodes = nodes
-        self.speed = speed
-
-    def nodes_changed(self) -> None:
-        pass
-
-    def pick(self, req: Request) -> int:
-        best, best_t = 0, _INF
-        for i, node in enumerate(self.nodes):
-            t = node.outstanding_tokens() / self.speed(node)
-            if t < best_t:
-                best, best_t = i, t
-        return best
-
-
-class WeightedRoundRobin:
-    """Smooth weighted round robin by node speed (module docstring)."""
-
-    def __init__(self, nodes: Sequence[NodeEngine], speed: Callable[[NodeEngine], float]) -> None:
-        self.nodes = nodes
-        self.speed = speed
-        self.credit: dict[int, float] = {}  # node_id -> credit
-
-    def nodes_changed(self) -> None:
-        live = {n.node_id for n in self.nodes}
-        self.credit = {k: v for k, v in self.credit.items() if k in live}
-
-    def pick(self, req: Request) -> int:
-        credit = self.credit
-        best, best_c, total = 0, -_INF, 0.0
-        for i, node in enumerate(self.nodes):
-            w = self.speed(node)
-            total += w
-            c = credit.get(node.node_id, 0.0) + w
-            credit[node.node_id] = c
-            if c > best_c:
-                best, best_c = i, c
-        credit[self.nodes[best].node_id] -= total
-        return best
+        na, nb = self.nodes[a], self.nodes[b]
+        view = self.view
+        if view is None:
+            wa, wb = na.outstanding_tokens(), nb.outstanding_tokens()
+        else:
+            wa, wb = view.load(na), view.load(nb)
+        pick = b if wb < wa or (wb == wa and b < a) else a
+        if view is not None:
+            view.sent(self.nodes[pick], req)
+        return pick
 
 
 def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator,
+                spec: RouterSpec | None = None, env: simpy.Environment | None = None,
                 speed: Callable[[NodeEngine], float] | None = None) -> Router:
+    """The router of ``policy`` over ``nodes``; ``spec`` (the scenario's ``router`` section) adds staleness and
+    the prefix weight (a stale view needs ``env`` for its sampling process); ``speed`` gives the speed-weighted
+    routers each node's speed."""
+    from sim.fleet.cache_routing import PrefixAware, SessionAffinity, StaleLeastWork
+
     if policy in ("weighted_least_work", "weighted_round_robin"):
         if speed is None:
             raise ValueError(f"router policy {policy!r} needs node speeds")
         return WeightedLeastWork(nodes, speed) if policy == "weighted_least_work" else WeightedRoundRobin(nodes, speed)
+    spec = spec or RouterSpec(policy=policy)  # type: ignore[arg-type]
+    view = None
+    if spec.staleness_s > 0 and policy != "round_robin":
+        if env is None:
+            raise ValueError("a stale router needs the simulation environment")
+        view = StaleView(nodes, env, spec.staleness_s, spec.count_own, policy == "prefix_aware")
     if policy == "round_robin":
         return RoundRobin(nodes)
     if policy == "least_work":
-        return LeastWork(nodes)
+        return LeastWork(nodes) if view is None else StaleLeastWork(nodes, view)
     if policy == "power_of_two":
-        return PowerOfTwo(nodes, rng)
+        return PowerOfTwo(nodes, rng, view)
+    if policy == "prefix_aware":
+        return PrefixAware(nodes, spec.prefix_weight, view)
+    if policy == "session_affinity":
+        return SessionAffinity(nodes, LeastWork(nodes) if view is None else StaleLeastWork(nodes, view))
     raise ValueError(f"unknown router policy {policy!r}")

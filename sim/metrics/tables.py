@@ -27,6 +27,10 @@ Definitions (as in vLLM's ``benchmark_serving``):
   ``retries`` says how many attempts came before, and latencies count from the first attempt's arrival
   (what the user waited). ``requests.timed_out``: clients that gave up after their last retry;
   ``requests.retries``: retry attempts sent (offered attempts = arrived + retries).
+* ``prefix_cache.*``: ``hit_token_ratio`` = prompt tokens served from the prefix cache ÷ prompt tokens, and the share
+  of requests with a hit, over the fleet's completions after warm-up (``cached_tokens``: from the cache state with
+  ``fleet.engine.prefix_caching``, else the configured-rate approximation). ``routing.*``: the router and the load
+  balance (per-node uncached prompt + output tokens of those requests: busiest ÷ mean, and the CV).
 * ``energy.*`` = kWh, average facility power, CO2 and energy cost of the nodes up over ``duration_s``, from the
   sampled busy share (``sim.metrics.energy``); owned cost charges this energy instead of full draw.
 """
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.core.config import Scenario
 from sim.metrics.cost import cost_breakdown
 from sim.metrics.energy import energy_section
 from sim.metrics.overload import overload_section
@@ -431,6 +436,48 @@ def slo_section(sc: Any, checks: dict[str, Any], attainment: float | None, windo
     }
 
 
+def prefix_cache_section(sc: Scenario, done: pd.DataFrame) -> dict[str, Any]:
+    """Prefix-cache hits of the requests served by the fleet after warm-up: prompt tokens served from the cache
+    (from the cache state with ``fleet.engine.prefix_caching``; else the configured ``prefix_hit_rate`` or a trace's
+    infinite-cache approximation) over all prompt tokens, and the share of requests with any hit."""
+    fleet = done[done["served_by"] == "fleet"]
+    cached = fleet["cached_tokens"].to_numpy()
+    return prefix_cache_from_sums(sc, len(fleet), int(fleet["input_tokens"].sum()), int(cached.sum()),
+                                  int((cached > 0).sum()))
+
+
+def prefix_cache_from_sums(sc: Scenario, rows: int, prompt: int, cached: int, hit_rows: int) -> dict[str, Any]:
+    return {
+        "enabled": sc.fleet.engine.prefix_caching,
+        "hit_token_ratio": cached / prompt if prompt > 0 else None,
+        "requests_with_hit": hit_rows / rows if rows else None,
+    }
+
+
+def node_work(done: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(node ids, uncached prompt + output tokens) of the fleet-served requests in ``done``."""
+    fleet = done[done["served_by"] == "fleet"]
+    work = (fleet["input_tokens"] - fleet["cached_tokens"] + fleet["output_tokens"]).to_numpy(dtype=float)
+    return fleet["node"].to_numpy(), work
+
+
+def routing_section(sc: Scenario, done: pd.DataFrame) -> dict[str, Any]:
+    """Router settings and load balance: the work each node computed for the requests it served after warm-up
+    (uncached prompt + output tokens), the busiest node's over the mean, and its coefficient of variation."""
+    nodes, work = node_work(done)
+    return routing_from_work(sc, np.bincount(nodes, weights=work, minlength=sc.fleet.nodes))
+
+
+def routing_from_work(sc: Scenario, per_node: np.ndarray) -> dict[str, Any]:
+    mean = float(per_node.mean()) if len(per_node) else 0.0
+    return {
+        "policy": sc.router.policy,
+        "staleness_s": sc.router.staleness_s,
+        "node_work_max_over_mean": float(per_node.max()) / mean if mean > 0 else None,
+        "node_work_cv": float(per_node.std()) / mean if mean > 0 else None,
+    }
+
+
 def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
               fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
     """The ``summary.json`` dictionary (keys documented in the module docstring and README)."""
@@ -543,8 +590,11 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
             "slo": slo_out,
             "cost": cost,
             "energy": energy,
+            "prefix_cache": prefix_cache_section(sc, done),
+            "routing": routing_section(sc, done),
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
+            **({"disaggregation": result.disagg} if result.disagg else {}),  # KV transfers (sim.fleet.disagg)
             "fleet": fleet_info,
             **pooled,
         }

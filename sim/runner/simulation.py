@@ -24,7 +24,7 @@ from sim.engine.common import NodeSnapshot
 from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
-from sim.fleet.pools import PoolLayout, check_roles_supported, pool_layout
+from sim.fleet.pools import PoolLayout, pool_layout
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
 from sim.spill.deferred import BatchQueue
@@ -222,13 +222,14 @@ def terminal_statuses() -> list[Status]:
     return first + [st for st in Status if st not in first and st not in (Status.WAITING, Status.RUNNING)]
 
 
-def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
+def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients, disagg: Any = None) -> int:
     """Requests not yet finished, counted where they are: on a node (queued or running), held by the fleet
     while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
     off before a retry), or waiting out a client's back-off before its retry is sent."""
     on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
     at_api = spill.api.outstanding if spill is not None and spill.api is not None else 0
-    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
+    in_transfer = disagg.in_transfer if disagg is not None else 0  # KV on a prefill → decode link
+    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff + in_transfer
 
 
 @dataclass
@@ -252,6 +253,7 @@ class SimResult:
     pool_models: list[NodeModel] = field(default_factory=list)  # one per pool (``fleet.pools``), else [node_model]
     layout: PoolLayout | None = None  # which slot is in which pool, which class asks for which model
     pool_gpu_hours: list[dict[str, float]] = field(default_factory=list)  # billed GPU-hours per pool, by node kind
+    disagg: dict[str, float] | None = None  # KV-transfer counters (sim.fleet.disagg.DisaggDispatcher.stats), if any
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
@@ -304,7 +306,6 @@ def simulate(
     ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
     """
     wall0 = time.perf_counter()
-    check_roles_supported(scenario)
     layout = pool_layout(scenario)
     pool_models = build_pool_models(scenario)
     nm = pool_models[0]
@@ -359,6 +360,12 @@ def simulate(
         if any(p.spot.on_eviction == "spill" for p in layout.pools):  # evictions of every pool go to the API
             # evicted requests are re-served whole by the API (prompt and every output token, billed again)
             fleet.evicted_sink = spill.to_api
+    disagg = None
+    if any(p.role != "mixed" for p in layout.pools):  # prefill and decode pools, KV over links (sim.fleet.disagg)
+        from sim.fleet.disagg import DisaggDispatcher
+
+        disagg = dispatcher = DisaggDispatcher(env, scenario, fleet, layout, pool_models)
+        done_observers.append(disagg.on_done)
     for i, pool in enumerate(layout.pools):
         if pool.autoscaler.policy != "none":
             rate_at, clock0_h = _forecast(scenario)
@@ -379,17 +386,24 @@ def simulate(
     def arrival_process() -> Generator[simpy.Event, Any, None]:
         rid = 0
         for chunk in chunks:
-            for t, k, p, o, c in zip(
+            n = len(chunk)
+            chains = chunk.prefix if chunk.prefix is not None else [None] * n
+            sessions = chunk.session.tolist() if chunk.session is not None else [-1] * n
+            for t, k, p, o, c, h, sid in zip(
                 chunk.time_s.tolist(),
                 chunk.class_idx.tolist(),
                 chunk.prompt_tokens.tolist(),
                 chunk.output_tokens.tolist(),
                 chunk.cached_tokens.tolist(),
+                chains,
+                sessions,
             ):
                 delay = t - env.now
                 if delay > 0:
                     yield env.timeout(delay)
                 req = Request(rid, t, k, p, o, c)
+                req.prefix = h
+                req.session = sid
                 req.priority = priorities[k]
                 rid += 1
                 tally.arrived += 1
@@ -460,7 +474,7 @@ def simulate(
         if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     tally.retries = clients.retries
-    tally.in_flight = live_in_flight(fleet, batch, spill, clients)
+    tally.in_flight = live_in_flight(fleet, batch, spill, clients, disagg)
     return SimResult(
         scenario=scenario,
         node_model=nm,
@@ -479,4 +493,5 @@ def simulate(
         pool_models=pool_models,
         layout=layout,
         pool_gpu_hours=[fleet.billed_gpu_hours(scenario.duration_s, p) for p in range(len(pool_models))],
+        disagg=disagg.stats() if disagg is not None else None,
     )
