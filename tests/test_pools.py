@@ -286,29 +286,27 @@ def test_every_field_of_a_pooled_summary_is_a_metric_name() -> None:
 
 def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
     import json
-    import subprocess
-    import sys
 
     import yaml
+    from click.testing import CliRunner
+
+    from sim.cli import main
 
     raw = pooled([{"name": "old", "gpu": "A100-SXM-80GB", "nodes": 1}, {"name": "new", "nodes": 1}])
     raw["duration_s"] = 20
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(raw))
-
-    def capsim(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True)
-
-    r = capsim("size", str(path), "--seeds", "1", "--max-nodes", "4", "--workers", "1", "--json", "-q",
-               "--out", str(tmp_path / "size"), "--pool", "old")
-    assert r.returncode == 0, r.stderr
-    (row,) = json.loads(r.stdout)["pools"]
+    runner = CliRunner()
+    r = runner.invoke(main, ["size", str(path), "--seeds", "1", "--max-nodes", "4", "--workers", "1", "--json", "-q",
+                             "--out", str(tmp_path / "size"), "--pool", "old"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.output)["pools"]
     assert row["pool"] == "old" and row["other_pools"] == {"new": 1} and row["min_nodes"] is not None
     assert (tmp_path / "size" / "pools.csv").exists()
-    r = capsim("size", str(path), "--pool", "nosuch", "--no-report")
-    assert r.returncode == 2 and "--pool: nosuch: no such pool" in r.stderr
-    r = capsim("plan", str(path))
-    assert r.returncode == 2 and "fleet.pools: capsim plan searches single-pool fleets" in r.stderr
+    r = runner.invoke(main, ["size", str(path), "--pool", "nosuch", "--no-report"])
+    assert r.exit_code == 2 and "--pool: nosuch: no such pool" in r.output
+    r = runner.invoke(main, ["plan", str(path)])
+    assert r.exit_code == 2 and "fleet.pools: capsim plan searches single-pool fleets" in r.output
 
 
 def test_pools_overflow_before_the_api() -> None:
