@@ -305,8 +305,20 @@ def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
     assert (tmp_path / "size" / "pools.csv").exists()
     r = runner.invoke(main, ["size", str(path), "--pool", "nosuch", "--no-report"])
     assert r.exit_code == 2 and "--pool: nosuch: no such pool" in r.output
-    r = runner.invoke(main, ["plan", str(path)])
-    assert r.exit_code == 2 and "fleet.pools: capsim plan searches single-pool fleets" in r.output
+    r = runner.invoke(main, ["plan", str(path), "--gpu", "H100-SXM", "--gpu", "A100-SXM-80GB", "--pricing", "on_demand",
+                             "--pricing", "reserved_3y", "--seeds", "1", "--max-nodes", "4", "--workers", "1",
+                             "--json", "-q", "--no-report"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["rows"]
+    assert {(x["gpu"], x["pricing"]) for x in rows} == {(g, p) for g in ("H100-SXM", "A100-SXM-80GB")
+                                                       for p in ("rented on-demand", "rented, 3-year reserved")}
+    usd = [x["usd_per_month"] for x in rows]
+    assert usd == sorted(usd) and [x["rank"] for x in rows] == [1, 2, 3, 4]
+    # the growth pool "new" at the 3-year price, plus the fixed A100 pool at its rented price (1 GPU each)
+    h100 = next(x for x in rows if x["gpu"] == "H100-SXM" and x["pricing"] == "rented, 3-year reserved")
+    assert h100["usd_per_month"] == pytest.approx((h100["nodes"] * 2.5 * 0.5 + 1.2) * 730)
+    r = runner.invoke(main, ["plan", str(path), "--tp", "2"])
+    assert r.exit_code == 2 and "single-fleet options" in r.output
 
 
 def test_pools_overflow_before_the_api() -> None:
