@@ -42,7 +42,7 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         f"steps running {_pct(u['busy_fraction'])} of the time",
         f"  SLO        {slo_line(slo)}",
         f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
-        f"(${c['usd_per_gpu_hour'] or 0:.2f}/GPU-h, {c['pricing_mode']}) → "
+        f"(${c['usd_per_gpu_hour']:.2f}/GPU-h, {c['pricing_mode']}) → "
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
