@@ -390,6 +390,10 @@ class TraceReplay(Strict):
     rate_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
     loop: bool = False
     hash_block_tokens: int = Field(512, gt=0, description="Mooncake: tokens per hash_ids block")
+    prefix_hits: Literal["infinite_cache", "none"] = Field(
+        "infinite_cache", description="Mooncake, without fleet.engine.prefix_caching: each request's cached tokens "
+        "are its longest prefix of blocks seen earlier in the trace (an infinite cache: the approximation), or none"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TraceReplay:
