@@ -86,7 +86,13 @@ def run(raw: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="only redraw the figures from the CSV files")
     args = ap.parse_args()
+    if args.replot:
+        df, cap = pd.read_csv(OUT / "routers.csv"), pd.read_csv(OUT / "capacity.csv")
+        plot(df, OUT)
+        plot_capacity(cap, OUT, hbm_tokens(df))
+        return
     dur = 600.0 if args.quick else 3600.0
     rows = []
     for workload, make, nodes in (("mooncake", mooncake, 6), ("synthetic", synthetic, 6)):
@@ -117,19 +123,22 @@ def main() -> None:
     df.to_csv(out / "routers.csv", index=False, float_format="%.4g")
     cap.to_csv(out / "capacity.csv", index=False, float_format="%.4g")
     plot(df, out)
-    plot_capacity(cap, out)
+    plot_capacity(cap, out, hbm_tokens(df))
 
 
-def plot_capacity(cap: pd.DataFrame, out: Path) -> None:
+def hbm_tokens(df: pd.DataFrame) -> float:
+    """KV capacity per node of the runs without an override (the HBM's)."""
+    return float(df["fleet.kv_capacity_tokens_per_node"].iloc[0])
+
+
+def plot_capacity(cap: pd.DataFrame, out: Path, hbm_tok: float) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for r in ("least_work", "prefix_aware"):
         g = cap[cap["router"] == r].sort_values("capacity_mtok")
         ax.plot(g["capacity_mtok"], g["prefix_cache.hit_token_ratio"], marker="o", label=LABEL[r])
-    hbm = float(cap["fleet.kv_capacity_tokens_per_node"].iloc[0]) / 1e6 if "fleet.kv_capacity_tokens_per_node" in cap \
-        else None
+    hbm = hbm_tok / 1e6
     ax.axhline(INFINITE_CACHE_HIT, color="black", ls="--", lw=1, label="one infinite cache (trace bound)")
-    if hbm:
-        ax.axvline(hbm, color="gray", ls=":", lw=1, label=f"HBM of one H100 ({hbm:.2f} M tokens)")
+    ax.axvline(hbm, color="gray", ls=":", lw=1, label=f"KV in one H100's HBM ({hbm:.2f} M tokens)")
     ax.set_xscale("log")
     ax.set_xlabel("prefix-cache capacity per node (M tokens, log scale)")
     ax.set_ylabel("prompt tokens served from the cache")
@@ -164,12 +173,14 @@ def plot(df: pd.DataFrame, out: Path) -> None:
         axes[1].bar([i + w / 2 for i in x], get(on, "latency.ttft_s.p95"), w, label="prefix caching on",
                     color="tab:blue")
         axes[1].set_yscale("log")
+        top = max(get(off, "latency.ttft_s.p95") + get(on, "latency.ttft_s.p95"))
+        axes[1].set_ylim(top=top * 60)  # room for the legend above the bars
         axes[1].set_ylabel("P95 TTFT (s, log scale)")
         axes[1].set_title("P95 time to first token")
-        axes[1].legend(loc="upper right", fontsize=8)
+        axes[1].legend(loc="upper right", fontsize=8, ncol=2)
         axes[2].bar(x, get(on, "routing.node_work_max_over_mean"), color="tab:orange")
         axes[2].axhline(1.0, color="black", lw=0.8)
-        axes[2].set_ylim(bottom=0.9)
+        axes[2].set_ylim(bottom=0.95)
         axes[2].set_ylabel("busiest node's work ÷ mean")
         axes[2].set_title("load balance (prefix caching on)")
         for ax in axes:
@@ -190,10 +201,12 @@ def plot(df: pd.DataFrame, out: Path) -> None:
         axes[0].set_ylabel("prefix-cache hit ratio")
         axes[1].set_ylabel("P95 TTFT (s, log scale)")
         axes[1].set_yscale("log")
+        lo, hi = float(s["latency.ttft_s.p95"].min()), float(s["latency.ttft_s.p95"].max())
+        axes[1].set_ylim(lo / 1.5, hi * 40)  # room for the legend above the lines
         for ax in axes:
             ax.set_xlabel("router staleness: node state sampled every … s")
             ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=8, loc="upper left")
+        axes[1].legend(fontsize=8, loc="upper center", ncol=2)
         fig.suptitle(f"{workload}: stale node state (routers add their own dispatches between samples)")
         fig.tight_layout()
         fig.savefig(out / f"{workload}_staleness.png", dpi=110)
