@@ -20,8 +20,11 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     def ms(v: float | None) -> str:
         return "–" if v is None else f"{1000 * v:,.0f} ms"
 
+    head = f"{f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}"
+    if "pools" in summary:  # fleet.pools: one line per pool and per model below
+        head = f"{len(summary['pools'])} pool(s), {f['nodes']} reserved node(s) · {f['model']}"
     lines = [
-        f"capsim · {summary['scenario']} · {f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}",
+        f"capsim · {summary['scenario']} · {head}",
         f"  load       {load_line(u, bool((summary.get('overload') or {}).get('overloaded')))}",
         f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
         f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight"
@@ -39,7 +42,7 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
         f"steps running {_pct(u['busy_fraction'])} of the time",
         f"  SLO        {slo_line(slo)}",
         f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
-        f"(${c['usd_per_gpu_hour']:.2f}/GPU-h, {c['pricing_mode']}) → "
+        f"(${c['usd_per_gpu_hour'] or 0:.2f}/GPU-h, {c['pricing_mode']}) → "
         + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
         + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
     ]
@@ -63,12 +66,20 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
             + ("" if rt.get("node_work_max_over_mean") is None
                else f", busiest node {rt['node_work_max_over_mean']:.2f}× the mean work")
         )
+    if "disaggregation" in summary:  # sim/fleet/disagg.py
+        d = summary["disaggregation"]
+        lines.append(
+            f"  disagg     {d['prefill_nodes']} prefill + {d['decode_nodes']} decode nodes; {d['transfers']:,} KV "
+            f"transfers ({d['kv_gb_sent']:,.1f} GB), after prefill mean {ms(d['transfer_mean_s'])} "
+            f"(P95 {ms(d['transfer_p95_s'])}), links busy {_pct(d['link_busy_mean'])}"
+        )
     gh = c.get("gpu_hours_by_kind") or {}
     if gh.get("on_demand") or gh.get("spot"):
         lines.append(
             "  fleet      GPU-hours " + ", ".join(f"{k.replace('_', '-')} {v:,.1f}" for k, v in gh.items() if v)
             + f"; mean nodes up {u.get('nodes_up_mean') or 0:.1f}"
         )
+    lines += pool_lines(summary)
     if "batch" in summary:
         b = summary["batch"]
         lines.append(
@@ -80,6 +91,32 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     if out_dir is not None:
         lines.append(f"  report     {out_dir / 'report.html'}")
     click.echo("\n".join(lines))
+
+
+def pool_lines(summary: dict) -> list[str]:
+    """One console line per pool and per model of a ``fleet.pools`` run (none otherwise)."""
+    out = []
+    for name, p in (summary.get("pools") or {}).items():
+        lat, u, c = p["latency"], p["utilisation"], p["cost"]
+        lf = u.get("load_factor")
+        per_m = c.get("usd_per_mtok_output")
+        out.append(
+            f"  pool       {name} ({p['role']}): {p['nodes']} × {p['gpus_per_node']}× {p['gpu']} · {p['model']} · "
+            f"{p['requests']['completed']:,} completed · load factor {'–' if lf is None else f'{lf:.2f}'} · "
+            f"TTFT P95 {_ms(lat['ttft_s']['p95'])} · TPOT P95 {_ms(lat['tpot_s']['p95'])} · "
+            f"${c['self_host_usd']:,.2f}" + ("" if per_m is None else f" (${per_m:.2f}/M output tokens)"))
+    for name, m in (summary.get("models") or {}).items():
+        att, per_m = m.get("attainment"), m.get("usd_per_mtok_output")
+        out.append(
+            f"  model      {name}: {m['arrived']:,} arrived · SLO attainment "
+            f"{'–' if att is None else f'{100 * att:.1f}%'} ({'met' if m.get('met') else 'MISSED'}) · "
+            f"TTFT P95 {_ms(m['ttft_s']['p95'])} · "
+            f"${m['cost_usd']:,.2f}" + ("" if per_m is None else f" → ${per_m:.2f} per M output tokens"))
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{1000 * v:,.0f} ms"
 
 
 def _overload_hint(summary: dict) -> str:

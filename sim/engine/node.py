@@ -26,7 +26,8 @@ therefore grows with the number of requests (a few events each), not with the nu
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 import numpy as np
@@ -105,6 +106,13 @@ class Node:
         self._jump_c0 = 0
         self._jump_line: tuple[float, float] | None = None
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
+        self._holding = False  # inside batched(): an idle node ticks once at its end
+        # speculative decoding with per-class acceptance: decoders per class set the decode steps' τ
+        self._base_perf = perf
+        n_cls = len(perf.class_tokens_per_step)
+        self._class_cnt: list[int] | None = [0] * n_cls if n_cls else None
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -122,7 +130,8 @@ class Node:
         self.waiting.append(req)
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
-            self._tick()
+            if not self._holding:
+                self._tick()
         elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
@@ -243,9 +252,29 @@ class Node:
         self.prefilling.clear()
         self.fin_heap.clear()
         self.fin_sum = 0
+        if self._class_cnt is not None:
+            self._class_cnt = [0] * len(self._class_cnt)
         self.kv.clear()
         self.work = 0
         return out
+
+    def release_kv(self, req: Request) -> None:
+        """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
+        self.kv.free(self._parked.pop(req.rid))
+        if self._mode is None and not self._holding:
+            self._tick()
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Several submissions / releases at one instant: an idle node schedules once, after all of them (as the
+        reference, whose process wakes once after the instant's callbacks)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._mode is None:
+            self._tick()
 
     # -- lazy decoder state ---------------------------------------------------------------------------
     def _materialize(self, req: Request) -> None:
@@ -259,6 +288,8 @@ class Node:
         req.fin_step = self.S + req.output_tokens - req.num_generated
         self.fin_sum += req.fin_step
         self.decoding[req.rid] = req
+        if self._class_cnt is not None:
+            self._class_cnt[req.class_idx] += 1
         self.dec_ctx_sum += req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] += 1
         self._seq += 1
@@ -268,6 +299,8 @@ class Node:
         """Take a decoder out of the aggregate (its state materialised); its heap entry goes stale."""
         self._materialize(req)
         del self.decoding[req.rid]
+        if self._class_cnt is not None:
+            self._class_cnt[req.class_idx] -= 1
         self.dec_ctx_sum -= req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] -= 1
         self.fin_sum -= req.fin_step
@@ -348,6 +381,8 @@ class Node:
 
     def _tick(self) -> None:
         """At a step boundary (or on waking): choose and start the next step or decode run."""
+        if self._class_cnt is not None:
+            self.perf = self._base_perf.for_decoders(self._class_cnt)
         # under SGLang's admission a blocked head can become admissible mid-run (the ratio decays), so jump only
         # with an empty queue
         if (not self.prefilling and self.decoding and not self._head_admissible()
@@ -363,6 +398,8 @@ class Node:
                     self.work_changed(self)
                 return
         chunks = self._schedule_step()
+        if self._class_cnt is not None:  # preemptions may have removed decoders
+            self.perf = self._base_perf.for_decoders(self._class_cnt)
         dec_n = len(self.decoding)
         if not chunks and dec_n == 0:
             self._mode = None
@@ -379,7 +416,7 @@ class Node:
             attn += attention_pairs(n, end)
         self._chunks = chunks
         self._step_work = (tokens, attn, ctx)
-        self._dt = self.perf.step_s(tokens, attn, ctx)
+        self._dt = self.perf.step_s(tokens, attn, ctx, decode_only=not chunks)  # speculative decoding: decode-only
         if self.jitter is not None:
             self._dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP
@@ -520,6 +557,12 @@ class Node:
             if not req.cancelled:  # a prefill chunk: its full units enter the prefix cache
                 self.kv.promote(req, min(req.num_computed, req.prompt_tokens))
             if req.num_computed == req.num_tokens and not req.cancelled:
+                if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
+                    self.prefilling.remove(req)
+                    self.work -= req.output_tokens
+                    self._parked[req.rid] = self._held(req)
+                    self.handoff(req)
+                    continue
                 req.num_generated += 1
                 if req.first_token_s < 0:
                     req.first_token_s = now

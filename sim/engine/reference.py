@@ -16,7 +16,9 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
-4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); a step whose
+   requests are all decoding (each sampled a token since it was admitted; no prefill chunk) is ``decode_only``,
+   which decides whether the stack's CUDA-graph padding applies; then every
    scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
@@ -28,7 +30,8 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import simpy
 
@@ -66,6 +69,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
+        self._decoders: set[int] = set()  # rids of running requests past their prefill (one decode token a step)
         self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
@@ -74,6 +78,8 @@ class ReferenceNode:
         self._step_t0 = -1.0
         self._wake: simpy.Event | None = None
         self.dead = False
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
         env.process(self._run())
 
     # -- interface shared with the fast node -----------------------------------------------------------
@@ -147,9 +153,22 @@ class ReferenceNode:
             req.status = Status.WAITING
         self.waiting.clear()
         self.running.clear()
+        self._decoders.clear()
         self.kv.clear()
         self._cancelled = 0
         return out
+
+    def release_kv(self, req: Request) -> None:
+        """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
+        self.kv.free(self._parked.pop(req.rid))
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Several submissions / releases at one instant: nothing to do here (the process wakes once, after the
+        instant's callbacks)."""
+        yield
 
     # -- engine ---------------------------------------------------------------------------------------
     def _blocks(self, tokens: int) -> int:
@@ -167,6 +186,7 @@ class ReferenceNode:
         keep = []
         for req in self.running:
             if req.cancelled:
+                self._decoders.discard(req.rid)
                 self.kv.release(req, self._held(req), self.steps)
             else:
                 keep.append(req)
@@ -174,6 +194,7 @@ class ReferenceNode:
         self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
+        self._decoders.discard(req.rid)
         self.kv.release(req, self._held(req), self.steps)
         req.num_computed = 0
         req.status = Status.WAITING
@@ -254,7 +275,14 @@ class ReferenceNode:
             tokens = sum(n for _, n in scheduled)
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
-            dt = self.perf.step_s(tokens, attn, ctx)
+            decode_only = all(r.rid in self._decoders for r, _ in scheduled)  # speculative decoding applies
+            perf = self.perf
+            if decode_only and perf.class_tokens_per_step:  # per-class acceptance: τ over the running decoders
+                per_class = [0] * len(perf.class_tokens_per_step)
+                for r, _ in scheduled:
+                    per_class[r.class_idx] += 1
+                perf = perf.for_decoders(per_class)
+            dt = perf.step_s(tokens, attn, ctx, decode_only=decode_only)
             if self.jitter is not None:
                 dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now
@@ -273,10 +301,17 @@ class ReferenceNode:
                 if req.num_computed - n < req.prompt_tokens:  # a prefill chunk: its full units enter the cache
                     self.kv.promote(req, min(req.num_computed, req.prompt_tokens))
                 if req.num_computed == req.num_tokens:
+                    if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
+                        self.running.remove(req)
+                        self._parked[req.rid] = self._held(req)
+                        self.handoff(req)
+                        continue
                     req.num_generated += 1
                     if req.first_token_s < 0:
                         req.first_token_s = now
+                    self._decoders.add(req.rid)
                     if req.num_generated == req.output_tokens:
+                        self._decoders.discard(req.rid)
                         self.running.remove(req)
                         self.kv.promote(req, req.num_computed)
                         self.kv.release(req, self._held(req), self.steps)

@@ -4,15 +4,22 @@ was built with; the fleet mutates that list in place as nodes come and go, so ro
 ``round_robin`` cycles through nodes. ``least_work`` picks the node with the fewest outstanding tokens
 (queued and running, prefill and decode still to do; ties to the lowest index), as design §9 asks: counting
 only queued requests leaves replicas badly unbalanced. ``power_of_two`` samples two distinct nodes and takes
-the one with less outstanding work (Mitzenmacher's two choices). The cache-aware routers
-(``prefix_aware``, ``session_affinity``) and the stale view every load-reading router can use instead of the
-exact state are in :mod:`sim.fleet.cache_routing`.
+the one with less outstanding work (Mitzenmacher's two choices).
+
+For nodes of different speeds (pools of different GPUs, docs/pools.md), ``weighted_least_work`` picks the node
+with the least outstanding tokens ÷ speed (the time it needs to clear its work; ties to the lowest index) and
+``weighted_round_robin`` sends each node a share of arrivals proportional to its speed (smooth weighted round
+robin, as nginx: every pick adds each node's weight to its credit, takes the node with the most credit, ties to
+the lowest index, and charges it the total weight). A node's speed comes from the fleet (its pool's sustainable
+tokens/s for the traffic mix, :func:`sim.runner.simulation.pool_speeds`).
+The cache-aware routers (``prefix_aware``, ``session_affinity``) and the stale view every load-reading router
+(except the speed-weighted ones) can use instead of the exact state are in :mod:`sim.fleet.cache_routing`.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -261,12 +268,63 @@ class PowerOfTwo:
         return pick
 
 
+class WeightedLeastWork:
+    """Least outstanding tokens ÷ node speed (module docstring); a scan over the nodes."""
+
+    def __init__(self, nodes: Sequence[NodeEngine], speed: Callable[[NodeEngine], float]) -> None:
+        self.nodes = nodes
+        self.speed = speed
+
+    def nodes_changed(self) -> None:
+        pass
+
+    def pick(self, req: Request) -> int:
+        best, best_t = 0, _INF
+        for i, node in enumerate(self.nodes):
+            t = node.outstanding_tokens() / self.speed(node)
+            if t < best_t:
+                best, best_t = i, t
+        return best
+
+
+class WeightedRoundRobin:
+    """Smooth weighted round robin by node speed (module docstring)."""
+
+    def __init__(self, nodes: Sequence[NodeEngine], speed: Callable[[NodeEngine], float]) -> None:
+        self.nodes = nodes
+        self.speed = speed
+        self.credit: dict[int, float] = {}  # node_id -> credit
+
+    def nodes_changed(self) -> None:
+        live = {n.node_id for n in self.nodes}
+        self.credit = {k: v for k, v in self.credit.items() if k in live}
+
+    def pick(self, req: Request) -> int:
+        credit = self.credit
+        best, best_c, total = 0, -_INF, 0.0
+        for i, node in enumerate(self.nodes):
+            w = self.speed(node)
+            total += w
+            c = credit.get(node.node_id, 0.0) + w
+            credit[node.node_id] = c
+            if c > best_c:
+                best, best_c = i, c
+        credit[self.nodes[best].node_id] -= total
+        return best
+
+
 def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator,
-                spec: RouterSpec | None = None, env: simpy.Environment | None = None) -> Router:
+                spec: RouterSpec | None = None, env: simpy.Environment | None = None,
+                speed: Callable[[NodeEngine], float] | None = None) -> Router:
     """The router of ``policy`` over ``nodes``; ``spec`` (the scenario's ``router`` section) adds staleness and
-    the prefix weight (a stale view needs ``env`` for its sampling process)."""
+    the prefix weight (a stale view needs ``env`` for its sampling process); ``speed`` gives the speed-weighted
+    routers each node's speed."""
     from sim.fleet.cache_routing import PrefixAware, SessionAffinity, StaleLeastWork
 
+    if policy in ("weighted_least_work", "weighted_round_robin"):
+        if speed is None:
+            raise ValueError(f"router policy {policy!r} needs node speeds")
+        return WeightedLeastWork(nodes, speed) if policy == "weighted_least_work" else WeightedRoundRobin(nodes, speed)
     spec = spec or RouterSpec(policy=policy)  # type: ignore[arg-type]
     view = None
     if spec.staleness_s > 0 and policy != "round_robin":

@@ -68,8 +68,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "fleet.nodes", "fleet.gpu", "fleet.gpus_per_node", "fleet.model", "fleet.weights", "fleet.kv_cache",
     "fleet.kv_capacity_tokens_per_node", "fleet.weight_gb_per_node", "fleet.engine_steps",
 )
-#: sections whose next key is a name from the scenario (a request class, an SLO target)
-PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.")
+#: sections whose next key is a name from the scenario (a request class, an SLO target, a pool, a model)
+PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.", "pools.", "models.",
+                                      "cost.self_host_usd_by_pool.", "utilisation.load_factor_by_pool.")
 
 _KNOWN = frozenset(METRIC_NAMES)
 

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.config import Scenario
+from sim.core.errors import ConfigError
 from sim.metrics.overload import overload_section
 from sim.metrics.slo import meets_targets
 from sim.metrics.tables import (
@@ -478,6 +479,9 @@ def run_streaming(scenario: Scenario, requests_path: Path | str | None = None, p
                   chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   bins_per_decade: int = DEFAULT_BINS_PER_DECADE) -> StreamingOutput:
     """Simulate ``scenario`` without keeping per-request records in memory (see the module docstring)."""
+    if scenario.fleet.pooled:
+        raise ConfigError(scenario.source, "fleet.pools", "--stream does not support several pools yet (the per-pool "
+                          "and per-model sections need per-request records): run without --stream")
     collector = StreamingCollector(scenario, Path(requests_path) if requests_path is not None else None,
                                    chunk_rows, bins_per_decade)
     try:

@@ -81,7 +81,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
     classes = pd.Categorical.from_codes(
         np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=pd.Index(result.class_names)
     )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "request_id": np.fromiter((r.rid for r in reqs), np.int64, n),
             "arrival_s": arrival,
@@ -105,10 +105,21 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "api_cost_usd": np.fromiter((r.api_cost_usd for r in reqs), float, n),
         }
     )
+    if result.scenario.fleet.pooled and result.layout is not None:  # the pool of the node that last had it
+        names = [pl.name for pl in result.layout.pools]
+        slot_pool = np.array(list(result.layout.slot_pool) + [-1], dtype=np.int64)
+        node = frame["node"].to_numpy()
+        code = np.where((node >= 0) & (frame["served_by"] == "fleet").to_numpy(), slot_pool[node], -1)
+        frame.insert(4, "pool", pd.Series(pd.Categorical.from_codes(code, categories=pd.Index(names))))
+    return frame
 
 
 def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval."""
+    if result.scenario.fleet.pooled and result.layout is not None:  # several pools: sim.metrics.pools
+        from sim.metrics.pools import pooled_timeseries
+
+        return pooled_timeseries(result)
     s = result.series
     interval = s.interval_s
     cap = result.node_model.memory.kv_capacity_blocks
@@ -530,10 +541,40 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
         }
     served_all = df[df["status"].isin(["completed", "spilled"])]  # tokens served by the fleet or the API
     api_stats = result.spill or {}
-    energy = energy_section(sc, nm.gpu, fleet_ts)
-    cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()), float(served_all["output_tokens"].sum()),
-                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None,
-                          energy_usd=energy["usd"])
+    fleet_info = {
+        "nodes": n_nodes,
+        "gpu": nm.gpu.name,
+        "gpus_per_node": sc.fleet.gpus_per_node,
+        "model": nm.model.name,
+        "weights": sc.fleet.weights,
+        "kv_cache": sc.fleet.kv_cache,
+        "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
+        "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
+        "engine_steps": int(sum(result.node_steps)),
+    }
+    pooled: dict[str, Any] = {}
+    if sc.fleet.pooled and result.layout is not None:  # per pool and per model (sim.metrics.pools)
+        from sim.metrics.pools import (
+            combine_cost,
+            combine_energy,
+            combine_utilisation,
+            fleet_labels,
+            model_sections,
+            pool_sections,
+        )
+
+        pools = pool_sections(result, df)
+        energy = combine_energy(pools)
+        cost = combine_cost(pools, float(api_stats.get("usd", 0.0)), float(served_all["input_tokens"].sum()),
+                            float(served_all["output_tokens"].sum()))
+        util = combine_utilisation(pools, util)
+        fleet_info = fleet_labels(result)
+        pooled = {"pools": pools, "models": model_sections(result, df, window, ok, pools)}
+    else:
+        energy = energy_section(sc, nm.gpu, fleet_ts)
+        cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()),
+                              float(served_all["output_tokens"].sum()), api_usd=float(api_stats.get("usd", 0.0)),
+                              gpu_hours=result.gpu_hours or None, energy_usd=energy["usd"])
     return _clean(
         {
             "scenario": sc.name,
@@ -553,16 +594,8 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
             "routing": routing_section(sc, done),
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
-            "fleet": {
-                "nodes": n_nodes,
-                "gpu": nm.gpu.name,
-                "gpus_per_node": sc.fleet.gpus_per_node,
-                "model": nm.model.name,
-                "weights": sc.fleet.weights,
-                "kv_cache": sc.fleet.kv_cache,
-                "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
-                "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
-                "engine_steps": int(sum(result.node_steps)),
-            },
+            **({"disaggregation": result.disagg} if result.disagg else {}),  # KV transfers (sim.fleet.disagg)
+            "fleet": fleet_info,
+            **pooled,
         }
     )
