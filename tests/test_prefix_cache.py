@@ -277,3 +277,16 @@ def test_mooncake_hits_come_from_the_cache_and_stay_under_the_infinite_cache_bou
     # computation miss (and 256-token units round down at most one unit of the 512-token blocks' hits)
     assert 0.8 * bound < _hit_ratio(big) <= bound + 1e-9
     assert _hit_ratio(hbm) < _hit_ratio(big)
+
+
+def test_disaggregated_prefill_pool_caches_prefixes_and_engines_agree() -> None:
+    """Prefill nodes keep shared units cached after the KV leaves; decode nodes take the transferred KV."""
+    pools = {"fleet.nodes": 3, "fleet.pools": [
+        {"name": "prefill", "role": "prefill", "nodes": 1, "interconnect": {"kind": "infiniband"}},
+        {"name": "decode", "role": "decode", "nodes": 2}]}
+    runs = [simulate(_prefix_scenario(impl, **pools, engine={"num_gpu_blocks_override": 3000}))
+            for impl in ("fast", "reference")]
+    _same(*runs)
+    fast = runs[0]
+    assert _hit_ratio(fast) > 0.3
+    assert all(r.node >= 1 for r in fast.requests if r.first_token_s >= 0)

@@ -160,7 +160,7 @@ class ReferenceNode:
 
     def release_kv(self, req: Request) -> None:
         """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
-        self.kv.free(self._parked.pop(req.rid))
+        self.kv.release(req, self._parked.pop(req.rid), self.steps)  # shared prefix units stay cached
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 

@@ -182,7 +182,9 @@ class DisaggDispatcher:
             for _, dst, tokens, req in group:
                 self.in_transfer -= 1
                 self.inbound_tokens[dst.node_id] -= tokens
+                self._cached[req.rid] = req.cached_tokens  # the prefill node's prefix-cache hit
                 req.cached_tokens = max(req.prompt_tokens - 1, 0)
+                req.prefix = None  # the decode node takes the transferred KV, not its own prefix cache
                 req.num_computed = 0  # a new node's view: KV held outside its cache until admitted
                 req.status = Status.WAITING
                 self.fleet.submit(dst, req)
