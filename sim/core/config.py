@@ -875,6 +875,11 @@ class Fleet(Strict):
             names = [p.name for p in self.pools]
             if len(set(names)) != len(names):
                 raise ValueError(f"pools: pool names must be unique, got {names}")
+            for p in self.pools:  # the traffic's prefix hashes follow the fleet-level engine
+                if (p.engine.prefix_caching, p.engine.prefix_unit_tokens) != (
+                        self.engine.prefix_caching, self.engine.prefix_unit_tokens):
+                    raise ValueError(f"pools.{p.name}.engine: prefix_caching and prefix_unit_tokens are set for the "
+                                     "whole fleet (fleet.engine), not per pool")
             for role, other in (("prefill", "decode"), ("decode", "prefill")):
                 for p in self.pools:
                     if p.role == role and not any(q.role == other and model_key(q.model) == model_key(p.model)
