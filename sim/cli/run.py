@@ -57,6 +57,15 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
             f"{100 * (sp['token_share'] or 0):.1f}% of tokens) to {api['provider']}; {api['rate_limited']:,} "
             f"rate-limited (429), {api['retries']:,} retries, {api['failed']:,} failed; API ${api['usd']:,.2f}"
         )
+    pc, rt = summary.get("prefix_cache") or {}, summary.get("routing") or {}
+    if pc.get("enabled"):  # docs/prefix-cache.md
+        lines.append(
+            f"  prefix     cache hits {_pct(pc.get('hit_token_ratio'))} of prompt tokens "
+            f"({_pct(pc.get('requests_with_hit'))} of requests hit); router {rt.get('policy')}"
+            + (f" (state {rt['staleness_s']:g} s stale)" if rt.get("staleness_s") else "")
+            + ("" if rt.get("node_work_max_over_mean") is None
+               else f", busiest node {rt['node_work_max_over_mean']:.2f}× the mean work")
+        )
     if "disaggregation" in summary:  # sim/fleet/disagg.py
         d = summary["disaggregation"]
         lines.append(

@@ -186,6 +186,7 @@ class DisaggDispatcher:
             for _, dst, tokens, req in group:
                 self.in_transfer -= 1
                 self.inbound_tokens[dst.node_id] -= tokens
+                self._cached[req.rid] = req.cached_tokens  # the prefill node's prefix-cache hit
                 req.cached_tokens = max(req.prompt_tokens - 1, 0)
                 # the prompt's KV came over the link, not from the decode node's prefix cache: no hash chain there
                 self._prefix[req.rid] = req.prefix
