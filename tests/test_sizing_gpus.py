@@ -47,7 +47,7 @@ def test_each_gpu_type_is_sized_and_the_cheapest_named(multi):
             assert not r.points[r.min_nodes - 1].all_met
         # every simulated fleet of this type ran on this type, billed at its profile's price
         summ = r.points[r.min_nodes].summaries[0]
-        assert summ["fleet"]["gpu"] == e.gpu and e.usd_per_gpu_hour == PRICE[e.gpu]
+        assert summ.fleet.gpu == e.gpu and e.usd_per_gpu_hour == PRICE[e.gpu]
         assert e.min_fleet_usd == pytest.approx(r.min_nodes * PRICE[e.gpu] * 60 / 3600)
     # more memory (KV cache) and bandwidth: one H200 sustains more than one H100
     assert h200.result.goodput.rate_rps > h100.result.goodput.rate_rps

@@ -20,6 +20,7 @@ return a Figure.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from sim.core.config import (
 from sim.core.errors import ConfigError
 from sim.metrics.access import metric
 from sim.metrics.stats import replication_seeds
+from sim.metrics.summary import Summary
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -171,42 +173,65 @@ def timeline(req: pd.DataFrame, duration_s: float, bins: int = 192) -> dict[str,
     }
 
 
-def run_one(scenario: Scenario) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SeedRun:
+    """One simulated run of a strategy (one seed): its summary and spill timeline."""
+
+    summary: Summary
+    timeline: dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class StrategyResult:
+    """A strategy's runs, one per seed (in seed order), and their mean."""
+
+    seeds: list[int]
+    runs: list[SeedRun]
+
+    @property
+    def summaries(self) -> list[Summary]:
+        return [r.summary for r in self.runs]
+
+    @property
+    def mean_summary_json(self) -> dict[str, Any]:
+        """The one seed's ``summary.json``, or with several seeds their mean (:func:`mean_summary`)."""
+        if len(self.runs) == 1:
+            return self.runs[0].summary.to_json()
+        return mean_summary([s.to_json() for s in self.summaries])
+
+    @property
+    def timeline(self) -> dict[str, list[float]]:
+        """The one seed's timeline, or the bin-by-bin mean over seeds."""
+        return self.runs[0].timeline if len(self.runs) == 1 else mean_timeline([r.timeline for r in self.runs])
+
+
+def run_one(scenario: Scenario) -> SeedRun:
     """Simulate one run (in a worker process): its summary and spill timeline."""
     from sim.runner.pipeline import run_scenario
 
     out = run_scenario(scenario)
-    return {"summary": out.summary, "timeline": timeline(out.requests, scenario.duration_s)}
+    return SeedRun(out.summary, timeline(out.requests, scenario.duration_s))
 
 
 def run_experiment(runs: list[Run], workers: int | None = None, scheduler: str | None = None,
-                   progress: Any = None) -> list[dict[str, Any]]:
+                   progress: Any = None) -> list[StrategyResult]:
     """Results of every run, in input order (the same experiment and seeds always give the same list).
-
-    Each result has ``summary`` and ``timeline`` (with one seed: that run's; with several: the mean summary,
-    :func:`mean_summary`, and the mean timeline) and, with several seeds, ``seeds``, ``summaries`` and
-    ``timelines`` (one per seed, in seed order). ``progress(done, total)`` is called as runs finish."""
+    ``progress(done, total)`` is called as runs finish."""
     from sim.runner.executor import ExecutorSpec, iter_outcomes
 
     tasks = [(i, sc) for i, run in enumerate(runs) for sc in run.scenarios]
     spec = ExecutorSpec(workers=1 if len(tasks) <= 1 else workers, scheduler=scheduler)
-    flat: list[dict[str, Any] | None] = [None] * len(tasks)
+    flat: list[SeedRun | None] = [None] * len(tasks)
     for done, oc in enumerate(iter_outcomes(run_one, [sc for _, sc in tasks], spec), start=1):
         if oc.error is not None:
             raise oc.error
         flat[oc.index] = oc.value
         if progress is not None:
             progress(done, len(tasks))  # e.g. sim.core.progress.Progress.update
-    out: list[dict[str, Any]] = []
+    out: list[StrategyResult] = []
     for i, run in enumerate(runs):
-        per_seed = [v for (j, _), v in zip(tasks, flat) if j == i]
-        if len(per_seed) == 1:
-            out.append(per_seed[0])  # type: ignore[arg-type]
-            continue
-        summaries = [r["summary"] for r in per_seed]  # type: ignore[index]
-        timelines = [r["timeline"] for r in per_seed]  # type: ignore[index]
-        out.append({"summary": mean_summary(summaries), "timeline": mean_timeline(timelines),
-                    "seeds": run.seeds, "summaries": summaries, "timelines": timelines})
+        per_seed = [v for (j, _), v in zip(tasks, flat) if j == i and v is not None]
+        out.append(StrategyResult(list(run.seeds), per_seed))
     return out
 
 
@@ -277,7 +302,7 @@ HEADLINE: tuple[str, ...] = ("total_usd", "usd_per_mtok", "usd_per_mtok_output",
                              "slo_attainment", "spill_request_share", "spill_token_share")
 
 
-def _row_values(summary: dict[str, Any]) -> dict[str, Any]:
+def _row_values(summary: Summary) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col, path in COLUMNS:
         v = metric(summary, path)
@@ -292,16 +317,16 @@ def _run_info(run: Run) -> dict[str, Any]:
             "fleet_nodes": run.fleet_nodes}
 
 
-def seed_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataFrame:
+def seed_table(runs: list[Run], results: list[StrategyResult]) -> pd.DataFrame:
     """One row per run × seed (the table's columns, unaveraged)."""
     rows = []
     for run, res in zip(runs, results):
-        for seed, s in zip(run.seeds, res.get("summaries", [res["summary"]])):
+        for seed, s in zip(run.seeds, res.summaries):
             rows.append({**_run_info(run), "seed": seed, **_row_values(s)})
     return pd.DataFrame(rows)
 
 
-def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataFrame:
+def comparison_table(runs: list[Run], results: list[StrategyResult]) -> pd.DataFrame:
     """One row per run: cost, spill share, latency percentiles, SLO attainment, utilisation, API errors.
 
     With several seeds every metric is the mean over seeds, ``seeds`` counts them, and each :data:`HEADLINE`
@@ -313,9 +338,9 @@ def comparison_table(runs: list[Run], results: list[dict[str, Any]]) -> pd.DataF
     for run, res in zip(runs, results):
         row: dict[str, Any] = _run_info(run)
         if not multi:
-            row.update(_row_values(res["summary"]))
+            row.update(_row_values(res.summaries[0]))
         else:
-            per_seed = [_row_values(s) for s in res.get("summaries", [res["summary"]])]
+            per_seed = [_row_values(s) for s in res.summaries]
             row["seeds"] = len(per_seed)
             for col, _ in COLUMNS:
                 row[col] = mean_ci95([p[col] for p in per_seed])[0]
@@ -475,16 +500,17 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
     return fig
 
 
-def plot_spill_timeline(runs: list[Run], results: list[dict[str, Any]]) -> Figure:
+def plot_spill_timeline(runs: list[Run], results: list[StrategyResult]) -> Figure:
     """Arrival rate (same for every run: common random numbers) and each run's spill rate over time."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(12, 5))
-    tl0 = results[0]["timeline"]
+    tl0 = results[0].timeline
     hours = np.asarray(tl0["time_s"]) / 3600.0
     ax.fill_between(hours, tl0["arrival_rps"], color="0.85", label="arrivals (traffic curve)", step="mid")
     for run, res in zip(runs, results):
-        sp = np.asarray(res["timeline"]["spill_rps"])
-        if sp.sum() == 0 or (sp == np.asarray(res["timeline"]["arrival_rps"])).all():
+        tl = res.timeline
+        sp = np.asarray(tl["spill_rps"])
+        if sp.sum() == 0 or (sp == np.asarray(tl["arrival_rps"])).all():
             continue  # never spills, or spills everything (= the traffic curve)
         ax.plot(hours, sp, lw=1.3, label=f"{run.label}: spilled to API")
     ax.set_yscale("symlog", linthresh=1.0)  # the daily curve stays visible under a 50x spike
@@ -532,7 +558,7 @@ def plot_cost_breakdown(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list[dict[str, Any]],
+def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list[StrategyResult],
                   df: pd.DataFrame) -> dict[str, Path]:
     """compare.csv, compare.json (full summaries), timelines.csv and the three plots; with several seeds also
     compare_seeds.csv (one row per run × seed), and timelines.csv has a ``seed`` column."""
@@ -554,8 +580,8 @@ def write_outputs(out_dir: Path, exp: Experiment, runs: list[Run], results: list
         write_csv(paths["seeds_table"], seed_table(runs, results), float_format="%.6g")
     tl = []
     for run, res in zip(runs, results):
-        for seed, timeline in zip(run.seeds, res.get("timelines", [res["timeline"]])):
-            t = pd.DataFrame(timeline)
+        for seed, one in zip(run.seeds, res.runs):
+            t = pd.DataFrame(one.timeline)
             if multi:
                 t.insert(0, "seed", seed)
             t.insert(0, "strategy", run.label)
@@ -592,7 +618,7 @@ def _html(exp: Experiment, runs: list[Run], df: pd.DataFrame, images: dict[str, 
     return compare_html(exp.name, asked, df, images)
 
 
-def json_records(runs: list[Run], results: list[dict[str, Any]], per_seed: bool = False) -> list[dict[str, Any]]:
+def json_records(runs: list[Run], results: list[StrategyResult], per_seed: bool = False) -> list[dict[str, Any]]:
     """``--json``: one object per run, ``strategy`` (and ``fleet_nodes``) plus the keys of summary.json.
 
     With several seeds the summary keys hold the means over seeds (:func:`mean_summary`; ``seed`` is the list
@@ -602,7 +628,7 @@ def json_records(runs: list[Run], results: list[dict[str, Any]], per_seed: bool 
     multi = any(len(r.scenarios) > 1 for r in runs)
     df = comparison_table(runs, results) if multi else None
     for i, (r, res) in enumerate(zip(runs, results)):
-        rec: dict[str, Any] = {"strategy": r.label, "fleet_nodes": r.fleet_nodes, **res["summary"]}
+        rec: dict[str, Any] = {"strategy": r.label, "fleet_nodes": r.fleet_nodes, **res.mean_summary_json}
         if df is not None:
             row = df.iloc[i]
             rec["seeds"] = len(r.scenarios)
@@ -612,7 +638,7 @@ def json_records(runs: list[Run], results: list[dict[str, Any]], per_seed: bool 
                 rec["ci95"][col] = {"mean": m, "half_width": h, "low": None if m is None or h is None else m - h,
                                     "high": None if m is None or h is None else m + h}
             if per_seed:
-                rec["per_seed"] = res.get("summaries", [res["summary"]])
+                rec["per_seed"] = [s.to_json() for s in res.summaries]
         out.append(rec)
     return out
 

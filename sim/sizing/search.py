@@ -39,6 +39,7 @@ from sim.core.config import Scenario, set_dotted, validate_scenario
 from sim.core.errors import ConfigError
 from sim.metrics.access import metric
 from sim.metrics.stats import mean_ci95, replication_seeds
+from sim.metrics.summary import Summary
 from sim.runner.executor import SummaryPool, map_summaries
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ def goodput_horizon_s(scenario: Scenario) -> float:
 class Replicates:
     """The summaries of one configuration (a rate or a node count) over the seed set."""
 
-    summaries: list[dict[str, Any]]
+    summaries: list[Summary]
 
     @property
     def n(self) -> int:
@@ -194,7 +195,7 @@ class Replicates:
 
     @property
     def n_met(self) -> int:
-        return sum(bool(metric(s, "slo.met")) for s in self.summaries)
+        return sum(s.slo.met for s in self.summaries)
 
     @property
     def all_met(self) -> bool:
@@ -207,7 +208,7 @@ class Replicates:
         return mean_ci95([metric(s, path) for s in self.summaries])
 
 
-Runner = Callable[[list[Scenario]], list[dict[str, Any]]]
+Runner = Callable[[list[Scenario]], list[Summary]]
 
 
 def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None,
@@ -223,7 +224,7 @@ def replicate(scenarios_by_key: dict[Any, list[Scenario]], workers: int | None,
         summaries = pool.map([s for _, s in flat])
     else:
         summaries = map_summaries([s for _, s in flat], workers, scheduler=scheduler)
-    out: dict[Any, list[dict[str, Any]]] = {k: [] for k in scenarios_by_key}
+    out: dict[Any, list[Summary]] = {k: [] for k in scenarios_by_key}
     for (k, _), summ in zip(flat, summaries):
         out[k].append(summ)
     return {k: Replicates(v) for k, v in out.items()}
@@ -344,24 +345,24 @@ def check_feasible(scenario: Scenario, peak_rps: float, max_nodes: int) -> dict[
     target = scenario.slo.attainment_target
     f = scenario.fleet
     what = f"{f.model} on {f.gpus_per_node}× {f.gpu}"
-    if not metric(s, "slo.met"):
-        arrived = metric(s, "requests.arrived")
-        rejected = metric(s, "requests.rejected") / arrived if arrived else 0.0
+    if not s.slo.met:
+        arrived = s.requests.arrived
+        rejected = s.requests.rejected / arrived if arrived else 0.0
         if rejected > 1.0 - target:
             raise Infeasible(scenario.source, "slo", (
                 f"{100 * rejected:.0f} % of requests can never fit one node of {what} (context over "
                 f"max_model_len or KV cache too small), so SLO attainment cannot reach {100 * target:g} %: "
                 "raise gpus_per_node or max_model_len" + ("" if f.kv_cache in ("fp8", "int8", "fp4", "int4")
                                                             else ", or use FP8 KV")))
-        missed = [f"P95 {k.replace('_p95_s', '').upper()} {_fmt_s(c['actual'])} > {_fmt_s(c['target'])}"
-                  for k, c in s["slo"]["targets"].items() if not c["met"]]
-        attainment = metric(s, "slo.attainment") or 0
+        missed = [f"P95 {k.replace('_p95_s', '').upper()} {_fmt_s(c.actual)} > {_fmt_s(c.target)}"
+                  for k, c in s.slo.targets.items() if not c.met]
+        attainment = s.slo.attainment or 0
         detail = "; ".join(missed) if missed else (f"only {100 * attainment:.1f} % of requests "
                                                    f"meet every target, below {100 * target:g} %")
         raise Infeasible(scenario.source, "slo", (
             f"one node of {what} misses the SLO even serving one request at a time ({detail}): the targets are "
             "below this node's unloaded latency; relax them or use a faster GPU, more GPUs per node or FP8"))
-    cap = metric(s, "utilisation.capacity_per_node_requests_per_s")
+    cap = s.utilisation.capacity_per_node_requests_per_s
     if cap is None or cap <= 0:
         cap = float("inf")
     need = math.ceil(peak_rps / cap) if math.isfinite(cap) else 1
@@ -490,7 +491,7 @@ class SizingResult:
             "min_nodes": self.min_nodes,
             "max_nodes": self.max_nodes,
             "min_nodes_confidence": self.confidence(),
-            "min_nodes_summary": min_summary,
+            "min_nodes_summary": None if min_summary is None else min_summary.to_json(),
             "rules": self.rules_table().to_dict(orient="records"),
             "points": self.points_table().to_dict(orient="records"),
             "elapsed_s": self.elapsed_s,
