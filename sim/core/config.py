@@ -152,6 +152,8 @@ class RequestClass(Strict):
     prefix_tokens: int = Field(0, ge=0, description="shared system-prompt length")
     prefix_hit_rate: float = Field(0.0, ge=0, le=1, description="probability the prefix is already cached")
     priority: int = 0
+    model: str | None = Field(None, description="the model this class asks for (a pool serving it must exist); "
+                              "default: fleet.model")
     slo: ClassSlo | None = None
     deferrable: Deferrable | None = None
     client: Client | None = None
@@ -590,9 +592,142 @@ class Autoscaler(Strict):
         return sorted(v)
 
 
+PoolRole = Literal["mixed", "prefill", "decode"]
+LinkKind = Literal["nvlink", "infiniband", "roce", "ethernet"]
+
+#: per link kind: (bandwidth in GB/s per direction available to one node's KV transfer, one-way latency in s).
+#: NVLink 4 (H100 NVSwitch): 450 GB/s per GPU per direction; InfiniBand NDR and RoCE 400 GbE: 50 GB/s per NIC
+#: (one NIC per GPU is common, one is assumed here); Ethernet 100 GbE: 12.5 GB/s. Latencies are typical
+#: small-message RDMA / TCP figures, not measurements.
+LINK_DEFAULTS: dict[str, tuple[float, float]] = {
+    "nvlink": (450.0, 2e-6),
+    "infiniband": (50.0, 5e-6),
+    "roce": (50.0, 10e-6),
+    "ethernet": (12.5, 50e-6),
+}
+
+
+class Interconnect(Strict):
+    """The link a pool's KV cache moves over (prefill → decode pools, :doc:`docs/pools.md`): ``kind`` sets
+    defaults (:data:`LINK_DEFAULTS`), ``bandwidth_gb_per_s`` and ``latency_s`` override them; ``overlap``:
+    the transfer overlaps with the prefill's compute layer by layer (as Splitwise / DistServe / Dynamo do)."""
+
+    kind: LinkKind = "infiniband"
+    bandwidth_gb_per_s: float | None = Field(None, gt=0)
+    latency_s: float | None = Field(None, ge=0)
+    overlap: bool = True
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        gb = self.bandwidth_gb_per_s if self.bandwidth_gb_per_s is not None else LINK_DEFAULTS[self.kind][0]
+        return gb * 1e9
+
+    @property
+    def one_way_latency_s(self) -> float:
+        return self.latency_s if self.latency_s is not None else LINK_DEFAULTS[self.kind][1]
+
+
+def model_key(name: str) -> str:
+    """How model names are compared (as the catalogue looks them up): case, spaces and ``_`` / ``-`` ignored."""
+    return name.strip().lower().replace("_", "-")
+
+
+class Pool(Strict):
+    """One pool of identical nodes in ``fleet.pools`` (see docs/pools.md): its own GPU, GPUs per node (tensor
+    parallelism), model, precision, stack and engine settings, reserved ``nodes`` plus optional ``spot`` and
+    autoscaled ``on_demand`` nodes, ``pricing`` (default: the scenario's), and ``role``: ``mixed`` serves whole
+    requests; ``prefill`` / ``decode`` split them (disaggregated serving; the KV moves over ``interconnect``).
+    Fields left unset inherit the fleet-level value (``fleet.gpu``, ``fleet.model``, ``fleet.engine`` merged
+    key by key, ...)."""
+
+    name: str = Field(min_length=1)
+    role: PoolRole = "mixed"
+    nodes: int = Field(0, ge=0)
+    gpu: str = "H100-SXM"
+    gpus_per_node: int = Field(1, gt=0)
+    model: str = "Llama-3.1-8B"
+    weights: Precision = "bf16"
+    kv_cache: Precision = "bf16"
+    engine: Engine = Engine()
+    stack: str | None = None
+    on_demand: OnDemand = OnDemand(max_nodes=0)
+    spot: Spot = Spot()
+    autoscaler: Autoscaler = Autoscaler()
+    pricing: Pricing | None = Field(None, description="default: the scenario's pricing (its $/GPU-hour default "
+                                    "is this pool's GPU's)")
+    interconnect: Interconnect | None = Field(None, description="KV transfer link (prefill/decode pools)")
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> Pool:
+        if self.autoscaler.policy != "none" and self.on_demand.max_nodes < 1:
+            raise ValueError("an autoscaler needs on_demand.max_nodes >= 1")
+        if self.autoscaler.policy == "schedule" and not self.autoscaler.schedule and not self.autoscaler.rps_per_node:
+            raise ValueError("autoscaler policy 'schedule' needs a schedule or rps_per_node")
+        return self
+
+    @property
+    def max_nodes(self) -> int:
+        return self.nodes + self.spot.nodes + self.on_demand.max_nodes
+
+
+#: fleet-level keys a pool inherits when it leaves them unset (``engine`` is merged key by key)
+POOL_INHERITED = ("gpu", "gpus_per_node", "model", "weights", "kv_cache", "engine", "stack")
+#: fleet-level keys that belong to each pool once ``fleet.pools`` is given
+POOL_ONLY = ("spot", "on_demand", "autoscaler")
+
+
+def _inherit_pools(data: Any) -> Any:
+    """``fleet.pools`` given: each pool inherits the fleet-level keys it leaves unset; ``fleet.nodes`` becomes
+    the pools' reserved total (given anyway, it must equal it); spot / on-demand / autoscaler are per pool."""
+    if not isinstance(data, dict) or data.get("pools") is None:
+        return data
+    pools = data["pools"]
+    if not isinstance(pools, list):
+        return data  # pydantic reports the type
+    data = dict(data)
+    merged = []
+    for pool in pools:
+        if not isinstance(pool, dict):
+            merged.append(pool)
+            continue
+        p = dict(pool)
+        for key in POOL_INHERITED:
+            if key not in data or data[key] is None:
+                continue
+            if key not in p:
+                p[key] = data[key]
+            elif key == "engine" and isinstance(p[key], dict) and isinstance(data[key], dict):
+                p[key] = {**data[key], **p[key]}
+        merged.append(p)
+    data["pools"] = merged
+    for key in POOL_ONLY:
+        given = data.get(key)
+        default = Fleet.model_fields[key].default.model_dump()
+        if given not in (None, {}) and given != default:
+            raise ValueError(f"{key}: with fleet.pools, give {key} per pool (fleet.pools[].{key})")
+    counts = [p.get("nodes", 0) if isinstance(p, dict) else 0 for p in merged]
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        total = sum(counts)
+        if data.get("nodes") is not None and data["nodes"] != total:
+            raise ValueError(f"nodes: with fleet.pools, nodes are given per pool (fleet.pools[].nodes); "
+                             f"fleet.nodes, if given, must equal their sum ({total}), got {data['nodes']}")
+        data["nodes"] = total
+    if "model" not in data and merged and all(isinstance(p, dict) for p in merged):
+        models = {model_key(str(p.get("model", Pool.model_fields["model"].default))) for p in merged}
+        served = [str(p.get("model", Pool.model_fields["model"].default)) for p in merged]
+        # one model: classes default to it; several: every class must name its model (checked by the scenario)
+        data["model"] = served[0] if len(models) == 1 else ""
+    return data
+
+
 class Fleet(Strict):
     """``nodes`` reserved serving replicas (always up, always paid), each ``gpus_per_node`` GPUs with tensor
-    parallelism, plus optional ``spot`` nodes and autoscaled ``on_demand`` nodes of the same kind."""
+    parallelism, plus optional ``spot`` nodes and autoscaled ``on_demand`` nodes of the same kind.
+
+    With ``pools`` the fleet is a list of pools instead (:class:`Pool`, docs/pools.md), each with its own GPU,
+    model, nodes and pricing; the fleet-level fields are then defaults the pools inherit, ``nodes`` is the
+    pools' reserved total, and ``model`` the model of classes that name none ("" when the pools serve several
+    models: every class must name its own). Without ``pools`` the fleet is one ``mixed`` pool (``pool_list``)."""
 
     nodes: int = Field(ge=0)
     gpu: str = "H100-SXM"
@@ -607,6 +742,13 @@ class Fleet(Strict):
     on_demand: OnDemand = OnDemand(max_nodes=0)
     spot: Spot = Spot()
     autoscaler: Autoscaler = Autoscaler()
+    pools: list[Pool] | None = Field(None, min_length=1, description="several pools (docs/pools.md); "
+                                     "default: one mixed pool made of the fields above")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pools_inherit(cls, data: Any) -> Any:
+        return _inherit_pools(data)
 
     @model_validator(mode="after")
     def _check_fleet(self) -> Fleet:
@@ -615,20 +757,71 @@ class Fleet(Strict):
             raise ValueError("an autoscaler needs on_demand.max_nodes >= 1")
         if self.autoscaler.policy == "schedule" and not self.autoscaler.schedule and not self.autoscaler.rps_per_node:
             raise ValueError("autoscaler policy 'schedule' needs a schedule or rps_per_node")
+        if self.pools is not None:
+            names = [p.name for p in self.pools]
+            if len(set(names)) != len(names):
+                raise ValueError(f"pools: pool names must be unique, got {names}")
+            for role, other in (("prefill", "decode"), ("decode", "prefill")):
+                for p in self.pools:
+                    if p.role == role and not any(q.role == other and model_key(q.model) == model_key(p.model)
+                                                  for q in self.pools):
+                        raise ValueError(f"pools: {role} pool '{p.name}' needs a {other} pool of the same model "
+                                         f"({p.model})")
         return self
 
     @property
+    def pooled(self) -> bool:
+        """Whether the scenario gives ``fleet.pools`` (per-pool sections appear in the summary only then)."""
+        return self.pools is not None
+
+    def pool_list(self) -> list[Pool]:
+        """The fleet's pools: ``pools`` as given, or one ``mixed`` pool named ``fleet`` made of the fleet-level
+        fields (pricing None: the scenario's)."""
+        if self.pools is not None:
+            return list(self.pools)
+        return [Pool(name="fleet", role="mixed", nodes=self.nodes, gpu=self.gpu, gpus_per_node=self.gpus_per_node,
+                     model=self.model, weights=self.weights, kv_cache=self.kv_cache, engine=self.engine,
+                     stack=self.stack, on_demand=self.on_demand, spot=self.spot, autoscaler=self.autoscaler)]
+
+    def pool_fleet(self, index: int) -> Fleet:
+        """Pool ``index`` as a single-pool :class:`Fleet` (what the per-node machinery — node model, capacity,
+        energy, cost — reads), keeping ``engine_impl``."""
+        if self.pools is None:
+            return self
+        p = self.pools[index]
+        return Fleet(nodes=p.nodes, gpu=p.gpu, gpus_per_node=p.gpus_per_node, model=p.model, weights=p.weights,
+                     kv_cache=p.kv_cache, engine=p.engine, engine_impl=self.engine_impl, stack=p.stack,
+                     on_demand=p.on_demand, spot=p.spot, autoscaler=p.autoscaler)
+
+    @property
+    def initial_nodes(self) -> int:
+        """Nodes serving at t = 0: reserved and spot, over all pools."""
+        return sum(p.nodes + p.spot.nodes for p in self.pool_list())
+
+    @property
     def max_nodes(self) -> int:
-        """Node slots: reserved, then spot, then on-demand."""
+        """Node slots: reserved, then spot, then on-demand (pool by pool, in pool order)."""
+        if self.pools is not None:
+            return sum(p.max_nodes for p in self.pools)
         return self.nodes + self.spot.nodes + self.on_demand.max_nodes
 
 
 class Router(Strict):
     """How arrivals are spread over nodes. ``least_work`` counts all outstanding tokens of a node
     (queued + running, prefill and decode still to do); ``power_of_two`` samples two nodes and takes the
-    one with less outstanding work."""
+    one with less outstanding work. For pools of different GPUs (docs/pools.md): ``weighted_least_work``
+    divides a node's outstanding tokens by its speed (what its pool sustains for the traffic mix, from the
+    performance model), ``weighted_round_robin`` sends each node a share proportional to its speed.
 
-    policy: Literal["round_robin", "least_work", "power_of_two"] = "least_work"
+    ``pool_mode``: ``spread`` routes over the nodes of every pool serving the request's model together;
+    ``overflow`` tries those pools in list order and moves on to the next one when the node the policy picks in
+    a pool already has ``overflow_max_waiting`` or more requests waiting (the last pool takes what is left, and
+    a spill policy may then send it to the hosted API)."""
+
+    policy: Literal["round_robin", "least_work", "power_of_two", "weighted_least_work",
+                    "weighted_round_robin"] = "least_work"
+    pool_mode: Literal["spread", "overflow"] = "spread"
+    overflow_max_waiting: int = Field(4, ge=0)
 
 
 class Slo(Strict):
@@ -909,10 +1102,10 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _check_spill(self) -> Scenario:
         policy = self.spill.policy if self.spill is not None else "never"
-        if self.fleet.nodes + self.fleet.spot.nodes < 1 and policy != "all_api":
+        if self.fleet.initial_nodes < 1 and policy != "all_api":
             raise ValueError("the fleet needs at least one node at the start (fleet.nodes + fleet.spot.nodes >= 1)"
                              " unless spill.policy is all_api")
-        if self.fleet.spot.on_eviction == "spill" and self.fleet.spot.nodes and self.api is None:
+        if any(p.spot.on_eviction == "spill" and p.spot.nodes for p in self.fleet.pool_list()) and self.api is None:
             raise ValueError("fleet.spot.on_eviction 'spill' needs an api section (where evicted requests go)")
         if policy != "never" and self.api is None:
             raise ValueError(f"spill policy '{policy}' needs an api section (where spilled requests go)")
@@ -1039,10 +1232,31 @@ def validate_scenario(raw: dict[str, Any], source: str = "scenario", base_dir: P
         value = scenario.duration_s if name == "duration_s" else scenario.traffic.rate_rps
         if value is not None and not math.isfinite(value):
             raise ConfigError(source, name, f"must be finite (got {value})")
+    check_class_models(scenario, source)
     if base_dir is not None:
         scenario._base_dir = base_dir
         scenario._source = source
     return scenario
+
+
+def check_class_models(scenario: Scenario, source: str = "scenario") -> None:
+    """Every request class's model (default ``fleet.model``) must be served by a pool; one ConfigError naming the
+    class's ``model`` field otherwise."""
+    fleet = scenario.fleet
+    served = {model_key(p.model): p.model for p in fleet.pool_list()}
+    for i, c in enumerate(scenario.traffic.classes):
+        if c.model is None:
+            if not fleet.model:
+                raise ConfigError(source, f"traffic.classes.{i}.model", f"class '{c.name}' names no model and "
+                                  f"the pools serve several ({', '.join(sorted(served.values()))}): name one, or "
+                                  "set fleet.model")
+            want = fleet.model
+        else:
+            want = c.model
+        if model_key(want) not in served:
+            field = f"traffic.classes.{i}.model" if c.model is not None else "fleet.model"
+            raise ConfigError(source, field, f"no pool serves model '{want}' (class '{c.name}'; pools serve: "
+                              f"{', '.join(sorted(served.values()))})")
 
 
 def read_text_file(path: Path, what: str = "a text file") -> str:

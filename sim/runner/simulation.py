@@ -24,6 +24,7 @@ from sim.engine.common import NodeSnapshot
 from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
+from sim.fleet.pools import check_roles_supported
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
 from sim.spill.deferred import BatchQueue
@@ -227,6 +228,9 @@ def simulate(
     ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
     """
     wall0 = time.perf_counter()
+    check_roles_supported(scenario)
+    if len(scenario.fleet.pool_list()) > 1:
+        raise ConfigError(scenario.source, "fleet.pools", "several pools are not simulated yet (work in progress)")
     nm = build_node_model(scenario)
     env = simpy.Environment()
     requests: list[Request] = []
