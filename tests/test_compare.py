@@ -12,7 +12,9 @@ import pytest
 import yaml
 from scenarios import BASE
 
-from sim.compare.runner import comparison_table, load_experiment, pareto_mask, run_experiment
+from sim.compare.experiment import load_experiment
+from sim.compare.results import comparison_table, pareto_mask
+from sim.compare.runner import run_experiment
 from sim.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,9 @@ from scenarios import BASE
 from scipy import stats
 
 from sim.cli.compare import compare as compare_cmd
-from sim.compare.runner import HEADLINE, comparison_table, json_records, load_experiment, run_experiment, seed_table
+from sim.compare.experiment import load_experiment
+from sim.compare.results import HEADLINE, comparison_table, json_records, seed_table
+from sim.compare.runner import run_experiment
 from sim.core.errors import ConfigError
 
 

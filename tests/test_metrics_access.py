@@ -11,7 +11,7 @@ import pytest
 from scenarios import BASE, make_scenario
 
 from sim.cli.sweep import OVERVIEW_METRICS
-from sim.compare.runner import COLUMNS
+from sim.compare.results import COLUMNS
 from sim.metrics.access import (
     METRIC_NAMES,
     PER_NAME_SECTIONS,

@@ -45,7 +45,10 @@ from sim.plan.candidates import Candidate, enumerate_candidates
 from sim.plan.pricing import price_summary, pricing_label, spot_usd_per_hour, usd_per_hour_idle
 from sim.plan.spec import PlanSpec
 from sim.runner.executor import map_summaries
-from sim.sizing.search import GoodputResult, Replicates, SizingResult, derive, size_fleet, traffic_rate_stats
+from sim.sizing.results import GoodputResult, Replicates, SizingResult
+from sim.sizing.rules import traffic_rate_stats
+from sim.sizing.search import size_fleet
+from sim.sizing.variants import derive
 
 Progress = Callable[[str], None]
 
@@ -228,7 +231,7 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     :data:`UNLOADED_LOAD` of its capacity bound, constant rate, with the plan's seeds. A fleet of any size
     loads its nodes at least this lightly only when it is wastefully large, so a miss here means no fleet
     can meet the SLO (prefill of the long prompts, not queueing, is what misses)."""
-    from sim.sizing.search import goodput_scenario
+    from sim.sizing.variants import goodput_scenario
 
     assert c.bounds is not None
     rate = UNLOADED_LOAD * c.bounds.capacity_rps
