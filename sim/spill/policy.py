@@ -21,9 +21,9 @@ time, so its TTFT and E2E include the time it queued on the fleet and the API's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, MutableSequence, Sequence
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import simpy
 
@@ -42,9 +42,12 @@ from sim.core.errors import ConfigError
 from sim.engine.common import NodeSnapshot
 from sim.engine.kv import cdiv
 from sim.engine.protocol import NodeEngine
-from sim.perf.model import attention_pairs
+from sim.perf.model import StepTimeModel, attention_pairs
 from sim.spill.api import ApiStats, HostedApi, resolve_api
 from sim.traffic.request import Request
+
+if TYPE_CHECKING:
+    from sim.fleet.router import Router
 
 DEPARTURE_TAU_S = 30.0
 MIN_DEPARTURES = 5
@@ -295,13 +298,36 @@ def make_policy(scenario: Scenario) -> SpillPolicy:
 
 
 # --- dispatcher ------------------------------------------------------------------------------------------
-class FleetLike(Protocol):
-    """What the dispatcher needs of :class:`sim.fleet.fleet.FleetManager`."""
+class SlotLike(Protocol):
+    """What the late-spill check reads of a fleet slot (:class:`sim.fleet.fleet.Slot`)."""
 
-    active: list[NodeEngine]  # nodes accepting requests; the router indexes this list
-    router: Any
-    slots: list[Any]  # every slot; ``slot.node`` is its node or None
-    pending: Any  # requests held while no node accepts
+    @property
+    def node(self) -> NodeEngine | None:
+        """The node running in this slot, None while it has none (down, starting, evicted)."""
+        ...
+
+
+class FleetLike(Protocol):
+    """What the spill dispatcher reads and calls of the fleet (:class:`sim.fleet.fleet.FleetManager`): the
+    accepting nodes and the router that picks among them (a policy looks at the picked node first), every slot
+    (late spill withdraws stale waiting requests from their nodes), the requests held while no node accepts
+    (late spill takes stale ones from there too), and ``dispatch`` (route a request to a node, or hold it)."""
+
+    @property
+    def active(self) -> Sequence[NodeEngine]:
+        """Nodes accepting requests, in slot order; :attr:`router` picks an index into this list."""
+        ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def slots(self) -> Sequence[SlotLike]: ...
+
+    @property
+    def pending(self) -> MutableSequence[Request]:
+        """Requests held (FIFO) while no node accepts."""
+        ...
 
     def dispatch(self, req: Request) -> None: ...
 
@@ -315,7 +341,7 @@ class SpillDispatcher:
         scenario: Scenario,
         fleet: FleetLike,
         on_done: Callable[[Request], None],
-        perf: Any = None,
+        perf: StepTimeModel | None = None,
     ) -> None:
         if scenario.api is None and not isinstance(scenario.spill, (NeverSpill, type(None))):
             raise ConfigError(scenario.source, "api", "a spill policy needs an api section")
@@ -330,13 +356,13 @@ class SpillDispatcher:
         self.block_size = eng.block_size
         self.max_seqs = eng.max_num_seqs
         self._rates: dict[int, DepartureRate] = {}
+        self._perf: StepTimeModel | None = perf
         if perf is not None:
             b = eng.max_num_batched_tokens
             self.prefill_tokens_per_s = b / perf.step_s(b, attention_pairs(b, b), b)
             self.step_floor_s = perf.step_s(1, 1, 1)
-            self._perf = perf
         else:
-            self.prefill_tokens_per_s, self.step_floor_s, self._perf = math.inf, 0.0, None
+            self.prefill_tokens_per_s, self.step_floor_s = math.inf, 0.0
         late = scenario.spill.late if scenario.spill is not None else None
         if late is not None and fleet.slots:
             env.process(self._late_spill(late.after_s, late.check_every_s))
