@@ -78,6 +78,8 @@ def test_json_and_overrides(tmp_path):
         ({}, ["fleet.gpu=TPU-v9"], "unknown GPU"),
         ({}, ["traffic.classes.0.input_tokens.p95=10"], "traffic.classes.0.input_tokens"),
         ({}, ["nonsense"], "--set"),
+        ({}, ["traffic.classes.0.model=Mixtral-8x7B"], "traffic.classes.0.model: no pool serves model"),
+        ({"fleet.nodes": None}, ["fleet.pools=[{name: a, nodes: 1, gpu: TPU-v9}]"], "fleet.pools.0.gpu: unknown GPU"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, edits, sets, expect):

@@ -145,7 +145,7 @@ def test_priority_policy_serves_high_priority_first_and_matches_reference():
         {"name": "vip", "share": 0.5, "priority": 0,
          "input_tokens": {"dist": "fixed", "value": 800}, "output_tokens": {"dist": "fixed", "value": 200}},
     ]
-    kw = {"duration_s": 60, "seed": 3, "traffic.rate_rps": 14.0, "fleet.nodes": 1, "traffic.classes": classes,
+    kw = {"duration_s": 60, "seed": 3, "traffic.rate_rps": 30.0, "fleet.nodes": 1, "traffic.classes": classes,
           "fleet.engine": {"max_num_seqs": 16, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 600,
                            "scheduling_policy": "priority"}}
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
@@ -234,3 +234,26 @@ def test_equivalence_with_client_timeouts_and_retries(stream, policy):
     assert sum(r.preemptions for r in fast.requests) > 0 or stream
     _assert_same(a, b)
     assert c == ref.counts()
+
+
+@pytest.mark.parametrize("policy", ["weighted_least_work", "weighted_round_robin"])
+def test_equivalence_across_pools(policy):
+    """Pools of different GPUs (one with a small KV cache: preemptions) and two models: both engines agree."""
+    chat = {"name": "chat", "share": 0.7, "input_tokens": {"dist": "lognormal", "median": 300, "p95": 1500},
+            "output_tokens": {"dist": "lognormal", "median": 100, "p95": 400}}
+    kw = {
+        "duration_s": 40, "seed": 3,
+        "traffic.rate_rps": 30.0,
+        "traffic.classes": [chat, {**chat, "name": "big", "share": 0.3, "model": "Llama-3.1-70B"}],
+        "fleet": {"model": "Llama-3.1-8B", "pools": [
+            {"name": "h100", "nodes": 1},
+            {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1,
+             "engine": {"max_num_seqs": 64, "num_gpu_blocks_override": 250}},
+            {"name": "big", "model": "Llama-3.1-70B", "gpus_per_node": 4, "nodes": 1}]},
+        "router.policy": policy,
+    }
+    fast, a = _trace(make_scenario(**kw))
+    _, b = _trace(make_scenario(**{**kw, "fleet": {**kw["fleet"], "engine_impl": "reference"}}))
+    assert sum(r.preemptions for r in fast.requests) > 0
+    assert {r.node for r in fast.requests} == {0, 1, 2}
+    _assert_same(a, b)

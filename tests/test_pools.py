@@ -85,3 +85,200 @@ def test_interconnect_defaults_by_kind() -> None:
     assert p.interconnect is not None and p.interconnect.bandwidth_bytes_per_s == 450e9
     assert d.interconnect is not None and d.interconnect.bandwidth_bytes_per_s == 25e9
     assert d.interconnect.one_way_latency_s == 50e-6
+
+
+# --- simulated --------------------------------------------------------------------------------------------
+FIXED = {"name": "chat", "share": 1.0, "input_tokens": {"dist": "fixed", "value": 600},
+         "output_tokens": {"dist": "fixed", "value": 150}}
+
+
+def two_gpu_pools(rate_rps: float, policy: str, duration_s: float = 60, **router: Any) -> dict[str, Any]:
+    raw = pooled([{"name": "h100", "gpu": "H100-SXM", "nodes": 1},
+                  {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1}], model="Llama-3.1-8B")
+    raw["traffic"] = {"rate_rps": rate_rps, "classes": [FIXED]}
+    raw["duration_s"] = duration_s
+    raw["router"] = {"policy": policy, **router}
+    return raw
+
+
+def test_one_explicit_pool_equals_the_single_fleet() -> None:
+    from sim.runner.pipeline import run_scenario
+
+    plain = copy.deepcopy(BASE)
+    plain["fleet"] = {"nodes": 2, "gpu": "A100-SXM-80GB", "spot": {"nodes": 1, "evictions_per_node_hour": 20}}
+    one = pooled([{"name": "only", "nodes": 2, "gpu": "A100-SXM-80GB", "spot": {"nodes": 1,
+                                                                             "evictions_per_node_hour": 20}}])
+    a = run_scenario(validate_scenario(plain, "t")).summary
+    b = run_scenario(validate_scenario(one, "t")).summary
+    for key in ("requests", "latency", "throughput", "slo", "overload"):
+        assert a[key] == b[key], key
+    assert b.cost.total_usd == pytest.approx(a.cost.total_usd, rel=1e-12)
+    assert b.energy == a.energy
+    assert b.utilisation.load_factor == pytest.approx(a.utilisation.load_factor, rel=1e-12)
+    assert b.pools["only"]["requests"]["completed"] == a.requests.completed
+    assert "pools" not in a and "models" not in a
+
+
+def _pool_shares(raw: dict[str, Any]) -> tuple[float, float]:
+    """(share of requests the H100 pool got, H100 speed ÷ (H100 + A100 speed))."""
+    from sim.fleet.pools import pool_layout
+    from sim.runner.simulation import build_pool_models, pool_speeds, simulate
+
+    sc = validate_scenario(raw, "t")
+    result = simulate(sc)
+    nodes = [r.node for r in result.requests]
+    speeds = pool_speeds(sc, pool_layout(sc), build_pool_models(sc))
+    return nodes.count(0) / len(nodes), speeds[0] / sum(speeds)
+
+
+def test_weighted_round_robin_shares_follow_node_speed() -> None:
+    got, want = _pool_shares(two_gpu_pools(8.0, "weighted_round_robin"))
+    assert 0.55 < want < 0.9  # the H100 is faster, not overwhelmingly
+    assert got == pytest.approx(want, abs=0.01)
+
+
+def test_weighted_least_work_sends_more_to_the_faster_pool_in_proportion() -> None:
+    # loaded (about 0.7 of what the two nodes sustain): work-weighted balancing follows speed within 10 points,
+    # where the speed-blind least-work router splits the arrivals more evenly
+    got, want = _pool_shares(two_gpu_pools(30.0, "weighted_least_work", 120))
+    blind, _ = _pool_shares(two_gpu_pools(30.0, "least_work", 120))
+    assert got == pytest.approx(want, abs=0.1)
+    assert got > blind
+
+
+def test_pool_overflow_fills_the_first_pool_first() -> None:
+    from sim.runner.pipeline import run_scenario
+
+    light = run_scenario(validate_scenario(two_gpu_pools(2.0, "least_work", pool_mode="overflow"), "t")).summary
+    assert light.pools["a100"]["requests"]["sent"] == 0  # the first pool is never full at 2 req/s
+    spread = run_scenario(validate_scenario(two_gpu_pools(2.0, "least_work"), "t")).summary
+    assert spread.pools["a100"]["requests"]["sent"] > 0
+    heavy = run_scenario(validate_scenario(two_gpu_pools(40.0, "least_work", pool_mode="overflow",
+                                                         overflow_max_waiting=2), "t")).summary
+    assert heavy.pools["a100"]["requests"]["sent"] > 0  # full: overflow to the next pool
+    assert heavy.pools["h100"]["requests"]["sent"] > heavy.pools["a100"]["requests"]["sent"]
+
+
+def test_pool_costs_sum_to_the_fleet_cost_from_gpu_hours_and_prices() -> None:
+    """The fleet's self-hosted cost, recomputed here from the fleet log (billed from each node's request, or t = 0,
+    to its termination) × each pool's GPUs × its price, equals the summary's, and the pools' costs add up to it."""
+    from sim.metrics.pools import pool_sections
+    from sim.metrics.tables import requests_table, summarize
+    from sim.perf.catalog import get_gpu
+    from sim.runner.simulation import simulate
+
+    raw = pooled([
+        {"name": "h100", "gpu": "H100-SXM", "nodes": 1,
+         "on_demand": {"max_nodes": 2, "provision_s": 5, "model_load_s": 5, "price_multiplier": 1.5},
+         "autoscaler": {"policy": "queue", "interval_s": 5, "scale_up_queue": 1, "scale_down_cooldown_s": 10}},
+        {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1, "pricing": {"usd_per_gpu_hour": 1.0},
+         "spot": {"nodes": 1, "discount": 0.5, "evictions_per_node_hour": 60, "notice_s": 5}},
+    ], model="Llama-3.1-8B")
+    raw["traffic"] = {"rate_rps": 25.0, "classes": [FIXED], "shape": {"components": [
+        {"type": "piecewise", "points": [[0, 0.3], [0.01, 2.0], [0.02, 0.2]]}]}}
+    raw["duration_s"] = 120
+    sc = validate_scenario(raw, "t")
+    result = simulate(sc)
+    summary = summarize(result)
+    duration = sc.duration_s
+    h100 = get_gpu("H100-SXM").usd_per_gpu_hour
+    price = {("h100", "reserved"): h100, ("h100", "on_demand"): 1.5 * h100,
+             ("a100", "reserved"): 1.0, ("a100", "spot"): 0.5}
+    assert result.layout is not None
+    usd = 0.0
+    open_at: dict[int, float] = {}
+    kinds = set()
+    for t, slot, kind, what in result.fleet_events:
+        pool = result.layout.pools[result.layout.slot_pool[slot]].name
+        kinds.add((pool, kind, what.split(" ")[0]))
+        if what == "requested" or (what == "up" and slot not in open_at):
+            open_at.setdefault(slot, t)
+        elif what == "terminated":
+            usd += (min(t, duration) - open_at.pop(slot)) / 3600 * price[(pool, kind)]
+    for slot, t in open_at.items():
+        pool = result.layout.pools[result.layout.slot_pool[slot]].name
+        usd += (duration - t) / 3600 * price[(pool, result.layout.slot_kind[slot])]
+    assert ("h100", "on_demand", "requested") in kinds and ("a100", "spot", "evicted") in kinds  # both exercised
+    assert summary.cost.self_host_usd == pytest.approx(usd, rel=1e-9)
+    pools = pool_sections(result, requests_table(result))
+    assert sum(p["cost"]["self_host_usd"] for p in pools.values()) == pytest.approx(usd, rel=1e-9)
+    assert summary.cost.total_usd == pytest.approx(usd, rel=1e-9)
+
+
+def test_each_pool_counts_its_own_model_bytes_and_flops() -> None:
+    """Per-node HBM bytes use the node's own pool's weights (a 70B node reads ~9x the bytes of an 8B node per step)."""
+    from sim.runner.simulation import simulate
+
+    raw = pooled([{"name": "small", "nodes": 1}, {"name": "big", "nodes": 1, "model": "Llama-3.1-70B",
+                                                  "gpus_per_node": 4}])
+    raw["traffic"]["classes"] = [{**FIXED, "share": 0.5, "name": "a", "model": "Llama-3.1-8B"},
+                                 {**FIXED, "share": 0.5, "name": "b", "model": "Llama-3.1-70B"}]
+    result = simulate(validate_scenario(raw, "t"))
+    hbm = result.series.per_node("hbm_bytes")[-1]
+    for slot, model in enumerate(result.pool_models):
+        assert hbm[slot] >= result.node_steps[slot] * model.memory.weight_bytes
+        assert hbm[slot] < result.node_steps[slot] * model.memory.weight_bytes * 1.5
+
+
+def test_compare_sets_pools_per_strategy(tmp_path: Any) -> None:
+    import yaml
+
+    from sim.compare.runner import comparison_table, load_experiment, run_experiment
+
+    base = {**copy.deepcopy(BASE), "duration_s": 20}
+    exp = {"name": "p", "base": base, "strategies": [
+        {"name": "h100-only", "pools": [{"name": "h100", "nodes": 2}]},
+        {"name": "mixed", "pools": [{"name": "h100", "nodes": 1}, {"name": "a100", "gpu": "A100-SXM-80GB",
+                                                                    "nodes": 2}]},
+        {"name": "plain", "fleet_nodes": 1},
+    ]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    _, runs = load_experiment(path)
+    assert [r.fleet_nodes for r in runs] == [2, 3, 1]
+    assert [len(r.scenario.fleet.pool_list()) for r in runs] == [1, 2, 1]
+    results = run_experiment(runs, workers=1)
+    table = comparison_table(runs, results)
+    assert list(table["strategy"]) == ["h100-only", "mixed", "plain"]
+    mixed = results[1].summaries[0]
+    assert set(mixed.pools) == {"h100", "a100"} and mixed.cost.total_usd > 0
+    exp["strategies"][0]["fleet_nodes"] = 3  # pools give their own node counts
+    path.write_text(yaml.safe_dump(exp))
+    with pytest.raises(ConfigError, match="fleet_nodes or pools"):
+        load_experiment(path)
+
+
+def test_size_pools_finds_the_smallest_growth_pool() -> None:
+    from sim.sizing.pools import size_pools
+
+    raw = pooled([{"name": "old", "gpu": "A100-SXM-80GB", "nodes": 1}, {"name": "new", "nodes": 1}],
+                 model="Llama-3.1-8B")
+    raw["traffic"] = {"rate_rps": 24.0, "classes": [FIXED]}
+    raw["duration_s"] = 40
+    sc = validate_scenario(raw, "t")
+    (row,) = size_pools(sc, n_seeds=1, max_nodes=8, workers=1)
+    assert (row.pool, row.fixed_nodes) == ("new", {"old": 1})
+    assert row.min_nodes is not None and row.tried[row.min_nodes]
+    assert row.min_nodes == 0 or row.tried.get(row.min_nodes - 1) is False  # one fewer misses
+    assert row.usd_per_hour is not None and row.usd_per_hour > 0
+
+
+def test_every_field_of_a_pooled_summary_is_a_metric_name() -> None:
+    from sim.metrics.access import METRIC_NAMES, PER_NAME_SECTIONS, metric
+    from sim.runner.pipeline import run_scenario
+
+    raw = pooled([{"name": "a", "nodes": 1}, {"name": "b", "gpu": "A100-SXM-80GB", "nodes": 1}])
+    raw["duration_s"] = 10
+    summary = run_scenario(validate_scenario(raw, "t")).summary
+
+    def leaves(d: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            out += leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+        return out
+
+    fixed = [n for n in leaves(summary.to_json()) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
+    assert [n for n in fixed if n not in METRIC_NAMES] == []
+    assert metric(summary, "pools.b.cost.self_host_usd") == summary.pools["b"]["cost"]["self_host_usd"]
+    assert metric(summary, "models.Llama-3.1-8B.attainment") is None  # model names hold dots: read the dict
+    assert summary.models["Llama-3.1-8B"]["pools"] == ["a", "b"]

@@ -33,8 +33,8 @@ class CheckedLeastWork(LeastWork):
 def checked(monkeypatch):
     real = sim.fleet.fleet.make_router
 
-    def make(policy, nodes, rng):
-        return CheckedLeastWork(nodes) if policy == "least_work" else real(policy, nodes, rng)
+    def make(policy, nodes, rng, spec=None, env=None, speed=None):
+        return CheckedLeastWork(nodes) if policy == "least_work" else real(policy, nodes, rng, spec, env, speed)
 
     monkeypatch.setattr(sim.fleet.fleet, "make_router", make)
     CheckedLeastWork.picks = 0

@@ -134,6 +134,9 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
     from sim.runner.executor import default_workers
 
     sc = load_scenario(scenario_path(scenario), list(overrides))
+    if sc.fleet.pooled:  # docs/pools.md: pool mixes are sized by `capsim size` (growth pool per model, --gpu)
+        raise ConfigError(sc.source, "fleet.pools", "capsim plan searches single-pool fleets; for a fleet of pools, "
+                          "`capsim size --gpu A --gpu B` sizes each model's growth pool per GPU type (docs/pools.md)")
     for name, value in (("--seeds", seeds), ("--max-nodes", max_nodes), ("--top", top_n), ("--explore", explore),
                         ("--workers", workers)):
         if value is not None and value < 1:

@@ -28,8 +28,11 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
     def p50_95_99(p: Percentiles) -> str:
         return f"P50 {ms(p.p50)}  P95 {ms(p.p95)}  P99 {ms(p.p99)}"
 
+    head = f"{f.nodes} node(s) × {f.gpus_per_node}× {f.gpu} · {f.model}"
+    if summary.pools is not None:  # fleet.pools: one line per pool and per model below
+        head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
-        f"capsim · {summary.scenario} · {f.nodes} node(s) × {f.gpus_per_node}× {f.gpu} · {f.model}",
+        f"capsim · {summary.scenario} · {head}",
         f"  load       {load_line(u, summary.overload.overloaded)}",
         f"  requests   {r.arrived:,} arrived, {r.completed:,} completed, {r.rejected:,} rejected, "
         f"{r.spilled:,} spilled, {r.in_flight:,} in flight"
@@ -46,7 +49,7 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         f"steps running {_pct(u.busy_fraction)} of the time",
         f"  SLO        {slo_line(slo)}",
         f"  cost       ${c.total_usd:,.2f} for {summary.duration_s:,.0f} s "
-        f"(${c.usd_per_gpu_hour:.2f}/GPU-h, {c.pricing_mode}) → "
+        f"(${c.usd_per_gpu_hour or 0:.2f}/GPU-h, {c.pricing_mode}) → "
         + ("–" if c.usd_per_mtok_output is None else f"${c.usd_per_mtok_output:.2f} per M output tokens, ")
         + ("" if c.usd_per_mtok_total is None else f"${c.usd_per_mtok_total:.3f} per M tokens"),
     ]
@@ -60,12 +63,20 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
             f"{100 * (sp.token_share or 0):.1f}% of tokens) to {api.provider}; {api.rate_limited:,} "
             f"rate-limited (429), {api.retries:,} retries, {api.failed:,} failed; API ${api.usd:,.2f}"
         )
+    d = summary.disaggregation
+    if d is not None:  # sim/fleet/disagg.py
+        lines.append(
+            f"  disagg     {d['prefill_nodes']} prefill + {d['decode_nodes']} decode nodes; {d['transfers']:,} KV "
+            f"transfers ({d['kv_gb_sent']:,.1f} GB), after prefill mean {ms(d['transfer_mean_s'])} "
+            f"(P95 {ms(d['transfer_p95_s'])}), links busy {_pct(d['link_busy_mean'])}"
+        )
     gh = c.gpu_hours_by_kind
     if gh.get("on_demand") or gh.get("spot"):
         lines.append(
             "  fleet      GPU-hours " + ", ".join(f"{k.replace('_', '-')} {v:,.1f}" for k, v in gh.items() if v)
             + f"; mean nodes up {u.nodes_up_mean or 0:.1f}"
         )
+    lines += pool_lines(summary)
     b = summary.batch
     if b is not None:
         lines.append(
@@ -77,6 +88,32 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
     if out_dir is not None:
         lines.append(f"  report     {out_dir / 'report.html'}")
     click.echo("\n".join(lines))
+
+
+def pool_lines(summary: Summary) -> list[str]:
+    """One console line per pool and per model of a ``fleet.pools`` run (none otherwise)."""
+    out = []
+    for name, p in (summary.pools or {}).items():
+        lat, u, c = p["latency"], p["utilisation"], p["cost"]
+        lf = u.get("load_factor")
+        per_m = c.get("usd_per_mtok_output")
+        out.append(
+            f"  pool       {name} ({p['role']}): {p['nodes']} × {p['gpus_per_node']}× {p['gpu']} · {p['model']} · "
+            f"{p['requests']['completed']:,} completed · load factor {'–' if lf is None else f'{lf:.2f}'} · "
+            f"TTFT P95 {_ms(lat['ttft_s']['p95'])} · TPOT P95 {_ms(lat['tpot_s']['p95'])} · "
+            f"${c['self_host_usd']:,.2f}" + ("" if per_m is None else f" (${per_m:.2f}/M output tokens)"))
+    for name, m in (summary.models or {}).items():
+        att, per_m = m.get("attainment"), m.get("usd_per_mtok_output")
+        out.append(
+            f"  model      {name}: {m['arrived']:,} arrived · SLO attainment "
+            f"{'–' if att is None else f'{100 * att:.1f}%'} ({'met' if m.get('met') else 'MISSED'}) · "
+            f"TTFT P95 {_ms(m['ttft_s']['p95'])} · "
+            f"${m['cost_usd']:,.2f}" + ("" if per_m is None else f" → ${per_m:.2f} per M output tokens"))
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{1000 * v:,.0f} ms"
 
 
 def _overload_hint(summary: Summary) -> str:

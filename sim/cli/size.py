@@ -59,6 +59,34 @@ def _write_html(out_dir: Path, report: dict, text: str, several: bool) -> None:
     write_text(out_dir / "sizing.html", size_html(report, tables, images, text))
 
 
+def _size_pools(sc: object, pool_names: tuple[str, ...], gpus: tuple[str, ...], seeds: int, max_nodes: int,
+                workers: int | None, progress: object, out_dir: Path, no_report: bool, as_json: bool) -> None:
+    """``capsim size`` of a ``fleet.pools`` scenario: pools.json / pools.csv / pools.txt (sim/sizing/pools.py)."""
+    import pandas as pd
+
+    from sim.sizing.pools import format_pool_sizing, size_pools
+
+    rows = size_pools(sc, pool_names, gpus, seeds, max_nodes, workers, progress)  # type: ignore[arg-type]
+    report = {"pools": [r.record() for r in rows], "seeds": seeds, "max_nodes": max_nodes}
+    text = format_pool_sizing(rows, max_nodes)
+    if not no_report:
+        from sim.core.atomic_io import write_csv, write_json, write_text
+        from sim.core.outdir import result_folder
+
+        with result_folder(out_dir) as tmp:
+            write_json(tmp / "pools.json", report)
+            write_csv(tmp / "pools.csv", pd.DataFrame([{k: v for k, v in r.record().items() if k != "tried"}
+                                                       for r in rows]))
+            write_text(tmp / "pools.txt", text + "\n")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(text)
+        if not no_report:
+            click.echo(f"  files      {out_dir}/pools.{{json,csv,txt}}")
+    sys.stdout.flush()
+
+
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
@@ -79,6 +107,9 @@ def _write_html(out_dir: Path, report: dict, text: str, several: bool) -> None:
 @click.option("--gpu", "gpus", multiple=True, metavar="GPU",
               help="Size on this GPU type (repeatable: one sizing per type, then the cheapest meeting the SLO; "
                    "default: the scenario's fleet.gpu).")
+@click.option("--pool", "pool_names", multiple=True, metavar="NAME",
+              help="fleet.pools: size this pool of its model (repeatable, one per model; default: each model's "
+                   "last pool), holding the others fixed (docs/pools.md).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field.")
@@ -90,7 +121,8 @@ def _write_html(out_dir: Path, report: dict, text: str, several: bool) -> None:
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None, worst_window: bool,
          rules: tuple[str, ...], seeds: int, max_nodes: int,
-         rel_tol: float, gpus: tuple[str, ...], workers: int | None, scheduler: str | None,
+         rel_tol: float, gpus: tuple[str, ...], pool_names: tuple[str, ...], workers: int | None,
+         scheduler: str | None,
          overrides: tuple[str, ...], out_dir: Path, no_report: bool, as_json: bool, quiet: bool,
          force: bool) -> None:
     """Size a fleet for SCENARIO (default: the embedded experiments/default.yaml): the simulated minimum node
@@ -121,6 +153,12 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
     def progress(msg: str) -> None:
         if not quiet:
             click.echo(f"  {msg}", err=True)
+
+    if sc.fleet.pooled:  # several pools: size each model's growth pool (sim/sizing/pools.py)
+        _size_pools(sc, pool_names, gpus, seeds, max_nodes, workers, progress, out_dir, no_report, as_json)
+        return
+    if pool_names:
+        raise ConfigError("--pool", ",".join(pool_names), "the scenario has no fleet.pools")
 
     if len(set(gpus)) > 1 and sc.pricing.mode == "rented" and sc.pricing.usd_per_gpu_hour is not None:
         progress(f"note: pricing.usd_per_gpu_hour = {sc.pricing.usd_per_gpu_hour} applies to every GPU type; "

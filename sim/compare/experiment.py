@@ -2,7 +2,10 @@
 
 An experiment file holds a ``base`` scenario (or ``scenario: path``) and a list of ``strategies``; each one
 replaces the base's ``spill`` section, sets ``fleet.nodes`` (one size or a list: one run per size, else the
-experiment's ``fleet_sizes``, else the base's) and may override any other field by dotted path (``set``).
+experiment's ``fleet_sizes``, else the base's) and may override any other field by dotted path (``set``). A
+strategy's ``pools`` replaces the fleet with those pools (``fleet.pools``, docs/pools.md: the base's fleet-level
+fields stay as defaults the pools inherit; its nodes, spot, on-demand and autoscaler settings go); a fleet with
+pools takes its node counts from them, so such a strategy gives no ``fleet_nodes``.
 Every run uses the base's seed, so all strategies see the same arrivals (common random numbers: arrival,
 token and class streams do not depend on the strategy, and the API's draws depend only on the request).
 
@@ -25,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sim.core.config import Scenario, Strict, apply_overrides, set_dotted, validate_scenario
+from sim.core.config import POOL_ONLY, Scenario, Strict, apply_overrides, set_dotted, validate_scenario
 from sim.core.errors import ConfigError
 from sim.core.experiment_file import load_experiment_file, read_base_scenario
 from sim.metrics.stats import replication_seeds
@@ -38,7 +41,14 @@ class Strategy(Strict):
     description: str = ""
     spill: dict[str, Any] | None = None
     fleet_nodes: int | list[int] | None = None
+    pools: list[dict[str, Any]] | None = Field(None, min_length=1, description="fleet.pools for this strategy")
     set: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Strategy:
+        if self.pools is not None and self.fleet_nodes is not None:
+            raise ValueError("give fleet_nodes or pools, not both (pools give their own node counts)")
+        return self
 
 
 class Experiment(Strict):
@@ -96,16 +106,31 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None, seed: 
     base = apply_overrides(base, (overrides or []) + ([f"seed={seed}"] if seed is not None else []))
     runs: list[Run] = []
     for i, st in enumerate(exp.strategies):
+        given = base.get("fleet")
+        fleet_raw: dict[str, Any] = given if isinstance(given, dict) else {}
+        pools = st.pools if st.pools is not None else fleet_raw.get("pools")
         sizes = st.fleet_nodes if st.fleet_nodes is not None else exp.fleet_sizes
+        if pools is not None:  # node counts come from the pools
+            if sizes is not None:
+                raise ConfigError(str(path), f"strategies.{i}", "the fleet has pools: give node counts per pool "
+                                  "(pools[].nodes), not fleet_nodes / fleet_sizes")
+            sizes = [sum(int(p.get("nodes", 0)) for p in pools if isinstance(p, dict))]
         if sizes is None:
-            sizes = [int(base.get("fleet", {}).get("nodes", 1))]
+            sizes = [int(fleet_raw.get("nodes", 1))]
         sizes = [sizes] if isinstance(sizes, int) else list(sizes)
         for n in sizes:
             label = st.name if len(sizes) == 1 else f"{st.name}@{n}"
             sc_raw = copy.deepcopy(base)
             sc_raw["name"] = f"{exp.name}/{label}"
             source = f"{path}: strategies.{i} ({label})"
-            set_dotted(sc_raw, "fleet.nodes", n, source)
+            if pools is None:
+                set_dotted(sc_raw, "fleet.nodes", n, source)
+            elif st.pools is not None:
+                fleet = dict(sc_raw.get("fleet") or {})
+                for key in ("nodes", *POOL_ONLY):  # these belong to each pool now
+                    fleet.pop(key, None)
+                fleet["pools"] = copy.deepcopy(st.pools)
+                sc_raw["fleet"] = fleet
             if st.spill is not None:
                 sc_raw["spill"] = copy.deepcopy(st.spill)
             for key, value in st.set.items():

@@ -135,6 +135,39 @@ class Client(Strict):
         return self
 
 
+class SharedTexts(Strict):
+    """A pool of texts shared between requests (system prompts, RAG documents): ``count`` texts whose lengths are
+    drawn once from ``tokens``; a request takes ``per_request`` of them, each by Zipf popularity (P(rank r) ∝
+    r^−zipf_s; 0 = uniform)."""
+
+    count: int = Field(1, ge=1, le=10_000_000)
+    tokens: TokenDist
+    zipf_s: float = Field(0.0, ge=0, le=10)
+    per_request: int = Field(1, ge=1, le=64)
+
+
+class Conversation(Strict):
+    """Multi-turn conversations (open loop): an arrival continues the conversation that has been ready longest (its
+    previous turn arrived at least a think time ago, exponential with mean ``think_time_s``) or starts a new one;
+    after each turn it continues with probability 1 − 1/``turns_mean``. A turn's prompt is the conversation so far
+    (every earlier prompt and answer) plus the new message (``input_tokens``); a conversation that would exceed
+    ``max_context_tokens`` ends and the arrival starts a new one."""
+
+    turns_mean: float = Field(4.0, ge=1)
+    think_time_s: float = Field(30.0, ge=0)
+    max_context_tokens: int = Field(32768, gt=0)
+
+
+class SharedPrefix(Strict):
+    """What a class's prompts share (prompt = system prompt + documents + conversation so far + new message of
+    ``input_tokens``), hashed into prefix-cache units (docs/prefix-cache.md). Hit rates then come from the cache
+    (``fleet.engine.prefix_caching``) instead of ``prefix_hit_rate``."""
+
+    system_prompt: SharedTexts | None = None
+    documents: SharedTexts | None = Field(None, description="RAG documents (per conversation in a conversation)")
+    conversation: Conversation | None = None
+
+
 class RequestClass(Strict):
     """A class of requests: its share of arrivals, token lengths and optional shared prefix.
 
@@ -149,8 +182,10 @@ class RequestClass(Strict):
     share_by_hour: list[Annotated[float, Field(ge=0)]] | None = Field(None, min_length=24, max_length=24)
     input_tokens: TokenDist | None = None
     output_tokens: TokenDist | None = None
-    prefix_tokens: int = Field(0, ge=0, description="shared system-prompt length")
+    prefix_tokens: int = Field(0, ge=0, description="shared system-prompt length (with prefix_hit_rate: the "
+                               "configured-rate approximation; 'prefix' makes hits come from the cache)")
     prefix_hit_rate: float = Field(0.0, ge=0, le=1, description="probability the prefix is already cached")
+    prefix: SharedPrefix | None = None
     priority: int = 0
     model: str | None = Field(None, description="the model this class asks for (a pool serving it must exist); "
                               "default: fleet.model")
@@ -164,6 +199,13 @@ class RequestClass(Strict):
         if v is not None and max(v) <= 0:
             raise ValueError("share_by_hour needs at least one positive factor")
         return v
+
+    @model_validator(mode="after")
+    def _one_prefix_model(self) -> RequestClass:
+        if self.prefix is not None and (self.prefix_tokens > 0 or self.prefix_hit_rate > 0):
+            raise ValueError("prefix (hits from the cache) and prefix_tokens/prefix_hit_rate (a configured hit rate) "
+                             "exclude each other")
+        return self
 
     @model_validator(mode="after")
     def _client_not_deferrable(self) -> RequestClass:
@@ -515,9 +557,20 @@ class Engine(Strict):
     )
     sglang: SglangAdmission = SglangAdmission()
     step_jitter: StepJitterSpec = StepJitterSpec()
+    prefix_caching: bool = Field(
+        False, description="shared block-level prefix cache (vLLM's automatic prefix caching): requests whose "
+        "traffic carries prefix hashes (a Mooncake trace's hash_ids, classes with a 'prefix' section) hit what is "
+        "cached on their node; cached blocks are shared, unreferenced ones evicted LRU (docs/prefix-cache.md)"
+    )
+    prefix_unit_tokens: int = Field(
+        256, gt=0, description="tokens per prefix-cache unit (a multiple of block_size): hits are whole units"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Engine:
+        if self.prefix_unit_tokens % self.block_size:
+            raise ValueError(f"prefix_unit_tokens ({self.prefix_unit_tokens}) must be a multiple of block_size "
+                             f"({self.block_size})")
         if (self.scheduler is not None and self.reserve_kv is not None
                 and (self.scheduler == "reserve_kv") != self.reserve_kv):
             raise ValueError(f"reserve_kv={self.reserve_kv} contradicts scheduler '{self.scheduler}'")
@@ -809,17 +862,29 @@ class Fleet(Strict):
 class Router(Strict):
     """How arrivals are spread over nodes. ``least_work`` counts all outstanding tokens of a node
     (queued + running, prefill and decode still to do); ``power_of_two`` samples two nodes and takes the
-    one with less outstanding work. For pools of different GPUs (docs/pools.md): ``weighted_least_work``
-    divides a node's outstanding tokens by its speed (what its pool sustains for the traffic mix, from the
-    performance model), ``weighted_round_robin`` sends each node a share proportional to its speed.
+    one with less outstanding work; ``prefix_aware`` takes the node with the lowest outstanding tokens +
+    ``prefix_weight`` × the request's prompt tokens not in that node's prefix cache (Dynamo's KV router cost);
+    ``session_affinity`` keeps a conversation on the node of its first turn (new ones: least work). For pools of
+    different GPUs (docs/pools.md): ``weighted_least_work`` divides a node's outstanding tokens by its speed (what
+    its pool sustains for the traffic mix, from the performance model), ``weighted_round_robin`` sends each node a
+    share proportional to its speed.
+
+    ``staleness_s`` > 0: the router sees node state (outstanding tokens, cached prefixes) as sampled every
+    ``staleness_s`` seconds, plus, with ``count_own``, the requests it sent itself since the last sample (as real
+    routers count their own in-flight requests); 0: exact state now (docs/prefix-cache.md). The speed-weighted
+    routers always read the exact state.
 
     ``pool_mode``: ``spread`` routes over the nodes of every pool serving the request's model together;
     ``overflow`` tries those pools in list order and moves on to the next one when the node the policy picks in
     a pool already has ``overflow_max_waiting`` or more requests waiting (the last pool takes what is left, and
     a spill policy may then send it to the hosted API)."""
 
-    policy: Literal["round_robin", "least_work", "power_of_two", "weighted_least_work",
-                    "weighted_round_robin"] = "least_work"
+    policy: Literal["round_robin", "least_work", "power_of_two", "prefix_aware", "session_affinity",
+                    "weighted_least_work", "weighted_round_robin"] = "least_work"
+    staleness_s: float = Field(0.0, ge=0, allow_inf_nan=False, description="node-state sampling interval (0: exact)")
+    count_own: bool = Field(True, description="between samples, add the work of the requests the router sent")
+    prefix_weight: float = Field(1.0, ge=0, allow_inf_nan=False,
+                                 description="prefix_aware: weight of uncached prompt tokens against load")
     pool_mode: Literal["spread", "overflow"] = "spread"
     overflow_max_waiting: int = Field(4, ge=0)
 

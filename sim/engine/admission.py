@@ -71,6 +71,7 @@ def admit_head(
     admission: SglangRatio | None,
     step: int,
     future_decode_tokens: int,
+    hit: tuple[int, int, int] | None = None,
 ) -> tuple[int, int] | None:
     """Whether the waiting head ``req`` joins this step (vLLM's ``schedule()`` waiting loop): its prefill chunk
     (tokens) and the KV blocks to allocate for it, or None if it does not fit.
@@ -80,11 +81,13 @@ def admit_head(
     could never fit and the budget is untouched: an oversized recompute then runs alone), its blocks fit
     ``free_blocks`` (with ``reserve_kv``: the blocks of its final context), and, under SGLang's admission with
     requests running, ``ratio × (future_decode_tokens + its own decode tokens)`` fits the blocks left after it.
+    ``hit``: its prefix-cache hit from :meth:`sim.engine.kv.BlockLedger.lookup` (cached tokens, shared blocks it
+    needs not allocate, cached-free blocks it takes back); default: ``req.cached_tokens``, nothing shared.
     Pure: it changes nothing.
     """
     if running >= engine.max_num_seqs or budget_tokens <= 0:
         return None
-    cached = req.cached_tokens
+    cached, shared, revive = (req.cached_tokens, 0, 0) if hit is None else hit
     n_new = req.num_tokens - cached
     if not engine.chunked_prefill:
         if n_new > budget_tokens and budget_tokens < engine.max_num_batched_tokens:
@@ -93,6 +96,7 @@ def admit_head(
         n_new = min(n_new, budget_tokens)
     bs = engine.block_size
     need = cdiv(req.prompt_tokens + req.output_tokens - 1, bs) if engine.reserve_kv else cdiv(cached + n_new, bs)
+    need += revive - shared
     if need > free_blocks:
         return None
     if admission is not None and running > 0 and not admission.admits(

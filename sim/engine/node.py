@@ -26,7 +26,8 @@ therefore grows with the number of requests (a few events each), not with the nu
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 import numpy as np
@@ -36,7 +37,7 @@ from sim.core.config import Engine
 from sim.engine.admission import admit_head, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
 from sim.engine.jitter import make_jitter
-from sim.engine.kv import BlockLedger, cdiv
+from sim.engine.kv import cdiv, make_ledger
 from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
 from sim.traffic.request import Request, Status
 
@@ -87,7 +88,7 @@ class Node:
         self.dec_ctx_sum = 0  # Σ num_computed over decoders, as of step S
         self.phase_cnt = [0] * self.bs  # decoders by (num_computed − S) mod block_size
         self.fin_heap: list[tuple[int, int, Request]] = []
-        self.kv = BlockLedger(capacity_blocks)
+        self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
@@ -105,6 +106,9 @@ class Node:
         self._jump_c0 = 0
         self._jump_line: tuple[float, float] | None = None
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
+        self._holding = False  # inside batched(): an idle node ticks once at its end
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -122,7 +126,8 @@ class Node:
         self.waiting.append(req)
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
-            self._tick()
+            if not self._holding:
+                self._tick()
         elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
@@ -154,6 +159,17 @@ class Node:
         # 1 µs short of the next step's end: float rounding in the engine's own step count stays inside it
         until = self._t0 + run(b, c0, m + 1) - 1e-6
         return self.work - b * m, until, b, b / run(b, c0, 1), floor
+
+    def prefix_match_tokens(self, req: Request) -> int:
+        """Prompt tokens of ``req`` held by this node's prefix cache now (inside a decode run, cached units the
+        run's block allocations have evicted by now do not count)."""
+        pending = self._blocks_for_steps(self.S, self._steps_done_in_jump()) if self._mode is Mode.JUMP else 0
+        return self.kv.match_tokens(req, pending)
+
+    def prefix_unit_set(self) -> frozenset[int]:
+        """The prefix-cache units held now (a stale router's copy; see :meth:`prefix_match_tokens`)."""
+        pending = self._blocks_for_steps(self.S, self._steps_done_in_jump()) if self._mode is Mode.JUMP else 0
+        return self.kv.unit_set(pending)
 
     def snapshot(self) -> NodeSnapshot:
         running = len(self.decoding) + len(self.prefilling)
@@ -236,6 +252,24 @@ class Node:
         self.work = 0
         return out
 
+    def release_kv(self, req: Request) -> None:
+        """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
+        self.kv.free(self._parked.pop(req.rid))
+        if self._mode is None and not self._holding:
+            self._tick()
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Several submissions / releases at one instant: an idle node schedules once, after all of them (as the
+        reference, whose process wakes once after the instant's callbacks)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._mode is None:
+            self._tick()
+
     # -- lazy decoder state ---------------------------------------------------------------------------
     def _materialize(self, req: Request) -> None:
         k = self.S - req.dec_step0
@@ -283,12 +317,14 @@ class Node:
             total += cnt[(-(s0 + k)) % bs]
         return total
 
-    def _max_steps_kv(self, limit: int) -> int:
-        """Most decode steps (≤ limit) whose block allocations all succeed."""
+    def _max_steps_kv(self, limit: int, free: int | None = None) -> int:
+        """Most decode steps (≤ limit) whose block allocations all succeed (fit ``free`` blocks; default: the
+        ledger's free blocks)."""
         dec_n = len(self.decoding)
         if self.reserve:
             return limit
-        free = self.kv.free_blocks
+        if free is None:
+            free = self.kv.free_blocks
         q = free // dec_n
         n0 = q * self.bs
         if n0 >= limit:
@@ -315,8 +351,9 @@ class Node:
             free -= self.phase_cnt[(-self.S) % self.bs]  # blocks the decoders allocate in that step
         adm = self.admission
         future = self._future_decode_tokens() if adm is not None else 0
-        return admit_head(self.waiting[0], self.engine, dec_n, self.max_batched - dec_n, free, adm, self.S,
-                          future) is not None
+        head = self.waiting[0]
+        return admit_head(head, self.engine, dec_n, self.max_batched - dec_n, free, adm, self.S,
+                          future, self.kv.lookup(head)) is not None
 
     def _future_decode_tokens(self) -> int:
         """Decode tokens still to come of the running requests (SGLang's admission reserves a share of them)."""
@@ -340,6 +377,9 @@ class Node:
                 and (self.admission is None or not self.waiting)):
             limit = self._next_finish_step() - self.S
             n = self._max_steps_kv(limit)
+            if self.waiting and self.kv.cached_free:
+                # an eviction can shorten a blocked head's hit and so its block need: run no step that evicts
+                n = self._max_steps_kv(n, self.kv.unused_blocks)
             if n >= 1:
                 self._start_jump(n)
                 if self.work_changed is not None:
@@ -386,12 +426,12 @@ class Node:
                 self._remove_decoder(req)
             else:
                 self.prefilling.remove(req)
-            self.kv.free(self._held(req))
+            self.kv.release(req, self._held(req), self.S)
             self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         self._cancelled.clear()
 
     def _preempt(self, req: Request) -> None:
-        self.kv.free(self._held(req))
+        self.kv.release(req, self._held(req), self.S)
         self.work += req.num_computed
         req.num_computed = 0
         req.status = Status.WAITING
@@ -461,16 +501,17 @@ class Node:
             future = self._future_decode_tokens() if adm is not None else 0
             while self.waiting:
                 req = self.waiting[0]
+                hit = self.kv.lookup(req)
                 fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
-                                 self.kv.free_blocks, adm, self.S, future)
+                                 self.kv.free_blocks, adm, self.S, future, hit)
                 if fit is None:
                     break
                 n_new, need = fit
                 if adm is not None:
                     future += req.output_tokens - req.num_generated
-                cached = req.cached_tokens
+                cached = hit[0]
                 self.waiting.popleft()
-                self.kv.allocate(need)
+                self.kv.admit(req, need, hit)
                 req.num_computed = cached
                 self.work -= cached
                 req.status = Status.RUNNING
@@ -499,7 +540,15 @@ class Node:
         for req, n in self._chunks:
             req.num_computed += n
             self.work -= n
+            if not req.cancelled:  # a prefill chunk: its full units enter the prefix cache
+                self.kv.promote(req, min(req.num_computed, req.prompt_tokens))
             if req.num_computed == req.num_tokens and not req.cancelled:
+                if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
+                    self.prefilling.remove(req)
+                    self.work -= req.output_tokens
+                    self._parked[req.rid] = self._held(req)
+                    self.handoff(req)
+                    continue
                 req.num_generated += 1
                 if req.first_token_s < 0:
                     req.first_token_s = now
@@ -515,7 +564,8 @@ class Node:
         self._tick()
 
     def _finish(self, req: Request, now: float) -> None:
-        self.kv.free(self._held(req))
+        self.kv.promote(req, req.num_computed)
+        self.kv.release(req, self._held(req), self.S)
         self.work -= req.prompt_tokens + req.output_tokens - req.num_computed
         req.status = Status.COMPLETED
         req.finish_s = now

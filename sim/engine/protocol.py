@@ -15,6 +15,7 @@ import simpy
 
 from sim.core.config import Engine
 from sim.engine.common import NodeSnapshot, PriorityWaitingQueue
+from sim.engine.kv import BlockLedger
 from sim.perf.model import StepTimeModel
 from sim.traffic.request import Request
 
@@ -29,6 +30,7 @@ class NodeEngine(Protocol):
     perf: StepTimeModel
     engine: Engine
     capacity_blocks: int  # KV cache size in blocks of ``engine.block_size`` tokens
+    kv: BlockLedger  # its KV blocks and prefix cache
     waiting: WaitingQueue  # queued requests, in the order the scheduler will consider them
 
     @property
@@ -49,6 +51,12 @@ class NodeEngine(Protocol):
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node now (the least-work router's measure)."""
+
+    def prefix_match_tokens(self, req: Request) -> int:
+        """Prompt tokens of ``req`` this node's prefix cache holds now (0 without caching or hashes)."""
+
+    def prefix_unit_set(self) -> frozenset[int]:
+        """The prefix-cache units this node holds now."""
 
     def snapshot(self) -> NodeSnapshot:
         """Queue length, running requests, KV blocks held and busy seconds, now."""

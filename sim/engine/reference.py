@@ -28,7 +28,8 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import simpy
 
@@ -36,7 +37,7 @@ from sim.core.config import Engine
 from sim.engine.admission import admit_head, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
 from sim.engine.jitter import make_jitter
-from sim.engine.kv import BlockLedger, cdiv
+from sim.engine.kv import cdiv, make_ledger
 from sim.perf.model import StepTimeModel, attention_pairs
 from sim.traffic.request import Request, Status
 
@@ -66,7 +67,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
-        self.kv = BlockLedger(capacity_blocks)
+        self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
         self.steps = 0
@@ -74,6 +75,8 @@ class ReferenceNode:
         self._step_t0 = -1.0
         self._wake: simpy.Event | None = None
         self.dead = False
+        self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
+        self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
         env.process(self._run())
 
     # -- interface shared with the fast node -----------------------------------------------------------
@@ -93,6 +96,14 @@ class ReferenceNode:
         return sum(r.prompt_tokens + r.output_tokens - r.num_computed for r in self.waiting) + sum(
             r.prompt_tokens + r.output_tokens - r.num_computed for r in self.running
         )
+
+    def prefix_match_tokens(self, req: Request) -> int:
+        """Prompt tokens of ``req`` held by this node's prefix cache now."""
+        return self.kv.match_tokens(req)
+
+    def prefix_unit_set(self) -> frozenset[int]:
+        """The prefix-cache units held now (a stale router's copy)."""
+        return self.kv.unit_set()
 
     def snapshot(self) -> NodeSnapshot:
         busy = self.busy_s + (self.env.now - self._step_t0 if self._step_t0 >= 0 else 0.0)
@@ -143,6 +154,18 @@ class ReferenceNode:
         self._cancelled = 0
         return out
 
+    def release_kv(self, req: Request) -> None:
+        """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
+        self.kv.free(self._parked.pop(req.rid))
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Several submissions / releases at one instant: nothing to do here (the process wakes once, after the
+        instant's callbacks)."""
+        yield
+
     # -- engine ---------------------------------------------------------------------------------------
     def _blocks(self, tokens: int) -> int:
         return cdiv(tokens, self.bs)
@@ -159,14 +182,14 @@ class ReferenceNode:
         keep = []
         for req in self.running:
             if req.cancelled:
-                self.kv.free(self._held(req))
+                self.kv.release(req, self._held(req), self.steps)
             else:
                 keep.append(req)
         self.running = keep
         self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
-        self.kv.free(self._held(req))
+        self.kv.release(req, self._held(req), self.steps)
         req.num_computed = 0
         req.status = Status.WAITING
         req.preemptions += 1
@@ -213,14 +236,16 @@ class ReferenceNode:
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
             while self.waiting:
                 req = self.waiting[0]
-                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future)
+                hit = self.kv.lookup(req)
+                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future,
+                                 hit)
                 if fit is None:
                     break
                 n_new, need = fit
                 future += req.output_tokens - req.num_generated
-                cached = req.cached_tokens
+                cached = hit[0]
                 self.waiting.popleft()
-                self.kv.allocate(need)
+                self.kv.admit(req, need, hit)
                 req.num_computed = cached
                 req.status = Status.RUNNING
                 if req.first_scheduled_s < 0:
@@ -260,13 +285,21 @@ class ReferenceNode:
                 req.num_computed += n
                 if req.cancelled:
                     continue  # withdrawn during the step: its output is discarded
+                if req.num_computed - n < req.prompt_tokens:  # a prefill chunk: its full units enter the cache
+                    self.kv.promote(req, min(req.num_computed, req.prompt_tokens))
                 if req.num_computed == req.num_tokens:
+                    if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
+                        self.running.remove(req)
+                        self._parked[req.rid] = self._held(req)
+                        self.handoff(req)
+                        continue
                     req.num_generated += 1
                     if req.first_token_s < 0:
                         req.first_token_s = now
                     if req.num_generated == req.output_tokens:
                         self.running.remove(req)
-                        self.kv.free(self._held(req))
+                        self.kv.promote(req, req.num_computed)
+                        self.kv.release(req, self._held(req), self.steps)
                         req.status = Status.COMPLETED
                         req.finish_s = now
                         self.on_done(req)

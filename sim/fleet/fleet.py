@@ -10,6 +10,13 @@ reserved and initial spot nodes from t = 0. ``billed_gpu_hours`` clips to the pe
 
 If no node accepts requests (every node evicted or draining), arrivals wait in a fleet-level queue and are
 dispatched the moment a node comes up, so no request is ever dropped.
+
+With ``fleet.pools`` (:mod:`sim.fleet.pools`) the slots are numbered pool by pool; each pool has its own node
+kind (GPU, model, engine), spot and on-demand settings and start-up delay, and the autoscaler scales each pool on
+its own. A request is routed among the accepting nodes of the pools serving its class's model: all of them
+together (``router.pool_mode: spread``), or pool after pool (``overflow``: the next pool when the node picked in
+one already has ``router.overflow_max_waiting`` requests waiting). A request whose model has no accepting node
+waits in the fleet-level queue.
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ import simpy
 
 from sim.core.config import Scenario
 from sim.engine.protocol import NodeEngine, NodeFactory
-from sim.fleet.router import make_router
+from sim.fleet.pools import ON_DEMAND, RESERVED, SPOT, PoolLayout, pool_layout
+from sim.fleet.router import Router, make_router
 from sim.traffic.request import Request
 
-RESERVED, SPOT, ON_DEMAND = "reserved", "spot", "on_demand"
+__all__ = ["ON_DEMAND", "RESERVED", "SPOT", "FleetManager", "Slot", "SlotState"]
+
+SpeedFn = Callable[[NodeEngine], float]
 
 
 class SlotState(StrEnum):
@@ -42,12 +52,13 @@ class SlotState(StrEnum):
 class Slot:
     """One place in the fleet where a node can run."""
 
-    __slots__ = ("index", "kind", "node", "state", "intervals", "busy_prev_s", "steps_prev", "generation",
+    __slots__ = ("index", "kind", "pool", "node", "state", "intervals", "busy_prev_s", "steps_prev", "generation",
                  "work_prev")
 
-    def __init__(self, index: int, kind: str) -> None:
+    def __init__(self, index: int, kind: str, pool: int = 0) -> None:
         self.index = index
         self.kind = kind
+        self.pool = pool  # index into the fleet's pools
         self.node: NodeEngine | None = None
         self.state = SlotState.DOWN
         self.intervals: list[list[float]] = []  # billed [start, end] (end = -1 while open)
@@ -68,8 +79,53 @@ class Slot:
         return p[0] + w[0], p[1] + w[1], p[2] + w[2], p[3] + w[3]
 
 
+class _Group:
+    """The accepting nodes of the pools serving one model and the router(s) over them."""
+
+    def __init__(self, pools: list[int], nodes: list[NodeEngine], overflow: int | None,
+                 make: Callable[[list[NodeEngine]], Router]) -> None:
+        self.pools = pools
+        self.nodes = nodes  # every accepting node of these pools, in slot order
+        self.overflow = overflow  # max waiting before moving on to the next pool (None: spread over all pools)
+        if overflow is None:
+            self.routers: list[tuple[list[NodeEngine], Router]] = [(nodes, make(nodes))]
+        else:
+            self.routers = []
+            for _ in pools:
+                own: list[NodeEngine] = []
+                self.routers.append((own, make(own)))
+
+    def add(self, node: NodeEngine, pool_pos: int) -> None:
+        lists = [self.nodes] if self.overflow is None else [self.nodes, self.routers[pool_pos][0]]
+        for lst in lists:  # the single fleet's list is the manager's ``active``, already holding the node
+            if node not in lst:
+                lst.append(node)
+                lst.sort(key=lambda n: n.node_id)
+        for _, r in self.routers:
+            r.nodes_changed()
+
+    def remove(self, node: NodeEngine) -> None:
+        for lst in [self.nodes] + [own for own, _ in self.routers]:
+            if node in lst:
+                lst.remove(node)
+        for _, r in self.routers:
+            r.nodes_changed()
+
+    def pick(self, req: Request) -> NodeEngine | None:
+        if self.overflow is None:
+            nodes, router = self.routers[0]
+            return nodes[router.pick(req)] if nodes else None
+        last = None
+        for nodes, router in self.routers:
+            if nodes:
+                last = nodes[router.pick(req)]
+                if len(last.waiting) < self.overflow:
+                    return last
+        return last
+
+
 class FleetManager:
-    """Owns the node slots, the router over accepting nodes, scaling actions and spot evictions."""
+    """Owns the node slots, the routers over accepting nodes, scaling actions and spot evictions."""
 
     def __init__(
         self,
@@ -79,31 +135,65 @@ class FleetManager:
         on_done: Callable[[Request], None],
         rng_router: np.random.Generator,
         rng_spot: np.random.Generator,
+        layout: PoolLayout | None = None,
+        speed: SpeedFn | None = None,
     ) -> None:
+        """``speed(node)``: the node's speed for the weighted routers (tokens/s of its pool for the traffic mix)."""
         self.env = env
         self.sc = scenario
         self.make_node = make_node
         self.on_done = on_done
         self.rng_spot = rng_spot
-        fl = scenario.fleet
-        kinds = [RESERVED] * fl.nodes + [SPOT] * fl.spot.nodes + [ON_DEMAND] * fl.on_demand.max_nodes
-        self.slots = [Slot(i, k) for i, k in enumerate(kinds)]
-        self.active: list[NodeEngine] = []  # accepting nodes, in slot order; the router indexes this list
-        self.router = make_router(scenario.router.policy, self.active, rng_router)
+        self.layout = layout if layout is not None else pool_layout(scenario)
+        self.pools = self.layout.pools
+        self.slots = [Slot(i, k, p) for i, (k, p) in enumerate(zip(self.layout.slot_kind, self.layout.slot_pool))]
+        self.active: list[NodeEngine] = []  # accepting nodes, in slot order
+        policy = scenario.router.policy
+
+        def make(nodes: list[NodeEngine]) -> Router:
+            return make_router(policy, nodes, rng_router, scenario.router, env, speed)
+
+        overflow = scenario.router.overflow_max_waiting if scenario.router.pool_mode == "overflow" else None
+        n_groups = len(self.layout.group_models)
+        if n_groups == 1 and (overflow is None or len(self.pools) == 1):  # one routing set: every accepting node
+            self.groups = [_Group(list(range(len(self.pools))), self.active, None, make)]
+        else:
+            self.groups = [_Group(self.layout.group_pools(g), [], overflow, make) for g in range(n_groups)]
+        self.router = self.groups[0].routers[0][1]  # the single fleet's router (index into ``active``)
+        self.submitted = [0] * len(self.pools)  # requests sent to each pool's nodes (retries and re-dispatch too)
         self.pending: deque[Request] = deque()
-        self.startup_s = fl.on_demand.provision_s + fl.on_demand.model_load_s
-        self.last_scale_s = -float("inf")
+        self.startup_s = self.startup_of(0)
+        self.last_scale_s = [-float("inf")] * len(self.pools)
         self.events: list[tuple[float, int, str, str]] = []  # (time_s, slot, kind, what)
         self.evicted_sink: Callable[[Request], None] = self.dispatch
         for slot in self.slots:
             if slot.kind in (RESERVED, SPOT):
                 self._bring_up(slot, billed_from=0.0)
 
+    def startup_of(self, pool: int) -> float:
+        """Start-up delay of an on-demand (or replacement spot) node of ``pool``."""
+        od = self.pools[pool].on_demand
+        return od.provision_s + od.model_load_s
+
     # -- routing ----------------------------------------------------------------------------------------
+    def pick(self, req: Request) -> NodeEngine | None:
+        """The accepting node the router picks for ``req`` among its model's pools (None: none accepts)."""
+        return self.groups[self.layout.class_group[req.class_idx] if len(self.groups) > 1 else 0].pick(req)
+
+    def accepting(self, req: Request) -> bool:
+        """Whether a node of ``req``'s model accepts requests now."""
+        return bool(self.groups[self.layout.class_group[req.class_idx] if len(self.groups) > 1 else 0].nodes)
+
+    def submit(self, node: NodeEngine, req: Request) -> None:
+        """Send ``req`` to ``node`` (counted for the node's pool)."""
+        self.submitted[self.layout.slot_pool[node.node_id]] += 1
+        node.submit(req)
+
     def dispatch(self, req: Request) -> None:
         """Send a request to the node the router picks among accepting nodes (or hold it if there is none)."""
-        if self.active:
-            self.active[self.router.pick(req)].submit(req)
+        node = self.pick(req)
+        if node is not None:
+            self.submit(node, req)
         else:
             self.pending.append(req)
 
@@ -119,15 +209,20 @@ class FleetManager:
             slot.intervals.append([billed_from, -1.0])
         self.active.append(slot.node)
         self.active.sort(key=lambda n: n.node_id)
-        self.router.nodes_changed()
+        group = self.groups[self.layout.pool_group[slot.pool] if len(self.groups) > 1 else 0]
+        group.add(slot.node, group.pools.index(slot.pool))
         self._log(slot, "up")
-        if slot.kind == SPOT and self.sc.fleet.spot.evictions_per_node_hour > 0:
-            rate = self.sc.fleet.spot.evictions_per_node_hour / 3600.0
+        spot = self.pools[slot.pool].spot
+        if slot.kind == SPOT and spot.evictions_per_node_hour > 0:
+            rate = spot.evictions_per_node_hour / 3600.0
             delay = float(self.rng_spot.exponential(1.0 / rate))
             gen = slot.generation
             self._after(delay, self._eviction_notice, slot, gen)
-        while self.pending and self.active:
-            self.dispatch(self.pending.popleft())
+        if self.pending:  # held requests go out now, in arrival order (those whose model has no node yet stay)
+            held = list(self.pending)
+            self.pending.clear()
+            for req in held:
+                self.dispatch(req)
 
     def _done_callback(self, slot: Slot) -> Callable[[Request], None]:
         def done(req: Request) -> None:
@@ -149,7 +244,7 @@ class FleetManager:
         slot.intervals.append([self.env.now, -1.0])
         self._log(slot, "requested")
         gen = slot.generation
-        self._after(self.startup_s, self._ready, slot, gen)
+        self._after(self.startup_of(slot.pool), self._ready, slot, gen)
 
     def _after(self, delay_s: float, fn: Callable[[Slot, int], None], slot: Slot, generation: int) -> None:
         """Call ``fn(slot, generation)`` ``delay_s`` from now (the generation tells a stale timer from a live one)."""
@@ -166,7 +261,7 @@ class FleetManager:
     def _stop_routing(self, slot: Slot) -> None:
         if slot.node is not None and slot.node in self.active:
             self.active.remove(slot.node)
-            self.router.nodes_changed()
+            self.groups[self.layout.pool_group[slot.pool] if len(self.groups) > 1 else 0].remove(slot.node)
 
     def drain(self, slot: Slot) -> None:
         """Stop routing to ``slot``; terminate it when its last request finishes (now, if it has none)."""
@@ -198,7 +293,7 @@ class FleetManager:
         self._stop_routing(slot)
         slot.state = SlotState.EVICTING
         self._log(slot, "eviction notice")
-        self._after(self.sc.fleet.spot.notice_s, self._evict, slot, generation)
+        self._after(self.pools[slot.pool].spot.notice_s, self._evict, slot, generation)
 
     def _evict(self, slot: Slot, generation: int) -> None:
         if slot.generation != generation or slot.state != SlotState.EVICTING:
@@ -207,7 +302,7 @@ class FleetManager:
         orphans = slot.node.kill()
         self._terminate(slot)
         self._log(slot, f"evicted ({len(orphans)} requests re-dispatched)")
-        if self.sc.fleet.spot.replace:
+        if self.pools[slot.pool].spot.replace:
             self.start(slot)
         for req in orphans:
             self.evicted_sink(req)
@@ -219,37 +314,48 @@ class FleetManager:
             c[s.state] += 1
         return c
 
-    def scale_to(self, desired_total: int) -> None:
-        """Start or drain on-demand nodes so that up + starting nodes approach ``desired_total``.
+    def scale_to(self, desired_total: int, pool: int = 0) -> None:
+        """Start or drain ``pool``'s on-demand nodes so that its up + starting nodes approach ``desired_total``.
 
-        Scale-down waits ``scale_down_cooldown_s`` after the last scaling action; it cancels starting nodes
+        Scale-down waits ``scale_down_cooldown_s`` after the pool's last scaling action; it cancels starting nodes
         first, then drains the most recently added up nodes."""
         now = self.env.now
-        serving = [s for s in self.slots if s.state in (SlotState.UP, SlotState.STARTING)]
+        mine = [s for s in self.slots if s.pool == pool]
+        serving = [s for s in mine if s.state in (SlotState.UP, SlotState.STARTING)]
         current = len(serving)
-        od = [s for s in self.slots if s.kind == ON_DEMAND]
+        od = [s for s in mine if s.kind == ON_DEMAND]
+        cooldown = self.pools[pool].autoscaler.scale_down_cooldown_s
         if desired_total > current:
             for slot in [s for s in od if s.state == SlotState.DOWN][: desired_total - current]:
                 self.start(slot)
-                self.last_scale_s = now
-        elif desired_total < current and now - self.last_scale_s >= self.sc.fleet.autoscaler.scale_down_cooldown_s:
+                self.last_scale_s[pool] = now
+        elif desired_total < current and now - self.last_scale_s[pool] >= cooldown:
             n = current - desired_total
             victims = [s for s in reversed(od) if s.state == SlotState.STARTING]
             victims += [s for s in reversed(od) if s.state == SlotState.UP]
             for slot in victims[:n]:
                 self.drain(slot)
-                self.last_scale_s = now
+                self.last_scale_s[pool] = now
 
     # -- accounting -------------------------------------------------------------------------------------
-    def billed_gpu_hours(self, until_s: float) -> dict[str, float]:
-        """GPU-hours billed per node kind over [0, until_s]."""
-        gpus = self.sc.fleet.gpus_per_node
+    def billed_gpu_hours(self, until_s: float, pool: int | None = None) -> dict[str, float]:
+        """GPU-hours billed per node kind over [0, until_s]: of ``pool``, or of the whole fleet (None)."""
+        if pool is None and len(self.pools) > 1:
+            out = {RESERVED: 0.0, SPOT: 0.0, ON_DEMAND: 0.0}
+            for p in range(len(self.pools)):
+                for k, h in self.billed_gpu_hours(until_s, p).items():
+                    out[k] += h
+            return out
+        p = pool or 0
+        gpus = self.pools[p].gpus_per_node
         out = {RESERVED: 0.0, SPOT: 0.0, ON_DEMAND: 0.0}
         for s in self.slots:
+            if s.pool != p:
+                continue
             for start, end in s.intervals:
                 stop = until_s if end < 0 else min(end, until_s)
                 if stop > start:
                     out[s.kind] += (stop - start) * gpus / 3600.0
-        if self.sc.fleet.nodes:  # reserved capacity is paid for the whole period, up or not
-            out[RESERVED] = self.sc.fleet.nodes * gpus * until_s / 3600.0
+        if self.pools[p].nodes:  # reserved capacity is paid for the whole period, up or not
+            out[RESERVED] = self.pools[p].nodes * gpus * until_s / 3600.0
         return out

@@ -5,17 +5,29 @@ was built with; the fleet mutates that list in place as nodes come and go, so ro
 (queued and running, prefill and decode still to do; ties to the lowest index), as design §9 asks: counting
 only queued requests leaves replicas badly unbalanced. ``power_of_two`` samples two distinct nodes and takes
 the one with less outstanding work (Mitzenmacher's two choices).
+
+For nodes of different speeds (pools of different GPUs, docs/pools.md), ``weighted_least_work`` picks the node
+with the least outstanding tokens ÷ speed (the time it needs to clear its work; ties to the lowest index) and
+``weighted_round_robin`` sends each node a share of arrivals proportional to its speed (smooth weighted round
+robin, as nginx: every pick adds each node's weight to its credit, takes the node with the most credit, ties to
+the lowest index, and charges it the total weight). A node's speed comes from the fleet (its pool's sustainable
+tokens/s for the traffic mix, :func:`sim.runner.simulation.pool_speeds`).
+The cache-aware routers (``prefix_aware``, ``session_affinity``) and the stale view every load-reading router
+(except the speed-weighted ones) can use instead of the exact state are in :mod:`sim.fleet.cache_routing`.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+import simpy
 
+from sim.core.config import Router as RouterSpec
 from sim.engine.protocol import IndexedNodeEngine, NodeEngine
+from sim.fleet.stale import StaleView
 from sim.traffic.request import Request
 
 
@@ -220,9 +232,10 @@ class LeastWork:
 
 
 class PowerOfTwo:
-    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine], rng: np.random.Generator, view: StaleView | None = None) -> None:
         self.nodes = nodes
         self.rng = rng
+        self.view = view  # None: exact loads now
         self._buf: list[float] = []
 
     def nodes_changed(self) -> None:
@@ -243,17 +256,44 @@ class PowerOfTwo:
         if len(self.nodes) == 1:
             return 0
         a, b = self._draw()
-        wa, wb = self.nodes[a].outstanding_tokens(), self.nodes[b].outstanding_tokens()
-        if wb < wa or (wb == wa and b < a):
-            return b
-        return a
+        na, nb = self.nodes[a], self.nodes[b]
+        view = self.view
+        if view is None:
+            wa, wb = na.outstanding_tokens(), nb.outstanding_tokens()
+        else:
+            wa, wb = view.load(na), view.load(nb)
+        pick = b if wb < wa or (wb == wa and b < a) else a
+        if view is not None:
+            view.sent(self.nodes[pick], req)
+        return pick
 
 
-def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator) -> Router:
+def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator,
+                spec: RouterSpec | None = None, env: simpy.Environment | None = None,
+                speed: Callable[[NodeEngine], float] | None = None) -> Router:
+    """The router of ``policy`` over ``nodes``; ``spec`` (the scenario's ``router`` section) adds staleness and
+    the prefix weight (a stale view needs ``env`` for its sampling process); ``speed`` gives the speed-weighted
+    routers each node's speed."""
+    from sim.fleet.cache_routing import PrefixAware, SessionAffinity, StaleLeastWork
+
+    if policy in ("weighted_least_work", "weighted_round_robin"):
+        if speed is None:
+            raise ValueError(f"router policy {policy!r} needs node speeds")
+        return WeightedLeastWork(nodes, speed) if policy == "weighted_least_work" else WeightedRoundRobin(nodes, speed)
+    spec = spec or RouterSpec(policy=policy)  # type: ignore[arg-type]
+    view = None
+    if spec.staleness_s > 0 and policy != "round_robin":
+        if env is None:
+            raise ValueError("a stale router needs the simulation environment")
+        view = StaleView(nodes, env, spec.staleness_s, spec.count_own, policy == "prefix_aware")
     if policy == "round_robin":
         return RoundRobin(nodes)
     if policy == "least_work":
-        return LeastWork(nodes)
+        return LeastWork(nodes) if view is None else StaleLeastWork(nodes, view)
     if policy == "power_of_two":
-        return PowerOfTwo(nodes, rng)
+        return PowerOfTwo(nodes, rng, view)
+    if policy == "prefix_aware":
+        return PrefixAware(nodes, spec.prefix_weight, view)
+    if policy == "session_affinity":
+        return SessionAffinity(nodes, LeastWork(nodes) if view is None else StaleLeastWork(nodes, view))
     raise ValueError(f"unknown router policy {policy!r}")

@@ -18,7 +18,7 @@ from typing import Any
 from sim.metrics.summary import Record, Summary
 
 #: every fixed dotted name of a summary, in summary order (sections: run, requests, throughput, latency,
-#: utilisation, overload, slo, cost, energy, batch, api, spill, fleet)
+#: utilisation, overload, slo, cost, energy, prefix_cache, routing, batch, api, spill, fleet)
 METRIC_NAMES: tuple[str, ...] = (
     "scenario",
     "seed",
@@ -54,6 +54,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "cost.pricing_mode", "cost.owned_energy_usd", "cost.usd_per_mtok_output", "cost.usd_per_mtok_total",
     "energy.kwh", "energy.avg_power_kw", "energy.co2_kg", "energy.usd", "energy.usd_per_kwh", "energy.pue",
     "energy.gpu_idle_w", "energy.gpu_tdp_w", "energy.kg_co2_per_kwh_mean", "energy.paid_in",
+    "prefix_cache.enabled", "prefix_cache.hit_token_ratio", "prefix_cache.requests_with_hit",
+    "routing.policy", "routing.staleness_s", "routing.node_work_max_over_mean", "routing.node_work_cv",
     # only with deferrable (batch) classes
     "batch.classes", "batch.arrived", "batch.completed", "batch.deadline_met", "batch.deadline_missed",
     "batch.deadline_attainment", "batch.queue_wait_s.mean", "batch.queue_wait_s.p50", "batch.queue_wait_s.p90",
@@ -69,8 +71,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "fleet.nodes", "fleet.gpu", "fleet.gpus_per_node", "fleet.model", "fleet.weights", "fleet.kv_cache",
     "fleet.kv_capacity_tokens_per_node", "fleet.weight_gb_per_node", "fleet.engine_steps",
 )
-#: sections whose next key is a name from the scenario (a request class, an SLO target)
-PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.")
+#: sections whose next key is a name from the scenario (a request class, an SLO target, a pool, a model)
+PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.", "pools.", "models.",
+                                      "cost.self_host_usd_by_pool.", "utilisation.load_factor_by_pool.")
 
 _KNOWN = frozenset(METRIC_NAMES)
 

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.config import Scenario
+from sim.core.errors import ConfigError
 from sim.metrics.overload import overload_section
 from sim.metrics.slo import meets_targets
 from sim.metrics.summary import Summary
@@ -44,8 +45,11 @@ from sim.metrics.tables import (
     fleet_offered,
     measurement_window,
     mix_from_sums,
+    node_work,
     percentile_checks,
+    prefix_cache_from_sums,
     requests_table,
+    routing_from_work,
     slo_section,
     summary_sections,
     throughput_from_counts,
@@ -181,7 +185,8 @@ class StreamingCollector:
                     "batch_deadline_met", "batch_finished", "api_rows", "api_tokens", "all_tokens",
                     "slo_window_rows", "seen_output_tokens", "served_in_window", "served_output_in_window",
                     "fleet_in_window", "fleet_input_in_window", "fleet_output_in_window", "mix_rows", "mix_input",
-                    "mix_output", "mix_cached", "seen_in_window", "rejected_in_window")
+                    "mix_output", "mix_cached", "seen_in_window", "rejected_in_window",
+                    "pc_rows", "pc_prompt", "pc_cached", "pc_hit_rows")
     #: per-window P95s use coarser histograms (±1.2 %) so a week of hourly windows stays small
     WINDOW_BINS_PER_DECADE = 100
 
@@ -202,6 +207,7 @@ class StreamingCollector:
                 self.n[f"class.{name}.{k}"] = 0
         self._targets = {key: _class_targets(scenario, key) for key in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
         self.held_weighted_sum = 0.0  # Σ O·(I + O/2) over the offered mix (sim.perf.capacity)
+        self.node_work = np.zeros(scenario.fleet.nodes)  # routing balance (sim.metrics.tables.node_work)
         self.windows: dict[int, dict[str, Any]] = {}  # window index -> arrived, ok, TTFT / TPOT histograms
         self.rows_written = 0
         self._buf: list[Request] = []
@@ -246,6 +252,17 @@ class StreamingCollector:
         done = window & served
         for c, values in col.items():
             h[f"latency.{c}"].add(values[done])
+        pc = done & (df["served_by"] == "fleet").to_numpy()
+        cached = df["cached_tokens"].to_numpy()[pc]
+        n["pc_rows"] += int(pc.sum())
+        n["pc_prompt"] += int(inp[pc].sum())
+        n["pc_cached"] += int(cached.sum())
+        n["pc_hit_rows"] += int((cached > 0).sum())
+        nodes, work = node_work(df[done])
+        per = np.bincount(nodes, weights=work, minlength=len(self.node_work))
+        if len(per) > len(self.node_work):
+            self.node_work = np.concatenate([self.node_work, np.zeros(len(per) - len(self.node_work))])
+        self.node_work[: len(per)] += per
         classes = df["class"].astype(str).to_numpy()
         arrival = df["arrival_s"].to_numpy(dtype=float)
         ok = meets_targets(sc, classes[window], status[window],
@@ -425,6 +442,9 @@ class StreamingCollector:
         all_m = (n["served_input_tokens"] + n["served_output_tokens"]) / 1e6
         cost["usd_per_mtok_output"] = total / out_m if out_m > 0 else None
         cost["usd_per_mtok_total"] = total / all_m if all_m > 0 else None
+        base["prefix_cache"] = prefix_cache_from_sums(sc, n["pc_rows"], n["pc_prompt"], n["pc_cached"],
+                                                      n["pc_hit_rows"])
+        base["routing"] = routing_from_work(sc, self.node_work)
         if "batch" in base:
             b = base["batch"]
             b.update({
@@ -461,6 +481,9 @@ def run_streaming(scenario: Scenario, requests_path: Path | str | None = None, p
                   chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   bins_per_decade: int = DEFAULT_BINS_PER_DECADE) -> StreamingOutput:
     """Simulate ``scenario`` without keeping per-request records in memory (see the module docstring)."""
+    if scenario.fleet.pooled:
+        raise ConfigError(scenario.source, "fleet.pools", "--stream does not support several pools yet (the per-pool "
+                          "and per-model sections need per-request records): run without --stream")
     collector = StreamingCollector(scenario, Path(requests_path) if requests_path is not None else None,
                                    chunk_rows, bins_per_decade)
     try:

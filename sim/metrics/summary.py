@@ -136,6 +136,8 @@ class Utilisation(Record):
     queue_len_mean: float | None
     running_seqs_mean: float | None
     nodes_up_mean: float | None
+    #: with ``fleet.pools``: each pool's load factor
+    load_factor_by_pool: dict[str, float | None] | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,13 +222,15 @@ class Cost(Record):
     self_host_usd: float
     api_usd: float
     gpu_hours: float
-    usd_per_gpu_hour: float
+    usd_per_gpu_hour: float | None
     self_host_usd_by_kind: dict[str, float]
     gpu_hours_by_kind: dict[str, float]
     pricing_mode: str
     owned_energy_usd: float | None
     usd_per_mtok_output: float | None
     usd_per_mtok_total: float | None
+    #: with ``fleet.pools``: each pool's self-hosting spend
+    self_host_usd_by_pool: dict[str, float] | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +247,27 @@ class Energy(Record):
     gpu_tdp_w: float
     kg_co2_per_kwh_mean: float | None
     paid_in: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefixCache(Record):
+    """Prefix-cache hits of the fleet's completions after warm-up: prompt tokens served from the cache over all
+    prompt tokens, and the share of requests with a hit (None without such requests)."""
+
+    enabled: bool
+    hit_token_ratio: float | None
+    requests_with_hit: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Routing(Record):
+    """The router and the load balance it achieved: per-node work (uncached prompt + output tokens) of the
+    requests served after warm-up, busiest node over the mean and the coefficient of variation."""
+
+    policy: str
+    staleness_s: float
+    node_work_max_over_mean: float | None
+    node_work_cv: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,23 +323,26 @@ class Spill(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class FleetInfo(Record):
-    """What ran: nodes, GPU, model, precisions, KV capacity and weights per node, engine steps executed."""
+    """What ran: nodes, GPU, model, precisions, KV capacity and weights per node, engine steps executed. With
+    ``fleet.pools`` the per-node fields name each pool's value, joined by `` + `` (a string)."""
 
     nodes: int
     gpu: str
-    gpus_per_node: int
+    gpus_per_node: int | str
     model: str
     weights: str
     kv_cache: str
-    kv_capacity_tokens_per_node: int
-    weight_gb_per_node: float
+    kv_capacity_tokens_per_node: int | str
+    weight_gb_per_node: float | str
     engine_steps: int
 
 
 @dataclass(frozen=True, kw_only=True)
 class Summary(Record):
     """One run's results (``summary.json``). ``batch``, ``api`` and ``spill`` are None when the scenario has no
-    deferrable class / no spill policy."""
+    deferrable class / no spill policy; ``disaggregation`` without prefill/decode pools; ``pools`` and ``models``
+    without ``fleet.pools``. Those three sections are kept as their JSON mappings (written by
+    :mod:`sim.fleet.disagg` and :mod:`sim.metrics.pools`; records for them are still to come)."""
 
     scenario: str
     seed: int
@@ -329,10 +357,15 @@ class Summary(Record):
     slo: SloVerdict
     cost: Cost
     energy: Energy
+    prefix_cache: PrefixCache
+    routing: Routing
     batch: Batch | None = field(default=None, metadata=OMIT_IF_NONE)
     api: Api | None = field(default=None, metadata=OMIT_IF_NONE)
     spill: Spill | None = field(default=None, metadata=OMIT_IF_NONE)
+    disaggregation: dict[str, Any] | None = field(default=None, metadata=OMIT_IF_NONE)
     fleet: FleetInfo
+    pools: dict[str, dict[str, Any]] | None = field(default=None, metadata=OMIT_IF_NONE)
+    models: dict[str, dict[str, Any]] | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 # --- (de)serialisation ------------------------------------------------------------------------------------
@@ -353,8 +386,8 @@ def _load(tp: Any, data: Any, path: str) -> Any:
     if origin in (types.UnionType, typing.Union):
         if data is None:
             return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _load(inner, data, path)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _load(inner[0], data, path) if len(inner) == 1 else data  # a union of scalars: kept as it is
     if isinstance(tp, type) and issubclass(tp, Record):
         if not isinstance(data, Mapping):
             raise SummaryFormatError(path, f"expected an object, got {type(data).__name__}")

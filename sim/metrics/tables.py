@@ -27,6 +27,10 @@ Definitions (as in vLLM's ``benchmark_serving``):
   ``retries`` says how many attempts came before, and latencies count from the first attempt's arrival
   (what the user waited). ``requests.timed_out``: clients that gave up after their last retry;
   ``requests.retries``: retry attempts sent (offered attempts = arrived + retries).
+* ``prefix_cache.*``: ``hit_token_ratio`` = prompt tokens served from the prefix cache ÷ prompt tokens, and the share
+  of requests with a hit, over the fleet's completions after warm-up (``cached_tokens``: from the cache state with
+  ``fleet.engine.prefix_caching``, else the configured-rate approximation). ``routing.*``: the router and the load
+  balance (per-node uncached prompt + output tokens of those requests: busiest ÷ mean, and the CV).
 * ``energy.*`` = kWh, average facility power, CO2 and energy cost of the nodes up over ``duration_s``, from the
   sampled busy share (``sim.metrics.energy``); owned cost charges this energy instead of full draw.
 """
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.core.config import Scenario
 from sim.metrics.cost import cost_breakdown
 from sim.metrics.energy import energy_section
 from sim.metrics.overload import overload_section
@@ -77,7 +82,7 @@ def requests_table(result: SimResult) -> pd.DataFrame:
     classes = pd.Categorical.from_codes(
         np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=pd.Index(result.class_names)
     )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "request_id": np.fromiter((r.rid for r in reqs), np.int64, n),
             "arrival_s": arrival,
@@ -101,10 +106,21 @@ def requests_table(result: SimResult) -> pd.DataFrame:
             "api_cost_usd": np.fromiter((r.api_cost_usd for r in reqs), float, n),
         }
     )
+    if result.scenario.fleet.pooled and result.layout is not None:  # the pool of the node that last had it
+        names = [pl.name for pl in result.layout.pools]
+        slot_pool = np.array(list(result.layout.slot_pool) + [-1], dtype=np.int64)
+        node = frame["node"].to_numpy()
+        code = np.where((node >= 0) & (frame["served_by"] == "fleet").to_numpy(), slot_pool[node], -1)
+        frame.insert(4, "pool", pd.Series(pd.Categorical.from_codes(code, categories=pd.Index(names))))
+    return frame
 
 
 def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval."""
+    if result.scenario.fleet.pooled and result.layout is not None:  # several pools: sim.metrics.pools
+        from sim.metrics.pools import pooled_timeseries
+
+        return pooled_timeseries(result)
     s = result.series
     interval = s.interval_s
     cap = result.node_model.memory.kv_capacity_blocks
@@ -421,6 +437,48 @@ def slo_section(sc: Any, checks: dict[str, Any], attainment: float | None, windo
     }
 
 
+def prefix_cache_section(sc: Scenario, done: pd.DataFrame) -> dict[str, Any]:
+    """Prefix-cache hits of the requests served by the fleet after warm-up: prompt tokens served from the cache
+    (from the cache state with ``fleet.engine.prefix_caching``; else the configured ``prefix_hit_rate`` or a trace's
+    infinite-cache approximation) over all prompt tokens, and the share of requests with any hit."""
+    fleet = done[done["served_by"] == "fleet"]
+    cached = fleet["cached_tokens"].to_numpy()
+    return prefix_cache_from_sums(sc, len(fleet), int(fleet["input_tokens"].sum()), int(cached.sum()),
+                                  int((cached > 0).sum()))
+
+
+def prefix_cache_from_sums(sc: Scenario, rows: int, prompt: int, cached: int, hit_rows: int) -> dict[str, Any]:
+    return {
+        "enabled": sc.fleet.engine.prefix_caching,
+        "hit_token_ratio": cached / prompt if prompt > 0 else None,
+        "requests_with_hit": hit_rows / rows if rows else None,
+    }
+
+
+def node_work(done: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(node ids, uncached prompt + output tokens) of the fleet-served requests in ``done``."""
+    fleet = done[done["served_by"] == "fleet"]
+    work = (fleet["input_tokens"] - fleet["cached_tokens"] + fleet["output_tokens"]).to_numpy(dtype=float)
+    return fleet["node"].to_numpy(), work
+
+
+def routing_section(sc: Scenario, done: pd.DataFrame) -> dict[str, Any]:
+    """Router settings and load balance: the work each node computed for the requests it served after warm-up
+    (uncached prompt + output tokens), the busiest node's over the mean, and its coefficient of variation."""
+    nodes, work = node_work(done)
+    return routing_from_work(sc, np.bincount(nodes, weights=work, minlength=sc.fleet.nodes))
+
+
+def routing_from_work(sc: Scenario, per_node: np.ndarray) -> dict[str, Any]:
+    mean = float(per_node.mean()) if len(per_node) else 0.0
+    return {
+        "policy": sc.router.policy,
+        "staleness_s": sc.router.staleness_s,
+        "node_work_max_over_mean": float(per_node.max()) / mean if mean > 0 else None,
+        "node_work_cv": float(per_node.std()) / mean if mean > 0 else None,
+    }
+
+
 def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
               fleet_ts: pd.DataFrame | None = None) -> Summary:
     """The run's :class:`~sim.metrics.summary.Summary` (``summary.json``; keys documented in the module docstring
@@ -492,10 +550,40 @@ def summary_sections(result: SimResult, req_df: pd.DataFrame | None = None,
         }
     served_all = df[df["status"].isin(["completed", "spilled"])]  # tokens served by the fleet or the API
     api_stats = result.spill or {}
-    energy = energy_section(sc, nm.gpu, fleet_ts)
-    cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()), float(served_all["output_tokens"].sum()),
-                          api_usd=float(api_stats.get("usd", 0.0)), gpu_hours=result.gpu_hours or None,
-                          energy_usd=energy["usd"])
+    fleet_info = {
+        "nodes": n_nodes,
+        "gpu": nm.gpu.name,
+        "gpus_per_node": sc.fleet.gpus_per_node,
+        "model": nm.model.name,
+        "weights": sc.fleet.weights,
+        "kv_cache": sc.fleet.kv_cache,
+        "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
+        "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
+        "engine_steps": int(sum(result.node_steps)),
+    }
+    pooled: dict[str, Any] = {}
+    if sc.fleet.pooled and result.layout is not None:  # per pool and per model (sim.metrics.pools)
+        from sim.metrics.pools import (
+            combine_cost,
+            combine_energy,
+            combine_utilisation,
+            fleet_labels,
+            model_sections,
+            pool_sections,
+        )
+
+        pools = pool_sections(result, df)
+        energy = combine_energy(pools)
+        cost = combine_cost(pools, float(api_stats.get("usd", 0.0)), float(served_all["input_tokens"].sum()),
+                            float(served_all["output_tokens"].sum()))
+        util = combine_utilisation(pools, util)
+        fleet_info = fleet_labels(result)
+        pooled = {"pools": pools, "models": model_sections(result, df, window, ok, pools)}
+    else:
+        energy = energy_section(sc, nm.gpu, fleet_ts)
+        cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()),
+                              float(served_all["output_tokens"].sum()), api_usd=float(api_stats.get("usd", 0.0)),
+                              gpu_hours=result.gpu_hours or None, energy_usd=energy["usd"])
     return _clean(
         {
             "scenario": sc.name,
@@ -511,18 +599,12 @@ def summary_sections(result: SimResult, req_df: pd.DataFrame | None = None,
             "slo": slo_out,
             "cost": cost,
             "energy": energy,
+            "prefix_cache": prefix_cache_section(sc, done),
+            "routing": routing_section(sc, done),
             **({"batch": batch} if batch else {}),
             **({"api": _api_section(df, api_stats), "spill": _spill_section(df, api_stats)} if result.spill else {}),
-            "fleet": {
-                "nodes": n_nodes,
-                "gpu": nm.gpu.name,
-                "gpus_per_node": sc.fleet.gpus_per_node,
-                "model": nm.model.name,
-                "weights": sc.fleet.weights,
-                "kv_cache": sc.fleet.kv_cache,
-                "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
-                "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
-                "engine_steps": int(sum(result.node_steps)),
-            },
+            **({"disaggregation": result.disagg} if result.disagg else {}),  # KV transfers (sim.fleet.disagg)
+            "fleet": fleet_info,
+            **pooled,
         }
     )

@@ -136,6 +136,7 @@ def plot_node_utilisation(node_ts: pd.DataFrame, duration_s: float) -> Figure:
         win = win[win["up"]]
     cols = [c for c in ("mfu", "mbu", "batch_fill", "kv_fraction", "busy_fraction") if c in win]
     g = win.groupby("node")[cols].mean()
+    pools = win.groupby("node")["pool"].first().astype(str) if "pool" in win else None
     fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(g) + 3), 3.8), constrained_layout=True)
     x = np.arange(len(g))
     width = 0.8 / len(cols)
@@ -144,13 +145,53 @@ def plot_node_utilisation(node_ts: pd.DataFrame, duration_s: float) -> Figure:
     for i, col in enumerate(cols):
         label, color = labels[col]
         ax.bar(x - 0.4 + width * (i + 0.5), 100 * g[col], width=width, label=label, color=color)
-    ax.set_xticks(x, [str(i) for i in g.index])
-    ax.set_xlabel("node")
+    if pools is not None:  # fleet.pools: each node's pool under its number
+        ax.set_xticks(x, [f"{i}\n{pools[i]}" for i in g.index])
+        ax.set_xlabel("node (pool)")
+    else:
+        ax.set_xticks(x, [str(i) for i in g.index])
+        ax.set_xlabel("node")
     ax.set_ylabel("% (mean while up)")
     ax.set_ylim(0, 105)
     ax.set_title("Per-node utilisation")
     _legend_above(ax)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_pools(node_ts: pd.DataFrame) -> Figure:
+    """Per pool over time (``fleet.pools`` runs): running sequences (sum over the pool's nodes), and mean KV-cache
+    use and MFU of its nodes up."""
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True, constrained_layout=True)
+    up = node_ts[node_ts["up"]] if "up" in node_ts else node_ts
+    span_s = float(node_ts["time_s"].max()) if len(node_ts) else 0.0
+    hours = span_s > 3 * 3600
+    scale = 3600.0 if hours else 60.0
+    dt = float(np.median(np.diff(np.unique(node_ts["time_s"])))) if node_ts["time_s"].nunique() > 1 else 1.0
+    win = max(1, round(max(10.0, span_s / 300) / dt))
+    col = node_ts["pool"]
+    pools = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.unique())
+    for i, name in enumerate(pools):
+        mine = up[up["pool"] == name].groupby("time_s")
+        if not len(mine):
+            continue
+        t = np.asarray(mine.size().index) / scale
+        color = f"C{i % 10}"
+        axes[0].plot(t, mine["running_seqs"].sum().rolling(win, min_periods=1).mean(), lw=1.2, color=color, label=name)
+        axes[1].plot(t, 100 * mine["kv_fraction"].mean(), lw=1.2, color=color, label=name)
+        axes[2].plot(t, 100 * mine["mfu"].mean().rolling(win, min_periods=1).mean(), lw=1.2, color=color, label=name)
+    for ax, ylabel, title in (
+        (axes[0], "running sequences",
+         f"Running batch per pool (sum over its nodes, rolling mean over {win * dt:g} s)"),
+        (axes[1], "% of KV capacity", "KV cache in use per pool (mean over its nodes up)"),
+        (axes[2], "% of peak FLOPs", "MFU per pool (mean over its nodes up)"),
+    ):
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+        _legend_above(ax)
+    axes[2].set_xlabel("simulated time (h)" if hours else "simulated time (min)")
     return fig
 
 
@@ -324,6 +365,43 @@ def _class_table_html(slo: SloVerdict) -> str:
     return f"<h2>SLO by class</h2><table class='lat'>{head}{''.join(rows)}</table>"
 
 
+def _pools_html(summary: Summary) -> str:
+    """Per-pool and per-model tables of a ``fleet.pools`` run (empty otherwise)."""
+    pools, models = summary.pools or {}, summary.models or {}
+    if not pools:
+        return ""
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f} %"
+
+    head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>sent</th><th>completed</th>"
+            "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>load factor</th><th>KV mean</th><th>MFU mean</th>"
+            "<th>GPU-hours</th><th>self-host $</th><th>$ / M output tokens</th></tr>")
+    rows = []
+    for name, p in pools.items():
+        u, c, lat = p["utilisation"], p["cost"], p["latency"]
+        rows.append(
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(p['role'])}</td>"
+            f"<td>{p['nodes']} × {p['gpus_per_node']}× {html.escape(p['gpu'])}"
+            + (f" + {p['spot_nodes']} spot" if p.get("spot_nodes") else "")
+            + (f" + ≤ {p['on_demand_max_nodes']} on-demand" if p.get("on_demand_max_nodes") else "")
+            + f"</td><td>{html.escape(p['model'])}</td><td>{_fmt(p['requests']['sent'])}</td>"
+            f"<td>{_fmt(p['requests']['completed'])}</td><td>{_fmt(lat['ttft_s']['p95'])}</td>"
+            f"<td>{_fmt(lat['tpot_s']['p95'])}</td><td>{_fmt(u.get('load_factor'))}</td>"
+            f"<td>{pct(u.get('kv_fraction_mean'))}</td><td>{pct(u.get('mfu_mean'))}</td><td>{_fmt(c['gpu_hours'])}</td>"
+            f"<td>{_fmt(c['self_host_usd'])}</td><td>{_fmt(c['usd_per_mtok_output'])}</td></tr>")
+    out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>"
+    mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived</th><th>SLO attainment</th><th>SLO</th>"
+             "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th><th>$ / M output tokens</th></tr>")
+    mrows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(', '.join(m['classes']))}</td>"
+        f"<td>{html.escape(', '.join(m['pools']))}</td><td>{_fmt(m['arrived'])}</td><td>{pct(m['attainment'])}</td>"
+        f"<td class='{'good' if m.get('met') else 'bad'}'>{'met' if m.get('met') else 'MISSED'}</td>"
+        f"<td>{_fmt(m['ttft_s']['p95'])}</td><td>{_fmt(m['tpot_s']['p95'])}</td><td>{_fmt(m['cost_usd'])}</td>"
+        f"<td>{_fmt(m['usd_per_mtok_output'])}</td></tr>" for name, m in models.items())
+    return out + f"<h2>Models</h2><table class='lat'>{mhead}{mrows}</table>"
+
+
 def _summary_html(summary: Summary) -> str:
     req, lat, thr, util, slo, cost = (summary.requests, summary.latency, summary.throughput, summary.utilisation,
                                       summary.slo, summary.cost)
@@ -362,7 +440,8 @@ def _summary_html(summary: Summary) -> str:
                             ("queue wait (s)", lat.queue_wait_s))
     )
     return (
-        f"{_headline_html(summary)}<table class='kv'>{body}</table>{_class_table_html(slo)}<h2>Latency</h2>"
+        f"{_headline_html(summary)}<table class='kv'>{body}</table>{_pools_html(summary)}{_class_table_html(slo)}"
+        "<h2>Latency</h2>"
         f"<table class='lat'><tr><th></th><th>mean</th><th>P50</th>"
         f"<th>P90</th><th>P95</th><th>P99</th></tr>{lat_rows}</table>"
     )
@@ -411,6 +490,7 @@ def write_report(
         ("latency_cdf.png", plot_latency_cdfs(curves or {}, slo, summary.requests.completed)),
         ("load_over_time.png", plot_load(fleet_ts)),
         ("node_utilisation.png", plot_node_utilisation(node_ts, duration_s)),
+        *((("pool_load.png", plot_pools(node_ts)),) if summary.pools is not None and "pool" in node_ts else ()),
     ):
         images.append((name, _save_png(out_dir / name, fig)))
         paths[name] = out_dir / name
@@ -420,6 +500,10 @@ def write_report(
         f"{fleet.nodes} × {fleet.gpus_per_node}× {fleet.gpu} · {fleet.model} "
         f"({fleet.weights} weights, {fleet.kv_cache} KV) · seed {summary.seed}"
     )
+    if summary.pools is not None:
+        subtitle = "pools: " + " · ".join(
+            f"{n}: {p['nodes']} × {p['gpus_per_node']}× {p['gpu']}, {p['model']} ({p['weights']} weights)"
+            for n, p in summary.pools.items()) + f" · seed {summary.seed}"
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>capsim · {html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}th,td{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}

@@ -24,7 +24,7 @@ from sim.engine.common import NodeSnapshot
 from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
-from sim.fleet.pools import check_roles_supported
+from sim.fleet.pools import PoolLayout, pool_layout
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
 from sim.spill.deferred import BatchQueue
@@ -86,6 +86,56 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     return NodeModel(gpu, model, memory, perf, max_len, eng)
 
 
+def build_pool_models(scenario: Scenario) -> list[NodeModel]:
+    """One :class:`NodeModel` per pool (``fleet.pools``; without them, the single fleet's). Errors name the
+    pool's field (``fleet.pools.1.gpus_per_node``)."""
+    fleet = scenario.fleet
+    if not fleet.pooled:
+        return [build_node_model(scenario)]
+    out = []
+    for i in range(len(fleet.pool_list())):
+        try:
+            out.append(build_node_model(pool_scenario(scenario, i)))
+        except ConfigError as exc:
+            field = exc.field.replace("fleet.", f"fleet.pools.{i}.", 1) if exc.field.startswith("fleet.") \
+                else exc.field
+            raise ConfigError(exc.source, field, exc.problem) from None
+    return out
+
+
+def pool_scenario(scenario: Scenario, pool: int) -> Scenario:
+    """``scenario`` with its fleet replaced by pool ``pool`` alone (and that pool's pricing): what the per-node
+    and per-fleet machinery (node model, capacity, energy, cost) reads for one pool."""
+    fleet = scenario.fleet
+    if not fleet.pooled:
+        return scenario
+    p = fleet.pool_list()[pool]
+    update: dict[str, Any] = {"fleet": fleet.pool_fleet(pool)}
+    if p.pricing is not None:
+        update["pricing"] = p.pricing
+    return scenario.model_copy(update=update)
+
+
+def pool_speeds(scenario: Scenario, layout: PoolLayout, models: list[NodeModel]) -> list[float]:
+    """Speed of one node of each pool for the weighted routers: the tokens/s (uncached prompt + output) it
+    sustains for the mix of the classes of its model (:func:`sim.perf.capacity.node_capacity`). A replayed trace
+    without token distributions is taken as 1,024 input and 256 output tokens per request."""
+    from sim.perf.capacity import node_capacity
+    from sim.traffic.classes import ClassMix
+
+    out = []
+    for p, nm in enumerate(models):
+        group = layout.pool_group[p]
+        classes = [c for c, g in zip(scenario.traffic.classes, layout.class_group) if g == group]
+        if classes and all(c.input_tokens is not None and c.output_tokens is not None for c in classes):
+            mean_in, mean_out = ClassMix(classes, scenario.base_dir, nm.engine.block_size).mean_tokens()
+        else:
+            mean_in, mean_out = 1024.0, 256.0
+        cap = node_capacity(nm, mean_in, mean_out, 0.0)
+        out.append(cap.requests_per_s * (mean_in + mean_out))
+    return out
+
+
 class TimeSeries:
     """Samples taken every ``interval_s``, stored compactly (``array`` buffers, not Python lists) so a week
     sampled every second stays small. Fleet series have one value per sample; per-node series one value
@@ -101,6 +151,8 @@ class TimeSeries:
         self.nodes = nodes
         fields = {**self._NODE_FIELDS, **self._FLEET_FIELDS}
         self._data: dict[str, array[Any]] = {k: array(code) for k, code in fields.items()}
+        self.pools = 0  # per-pool series (``fleet.pools`` runs): one value per sample and pool
+        self._pool_data: dict[str, array[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._data["time_s"])
@@ -110,6 +162,19 @@ class TimeSeries:
             self._data[k].append(v)
         for k, values in per_node.items():
             self._data[k].extend(values)
+
+    def append_pools(self, values: dict[str, list[int]]) -> None:
+        """Per-pool counts of one sample: ``arrivals`` (requests sent to the pool's nodes during the interval),
+        ``completions`` (completed on its nodes), ``nodes_billed``."""
+        for k, v in values.items():
+            self.pools = len(v)
+            self._pool_data.setdefault(k, array("i")).extend(v)
+
+    def per_pool(self, name: str) -> np.ndarray:
+        """[samples, pools] array of a per-pool series (empty when the run had no ``fleet.pools``)."""
+        if name not in self._pool_data or not self.pools:
+            return np.zeros((len(self), 0))
+        return np.frombuffer(self._pool_data[name], dtype="i").copy().reshape(len(self), self.pools)
 
     def fleet(self, name: str) -> np.ndarray:
         """One fleet series (``time_s``, ``arrivals`` during the interval, ``completions`` = requests reaching
@@ -157,13 +222,14 @@ def terminal_statuses() -> list[Status]:
     return first + [st for st in Status if st not in first and st not in (Status.WAITING, Status.RUNNING)]
 
 
-def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients) -> int:
+def live_in_flight(fleet: Any, batch: Any, spill: Any, clients: Clients, disagg: Any = None) -> int:
     """Requests not yet finished, counted where they are: on a node (queued or running), held by the fleet
     while no node accepts, held as deferrable batch work, or owned by the hosted API (in a call or backing
     off before a retry), or waiting out a client's back-off before its retry is sent."""
     on_nodes = sum(s.node.in_flight_count() for s in fleet.slots if s.node is not None)
     at_api = spill.api.outstanding if spill is not None and spill.api is not None else 0
-    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff
+    in_transfer = disagg.in_transfer if disagg is not None else 0  # KV on a prefill → decode link
+    return on_nodes + len(fleet.pending) + len(batch) + at_api + clients.in_backoff + in_transfer
 
 
 @dataclass
@@ -184,6 +250,10 @@ class SimResult:
     fleet_events: list[tuple[float, int, str, str]] = field(default_factory=list)
     spill: dict[str, Any] | None = None  # hosted-API counters (sim.spill.policy.SpillDispatcher.stats), if configured
     clients: dict[str, int] | None = None  # client give-up / retry counters (sim.traffic.clients.Clients.stats), if any
+    pool_models: list[NodeModel] = field(default_factory=list)  # one per pool (``fleet.pools``), else [node_model]
+    layout: PoolLayout | None = None  # which slot is in which pool, which class asks for which model
+    pool_gpu_hours: list[dict[str, float]] = field(default_factory=list)  # billed GPU-hours per pool, by node kind
+    disagg: dict[str, float] | None = None  # KV-transfer counters (sim.fleet.disagg.DisaggDispatcher.stats), if any
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
@@ -228,10 +298,9 @@ def simulate(
     ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
     """
     wall0 = time.perf_counter()
-    check_roles_supported(scenario)
-    if len(scenario.fleet.pool_list()) > 1:
-        raise ConfigError(scenario.source, "fleet.pools", "several pools are not simulated yet (work in progress)")
-    nm = build_node_model(scenario)
+    layout = pool_layout(scenario)
+    pool_models = build_pool_models(scenario)
+    nm = pool_models[0]
     env = simpy.Environment()
     requests: list[Request] = []
     tally = Tally()
@@ -247,26 +316,51 @@ def simulate(
             on_request_done(req)
 
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
+    slot_pool = layout.slot_pool
 
     def make_node(slot: int, done: Callable[[Request], None]) -> NodeEngine:
-        return node_cls(env, slot, nm.perf, nm.engine, nm.memory.kv_capacity_blocks, nm.max_model_len, done)
+        m = pool_models[slot_pool[slot]]
+        return node_cls(env, slot, m.perf, m.engine, m.memory.kv_capacity_blocks, m.max_model_len, done)
+
+    speed = None
+    if scenario.router.policy.startswith("weighted_"):
+        speeds = pool_speeds(scenario, layout, pool_models)
+
+        def speed(node: NodeEngine) -> float:
+            return speeds[slot_pool[node.node_id]]
 
     fleet = FleetManager(env, scenario, make_node, on_done, stream(scenario.seed, "router"),
-                         stream(scenario.seed, "spot"))
+                         stream(scenario.seed, "spot"), layout, speed)
     slots = fleet.slots
+    pooled = scenario.fleet.pooled
+    pool_done = [0] * len(pool_models)
+    if pooled:
+        def count_pool_done(req: Request) -> None:
+            if req.status == Status.COMPLETED and req.node >= 0 and not req.via_api:
+                pool_done[slot_pool[req.node]] += 1
+
+        done_observers.append(count_pool_done)
     series = TimeSeries(scenario.output.sample_interval_s, len(slots))
     dispatcher: Dispatcher = fleet
     spill = None
     if scenario.spill is not None or scenario.api is not None:  # hosted API / spill policy (sim.spill.policy)
         from sim.spill.policy import SpillDispatcher
 
-        spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf)
+        spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf,
+                                             [(m.engine, m.perf) for m in pool_models])
         done_observers.append(spill.on_fleet_done)
-        if scenario.fleet.spot.on_eviction == "spill":
+        if any(p.spot.on_eviction == "spill" for p in layout.pools):  # evictions of every pool go to the API
             # evicted requests are re-served whole by the API (prompt and every output token, billed again)
             fleet.evicted_sink = spill.to_api
-    if scenario.fleet.autoscaler.policy != "none":
-        env.process(autoscaler_process(env, scenario.fleet.autoscaler, fleet, *_forecast(scenario)))
+    disagg = None
+    if any(p.role != "mixed" for p in layout.pools):  # prefill and decode pools, KV over links (sim.fleet.disagg)
+        from sim.fleet.disagg import DisaggDispatcher
+
+        disagg = dispatcher = DisaggDispatcher(env, scenario, fleet, layout, pool_models)
+        done_observers.append(disagg.on_done)
+    for i, pool in enumerate(layout.pools):
+        if pool.autoscaler.policy != "none":
+            env.process(autoscaler_process(env, pool.autoscaler, fleet, *_forecast(scenario), pool=i))
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
     priorities = [c.priority for c in scenario.traffic.classes]
@@ -281,17 +375,24 @@ def simulate(
     def arrival_process() -> Generator[simpy.Event, Any, None]:
         rid = 0
         for chunk in chunks:
-            for t, k, p, o, c in zip(
+            n = len(chunk)
+            chains = chunk.prefix if chunk.prefix is not None else [None] * n
+            sessions = chunk.session.tolist() if chunk.session is not None else [-1] * n
+            for t, k, p, o, c, h, sid in zip(
                 chunk.time_s.tolist(),
                 chunk.class_idx.tolist(),
                 chunk.prompt_tokens.tolist(),
                 chunk.output_tokens.tolist(),
                 chunk.cached_tokens.tolist(),
+                chains,
+                sessions,
             ):
                 delay = t - env.now
                 if delay > 0:
                     yield env.timeout(delay)
                 req = Request(rid, t, k, p, o, c)
+                req.prefix = h
+                req.session = sid
                 req.priority = priorities[k]
                 rid += 1
                 tally.arrived += 1
@@ -305,10 +406,13 @@ def simulate(
                     if clients.enabled:
                         clients.sent(req)
 
-    flops_per_token, flops_per_pair, bytes_per_step, bytes_per_ctx = work_coefficients(nm)
+    coeffs = [work_coefficients(m) for m in pool_models]  # per pool: FLOPs and HBM bytes per unit of work
+    slot_coeffs = [coeffs[slot_pool[s.index]] for s in slots]
 
     def sampler() -> Generator[simpy.Event, Any, None]:
         last_done = 0
+        last_sent = [0] * len(pool_models)
+        last_pool_done = [0] * len(pool_models)
         while True:
             yield env.timeout(series.interval_s)
             snaps = [s.node.snapshot() if s.node is not None else _DOWN for s in slots]
@@ -329,10 +433,18 @@ def simulate(
                     "kv_used_blocks": [x.kv_used_blocks for x in snaps],
                     "busy_s": [s.busy_s() for s in slots],
                     "up": up,
-                    "flops": [flops_per_token * w[0] + flops_per_pair * w[1] for w in works],
-                    "hbm_bytes": [bytes_per_step * w[3] + bytes_per_ctx * w[2] for w in works],
+                    "flops": [c[0] * w[0] + c[1] * w[1] for c, w in zip(slot_coeffs, works)],
+                    "hbm_bytes": [c[2] * w[3] + c[3] * w[2] for c, w in zip(slot_coeffs, works)],
                 },
             )
+            if pooled:
+                series.append_pools({
+                    "arrivals": [a - b for a, b in zip(fleet.submitted, last_sent)],
+                    "completions": [a - b for a, b in zip(pool_done, last_pool_done)],
+                    "nodes_billed": [sum(1 for s in slots if s.pool == p and s.state != SlotState.DOWN)
+                                     for p in range(len(pool_models))],
+                })
+                last_sent, last_pool_done = list(fleet.submitted), list(pool_done)
             arrivals_since[0] = 0
             last_done = done[0]
 
@@ -351,7 +463,7 @@ def simulate(
         if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     tally.retries = clients.retries
-    tally.in_flight = live_in_flight(fleet, batch, spill, clients)
+    tally.in_flight = live_in_flight(fleet, batch, spill, clients, disagg)
     return SimResult(
         scenario=scenario,
         node_model=nm,
@@ -367,4 +479,8 @@ def simulate(
         fleet_events=fleet.events,
         spill=spill.stats() if spill is not None else None,
         clients=clients.stats() if clients.enabled else None,
+        pool_models=pool_models,
+        layout=layout,
+        pool_gpu_hours=[fleet.billed_gpu_hours(scenario.duration_s, p) for p in range(len(pool_models))],
+        disagg=disagg.stats() if disagg is not None else None,
     )

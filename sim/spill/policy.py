@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, MutableSequence, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import simpy
 
 from sim.core.config import (
     AllApi,
     ClassBasedSpill,
+    Engine,
     KvPressureSpill,
     NeverSpill,
     PredictedTtftSpill,
@@ -45,9 +47,6 @@ from sim.engine.protocol import NodeEngine
 from sim.perf.model import StepTimeModel, attention_pairs
 from sim.spill.api import ApiStats, HostedApi, resolve_api
 from sim.traffic.request import Request
-
-if TYPE_CHECKING:
-    from sim.fleet.router import Router
 
 DEPARTURE_TAU_S = 30.0
 MIN_DEPARTURES = 5
@@ -89,25 +88,30 @@ class FleetView:
     def __init__(self, dispatcher: SpillDispatcher, req: Request) -> None:
         self._d = dispatcher
         self._req = req
-        self._idx: int | None = None
+        self._node: NodeEngine | None = None
         self._snap: NodeSnapshot | None = None
         self.now = dispatcher.env.now
 
     @property
     def available(self) -> bool:
-        """Whether any node accepts requests now (all may be evicted or draining)."""
-        return bool(self._d.fleet.active)
+        """Whether any node of the request's model accepts requests now (all may be evicted or draining)."""
+        return self._d.fleet.accepting(self._req)
 
     @property
-    def node_index(self) -> int:
-        """Index (into the accepting nodes) of the node the router picks; picked once, on first use."""
-        if self._idx is None:
-            self._idx = self._d.fleet.router.pick(self._req)
-        return self._idx
+    def picked(self) -> bool:
+        """Whether the router has picked the node already (a policy looked at it)."""
+        return self._node is not None
 
     @property
     def node(self) -> NodeEngine:
-        return self._d.fleet.active[self.node_index]
+        """The node the router picks among the accepting nodes of the request's model; picked once, on first
+        use (only when ``available``)."""
+        if self._node is None:
+            node = self._d.fleet.pick(self._req)
+            if node is None:
+                raise RuntimeError("a spill policy looked at a node while none accepts requests")
+            self._node = node
+        return self._node
 
     @property
     def snapshot(self) -> NodeSnapshot:
@@ -126,7 +130,8 @@ class FleetView:
 
     def kv_fraction_with_queue(self) -> float:
         """(KV blocks in use + blocks of the queued prompts and this one) / capacity."""
-        node, bs = self.node, self._d.block_size
+        node = self.node
+        bs = self._d.params(node).block_size
         queued = sum(cdiv(r.prompt_tokens + r.num_generated, bs) for r in node.waiting)
         mine = cdiv(self._req.prompt_tokens, bs)
         return (self.snapshot.kv_used_blocks + queued + mine) / node.capacity_blocks
@@ -134,24 +139,26 @@ class FleetView:
     def expected_wait_s(self) -> float:
         """Expected time until the request is first scheduled on the node (model in the module docstring)."""
         d, node, snap = self._d, self.node, self.snapshot
+        pp = d.params(node)
         ahead = len(node.waiting)
-        free_seats = d.max_seqs - snap.running
+        free_seats = pp.max_seqs - snap.running
         blocked = ahead + 1 - max(free_seats, 0)
         queued_tokens = self.queued_prompt_tokens() if ahead else 0
         if blocked <= 0:
-            bs = d.block_size
+            bs = pp.block_size
             need = cdiv(queued_tokens + self._req.prompt_tokens, bs)
             if need > node.capacity_blocks - snap.kv_used_blocks:
                 blocked = ahead + 1  # KV-bound: everyone ahead waits for departures
-        wait = queued_tokens / d.prefill_tokens_per_s
+        wait = queued_tokens / pp.prefill_tokens_per_s
         if blocked > 0:
             wait += blocked / d.departure_rate(node.node_id, snap, self.now)
         return wait
 
     def predicted_ttft_s(self) -> float:
         req = self._req
-        return self.expected_wait_s() + (req.prompt_tokens - req.cached_tokens) / self._d.prefill_tokens_per_s \
-            + self._d.step_floor_s
+        pp = self._d.params(self.node)
+        return self.expected_wait_s() + (req.prompt_tokens - req.cached_tokens) / pp.prefill_tokens_per_s \
+            + pp.step_floor_s
 
 
 # --- policies --------------------------------------------------------------------------------------------
@@ -299,27 +306,25 @@ def make_policy(scenario: Scenario) -> SpillPolicy:
 
 # --- dispatcher ------------------------------------------------------------------------------------------
 class SlotLike(Protocol):
-    """What the late-spill check reads of a fleet slot (:class:`sim.fleet.fleet.Slot`)."""
+    """What the spill dispatcher reads of a fleet slot (:class:`sim.fleet.fleet.Slot`)."""
 
     @property
     def node(self) -> NodeEngine | None:
         """The node running in this slot, None while it has none (down, starting, evicted)."""
         ...
 
-
-class FleetLike(Protocol):
-    """What the spill dispatcher reads and calls of the fleet (:class:`sim.fleet.fleet.FleetManager`): the
-    accepting nodes and the router that picks among them (a policy looks at the picked node first), every slot
-    (late spill withdraws stale waiting requests from their nodes), the requests held while no node accepts
-    (late spill takes stale ones from there too), and ``dispatch`` (route a request to a node, or hold it)."""
-
     @property
-    def active(self) -> Sequence[NodeEngine]:
-        """Nodes accepting requests, in slot order; :attr:`router` picks an index into this list."""
+    def pool(self) -> int:
+        """Index of the slot's pool in ``fleet.pools`` (0 without pools)."""
         ...
 
-    @property
-    def router(self) -> Router: ...
+
+class FleetLike(Protocol):
+    """What the spill dispatcher reads and calls of the fleet (:class:`sim.fleet.fleet.FleetManager`): whether a
+    node accepts a request, the node the router would pick (a policy looks at it before deciding), submitting to
+    that node or dispatching (route, or hold while no node accepts), every slot (late spill withdraws stale
+    waiting requests from their nodes; a slot's pool picks its wait-estimate parameters) and the held requests
+    (late spill takes stale ones from there too)."""
 
     @property
     def slots(self) -> Sequence[SlotLike]: ...
@@ -330,6 +335,32 @@ class FleetLike(Protocol):
         ...
 
     def dispatch(self, req: Request) -> None: ...
+
+    def pick(self, req: Request) -> NodeEngine | None: ...
+
+    def accepting(self, req: Request) -> bool: ...
+
+    def submit(self, node: NodeEngine, req: Request) -> None: ...
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """What the wait estimates need of one pool's nodes: engine limits, full-budget prefill rate, the floor of a
+    step, and the step-time model (None: no estimates, an infinitely fast prefill)."""
+
+    block_size: int
+    max_seqs: int
+    prefill_tokens_per_s: float
+    step_floor_s: float
+    perf: StepTimeModel | None
+
+    @classmethod
+    def of(cls, engine: Engine, perf: StepTimeModel | None) -> NodeParams:
+        if perf is None:
+            return cls(engine.block_size, engine.max_num_seqs, math.inf, 0.0, None)
+        b = engine.max_num_batched_tokens
+        return cls(engine.block_size, engine.max_num_seqs, b / perf.step_s(b, attention_pairs(b, b), b),
+                   perf.step_s(1, 1, 1), perf)
 
 
 class SpillDispatcher:
@@ -342,7 +373,9 @@ class SpillDispatcher:
         fleet: FleetLike,
         on_done: Callable[[Request], None],
         perf: StepTimeModel | None = None,
+        pool_nodes: Sequence[tuple[Engine, StepTimeModel | None]] | None = None,
     ) -> None:
+        """``perf``: the single fleet's step-time model; ``pool_nodes``: (engine, perf) per pool instead."""
         if scenario.api is None and not isinstance(scenario.spill, (NeverSpill, type(None))):
             raise ConfigError(scenario.source, "api", "a spill policy needs an api section")
         self.env = env
@@ -352,17 +385,11 @@ class SpillDispatcher:
                              self.give_back) if scenario.api is not None else None
         self.late = 0
         self.spilled_at_arrival = 0
-        eng = scenario.fleet.engine
-        self.block_size = eng.block_size
-        self.max_seqs = eng.max_num_seqs
         self._rates: dict[int, DepartureRate] = {}
-        self._perf: StepTimeModel | None = perf
-        if perf is not None:
-            b = eng.max_num_batched_tokens
-            self.prefill_tokens_per_s = b / perf.step_s(b, attention_pairs(b, b), b)
-            self.step_floor_s = perf.step_s(1, 1, 1)
-        else:
-            self.prefill_tokens_per_s, self.step_floor_s = math.inf, 0.0
+        if pool_nodes is None:
+            pool_nodes = [(scenario.fleet.engine, perf)]
+        self._params = [NodeParams.of(eng, pf) for eng, pf in pool_nodes]
+        self._slot_pool = [slot.pool for slot in fleet.slots]
         late = scenario.spill.late if scenario.spill is not None else None
         if late is not None and fleet.slots:
             env.process(self._late_spill(late.after_s, late.check_every_s))
@@ -376,15 +403,20 @@ class SpillDispatcher:
                 est = self._rates[req.node] = DepartureRate(DEPARTURE_TAU_S, 0.0)
             est.add(self.env.now)
 
+    def params(self, node: NodeEngine) -> NodeParams:
+        """The wait-estimate parameters of ``node``'s pool."""
+        return self._params[self._slot_pool[node.node_id]] if len(self._params) > 1 else self._params[0]
+
     def departure_rate(self, node_idx: int, snap: NodeSnapshot, now: float) -> float:
         est = self._rates.get(node_idx)
         if est is not None and est.n >= MIN_DEPARTURES:
             r = est.rate(now)
             if r > 0:
                 return r
+        pp = self._params[self._slot_pool[node_idx]] if len(self._params) > 1 else self._params[0]
         running = max(snap.running, 1)
-        ctx = snap.kv_used_blocks * self.block_size
-        step = self._perf.step_s(running, ctx, ctx) if self._perf is not None else 1.0
+        ctx = snap.kv_used_blocks * pp.block_size
+        step = pp.perf.step_s(running, ctx, ctx) if pp.perf is not None else 1.0
         return running / (PRIOR_OUTPUT_TOKENS * step)
 
     # -- routing -----------------------------------------------------------------------------------------
@@ -392,8 +424,8 @@ class SpillDispatcher:
         view = FleetView(self, req)
         route = self.policy.decide(req, view)
         if route == Route.FLEET:
-            if view._idx is not None:
-                view.node.submit(req)
+            if view.picked:
+                self.fleet.submit(view.node, req)
             else:
                 self.fleet.dispatch(req)
             return

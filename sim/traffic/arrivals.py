@@ -19,6 +19,7 @@ from sim.core.config import Scenario, Traffic
 from sim.core.errors import ConfigError
 from sim.core.rng import stream
 from sim.traffic.classes import ClassMix, resolve_data_path
+from sim.traffic.prefixes import PrefixStreams, regroup_chain
 from sim.traffic.sampling import GammaModulation, nhpp_times, poisson_times, renewal_times
 from sim.traffic.shapes import RateCurve, clock0_hours, resolve_components
 from sim.traffic.traces import Trace, read_trace_spec, replay, window
@@ -33,6 +34,8 @@ class ArrivalChunk:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     cached_tokens: np.ndarray
+    prefix: list[tuple[int, ...] | None] | None = None  # prefix-cache hash chains (sim.engine.kv), if any
+    session: np.ndarray | None = None  # conversation ids (−1: none), if any
 
     def __len__(self) -> int:
         return len(self.time_s)
@@ -80,17 +83,35 @@ def time_stream(traffic: Traffic, curve: RateCurve, duration_s: float, seed: int
     return nhpp_times(rng, curve.rate_rps, duration_s)
 
 
+def trace_chains(trace: Trace, hash_block_tokens: int, unit_tokens: int, source: str) -> list[tuple[int, ...]]:
+    """A hashed trace's rows as prefix-cache chains of ``unit_tokens``-token units."""
+    assert trace.hashes is not None
+    if unit_tokens % hash_block_tokens and hash_block_tokens % unit_tokens:
+        raise ConfigError(source, "fleet.engine.prefix_unit_tokens",
+                          f"{unit_tokens} must divide or be a multiple of the trace's hash_block_tokens "
+                          f"({hash_block_tokens})")
+    return [regroup_chain(h, hash_block_tokens, unit_tokens) for h in trace.hashes]
+
+
 def traffic_chunks(traffic: Traffic, base: Path, duration_s: float, seed: int, block_size: int = 16,
-                   source: str = "scenario") -> Iterator[ArrivalChunk]:
-    """Arrivals of a :class:`~sim.core.config.Traffic` section over [0, duration_s) (files read now)."""
+                   source: str = "scenario", prefix_unit_tokens: int | None = None) -> Iterator[ArrivalChunk]:
+    """Arrivals of a :class:`~sim.core.config.Traffic` section over [0, duration_s) (files read now).
+
+    ``prefix_unit_tokens``: the prefix cache's unit when the engine caches prefixes (None: it does not; a hashed
+    trace then gives each request the infinite-cache hit of its ``hash_ids``, the approximation kept from before).
+    Classes with a ``prefix`` section always get their composed prompts and hash chains."""
     clock0 = clock0_hours(traffic.start_weekday, traffic.start_hour)
     a_rng = stream(seed, "attributes")
+    unit = prefix_unit_tokens or 256
+    prefixes = PrefixStreams(traffic.classes, base, unit, stream(seed, "prefixes"))
     if traffic.trace is not None:
         trace = load_trace(traffic, base)
         mix = ClassMix(traffic.classes, base, block_size, clock0, tokens=False)
         k = trace_rate_scale(traffic, trace)
         spec = traffic.trace
         t_rng = stream(seed, "arrivals")
+        chains = (trace_chains(trace, spec.hash_block_tokens, prefix_unit_tokens, source)
+                  if prefix_unit_tokens is not None and trace.hashes is not None else None)
 
         def gen_trace() -> Iterator[ArrivalChunk]:
             for times, rows in replay(trace, t_rng, duration_s, k, spec.time_scale, spec.loop):
@@ -98,6 +119,10 @@ def traffic_chunks(traffic: Traffic, base: Path, duration_s: float, seed: int, b
                 cls = mix.draw_classes(a_rng, n, times)
                 prompt = trace.prompt_tokens[rows].astype(np.int64)
                 output = trace.output_tokens[rows].astype(np.int64)
+                if chains is not None:
+                    yield ArrivalChunk(times, cls, prompt, output, np.zeros(n, np.int64),
+                                       [chains[r] for r in rows.tolist()])
+                    continue
                 if trace.cached_tokens is not None:
                     c = trace.cached_tokens[rows]
                     cached = np.maximum((np.minimum(c, prompt - 1) // block_size) * block_size, 0)
@@ -114,12 +139,17 @@ def traffic_chunks(traffic: Traffic, base: Path, duration_s: float, seed: int, b
     def gen() -> Iterator[ArrivalChunk]:
         for times in times_iter:
             cls, prompt, output, cached = mix.draw(a_rng, len(times), times)
-            yield ArrivalChunk(times, cls, prompt, output, cached)
+            if prefixes.active:
+                prompt, chains, sessions = prefixes.apply(times, cls, prompt, output)
+                yield ArrivalChunk(times, cls, prompt, output, cached, chains, sessions)
+            else:
+                yield ArrivalChunk(times, cls, prompt, output, cached)
 
     return gen()
 
 
 def arrival_chunks(scenario: Scenario) -> Iterator[ArrivalChunk]:
     """All arrivals of the scenario, in time order, in chunks (files are read and checked at call time)."""
+    eng = scenario.fleet.engine
     return traffic_chunks(scenario.traffic, scenario.base_dir, scenario.duration_s, scenario.seed,
-                          scenario.fleet.engine.block_size, scenario.source)
+                          eng.block_size, scenario.source, eng.prefix_unit_tokens if eng.prefix_caching else None)

@@ -45,6 +45,10 @@ class Request:
         "first_token_s",
         "finish_s",
         "preemptions",
+        # shared prefix cache (sim.engine.kv): chained unit hashes of the token stream, conversation id
+        "prefix",
+        "session",
+        "shared_units",
         # client retries (sim.traffic.clients)
         "retries",
         "attempt_s",
@@ -85,6 +89,9 @@ class Request:
         self.first_token_s = -1.0
         self.finish_s = -1.0
         self.preemptions = 0
+        self.prefix: tuple[int, ...] | None = None  # with a prefix cache, cached_tokens is set at each admission
+        self.session = -1  # conversation id (session-affinity routing), −1: none
+        self.shared_units = 0  # leading units of ``prefix`` this request references in its node's cache
         self.retries = 0  # attempts before this one (each given up on by the client)
         self.attempt_s = arrival_s  # when this attempt was sent (the queue order of scheduling_policy: priority)
         self.cancelled = False  # withdrawn while running: its node drops it at the end of the step in progress
@@ -105,6 +112,10 @@ class Request:
         new = Request(self.rid, self.arrival_s, self.class_idx, self.prompt_tokens, self.output_tokens,
                       self.cached_tokens)
         new.priority = self.priority
+        new.prefix = self.prefix
+        new.session = self.session
+        if self.prefix is not None:
+            new.cached_tokens = 0
         new.retries = self.retries + 1
         new.attempt_s = now
         new.preemptions = self.preemptions

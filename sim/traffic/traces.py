@@ -40,6 +40,7 @@ class Trace:
     start: pd.Timestamp | None = None  # wall-clock time of t = 0, when the trace has one
     dropped_rows: int = 0
     extra: dict = field(default_factory=dict)
+    hashes: tuple[tuple[int, ...], ...] | None = None  # Mooncake: each row's hash_ids (prefix blocks), in row order
 
     @property
     def rows(self) -> int:
@@ -142,7 +143,8 @@ def _times(df: pd.DataFrame, col: str, unit: str, path: Path) -> tuple[np.ndarra
     return _numeric(df, col, path) * scale, None
 
 
-def _mooncake(path: Path, block_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def _mooncake(path: Path, block_tokens: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, list[list[int]]]:
     ts: list[float] = []
     inp: list[int] = []
     out: list[int] = []
@@ -178,7 +180,7 @@ def _mooncake(path: Path, block_tokens: int) -> tuple[np.ndarray, np.ndarray, np
                 n += 1
             cached[i] = max(0, min(n * block_tokens, prompt[i] - 1))
             seen.update(h)
-    return t, prompt, np.asarray(out, dtype=np.int64), cached
+    return t, prompt, np.asarray(out, dtype=np.int64), cached, hashes
 
 
 @lru_cache(maxsize=16)
@@ -187,8 +189,11 @@ def _load(path: str, mtime: float, fmt: str, time_col: str | None, in_col: str |
     p = Path(path)
     start = None
     cached = None
+    hashes: list[list[int]] | None = None
     if fmt == "mooncake":
-        t, prompt, output, cached = _mooncake(p, block_tokens)
+        t, prompt, output, cached, hashes = _mooncake(p, block_tokens)
+        if not any(hashes):
+            hashes = None
     else:
         if fmt == "azure":
             cols, unit = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"], "datetime"
@@ -212,6 +217,8 @@ def _load(path: str, mtime: float, fmt: str, time_col: str | None, in_col: str |
     t, prompt, output = t[keep], prompt[keep], output[keep]
     if cached is not None:
         cached = cached[keep]
+    if hashes is not None:
+        hashes = [h for h, k in zip(hashes, keep.tolist()) if k]
     if len(t) < 2:
         raise ConfigError(path, "", f"trace has {len(t)} usable requests (need at least 2)")
     if not np.all(np.isfinite(t)):
@@ -228,7 +235,8 @@ def _load(path: str, mtime: float, fmt: str, time_col: str | None, in_col: str |
     if cached is not None:
         cached = cached[order]
         cached.setflags(write=False)
-    return Trace(t, prompt, output, cached, path, fmt, start, dropped)
+    chains = None if hashes is None else tuple(tuple(hashes[i]) for i in order.tolist())
+    return Trace(t, prompt, output, cached, path, fmt, start, dropped, hashes=chains)
 
 
 def read_trace(path: Path | str, fmt: str = "auto", time_column: str | None = None, input_column: str | None = None,
@@ -261,7 +269,8 @@ def window(trace: Trace, start_s: float, end_s: float) -> Trace:
     return Trace(
         trace.time_s[sel] - start_s, trace.prompt_tokens[sel], trace.output_tokens[sel],
         None if trace.cached_tokens is None else trace.cached_tokens[sel], trace.source, trace.format, start,
-        trace.dropped_rows,
+        trace.dropped_rows, hashes=None if trace.hashes is None else tuple(
+            h for h, k in zip(trace.hashes, sel.tolist()) if k),
     )
 
 

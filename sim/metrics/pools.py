@@ -1,0 +1,350 @@
+"""Per-pool and per-model results of a run with ``fleet.pools`` (docs/pools.md).
+
+Each pool is measured as a fleet of its own: :func:`pool_view` restricts a :class:`SimResult` to the pool's slots
+(its node model, its scenario with its pricing, its GPU-hours), so the single-fleet code computes its time
+series, utilisation and load factor (:mod:`sim.metrics.tables`), energy (:mod:`sim.metrics.energy`) and cost
+(:mod:`sim.metrics.cost`). The fleet's figures then combine the pools':
+
+* cost: the sum of the pools' self-hosted cost (each pool's GPU-hours × its own price, or its owned TCO with its
+  own simulated energy) plus the hosted-API spend; $/M tokens = that total ÷ the tokens served (fleet or API);
+* energy: the sum of the pools' kWh, CO2 and energy cost;
+* utilisation: ``load_factor`` = requests offered to the pools ÷ the sum of what each pool sustains for the mix it
+  was sent (:mod:`sim.perf.capacity`); ``bottleneck`` and ``load_factor_peak`` are the busiest pool's; KV, batch,
+  MFU and MBU figures are over every node up, each against its own capacity and peak.
+
+A pool's own $/M tokens divides its self-hosted cost by the tokens completed on its nodes. A model's
+(``models.*``) divides the cost of the pools serving it plus the API spend on its classes by the tokens its classes
+were served; its SLO attainment counts every interactive arrival of its classes after warm-up, as the fleet's does,
+and ``met`` asks the scenario's P95 targets of its served requests and the attainment target (a model can miss while
+the fleet as a whole meets its SLO: the fleet's verdict weighs the models by their traffic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.runner.simulation import SimResult, pool_scenario
+
+
+class PoolSeries:
+    """The time series of one pool: the run's per-node series restricted to the pool's slots, and its per-pool
+    counts (requests sent to it, completed on it, nodes billed) as the fleet series."""
+
+    def __init__(self, parent: Any, pool: int, slots: list[int]) -> None:
+        self.parent = parent
+        self.pool = pool
+        self.slots = slots
+        self.interval_s = parent.interval_s
+        self.nodes = len(slots)
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def fleet(self, name: str) -> np.ndarray:
+        if name == "time_s":
+            return self.parent.fleet("time_s")
+        if name == "nodes_up":
+            return self.per_node("up").sum(axis=1)
+        if name == "deferred":
+            return np.zeros(len(self), dtype=np.int64)
+        pp = self.parent.per_pool(name)
+        return pp[:, self.pool] if pp.shape[1] else np.zeros(len(self), dtype=np.int64)
+
+    def per_node(self, name: str) -> np.ndarray:
+        return self.parent.per_node(name)[:, self.slots]
+
+
+def pool_view(result: SimResult, pool: int) -> SimResult:
+    """``result`` seen as a run of pool ``pool`` alone (see the module docstring)."""
+    assert result.layout is not None  # every simulated result carries its layout
+    slots = result.layout.pool_slots(pool)
+    return dataclasses.replace(
+        result,
+        scenario=pool_scenario(result.scenario, pool),
+        node_model=result.pool_models[pool],
+        series=PoolSeries(result.series, pool, slots),  # type: ignore[arg-type]
+        node_busy_s=[result.node_busy_s[s] for s in slots],
+        node_steps=[result.node_steps[s] for s in slots],
+        gpu_hours=result.pool_gpu_hours[pool],
+        pool_models=[result.pool_models[pool]],
+        layout=None,
+        pool_gpu_hours=[result.pool_gpu_hours[pool]],
+    )
+
+
+def pooled_timeseries(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fleet, per-node) time series of a pooled run: as :func:`sim.metrics.tables.timeseries_tables`, with KV,
+    batch fill, MFU and MBU of each node against its own pool's capacity and peaks, and a ``pool`` column."""
+    from sim.metrics.tables import timeseries_tables
+
+    assert result.layout is not None
+    n_pools = len(result.pool_models)
+    parts = [timeseries_tables(pool_view(result, p)) for p in range(n_pools)]
+    s = result.series
+    t = s.fleet("time_s")
+    if len(t) == 0:
+        empty = pd.DataFrame(columns=["time_s"])
+        return empty, empty
+    slot_pool = np.array(result.layout.slot_pool)
+    names = [p.name for p in result.layout.pools]
+    # per-node rows in global slot order
+    node_rows = []
+    for p, (_, nts) in enumerate(parts):
+        slots = np.array(result.layout.pool_slots(p))
+        if len(nts) == 0:
+            continue
+        nts = nts.copy()
+        nts["node"] = slots[nts["node"].to_numpy()]
+        nts.insert(2, "pool", names[p])
+        node_rows.append(nts)
+    per_node = pd.concat(node_rows).sort_values(["time_s", "node"], kind="stable").reset_index(drop=True)
+    per_node["pool"] = pd.Categorical(per_node["pool"], categories=names)
+    caps = np.array([result.pool_models[p].memory.kv_capacity_blocks for p in slot_pool], dtype=float)
+    seqs = np.array([result.pool_models[p].engine.max_num_seqs for p in slot_pool], dtype=float)
+    up = s.per_node("up").astype(bool)
+    waiting = s.per_node("waiting").astype(np.int64)
+    running = s.per_node("running").astype(np.int64)
+    kv = s.per_node("kv_used_blocks").astype(np.int64)
+    n_up = up.sum(axis=1)
+    up_safe = np.maximum(n_up, 1)
+    cap_up = np.maximum((up * caps).sum(axis=1), 1.0)
+    seq_up = np.maximum((up * seqs).sum(axis=1), 1.0)
+
+    def pool_sum(col: str) -> np.ndarray:
+        return np.sum([f[col].to_numpy(dtype=float) * f["nodes_up"].to_numpy(dtype=float) for f, _ in parts],
+                      axis=0)
+
+    deferred = s.fleet("deferred").astype(np.int64)
+    interval = s.interval_s
+    fleet = pd.DataFrame({
+        "time_s": t,
+        "arrival_rate_rps": s.fleet("arrivals") / interval,
+        "completion_rate_rps": s.fleet("completions") / interval,
+        "queue_len": waiting.sum(axis=1),
+        "running_seqs": running.sum(axis=1),
+        "deferred": deferred,
+        "in_system": waiting.sum(axis=1) + running.sum(axis=1) + deferred,
+        "kv_used_blocks": kv.sum(axis=1),
+        "kv_fraction": kv.sum(axis=1) / cap_up,
+        "busy_fraction": np.clip(pool_sum("busy_fraction") / up_safe, 0.0, 1.0),
+        "mfu": pool_sum("mfu") / up_safe,
+        "mbu": pool_sum("mbu") / up_safe,
+        "batch_fill": running.sum(axis=1) / seq_up,
+        "nodes_up": s.fleet("nodes_up").astype(np.int64),
+        "nodes_billed": s.fleet("nodes_billed").astype(np.int64),
+    })
+    return fleet, per_node
+
+
+def _pool_rows(df: pd.DataFrame, result: SimResult, pool: int) -> np.ndarray:
+    """Rows of requests whose last attempt ran on a node of ``pool`` (not served by the API)."""
+    assert result.layout is not None
+    slots = np.array(result.layout.pool_slots(pool), dtype=np.int64)
+    return (np.isin(df["node"].to_numpy(), slots) & (df["served_by"] != "api").to_numpy())
+
+
+def pool_sections(result: SimResult, df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """``pools.<name>``: what each pool is, what it was sent and served, its latency, utilisation, energy and
+    cost (module docstring)."""
+    from sim.metrics.cost import cost_breakdown
+    from sim.metrics.energy import energy_section
+    from sim.metrics.tables import _mix_means, _stats, timeseries_tables, utilisation_section
+
+    assert result.layout is not None
+    out: dict[str, dict[str, Any]] = {}
+    duration = result.scenario.duration_s
+    for p, pool in enumerate(result.layout.pools):
+        view = pool_view(result, p)
+        sc, nm = view.scenario, view.node_model
+        fts, _ = timeseries_tables(view)
+        ts = fts[fts["time_s"] <= duration + 1e-9] if len(fts) else fts
+        rows = df[_pool_rows(df, result, p)]
+        done = rows[rows["status"] == "completed"]
+        sent = float(view.series.fleet("arrivals").sum()) if len(view.series) else 0.0
+        util = utilisation_section(ts, view, sent / duration, _mix_means(rows), 1.0)
+        energy = energy_section(sc, nm.gpu, fts)
+        cost = cost_breakdown(sc, nm.gpu, float(done["input_tokens"].sum()), float(done["output_tokens"].sum()),
+                              gpu_hours=view.gpu_hours, energy_usd=energy["usd"])
+        out[pool.name] = {
+            "role": pool.role,
+            "gpu": nm.gpu.name,
+            "gpus_per_node": pool.gpus_per_node,
+            "model": nm.model.name,
+            "weights": pool.weights,
+            "kv_cache": pool.kv_cache,
+            "stack": pool.stack,
+            "nodes": pool.nodes,
+            "spot_nodes": pool.spot.nodes,
+            "on_demand_max_nodes": pool.on_demand.max_nodes,
+            "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
+            "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
+            "engine_steps": int(sum(view.node_steps)),
+            "requests": {"sent": int(sent), "completed": len(done)},
+            "latency": {col: _stats(done[col].to_numpy()) for col in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")},
+            "throughput": {"requests_per_s": len(done) / duration,
+                           "output_tokens_per_s": float(done["output_tokens"].sum()) / duration},
+            "utilisation": util,
+            "energy": energy,
+            "cost": cost,
+        }
+    return out
+
+
+def combine_cost(pools: dict[str, dict[str, Any]], api_usd: float, input_tokens: float,
+                 output_tokens: float) -> dict[str, Any]:
+    """The fleet's ``cost`` section from its pools' (module docstring); same keys as a single fleet's."""
+    costs = [p["cost"] for p in pools.values()]
+    self_host = sum(c["self_host_usd"] for c in costs)
+    hours = sum(c["gpu_hours"] for c in costs)
+    by_kind: dict[str, float] = {}
+    hours_by_kind: dict[str, float] = {}
+    for c in costs:
+        for k, v in c["self_host_usd_by_kind"].items():
+            by_kind[k] = by_kind.get(k, 0.0) + v
+        for k, v in c["gpu_hours_by_kind"].items():
+            hours_by_kind[k] = hours_by_kind.get(k, 0.0) + v
+    modes = sorted({c["pricing_mode"] for c in costs})
+    owned = [c["owned_energy_usd"] for c in costs if c["owned_energy_usd"] is not None]
+    total = self_host + api_usd
+    out_m, all_m = output_tokens / 1e6, (input_tokens + output_tokens) / 1e6
+    return {
+        "total_usd": total,
+        "self_host_usd": self_host,
+        "api_usd": api_usd,
+        "gpu_hours": hours,
+        "usd_per_gpu_hour": self_host / hours if hours > 0 else None,
+        "self_host_usd_by_kind": by_kind,
+        "gpu_hours_by_kind": hours_by_kind,
+        "pricing_mode": modes[0] if len(modes) == 1 else "+".join(modes),
+        "owned_energy_usd": sum(owned) if owned else None,
+        "usd_per_mtok_output": total / out_m if out_m > 0 else None,
+        "usd_per_mtok_total": total / all_m if all_m > 0 else None,
+        "self_host_usd_by_pool": {name: p["cost"]["self_host_usd"] for name, p in pools.items()},
+    }
+
+
+def combine_energy(pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fleet's ``energy`` section: sums of the pools' (per-GPU inputs left out: they differ by pool)."""
+    es = [p["energy"] for p in pools.values()]
+    if len(es) == 1:
+        return dict(es[0])
+    kwh = sum(e["kwh"] for e in es)
+    co2 = sum(e["co2_kg"] for e in es)
+    first = es[0]
+    return {
+        "kwh": kwh,
+        "avg_power_kw": sum(e["avg_power_kw"] for e in es),
+        "co2_kg": co2,
+        "usd": sum(e["usd"] for e in es),
+        "usd_per_kwh": first["usd_per_kwh"],
+        "pue": first["pue"],
+        "gpu_idle_w": None,
+        "gpu_tdp_w": None,
+        "kg_co2_per_kwh_mean": co2 / kwh if kwh > 0 else None,
+        "paid_in": first["paid_in"],
+    }
+
+
+def combine_utilisation(pools: dict[str, dict[str, Any]], fleet_util: dict[str, Any]) -> dict[str, Any]:
+    """The fleet's load factor, capacity and bottleneck from its pools' (module docstring); the time-sampled
+    figures (KV, batch, MFU, MBU, busy, queue) stay those of the whole fleet's series."""
+    us = [p["utilisation"] for p in pools.values()]
+    caps = [u["capacity_requests_per_s"] for u in us if u.get("capacity_requests_per_s")]
+    offered = sum((u["load_factor"] or 0.0) * u["capacity_requests_per_s"] for u in us
+                  if u.get("load_factor") is not None and u.get("capacity_requests_per_s"))
+    cap = sum(caps) if caps else None
+    busiest = max(us, key=lambda u: u.get("load_factor") or 0.0)
+    peaks = [u["load_factor_peak"] for u in us if u.get("load_factor_peak") is not None]
+    nodes_up = fleet_util.get("nodes_up_mean")
+    out = dict(fleet_util)
+    out.update({
+        "load_factor": offered / cap if cap else None,
+        "bottleneck": busiest.get("bottleneck", "none"),
+        "limit_at_saturation": busiest.get("limit_at_saturation"),
+        "capacity_requests_per_s": cap,
+        "capacity_per_node_requests_per_s": cap / nodes_up if cap and nodes_up else None,
+        "capacity_output_tokens_per_s": sum(u.get("capacity_output_tokens_per_s") or 0.0 for u in us) or None,
+        "saturation_batch_per_node": None,
+        "load_factor_peak": max(peaks) if peaks else None,
+        "load_factor_by_pool": {name: p["utilisation"].get("load_factor") for name, p in pools.items()},
+    })
+    return out
+
+
+def model_sections(result: SimResult, df: pd.DataFrame, window: pd.DataFrame, ok: np.ndarray,
+                   pools: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``models.<name>``: per model, its classes and pools, SLO attainment and P95s of its interactive requests,
+    what it was served and what it cost (module docstring)."""
+    from sim.metrics.tables import _stats
+
+    assert result.layout is not None
+    layout, sc = result.layout, result.scenario
+    cls_names = [c.name for c in sc.traffic.classes]
+    pool_names = [p.name for p in layout.pools]
+    out: dict[str, dict[str, Any]] = {}
+    wcls = window["class"].astype(str).to_numpy()
+    dcls = df["class"].astype(str).to_numpy()
+    for g in range(len(layout.group_models)):
+        model = result.pool_models[layout.group_pools(g)[0]].model.name  # the catalogue's spelling
+        classes = [n for n, cg in zip(cls_names, layout.class_group) if cg == g]
+        mine = [pool_names[p] for p in layout.group_pools(g)]
+        wmask = np.isin(wcls, classes)
+        w = window[wmask]
+        served_w = w[w["status"].isin(["completed", "spilled"])]
+        rows = df[np.isin(dcls, classes) & df["status"].isin(["completed", "spilled"]).to_numpy()]
+        api_usd = float(df.loc[np.isin(dcls, classes), "api_cost_usd"].sum())
+        self_host = sum(pools[n]["cost"]["self_host_usd"] for n in mine)
+        total = self_host + api_usd
+        out_tok = float(rows["output_tokens"].sum())
+        all_tok = out_tok + float(rows["input_tokens"].sum())
+        att = float(ok[wmask].mean()) if wmask.any() else None
+        p95_ok = all(target is None or (stats["p95"] is not None and stats["p95"] <= target)
+                     for target, stats in ((sc.slo.ttft_p95_s, _stats(served_w["ttft_s"].to_numpy())),
+                                           (sc.slo.tpot_p95_s, _stats(served_w["tpot_s"].to_numpy())),
+                                           (sc.slo.e2e_p95_s, _stats(served_w["e2e_s"].to_numpy()))))
+        out[model] = {
+            "classes": classes,
+            "pools": mine,
+            "arrived": int(wmask.sum()),
+            "served": len(served_w),
+            "attainment": att,
+            "attainment_target": sc.slo.attainment_target,
+            "met": bool(p95_ok and (att is None or att >= sc.slo.attainment_target)),
+            "ttft_s": _stats(served_w["ttft_s"].to_numpy()),
+            "tpot_s": _stats(served_w["tpot_s"].to_numpy()),
+            "cost_usd": total,
+            "self_host_usd": self_host,
+            "api_usd": api_usd,
+            "served_output_tokens": out_tok,
+            "usd_per_mtok_output": total / (out_tok / 1e6) if out_tok > 0 else None,
+            "usd_per_mtok_total": total / (all_tok / 1e6) if all_tok > 0 else None,
+        }
+    return out
+
+
+def fleet_labels(result: SimResult) -> dict[str, Any]:
+    """The summary's ``fleet`` section of a pooled run: totals, and each label joined over the pools (``H100-SXM
+    + A100-SXM-80GB``) where they differ (the pools themselves: the ``pools`` section)."""
+    assert result.layout is not None
+    pools = result.layout.pools
+    models = result.pool_models
+
+    def joined(values: list[Any]) -> Any:
+        uniq = list(dict.fromkeys(values))
+        return uniq[0] if len(uniq) == 1 else " + ".join(str(v) for v in uniq)
+
+    return {
+        "nodes": sum(p.nodes for p in pools),
+        "gpu": joined([m.gpu.name for m in models]),
+        "gpus_per_node": joined([p.gpus_per_node for p in pools]),
+        "model": joined([m.model.name for m in models]),
+        "weights": joined([p.weights for p in pools]),
+        "kv_cache": joined([p.kv_cache for p in pools]),
+        "kv_capacity_tokens_per_node": joined([m.memory.kv_capacity_tokens for m in models]),
+        "weight_gb_per_node": joined([m.memory.weight_bytes / 1e9 for m in models]),
+        "engine_steps": int(sum(result.node_steps)),
+    }

@@ -1,0 +1,180 @@
+"""Prefill/decode disaggregation: both engines agree, the link model, and what theory says it should do."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scenarios import make_scenario
+from test_engine_equivalence import _assert_same, _trace
+
+from sim.core.errors import ConfigError
+from sim.fleet.link import Link, exposed_wire_s
+from sim.perf.model import attention_pairs
+from sim.runner.simulation import build_node_model, simulate
+
+LINKS = {"infinite": {"bandwidth_gb_per_s": 1e12, "latency_s": 0.0},  # 1 ZB/s: an ideal link
+         "infiniband": {"kind": "infiniband"}, "ethernet": {"kind": "ethernet"}}
+
+
+def _pools(prefill: int, decode: int, link: str = "infinite", overlap: bool = True) -> dict:
+    """Overrides for a fleet of ``prefill`` prefill nodes and ``decode`` decode nodes (fleet-level GPU and engine)."""
+    return {"fleet.nodes": prefill + decode, "fleet.pools": [
+        {"name": "prefill", "role": "prefill", "nodes": prefill, "interconnect": {**LINKS[link], "overlap": overlap}},
+        {"name": "decode", "role": "decode", "nodes": decode}]}
+
+
+def _fixed(prompt: int, output: int) -> list[dict]:
+    return [{"name": "fixed", "share": 1.0, "input_tokens": {"dist": "fixed", "value": prompt},
+             "output_tokens": {"dist": "fixed", "value": output}}]
+
+
+# -- the two engines ---------------------------------------------------------------------------------------
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prefill=st.integers(1, 2),
+    decode=st.integers(1, 2),
+    rate=st.floats(2.0, 30.0),
+    max_seqs=st.integers(2, 48),
+    batched_extra=st.integers(0, 3000),
+    block_size=st.sampled_from([1, 16]),
+    blocks=st.one_of(st.none(), st.integers(600, 3000)),
+    chunked=st.booleans(),
+    scheduler=st.sampled_from(["preempt", "reserve_kv", "sglang"]),
+    link=st.sampled_from(["infinite", "infiniband", "ethernet"]),
+    overlap=st.booleans(),
+    jitter=st.sampled_from([0.0, 0.3]),
+    seed=st.integers(0, 10_000),
+)
+def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, batched_extra, block_size, blocks,
+                                             chunked, scheduler, link, overlap, jitter, seed):
+    kw = {
+        "duration_s": 20, "seed": seed, "max_drain_s": 600, "traffic.rate_rps": rate,
+        **_pools(prefill, decode, link, overlap),
+        "fleet.engine": {
+            "max_num_seqs": max_seqs, "max_num_batched_tokens": max_seqs + batched_extra, "block_size": block_size,
+            "chunked_prefill": chunked, "scheduler": scheduler, "step_jitter": {"cv": jitter},
+            "num_gpu_blocks_override": None if blocks is None else (max(blocks, 8001) if block_size == 1 else blocks),
+        },
+        "traffic.classes": [{"name": "chat", "share": 1.0, "prefix_tokens": 200, "prefix_hit_rate": 0.3,
+                             "input_tokens": {"dist": "lognormal", "median": 600, "p95": 3000, "max": 4000},
+                             "output_tokens": {"dist": "lognormal", "median": 60, "p95": 300, "max": 800}}],
+    }
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    assert fast.counts() == ref.counts()
+    assert fast.disagg == ref.disagg
+    done = [r for r in fast.requests if r.first_token_s >= 0]
+    assert all(r.node >= prefill for r in done)  # every token comes from a decode node
+
+
+def test_disaggregated_equivalence_under_decode_preemption():
+    """A small decode-side cache preempts often (recompute of the generated tokens, prompt KV re-loaded); both
+    engines agree, and the prefill node's KV is all returned at the end."""
+    kw = {"duration_s": 40, "seed": 3, "traffic.rate_rps": 12.0, **_pools(1, 1, "infiniband"),
+          "fleet.engine": {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 500}}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    assert sum(r.preemptions for r in fast.requests) > 10
+    _assert_same(a, b)
+    assert fast.series.per_node("kv_used_blocks")[-1, 0] == 0
+    c = fast.counts()
+    assert c["in_flight"] == 0 and c["completed"] + c["rejected"] == c["arrived"]
+
+
+# -- the link -------------------------------------------------------------------------------------------------
+def test_link_serialises_transfers_and_overlap_hides_wire_time():
+    link = Link(1e9, 1e-3)  # 1 GB/s, 1 ms
+    assert link.send(0.0, 1e9, 0.0, 32, overlap=False) == pytest.approx(1.001)
+    assert link.send(0.5, 1e9, 0.0, 32, overlap=False) == pytest.approx(2.001)  # queued behind the first
+    assert link.busy_s == pytest.approx(2.0)
+    assert link.send(9.0, 1e9, 0.25, 32, overlap=True) == pytest.approx(9.751)  # streamed since 8.75
+    assert link.busy_s == pytest.approx(3.0)  # utilisation counts the overlapped wire time too
+    # a saturated link hides nothing: the next overlapped transfer waits for the link
+    assert link.send(9.5, 1e9, 0.75, 32, overlap=True) == pytest.approx(10.751)
+    assert exposed_wire_s(1.0, 0.25, 32, True) == pytest.approx(0.75)
+    assert exposed_wire_s(1.0, 10.0, 32, True) == pytest.approx(1 / 32)  # the last layer is always exposed
+    assert Link(math.inf, 0.0).send(3.0, 1e12, 0.0, 32, False) == 3.0
+
+
+def test_transfer_time_grows_with_prompt_and_slower_links():
+    base = {"duration_s": 60, "seed": 1, "traffic.rate_rps": 0.2, "traffic.classes": _fixed(4000, 20)}
+
+    def mean_transfer(link: str) -> float:
+        sc = make_scenario(**base, **_pools(1, 1, link, overlap=False))
+        stats = simulate(sc).disagg
+        assert stats is not None
+        return stats["transfer_mean_s"]
+
+    nm = build_node_model(make_scenario(**base))
+    expect = 4000 * nm.memory.kv_bytes_per_token / 12.5e9 + 50e-6  # ethernet: 12.5 GB/s, 50 µs
+    assert mean_transfer("ethernet") == pytest.approx(expect, rel=0.05)  # light load: little queueing
+    assert mean_transfer("infiniband") < mean_transfer("ethernet") / 3
+
+
+def test_unsupported_disaggregation_is_one_clear_error():
+    def run(**kw):
+        simulate(make_scenario(**{"duration_s": 5, **kw}))
+
+    pools = _pools(1, 1)["fleet.pools"]
+    with pytest.raises(ConfigError, match=r"fleet.pools.0: prefill pools take reserved nodes only"):
+        run(**{"fleet.nodes": 2, "fleet.pools": [{**pools[0], "spot": {"nodes": 1}}, pools[1]]})
+    with pytest.raises(ConfigError, match=r"fleet.pools.0.role: model .* has prefill pools and a mixed pool"):
+        run(**{"fleet.nodes": 3, "fleet.pools": [*pools, {"name": "m", "nodes": 1}]})
+    with pytest.raises(ConfigError, match="spill"):
+        run(**_pools(1, 1), api={"provider": "together", "model": "llama-3.1-8b"})
+    with pytest.raises(ConfigError, match="needs a decode pool"):
+        make_scenario(**{"fleet.nodes": 1, "fleet.pools": [pools[0]]})
+
+
+# -- theory -----------------------------------------------------------------------------------------------------
+def test_isolated_request_ttft_is_prefill_plus_one_decode_step_and_tpot_a_pure_decode_step():
+    """One request at a time, an infinitely fast link: TTFT = the prompt's prefill steps + one decode step of a
+    batch of one; TPOT = the mean of batch-one decode steps; a mixed node's TTFT is the prefill alone."""
+    prompt, out = 3000, 40
+    kw = {"duration_s": 30, "seed": 2, "traffic.rate_rps": 0.1, "traffic.classes": _fixed(prompt, out),
+          "fleet.engine": {"max_num_batched_tokens": 2048, "max_num_seqs": 64}}
+    dis = simulate(make_scenario(**kw, **_pools(1, 1)))
+    mix = simulate(make_scenario(**kw, **{"fleet.nodes": 1}))
+    perf = build_node_model(make_scenario(**kw, **{"fleet.nodes": 1})).perf
+    prefill = perf.step_s(2048, attention_pairs(2048, 2048), 2048) + perf.step_s(
+        952, attention_pairs(952, 3000), 3000)
+    first = perf.step_s(1, attention_pairs(1, prompt), prompt)
+    decode = [perf.step_s(1, c, c) for c in range(prompt + 1, prompt + out)]
+    reqs = [r for r in dis.requests if r.finish_s >= 0]
+    assert len(reqs) >= 2
+    # requests do not overlap at 0.1 req/s (checked): each is served alone
+    spans = sorted((r.arrival_s, r.finish_s) for r in reqs)
+    assert all(b[0] > a[1] for a, b in itertools.pairwise(spans))
+    for r in reqs:
+        assert r.first_token_s - r.arrival_s == pytest.approx(prefill + first, rel=1e-9)
+        assert r.finish_s - r.first_token_s == pytest.approx(sum(decode), rel=1e-9)
+    for r in mix.requests:
+        assert r.first_token_s - r.arrival_s == pytest.approx(prefill, rel=1e-9)
+
+
+def _tpots(result) -> np.ndarray:
+    return np.array([(r.finish_s - r.first_token_s) / (r.output_tokens - 1) for r in result.requests
+                     if r.finish_s >= 0 and r.output_tokens > 1])
+
+
+def test_long_prompts_slow_mixed_decode_but_not_disaggregated_decode():
+    """Long prompts, equal GPUs (2 mixed nodes vs 1 prefill + 1 decode), an infinitely fast link: a decode-node
+    step holds decode tokens only, so every TPOT stays under the step time of a pure-decode batch at the largest
+    batch and context seen; mixed nodes put prefill chunks into the decode steps and their TPOT is far worse."""
+    prompt, out = 6000, 120
+    kw = {"duration_s": 60, "seed": 4, "traffic.rate_rps": 4.5, "traffic.classes": _fixed(prompt, out),
+          "fleet.engine": {"max_num_batched_tokens": 2048, "max_num_seqs": 32}}
+    dis = simulate(make_scenario(**kw, **_pools(1, 1)))
+    mix = simulate(make_scenario(**kw, **{"fleet.nodes": 2}))
+    perf = build_node_model(make_scenario(**kw, **{"fleet.nodes": 2})).perf
+    max_batch = int(dis.series.per_node("running")[:, 1].max()) + 1
+    bound = perf.decode_step_s(max_batch, prompt + out)
+    t_dis, t_mix = _tpots(dis), _tpots(mix)
+    assert t_dis.max() <= bound
+    assert np.percentile(t_mix, 95) > 2 * np.percentile(t_dis, 95)
