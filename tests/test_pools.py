@@ -111,7 +111,7 @@ def test_one_explicit_pool_equals_the_single_fleet() -> None:
     a = run_scenario(validate_scenario(plain, "t")).summary
     b = run_scenario(validate_scenario(one, "t")).summary
     for key in ("requests", "latency", "throughput", "slo", "overload"):
-        assert a[key] == b[key], key
+        assert a.value_of(key) == b.value_of(key), key
     assert b.cost.total_usd == pytest.approx(a.cost.total_usd, rel=1e-12)
     assert b.energy == a.energy
     assert b.utilisation.load_factor == pytest.approx(a.utilisation.load_factor, rel=1e-12)
@@ -223,7 +223,9 @@ def test_each_pool_counts_its_own_model_bytes_and_flops() -> None:
 def test_compare_sets_pools_per_strategy(tmp_path: Any) -> None:
     import yaml
 
-    from sim.compare.runner import comparison_table, load_experiment, run_experiment
+    from sim.compare.experiment import load_experiment
+    from sim.compare.results import comparison_table
+    from sim.compare.runner import run_experiment
 
     base = {**copy.deepcopy(BASE), "duration_s": 20}
     exp = {"name": "p", "base": base, "strategies": [
