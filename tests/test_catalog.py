@@ -30,6 +30,10 @@ MODELS_MD = {
     "Qwen2.5-72B": (327_680, 163_840, 72_706_203_648, 72_706_203_648),
     "DeepSeek-V3": (70_272, 35_136, 671_026_419_200, 37_552_297_472),
     "Llama-2-70B": (327_680, 163_840, None, None),
+    # added with the MoE work (issue 17): values computed from each model's config.json (see the profile's header)
+    "Qwen3-235B-A22B": (192_512, 96_256, 235_093_610_496, 22_190_739_456),
+    "Qwen3-30B-A3B": (98_304, 49_152, 30_532_110_336, 3_353_020_416),
+    "gpt-oss-120b": (36_864, 18_432, 116_789_048_640, 5_710_443_840),
 }
 
 ISSUE_GPUS = ["A100-SXM-80GB", "H100-SXM", "H100-PCIe", "H100-NVL", "H200-SXM", "GH200-96GB", "GH200-144GB", "B200",
@@ -124,7 +128,18 @@ def test_model_kv_figure_is_checked(tmp_path: Path) -> None:
 def test_stacks_present() -> None:
     names = {s.name for s in unique(stacks())}
     assert {"nvidia-vllm", "nvidia-trtllm", "amd-vllm", "nvidia-splitwise"} <= names
-    assert get_stack("amd-vllm").calibration == get_stack("nvidia-vllm").calibration
+
+
+def test_amd_stack_has_its_own_factors() -> None:
+    """amd-vllm is not a copy of nvidia-vllm: vLLM's software efficiency (mfu, overheads) on AMD's measured HBM
+    bandwidth and RCCL all-reduce (calibration/fit_factors.py amd_vllm); MI300X GEMMs at AMD's Max-Achievable FLOPs."""
+    amd, nv = get_stack("amd-vllm").calibration, get_stack("nvidia-vllm").calibration
+    assert amd != nv
+    assert (amd.mfu, amd.overhead_s) == (nv.mfu, nv.overhead_s)
+    assert amd.mbu == pytest.approx(nv.mbu * (4.11 / 5.3) / (2.90 / 3.35), rel=1e-3)
+    assert amd.allreduce_latency_s > 2 * nv.allreduce_latency_s  # RCCL's small-message latency (~52 us vs ~23 us)
+    assert get_gpu("MI300X").achievable_flops("fp8") == pytest.approx(1273e12, rel=2e-3)  # AMD MAF
+    assert get_gpu("MI300X").default_stack == "amd-vllm"
 
 
 def test_stack_scheduler() -> None:

@@ -57,13 +57,15 @@ def _assert_same_work(fast, ref):
     policy=st.sampled_from(["fcfs", "priority"]),
     jitter=st.sampled_from([0.0, 0.0, 0.3]),
     seed=st.integers(0, 10_000),
+    stack=st.sampled_from(["nvidia-vllm", "nvidia-trtllm", "nvidia-sglang"]),
     client=st.one_of(st.none(), st.fixed_dictionaries({
         "timeout_s": st.floats(0.3, 20.0), "stream": st.booleans(), "retries": st.integers(0, 3),
         "backoff_s": st.floats(0.0, 2.0), "jitter": st.floats(0.0, 1.0)})),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, scheduler, policy, jitter, seed, client):
+                               prefix_hit, scheduler, policy, jitter, seed, stack, client):
     kw = {
+        "fleet.stack": stack,  # its CUDA-graph padding rule (every step ≤ 512 tokens, or decode-only steps)
         "duration_s": 30,
         "seed": seed,
         "max_drain_s": 600,

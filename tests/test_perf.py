@@ -78,29 +78,54 @@ def test_gemms_and_attention_do_not_overlap() -> None:
     assert gemm > seq.memory_s_const and kv > seq.compute_s_per_attn_pair * ctx
     assert seq.step_s(b, ctx, ctx) == pytest.approx(gemm + kv + CAL.overhead_s + seq.comm_s_per_token * b)
     old = replace(seq, sequential=False)
-    assert old.step_s(b, ctx, ctx) == pytest.approx(max(gemm, seq.memory_s_const + kv) + CAL.overhead_s
+    attn_flops = seq.compute_s_per_attn_pair * ctx
+    assert old.step_s(b, ctx, ctx) == pytest.approx(max(gemm + attn_flops, seq.memory_s_const + kv) + CAL.overhead_s
                                                      + seq.comm_s_per_token * b)
     assert seq.step_s(b, ctx, ctx) > 1.3 * old.step_s(b, ctx, ctx)
 
 
 def test_cuda_graph_padding() -> None:
-    """A stack that captures CUDA graphs pads a step's GEMM tokens up to the next captured size."""
+    """A stack that captures CUDA graphs pads a decode-only step's GEMM tokens up to the next captured size."""
     gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
     trt = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-trtllm")
-    assert [trt.gemm_tokens(n) for n in (1, 3, 257, 384, 385, 9000)] == [1, 4, 384, 384, 512, 9000]
+    assert [trt.gemm_tokens(n, decode_only=True) for n in (1, 3, 257, 384, 385, 9000)] == [1, 4, 384, 384, 512, 9000]
     # batch 257 costs the GEMMs of 384 (compute-bound there), not of 257
-    assert trt.step_s(257, 257, 257) - trt.comm_s_per_token * 257 == pytest.approx(
-        trt.step_s(384, 257, 257) - trt.comm_s_per_token * 384)
+    assert trt.step_s(257, 257, 257, decode_only=True) - trt.comm_s_per_token * 257 == pytest.approx(
+        trt.step_s(384, 257, 257, decode_only=True) - trt.comm_s_per_token * 384)
     split = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-splitwise")
-    assert split.graph_sizes == () and split.gemm_tokens(257) == 257
+    assert split.graph_sizes == () and split.gemm_tokens(257, decode_only=True) == 257
 
 
-def test_moe_active_flops_all_weights() -> None:
+def test_padding_rule_per_stack() -> None:
+    """TensorRT-LLM and SGLang pad only decode-only steps (generation-only graphs; prefill runs eagerly); vLLM v1
+    pads every step of up to 512 tokens (piecewise graphs), mixed ones too, and runs larger steps unpadded."""
+    gpu, model = get_gpu("H100-SXM"), get_model("llama-3.1-8b")
+    trt = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-trtllm")
+    sgl = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-sglang")
+    vllm = StepTimeModel.build(gpu, model, 1, "fp8", "fp8", stack="nvidia-vllm")
+    assert not trt.graph_all_steps and not sgl.graph_all_steps and vllm.graph_all_steps
+    # a mixed 600-token step: TensorRT-LLM runs it eagerly (before: padded to 1,024)
+    assert trt.gemm_tokens(600) == 600 and trt.gemm_tokens(600, decode_only=True) == 1024
+    assert trt.step_s(600, 6000, 6000) < trt.step_s(600, 6000, 6000, decode_only=True)
+    # vLLM v1: a mixed step of up to 512 tokens is padded, a 600-token one runs eagerly
+    assert vllm.graph_sizes[-1] == 512
+    assert vllm.gemm_tokens(300) == 304 and vllm.gemm_tokens(600) == 600
+    assert sgl.gemm_tokens(100) == 100 and sgl.gemm_tokens(100, decode_only=True) == 104
+    assert sgl.gemm_tokens(161, decode_only=True) == 161  # above cuda_graph_max_bs 160: eager
+
+
+def test_moe_active_flops_and_the_experts_a_step_hits() -> None:
     gpu, mix = get_gpu("H100-SXM"), get_model("mixtral-8x7b")
     perf = StepTimeModel.build(gpu, mix, 1, "fp8", "fp8", calibration=CAL)
     flops = gpu.achievable_flops("fp8") * CAL.mfu
+    bw = 3350e9 * CAL.mbu
     assert perf.compute_s_per_token == pytest.approx(2 * 12_879_925_248 / flops)
-    assert perf.memory_s_const == pytest.approx(46_702_792_704 / (3350e9 * CAL.mbu))
+    expert = 32 * 3 * 4096 * 14336  # one expert of every layer, FP8 bytes
+    dense = 46_702_792_704 - 8 * expert
+    assert perf.memory_s_const == pytest.approx(dense / bw)
+    # one token reads 2 of 8 experts; a large batch reads (nearly) all of them
+    assert perf.weights_s(1) == pytest.approx((dense + 2 * expert) / bw)
+    assert perf.weights_s(4096) == pytest.approx(46_702_792_704 / bw)
 
 
 def test_mla_attention_and_kv() -> None:
@@ -108,10 +133,12 @@ def test_mla_attention_and_kv() -> None:
     assert ds.attention_flops_per_pair() == 2 * 61 * 128 * (2 * 512 + 64)
     perf = StepTimeModel.build(gpu, ds, 8, "fp8", "fp8", calibration=CAL)
     assert perf.memory_s_per_ctx_token == pytest.approx(8 * 35_136 / (8 * 8000e9 * CAL.mbu))
-    # FP4 weights run at B200's FP4 rate and halve the weight read
+    # FP4 weights run at B200's measured FP4 GEMM rate (not twice FP8's) and halve the weight read
     fp4 = StepTimeModel.build(gpu, ds, 8, "fp4", "fp8", calibration=CAL)
     assert fp4.memory_s_const == pytest.approx(perf.memory_s_const / 2)
-    assert fp4.compute_s_per_token == pytest.approx(perf.compute_s_per_token / 2)
+    ratio = gpu.achievable_flops("fp4") / gpu.achievable_flops("fp8")
+    assert 1.0 < ratio < 1.2
+    assert fp4.compute_s_per_token == pytest.approx(perf.compute_s_per_token / ratio)
 
 
 def test_gqa_attention_flops() -> None:
@@ -176,3 +203,24 @@ def test_step_jitter_desynchronises_a_closed_loop() -> None:
     assert still["p99"] == pytest.approx(still["p50"], rel=1e-3)
     assert jit["p99"] > 1.2 * jit["p50"]
     assert out[0.2].output_tokens_per_s == pytest.approx(out[0.0].output_tokens_per_s, rel=0.02)
+
+
+def test_small_message_allreduce_takes_the_faster_kernel() -> None:
+    """Each TP all-reduce takes the faster of the NCCL ring and the stack's one-shot kernel (vLLM custom all-reduce,
+    TensorRT-LLM's AllReduce): the kernel wins small decode batches, the ring large prefill steps; PCIe-only GPUs
+    (no fabric) and stacks without a kernel use the ring alone."""
+    model = get_model("llama-3.1-70b")
+    ring_only = Calibration(mfu=0.5, mbu=0.7, allreduce_latency_s=22e-6, allreduce_efficiency=0.7)
+    both = ring_only.model_copy(update={"allreduce_small_latency_s": 9e-6, "allreduce_small_efficiency": 0.11})
+    h100 = get_gpu("H100-SXM")
+    ring = StepTimeModel.build(h100, model, 4, "bf16", "bf16", calibration=ring_only)
+    fast = StepTimeModel.build(h100, model, 4, "bf16", "bf16", calibration=both)
+    n = 2 * model.layers
+    assert ring.fixed_s(1) - fast.fixed_s(1) == pytest.approx(n * 13e-6, rel=0.05)  # 160 × (22 − 9) µs at batch 1
+    assert fast.fixed_s(8192) == pytest.approx(ring.fixed_s(8192))  # an 8,192-token step: the ring is faster
+    assert fast.step_s(1, 1000, 1000, decode_only=True) < ring.step_s(1, 1000, 1000, decode_only=True)
+    # a decode run's closed form uses the same per-step cost
+    assert fast.decode_run_s(4, 4000, 10) == pytest.approx(
+        sum(fast.step_s(4, 4000 + 4 * j, 4000 + 4 * j, decode_only=True) for j in range(1, 11)))
+    pcie = StepTimeModel.build(get_gpu("L40S"), get_model("llama-3.1-8b"), 4, "bf16", "bf16", calibration=both)
+    assert pcie.ar_fast_s_const == 0.0

@@ -186,6 +186,9 @@ class RequestClass(Strict):
                                "configured-rate approximation; 'prefix' makes hits come from the cache)")
     prefix_hit_rate: float = Field(0.0, ge=0, le=1, description="probability the prefix is already cached")
     prefix: SharedPrefix | None = None
+    spec_acceptance_rate: float | None = Field(
+        None, ge=0, le=1, description="this class's speculative-decoding acceptance rate (default: "
+        "fleet.speculative.acceptance_rate); a batch's decode steps run at its sequences' mean tokens per step")
     priority: int = 0
     model: str | None = Field(None, description="the model this class asks for (a pool serving it must exist); "
                               "default: fleet.model")
@@ -645,6 +648,54 @@ class Autoscaler(Strict):
         return sorted(v)
 
 
+class Parallelism(Strict):
+    """How a node's GPUs split a model (:mod:`sim.perf.moe`). ``tensor``: tensor-parallel degree of attention and
+    dense layers (default: every GPU of the node; fewer → ``gpus_per_node / tensor`` attention data-parallel
+    replicas, each caching its own sequences' KV). ``expert``: expert-parallel degree of the MoE layers (1 = the
+    experts are tensor-split over all GPUs; ``gpus_per_node`` = each GPU holds ``experts / expert`` whole experts and
+    tokens travel by all-to-all)."""
+
+    tensor: int | None = Field(None, gt=0,
+                               description="attention/dense tensor-parallel degree (default: gpus_per_node)")
+    expert: int = Field(1, gt=0, description="expert-parallel degree of the MoE layers (1: experts tensor-split)")
+    expert_imbalance: float = Field(
+        1.25, ge=1, description="tokens (and distinct experts) on the busiest expert-parallel rank ÷ the mean; applies "
+        "only with expert > 1 (tensor-split experts balance by construction)")
+    all_to_all_latency_s: float = Field(25e-6, ge=0, description="fixed latency of one all-to-all (dispatch or "
+                                        "combine) per MoE layer")
+    all_to_all_bytes_per_element: float = Field(2.0, gt=0, description="activation bytes sent per hidden element "
+                                                "(2 = BF16; DeepEP dispatches FP8: 1)")
+
+
+class Speculative(Strict):
+    """Speculative decoding of a node (:mod:`sim.perf.speculative`): a drafter proposes ``num_tokens`` tokens per
+    sequence and step, the target model verifies them all in one pass and keeps the accepted prefix plus one token of
+    its own. ``acceptance_rate``: probability that a drafted token is accepted given its predecessors were (assumed
+    i.i.d. per position), so a step emits ``(1 − a^(k+1)) / (1 − a)`` tokens per sequence on average."""
+
+    method: Literal["draft", "eagle", "mtp", "ngram"]
+    num_tokens: int = Field(gt=0, le=16, description="draft tokens proposed per sequence and step (k)")
+    acceptance_rate: float = Field(ge=0, le=1, description="per-token acceptance probability (i.i.d. assumption)")
+    draft_model: str | None = Field(None, description="catalogue model of the drafter (method: draft)")
+    draft_params: float | None = Field(
+        None, ge=0, description="drafter parameters read and multiplied per draft pass (default: from the method — "
+        "eagle: one target layer + a 32k-vocabulary head; mtp: one target layer's active parameters + the LM head; "
+        "draft: the draft model's; ngram: 0)")
+    draft_overhead_s: float = Field(1.5e-4, ge=0, description="fixed cost of one draft pass (launches, sampling)")
+    verify_tokens: int | None = Field(
+        None, gt=1, description="positions the target verifies per sequence and step (default num_tokens + 1, a chain);"
+        " a draft tree verifies more (SGLang's speculative_num_draft_tokens)")
+
+    @model_validator(mode="after")
+    def _check_draft(self) -> Speculative:
+        if self.method == "draft" and self.draft_model is None and self.draft_params is None:
+            raise ValueError("method 'draft' needs draft_model (a catalogue model) or draft_params")
+        if self.method != "draft" and self.draft_model is not None:
+            raise ValueError(f"draft_model is only for method 'draft' (got method '{self.method}')")
+        if self.verify_tokens is not None and self.verify_tokens < self.num_tokens + 1:
+            raise ValueError(f"verify_tokens ({self.verify_tokens}) must be >= num_tokens + 1 ({self.num_tokens + 1})")
+        return self
+
 PoolRole = Literal["mixed", "prefill", "decode"]
 LinkKind = Literal["nvlink", "infiniband", "roce", "ethernet"]
 
@@ -703,6 +754,8 @@ class Pool(Strict):
     kv_cache: Precision = "bf16"
     engine: Engine = Engine()
     stack: str | None = None
+    parallelism: Parallelism | None = None
+    speculative: Speculative | None = None
     on_demand: OnDemand = OnDemand(max_nodes=0)
     spot: Spot = Spot()
     autoscaler: Autoscaler = Autoscaler()
@@ -724,7 +777,8 @@ class Pool(Strict):
 
 
 #: fleet-level keys a pool inherits when it leaves them unset (``engine`` is merged key by key)
-POOL_INHERITED = ("gpu", "gpus_per_node", "model", "weights", "kv_cache", "engine", "stack")
+POOL_INHERITED = ("gpu", "gpus_per_node", "model", "weights", "kv_cache", "engine", "stack", "parallelism",
+                  "speculative")
 #: fleet-level keys that belong to each pool once ``fleet.pools`` is given
 POOL_ONLY = ("spot", "on_demand", "autoscaler")
 
@@ -792,6 +846,9 @@ class Fleet(Strict):
     engine_impl: Literal["fast", "reference"] = "fast"
     stack: str | None = Field(None, description="software stack whose fitted factors to use (hardware_profiles/"
                               "stacks/); default: the GPU profile's calibration or default stack")
+    parallelism: Parallelism | None = Field(None, description="tensor vs expert parallelism of the node's GPUs "
+                                            "(MoE models); default: tensor parallelism over every GPU")
+    speculative: Speculative | None = Field(None, description="speculative decoding (default: none)")
     on_demand: OnDemand = OnDemand(max_nodes=0)
     spot: Spot = Spot()
     autoscaler: Autoscaler = Autoscaler()
@@ -834,7 +891,8 @@ class Fleet(Strict):
             return list(self.pools)
         return [Pool(name="fleet", role="mixed", nodes=self.nodes, gpu=self.gpu, gpus_per_node=self.gpus_per_node,
                      model=self.model, weights=self.weights, kv_cache=self.kv_cache, engine=self.engine,
-                     stack=self.stack, on_demand=self.on_demand, spot=self.spot, autoscaler=self.autoscaler)]
+                     stack=self.stack, parallelism=self.parallelism, speculative=self.speculative,
+                     on_demand=self.on_demand, spot=self.spot, autoscaler=self.autoscaler)]
 
     def pool_fleet(self, index: int) -> Fleet:
         """Pool ``index`` as a single-pool :class:`Fleet` (what the per-node machinery — node model, capacity,
@@ -844,7 +902,8 @@ class Fleet(Strict):
         p = self.pools[index]
         return Fleet(nodes=p.nodes, gpu=p.gpu, gpus_per_node=p.gpus_per_node, model=p.model, weights=p.weights,
                      kv_cache=p.kv_cache, engine=p.engine, engine_impl=self.engine_impl, stack=p.stack,
-                     on_demand=p.on_demand, spot=p.spot, autoscaler=p.autoscaler)
+                     parallelism=p.parallelism, speculative=p.speculative, on_demand=p.on_demand, spot=p.spot,
+                     autoscaler=p.autoscaler)
 
     @property
     def initial_nodes(self) -> int:

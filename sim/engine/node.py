@@ -109,6 +109,10 @@ class Node:
         self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
         self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
         self._holding = False  # inside batched(): an idle node ticks once at its end
+        # speculative decoding with per-class acceptance: decoders per class set the decode steps' τ
+        self._base_perf = perf
+        n_cls = len(perf.class_tokens_per_step)
+        self._class_cnt: list[int] | None = [0] * n_cls if n_cls else None
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -248,6 +252,8 @@ class Node:
         self.prefilling.clear()
         self.fin_heap.clear()
         self.fin_sum = 0
+        if self._class_cnt is not None:
+            self._class_cnt = [0] * len(self._class_cnt)
         self.kv.clear()
         self.work = 0
         return out
@@ -282,6 +288,8 @@ class Node:
         req.fin_step = self.S + req.output_tokens - req.num_generated
         self.fin_sum += req.fin_step
         self.decoding[req.rid] = req
+        if self._class_cnt is not None:
+            self._class_cnt[req.class_idx] += 1
         self.dec_ctx_sum += req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] += 1
         self._seq += 1
@@ -291,6 +299,8 @@ class Node:
         """Take a decoder out of the aggregate (its state materialised); its heap entry goes stale."""
         self._materialize(req)
         del self.decoding[req.rid]
+        if self._class_cnt is not None:
+            self._class_cnt[req.class_idx] -= 1
         self.dec_ctx_sum -= req.num_computed
         self.phase_cnt[(req.num_computed - self.S) % self.bs] -= 1
         self.fin_sum -= req.fin_step
@@ -371,6 +381,8 @@ class Node:
 
     def _tick(self) -> None:
         """At a step boundary (or on waking): choose and start the next step or decode run."""
+        if self._class_cnt is not None:
+            self.perf = self._base_perf.for_decoders(self._class_cnt)
         # under SGLang's admission a blocked head can become admissible mid-run (the ratio decays), so jump only
         # with an empty queue
         if (not self.prefilling and self.decoding and not self._head_admissible()
@@ -386,6 +398,8 @@ class Node:
                     self.work_changed(self)
                 return
         chunks = self._schedule_step()
+        if self._class_cnt is not None:  # preemptions may have removed decoders
+            self.perf = self._base_perf.for_decoders(self._class_cnt)
         dec_n = len(self.decoding)
         if not chunks and dec_n == 0:
             self._mode = None
@@ -402,7 +416,7 @@ class Node:
             attn += attention_pairs(n, end)
         self._chunks = chunks
         self._step_work = (tokens, attn, ctx)
-        self._dt = self.perf.step_s(tokens, attn, ctx)
+        self._dt = self.perf.step_s(tokens, attn, ctx, decode_only=not chunks)  # speculative decoding: decode-only
         if self.jitter is not None:
             self._dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP

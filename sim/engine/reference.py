@@ -16,7 +16,9 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
-4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); then every
+4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); a step whose
+   requests are all decoding (each sampled a token since it was admitted; no prefill chunk) is ``decode_only``,
+   which decides whether the stack's CUDA-graph padding applies; then every
    scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
@@ -67,6 +69,7 @@ class ReferenceNode:
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
         self.running: list[Request] = []
+        self._decoders: set[int] = set()  # rids of running requests past their prefill (one decode token a step)
         self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
         self.busy_s = 0.0
@@ -150,6 +153,7 @@ class ReferenceNode:
             req.status = Status.WAITING
         self.waiting.clear()
         self.running.clear()
+        self._decoders.clear()
         self.kv.clear()
         self._cancelled = 0
         return out
@@ -182,6 +186,7 @@ class ReferenceNode:
         keep = []
         for req in self.running:
             if req.cancelled:
+                self._decoders.discard(req.rid)
                 self.kv.release(req, self._held(req), self.steps)
             else:
                 keep.append(req)
@@ -189,6 +194,7 @@ class ReferenceNode:
         self._cancelled = 0
 
     def _preempt(self, req: Request) -> None:
+        self._decoders.discard(req.rid)
         self.kv.release(req, self._held(req), self.steps)
         req.num_computed = 0
         req.status = Status.WAITING
@@ -269,7 +275,14 @@ class ReferenceNode:
             tokens = sum(n for _, n in scheduled)
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
-            dt = self.perf.step_s(tokens, attn, ctx)
+            decode_only = all(r.rid in self._decoders for r, _ in scheduled)  # speculative decoding applies
+            perf = self.perf
+            if decode_only and perf.class_tokens_per_step:  # per-class acceptance: τ over the running decoders
+                per_class = [0] * len(perf.class_tokens_per_step)
+                for r, _ in scheduled:
+                    per_class[r.class_idx] += 1
+                perf = perf.for_decoders(per_class)
+            dt = perf.step_s(tokens, attn, ctx, decode_only=decode_only)
             if self.jitter is not None:
                 dt *= self.jitter.factor(self.steps)
             self._step_t0 = env.now
@@ -296,7 +309,9 @@ class ReferenceNode:
                     req.num_generated += 1
                     if req.first_token_s < 0:
                         req.first_token_s = now
+                    self._decoders.add(req.rid)
                     if req.num_generated == req.output_tokens:
+                        self._decoders.discard(req.rid)
                         self.running.remove(req)
                         self.kv.promote(req, req.num_computed)
                         self.kv.release(req, self._held(req), self.steps)

@@ -268,6 +268,51 @@ class PowerOfTwo:
         return pick
 
 
+class WeightedLeastWork:
+    """Least outstanding tokens ÷ node speed (module docstring); a scan over the nodes."""
+
+    def __init__(self, nodes: Sequence[NodeEngine], speed: Callable[[NodeEngine], float]) -> None:
+        self.nodes = nodes
+        self.speed = speed
+
+    def nodes_changed(self) -> None:
+        pass
+
+    def pick(self, req: Request) -> int:
+        best, best_t = 0, _INF
+        for i, node in enumerate(self.nodes):
+            t = node.outstanding_tokens() / self.speed(node)
+            if t < best_t:
+                best, best_t = i, t
+        return best
+
+
+class WeightedRoundRobin:
+    """Smooth weighted round robin by node speed (module docstring)."""
+
+    def __init__(self, nodes: Sequence[NodeEngine], speed: Callable[[NodeEngine], float]) -> None:
+        self.nodes = nodes
+        self.speed = speed
+        self.credit: dict[int, float] = {}  # node_id -> credit
+
+    def nodes_changed(self) -> None:
+        live = {n.node_id for n in self.nodes}
+        self.credit = {k: v for k, v in self.credit.items() if k in live}
+
+    def pick(self, req: Request) -> int:
+        credit = self.credit
+        best, best_c, total = 0, -_INF, 0.0
+        for i, node in enumerate(self.nodes):
+            w = self.speed(node)
+            total += w
+            c = credit.get(node.node_id, 0.0) + w
+            credit[node.node_id] = c
+            if c > best_c:
+                best, best_c = i, c
+        credit[self.nodes[best].node_id] -= total
+        return best
+
+
 def make_router(policy: str, nodes: Sequence[NodeEngine], rng: np.random.Generator,
                 spec: RouterSpec | None = None, env: simpy.Environment | None = None,
                 speed: Callable[[NodeEngine], float] | None = None) -> Router:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import simpy
@@ -20,6 +21,7 @@ from sim.core.errors import ConfigError
 from sim.engine import Node
 from sim.perf.catalog import Calibration, GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
+from sim.perf.moe import resolve_layout
 from sim.traffic.request import Request, Status
 
 Lengths = Sequence[int] | np.ndarray  # token counts per request: a list or a numpy array
@@ -51,17 +53,25 @@ class NodeSetup:
         calibration: Calibration | None = None,
         stack: str | None = None,
         source: str = "profile",
+        parallelism: Any = None,
+        speculative: Any = None,
     ) -> NodeSetup:
+        """A node of ``gpus``× ``gpu`` serving ``model``; ``parallelism`` / ``speculative``: ``fleet.parallelism`` /
+        ``fleet.speculative`` blocks (:mod:`sim.perf.moe`, :mod:`sim.perf.speculative`)."""
         g = get_gpu(gpu, source, "--gpu") if isinstance(gpu, str) else gpu
         m = get_model(model, source, "--model") if isinstance(model, str) else model
         eng = engine_for_stack(g, stack, engine or Engine(), source, "engine")
         if gpus < 1:
             raise ConfigError(source, "--gpus", f"must be >= 1 (got {gpus})")
+        layout = resolve_layout(parallelism, m, g, gpus, source, "--tensor/--expert")
         mem = plan_memory(
             g, m, gpus, weights, kv_cache, eng.gpu_memory_utilization, eng.block_size,
             eng.activation_reserve_gb_per_gpu, source=source, field="--model",
+            layout=layout if parallelism is not None else None, speculative=speculative,
+            max_num_seqs=eng.max_num_seqs,
         )
-        perf = StepTimeModel.build(g, m, gpus, weights, kv_cache, calibration=calibration, stack=stack)
+        perf = StepTimeModel.build(g, m, gpus, weights, kv_cache, calibration=calibration, stack=stack,
+                                   layout=layout, speculative=speculative)
         max_len = min(eng.max_model_len or m.max_context, m.max_context)
         return cls(g, m, gpus, weights, kv_cache, eng, mem, perf, max_len)
 

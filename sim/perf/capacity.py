@@ -7,7 +7,8 @@ running, admits ``B / O`` new requests per step, i.e. ``B·I_new/O`` prefill tok
 computes ``T = B·(1 + I_new/O)`` tokens over ``C = B·H`` context tokens, ``H = Σ O·(I + O/2) / Σ O`` over the
 mix (a sequence holds its prompt and on average half its output; long outputs stay longer in the batch),
 and takes ``t = step_s(T, A, C)`` with ``A = C + (B/O)·pairs(I_new)`` attention
-pairs. The node sustains ``X(B) = (B/O) / t(B)`` requests/s, which grows with ``B`` (weights are read once per
+pairs (a step with prefill work: CUDA-graph padding only where the stack pads mixed steps, as in the engines).
+The node sustains ``X(B) = (B/O) / t(B)`` requests/s, which grows with ``B`` (weights are read once per
 step), so the sustainable rate is ``X`` at the largest ``B`` the engine allows — the *binding concurrency
 limit*, the smallest of
 
@@ -28,7 +29,6 @@ misses a latency SLO before ``load_factor`` reaches 1 (``capsim size`` finds the
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,16 +74,20 @@ def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_c
     tokens = b + admits * i_new
     ctx = b * held
     pairs = ctx + admits * attention_pairs(round(i_new), round(i))
-    # CUDA-graph padding is a per-step effect: real steps alternate between decode-only batches (T = B) and
-    # prefill-heavy ones, so padding the *mean* step's tokens overstates it (a 2,300-token mean padded to 4,096);
-    # left out here, which keeps the capacity an upper bound.
-    dt = dataclasses.replace(perf, graph_sizes=()).step_s(tokens, pairs, ctx)
+    # the mean step carries prefill work: it is padded only where the stack graphs mixed steps too (vLLM v1, up
+    # to its largest capture size), the same rule the engines apply to every step with a prefill chunk
+    dt = perf.step_s(tokens, pairs, ctx, decode_only=False)
+    if perf.spec is not None:
+        # speculative decoding: the decode part of the mean step runs at the verification rate (B tokens in
+        # t_verify/τ), the prefill tokens add their marginal cost on top
+        dt = perf.step_s(round(b), ctx, ctx, decode_only=True) + max(dt - perf.step_s(round(b), ctx, ctx), 0.0)
     compute = perf.compute_s_per_token * tokens + perf.compute_s_per_attn_pair * pairs
     kv_read = perf.memory_s_per_ctx_token * ctx
-    memory = perf.memory_s_const + kv_read
+    weights = perf.weights_s(round(tokens))
+    memory = weights + kv_read
     if compute >= memory:
         resource = "compute"
-    elif kv_read >= perf.memory_s_const:
+    elif kv_read >= weights:
         resource = "memory_bandwidth"
     else:
         resource = limit

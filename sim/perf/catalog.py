@@ -51,7 +51,10 @@ class Calibration(Strict):
     ``mbu``: achieved fraction of datasheet memory bandwidth; ``overhead_s``: fixed per-iteration cost
     (scheduling, kernel launches, sampling); ``overhead_s_per_token``: per-token host cost of each scheduled
     token (sampling, detokenisation, bookkeeping); ``allreduce_latency_s``: fixed latency of one tensor-parallel
-    all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth.
+    all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth (NCCL/RCCL ring).
+    ``allreduce_small_latency_s`` / ``allreduce_small_efficiency``: the stack's own one-shot all-reduce kernel for
+    small messages over a GPU fabric (vLLM's custom all-reduce, TensorRT-LLM's AllReduce); each all-reduce takes the
+    faster of the two (the stacks dispatch by message size). None: NCCL only.
     """
 
     mfu: float = Field(0.5, gt=0, le=1)
@@ -60,6 +63,8 @@ class Calibration(Strict):
     overhead_s_per_token: float = Field(0.0, ge=0)
     allreduce_latency_s: float = Field(8e-6, ge=0)
     allreduce_efficiency: float = Field(0.7, gt=0, le=1)
+    allreduce_small_latency_s: float | None = Field(None, ge=0)
+    allreduce_small_efficiency: float = Field(0.1, gt=0, le=1)
 
 
 class StackSpec(Strict):
@@ -86,6 +91,10 @@ class StackSpec(Strict):
     cuda_graph_sizes: list[int] = Field(
         [], description="batch sizes the stack captures CUDA graphs for; a step's GEMM tokens are padded up to the "
                         "next one (none above the largest); empty = no padding")
+    cuda_graph_steps: Literal["decode_only", "all"] = Field(
+        "decode_only", description="which steps replay a graph (and are padded): 'decode_only' (TensorRT-LLM's "
+                                   "generation-only graphs, SGLang's decode batches) or 'all' (vLLM v1's piecewise "
+                                   "graphs: mixed prefill+decode steps of up to the largest size too)")
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
     sources: list[str] = Field(default_factory=list)
 
@@ -139,6 +148,9 @@ class GpuSpec(Strict):
                                       "BF16 peak (default: the BF16 matmul ceiling)")
     interconnect_gb_s: float = Field(450.0, gt=0, description="per-GPU, per-direction GPU-to-GPU bandwidth")
     max_gpus_per_node: int = Field(8, gt=0, description="largest tensor-parallel group on the fast interconnect")
+    scale_out_gb_s: float = Field(50.0, gt=0, description="per-GPU, per-direction bandwidth between NVLink domains "
+                                  "(InfiniBand/RoCE NIC per GPU; 400 Gb/s = 50 GB/s); used by expert parallelism "
+                                  "across them")
     tdp_w: float = Field(700.0, gt=0)
     idle_w: float | None = Field(None, ge=0, description="draw with a model loaded and no work (default: "
                                  "sim.metrics.energy.IDLE_FRACTION × tdp_w)")
@@ -217,6 +229,14 @@ class MoeSpec(Strict):
     moe_layers: int | None = Field(None, gt=0, description="layers with experts (default: all)")
 
 
+class SlidingWindowSpec(Strict):
+    """Layers whose attention sees only the last ``tokens`` tokens (gpt-oss alternates them with full layers): their
+    KV stops growing at ``tokens`` per sequence, so per-token KV and attention count only the other layers."""
+
+    layers: int = Field(gt=0)
+    tokens: int = Field(gt=0)
+
+
 class ModelSpec(Strict):
     """Architecture facts needed for memory, FLOPs and KV sizing."""
 
@@ -234,6 +254,7 @@ class ModelSpec(Strict):
     max_context: int = Field(gt=0)
     mla: MlaSpec | None = None
     moe: MoeSpec | None = None
+    sliding_window: SlidingWindowSpec | None = None
     kv_bytes_per_token_bf16: int | None = Field(None, description="published figure, checked against the formula")
     sources: list[str] = Field(default_factory=list)
 
@@ -243,6 +264,8 @@ class ModelSpec(Strict):
             raise ValueError(f"params_active ({self.params_active:.3g}) > params_total ({self.params_total:.3g})")
         if self.kv_heads > self.attention_heads:
             raise ValueError("kv_heads must be <= attention_heads")
+        if self.sliding_window is not None and self.sliding_window.layers >= self.layers:
+            raise ValueError("sliding_window.layers must be < layers (some layers attend the full context)")
         declared = self.kv_bytes_per_token_bf16
         if declared is not None and declared != 2 * self.kv_elements_per_token():
             raise ValueError(
@@ -251,11 +274,18 @@ class ModelSpec(Strict):
             )
         return self
 
+    @property
+    def full_attention_layers(self) -> int:
+        """Layers whose KV grows with the context (all but the sliding-window ones)."""
+        return self.layers - (self.sliding_window.layers if self.sliding_window is not None else 0)
+
     def kv_elements_per_token(self) -> int:
-        """Cached elements per token: ``2·layers·kv_heads·head_dim`` (GQA) or ``layers·(rank+rope)`` (MLA)."""
+        """Cached elements per token: ``2·layers·kv_heads·head_dim`` (GQA) or ``layers·(rank+rope)`` (MLA), over the
+        full-attention layers (a sliding-window layer's fixed ``window`` tokens per sequence are not counted)."""
+        layers = self.full_attention_layers
         if self.mla is not None:
-            return self.layers * (self.mla.kv_lora_rank + self.mla.rope_head_dim)
-        return 2 * self.layers * self.kv_heads * self.head_dim
+            return layers * (self.mla.kv_lora_rank + self.mla.rope_head_dim)
+        return 2 * layers * self.kv_heads * self.head_dim
 
     def attention_flops_per_pair(self) -> float:
         """FLOPs of one (query, key) pair summed over layers.
@@ -264,9 +294,10 @@ class ModelSpec(Strict):
         (how vLLM/SGLang decode DeepSeek-V3): scores over the ``rank+rope`` latent and values over the
         ``rank`` latent for every head: ``2·L·heads·(2·rank + rope)``.
         """
+        layers = self.full_attention_layers
         if self.mla is not None:
-            return 2.0 * self.layers * self.attention_heads * (2 * self.mla.kv_lora_rank + self.mla.rope_head_dim)
-        return 4.0 * self.layers * self.attention_heads * self.head_dim
+            return 2.0 * layers * self.attention_heads * (2 * self.mla.kv_lora_rank + self.mla.rope_head_dim)
+        return 4.0 * layers * self.attention_heads * self.head_dim
 
     @property
     def is_moe(self) -> bool:

@@ -18,12 +18,17 @@ are separate kernels that run one after the other, each under its own roofline::
     F_w       = G · peak(weights precision) · ceiling · mfu          achievable matmul FLOP/s (FP8 weights → FP8 GEMMs,
                                                                       FP4 on a GPU without FP4 → FP8, …)
     F_a       = G · peak(bf16) · attention_ceiling · mfu             attention runs in BF16
-    T_g       = T rounded up to the stack's next CUDA-graph size      (padding; T itself above the largest size)
+    T_g       = T rounded up to the stack's next CUDA-graph size      (padding, only in steps that replay a graph:
+                                                                      decode-only steps, or every step up to the
+                                                                      largest size where the stack says ``all``;
+                                                                      T itself otherwise)
     t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · hbm_bw · mbu))
     t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
                 (MoE: active = shared + top-k experts;
                  attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
-    t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1)
+    t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1;
+                the stack's one-shot small-message all-reduce instead where it is faster: same form with
+                allreduce_small_latency / allreduce_small_efficiency, on a GPU fabric ≥ 100 GB/s only)
     t         = t_gemm + t_attn + overhead + overhead_per_token·T + t_comm
 
 Weights are read once per step whatever the batch: the GEMMs are bandwidth-bound at small batch and become
@@ -40,14 +45,27 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from sim.core.errors import ConfigError
 from sim.perf.catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
+from sim.perf.moe import ExpertReads, Layout, layout_kv_bytes_per_token, layout_weight_bytes, moe_terms
+from sim.perf.speculative import (
+    SpecCost,
+    draft_kv_bytes_per_token,
+    draft_weight_bytes,
+    lookahead_tokens,
+    spec_cost,
+)
 
 GB = 1e9
+#: per-direction GPU-to-GPU bandwidth from which a node counts as one GPU fabric (NVLink, Infinity Fabric): the stacks'
+#: one-shot all-reduce kernels need peer-to-peer access between every pair of GPUs (vLLM disables its custom
+#: all-reduce on more than two PCIe-only GPUs)
+FABRIC_GB_S = 100.0
 
 
 def attention_pairs(new_tokens: int, context_end: int) -> int:
@@ -92,14 +110,30 @@ def plan_memory(
     activation_reserve_gb_per_gpu: float = 1.0,
     source: str = "scenario",
     field: str = "fleet.model",
+    layout: Layout | None = None,
+    speculative: Any = None,
+    max_num_seqs: int = 0,
 ) -> NodeMemory:
-    """KV capacity after weights; raises ConfigError naming the missing bytes if the model does not fit."""
-    weight_bytes = weight_bytes_total(model, weights)
+    """KV capacity after weights; raises ConfigError naming the missing bytes if the model does not fit.
+
+    ``layout`` (:mod:`sim.perf.moe`): dense weights per attention replica, KV replicated per tensor group.
+    ``speculative`` (:mod:`sim.perf.speculative`): the drafter's weights and KV, and ``max_num_seqs × k`` lookahead
+    slots, come off the KV capacity."""
+    if layout is not None:
+        weight_bytes = layout_weight_bytes(model, weights, layout)
+        kv_b = layout_kv_bytes_per_token(model, kv_cache, layout)
+    else:
+        weight_bytes = weight_bytes_total(model, weights)
+        kv_b = kv_bytes_per_token(model, kv_cache, gpus)
+    reserved = 0.0
+    if speculative is not None:
+        weight_bytes += draft_weight_bytes(speculative, model, weights)
+        kv_b += draft_kv_bytes_per_token(speculative, model, kv_cache)
+        reserved = lookahead_tokens(speculative, max_num_seqs) * kv_b
     usable = gpus * gpu.memory_gb * GB * gpu_memory_utilization - gpus * activation_reserve_gb_per_gpu * GB
-    kv_b = kv_bytes_per_token(model, kv_cache, gpus)
-    free = usable - weight_bytes
+    free = usable - weight_bytes - reserved
     if free < kv_b * block_size:
-        missing = weight_bytes + kv_b * block_size - usable
+        missing = weight_bytes + reserved + kv_b * block_size - usable
         per_gpu = gpu.memory_gb * GB * gpu_memory_utilization - activation_reserve_gb_per_gpu * GB
         need = math.ceil((weight_bytes + kv_b * block_size) / per_gpu) if per_gpu > 0 else 0
         hint = f"; it needs at least {need} GPUs" if need > gpus else ""
@@ -126,6 +160,9 @@ class StepTimeModel:
     """Coefficients of the step-time model (see module docstring); times in seconds.
 
     ``graph_sizes``: CUDA-graph batch sizes the stack pads a step's GEMM tokens up to (empty: no padding).
+    ``graph_all_steps``: the stack replays graphs (and pads) in steps with prefill work too (vLLM v1's piecewise
+    graphs); False: only decode-only steps are padded (TensorRT-LLM's generation-only graphs, SGLang's decode
+    batches). Callers say whether a step is decode-only (``decode_only``).
     ``sequential``: GEMMs and attention are separate kernels, ``t = roof(GEMM) + roof(attention)`` (what
     :meth:`build` makes); False keeps the single roofline ``max(all FLOPs, all bytes)`` (kept for comparisons).
     """
@@ -139,6 +176,13 @@ class StepTimeModel:
     comm_s_per_token: float
     graph_sizes: tuple[int, ...] = ()
     sequential: bool = False
+    expert_reads: ExpertReads | None = None  # MoE: routed-expert weights read per step depend on its tokens
+    spec: SpecCost | None = None  # speculative decoding of decode-only steps
+    class_tokens_per_step: tuple[float, ...] = ()  # speculative decoding: τ per request class (empty: spec's for all)
+    graph_all_steps: bool = False
+    ar_fast_s_const: float = 0.0
+    ar_fast_s_per_token: float = 0.0
+    ar_ring_s_per_token: float = 0.0
 
     @classmethod
     def build(
@@ -150,11 +194,15 @@ class StepTimeModel:
         kv_cache: str,
         calibration: Calibration | None = None,
         stack: str | None = None,
+        layout: Layout | None = None,
+        speculative: Any = None,
     ) -> StepTimeModel:
         """Coefficients for ``gpus``× ``gpu`` serving ``model`` (formulas in the module docstring).
 
         Factors: ``calibration`` if given, else :func:`~sim.perf.catalog.resolve_calibration` (``stack`` or the GPU's);
-        CUDA-graph sizes from the stack (``stack`` or the GPU's default).
+        CUDA-graph sizes from the stack (``stack`` or the GPU's default). An MoE model (``moe`` block) reads only the
+        experts a step's tokens hit, under ``layout`` (default tensor parallelism; :mod:`sim.perf.moe`);
+        ``speculative`` (a ``fleet.speculative`` block) adds :mod:`sim.perf.speculative`'s decode-step terms.
         """
         cal = calibration if calibration is not None else resolve_calibration(gpu, stack)
         spec = resolve_stack(gpu, stack)
@@ -162,14 +210,18 @@ class StepTimeModel:
         flops_a = gpus * gpu.attention_flops() * cal.mfu
         bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
         weight_bytes = weight_bytes_total(model, weights)
+        fast_const = fast_tok = 0.0
         if gpus > 1:
             n_allreduce = 2 * model.layers
-            link = gpu.interconnect_gb_s * GB * cal.allreduce_efficiency
+            ring = n_allreduce * 2.0 * (gpus - 1) / gpus * model.hidden_size * 2.0
             comm_const = n_allreduce * cal.allreduce_latency_s
-            comm_tok = n_allreduce * 2.0 * (gpus - 1) / gpus * model.hidden_size * 2.0 / link
+            comm_tok = ring / (gpu.interconnect_gb_s * GB * cal.allreduce_efficiency)
+            if cal.allreduce_small_latency_s is not None and gpu.interconnect_gb_s >= FABRIC_GB_S:
+                fast_const = n_allreduce * cal.allreduce_small_latency_s
+                fast_tok = ring / (gpu.interconnect_gb_s * GB * cal.allreduce_small_efficiency)
         else:
             comm_const = comm_tok = 0.0
-        return cls(
+        built = cls(
             compute_s_per_token=2.0 * model.params_active / flops_w,
             compute_s_per_attn_pair=model.attention_flops_per_pair() / flops_a,
             memory_s_const=weight_bytes / bw,
@@ -179,20 +231,66 @@ class StepTimeModel:
             comm_s_per_token=comm_tok + cal.overhead_s_per_token,
             graph_sizes=tuple(sorted(spec.cuda_graph_sizes)) if spec is not None else (),
             sequential=True,
+            graph_all_steps=spec is not None and spec.cuda_graph_steps == "all",
+            ar_fast_s_const=fast_const,
+            ar_fast_s_per_token=fast_tok,
+            ar_ring_s_per_token=comm_tok,
         )
+        if model.moe is not None:
+            terms = moe_terms(gpu, model, weights, kv_cache, cal, layout or Layout(gpus, gpus, 1))
+            built = replace(built, compute_s_per_token=terms.compute_s_per_token, memory_s_const=terms.dense_read_s,
+                            memory_s_per_ctx_token=terms.kv_read_s_per_ctx_token, comm_s_const=terms.comm_s_const,
+                            comm_s_per_token=terms.comm_s_per_token + cal.overhead_s_per_token,
+                            expert_reads=terms.expert_reads)
+        if speculative is not None:
+            built = replace(built, spec=spec_cost(speculative, gpu, model, gpus, weights, kv_cache, cal))
+        return built
 
-    def gemm_tokens(self, tokens: int) -> int:
-        """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size (itself above the largest)."""
+    def for_decoders(self, per_class: list[int]) -> StepTimeModel:
+        """This model with speculative decoding's ``τ`` set to the mean over running decoders, ``per_class[c]`` of
+        them in class ``c``: ``Σ n_c·τ_c / Σ n_c`` (a verification step emits ``Σ n_c·τ_c`` tokens for ``Σ n_c``
+        sequences). Itself without per-class rates or decoders. Both engines call it with the same integer counts,
+        so their step times stay equal."""
+        taus = self.class_tokens_per_step
+        n = sum(per_class)
+        if self.spec is None or not taus or n == 0:
+            return self
+        tau = sum(c * t for c, t in zip(per_class, taus)) / n
+        if tau == self.spec.tokens_per_step:
+            return self
+        return replace(self, spec=replace(self.spec, tokens_per_step=tau))
+
+    def weights_s(self, gemm_tokens: float) -> float:
+        """Weight-read time of a step whose GEMMs compute ``gemm_tokens`` tokens (MoE: the experts they hit)."""
+        if self.expert_reads is None:
+            return self.memory_s_const
+        return self.memory_s_const + self.expert_reads.read_s(gemm_tokens)
+
+    def fixed_s(self, tokens: float) -> float:
+        """Per-step time outside the two rooflines: overheads and all-reduces (each all-reduce by the faster of
+        the ring and the stack's small-message kernel, when it has one)."""
+        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+        if self.ar_fast_s_const > 0.0:
+            saving = (self.comm_s_const + self.ar_ring_s_per_token * tokens) - (
+                self.ar_fast_s_const + self.ar_fast_s_per_token * tokens)
+            if saving > 0.0:
+                k -= saving
+        return k
+
+    def gemm_tokens(self, tokens: float, decode_only: bool = False) -> float:
+        """Tokens the GEMMs compute: ``tokens`` padded up to the next CUDA-graph size when the step replays a
+        graph (decode-only, or any step under ``graph_all_steps``); itself above the largest size or eagerly."""
         sizes = self.graph_sizes
-        if not sizes or tokens > sizes[-1]:
+        if not sizes or tokens > sizes[-1] or not (decode_only or self.graph_all_steps):
             return tokens
         return sizes[bisect_left(sizes, tokens)]
 
     # -- derived quantities for reports -----------------------------------------------------------------
     def decode_step_s(self, batch: int, context_tokens: int) -> float:
-        """One decode step of ``batch`` sequences each holding ``context_tokens`` tokens before the step."""
+        """One decode step of ``batch`` sequences each holding ``context_tokens`` tokens before the step (with
+        speculative decoding: the time per emitted token, a verification step ÷ τ)."""
         ctx = batch * (context_tokens + 1)
-        return self.step_s(batch, ctx, ctx)
+        return self.step_s(batch, ctx, ctx, decode_only=True)
 
     def prefill_s(self, prompt_tokens: int, chunk_tokens: int | None = None) -> float:
         """Time to prefill one prompt alone, in chunks of ``chunk_tokens`` (one step when None)."""
@@ -205,46 +303,71 @@ class StepTimeModel:
             done = end
         return total
 
-    def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> str:
+    def bound(self, tokens: int, attn_pairs: float, ctx_tokens: float, decode_only: bool = False) -> str:
         """Which roof limits the step: ``"compute"`` or ``"memory"`` (the one holding the larger share of time)."""
-        tg = self.gemm_tokens(tokens)
+        tg = self.gemm_tokens(tokens, decode_only)
         if self.sequential:
-            compute = max(0.0, self.compute_s_per_token * tg - self.memory_s_const) + max(
+            weights = self.weights_s(tg)
+            compute = max(0.0, self.compute_s_per_token * tg - weights) + max(
                 0.0, (self.compute_s_per_attn_pair * attn_pairs - self.memory_s_per_ctx_token * ctx_tokens))
-            memory = max(0.0, self.memory_s_const - self.compute_s_per_token * tg) + max(
+            memory = max(0.0, weights - self.compute_s_per_token * tg) + max(
                 0.0, self.memory_s_per_ctx_token * ctx_tokens - self.compute_s_per_attn_pair * attn_pairs)
             return "compute" if compute >= memory else "memory"
         compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
-        memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
+        memory = self.weights_s(tg) + self.memory_s_per_ctx_token * ctx_tokens
         return "compute" if compute >= memory else "memory"
 
     # -- one step ---------------------------------------------------------------------------------------
-    def step_s(self, tokens: int, attn_pairs: float, ctx_tokens: float) -> float:
-        """Time of one iteration computing ``tokens`` new tokens (see module docstring)."""
-        tg = self.gemm_tokens(tokens)
-        fixed = self.overhead_s + self.comm_s_const + self.comm_s_per_token * tokens
+    def step_s(self, tokens: float, attn_pairs: float, ctx_tokens: float, decode_only: bool = False) -> float:
+        """Time of one iteration computing ``tokens`` new tokens (see module docstring). ``decode_only``: every
+        token is one running sequence's decode token (no prefill chunk), so a stack that graphs decode batches pads
+        it, and with speculative decoding such a step is ``1/τ`` of a verification pass
+        (:mod:`sim.perf.speculative`)."""
+        if decode_only and self.spec is not None:
+            const, slope, fixed = self._verify_terms(tokens)
+            return (const + slope * ctx_tokens + fixed) / self.spec.tokens_per_step
+        tg = self.gemm_tokens(tokens, decode_only)
+        fixed = self.fixed_s(tokens)
         if self.sequential:
-            gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
+            gemm = max(self.compute_s_per_token * tg, self.weights_s(tg))
             attn = max(self.compute_s_per_attn_pair * attn_pairs, self.memory_s_per_ctx_token * ctx_tokens)
             return gemm + attn + fixed
         compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
-        memory = self.memory_s_const + self.memory_s_per_ctx_token * ctx_tokens
+        memory = self.weights_s(tg) + self.memory_s_per_ctx_token * ctx_tokens
         return max(compute, memory) + fixed
 
     # -- runs of decode-only steps ---------------------------------------------------------------------
+    def _verify_terms(self, batch: float) -> tuple[float, float, float]:
+        """Speculative verification step of ``batch`` sequences as ``(const, per context token, fixed)``: the target
+        computes ``k+1`` positions per sequence (each attending the sequence's context) and the drafter runs."""
+        spec = self.spec
+        assert spec is not None
+        tv = batch * spec.verify_tokens
+        tg = self.gemm_tokens(tv, decode_only=True)  # verification replays the decode graphs
+        gemm = max(self.compute_s_per_token * tg, self.weights_s(tg))
+        slope = (max(self.compute_s_per_attn_pair * spec.verify_tokens, self.memory_s_per_ctx_token)
+                 + spec.draft_s_per_ctx_token)
+        fixed = self.fixed_s(tv)
+        return gemm + spec.draft_s(batch), slope, fixed
+
     def _decode_lines(self, batch: int, ctx0: float) -> tuple[float, float, float, float, float]:
         """Step j of a decode run is ``max(a1 + b1·j, a2 + b2·j) + k``; returns (a1, b1, a2, b2, k)."""
-        tg = self.gemm_tokens(batch)
-        k = self.overhead_s + self.comm_s_const + self.comm_s_per_token * batch
+        if self.spec is not None:  # one line: the verification step ÷ τ, context C = ctx0 + batch·j
+            const, slope, fixed = self._verify_terms(batch)
+            tau = self.spec.tokens_per_step
+            a, b = (const + slope * ctx0) / tau, slope * batch / tau
+            return a, b, a, b, fixed / tau
+        tg = self.gemm_tokens(batch, decode_only=True)
+        k = self.fixed_s(batch)
         if self.sequential:
             # A = C: the attention roof is max(cpa, mpc)·C, one line; the GEMM roof is a constant
             slope = max(self.compute_s_per_attn_pair, self.memory_s_per_ctx_token)
-            gemm = max(self.compute_s_per_token * tg, self.memory_s_const)
+            gemm = max(self.compute_s_per_token * tg, self.weights_s(tg))
             a, b = gemm + slope * ctx0, slope * batch
             return a, b, a, b, k
         a1 = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * ctx0
         b1 = self.compute_s_per_attn_pair * batch
-        a2 = self.memory_s_const + self.memory_s_per_ctx_token * ctx0
+        a2 = self.weights_s(tg) + self.memory_s_per_ctx_token * ctx0
         b2 = self.memory_s_per_ctx_token * batch
         return a1, b1, a2, b2, k
 

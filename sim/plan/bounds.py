@@ -106,8 +106,20 @@ def lone_latencies(perf: StepTimeModel, mix: MixSample, chunk_tokens: int) -> tu
     ctx = mix.prompt + mix.output / 2.0
     tpot = perf.memory_s_const + perf.memory_s_per_ctx_token * ctx
     tpot = np.maximum(tpot, perf.compute_s_per_token + perf.compute_s_per_attn_pair * ctx)
-    tpot = tpot + perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token
+    tpot = tpot + perf.fixed_s(1)
+    if perf.spec is not None:  # speculative decoding: a lone decode step emits τ tokens (sim.perf.speculative)
+        tpot = np.array([perf.step_s(1, c + 1, c + 1, decode_only=True) for c in np.asarray(ctx, dtype=float)])
     return ttft, tpot
+
+
+def _fixed_steps(perf: StepTimeModel, tokens: np.ndarray) -> np.ndarray:
+    """:meth:`StepTimeModel.fixed_s` over an array of step token counts."""
+    k = perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token * tokens
+    if perf.ar_fast_s_const > 0.0:
+        saving = (perf.comm_s_const + perf.ar_ring_s_per_token * tokens) - (
+            perf.ar_fast_s_const + perf.ar_fast_s_per_token * tokens)
+        k = k - np.maximum(saving, 0.0)
+    return k
 
 
 def tpot_batch_limit(perf: StepTimeModel, mean_context: float, max_batch: int, tpot_s: float | None) -> int:
@@ -117,8 +129,9 @@ def tpot_batch_limit(perf: StepTimeModel, mean_context: float, max_batch: int, t
     b = np.arange(1, max_batch + 1, dtype=float)
     ctx = b * mean_context
     step = np.maximum(perf.compute_s_per_token * b + perf.compute_s_per_attn_pair * ctx,
-                      perf.memory_s_const + perf.memory_s_per_ctx_token * ctx) \
-        + perf.overhead_s + perf.comm_s_const + perf.comm_s_per_token * b
+                      perf.memory_s_const + perf.memory_s_per_ctx_token * ctx) + _fixed_steps(perf, b)
+    if perf.spec is not None:
+        step = np.array([perf.step_s(int(k), c, c, decode_only=True) for k, c in zip(b, ctx)])
     ok = np.flatnonzero(step <= tpot_s)
     return int(ok[-1] + 1) if len(ok) else 1
 
@@ -135,8 +148,14 @@ def node_bounds(perf: StepTimeModel, memory: NodeMemory, mix: MixSample, max_num
     # attention pairs: prefill of the uncached part against the full prefix, then one pair-row per decode token
     pairs = uncached * (mix.cached + (uncached + 1) / 2.0) + out * (mix.prompt + out / 2.0)
     compute = perf.compute_s_per_token * (uncached + out) + perf.compute_s_per_attn_pair * pairs
-    memory_s = out * (perf.memory_s_const / batch + perf.memory_s_per_ctx_token * (mix.prompt + out / 2.0))
-    fixed = out / batch * (perf.overhead_s + perf.comm_s_const) + perf.comm_s_per_token * (uncached + out)
+    tau = perf.spec.tokens_per_step if perf.spec is not None else 1.0  # decode reads amortised over τ tokens
+    memory_s = out * (perf.memory_s_const / batch + perf.memory_s_per_ctx_token * (mix.prompt + out / 2.0)) / tau
+    # all-reduces: the faster of ring and small-message kernel is at least min(latencies) + min(per-token costs)
+    comm_const, comm_tok = perf.comm_s_const, perf.comm_s_per_token
+    if perf.ar_fast_s_const > 0.0:
+        comm_const = min(comm_const, perf.ar_fast_s_const)
+        comm_tok = comm_tok - perf.ar_ring_s_per_token + min(perf.ar_ring_s_per_token, perf.ar_fast_s_per_token)
+    fixed = out / batch * (perf.overhead_s + comm_const) / tau + comm_tok * (uncached + out)
     per_req = max(float(compute.mean()), float(memory_s.mean())) + float(fixed.mean())
     return Bounds(
         ttft_lone_p95_s=float(np.percentile(ttft, 95)),

@@ -116,7 +116,8 @@ def enumerate_candidates(scenario: Scenario, spec: PlanSpec, mix: MixSample) -> 
                         continue
                     try:
                         mem = plan_memory(gpu, model, tp, w, kv, eng.gpu_memory_utilization, eng.block_size,
-                                          eng.activation_reserve_gb_per_gpu)
+                                          eng.activation_reserve_gb_per_gpu, speculative=scenario.fleet.speculative,
+                                          max_num_seqs=n_seqs)
                     except ConfigError:
                         c.excluded = f"{model.name} does not fit on {tp}× {gpu.name} in {w}"
                         continue
@@ -128,7 +129,8 @@ def enumerate_candidates(scenario: Scenario, spec: PlanSpec, mix: MixSample) -> 
                         continue
                     stack = scenario.fleet.stack if gpu.name == get_gpu(scenario.fleet.gpu).name else None
                     try:
-                        perf = StepTimeModel.build(gpu, model, tp, w, kv, stack=stack)
+                        perf = StepTimeModel.build(gpu, model, tp, w, kv, stack=stack,
+                                                   speculative=scenario.fleet.speculative)
                     except ConfigError as exc:
                         c.excluded = exc.problem
                         continue

@@ -27,6 +27,8 @@ from sim.fleet.fleet import FleetManager, SlotState
 from sim.fleet.pools import PoolLayout, pool_layout
 from sim.perf.catalog import GpuSpec, ModelSpec, engine_for_stack, get_gpu, get_model
 from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
+from sim.perf.moe import resolve_layout
+from sim.perf.speculative import expected_tokens_per_step
 from sim.spill.deferred import BatchQueue
 from sim.traffic.arrivals import arrival_chunks
 from sim.traffic.clients import Clients
@@ -56,7 +58,9 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     fleet, src = scenario.fleet, scenario.source
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
-    check_tensor_parallel(gpu, model, fleet.gpus_per_node, src)
+    layout = resolve_layout(fleet.parallelism, model, gpu, fleet.gpus_per_node, src)
+    check_tensor_parallel(gpu, model, layout.tensor, src,
+                          "fleet.parallelism.tensor" if fleet.parallelism is not None else "fleet.gpus_per_node")
     try:  # the stack's engine defaults for unset fields, and its scheduler
         eng = engine_for_stack(gpu, fleet.stack, fleet.engine, src)
     except ConfigError as exc:
@@ -74,14 +78,24 @@ def build_node_model(scenario: Scenario) -> NodeModel:
         eng.block_size,
         eng.activation_reserve_gb_per_gpu,
         source=src,
+        layout=layout if fleet.parallelism is not None else None,
+        speculative=fleet.speculative,
+        max_num_seqs=eng.max_num_seqs,
     )
     if eng.num_gpu_blocks_override is not None:
         blocks = eng.num_gpu_blocks_override
         memory = replace(memory, kv_capacity_blocks=blocks, kv_capacity_tokens=blocks * eng.block_size)
     try:
-        perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache, stack=fleet.stack)
+        perf = StepTimeModel.build(gpu, model, fleet.gpus_per_node, fleet.weights, fleet.kv_cache, stack=fleet.stack,
+                                   layout=layout, speculative=fleet.speculative)
     except ConfigError as exc:
         raise ConfigError(src, "fleet.stack" if fleet.stack else f"fleet.gpu ({exc.field})", exc.problem) from None
+    spec = fleet.speculative
+    classes = scenario.traffic.classes
+    if spec is not None and any(c.spec_acceptance_rate is not None for c in classes):
+        perf = replace(perf, class_tokens_per_step=tuple(
+            expected_tokens_per_step(c.spec_acceptance_rate if c.spec_acceptance_rate is not None
+                                     else spec.acceptance_rate, spec.num_tokens) for c in classes))
     max_len = min(eng.max_model_len or model.max_context, model.max_context)
     return NodeModel(gpu, model, memory, perf, max_len, eng)
 

@@ -360,7 +360,7 @@ class NodeParams:
             return cls(engine.block_size, engine.max_num_seqs, math.inf, 0.0, None)
         b = engine.max_num_batched_tokens
         return cls(engine.block_size, engine.max_num_seqs, b / perf.step_s(b, attention_pairs(b, b), b),
-                   perf.step_s(1, 1, 1), perf)
+                   perf.step_s(1, 1, 1, decode_only=True), perf)
 
 
 class SpillDispatcher:
@@ -416,7 +416,7 @@ class SpillDispatcher:
         pp = self._params[self._slot_pool[node_idx]] if len(self._params) > 1 else self._params[0]
         running = max(snap.running, 1)
         ctx = snap.kv_used_blocks * pp.block_size
-        step = pp.perf.step_s(running, ctx, ctx) if pp.perf is not None else 1.0
+        step = pp.perf.step_s(running, ctx, ctx, decode_only=True) if pp.perf is not None else 1.0
         return running / (PRIOR_OUTPUT_TOKENS * step)
 
     # -- routing -----------------------------------------------------------------------------------------
