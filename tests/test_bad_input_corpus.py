@@ -77,6 +77,13 @@ BAD_SETS = [
     "api={provider: nobody, model: nothing}", "slo.ttft_p95_s=-1", "slo.tpot_p95_s=x", "slo.bogus=1",
     "pricing.mode=leased", "pricing.usd_per_gpu_hour=-2", "pricing.owned.pue=x",
     "output.sample_interval_s=0", "output.sample_interval_s=-1", "output=x",
+    "fleet.parallelism={expert: 8}", "fleet.parallelism.expert=0", "fleet.parallelism={tensor: 3}",
+    "fleet.parallelism.expert_imbalance=0.5", "fleet.speculative={method: magic, num_tokens: 3, acceptance_rate: 0.5}",
+    "fleet.speculative={method: eagle, num_tokens: 3, acceptance_rate: 1.5}",
+    "fleet.speculative={method: draft, num_tokens: 3, acceptance_rate: 0.5}",
+    "fleet.speculative={method: draft, draft_model: nope, num_tokens: 2, acceptance_rate: 0.5}",
+    "fleet.speculative={method: eagle, num_tokens: 4, acceptance_rate: 0.5, verify_tokens: 3}",
+    "traffic.classes.0.spec_acceptance_rate=2",
     "foo=1", "fleet", "=3", "fleet.nodes=[1", "fleet.nodes={", "traffic.classes.0=5",
 ]
 

@@ -178,3 +178,75 @@ def test_long_prompts_slow_mixed_decode_but_not_disaggregated_decode():
     t_dis, t_mix = _tpots(dis), _tpots(mix)
     assert t_dis.max() <= bound
     assert np.percentile(t_mix, 95) > 2 * np.percentile(t_dis, 95)
+
+
+def test_role_aware_capacity_and_pool_load_factors():
+    """A prefill node sustains prompts alone (about its token budget per step), a decode node decodes alone:
+    each more requests/s than a mixed node; the pools' load factors follow, and the fleet's is the busier
+    stage's (the two pools serve in series)."""
+    from sim.perf.capacity import node_capacity
+    from sim.runner.pipeline import run_scenario
+
+    nm = build_node_model(make_scenario(**{"fleet.nodes": 1}))
+    mixed, pre, dec = (node_capacity(nm, 4000, 100, 0, role=r) for r in ("mixed", "prefill", "decode"))
+    assert pre.requests_per_s > mixed.requests_per_s and dec.requests_per_s > mixed.requests_per_s
+    assert pre.requests_per_s == pytest.approx(1 / nm.perf.prefill_s(4000, nm.engine.max_num_batched_tokens),
+                                               rel=0.3)
+    sc = make_scenario(**{"duration_s": 60, "traffic.rate_rps": 4.0, "traffic.classes": _fixed(4000, 100),
+                          **_pools(1, 1, "infiniband")})
+    s = run_scenario(sc).summary
+    lf = {name: p["utilisation"]["load_factor"] for name, p in s["pools"].items()}
+    assert lf["prefill"] > 2 * lf["decode"] > 0
+    assert s["utilisation"]["load_factor"] == pytest.approx(max(lf.values()), rel=0.05)
+
+
+def test_size_searches_the_prefill_decode_split():
+    from sim.sizing.disagg import best_split, format_split, parse_counts, size_split
+
+    assert parse_counts("1-3,6") == [1, 2, 3, 6]
+    with pytest.raises(ConfigError, match="--prefill-nodes"):
+        parse_counts("0-2")
+    with pytest.raises(ConfigError, match="one prefill and one decode pool"):
+        size_split(make_scenario(**{"fleet.nodes": 1, "fleet.pools": [{"name": "m", "nodes": 1}]}), [1])
+    sc = make_scenario(**{"duration_s": 30, "traffic.rate_rps": 3.0, "traffic.classes": _fixed(4000, 60),
+                          "slo": {"ttft_p95_s": 1.0, "tpot_p95_s": 0.05}, **_pools(1, 1, "infiniband")})
+    rows = size_split(sc, [1, 2], n_seeds=1, max_nodes=4, workers=1)
+    assert [r.prefill_nodes for r in rows] == [1, 2]
+    best = best_split(rows)
+    assert best is not None and best.sizing.min_nodes is not None and best.sizing.min_nodes >= 1
+    assert all(r.sizing.min_nodes is None or r.sizing.tried[r.sizing.min_nodes] for r in rows)
+    assert f"best       {best.prefill_nodes} prefill" in format_split(rows, 4)
+
+
+@pytest.mark.parametrize("blocks", [None, 600])
+def test_disaggregated_prefix_cache_matches_reference(blocks):
+    """A shared prefix cache on the prefill nodes (hash chains, shared units): the prefill node returns its units
+    when the KV has left, the decode node admits the prompt KV from the link (not from its own cache); both engines
+    agree, the prefill side hits its cache, and every request keeps its prefill node's hit in the table."""
+    from test_prefix_cache import _prefix_scenario
+
+    def run(impl: str):
+        sc = _prefix_scenario(impl, **{"fleet.engine": {"prefix_caching": True, "prefix_unit_tokens": 64,
+                                                        "num_gpu_blocks_override": blocks},
+                                       **_pools(1, 1, "infiniband")})
+        return _trace(sc)
+
+    fast, a = run("fast")
+    _, b = run("reference")
+    _assert_same(a, b)
+    done = [r for r in fast.requests if r.finish_s >= 0]
+    assert sum(r.cached_tokens for r in done) > 0.2 * sum(r.prompt_tokens for r in done)
+    assert all(r.prefix is not None for r in done)
+    assert fast.series.per_node("kv_used_blocks")[-1, 0] == 0  # the prefill node holds no request's blocks
+
+
+def test_heterogeneous_prefill_and_decode_gpus_match_reference():
+    """Splitwise's split machines: H100 prompt nodes, A100 token nodes (each pool its own node model and KV size)."""
+    pools = [{"name": "prompt", "role": "prefill", "nodes": 1, "gpu": "H100-SXM", "interconnect": {"kind": "roce"}},
+             {"name": "token", "role": "decode", "nodes": 2, "gpu": "A100-SXM-80GB"}]
+    kw = {"duration_s": 30, "seed": 9, "traffic.rate_rps": 6.0, "fleet.nodes": 3, "fleet.pools": pools}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    assert {r.node for r in fast.requests if r.finish_s >= 0} <= {1, 2}
+    assert fast.counts()["completed"] == fast.counts()["arrived"]

@@ -61,9 +61,11 @@ def _assert_same_work(fast, ref):
     client=st.one_of(st.none(), st.fixed_dictionaries({
         "timeout_s": st.floats(0.3, 20.0), "stream": st.booleans(), "retries": st.integers(0, 3),
         "backoff_s": st.floats(0.0, 2.0), "jitter": st.floats(0.0, 1.0)})),
+    speculative=st.sampled_from([None, None, {"method": "eagle", "num_tokens": 3, "acceptance_rate": 0.7},
+                                 {"method": "ngram", "num_tokens": 5, "acceptance_rate": 0.2}]),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, scheduler, policy, jitter, seed, stack, client):
+                               prefix_hit, scheduler, policy, jitter, seed, stack, client, speculative):
     kw = {
         "fleet.stack": stack,  # its CUDA-graph padding rule (every step ≤ 512 tokens, or decode-only steps)
         "duration_s": 30,
@@ -83,6 +85,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             if block_size == 1 else blocks,
         },
         "router.policy": router,
+        "fleet.speculative": speculative,
         "traffic.classes": [
             {
                 "name": "chat",
@@ -92,6 +95,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
                 "prefix_tokens": 200,
                 "prefix_hit_rate": prefix_hit,
                 "client": client,
+                "spec_acceptance_rate": 0.9 if speculative else None,  # per-class rate: the batch's mean τ
             },
             {
                 "name": "one-token",

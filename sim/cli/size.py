@@ -87,6 +87,36 @@ def _size_pools(sc: object, pool_names: tuple[str, ...], gpus: tuple[str, ...], 
     sys.stdout.flush()
 
 
+def _size_split(sc: object, counts: str, seeds: int, max_nodes: int, workers: int | None, progress: object,
+                out_dir: Path, no_report: bool, as_json: bool) -> None:
+    """``capsim size --prefill-nodes``: split.json / split.csv / split.txt (sim/sizing/disagg.py)."""
+    import pandas as pd
+
+    from sim.sizing.disagg import best_split, format_split, parse_counts, size_split
+
+    rows = size_split(sc, parse_counts(counts), seeds, max_nodes, workers, progress)  # type: ignore[arg-type]
+    best = best_split(rows)
+    splits = [r.record() for r in rows]
+    report = {"splits": splits, "best": best.record() if best else None, "seeds": seeds,
+              "max_nodes": max_nodes}
+    text = format_split(rows, max_nodes)
+    if not no_report:
+        from sim.core.atomic_io import write_csv, write_json, write_text
+        from sim.core.outdir import result_folder
+
+        with result_folder(out_dir) as tmp:
+            write_json(tmp / "split.json", report)
+            write_csv(tmp / "split.csv", pd.DataFrame(splits))
+            write_text(tmp / "split.txt", text + "\n")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(text)
+        if not no_report:
+            click.echo(f"  files      {out_dir}/split.{{json,csv,txt}}")
+    sys.stdout.flush()
+
+
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--slo", "slos", multiple=True, metavar="KEY=SECONDS",
@@ -110,6 +140,9 @@ def _size_pools(sc: object, pool_names: tuple[str, ...], gpus: tuple[str, ...], 
 @click.option("--pool", "pool_names", multiple=True, metavar="NAME",
               help="fleet.pools: size this pool of its model (repeatable, one per model; default: each model's "
                    "last pool), holding the others fixed (docs/pools.md).")
+@click.option("--prefill-nodes", "prefill_nodes", default=None, metavar="COUNTS",
+              help="fleet.pools with a prefill and a decode pool: for each prefill pool size (e.g. 1-4 or 1,2,6), "
+                   "the smallest decode pool, and the cheapest split (docs/disaggregation.md).")
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--scheduler", default=None, help="Run on an existing Dask cluster at this address.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field.")
@@ -121,7 +154,8 @@ def _size_pools(sc: object, pool_names: tuple[str, ...], gpus: tuple[str, ...], 
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None, worst_window: bool,
          rules: tuple[str, ...], seeds: int, max_nodes: int,
-         rel_tol: float, gpus: tuple[str, ...], pool_names: tuple[str, ...], workers: int | None,
+         rel_tol: float, gpus: tuple[str, ...], pool_names: tuple[str, ...], prefill_nodes: str | None,
+         workers: int | None,
          scheduler: str | None,
          overrides: tuple[str, ...], out_dir: Path, no_report: bool, as_json: bool, quiet: bool,
          force: bool) -> None:
@@ -154,6 +188,9 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
         if not quiet:
             click.echo(f"  {msg}", err=True)
 
+    if prefill_nodes is not None:  # the prefill:decode split of a disaggregated model (sim/sizing/disagg.py)
+        _size_split(sc, prefill_nodes, seeds, max_nodes, workers, progress, out_dir, no_report, as_json)
+        return
     if sc.fleet.pooled:  # several pools: size each model's growth pool (sim/sizing/pools.py)
         _size_pools(sc, pool_names, gpus, seeds, max_nodes, workers, progress, out_dir, no_report, as_json)
         return

@@ -260,7 +260,7 @@ class Node:
 
     def release_kv(self, req: Request) -> None:
         """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
-        self.kv.free(self._parked.pop(req.rid))
+        self.kv.release(req, self._parked.pop(req.rid), self.S)
         if self._mode is None and not self._holding:
             self._tick()
 

@@ -18,7 +18,9 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    resets the ratio (:class:`sim.engine.admission.SglangRatio`).
 4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); a step whose
    requests are all decoding (each sampled a token since it was admitted; no prefill chunk) is ``decode_only``,
-   which decides whether the stack's CUDA-graph padding applies; then every
+   which decides whether the stack's CUDA-graph padding applies, and with speculative decoding such a step is
+   ``1/τ`` of a verification pass, ``τ`` the mean over the running decoders' classes (:mod:`sim.perf.speculative`);
+   then every
    scheduled request advances; a request whose
    ``num_computed`` reaches ``num_tokens`` samples a token (the first one is its TTFT); at ``output_tokens``
    generated tokens it finishes and frees its blocks.
@@ -160,7 +162,7 @@ class ReferenceNode:
 
     def release_kv(self, req: Request) -> None:
         """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
-        self.kv.free(self._parked.pop(req.rid))
+        self.kv.release(req, self._parked.pop(req.rid), self.steps)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 

@@ -125,6 +125,7 @@ class DisaggDispatcher:
         self.inbound_tokens: dict[int, int] = {n.node_id: 0 for nodes in self.decode for n in nodes}
         self.in_transfer = 0  # requests whose KV is on a link (owned by no node)
         self._cached: dict[int, int] = {}  # rid -> the request's own cached_tokens, restored when it is done
+        self._prefix: dict[int, tuple[int, ...] | None] = {}  # rid -> its prefix hash chain, restored when done
         self._arrivals: dict[float, list[tuple[HandoffNode, HandoffNode, int, Request]]] = {}  # due time -> transfers
         self.transfer_s = array("d")  # per hand-off: prefill end → KV arrived (queueing on the link included)
 
@@ -145,13 +146,13 @@ class DisaggDispatcher:
         if not self.prefill[g]:
             self.fleet.dispatch(req)
             return
-        self._cached[req.rid] = req.cached_tokens
         self.fleet.submit(self._least(self.prefill[g]), req)
 
     # -- hand-off -----------------------------------------------------------------------------------------
     def _prefilled(self, g: int, src: HandoffNode, req: Request) -> None:
         """``src`` computed ``req``'s prompt: pick the decode node and book the KV transfer."""
         now = self.env.now
+        self._cached[req.rid] = req.cached_tokens  # its prefix-cache hit on the prefill node
         dst = self._least(self.decode[g], self.inbound_tokens)
         tokens = req.output_tokens + 1
         self.inbound_tokens[dst.node_id] += tokens
@@ -183,14 +184,19 @@ class DisaggDispatcher:
                 self.in_transfer -= 1
                 self.inbound_tokens[dst.node_id] -= tokens
                 req.cached_tokens = max(req.prompt_tokens - 1, 0)
+                # the prompt's KV came over the link, not from the decode node's prefix cache: no hash chain there
+                self._prefix[req.rid] = req.prefix
+                req.prefix = None
                 req.num_computed = 0  # a new node's view: KV held outside its cache until admitted
                 req.status = Status.WAITING
                 self.fleet.submit(dst, req)
 
     def on_done(self, req: Request) -> None:
-        """A request reached a terminal status: its own ``cached_tokens`` (a prefix-cache hit) is restored for
-        the request table."""
+        """A request reached a terminal status: its own ``cached_tokens`` (its prefix-cache hit on the prefill node)
+        and hash chain are restored for the request table."""
         req.cached_tokens = self._cached.pop(req.rid, req.cached_tokens)
+        if req.rid in self._prefix:
+            req.prefix = self._prefix.pop(req.rid)
 
     def stats(self) -> dict[str, float]:
         """Hand-offs, transfer time (mean, P95; queueing on the link included) and link utilisation."""

@@ -9,7 +9,8 @@ series, utilisation and load factor (:mod:`sim.metrics.tables`), energy (:mod:`s
   own simulated energy) plus the hosted-API spend; $/M tokens = that total ÷ the tokens served (fleet or API);
 * energy: the sum of the pools' kWh, CO2 and energy cost;
 * utilisation: ``load_factor`` = requests offered to the pools ÷ the sum of what each pool sustains for the mix it
-  was sent (:mod:`sim.perf.capacity`); ``bottleneck`` and ``load_factor_peak`` are the busiest pool's; KV, batch,
+  was sent (:mod:`sim.perf.capacity`; a model's prefill and decode pools count once, as the smaller of the two);
+  ``bottleneck`` and ``load_factor_peak`` are the busiest pool's; KV, batch,
   MFU and MBU figures are over every node up, each against its own capacity and peak.
 
 A pool's own $/M tokens divides its self-hosted cost by the tokens completed on its nodes. A model's
@@ -147,6 +148,14 @@ def _pool_rows(df: pd.DataFrame, result: SimResult, pool: int) -> np.ndarray:
     return (np.isin(df["node"].to_numpy(), slots) & (df["served_by"] != "api").to_numpy())
 
 
+def _model_rows(df: pd.DataFrame, result: SimResult, pool: int) -> pd.DataFrame:
+    """Rows of the requests whose class asks for ``pool``'s model (not served by the API)."""
+    assert result.layout is not None
+    layout = result.layout
+    names = [n for k, n in enumerate(result.class_names) if layout.class_group[k] == layout.pool_group[pool]]
+    return df[df["class"].isin(names).to_numpy() & (df["served_by"] != "api").to_numpy()]
+
+
 def pool_sections(result: SimResult, df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """``pools.<name>``: what each pool is, what it was sent and served, its latency, utilisation, energy and
     cost (module docstring)."""
@@ -165,7 +174,9 @@ def pool_sections(result: SimResult, df: pd.DataFrame) -> dict[str, dict[str, An
         rows = df[_pool_rows(df, result, p)]
         done = rows[rows["status"] == "completed"]
         sent = float(view.series.fleet("arrivals").sum()) if len(view.series) else 0.0
-        util = utilisation_section(ts, view, sent / duration, _mix_means(rows), 1.0)
+        # a prefill pool finishes no request (its decode pool does): its mix is its model's arrivals
+        mix_rows = _model_rows(df, result, p) if pool.role == "prefill" else rows
+        util = utilisation_section(ts, view, sent / duration, _mix_means(mix_rows), 1.0, pool.role)
         energy = energy_section(sc, nm.gpu, fts)
         cost = cost_breakdown(sc, nm.gpu, float(done["input_tokens"].sum()), float(done["output_tokens"].sum()),
                               gpu_hours=view.gpu_hours, energy_usd=energy["usd"])
@@ -253,10 +264,26 @@ def combine_utilisation(pools: dict[str, dict[str, Any]], fleet_util: dict[str, 
     """The fleet's load factor, capacity and bottleneck from its pools' (module docstring); the time-sampled
     figures (KV, batch, MFU, MBU, busy, queue) stay those of the whole fleet's series."""
     us = [p["utilisation"] for p in pools.values()]
-    caps = [u["capacity_requests_per_s"] for u in us if u.get("capacity_requests_per_s")]
-    offered = sum((u["load_factor"] or 0.0) * u["capacity_requests_per_s"] for u in us
-                  if u.get("load_factor") is not None and u.get("capacity_requests_per_s"))
-    cap = sum(caps) if caps else None
+    # mixed pools serve side by side (capacities add); a model's prefill and decode pools serve in series: the pair
+    # sustains the smaller of the two roles' capacities and is offered its prefill pools' arrivals
+    stages: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in pools.values():
+        stages.setdefault((p.get("model", ""), p.get("role", "mixed")), []).append(p["utilisation"])
+    offered, cap_sum, cap_tok = 0.0, 0.0, 0.0
+    for (model, role), group in stages.items():
+        if role == "decode":
+            continue
+        cap_g = sum(u.get("capacity_requests_per_s") or 0.0 for u in group)
+        tok_g = sum(u.get("capacity_output_tokens_per_s") or 0.0 for u in group)
+        offered += sum((u["load_factor"] or 0.0) * u["capacity_requests_per_s"] for u in group
+                       if u.get("load_factor") is not None and u.get("capacity_requests_per_s"))
+        if role == "prefill":
+            dec = stages.get((model, "decode"), [])
+            cap_g = min(cap_g, sum(u.get("capacity_requests_per_s") or 0.0 for u in dec))
+            tok_g = min(tok_g, sum(u.get("capacity_output_tokens_per_s") or 0.0 for u in dec))
+        cap_sum += cap_g
+        cap_tok += tok_g
+    cap = cap_sum or None
     busiest = max(us, key=lambda u: u.get("load_factor") or 0.0)
     peaks = [u["load_factor_peak"] for u in us if u.get("load_factor_peak") is not None]
     nodes_up = fleet_util.get("nodes_up_mean")
@@ -267,7 +294,7 @@ def combine_utilisation(pools: dict[str, dict[str, Any]], fleet_util: dict[str, 
         "limit_at_saturation": busiest.get("limit_at_saturation"),
         "capacity_requests_per_s": cap,
         "capacity_per_node_requests_per_s": cap / nodes_up if cap and nodes_up else None,
-        "capacity_output_tokens_per_s": sum(u.get("capacity_output_tokens_per_s") or 0.0 for u in us) or None,
+        "capacity_output_tokens_per_s": cap_tok or None,
         "saturation_batch_per_node": None,
         "load_factor_peak": max(peaks) if peaks else None,
         "load_factor_by_pool": {name: p["utilisation"].get("load_factor") for name, p in pools.items()},

@@ -354,10 +354,12 @@ def throughput_from_counts(window_s: float, arrived: int, arrived_output: int, s
 
 
 def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
-                        mix: tuple[float, float, float, float], admissible_share: float = 1.0) -> dict[str, Any]:
+                        mix: tuple[float, float, float, float], admissible_share: float = 1.0,
+                        role: str = "mixed") -> dict[str, Any]:
     """``utilisation.*`` over the samples of the arrival window: load factor and bottleneck
     (:mod:`sim.perf.capacity`) for ``offered_rps`` (requests the fleet could serve and did not hand to the API) of
-    ``mix``, MFU / MBU, KV and batch fill, and the step-busy fraction."""
+    ``mix``, MFU / MBU, KV and batch fill, and the step-busy fraction; ``role``: a disaggregated pool's
+    (:func:`sim.perf.capacity.node_capacity`)."""
     def col(name: str) -> np.ndarray:
         return ts[name].to_numpy(dtype=float) if len(ts) and name in ts else np.array([])
 
@@ -369,7 +371,7 @@ def utilisation_section(ts: pd.DataFrame, result: SimResult, offered_rps: float,
 
     kv, fill, mfu, mbu = col("kv_fraction"), col("batch_fill"), col("mfu"), col("mbu")
     nodes_up = mean(col("nodes_up"))
-    load = load_section(result.node_model, offered_rps, nodes_up or 0.0, *mix, p95(kv), p95(fill))
+    load = load_section(result.node_model, offered_rps, nodes_up or 0.0, *mix, p95(kv), p95(fill), role)
     return {
         **load,
         "load_factor_peak": _peak_load(ts, admissible_share, load.get("capacity_per_node_requests_per_s")),

@@ -52,15 +52,18 @@ class NodeCapacity:
 
 
 def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_cached: float,
-                  held_per_seq: float | None = None) -> NodeCapacity:
+                  held_per_seq: float | None = None, role: str = "mixed") -> NodeCapacity:
     """:class:`NodeCapacity` of one node of ``node_model`` (:class:`sim.runner.simulation.NodeModel`) for a mix with
     these mean token counts per request; ``held_per_seq``: mean context a running sequence holds (default
     ``I + O/2``; a mix passes the output-weighted mean ``Σ O·(I + O/2) / Σ O``, since long outputs stay longer
-    in the batch)."""
+    in the batch). ``role`` of a disaggregated pool (docs/disaggregation.md): a ``decode`` node receives each
+    prompt's KV (one new token per admission); a ``prefill`` node only computes prompts (:func:`prefill_capacity`)."""
+    if role == "prefill":
+        return prefill_capacity(node_model, mean_input, mean_output, mean_cached)
     perf, eng = node_model.perf, node_model.engine
     i = max(float(mean_input), 1.0)
     o = max(float(mean_output), 1.0)
-    i_new = max(i - float(mean_cached), 1.0)
+    i_new = 1.0 if role == "decode" else max(i - float(mean_cached), 1.0)
     held = float(held_per_seq) if held_per_seq else i + o / 2.0
     limits = {
         "batch_limit": float(eng.max_num_seqs),
@@ -95,15 +98,34 @@ def node_capacity(node_model: Any, mean_input: float, mean_output: float, mean_c
     return NodeCapacity(rps, rps * o, b, limit, resource)
 
 
+def prefill_capacity(node_model: Any, mean_input: float, mean_output: float, mean_cached: float) -> NodeCapacity:
+    """A prefill-role node's :class:`NodeCapacity`: full steps of ``max_num_batched_tokens`` prompt tokens, i.e.
+    ``T / I_new`` prompts per step over ``(T / I_new)·I`` context tokens and ``(T / I_new)·pairs(I_new)`` attention
+    pairs (its KV limit is not binding: a prompt's blocks are held only while it computes and transfers)."""
+    perf, eng = node_model.perf, node_model.engine
+    i = max(float(mean_input), 1.0)
+    i_new = max(i - float(mean_cached), 1.0)
+    tokens = float(eng.max_num_batched_tokens)
+    admits = tokens / i_new
+    ctx = admits * i
+    pairs = admits * attention_pairs(round(i_new), round(i))
+    dt = perf.step_s(tokens, pairs, ctx, decode_only=False)  # padded only where the stack graphs mixed steps
+    compute = perf.compute_s_per_token * tokens + perf.compute_s_per_attn_pair * pairs
+    resource = "compute" if compute >= perf.memory_s_const + perf.memory_s_per_ctx_token * ctx else "memory_bandwidth"
+    rps = admits / dt
+    return NodeCapacity(rps, rps * max(float(mean_output), 1.0), admits, "batch_limit", resource)
+
+
 def load_section(node_model: Any, offered_rps: float, nodes_up_mean: float, mean_input: float,
                  mean_output: float, mean_cached: float, held_per_seq: float | None, kv_fill_p95: float | None,
-                 batch_fill_p95: float | None) -> dict[str, Any]:
-    """``utilisation.load_factor``, ``bottleneck`` and the capacity they come from (summary keys)."""
+                 batch_fill_p95: float | None, role: str = "mixed") -> dict[str, Any]:
+    """``utilisation.load_factor``, ``bottleneck`` and the capacity they come from (summary keys); ``role``: see
+    :func:`node_capacity`."""
     if offered_rps <= 0 or nodes_up_mean <= 0:
         return {"load_factor": None, "bottleneck": "none", "limit_at_saturation": None,
                 "capacity_requests_per_s": None, "capacity_per_node_requests_per_s": None,
                 "capacity_output_tokens_per_s": None, "saturation_batch_per_node": None}
-    cap = node_capacity(node_model, mean_input, mean_output, mean_cached, held_per_seq)
+    cap = node_capacity(node_model, mean_input, mean_output, mean_cached, held_per_seq, role)
     fleet_rps = cap.requests_per_s * nodes_up_mean
     load = offered_rps / fleet_rps
     bottleneck = "none"

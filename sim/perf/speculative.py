@@ -73,11 +73,17 @@ def draft_params(spec: Any, model: ModelSpec) -> float:
 
 
 def draft_weight_bytes(spec: Any, model: ModelSpec, weights: str) -> float:
-    """Resident drafter weights (an MTP module or EAGLE head is counted at its per-pass size)."""
-    if spec.method == "draft" and spec.draft_model is not None and spec.draft_params is None:
-        params = get_model(spec.draft_model, field="fleet.speculative.draft_model").params_total
-        return params * BYTES_PER_ELEMENT[weights]
-    return draft_params(spec, model) * BYTES_PER_ELEMENT[weights]
+    """Resident drafter weights: the draft model's total; an MTP module is one whole target layer (every expert of
+    an MoE layer; DeepSeek-V3's shares the embedding and LM head with the model); an EAGLE head its per-pass size."""
+    b = BYTES_PER_ELEMENT[weights]
+    if spec.draft_params is not None:
+        return spec.draft_params * b
+    if spec.method == "draft" and spec.draft_model is not None:
+        return get_model(spec.draft_model, field="fleet.speculative.draft_model").params_total * b
+    if spec.method == "mtp":
+        embed = 2.0 * (model.vocab_size or 0) * model.hidden_size
+        return max(model.params_total - embed, 0.0) / model.layers * b
+    return draft_params(spec, model) * b
 
 
 def draft_kv_bytes_per_token(spec: Any, model: ModelSpec, kv_precision: str) -> float:

@@ -59,6 +59,8 @@ def build_node_model(scenario: Scenario) -> NodeModel:
     gpu = get_gpu(fleet.gpu, src)
     model = get_model(fleet.model, src)
     layout = resolve_layout(fleet.parallelism, model, gpu, fleet.gpus_per_node, src)
+    if fleet.speculative is not None and fleet.speculative.draft_model is not None:
+        get_model(fleet.speculative.draft_model, src, "fleet.speculative.draft_model")  # the file named if unknown
     check_tensor_parallel(gpu, model, layout.tensor, src,
                           "fleet.parallelism.tensor" if fleet.parallelism is not None else "fleet.gpus_per_node")
     try:  # the stack's engine defaults for unset fields, and its scheduler

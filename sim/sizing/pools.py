@@ -119,7 +119,9 @@ def _search(scenario: Scenario, growth: dict[str, int], seeds: list[int], max_no
     probe: dict[str, int] = {}
     for model, p in growth.items():
         others = {pools[q].name: pools[q].nodes for q in layout.group_pools(key_of[model]) if q != p}
-        floor = 0 if any(others.values()) else 1  # with other pools serving the model, none may be needed
+        # with other pools serving the model, none may be needed (a prefill or decode pool: others of its role)
+        floor = 0 if any(pools[q].nodes for q in layout.group_pools(key_of[model])
+                         if q != p and pools[q].role == pools[p].role) else 1
         fail[model], ok[model] = floor - 1, None
         results[model] = PoolSizing(_model_name(layout, key_of[model], scenario), pools[p].name,
                                     scenario.fleet.pool_list()[p].gpu, None, others)
