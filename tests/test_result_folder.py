@@ -43,6 +43,7 @@ import sys, uuid
 from pathlib import Path
 from sim.core.outdir import result_folder
 out = Path(sys.argv[1])
+print("ready", flush=True)  # imports done: the random kill instant counts from here, not from process start
 while True:
     with result_folder(out) as st:
         run = uuid.uuid4().hex
@@ -61,8 +62,10 @@ def test_sigkill_at_random_instants_leaves_old_or_new_set(tmp_path: Path) -> Non
     rng = random.Random(11)
     ids = {complete_set(out)}
     for _ in range(25):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], env=env, cwd=tmp_path)
-        time.sleep(rng.uniform(0.15, 0.6))
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.05, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         ids.add(complete_set(out))  # the complete old set or the complete new set, never a mix

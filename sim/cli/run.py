@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sim.core.config import load_scenario
+from sim.core.config import Scenario, load_scenario
 from sim.core.paths import scenario_path
 from sim.metrics.headline import load_line, overload_line, slo_line
 from sim.metrics.headline import pct as _pct
@@ -148,8 +148,16 @@ def _overload_hint(summary: Summary) -> str:
                    "long runs.")
 @click.option("--dry-run", is_flag=True, help="Print the estimated requests, memory and wall time; run nothing.")
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
+@click.option("--shards", type=int, default=None, metavar="N",
+              help="Split the fleet into N cells, each taking a seeded, exact thinned share of the arrivals (no "
+                   "routing across cells), run them in parallel and merge (docs/scaling.md).")
+@click.option("--workers", "-j", type=int, default=None,
+              help="With --shards: local worker processes (default: min(N, cores); 1 = in-process).")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="With --shards: run the cells on an existing Dask cluster, e.g. tcp://host:8786.")
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
-        no_report: bool, stream: bool, no_requests: bool, dry_run: bool, force: bool) -> None:
+        no_report: bool, stream: bool, no_requests: bool, dry_run: bool, force: bool, shards: int | None,
+        workers: int | None, scheduler: str | None) -> None:
     """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report.
 
     OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
@@ -163,6 +171,16 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 
     if no_requests and not stream:
         raise click.UsageError("--no-requests applies to --stream runs")
+    if shards is None and (workers is not None or scheduler is not None):
+        raise click.UsageError("--workers and --scheduler apply to --shards runs")
+    if workers is not None and workers < 1:
+        raise click.UsageError(f"--workers must be >= 1 (got {workers})")
+    if shards is not None:
+        from sim.runner.shards import check_shardable
+
+        check_shardable(sc, shards)
+        if stream and not (no_requests or no_report):
+            raise click.UsageError("--shards with --stream writes no per-request file: add --no-requests")
     from sim.runner.simulation import build_node_model
 
     build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
@@ -174,6 +192,13 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     from sim.core.outdir import result_folder
     from sim.runner.pipeline import run_scenario, run_streamed, write_outputs
 
+    if shards is not None:
+        summary = _run_sharded(sc, shards, workers, scheduler, stream, no_report, out_dir)
+        if as_json:
+            click.echo(json.dumps(summary.to_json(), indent=2))
+        else:
+            _print_summary(summary, None if no_report else out_dir)
+        return
     bar = Progress("capsim run", "s simulated")  # a bar on a terminal, else a line on stderr every ~10 s
     update, stop = bar.sim_time, bar.close
     try:
@@ -198,3 +223,28 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
         click.echo(json.dumps(summary.to_json(), indent=2))
     else:
         _print_summary(summary, None if no_report else out_dir)
+
+
+def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str | None, stream: bool, no_report: bool,
+                 out_dir: Path) -> Summary:
+    """``--shards``: the cells on a local pool (or Dask), merged; the report written from the merged fleet."""
+    from sim.core.outdir import result_folder
+    from sim.runner.executor import ExecutorSpec, default_workers
+    from sim.runner.pipeline import write_outputs
+    from sim.runner.shards import run_sharded, run_sharded_streaming
+
+    spec = ExecutorSpec(workers=workers or min(shards, default_workers()), scheduler=scheduler)
+    click.echo(f"capsim run: {shards} cell(s) on {spec.describe()}", err=True)
+    if stream:
+        out = run_sharded_streaming(sc, shards, spec)
+        if not no_report:
+            from sim.runner.pipeline import write_streamed_report
+
+            with result_folder(out_dir) as staging:
+                write_streamed_report(out, staging)
+        return out.summary
+    mem = run_sharded(sc, shards, spec)
+    if not no_report:
+        with result_folder(out_dir) as staging:
+            write_outputs(mem, staging)
+    return mem.summary

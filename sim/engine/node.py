@@ -38,6 +38,7 @@ from sim.engine.admission import admit_head, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
+from sim.engine.plan import StepPlan
 from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
 from sim.traffic.request import Request, Status
 
@@ -80,7 +81,6 @@ class Node:
         self.waiting = make_waiting_queue(engine)
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
-        self._jump_cum: np.ndarray | None = None  # with jitter: cumulative times of the current run's steps
         self.fin_sum = 0  # Σ fin_step over decoders: their decode tokens still to come = fin_sum − len(decoding)·S
         self.decoding: dict[int, Request] = {}  # admission order
         self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
@@ -96,15 +96,10 @@ class Node:
         self._seq = 0
 
         self._mode: Mode | None = None  # current activity; None: idle
-        self._t0 = 0.0
-        self._version = 0
-        self._chunks: list[tuple[Request, int]] = []
-        self._step_work = (0, 0, 0)
-        self._dt = 0.0
-        self._jump_n = 0
-        self._jump_b = 0
-        self._jump_c0 = 0
-        self._jump_line: tuple[float, float] | None = None
+        self._plan = StepPlan()  # the step or decode run in progress (while the mode is STEP or JUMP)
+        self._timer: simpy.Event | None = None  # fires at the end of the planned step or run
+        self._on_step_end = lambda _ev: self._end_step()  # bound once: a timer costs no closure
+        self._on_jump_end = lambda _ev: self._end_jump()
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
         self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
         self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
@@ -142,7 +137,7 @@ class Node:
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
         if self._mode is Mode.JUMP:
-            return self.work - self._jump_b * self._steps_done_in_jump()
+            return self.work - self._plan.batch * self._steps_done_in_jump()
         return self.work
 
     def work_bound(self) -> tuple[int, float, int, float, int]:
@@ -154,15 +149,15 @@ class Node:
         at the end of the run."""
         if self._mode is not Mode.JUMP:
             return self.work, _INF, 0, 0.0, self.work
-        b, c0, n_run = self._jump_b, self._jump_c0, self._jump_n
+        plan = self._plan
+        b, n_run = plan.batch, plan.n
         m = self._steps_done_in_jump()
         floor = self.work - b * n_run
         if m >= n_run:
             return floor, _INF, 0, 0.0, floor
-        run = self.perf.decode_run_s
         # 1 µs short of the next step's end: float rounding in the engine's own step count stays inside it
-        until = self._t0 + run(b, c0, m + 1) - 1e-6
-        return self.work - b * m, until, b, b / run(b, c0, 1), floor
+        until = plan.t0_s + plan.run_s(m + 1) - 1e-6
+        return self.work - b * m, until, b, plan.first_step_rate(), floor
 
     def prefix_match_tokens(self, req: Request) -> int:
         """Prompt tokens of ``req`` held by this node's prefix cache now (inside a decode run, cached units the
@@ -180,15 +175,16 @@ class Node:
         if self._mode is Mode.JUMP:
             j = self._steps_done_in_jump()
             used = self.kv.held + self._blocks_for_steps(self.S, j)
-            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._t0)
-        busy = self.busy_s + (self.env.now - self._t0 if self._mode is Mode.STEP else 0.0)  # idle or dead: frozen
+            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._plan.t0_s)
+        # idle or dead: frozen
+        busy = self.busy_s + (self.env.now - self._plan.t0_s if self._mode is Mode.STEP else 0.0)
         return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
         """(Σ tokens, Σ attention pairs, Σ context tokens, steps) over the steps finished by now."""
         base = self.done_work.totals()
         if self._mode is Mode.JUMP:
-            return decode_run_work(base, self._jump_b, self._jump_c0, self._steps_done_in_jump())
+            return decode_run_work(base, self._plan.batch, self._plan.ctx0, self._steps_done_in_jump())
         return base
 
     def in_flight(self) -> list[Request]:
@@ -229,9 +225,9 @@ class Node:
 
         Returns its requests, reset for recompute elsewhere (generated tokens are kept, as after a
         preemption) in admission order, queued ones last. The node does nothing afterwards."""
-        self._version += 1  # cancels the pending timer
+        self._cancel_timer()
         if self._mode is not None:
-            self.busy_s += self.env.now - self._t0
+            self.busy_s += self.env.now - self._plan.t0_s
         self._mode = Mode.DEAD
         out: list[Request] = []
         for req in list(self.decoding.values()):
@@ -414,14 +410,12 @@ class Node:
             tokens += n
             ctx += end
             attn += attention_pairs(n, end)
-        self._chunks = chunks
-        self._step_work = (tokens, attn, ctx)
-        self._dt = self.perf.step_s(tokens, attn, ctx, decode_only=not chunks)  # speculative decoding: decode-only
+        dt = self.perf.step_s(tokens, attn, ctx, decode_only=not chunks)  # speculative decoding: decode-only
         if self.jitter is not None:
-            self._dt *= self.jitter.factor(self.S)
+            dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP
-        self._t0 = self.env.now
-        self._set_timer(self._dt, self._end_step)
+        self._plan.step(self.env.now, chunks, tokens, attn, ctx, dt)
+        self._set_timer(dt, self._on_step_end)
         if self.work_changed is not None:
             self.work_changed(self)
 
@@ -537,21 +531,30 @@ class Node:
         return chunks
 
     # -- time ------------------------------------------------------------------------------------------
-    def _set_timer(self, delay: float, fn: Callable[[], None]) -> None:
-        self._version += 1
-        version = self._version
+    def _set_timer(self, delay: float, callback: Callable[[simpy.Event], None]) -> None:
+        """Call ``callback`` ``delay`` from now, cancelling the pending timer (if any)."""
+        self._cancel_timer()
         ev = self.env.timeout(delay)
-        ev.callbacks.append(lambda _ev: fn() if version == self._version else None)
+        ev.callbacks.append(callback)
+        self._timer = ev
+
+    def _cancel_timer(self) -> None:
+        """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
+        (its callbacks set to None by SimPy) is left alone."""
+        timer = self._timer
+        if timer is not None and timer.callbacks:
+            timer.callbacks.clear()
 
     def _end_step(self) -> None:
         now = self.env.now
         dec_n = len(self.decoding)
+        plan = self._plan
         self.S += 1
         self.dec_ctx_sum += dec_n
-        self.busy_s += self._dt
-        self.done_work.add_step(*self._step_work)
+        self.busy_s += plan.dt_s
+        self.done_work.add_step(plan.tokens, plan.pairs, plan.ctx)
         self.work -= dec_n
-        for req, n in self._chunks:
+        for req, n in plan.chunks:
             req.num_computed += n
             self.work -= n
             if not req.cancelled:  # a prefill chunk: its full units enter the prefix cache
@@ -571,7 +574,7 @@ class Node:
                     self._finish(req, now)
                 else:
                     self._add_decoder(req)
-        self._chunks = []
+        plan.chunks = []
         if self._cancelled:
             self._drop_cancelled()
         self._finish_decoders(now)
@@ -596,55 +599,49 @@ class Node:
 
     def _start_jump(self, n: int) -> None:
         self._mode = Mode.JUMP
-        self._t0 = self.env.now
-        self._jump_n = n
-        self._jump_b = len(self.decoding)
-        self._jump_c0 = self.dec_ctx_sum
-        if self.jitter is None:
-            self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
-            self._jump_line = self.perf.decode_dominant_line(self._jump_b, self._jump_c0, n)
-        else:  # O(n): each step has its own factor
-            times = self.perf.decode_step_times(self._jump_b, self._jump_c0, n) * self.jitter.factors(self.S, n)
-            self._jump_cum = np.cumsum(times)
-            self._dt = float(self._jump_cum[-1])
-            self._jump_line = None
-        self._set_timer(self._dt, self._end_jump)
+        b, c0 = len(self.decoding), self.dec_ctx_sum
+        lines = self.perf.decode_lines(b, c0)
+        # with jitter, O(n): each step has its own factor
+        cum = None if self.jitter is None else np.cumsum(
+            self.perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
+        plan = self._plan
+        plan.run(self.env.now, n, b, c0, lines, cum)
+        self._set_timer(plan.dt_s, self._on_jump_end)
 
     def _steps_done_in_jump(self) -> int:
         """Steps of the current run finished by now (O(1): the run's step-time line is cached)."""
-        elapsed = self.env.now - self._t0
+        plan = self._plan
+        elapsed = self.env.now - plan.t0_s
         if elapsed <= 0:
             return 0
-        if self._jump_cum is not None:  # jitter on: the run's cumulative step times
-            return min(self._jump_n, int(np.searchsorted(self._jump_cum, elapsed, side="right")))
-        line = self._jump_line
+        if plan.cum_s is not None:  # jitter on: the run's cumulative step times
+            return min(plan.n, int(np.searchsorted(plan.cum_s, elapsed, side="right")))
+        line = plan.line
         if line is not None:
-            n = steps_on_line(line[0], line[1], elapsed, self._jump_n)
+            n = steps_on_line(line[0], line[1], elapsed, plan.n)
             if n is not None:
                 return n
-        return self.perf.decode_steps_within(self._jump_b, self._jump_c0, elapsed, self._jump_n)
+        return self.perf.decode_steps_within(plan.batch, plan.ctx0, elapsed, plan.n)
 
     def _shorten_jump(self) -> None:
         """A request arrived mid-run: stop at the end of the step in progress so the scheduler sees it."""
         n = self._steps_done_in_jump() + 1
-        if n >= self._jump_n:
+        plan = self._plan
+        if n >= plan.n:
             return
-        self._jump_n = n
-        if self._jump_cum is None:
-            self._dt = self.perf.decode_run_s(self._jump_b, self._jump_c0, n)
-        else:
-            self._dt = float(self._jump_cum[n - 1])
-        self._set_timer(self._t0 + self._dt - self.env.now, self._end_jump)
+        plan.cut(n)
+        self._set_timer(plan.t0_s + plan.dt_s - self.env.now, self._on_jump_end)
 
     def _end_jump(self) -> None:
-        n, b = self._jump_n, self._jump_b
+        plan = self._plan
+        n, b = plan.n, plan.batch
         self.kv.allocate(self._blocks_for_steps(self.S, n))
-        w = decode_run_work(self.done_work.totals(), b, self._jump_c0, n)
+        w = decode_run_work(self.done_work.totals(), b, plan.ctx0, n)
         self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
         self.S += n
         self.dec_ctx_sum += b * n
         self.work -= b * n
-        self.busy_s += self._dt
+        self.busy_s += plan.dt_s
         if self._cancelled:
             self._drop_cancelled()
         self._finish_decoders(self.env.now)

@@ -338,6 +338,30 @@ class StreamingCollector:
             row["ttft"].add(ttft[m & served])
             row["tpot"].add(tpot[m & served])
 
+    def merge(self, other: StreamingCollector) -> StreamingCollector:
+        """Add ``other``'s reduced requests (counters, histograms, windows) into this collector: the collector of
+        both request sets together (a sharded run merges its cells'). Both must have flushed and not be writing
+        a file; returns self."""
+        if self._buf or other._buf or self._path is not None or other._path is not None:
+            raise ValueError("merge needs flushed collectors that write no file")
+        for k, v in other.n.items():
+            self.n[k] = self.n.get(k, 0) + v
+        for k, hist in other.hist.items():
+            self.hist[k].merge(hist)
+        self.held_weighted_sum += other.held_weighted_sum
+        for w, row in other.windows.items():
+            mine = self.windows.get(w)
+            if mine is None:
+                self.windows[w] = {"arrived": row["arrived"], "ok": row["ok"],
+                                   "ttft": LogHistogram(bins_per_decade=self.WINDOW_BINS_PER_DECADE).merge(row["ttft"]),
+                                   "tpot": LogHistogram(bins_per_decade=self.WINDOW_BINS_PER_DECADE).merge(row["tpot"])}
+            else:
+                mine["arrived"] += row["arrived"]
+                mine["ok"] += row["ok"]
+                mine["ttft"].merge(row["ttft"])
+                mine["tpot"].merge(row["tpot"])
+        return self
+
     def window_rows(self) -> list[dict[str, Any]]:
         """The per-window view of :func:`sim.metrics.slo.windows_table`, from the streamed counters."""
         w_s, end = self.scenario.slo.window_s, self.scenario.duration_s

@@ -379,8 +379,12 @@ class StepTimeModel:
         """
         if steps <= 0:
             return 0.0
-        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
-        return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
+        return run_on_lines(self._decode_lines(batch, ctx0), steps)
+
+    def decode_lines(self, batch: int, ctx0: float) -> DecodeLines:
+        """The two roof lines of a decode run (:func:`run_on_lines` and :func:`dominant_line` read them): computed
+        once per run, so the run's duration, its prefixes and its step count by a given time cost O(1) each."""
+        return self._decode_lines(batch, ctx0)
 
     def decode_step_times(self, batch: int, ctx0: float, steps: int) -> np.ndarray:
         """Times of decode steps ``j = 1 … steps`` of a run (the terms :meth:`decode_run_s` sums), as an array."""
@@ -391,12 +395,7 @@ class StepTimeModel:
     def decode_dominant_line(self, batch: int, ctx0: float, max_steps: int) -> tuple[float, float] | None:
         """``(a, b)`` such that decode step ``j`` takes exactly ``a + b·j`` for every ``j`` in 1..max_steps, when
         one roof (compute or memory) dominates the whole run; None when the roofs cross inside it."""
-        a1, b1, a2, b2, k = self._decode_lines(batch, ctx0)
-        if a1 + b1 >= a2 + b2 and a1 + b1 * max_steps >= a2 + b2 * max_steps:
-            return a1 + k, b1
-        if a2 + b2 >= a1 + b1 and a2 + b2 * max_steps >= a1 + b1 * max_steps:
-            return a2 + k, b2
-        return None
+        return dominant_line(self._decode_lines(batch, ctx0), max_steps)
 
     def decode_steps_within(self, batch: int, ctx0: float, budget_s: float, max_steps: int) -> int:
         """Largest ``n ≤ max_steps`` with ``decode_run_s(batch, ctx0, n) ≤ budget_s``.
@@ -437,6 +436,28 @@ class StepTimeModel:
             else:
                 hi = mid
         return lo
+
+
+# (a1, b1, a2, b2, k): decode step j of a run takes max(a1 + b1·j, a2 + b2·j) + k
+DecodeLines = tuple[float, float, float, float, float]
+
+
+def run_on_lines(lines: DecodeLines, steps: int) -> float:
+    """:meth:`StepTimeModel.decode_run_s` from the run's lines (the same floats)."""
+    if steps <= 0:
+        return 0.0
+    a1, b1, a2, b2, k = lines
+    return _sum_max_lines(a1, b1, a2, b2, 1, steps) + k * steps
+
+
+def dominant_line(lines: DecodeLines, max_steps: int) -> tuple[float, float] | None:
+    """:meth:`StepTimeModel.decode_dominant_line` from the run's lines."""
+    a1, b1, a2, b2, k = lines
+    if a1 + b1 >= a2 + b2 and a1 + b1 * max_steps >= a2 + b2 * max_steps:
+        return a1 + k, b1
+    if a2 + b2 >= a1 + b1 and a2 + b2 * max_steps >= a1 + b1 * max_steps:
+        return a2 + k, b2
+    return None
 
 
 def steps_on_line(a: float, b: float, budget_s: float, max_steps: int) -> int | None:

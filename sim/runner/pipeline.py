@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -11,6 +12,9 @@ from sim.core.config import Scenario
 from sim.metrics.summary import Summary
 from sim.metrics.tables import requests_table, summarize, timeseries_tables
 from sim.runner.simulation import ProgressFn, SimResult, simulate
+
+if TYPE_CHECKING:
+    from sim.metrics.streaming import StreamingOutput
 
 
 @dataclass
@@ -36,12 +40,20 @@ def run_streamed(scenario: Scenario, out_dir: Path, progress: ProgressFn | None 
     """Long-run path: per-request records streamed to ``out_dir/requests.parquet`` in chunks (none with
     ``requests_file=False``), percentiles from mergeable histograms (see :mod:`sim.metrics.streaming`), then the same
     summary, tables, plots and report. Memory stays flat in the number of requests. Returns the summary."""
-    import numpy as np
-
     from sim.metrics.streaming import run_streaming
-    from sim.report.run_report import CDF_PCTS, write_report
 
     out = run_streaming(scenario, Path(out_dir) / "requests.parquet" if requests_file else None, progress)
+    write_streamed_report(out, out_dir)
+    return out.summary
+
+
+def write_streamed_report(out: StreamingOutput, out_dir: Path) -> None:
+    """Summary, time series, plots and report of a streamed run (latency CDFs from its histograms)."""
+    import numpy as np
+
+    from sim.report.run_report import CDF_PCTS, write_report
+
+    scenario = out.result.scenario
     curves = {}
     for col in ("ttft_s", "tpot_s", "e2e_s"):
         q = out.histograms[f"latency.{col}"].quantiles(list(CDF_PCTS))
@@ -51,7 +63,6 @@ def run_streamed(scenario: Scenario, out_dir: Path, progress: ProgressFn | None 
             curves[col] = (np.array([]), np.array([]))
     write_report(out_dir, out.summary, None, out.timeseries, out.timeseries_nodes, scenario.duration_s,
                  scenario.name, curves)
-    return out.summary
 
 
 def write_outputs(out: RunOutput, out_dir: Path) -> dict[str, Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol
 
@@ -30,7 +30,7 @@ from sim.perf.model import NodeMemory, StepTimeModel, plan_memory
 from sim.perf.moe import resolve_layout
 from sim.perf.speculative import expected_tokens_per_step
 from sim.spill.deferred import BatchQueue
-from sim.traffic.arrivals import arrival_chunks
+from sim.traffic.arrivals import ArrivalChunk, arrival_chunks
 from sim.traffic.clients import Clients
 from sim.traffic.request import Request, Status
 
@@ -173,6 +173,17 @@ class TimeSeries:
     def __len__(self) -> int:
         return len(self._data["time_s"])
 
+    @classmethod
+    def from_arrays(cls, interval_s: float, fleet: dict[str, np.ndarray],
+                    per_node: dict[str, np.ndarray]) -> TimeSeries:
+        """A series from every fleet field (one value per sample) and every per-node field ([samples, nodes])."""
+        nodes = next(iter(per_node.values())).shape[1]
+        out = cls(interval_s, nodes)
+        for k, v in {**fleet, **per_node}.items():
+            code = out._data[k].typecode
+            out._data[k] = array(code, np.ascontiguousarray(v, dtype=np.dtype(code)).tobytes())
+        return out
+
     def append(self, fleet: dict[str, float], per_node: dict[str, list]) -> None:
         for k, v in fleet.items():
             self._data[k].append(v)
@@ -306,12 +317,14 @@ def simulate(
     progress: ProgressFn | None = None,
     keep_requests: bool = True,
     on_request_done: DoneFn | None = None,
+    arrivals: Callable[[Iterator[ArrivalChunk]], Iterator[ArrivalChunk]] | None = None,
 ) -> SimResult:
     """Run ``scenario`` to the end of its drain.
 
     ``progress(sim_time_s, duration_s)`` is called now and then. ``on_request_done(req)`` is called once per
     logical request when it reaches a terminal status (completed, rejected, spilled, failed, timed out); with
-    ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs).
+    ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs). ``arrivals``, if
+    given, filters the scenario's arrival chunks (a cell of a sharded run keeps its share: :mod:`sim.runner.shards`).
     """
     wall0 = time.perf_counter()
     layout = pool_layout(scenario)
@@ -379,6 +392,8 @@ def simulate(
             env.process(autoscaler_process(env, pool.autoscaler, fleet, *_forecast(scenario), pool=i))
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
+    if arrivals is not None:
+        chunks = arrivals(chunks)
     priorities = [c.priority for c in scenario.traffic.classes]
     batch = BatchQueue(env, [c.deferrable for c in scenario.traffic.classes], dispatcher.dispatch, slots)
 
@@ -388,29 +403,39 @@ def simulate(
 
     clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"))
 
-    def arrival_process() -> Generator[simpy.Event, Any, None]:
-        rid = 0
-        for chunk in chunks:
-            n = len(chunk)
-            chains = chunk.prefix if chunk.prefix is not None else [None] * n
-            sessions = chunk.session.tolist() if chunk.session is not None else [-1] * n
-            for t, k, p, o, c, h, sid in zip(
-                chunk.time_s.tolist(),
-                chunk.class_idx.tolist(),
-                chunk.prompt_tokens.tolist(),
-                chunk.output_tokens.tolist(),
-                chunk.cached_tokens.tolist(),
-                chains,
-                sessions,
-            ):
+    class ArrivalDriver:
+        """Feeds the arrival chunks into the model: one timeout per distinct arrival time, whose callback admits
+        every request due then and schedules the next (no SimPy process: a callback costs less than resuming a
+        generator)."""
+
+        def __init__(self) -> None:
+            self.rows = self._rows()
+            self.next: tuple[float, int, int, int, int, tuple[int, ...] | None, int] | None = next(self.rows, None)
+            self.rid = 0
+
+        @staticmethod
+        def _rows() -> Iterator[tuple[float, int, int, int, int, tuple[int, ...] | None, int]]:
+            for chunk in chunks:
+                n = len(chunk)
+                chains = chunk.prefix if chunk.prefix is not None else [None] * n
+                sessions = chunk.session.tolist() if chunk.session is not None else [-1] * n
+                yield from zip(chunk.time_s.tolist(), chunk.class_idx.tolist(), chunk.prompt_tokens.tolist(),
+                               chunk.output_tokens.tolist(), chunk.cached_tokens.tolist(), chains, sessions)
+
+        def fire(self, _event: simpy.Event | None = None) -> None:
+            rows, row = self.rows, self.next
+            while row is not None:
+                t, k, p, o, c, h, sid = row
                 delay = t - env.now
                 if delay > 0:
-                    yield env.timeout(delay)
-                req = Request(rid, t, k, p, o, c)
+                    env.timeout(delay).callbacks.append(self.fire)
+                    self.next = row
+                    return
+                req = Request(self.rid, t, k, p, o, c)
                 req.prefix = h
                 req.session = sid
                 req.priority = priorities[k]
-                rid += 1
+                self.rid += 1
                 tally.arrived += 1
                 if keep_requests:
                     requests.append(req)
@@ -421,6 +446,8 @@ def simulate(
                     dispatcher.dispatch(req)
                     if clients.enabled:
                         clients.sent(req)
+                row = next(rows, None)
+            self.next = None
 
     coeffs = [work_coefficients(m) for m in pool_models]  # per pool: FLOPs and HBM bytes per unit of work
     slot_coeffs = [coeffs[slot_pool[s.index]] for s in slots]
@@ -447,7 +474,7 @@ def simulate(
                     "waiting": [x.waiting for x in snaps],
                     "running": [x.running for x in snaps],
                     "kv_used_blocks": [x.kv_used_blocks for x in snaps],
-                    "busy_s": [s.busy_s() for s in slots],
+                    "busy_s": [s.busy_prev_s + x.busy_s for s, x in zip(slots, snaps)],  # = Slot.busy_s()
                     "up": up,
                     "flops": [c[0] * w[0] + c[1] * w[1] for c, w in zip(slot_coeffs, works)],
                     "hbm_bytes": [c[2] * w[3] + c[3] * w[2] for c, w in zip(slot_coeffs, works)],
@@ -464,7 +491,7 @@ def simulate(
             arrivals_since[0] = 0
             last_done = done[0]
 
-    env.process(arrival_process())
+    env.timeout(0).callbacks.append(ArrivalDriver().fire)
     env.process(sampler())
 
     duration = scenario.duration_s

@@ -1,0 +1,291 @@
+"""One run split into cells: ``capsim run --shards N``.
+
+Production fleets are split into cells (regions, clusters) that each take a share of the traffic and never route
+to each other. A sharded run models exactly that: the fleet's ``nodes`` are split into ``N`` cells as evenly as
+possible (cell ``c`` gets ``n_c``), and every arrival of the scenario is assigned to one cell by a seeded draw with
+probability ``n_c / nodes`` (:func:`thin`). Independent thinning of a Poisson process (or an NHPP, or a replayed
+trace) gives each cell an exact share of the same arrival stream, which each cell regenerates from the scenario's
+seed (the stream costs ~0.1–0.25 µs per arrival, against ~40 µs to simulate one). Cells run in parallel (in this
+process, a local process pool or a Dask cluster: :mod:`sim.runner.executor`) and their results are merged:
+
+* counts, GPU-hours, busy time, engine steps and client counters add; the fleet time series adds (per-node
+  series are placed side by side, cell by cell, so node ``k`` of cell ``c`` is node ``offset_c + k``);
+* in memory (default), each cell sends back its per-request table (columns, not request objects: cheap to
+  pickle); the tables are concatenated (in arrival order, renumbered, node numbers offset) and the summary is
+  computed from them as for any run, so percentiles are exact over the merged data;
+* with ``--stream``, each cell reduces its requests into counters and mergeable histograms
+  (:class:`sim.metrics.streaming.StreamingCollector`), which add; percentiles then come from the merged histograms
+  (±0.12 %).
+
+The approximation: a request never leaves its cell, so a least-work router balances within a cell only (a cell
+can queue while another idles). With cells of tens of nodes this changes tail latencies little (measured in
+docs/scaling.md). Per-cell random streams other than the arrivals (power-of-two router, client back-off, step
+jitter) restart from the scenario's seed in each cell. A conversation (``session`` ids of prefix-sharing traffic)
+stays in one cell: its turns follow one draw per session. Not supported (one-line error): more shards than
+nodes, several pools, autoscaling, on-demand or spot nodes, a hosted API or spill policy (their state is
+fleet-wide).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.core.config import Scenario
+from sim.core.errors import ConfigError
+from sim.core.rng import stream
+from sim.runner.executor import ExecutorSpec, iter_outcomes
+from sim.runner.simulation import SimResult, Tally, TimeSeries, simulate
+from sim.traffic.arrivals import ArrivalChunk
+from sim.traffic.request import Status
+
+
+def split_nodes(nodes: int, shards: int) -> list[int]:
+    """Nodes per cell, as even as possible (the first ``nodes mod shards`` cells get one more)."""
+    q, r = divmod(nodes, shards)
+    return [q + (1 if c < r else 0) for c in range(shards)]
+
+
+def check_shardable(scenario: Scenario, shards: int) -> None:
+    """One :class:`ConfigError` naming what stops ``scenario`` from being split into ``shards`` cells."""
+    fl, src = scenario.fleet, scenario.source
+    if shards < 1:
+        raise ConfigError("--shards", "", f"must be at least 1 (got {shards})")
+    if shards > fl.nodes:
+        raise ConfigError("--shards", "", f"{shards} shards but fleet.nodes is {fl.nodes}: at most one shard per node")
+    if shards == 1:
+        return
+    if fl.pools is not None and len(fl.pools) > 1:
+        raise ConfigError(src, "fleet.pools", "--shards does not support several pools (split each pool's nodes "
+                                              "yourself: one scenario per pool)")
+    if fl.autoscaler.policy != "none" or fl.on_demand.max_nodes:
+        raise ConfigError(src, "fleet.autoscaler", "--shards does not support autoscaling or on-demand nodes "
+                                                   "(the scaling decision is fleet-wide)")
+    if fl.spot.nodes:
+        raise ConfigError(src, "fleet.spot", "--shards does not support spot nodes")
+    if scenario.api is not None or scenario.spill is not None:
+        raise ConfigError(src, "spill", "--shards does not support a hosted API or spill policy (its rate limits "
+                                        "and spill decisions are fleet-wide)")
+
+
+def session_uniform(session_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per conversation id, the same for every turn (splitmix64 of id and seed)."""
+    with np.errstate(over="ignore"):
+        x = session_ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed & 0xFFFFFFFF)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Cell ``index`` of a sharded run: which arrivals it keeps (cumulative shares of all cells)."""
+
+    index: int
+    cum_shares: tuple[float, ...]  # cumulative share of cells 0..c, the last one 1.0
+    seed: int
+
+    def thin(self, chunks: Iterator[ArrivalChunk]) -> Iterator[ArrivalChunk]:
+        """This cell's arrivals: each arrival of ``chunks`` goes to the cell its uniform draw falls in. Every cell
+        draws the same numbers (one seeded stream, one draw per arrival in order), so the cells partition the
+        stream exactly."""
+        rng = stream(self.seed, "shards")
+        edges = np.asarray(self.cum_shares[:-1])
+        for chunk in chunks:
+            u = rng.random(len(chunk))
+            if chunk.session is not None:  # a conversation stays in the cell of its session's own draw
+                u = np.where(chunk.session >= 0, session_uniform(chunk.session, self.seed), u)
+            keep = np.searchsorted(edges, u, side="right") == self.index
+            if keep.any():
+                prefix = chunk.prefix
+                yield ArrivalChunk(chunk.time_s[keep], chunk.class_idx[keep], chunk.prompt_tokens[keep],
+                                   chunk.output_tokens[keep], chunk.cached_tokens[keep],
+                                   None if prefix is None else [h for h, k in zip(prefix, keep.tolist()) if k],
+                                   None if chunk.session is None else chunk.session[keep])
+
+
+def cells(scenario: Scenario, shards: int) -> list[tuple[Scenario, Cell]]:
+    """The cell scenarios (``fleet.nodes`` = the cell's nodes) and their arrival filters."""
+    sizes = split_nodes(scenario.fleet.nodes, shards)
+    cum = tuple(float(x) for x in np.cumsum(sizes) / scenario.fleet.nodes)
+    cum = cum[:-1] + (1.0,)
+    out = []
+    for c, n in enumerate(sizes):
+        fleet = scenario.fleet.model_copy(update={"nodes": n})
+        out.append((scenario.model_copy(update={"fleet": fleet}), Cell(c, cum, scenario.seed)))
+    return out
+
+
+@dataclass
+class CellOutput:
+    """What a cell sends back: its raw result (per-request records unless streamed) and, when streamed, its
+    reduced counters and histograms."""
+
+    result: SimResult  # its per-request records dropped (they travel as ``requests``)
+    requests: pd.DataFrame | None = None  # the cell's per-request table (in memory; None when streamed)
+    collector: Any = None  # sim.metrics.streaming.StreamingCollector when streamed
+    cpu_s: float = 0.0  # CPU time the cell took in its worker (for sizing a cluster: docs/scaling.md)
+    peak_rss_mb: float = 0.0  # the worker process's peak RSS so far (an upper bound for the cell)
+
+
+def run_cell(task: tuple[Scenario, Cell, bool]) -> CellOutput:
+    """Simulate one cell (a top-level function: it is pickled to pool and Dask workers)."""
+    scenario, cell, streamed = task
+    cpu0 = time.process_time()
+    collector = table = None
+    if not streamed:
+        from sim.metrics.tables import requests_table
+
+        result = simulate(scenario, arrivals=cell.thin)
+        table = requests_table(result)
+        result.requests = []
+    else:
+        from sim.metrics.streaming import StreamingCollector
+
+        collector = StreamingCollector(scenario)
+        result = simulate(scenario, keep_requests=False, on_request_done=collector, arrivals=cell.thin)
+        collector.flush()
+    return CellOutput(result, table, collector, time.process_time() - cpu0, _peak_rss_mb())
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return 0.0
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def merge_series(parts: list[TimeSeries]) -> TimeSeries:
+    """The fleet's time series from its cells' (cells that finished draining earlier are extended: idle, their
+    cumulative series and node counts held at their last value)."""
+    length = max(len(p) for p in parts)
+    held = {"busy_s", "up", "flops", "hbm_bytes", "nodes_up", "nodes_billed"}  # else 0 once drained
+
+    def pad(a: np.ndarray, name: str) -> np.ndarray:
+        if len(a) == length:
+            return a
+        tail = a[-1:] if name in held and len(a) else np.zeros((1,) + a.shape[1:], a.dtype)
+        return np.concatenate([a, np.repeat(tail, length - len(a), axis=0)])
+
+    longest = next(p for p in parts if len(p) == length)
+    fleet = {k: np.sum([pad(p.fleet(k), k) for p in parts], axis=0) for k in TimeSeries._FLEET_FIELDS
+             if k != "time_s"}
+    fleet["time_s"] = longest.fleet("time_s")
+    per_node = {k: np.hstack([pad(p.per_node(k), k) for p in parts]) for k in TimeSeries._NODE_FIELDS}
+    return TimeSeries.from_arrays(parts[0].interval_s, fleet, per_node)
+
+
+def node_offsets(parts: list[SimResult]) -> list[int]:
+    """Fleet number of each cell's node 0 (cells side by side, in order)."""
+    return np.concatenate([[0], np.cumsum([len(p.node_busy_s) for p in parts])[:-1]]).astype(int).tolist()
+
+
+def merge_tables(tables: list[pd.DataFrame], offsets: list[int]) -> pd.DataFrame:
+    """The fleet's per-request table from its cells' (arrival order, ``request_id`` renumbered, nodes offset)."""
+    shifted = []
+    for t, off in zip(tables, offsets):
+        t = t.copy()
+        t["node"] = np.where(t["node"].to_numpy() >= 0, t["node"].to_numpy() + off, t["node"].to_numpy())
+        shifted.append(t)
+    out = pd.concat(shifted, ignore_index=True)
+    out = out.iloc[np.argsort(out["arrival_s"].to_numpy(), kind="stable")].reset_index(drop=True)
+    out["request_id"] = np.arange(len(out), dtype=np.int64)
+    return out
+
+
+def merge_results(scenario: Scenario, parts: list[SimResult]) -> SimResult:
+    """One :class:`SimResult` for the whole fleet from its cells' (see the module docstring)."""
+    offsets = node_offsets(parts)
+    requests = []
+    for p, off in zip(parts, offsets):
+        for r in p.requests:
+            r.node = r.node + off if r.node >= 0 else r.node
+            requests.append(r)
+    requests.sort(key=lambda r: r.arrival_s)
+    for i, r in enumerate(requests):
+        r.rid = i
+    tally = Tally()
+    tally.arrived = sum(p.tally.arrived for p in parts)
+    tally.retries = sum(p.tally.retries for p in parts)
+    tally.in_flight = sum(p.tally.in_flight for p in parts)
+    tally.by_status = [sum(p.tally.by_status[s] for p in parts) for s in range(len(Status))]
+    gpu_hours: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.gpu_hours.items():
+            gpu_hours[k] = gpu_hours.get(k, 0.0) + v
+    events = sorted(((t, slot + off, kind, what) for p, off in zip(parts, offsets)
+                     for t, slot, kind, what in p.fleet_events), key=lambda e: (e[0], e[1]))
+    clients: dict[str, int] | None = None
+    if any(p.clients is not None for p in parts):
+        clients = {}
+        for p in parts:
+            for k, v in (p.clients or {}).items():
+                clients[k] = clients.get(k, 0) + v
+    return SimResult(
+        scenario=scenario,
+        node_model=parts[0].node_model,
+        class_names=parts[0].class_names,
+        requests=requests,
+        series=merge_series([p.series for p in parts]),
+        end_s=max(p.end_s for p in parts),
+        node_busy_s=[x for p in parts for x in p.node_busy_s],
+        node_steps=[x for p in parts for x in p.node_steps],
+        wall_s=max(p.wall_s for p in parts),
+        tally=tally,
+        gpu_hours=gpu_hours,
+        fleet_events=events,
+        spill=None,
+        clients=clients,
+    )
+
+
+def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: bool = False) -> list[CellOutput]:
+    """Simulate every cell on ``spec``'s executor; outputs in cell order (the first failure is raised)."""
+    check_shardable(scenario, shards)
+    tasks = [(sc, cell, streamed) for sc, cell in cells(scenario, shards)]
+    out: list[CellOutput | None] = [None] * len(tasks)
+    for oc in iter_outcomes(run_cell, tasks, spec, window_per_slot=1):
+        if oc.error is not None:
+            raise oc.error
+        out[oc.index] = oc.value
+    return out  # type: ignore[return-value]
+
+
+def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
+    """The sharded run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
+    from the merged cells exactly as for an unsharded run."""
+    from sim.metrics.tables import summarize, timeseries_tables
+    from sim.runner.pipeline import RunOutput
+
+    parts = run_cells(scenario, shards, spec)
+    results = [p.result for p in parts]
+    result = merge_results(scenario, results)
+    req = merge_tables([p.requests for p in parts], node_offsets(results))  # type: ignore[misc]
+    fleet_ts, node_ts = timeseries_tables(result)
+    return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
+
+
+def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
+    """The sharded run with streamed metrics: each cell's counters and histograms merged, then the streamed
+    summary of the merged fleet. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
+    from sim.metrics.streaming import StreamingOutput
+    from sim.metrics.tables import timeseries_tables
+
+    parts = run_cells(scenario, shards, spec, streamed=True)
+    result = merge_results(scenario, [p.result for p in parts])
+    collector = parts[0].collector
+    collector.scenario = scenario
+    for p in parts[1:]:
+        collector.merge(p.collector)
+    fleet_ts, node_ts = timeseries_tables(result)
+    summary = collector.summary(result, fleet_ts)
+    return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
