@@ -57,7 +57,8 @@ def scenario(prompt_median: int, rate_rps: float, prefill_nodes: int | None, lin
         fleet["pools"] = [
             {"name": "prefill", "role": "prefill", "nodes": prefill_nodes,
              "interconnect": {"bandwidth_gb_per_s": bw, "latency_s": lat, "overlap": overlap}},
-            {"name": "decode", "role": "decode", "nodes": NODES - prefill_nodes}]
+            {"name": "decode", "role": "decode", "nodes": NODES - prefill_nodes,
+             "interconnect": {"bandwidth_gb_per_s": bw, "latency_s": lat}}]
     raw = {
         "name": "disagg", "duration_s": duration_s, "seed": seed, "max_drain_s": 60,
         "traffic": {"rate_rps": rate_rps, "classes": [{
@@ -234,7 +235,7 @@ def plot(rows: list[dict[str, Any]], prompts: list[int], splits: list[int], tpot
                label=f"disaggregated {best_k}, " + ("layer-wise overlap" if overlap else "transfer after prefill"))
     ax.set_xticks(x, names, fontsize=8)
     ax.axhline(mixed, color="tab:blue", linestyle="--", label="mixed (no KV transfer)")
-    ax.set_xlabel("KV-transfer link of each prefill node")
+    ax.set_xlabel("KV-transfer link of every node (prefill egress, decode ingress)")
     ax.set_ylabel("goodput per GPU (req/s)")
     ax.set_title(f"Median prompt {p_long} tokens, TPOT target {tpots['tight'] * 1000:.0f} ms: the link matters")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)

@@ -58,3 +58,27 @@ def test_prefix_weight_zero_is_least_work() -> None:
     lw = simulate(_prefix_scenario(**kw, router={"policy": "least_work"}))
     pa0 = simulate(_prefix_scenario(**kw, router={"policy": "prefix_aware", "prefix_weight": 0.0}))
     assert _nodes(lw) == _nodes(pa0)
+
+
+def test_router_and_prefix_settings_are_sweep_axes() -> None:
+    from pathlib import Path
+
+    from sim.sweep.experiment import load_experiment
+
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "prefix_routing_sweep.yaml")
+    seen = {(p.scenario.fleet.engine.prefix_caching, p.scenario.router.policy, p.scenario.router.staleness_s)
+            for p in exp.points}
+    assert len(seen) == len(exp.points) == 16
+    assert (True, "prefix_aware", 10.0) in seen
+    assert len({p.key for p in exp.points}) == 16  # each point is its own cached result
+
+
+def test_prefix_cache_settings_are_fleet_wide() -> None:
+    from sim.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prefix_caching and prefix_unit_tokens are set for the whole fleet"):
+        make_scenario(**{"fleet.pools": [{"name": "a", "nodes": 1},
+                                         {"name": "b", "nodes": 1, "engine": {"prefix_caching": True}}]})
+    ok = make_scenario(**{"fleet.engine": {"prefix_caching": True},
+                          "fleet.pools": [{"name": "a", "nodes": 1}, {"name": "b", "nodes": 1}]})
+    assert all(p.engine.prefix_caching for p in ok.fleet.pools or [])

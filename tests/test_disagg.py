@@ -25,7 +25,7 @@ def _pools(prefill: int, decode: int, link: str = "infinite", overlap: bool = Tr
     """Overrides for a fleet of ``prefill`` prefill nodes and ``decode`` decode nodes (fleet-level GPU and engine)."""
     return {"fleet.nodes": prefill + decode, "fleet.pools": [
         {"name": "prefill", "role": "prefill", "nodes": prefill, "interconnect": {**LINKS[link], "overlap": overlap}},
-        {"name": "decode", "role": "decode", "nodes": decode}]}
+        {"name": "decode", "role": "decode", "nodes": decode, "interconnect": LINKS[link]}]}
 
 
 def _fixed(prompt: int, output: int) -> list[dict]:
@@ -251,3 +251,12 @@ def test_heterogeneous_prefill_and_decode_gpus_match_reference():
     _assert_same(a, b)
     assert {r.node for r in fast.requests if r.finish_s >= 0} <= {1, 2}
     assert fast.counts()["completed"] == fast.counts()["arrived"]
+
+
+def test_decode_ingress_serialises_transfers_from_several_prefill_nodes():
+    ingress = Link(1e9, 0.0)
+    a, b = Link(1e9, 0.0), Link(1e9, 0.0)
+    assert a.send(0.0, 1e9, 0.0, 32, False, ingress) == pytest.approx(1.0)
+    assert b.send(0.0, 1e9, 0.0, 32, False, ingress) == pytest.approx(2.0)  # its own egress idle, the ingress not
+    assert Link(4e9, 0.0).send(5.0, 1e9, 0.0, 32, False, Link(1e9, 1e-3)) == pytest.approx(6.001)  # slower end
+    assert ingress.busy_s == pytest.approx(2.0) and ingress.transfers == 2

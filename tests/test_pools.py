@@ -283,4 +283,73 @@ def test_every_field_of_a_pooled_summary_is_a_metric_name() -> None:
     assert [n for n in fixed if n not in METRIC_NAMES] == []
     assert metric(summary, "pools.b.cost.self_host_usd") == summary.pools["b"]["cost"]["self_host_usd"]
     assert metric(summary, "models.Llama-3.1-8B.attainment") is None  # model names hold dots: read the dict
-    assert summary.models["Llama-3.1-8B"]["pools"] == ["a", "b"]
+    assert summary.models is not None and summary.models["Llama-3.1-8B"]["pools"] == ["a", "b"]
+
+
+def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from sim.cli import main
+
+    raw = pooled([{"name": "old", "gpu": "A100-SXM-80GB", "nodes": 1}, {"name": "new", "nodes": 1}])
+    raw["duration_s"] = 20
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+    r = runner.invoke(main, ["size", str(path), "--seeds", "1", "--max-nodes", "4", "--workers", "1", "--json", "-q",
+                             "--out", str(tmp_path / "size"), "--pool", "old"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.output)["pools"]
+    assert row["pool"] == "old" and row["other_pools"] == {"new": 1} and row["min_nodes"] is not None
+    assert (tmp_path / "size" / "pools.csv").exists()
+    r = runner.invoke(main, ["size", str(path), "--pool", "nosuch", "--no-report"])
+    assert r.exit_code == 2 and "--pool: nosuch: no such pool" in r.output
+    r = runner.invoke(main, ["plan", str(path), "--gpu", "H100-SXM", "--gpu", "A100-SXM-80GB", "--pricing", "on_demand",
+                             "--pricing", "reserved_3y", "--seeds", "1", "--max-nodes", "4", "--workers", "1",
+                             "--json", "-q", "--no-report"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["rows"]
+    assert {(x["gpu"], x["pricing"]) for x in rows} == {(g, p) for g in ("H100-SXM", "A100-SXM-80GB")
+                                                       for p in ("rented on-demand", "rented, 3-year reserved")}
+    usd = [x["usd_per_month"] for x in rows]
+    assert usd == sorted(usd) and [x["rank"] for x in rows] == [1, 2, 3, 4]
+    # the growth pool "new" at the 3-year price, plus the fixed A100 pool at its rented price (1 GPU each)
+    h100 = next(x for x in rows if x["gpu"] == "H100-SXM" and x["pricing"] == "rented, 3-year reserved")
+    assert h100["usd_per_month"] == pytest.approx((h100["nodes"] * 2.5 * 0.5 + 1.2) * 730)
+    r = runner.invoke(main, ["plan", str(path), "--tp", "2"])
+    assert r.exit_code == 2 and "single-fleet options" in r.output
+
+
+def test_pools_overflow_before_the_api() -> None:
+    """A spill policy stricter than the pool threshold still fills the next pool first: a request goes to the
+    API only when the policy would spill it from every pool of its model."""
+    from sim.runner.pipeline import run_scenario
+
+    raw = two_gpu_pools(20.0, "least_work", pool_mode="overflow")
+    raw["api"] = {"input_usd_per_mtok": 0.2, "output_usd_per_mtok": 0.6}
+    raw["spill"] = {"policy": "queue_length", "max_waiting": 1}  # spills at 1 waiting; pools overflow at 4
+    s = run_scenario(validate_scenario(raw, "t")).summary
+    assert s.pools is not None
+    a100, spilled = s.pools["a100"]["requests"]["sent"], s.requests.spilled
+    assert a100 > 100 and spilled < a100 / 3
+
+
+def test_forecast_autoscaler_of_a_pool_follows_its_models_share() -> None:
+    from sim.runner.simulation import simulate
+
+    raw = pooled([{"name": "a", "nodes": 1},
+                  {"name": "b", "model": "Mixtral-8x7B", "gpus_per_node": 2, "nodes": 0,
+                   "on_demand": {"max_nodes": 10, "provision_s": 1, "model_load_s": 1},
+                   "autoscaler": {"policy": "schedule", "rps_per_node": 1.0, "interval_s": 5}}],
+                 model="Llama-3.1-8B")
+    raw["traffic"] = {"rate_rps": 10.0, "classes": [{**FIXED, "share": 0.8},
+                                                     {**FIXED, "name": "b", "share": 0.2, "model": "Mixtral-8x7B"}]}
+    raw["duration_s"] = 20
+    result = simulate(validate_scenario(raw, "t"))
+    assert result.layout is not None
+    started = {slot for _, slot, _, what in result.fleet_events
+               if what == "requested" and result.layout.slot_pool[slot] == 1}
+    assert len(started) == 2  # ⌈10 req/s × 0.2 / 1⌉, not ⌈10 / 1⌉

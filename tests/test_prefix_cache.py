@@ -253,3 +253,40 @@ def test_equivalence_with_prefixes_under_kv_pressure(scheduler: str) -> None:
     ref = simulate(_prefix_scenario("reference", **dict(kw, engine=dict(kw["engine"]))))
     assert sum(r.preemptions for r in fast.requests) > 0
     _same(fast, ref)
+
+
+def _mooncake(caching: bool, prefix_hits: str = "infinite_cache", **engine):
+    return make_scenario(**{
+        "duration_s": 3000, "max_drain_s": 600, "fleet.nodes": 1,
+        "traffic.rate_rps": None,
+        "traffic.trace": {"file": "data/traces/mooncake_conversation.jsonl", "window_s": [0, 300],
+                          "time_scale": 10.0, "prefix_hits": prefix_hits},
+        "traffic.classes": [{"name": "all", "share": 1.0}],
+        "fleet.engine": {"prefix_caching": caching, **engine}})
+
+
+def test_mooncake_hits_come_from_the_cache_and_stay_under_the_infinite_cache_bound() -> None:
+    infinite = simulate(_mooncake(False))
+    big = simulate(_mooncake(True, num_gpu_blocks_override=400_000))
+    hbm = simulate(_mooncake(True))
+    none = simulate(_mooncake(False, "none"))
+    assert _hit_ratio(none) == 0.0
+    bound = _hit_ratio(infinite)
+    assert 0.2 < bound < 0.5
+    # a cache as large as the trace's working set on one node: only requests overlapping their prefix's first
+    # computation miss (and 256-token units round down at most one unit of the 512-token blocks' hits)
+    assert 0.8 * bound < _hit_ratio(big) <= bound + 1e-9
+    assert _hit_ratio(hbm) < _hit_ratio(big)
+
+
+def test_disaggregated_prefill_pool_caches_prefixes_and_engines_agree() -> None:
+    """Prefill nodes keep shared units cached after the KV leaves; decode nodes take the transferred KV."""
+    pools = {"fleet.nodes": 3, "fleet.pools": [
+        {"name": "prefill", "role": "prefill", "nodes": 1, "interconnect": {"kind": "infiniband"}},
+        {"name": "decode", "role": "decode", "nodes": 2}]}
+    runs = [simulate(_prefix_scenario(impl, **pools, engine={"num_gpu_blocks_override": 3000}))
+            for impl in ("fast", "reference")]
+    _same(*runs)
+    fast = runs[0]
+    assert _hit_ratio(fast) > 0.3
+    assert all(r.node >= 1 for r in fast.requests if r.first_token_s >= 0)

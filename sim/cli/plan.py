@@ -73,6 +73,38 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
         beat.join()
 
 
+def _plan_pools(sc: Any, gpus: tuple[str, ...], pricing: tuple[str, ...], seeds: int | None, max_nodes: int | None,
+                workers: int | None, quiet: bool, out_dir: Path, no_report: bool, as_json: bool,
+                single_fleet_options: bool) -> None:
+    """``capsim plan`` of a ``fleet.pools`` scenario: plan_pools.{json,csv,txt} (sim/plan/pools.py)."""
+    import pandas as pd
+
+    from sim.core.atomic_io import write_csv, write_json, write_text
+    from sim.core.outdir import result_folder
+    from sim.plan.pools import format_pool_plan, plan_pools
+
+    if single_fleet_options:
+        raise ConfigError(sc.source, "fleet.pools", "with pools, plan searches GPU type (--gpu) and way to pay "
+                          "(--pricing) per growth pool; --tp, --precision, --max-num-seqs, --spot-share, "
+                          "--autoscale and --dry-run are single-fleet options (docs/pools.md)")
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(f"  {msg}", err=True)
+
+    rows = plan_pools(sc, gpus, pricing, (), seeds, max_nodes, workers, say)
+    text = format_pool_plan(rows)
+    if not no_report:
+        with result_folder(out_dir) as tmp:
+            write_json(tmp / "plan_pools.json", {"rows": rows})
+            write_csv(tmp / "plan_pools.csv", pd.DataFrame(rows))
+            write_text(tmp / "plan_pools.txt", text + "\n")
+    click.echo(json.dumps({"rows": rows}, indent=2) if as_json else text)
+    if not no_report and not as_json:
+        click.echo(f"  files      {out_dir}/plan_pools.{{json,csv,txt}}")
+    sys.stdout.flush()
+
+
 @click.command()
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--gpu", "gpus", multiple=True, metavar="GPU", help="GPU type to consider (repeatable; default: the "
@@ -134,13 +166,14 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
     from sim.runner.executor import default_workers
 
     sc = load_scenario(scenario_path(scenario), list(overrides))
-    if sc.fleet.pooled:  # docs/pools.md: pool mixes are sized by `capsim size` (growth pool per model, --gpu)
-        raise ConfigError(sc.source, "fleet.pools", "capsim plan searches single-pool fleets; for a fleet of pools, "
-                          "`capsim size --gpu A --gpu B` sizes each model's growth pool per GPU type (docs/pools.md)")
     for name, value in (("--seeds", seeds), ("--max-nodes", max_nodes), ("--top", top_n), ("--explore", explore),
                         ("--workers", workers)):
         if value is not None and value < 1:
             raise ConfigError(name, "", f"must be at least 1 (got {value})")
+    if sc.fleet.pooled:  # docs/pools.md: GPU type × way to pay per model's growth pool (sim/plan/pools.py)
+        _plan_pools(sc, gpus, pricing, seeds, max_nodes, workers, quiet, out_dir, no_report, as_json,
+                    bool(tps or precisions or max_num_seqs or spot_shares or autoscale or dry_run))
+        return
     options: dict[str, Any] = {
         "gpus": list(gpus) or None, "gpus_per_node": list(tps) or None, "precisions": list(precisions) or None,
         "max_num_seqs": list(max_num_seqs) or None, "pricing": list(pricing) or None, "seeds": seeds,

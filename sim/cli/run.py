@@ -63,6 +63,15 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
             f"{100 * (sp.token_share or 0):.1f}% of tokens) to {api.provider}; {api.rate_limited:,} "
             f"rate-limited (429), {api.retries:,} retries, {api.failed:,} failed; API ${api.usd:,.2f}"
         )
+    pc, rt = summary.prefix_cache, summary.routing
+    if pc.enabled:  # docs/prefix-cache.md
+        lines.append(
+            f"  prefix     cache hits {_pct(pc.hit_token_ratio)} of prompt tokens "
+            f"({_pct(pc.requests_with_hit)} of requests hit); router {rt.policy}"
+            + (f" (state {rt.staleness_s:g} s stale)" if rt.staleness_s else "")
+            + ("" if rt.node_work_max_over_mean is None
+               else f", busiest node {rt.node_work_max_over_mean:.2f}× the mean work")
+        )
     d = summary.disaggregation
     if d is not None:  # sim/fleet/disagg.py
         lines.append(

@@ -395,6 +395,10 @@ class TraceReplay(Strict):
     rate_scale: float = Field(1.0, gt=0, allow_inf_nan=False)
     loop: bool = False
     hash_block_tokens: int = Field(512, gt=0, description="Mooncake: tokens per hash_ids block")
+    prefix_hits: Literal["infinite_cache", "none"] = Field(
+        "infinite_cache", description="Mooncake, without fleet.engine.prefix_caching: each request's cached tokens "
+        "are its longest prefix of blocks seen earlier in the trace (an infinite cache: the approximation), or none"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TraceReplay:
@@ -871,6 +875,11 @@ class Fleet(Strict):
             names = [p.name for p in self.pools]
             if len(set(names)) != len(names):
                 raise ValueError(f"pools: pool names must be unique, got {names}")
+            for p in self.pools:  # the traffic's prefix hashes follow the fleet-level engine
+                if (p.engine.prefix_caching, p.engine.prefix_unit_tokens) != (
+                        self.engine.prefix_caching, self.engine.prefix_unit_tokens):
+                    raise ValueError(f"pools.{p.name}.engine: prefix_caching and prefix_unit_tokens are set for the "
+                                     "whole fleet (fleet.engine), not per pool")
             for role, other in (("prefill", "decode"), ("decode", "prefill")):
                 for p in self.pools:
                     if p.role == role and not any(q.role == other and model_key(q.model) == model_key(p.model)

@@ -27,6 +27,7 @@ is rounded down to whole units where vLLM rounds to whole blocks.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedList
@@ -42,7 +43,7 @@ def make_ledger(engine: Engine, capacity_blocks: int) -> BlockLedger:
     return BlockLedger(capacity_blocks, engine.prefix_unit_tokens // bs if engine.prefix_caching else 0, bs)
 
 
-def match_in(units: frozenset[int], req: Request, unit_tokens: int) -> int:
+def match_in(units: AbstractSet[int], req: Request, unit_tokens: int) -> int:
     """Prompt tokens of ``req`` whose units are in ``units`` (a copy of a cache), as :meth:`BlockLedger.lookup`."""
     chain = req.prefix
     if not chain or not unit_tokens:

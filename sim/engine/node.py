@@ -126,7 +126,10 @@ class Node:
         self.work += req.prompt_tokens + req.output_tokens
         if self._mode is None:
             if not self._holding:
-                self._tick()
+                # an idle node schedules at the end of this instant, as the reference's process resumes after the
+                # instant's callbacks: requests arriving at the same time (trace replay) share its first step
+                self._holding = True
+                self.env.timeout(0).callbacks.append(self._wake_at_instant_end)
         elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
@@ -258,6 +261,11 @@ class Node:
         """Prefill role: the KV of handed-off ``req`` has left this node; its blocks are freed now."""
         self.kv.release(req, self._parked.pop(req.rid), self.S)
         if self._mode is None and not self._holding:
+            self._tick()
+
+    def _wake_at_instant_end(self, _event: simpy.Event) -> None:
+        self._holding = False
+        if self._mode is None:
             self._tick()
 
     @contextmanager

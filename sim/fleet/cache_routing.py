@@ -78,7 +78,7 @@ class PrefixAware:
                 best, best_cost, best_hit = i, cost, hit
         self.hit_tokens += best_hit
         if view is not None:
-            view.sent(self.nodes[best], req)
+            view.sent(self.nodes[best], req, best_hit)
         return best
 
 

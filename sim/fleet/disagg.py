@@ -9,8 +9,9 @@ Model (docs/disaggregation.md; Splitwise, DistServe, Mooncake, NVIDIA Dynamo, vL
    decode side pulls them from the prefill GPU's memory, as Mooncake's transfer engine and NIXL do), then frees them
    (``release_kv``).
 2. **Link.** At hand-off the decode node is chosen (least outstanding tokens plus the tokens already in transit
-   to it) and the KV (``prompt_tokens × kv_bytes_per_token`` of the node) is sent over the prefill node's egress
-   link (:mod:`sim.fleet.link`: bandwidth, latency, layer-wise overlap, FCFS contention).
+   to it) and the KV (``prompt_tokens × kv_bytes_per_token`` of the node) is sent from the prefill node's egress
+   (its pool's ``interconnect``) into the decode node's ingress (its pool's; default InfiniBand)
+   (:mod:`sim.fleet.link`: bandwidth, latency, layer-wise overlap, FCFS contention at both ends).
 3. **Decode role.** When the KV has arrived the request joins the decode node's queue holding its prompt KV
    (``cached_tokens = prompt − 1``: the decode node's first step recomputes the last prompt position, a one-token
    step like any decode, and samples the first token). Admission is the decode node's own (``max_num_seqs``, token
@@ -19,7 +20,7 @@ Model (docs/disaggregation.md; Splitwise, DistServe, Mooncake, NVIDIA Dynamo, vL
 4. **Preemption on the decode side** frees the request's GPU blocks; on readmission its prompt KV is re-loaded
    from that host buffer (load time not modelled) and its generated tokens are recomputed, as vLLM recomputes them.
 
-Not modelled: decode-side ingress contention, transfer failures, spot/on-demand/autoscaled nodes, hosted-API spill
+Not modelled: the network core (non-blocking), transfer failures, spot/on-demand/autoscaled nodes, hosted-API spill
 and client time-outs together with disaggregation (rejected at load time).
 """
 
@@ -102,6 +103,7 @@ class DisaggDispatcher:
         self.prefill: list[list[HandoffNode]] = [[] for _ in range(n_groups)]  # per model group
         self.decode: list[list[HandoffNode]] = [[] for _ in range(n_groups)]
         self.links: dict[int, Link] = {}  # prefill node id -> its egress link
+        self.ingress: dict[int, Link] = {}  # decode node id -> its ingress link (the decode pool's interconnect)
         self.kv_bytes_per_token: dict[int, float] = {}  # prefill node id -> the node's KV bytes per token
         self.layers: dict[int, int] = {}
         self.overlap: dict[int, bool] = {}
@@ -111,11 +113,12 @@ class DisaggDispatcher:
                 continue
             g = layout.pool_group[slot.pool]
             node = cast(HandoffNode, slot.node)
+            ic = pool.interconnect if pool.interconnect is not None else Interconnect()
             if pool.role == "decode":
                 self.decode[g].append(node)
+                self.ingress[node.node_id] = Link(ic.bandwidth_bytes_per_s, ic.one_way_latency_s)
                 continue
             self.prefill[g].append(node)
-            ic = pool.interconnect if pool.interconnect is not None else Interconnect()
             self.links[node.node_id] = Link(ic.bandwidth_bytes_per_s, ic.one_way_latency_s)
             nm = pool_models[slot.pool]
             self.kv_bytes_per_token[node.node_id] = nm.memory.kv_bytes_per_token
@@ -160,7 +163,7 @@ class DisaggDispatcher:
         prefill_s = now - req.first_scheduled_s if req.first_scheduled_s >= 0 else 0.0
         sid = src.node_id
         arrive = self.links[sid].send(now, req.prompt_tokens * self.kv_bytes_per_token[sid], prefill_s,
-                                      self.layers[sid], self.overlap[sid])
+                                      self.layers[sid], self.overlap[sid], self.ingress[dst.node_id])
         self.transfer_s.append(arrive - now)
         group = self._arrivals.get(arrive)
         if group is None:  # one event per instant: hand-offs of one step arrive together on a fast link
@@ -183,6 +186,7 @@ class DisaggDispatcher:
             for _, dst, tokens, req in group:
                 self.in_transfer -= 1
                 self.inbound_tokens[dst.node_id] -= tokens
+                self._cached[req.rid] = req.cached_tokens  # the prefill node's prefix-cache hit
                 req.cached_tokens = max(req.prompt_tokens - 1, 0)
                 # the prompt's KV came over the link, not from the decode node's prefix cache: no hash chain there
                 self._prefix[req.rid] = req.prefix
@@ -199,7 +203,8 @@ class DisaggDispatcher:
             req.prefix = self._prefix.pop(req.rid)
 
     def stats(self) -> dict[str, float]:
-        """Hand-offs, transfer time (mean, P95; queueing on the link included) and link utilisation."""
+        """Hand-offs, transfer time (mean, P95; queueing on the links included) and the mean utilisation of the
+        prefill nodes' egress and the decode nodes' ingress links."""
         t = np.frombuffer(self.transfer_s, dtype=np.float64) if len(self.transfer_s) else np.zeros(0)
         end = max(self.env.now, 1e-9)
         links = list(self.links.values())
@@ -211,5 +216,6 @@ class DisaggDispatcher:
             "transfer_p95_s": float(np.percentile(t, 95)) if t.size else 0.0,
             "kv_gb_sent": sum(lk.bytes_sent for lk in links) / 1e9,
             "link_busy_mean": sum(lk.busy_s for lk in links) / max(1, len(links)) / end,
+            "ingress_busy_mean": sum(lk.busy_s for lk in self.ingress.values()) / max(1, len(self.ingress)) / end,
         }
 

@@ -22,7 +22,7 @@ waits in the fleet-level queue.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 
 import numpy as np
@@ -155,7 +155,9 @@ class FleetManager:
 
         overflow = scenario.router.overflow_max_waiting if scenario.router.pool_mode == "overflow" else None
         n_groups = len(self.layout.group_models)
-        if n_groups == 1 and (overflow is None or len(self.pools) == 1):  # one routing set: every accepting node
+        # one group per model (layout.class_group / pool_group index it); a single routing set over every accepting
+        # node (the manager's ``active`` list itself) when there is one model and no overflow chain
+        if n_groups == 1 and (overflow is None or len(self.pools) == 1):
             self.groups = [_Group(list(range(len(self.pools))), self.active, None, make)]
         else:
             self.groups = [_Group(self.layout.group_pools(g), [], overflow, make) for g in range(n_groups)]
@@ -178,11 +180,22 @@ class FleetManager:
     # -- routing ----------------------------------------------------------------------------------------
     def pick(self, req: Request) -> NodeEngine | None:
         """The accepting node the router picks for ``req`` among its model's pools (None: none accepts)."""
-        return self.groups[self.layout.class_group[req.class_idx] if len(self.groups) > 1 else 0].pick(req)
+        return self.groups[self.layout.class_group[req.class_idx]].pick(req)
+
+    def next_pools(self, req: Request, node: NodeEngine) -> Iterator[NodeEngine]:
+        """``pool_mode: overflow``: the router's pick in each pool after ``node``'s, in order (picked lazily);
+        nothing in ``spread`` mode. The spill dispatcher tries them before the hosted API."""
+        group = self.groups[self.layout.class_group[req.class_idx]]
+        if group.overflow is None:
+            return
+        pos = group.pools.index(self.layout.slot_pool[node.node_id])
+        for nodes, router in group.routers[pos + 1:]:
+            if nodes:
+                yield nodes[router.pick(req)]
 
     def accepting(self, req: Request) -> bool:
         """Whether a node of ``req``'s model accepts requests now."""
-        return bool(self.groups[self.layout.class_group[req.class_idx] if len(self.groups) > 1 else 0].nodes)
+        return bool(self.groups[self.layout.class_group[req.class_idx]].nodes)
 
     def submit(self, node: NodeEngine, req: Request) -> None:
         """Send ``req`` to ``node`` (counted for the node's pool)."""
@@ -209,7 +222,7 @@ class FleetManager:
             slot.intervals.append([billed_from, -1.0])
         self.active.append(slot.node)
         self.active.sort(key=lambda n: n.node_id)
-        group = self.groups[self.layout.pool_group[slot.pool] if len(self.groups) > 1 else 0]
+        group = self.groups[self.layout.pool_group[slot.pool]]
         group.add(slot.node, group.pools.index(slot.pool))
         self._log(slot, "up")
         spot = self.pools[slot.pool].spot
@@ -261,7 +274,7 @@ class FleetManager:
     def _stop_routing(self, slot: Slot) -> None:
         if slot.node is not None and slot.node in self.active:
             self.active.remove(slot.node)
-            self.groups[self.layout.pool_group[slot.pool] if len(self.groups) > 1 else 0].remove(slot.node)
+            self.groups[self.layout.pool_group[slot.pool]].remove(slot.node)
 
     def drain(self, slot: Slot) -> None:
         """Stop routing to ``slot``; terminate it when its last request finishes (now, if it has none)."""

@@ -12,11 +12,12 @@ Model (docs/disaggregation.md):
   the transfer may start when the prompt's computation starts, still needs the whole wire time ``t`` on the
   link, and its last layer's share ``t / layers`` leaves only after the computation ends: it completes at
   ``max(start + t, prefill_end + t / layers)``. Without overlap it starts when the prefill ends.
-* Contention: each prefill node's egress is one first-come-first-served server, booked when each prompt is done
-  (a transfer starts no earlier than the previous booking ends), so transfers that share a node queue behind each
-  other (FCFS serialisation: the same total drain time as fair sharing, earlier completion for the first); the
-  link is busy the whole wire time, overlapped or not. Decode-side ingress and the network core are not
-  modelled as bottlenecks (a non-blocking fabric).
+* Contention: each prefill node's egress and each decode node's ingress is one first-come-first-served server. A
+  transfer holds both ends for its wire time at the slower end's bandwidth, booked when its prompt is done: it
+  starts no earlier than both ends' previous bookings end (FCFS serialisation: the same total drain time as fair
+  sharing, earlier completion for the first), so prompts leaving one prefill node, or several prefill nodes
+  feeding one decode node, queue behind each other; a link is busy the whole wire time, overlapped or not. The
+  network core is not a bottleneck (a non-blocking fabric).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def exposed_wire_s(wire: float, prefill_s: float, layers: int, overlap: bool) ->
 
 
 class Link:
-    """One prefill node's egress: a FCFS server of transfers (see the module docstring)."""
+    """One node's egress (prefill) or ingress (decode): a FCFS server of transfers (see the module docstring)."""
 
     __slots__ = ("bandwidth_bytes_per_s", "latency_s", "free_at_s", "busy_s", "transfers", "bytes_sent")
 
@@ -52,16 +53,20 @@ class Link:
         self.transfers = 0
         self.bytes_sent = 0.0
 
-    def send(self, now_s: float, bytes_: float, prefill_s: float, layers: int, overlap: bool) -> float:
-        """Book a transfer of ``bytes_`` whose prompt finished at ``now_s`` after ``prefill_s`` of compute;
-        returns when its KV has fully arrived."""
-        wire = wire_s(bytes_, self.bandwidth_bytes_per_s)
+    def send(self, now_s: float, bytes_: float, prefill_s: float, layers: int, overlap: bool,
+             to: Link | None = None) -> float:
+        """Book a transfer of ``bytes_`` whose prompt finished at ``now_s`` after ``prefill_s`` of compute, into
+        the receiving end ``to`` (None: an unconstrained receiver); returns when its KV has fully arrived."""
+        ends = (self,) if to is None else (self, to)
+        wire = wire_s(bytes_, min(e.bandwidth_bytes_per_s for e in ends))
+        free = max(e.free_at_s for e in ends)
         if overlap:  # streamed from the prefill's start; the last layer leaves after it ends
-            start = max(now_s - prefill_s, self.free_at_s)
-            self.free_at_s = max(start + wire, now_s + wire / layers)
+            done = max(max(now_s - prefill_s, free) + wire, now_s + wire / layers)
         else:
-            self.free_at_s = max(now_s, self.free_at_s) + wire
-        self.busy_s += wire
-        self.transfers += 1
-        self.bytes_sent += bytes_
-        return self.free_at_s + self.latency_s
+            done = max(now_s, free) + wire
+        for e in ends:
+            e.free_at_s = done
+            e.busy_s += wire
+            e.transfers += 1
+            e.bytes_sent += bytes_
+        return done + max(e.latency_s for e in ends)

@@ -16,15 +16,6 @@ from sim.core.errors import ConfigError
 RESERVED, SPOT, ON_DEMAND = "reserved", "spot", "on_demand"
 
 
-def check_roles_supported(scenario: Scenario) -> None:
-    """Disaggregated roles (``prefill`` / ``decode``) are validated by the schema but not simulated yet: one
-    ConfigError naming the first such pool's ``role``."""
-    for i, pool in enumerate(scenario.fleet.pool_list()):
-        if pool.role != "mixed":
-            raise ConfigError(scenario.source, f"fleet.pools.{i}.role", f"'{pool.role}' pools (disaggregated "
-                              "prefill/decode serving) are not yet supported; use role: mixed")
-
-
 @dataclass(frozen=True)
 class PoolLayout:
     """The slots of each pool and the model group each pool and request class belongs to.

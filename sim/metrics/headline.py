@@ -20,7 +20,11 @@ def load_line(u: Utilisation, overloaded: bool = False) -> str:
         return "no traffic"
     cap = u.capacity_per_node_requests_per_s
     head = f"load factor {lf:.2f} of what this fleet sustains for this mix"
-    if cap:
+    by_pool = {k: v for k, v in (u.load_factor_by_pool or {}).items() if v is not None}
+    if by_pool:  # fleet.pools: nodes differ, so name the busiest pool instead of a per-node rate
+        busiest = max(by_pool, key=by_pool.__getitem__)
+        head += f" (busiest pool {busiest}: {by_pool[busiest]:.2f})"
+    elif cap:
         head += f" ({cap:.1f} req/s per node)"
     peak = u.load_factor_peak
     if peak is not None and peak > 1.1 * lf:

@@ -227,7 +227,7 @@ def combine_cost(pools: dict[str, dict[str, Any]], api_usd: float, input_tokens:
         "self_host_usd": self_host,
         "api_usd": api_usd,
         "gpu_hours": hours,
-        "usd_per_gpu_hour": self_host / hours if hours > 0 else None,
+        "usd_per_gpu_hour": self_host / hours if hours > 0 else costs[0]["usd_per_gpu_hour"],
         "self_host_usd_by_kind": by_kind,
         "gpu_hours_by_kind": hours_by_kind,
         "pricing_mode": modes[0] if len(modes) == 1 else "+".join(modes),
@@ -239,13 +239,20 @@ def combine_cost(pools: dict[str, dict[str, Any]], api_usd: float, input_tokens:
 
 
 def combine_energy(pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fleet's ``energy`` section: sums of the pools' (per-GPU inputs left out: they differ by pool)."""
+    """The fleet's ``energy`` section: sums of the pools' kWh, power, CO2 and cost; the per-GPU idle and TDP draw are
+    GPU-hour-weighted means over the pools."""
     es = [p["energy"] for p in pools.values()]
     if len(es) == 1:
         return dict(es[0])
     kwh = sum(e["kwh"] for e in es)
     co2 = sum(e["co2_kg"] for e in es)
     first = es[0]
+    hours = [p["cost"]["gpu_hours"] for p in pools.values()]
+    weights = hours if sum(hours) > 0 else [1.0] * len(es)
+
+    def per_gpu(key: str) -> float:  # a GPU-hour-weighted mean over the pools
+        return sum(w * e[key] for w, e in zip(weights, es)) / sum(weights)
+
     return {
         "kwh": kwh,
         "avg_power_kw": sum(e["avg_power_kw"] for e in es),
@@ -253,8 +260,8 @@ def combine_energy(pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "usd": sum(e["usd"] for e in es),
         "usd_per_kwh": first["usd_per_kwh"],
         "pue": first["pue"],
-        "gpu_idle_w": None,
-        "gpu_tdp_w": None,
+        "gpu_idle_w": per_gpu("gpu_idle_w"),
+        "gpu_tdp_w": per_gpu("gpu_tdp_w"),
         "kg_co2_per_kwh_mean": co2 / kwh if kwh > 0 else None,
         "paid_in": first["paid_in"],
     }

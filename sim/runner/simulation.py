@@ -133,9 +133,9 @@ def pool_scenario(scenario: Scenario, pool: int) -> Scenario:
 
 
 def pool_speeds(scenario: Scenario, layout: PoolLayout, models: list[NodeModel]) -> list[float]:
-    """Speed of one node of each pool for the weighted routers: the tokens/s (uncached prompt + output) it
-    sustains for the mix of the classes of its model (:func:`sim.perf.capacity.node_capacity`). A replayed trace
-    without token distributions is taken as 1,024 input and 256 output tokens per request."""
+    """Speed of one node of each pool for the weighted routers: the tokens/s (prompt + output, prefix caching left
+    out) it sustains for the mix of the classes of its model (:func:`sim.perf.capacity.node_capacity`). A replayed
+    trace without token distributions is taken as 1,024 input and 256 output tokens per request."""
     from sim.perf.capacity import node_capacity
     from sim.traffic.classes import ClassMix
 
@@ -312,6 +312,14 @@ def _forecast(scenario: Scenario) -> tuple[Callable[[float], float] | None, floa
     return (lambda t: float(curve.rate_rps(t))), clock0_h
 
 
+def _model_share(rate_at: Callable[[float], float], scenario: Scenario, layout: PoolLayout,
+                 group: int) -> Callable[[float], float]:
+    """λ(t) of the classes of one model: the traffic's rate × their static share (``share_by_hour`` ignored)."""
+    classes = scenario.traffic.classes
+    share = sum(c.share for c, g in zip(classes, layout.class_group) if g == group) / sum(c.share for c in classes)
+    return lambda t: rate_at(t) * share
+
+
 def simulate(
     scenario: Scenario,
     progress: ProgressFn | None = None,
@@ -389,7 +397,10 @@ def simulate(
         done_observers.append(disagg.on_done)
     for i, pool in enumerate(layout.pools):
         if pool.autoscaler.policy != "none":
-            env.process(autoscaler_process(env, pool.autoscaler, fleet, *_forecast(scenario), pool=i))
+            rate_at, clock0_h = _forecast(scenario)
+            if rate_at is not None and len(layout.group_models) > 1:  # a pool forecasts its own model's traffic
+                rate_at = _model_share(rate_at, scenario, layout, layout.pool_group[i])
+            env.process(autoscaler_process(env, pool.autoscaler, fleet, rate_at, clock0_h, pool=i))
     arrivals_since = [0]
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
     if arrivals is not None:

@@ -21,7 +21,7 @@ time, so its TTFT and E2E include the time it queued on the fleet and the API's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, MutableSequence, Sequence
+from collections.abc import Callable, Generator, Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
@@ -85,10 +85,10 @@ class DepartureRate:
 class FleetView:
     """What a policy sees of the fleet when deciding for one request (values computed on first use)."""
 
-    def __init__(self, dispatcher: SpillDispatcher, req: Request) -> None:
+    def __init__(self, dispatcher: SpillDispatcher, req: Request, node: NodeEngine | None = None) -> None:
         self._d = dispatcher
         self._req = req
-        self._node: NodeEngine | None = None
+        self._node: NodeEngine | None = node  # given: the view of that node (a later pool of an overflow chain)
         self._snap: NodeSnapshot | None = None
         self.now = dispatcher.env.now
 
@@ -342,6 +342,8 @@ class FleetLike(Protocol):
 
     def submit(self, node: NodeEngine, req: Request) -> None: ...
 
+    def next_pools(self, req: Request, node: NodeEngine) -> Iterable[NodeEngine]: ...
+
 
 @dataclass(frozen=True)
 class NodeParams:
@@ -429,6 +431,11 @@ class SpillDispatcher:
             else:
                 self.fleet.dispatch(req)
             return
+        if route == Route.API and view.picked:  # pool overflow: the next pools before the hosted API
+            for node in self.fleet.next_pools(req, view.node):
+                if self.policy.decide(req, FleetView(self, req, node)) == Route.FLEET:
+                    self.fleet.submit(node, req)
+                    return
         self.spilled_at_arrival += 1
         self.to_api(req, batch=route == Route.API_BATCH)
 

@@ -123,7 +123,9 @@ def traffic_chunks(traffic: Traffic, base: Path, duration_s: float, seed: int, b
                     yield ArrivalChunk(times, cls, prompt, output, np.zeros(n, np.int64),
                                        [chains[r] for r in rows.tolist()])
                     continue
-                if trace.cached_tokens is not None:
+                if trace.cached_tokens is not None and spec.prefix_hits == "none":
+                    cached = np.zeros(n, np.int64)
+                elif trace.cached_tokens is not None:
                     c = trace.cached_tokens[rows]
                     cached = np.maximum((np.minimum(c, prompt - 1) // block_size) * block_size, 0)
                 else:
