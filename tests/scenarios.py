@@ -51,4 +51,4 @@ def rerun_plan_winner(result: Any, tmp_path: Path) -> tuple[Scenario, dict[str, 
     path.write_text(winner_yaml(result))
     sc = load_scenario(path)
     summary = run_scenario(sc).summary
-    return sc, summary, summary["cost"]["total_usd"] / (sc.duration_s / 3600.0) * 730
+    return sc, summary, summary.cost.total_usd / (sc.duration_s / 3600.0) * 730

@@ -23,11 +23,11 @@ def _all_api(**over):
 
 
 def _conserved(out) -> None:
-    r = out.summary["requests"]
-    assert r["arrived"] == len(out.requests) > 0
-    assert r["completed"] + r["spilled"] + r["rejected"] + r["failed"] + r["in_flight"] == r["arrived"]
-    assert (out.requests["status"] == "spilled").sum() == r["spilled"]
-    assert (out.requests["status"] == "failed").sum() == r["failed"]
+    r = out.summary.requests
+    assert r.arrived == len(out.requests) > 0
+    assert r.completed + r.spilled + r.rejected + r.failed + r.in_flight == r.arrived
+    assert (out.requests["status"] == "spilled").sum() == r.spilled
+    assert (out.requests["status"] == "failed").sum() == r.failed
 
 
 def test_all_api_cost_is_tokens_times_price_exactly():
@@ -38,20 +38,20 @@ def test_all_api_cost_is_tokens_times_price_exactly():
     out = run_scenario(sc)
     df, s = out.requests, out.summary
     _conserved(out)
-    assert s["requests"]["spilled"] == s["requests"]["arrived"] and s["requests"]["in_flight"] == 0
+    assert s.requests.spilled == s.requests.arrived and s.requests.in_flight == 0
     assert (df["served_by"] == "api").all() and (df["api_attempts"] == 1).all()
     assert df["cached_tokens"].sum() > 0  # the cached price is exercised
     expected = ((df["input_tokens"] - df["cached_tokens"]).sum() * 0.6 + df["cached_tokens"].sum() * 0.15
                 + df["output_tokens"].sum() * 2.4) / 1e6
-    assert s["cost"]["api_usd"] == pytest.approx(expected, rel=1e-12)
+    assert s.cost.api_usd == pytest.approx(expected, rel=1e-12)
     assert df["api_cost_usd"].sum() == pytest.approx(expected, rel=1e-12)
-    assert s["cost"]["self_host_usd"] == 0 and s["cost"]["total_usd"] == pytest.approx(expected, rel=1e-12)
+    assert s.cost.self_host_usd == 0 and s.cost.total_usd == pytest.approx(expected, rel=1e-12)
     tokens = df["input_tokens"].sum() + df["output_tokens"].sum()
-    assert s["cost"]["usd_per_mtok_total"] == pytest.approx(expected / tokens * 1e6, rel=1e-9)
+    assert s.cost.usd_per_mtok_total == pytest.approx(expected / tokens * 1e6, rel=1e-9)
     # latency of API-served requests lands in the per-request table and the summary
     assert df["ttft_s"].notna().all() and (df["e2e_s"] >= df["ttft_s"]).all()
-    assert s["latency"]["ttft_s"]["p50"] > 0.05 and s["spill"]["request_share"] == 1.0
-    assert s["spill"]["token_share"] == 1.0
+    assert s.latency.ttft_s.p50 > 0.05 and s.spill.request_share == 1.0
+    assert s.spill.token_share == 1.0
 
 
 def test_batch_tier_discount_and_latency():
@@ -62,7 +62,7 @@ def test_batch_tier_discount_and_latency():
     df = out.requests
     _conserved(out)
     full = ((df["input_tokens"] - df["cached_tokens"]).sum() * 0.6 + df["output_tokens"].sum() * 2.4) / 1e6
-    assert out.summary["cost"]["api_usd"] == pytest.approx(0.5 * full, rel=1e-12)
+    assert out.summary.cost.api_usd == pytest.approx(0.5 * full, rel=1e-12)
     assert df["e2e_s"].median() > 50  # hours in reality; 100 s median here
 
 
@@ -72,18 +72,18 @@ def test_rate_limit_below_spill_rate_gives_429s_retries_and_counted_failures():
     out = run_scenario(sc)
     s, df = out.summary, out.requests
     _conserved(out)
-    api = s["api"]
-    assert api["rate_limited"] > 0 and api["retries"] > 0 and api["failed"] > 0
-    assert s["requests"]["failed"] == api["failed"] == (df["status"] == "failed").sum()
-    assert api["served"] + api["failed"] == s["requests"]["arrived"]  # nothing lost
-    assert api["calls"] == df["api_attempts"].sum() == api["requests"] + api["retries"]
-    assert api["rate_limited"] == df["api_429s"].sum()
+    api = s.api
+    assert api.rate_limited > 0 and api.retries > 0 and api.failed > 0
+    assert s.requests.failed == api.failed == (df["status"] == "failed").sum()
+    assert api.served + api.failed == s.requests.arrived  # nothing lost
+    assert api.calls == df["api_attempts"].sum() == api.requests + api.retries
+    assert api.rate_limited == df["api_429s"].sum()
     failed = df[df["status"] == "failed"]
     assert (failed["api_attempts"] == 3).all() and (failed["api_cost_usd"] == 0).all()  # 429s are not billed
     # admitted ≤ bucket capacity + refill over the run (1 req/s, 5 s of burst)
-    assert api["served"] <= 5 + 1 * (s["simulated_end_s"]) + 1
+    assert api.served <= 5 + 1 * (s.simulated_end_s) + 1
     # failed requests miss the SLO
-    assert s["slo"]["attainment"] < 1.0
+    assert s.slo.attainment < 1.0
 
 
 def test_concurrency_cap_and_outage_are_retried_and_failures_billed():
@@ -92,24 +92,24 @@ def test_concurrency_cap_and_outage_are_retried_and_failures_billed():
                      "api.failure_rate": 0.2,
                      "api.retry": {"max_retries": 4, "backoff_base_s": 0.5, "backoff_max_s": 4}})
     out = run_scenario(sc)
-    api = out.summary["api"]
+    api = out.summary.api
     _conserved(out)
-    assert api["peak_concurrency"] <= 2
-    assert api["server_errors"] > 0 and api["transient_failures"] > 0 and api["rate_limited"] > 0
-    assert api["wasted_usd"] > 0  # processed-then-failed work is billed
-    assert api["usd"] == pytest.approx(out.requests["api_cost_usd"].sum(), rel=1e-12)
-    assert api["usd"] > api["wasted_usd"]
+    assert api.peak_concurrency <= 2
+    assert api.server_errors > 0 and api.transient_failures > 0 and api.rate_limited > 0
+    assert api.wasted_usd > 0  # processed-then-failed work is billed
+    assert api.usd == pytest.approx(out.requests["api_cost_usd"].sum(), rel=1e-12)
+    assert api.usd > api.wasted_usd
 
 
 def test_timeout_abandons_and_bills_processed_tokens():
     sc = _all_api(**{"api.latency": {"output_tokens_per_s": 10, "output_rate_cv": 0},
                      "api.retry": {"max_retries": 0, "timeout_s": 5}})
     out = run_scenario(sc)
-    df, api = out.requests, out.summary["api"]
+    df, api = out.requests, out.summary.api
     _conserved(out)
     long = df[df["output_tokens"] > 100]  # ≥ 10 s of streaming: always times out
     assert len(long) and (long["status"] == "failed").all()
-    assert api["timeouts"] >= len(long) and api["wasted_usd"] > 0
+    assert api.timeouts >= len(long) and api.wasted_usd > 0
 
 
 def test_give_up_to_fleet_fallback():
@@ -117,11 +117,11 @@ def test_give_up_to_fleet_fallback():
                        "on_give_up": "fleet", "retry": {"max_retries": 1, "backoff_base_s": 0.1}},
                        duration_s=20)
     out = run_scenario(sc)
-    r, df = out.summary["requests"], out.requests
+    r, df = out.summary.requests, out.requests
     _conserved(out)
-    assert r["completed"] == r["arrived"] and out.summary["api"]["returned_to_fleet"] == r["arrived"]
+    assert r.completed == r.arrived and out.summary.api.returned_to_fleet == r.arrived
     assert (df["served_by"] == "fleet").all() and (df["api_attempts"] == 2).all()
-    assert out.summary["cost"]["api_usd"] == 0
+    assert out.summary.cost.api_usd == 0
 
 
 def test_token_bucket_refill():

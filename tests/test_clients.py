@@ -121,17 +121,17 @@ def test_non_streaming_clients_cancel_running_requests():
 def test_request_table_and_summary():
     out = run_scenario(overloaded({"timeout_s": 4.0, "retries": 1, "backoff_s": 0.5}))
     df, s = out.requests, out.summary
-    r = s["requests"]
-    assert r["arrived"] == r["completed"] + r["spilled"] + r["rejected"] + r["failed"] + r["timed_out"] \
-        + r["in_flight"] == len(df)
+    r = s.requests
+    assert r.arrived == r.completed + r.spilled + r.rejected + r.failed + r.timed_out \
+        + r.in_flight == len(df)
     assert df["request_id"].is_unique
-    assert (df["status"] == "timed_out").sum() == r["timed_out"] > 0
-    assert df["retries"].sum() == r["retries"] > 0
+    assert (df["status"] == "timed_out").sum() == r.timed_out > 0
+    assert df["retries"].sum() == r.retries > 0
     assert np.isnan(df.loc[df["status"] == "timed_out", "e2e_s"]).all()
     # a retried request that completed is timed from its first attempt: TTFT > the timeout it ran into
     retried = df[(df["status"] == "completed") & (df["retries"] > 0)]
     assert len(retried) and (retried["ttft_s"] > 4.0).all()
-    assert s["slo"]["attainment"] < 1.0  # timed-out requests are misses
+    assert s.slo.attainment < 1.0  # timed-out requests are misses
 
 
 def test_same_seed_same_outcome():
@@ -139,7 +139,7 @@ def test_same_seed_same_outcome():
     a = run_scenario(overloaded(client)).summary
     b = run_scenario(overloaded(client)).summary
     c = run_scenario(overloaded(client, seed=6)).summary
-    assert a == b and a["requests"] != c["requests"]
+    assert a == b and a.requests != c.requests
 
 
 def test_generous_timeout_changes_nothing():
@@ -156,10 +156,10 @@ def test_spilled_requests_are_not_timed_out_and_counts_hold():
                     api={"provider": "together", "model": "llama-3.1-8b"},
                     spill={"policy": "queue_length", "max_waiting": 30, "late": {"after_s": 3.0}})
     out = run_scenario(sc)
-    r, df = out.summary["requests"], out.requests
-    assert r["spilled"] > 0 and r["timed_out"] + r["retries"] > 0
-    assert r["arrived"] == r["completed"] + r["spilled"] + r["rejected"] + r["failed"] + r["timed_out"] \
-        + r["in_flight"] == len(df)
+    r, df = out.summary.requests, out.requests
+    assert r.spilled > 0 and r.timed_out + r.retries > 0
+    assert r.arrived == r.completed + r.spilled + r.rejected + r.failed + r.timed_out \
+        + r.in_flight == len(df)
     assert not ((df["served_by"] == "api") & (df["status"] == "timed_out")).any()
 
 

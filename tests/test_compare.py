@@ -12,7 +12,9 @@ import pytest
 import yaml
 from scenarios import BASE
 
-from sim.compare.runner import comparison_table, load_experiment, pareto_mask, run_experiment
+from sim.compare.experiment import load_experiment
+from sim.compare.results import comparison_table, pareto_mask
+from sim.compare.runner import run_experiment
 from sim.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +56,9 @@ def test_compare_runs_every_strategy_on_the_same_arrivals(tmp_path):
     for _, r in df.iterrows():  # conservation in every run
         assert r["arrived"] >= r["spilled"] + r["failed"] + r["in_flight"]
     for s in res:
-        q = s["summary"]["requests"]
-        assert q["completed"] + q["spilled"] + q["rejected"] + q["failed"] + q["in_flight"] == q["arrived"]
-        tl = s["timeline"]
+        q = s.runs[0].summary.requests
+        assert q.completed + q.spilled + q.rejected + q.failed + q.in_flight == q.arrived
+        tl = s.timeline
         assert sum(tl["arrival_rps"]) > 0 and len(tl["time_s"]) == len(tl["spill_rps"])
     assert df["pareto_e2e"].any()
     # same seed → identical table

@@ -14,7 +14,9 @@ from scenarios import BASE
 from scipy import stats
 
 from sim.cli.compare import compare as compare_cmd
-from sim.compare.runner import HEADLINE, comparison_table, json_records, load_experiment, run_experiment, seed_table
+from sim.compare.experiment import load_experiment
+from sim.compare.results import HEADLINE, comparison_table, json_records, seed_table
+from sim.compare.runner import run_experiment
 from sim.core.errors import ConfigError
 
 
@@ -52,8 +54,7 @@ def test_same_seeds_for_every_strategy_and_per_seed_results_equal_single_runs(si
     assert [r.seeds for r in single] == [[3], [3]]
     one = run_experiment(single, workers=1)
     for run_res, single_res in zip(results, one):
-        assert run_res["summaries"][2] == single_res["summary"]
-        assert run_res["timelines"][2] == single_res["timeline"]
+        assert run_res.runs[2] == single_res.runs[0]
 
 
 def test_table_is_the_mean_with_a_student_t_interval(six):
@@ -88,7 +89,7 @@ def test_interval_shrinks_with_more_seeds_and_same_seeds_give_identical_tables(t
     t2 = comparison_table(runs2, res2)
     assert t2.equals(comparison_table(runs2, run_experiment(runs2, workers=1)))  # same seeds → same table
     for a, b in zip(res2, res6):  # seeds 1–2 are the first two of seeds 1–6
-        assert a["summaries"] == b["summaries"][:2]
+        assert a.summaries == b.summaries[:2]
     t6 = comparison_table(runs6, res6)
     compared = 0
     for col in ("ttft_p95_s", "e2e_p95_s", "usd_per_mtok", "slo_attainment", "spill_request_share"):
@@ -104,7 +105,8 @@ def test_one_seed_is_unchanged_and_bad_seeds_are_rejected(tmp_path):
     _, runs = load_experiment(path)
     assert all(r.seeds == [1] and r.replicas == () for r in runs)
     res = run_experiment(runs, workers=1)
-    assert "summaries" not in res[0] and res[0]["summary"]["seed"] == 1
+    assert len(res[0].runs) == 1 and res[0].mean_summary_json == res[0].summaries[0].to_json()
+    assert res[0].summaries[0].seed == 1
     df = comparison_table(runs, res)
     assert "seeds" not in df and not any(c.endswith("_ci95") for c in df)
     assert "ci95" not in json_records(runs, res)[0]

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sim.compare.runner import pareto_mask, place_labels, plot_cost_breakdown, plot_cost_vs_latency
+from sim.compare.report import place_labels, plot_cost_breakdown, plot_cost_vs_latency
+from sim.compare.results import pareto_mask
 from sim.core.progress import Progress
 
 

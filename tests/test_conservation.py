@@ -63,7 +63,7 @@ def check_counts(counts: dict[str, int], status: pd.Series) -> None:
 def test_summary_counts_equal_table_counts(case: str) -> None:
     over, must_have = CASES[case]
     out = run_scenario(make_scenario(**over))
-    counts = out.summary["requests"]
+    counts = out.summary.requests.to_json()
     assert counts[must_have] > 0, f"{case}: the scenario should produce {must_have} requests"
     check_counts(counts, out.requests["status"])
 
@@ -76,8 +76,8 @@ def test_in_flight_is_not_derived(monkeypatch) -> None:
     real = simulation.live_in_flight
     monkeypatch.setattr(simulation, "live_in_flight", lambda *a: real(*a) - 1)
     out = run_scenario(make_scenario(**CASES["mid_flight"][0]))
-    r = out.summary["requests"]
-    assert sum(v for k, v in r.items() if k not in ("arrived", "retries")) == r["arrived"] - 1
+    r = out.summary.requests
+    assert sum(v for k, v in r.to_json().items() if k not in ("arrived", "retries")) == r.arrived - 1
 
 
 def test_streamed_counts_equal_streamed_table(tmp_path) -> None:
@@ -87,15 +87,15 @@ def test_streamed_counts_equal_streamed_table(tmp_path) -> None:
     sc = make_scenario(**CASES["spill"][0])
     out = run_streaming(sc, path, chunk_rows=100)
     table = pd.read_parquet(path, columns=["status"])["status"]
-    counts = out.summary["requests"]
+    counts = out.summary.requests
     # the streamed table holds finished requests only; in-flight ones are counted from live state
-    finished = {k: v for k, v in counts.items() if k not in ("arrived", "in_flight")}
+    finished = {k: v for k, v in counts.to_json().items() if k not in ("arrived", "in_flight")}
     assert table.astype(str).value_counts().to_dict() == {k: v for k, v in finished.items() if v}
-    assert sum(finished.values()) + counts["in_flight"] == counts["arrived"]
+    assert sum(finished.values()) + counts.in_flight == counts.arrived
 
 
 def test_spill_policy_without_an_api_runs() -> None:
     """A spill section whose policy never spills needs no api: the run ends and counts its requests (this
     crashed when the live in-flight count asked the missing API for its outstanding calls)."""
     out = run_scenario(make_scenario(spill={"policy": "never"}, max_drain_s=0.5))
-    check_counts(out.summary["requests"], out.requests["status"])
+    check_counts(out.summary.requests.to_json(), out.requests["status"])

@@ -195,9 +195,10 @@ def test_role_aware_capacity_and_pool_load_factors():
     sc = make_scenario(**{"duration_s": 60, "traffic.rate_rps": 4.0, "traffic.classes": _fixed(4000, 100),
                           **_pools(1, 1, "infiniband")})
     s = run_scenario(sc).summary
-    lf = {name: p["utilisation"]["load_factor"] for name, p in s["pools"].items()}
+    assert s.pools is not None
+    lf = {name: p["utilisation"]["load_factor"] for name, p in s.pools.items()}
     assert lf["prefill"] > 2 * lf["decode"] > 0
-    assert s["utilisation"]["load_factor"] == pytest.approx(max(lf.values()), rel=0.05)
+    assert s.utilisation.load_factor == pytest.approx(max(lf.values()), rel=0.05)
 
 
 def test_size_searches_the_prefill_decode_split():

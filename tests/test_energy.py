@@ -56,7 +56,7 @@ def test_owned_cost_depends_on_utilisation():
 
 def test_run_summary_has_an_energy_section():
     s = run_scenario(make_scenario(duration_s=30)).summary
-    e = s["energy"]
-    assert e["kwh"] > 0 and e["co2_kg"] > 0 and math.isclose(e["kwh"], e["avg_power_kw"] * 30 / 3600)
+    e = s.energy
+    assert e.kwh > 0 and e.co2_kg > 0 and math.isclose(e.kwh, e.avg_power_kw * 30 / 3600)
     lo = 2 * (idle_w(get_gpu("H100-SXM")) + 550) * 1.4 / 1000
-    assert lo <= e["avg_power_kw"] <= 2 * 1250 * 1.4 / 1000 + 1e-9
+    assert lo <= e.avg_power_kw <= 2 * 1250 * 1.4 / 1000 + 1e-9

@@ -39,13 +39,13 @@ def test_scale_up_lag_equals_startup_delay_and_overload_triggers_scaling(run_onc
         # each on-demand node serves exactly provision_s + model_load_s after it was requested
         asked = max(t for s, t in requested if s == slot and t <= t_up)
         assert t_up - asked == pytest.approx(60.0)
-    c = out.summary["requests"]
-    assert c["arrived"] == c["completed"] + c["rejected"] + c["in_flight"] + c["spilled"] + c["failed"]
+    c = out.summary.requests
+    assert c.arrived == c.completed + c.rejected + c.in_flight + c.spilled + c.failed
 
 
 def test_nodes_are_billed_only_while_they_exist(run_once):
     out = run_once(**OVERLOADED)
-    hours = out.summary["cost"]["gpu_hours_by_kind"]
+    hours = out.summary.cost.gpu_hours_by_kind
     # on-demand billing = Σ over nodes of (terminated or end of period − requested), from the fleet log
     billed_s = 0.0
     open_since: dict[int, float] = {}
@@ -64,7 +64,7 @@ def test_nodes_are_billed_only_while_they_exist(run_once):
 
 def test_idle_autoscaler_bills_nothing_extra():
     out = run_scenario(make_scenario(**{"duration_s": 200, "traffic.rate_rps": 0.2, "fleet": _fleet()}))
-    assert out.summary["cost"]["gpu_hours_by_kind"]["on_demand"] == 0.0
+    assert out.summary.cost.gpu_hours_by_kind["on_demand"] == 0.0
     assert not _events(out, "requested")
 
 
@@ -77,13 +77,13 @@ def test_spot_evictions_never_lose_a_request():
     assert len(evictions) >= 5
     redispatched = sum(int(e[3].split("(")[1].split()[0]) for e in evictions)
     assert redispatched > 0, "with no notice, evictions must orphan running requests"
-    c = out.summary["requests"]
-    assert c["completed"] == c["arrived"]  # all re-dispatched and finished
+    c = out.summary.requests
+    assert c.completed == c.arrived  # all re-dispatched and finished
     # an eviction re-dispatches running requests (each counted as a preemption) and queued ones (not counted):
     # most orphans were running
     assert (out.requests["preemptions"] > 0).sum() >= 0.5 * redispatched
     # a replacement is billed from its request, so the slots are paid without a gap
-    assert out.summary["cost"]["gpu_hours_by_kind"]["spot"] == pytest.approx(3 * 300 / 3600.0)
+    assert out.summary.cost.gpu_hours_by_kind["spot"] == pytest.approx(3 * 300 / 3600.0)
 
 
 def test_evicted_spot_nodes_stop_being_billed():
@@ -93,8 +93,8 @@ def test_evicted_spot_nodes_stop_being_billed():
     gone = {e[1]: e[0] for e in _events(out, "terminated") if e[2] == "spot"}
     expected_h = sum(min(gone.get(slot, 600.0), 600.0) for slot in (1, 2)) / 3600.0
     assert gone, "this seed evicts at least one spot node"
-    assert out.summary["cost"]["gpu_hours_by_kind"]["spot"] == pytest.approx(expected_h)
-    assert out.summary["requests"]["completed"] == out.summary["requests"]["arrived"]
+    assert out.summary.cost.gpu_hours_by_kind["spot"] == pytest.approx(expected_h)
+    assert out.summary.requests.completed == out.summary.requests.arrived
 
 
 def test_schedule_policy_follows_the_table():
@@ -126,10 +126,10 @@ def test_deferrable_batch_waits_for_spare_capacity_and_meets_its_deadline():
     sc = make_scenario(**{"duration_s": 600, "traffic.rate_rps": 6.0, "traffic.classes": classes,
                           "fleet.nodes": 1, "output.sample_interval_s": 1.0})
     out = run_scenario(sc)
-    b = out.summary["batch"]
-    assert b["arrived"] > 100 and b["completed"] == b["arrived"]
-    assert b["deadline_attainment"] >= 0.95
-    assert b["queue_wait_s"]["mean"] > out.summary["latency"]["queue_wait_s"]["mean"]  # batch waits, chat doesn't
+    b = out.summary.batch
+    assert b.arrived > 100 and b.completed == b.arrived
+    assert b.deadline_attainment >= 0.95
+    assert b.queue_wait_s.mean > out.summary.latency.queue_wait_s.mean  # batch waits, chat doesn't
     # conservation with a fleet-level batch queue: at every sample, arrived so far − finished so far = the
     # requests held (deferred batch work + queued + running), and the batch queue really held some
     ts = out.timeseries
@@ -147,7 +147,7 @@ def test_spot_evictions_can_spill_to_the_api():
     api = {"provider": "together", "model": "llama-3.1-8b"}
     sc = make_scenario(**{"duration_s": 300, "traffic.rate_rps": 8.0, "fleet": fleet, "seed": 4, "api": api})
     out = run_scenario(sc)
-    c = out.summary["requests"]
-    assert c["spilled"] > 0 and c["failed"] == 0
-    assert c["arrived"] == c["completed"] + c["spilled"]
-    assert out.summary["cost"]["api_usd"] > 0
+    c = out.summary.requests
+    assert c.spilled > 0 and c.failed == 0
+    assert c.arrived == c.completed + c.spilled
+    assert out.summary.cost.api_usd > 0

@@ -28,12 +28,12 @@ def test_conservation_and_kv_limit(rate, nodes, blocks, max_seqs, drain, seed):
                          "num_gpu_blocks_override": blocks},
     })
     out = run_scenario(sc)
-    c = out.summary["requests"]
+    c = out.summary.requests
     # at the end: every arrival is accounted for exactly once
-    assert c["arrived"] == c["completed"] + c["spilled"] + c["rejected"] + c["failed"] + c["in_flight"]
-    assert c["arrived"] == len(out.requests)
+    assert c.arrived == c.completed + c.spilled + c.rejected + c.failed + c.in_flight
+    assert c.arrived == len(out.requests)
     if drain >= 3600:
-        assert c["in_flight"] == 0
+        assert c.in_flight == 0
     # at every sample: arrived so far − finished so far = queued + running
     req = out.requests
     arr = np.sort(req["arrival_s"].to_numpy())
@@ -65,7 +65,7 @@ def test_same_seed_same_summary_different_seed_differs():
     b = run_scenario(make_scenario(seed=3)).summary
     c = run_scenario(make_scenario(seed=4)).summary
     assert a == b
-    assert a["latency"] != c["latency"]
+    assert a.latency != c.latency
 
 
 def test_rejects_requests_that_can_never_fit():
@@ -75,8 +75,8 @@ def test_rejects_requests_that_can_never_fit():
         "fleet.engine": {"num_gpu_blocks_override": 100},
     })
     out = run_scenario(sc)
-    assert out.summary["requests"]["rejected"] == out.summary["requests"]["arrived"] > 0
-    assert out.summary["slo"]["attainment"] == 0.0
+    assert out.summary.requests.rejected == out.summary.requests.arrived > 0
+    assert out.summary.slo.attainment == 0.0
 
 
 def test_arrivals_at_time_zero_are_served(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from scenarios import BASE, make_scenario
 
 from sim.cli.sweep import OVERVIEW_METRICS
-from sim.compare.runner import COLUMNS
+from sim.compare.results import COLUMNS
 from sim.metrics.access import (
     METRIC_NAMES,
     PER_NAME_SECTIONS,
@@ -18,6 +20,7 @@ from sim.metrics.access import (
     is_metric_name,
     metric,
 )
+from sim.metrics.summary import Summary, SummaryFormatError
 from sim.runner.pipeline import run_scenario
 
 SIM = Path(__file__).resolve().parents[1] / "sim"
@@ -29,7 +32,7 @@ _USE = re.compile(r"""(?:\bmetric\([^()"']*?,\s*|\.mean\(|\.ci\()["']([a-z_][\w.
 
 
 @pytest.fixture(scope="module")
-def summary() -> dict:
+def summary() -> Summary:
     """Every optional section present: a deferrable class (batch), a spill policy and its hosted API."""
     chat = BASE["traffic"]["classes"][0]
     classes = [{**chat, "share": 0.7}, {**chat, "name": "batch", "share": 0.3, "deferrable": {"deadline_s": 3600}}]
@@ -66,29 +69,57 @@ def _used_names() -> set[str]:
 
 
 def test_every_known_name_resolves_on_a_real_summary(summary):
-    missing = [n for n in METRIC_NAMES if not _has(summary, n)]
+    missing = [n for n in METRIC_NAMES if not _has(summary.to_json(), n)]
     assert not missing, f"METRIC_NAMES not in the summary (renamed?): {missing}"
 
 
 def test_every_summary_field_is_a_known_name(summary):
-    fixed = [n for n in _leaves(summary) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
+    fixed = [n for n in _leaves(summary.to_json()) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
     unknown = [n for n in fixed if n not in METRIC_NAMES]
     assert not unknown, f"summary fields missing from sim/metrics_access.METRIC_NAMES: {unknown}"
 
 
 def test_every_name_the_readers_use_resolves(summary):
     used = _used_names()
-    assert {"cost.total_usd", "slo.attainment", "latency.ttft_s.p95", "energy.usd", "slo.met"} <= used  # scan works
-    bad = sorted(n for n in used if not (is_metric_name(n) and _has(summary, n)))
+    assert {"cost.total_usd", "slo.attainment", "latency.ttft_s.p95", "slo.met"} <= used  # scan works
+    bad = sorted(n for n in used if not (is_metric_name(n) and _has(summary.to_json(), n)))
     assert not bad, f"dotted names read by sizing/compare/sweep/plan that the summary lacks: {bad}"
 
 
 def test_values_and_per_class_names(summary):
-    assert metric(summary, "latency.ttft_s.p95") == summary["latency"]["ttft_s"]["p95"]
-    assert metric(summary, "slo.by_class.chat.arrived") == summary["slo"]["by_class"]["chat"]["arrived"]
+    assert metric(summary, "latency.ttft_s.p95") == summary.latency.ttft_s.p95
+    assert metric(summary, "slo.by_class.chat.arrived") == summary.slo.by_class["chat"].arrived
     assert metric(summary, "slo.by_class.nosuch.arrived") is None  # a class this run does not have
-    no_api = {k: v for k, v in summary.items() if k not in ("api", "spill")}
+    no_api = dataclasses.replace(summary, api=None, spill=None)
     assert metric(no_api, "api.calls") is None  # known, but not reported without a hosted API
+    assert "api" not in no_api.to_json() and "spill" not in no_api.to_json()
+
+
+def test_the_record_and_its_json_read_alike(summary):
+    data = json.loads(json.dumps(summary.to_json()))
+    assert Summary.from_json(data) == summary  # exact round trip (cached sweep and plan results)
+    for name in METRIC_NAMES:
+        assert metric(summary, name) == metric(data, name), name
+    assert metric(summary, "slo.by_class.chat.met") == data["slo"]["by_class"]["chat"]["met"]
+
+
+def test_from_json_names_a_missing_or_unknown_key(summary):
+    data = summary.to_json()
+    del data["slo"]["worst_window"]
+    with pytest.raises(SummaryFormatError, match=r"summary\.slo\.worst_window: missing"):
+        Summary.from_json(data)
+    data = summary.to_json()
+    data["latency"]["ttft_s"]["p999"] = 1.0
+    with pytest.raises(SummaryFormatError, match=r"summary\.latency\.ttft_s\.p999: unknown key"):
+        Summary.from_json(data)
+
+
+def test_readers_do_not_subscript_summaries():
+    """sizing/compare/sweep/plan read a summary through attributes or metric(), never ``summary["..."]``."""
+    walk = re.compile(r"""summar\w*\[\s*["']""")
+    bad = [f"{p.relative_to(SIM)}" for pattern in READERS + ["report/*.py", "cli/run.py", "metrics/headline.py"]
+           for p in SIM.glob(pattern) if walk.search(p.read_text())]
+    assert not bad, f"dict-walking a summary in {bad}"
 
 
 @pytest.mark.parametrize("name", ["latency.ttft_s.p59", "cost", "slo.by_class.", "throughput.rps", ""])

@@ -94,10 +94,10 @@ def test_winner_yaml_reproduces_with_run(result, tmp_path):
     summary = run_scenario(sc).summary
     ev = result.evaluated_by_label()[win["candidate"]]
     planned = ev.sizing.points[win["nodes"]].summaries[0]
-    assert summary["latency"] == planned["latency"] and summary["requests"] == planned["requests"]
+    assert summary.latency == planned.latency and summary.requests == planned.requests
     if win["pricing"] != "owned":
         hours = sc.duration_s / 3600.0
-        assert summary["cost"]["total_usd"] / hours * 730 == pytest.approx(win["usd_per_month"])
+        assert summary.cost.total_usd / hours * 730 == pytest.approx(win["usd_per_month"])
 
 
 def test_outputs_and_demand_stated_in_tokens(tmp_path):

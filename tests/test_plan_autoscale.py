@@ -54,7 +54,7 @@ def test_a_forecast_winner_reproduces_with_capsim_run(result, tmp_path):
     sc, summary, per_month = rerun_plan_winner(result, tmp_path)
     assert sc.fleet.nodes == 3 and sc.fleet.on_demand.max_nodes == 1
     planned = result.evaluated_for(win).sizing.points[4].summaries[0]
-    assert summary["latency"] == planned["latency"]
+    assert summary.latency == planned.latency
     assert per_month == pytest.approx(win["usd_per_month"], rel=1e-9)
 
 

@@ -51,7 +51,7 @@ def test_a_spot_winner_reproduces_with_capsim_run(result, tmp_path):
     sc, summary, per_month = rerun_plan_winner(result, tmp_path)
     assert sc.fleet.nodes == 1 and sc.fleet.spot.nodes == 1
     planned = result.evaluated_for(win).sizing.points[2].summaries[0]
-    assert summary["latency"] == planned["latency"]
+    assert summary.latency == planned.latency
     assert per_month == pytest.approx(win["usd_per_month"], rel=1e-9)
 
 

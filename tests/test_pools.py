@@ -111,12 +111,12 @@ def test_one_explicit_pool_equals_the_single_fleet() -> None:
     a = run_scenario(validate_scenario(plain, "t")).summary
     b = run_scenario(validate_scenario(one, "t")).summary
     for key in ("requests", "latency", "throughput", "slo", "overload"):
-        assert a[key] == b[key], key
-    assert b["cost"]["total_usd"] == pytest.approx(a["cost"]["total_usd"], rel=1e-12)
-    assert b["energy"] == a["energy"]
-    assert b["utilisation"]["load_factor"] == pytest.approx(a["utilisation"]["load_factor"], rel=1e-12)
-    assert b["pools"]["only"]["requests"]["completed"] == a["requests"]["completed"]
-    assert "pools" not in a and "models" not in a
+        assert a.value_of(key) == b.value_of(key), key
+    assert b.cost.total_usd == pytest.approx(a.cost.total_usd, rel=1e-12)
+    assert b.energy == a.energy
+    assert b.utilisation.load_factor == pytest.approx(a.utilisation.load_factor, rel=1e-12)
+    assert b.pools["only"]["requests"]["completed"] == a.requests.completed
+    assert a.pools is None and a.models is None and "pools" not in a.to_json()
 
 
 def _pool_shares(raw: dict[str, Any]) -> tuple[float, float]:
@@ -150,13 +150,13 @@ def test_pool_overflow_fills_the_first_pool_first() -> None:
     from sim.runner.pipeline import run_scenario
 
     light = run_scenario(validate_scenario(two_gpu_pools(2.0, "least_work", pool_mode="overflow"), "t")).summary
-    assert light["pools"]["a100"]["requests"]["sent"] == 0  # the first pool is never full at 2 req/s
+    assert light.pools["a100"]["requests"]["sent"] == 0  # the first pool is never full at 2 req/s
     spread = run_scenario(validate_scenario(two_gpu_pools(2.0, "least_work"), "t")).summary
-    assert spread["pools"]["a100"]["requests"]["sent"] > 0
+    assert spread.pools["a100"]["requests"]["sent"] > 0
     heavy = run_scenario(validate_scenario(two_gpu_pools(40.0, "least_work", pool_mode="overflow",
                                                          overflow_max_waiting=2), "t")).summary
-    assert heavy["pools"]["a100"]["requests"]["sent"] > 0  # full: overflow to the next pool
-    assert heavy["pools"]["h100"]["requests"]["sent"] > heavy["pools"]["a100"]["requests"]["sent"]
+    assert heavy.pools["a100"]["requests"]["sent"] > 0  # full: overflow to the next pool
+    assert heavy.pools["h100"]["requests"]["sent"] > heavy.pools["a100"]["requests"]["sent"]
 
 
 def test_pool_costs_sum_to_the_fleet_cost_from_gpu_hours_and_prices() -> None:
@@ -199,10 +199,10 @@ def test_pool_costs_sum_to_the_fleet_cost_from_gpu_hours_and_prices() -> None:
         pool = result.layout.pools[result.layout.slot_pool[slot]].name
         usd += (duration - t) / 3600 * price[(pool, result.layout.slot_kind[slot])]
     assert ("h100", "on_demand", "requested") in kinds and ("a100", "spot", "evicted") in kinds  # both exercised
-    assert summary["cost"]["self_host_usd"] == pytest.approx(usd, rel=1e-9)
+    assert summary.cost.self_host_usd == pytest.approx(usd, rel=1e-9)
     pools = pool_sections(result, requests_table(result))
     assert sum(p["cost"]["self_host_usd"] for p in pools.values()) == pytest.approx(usd, rel=1e-9)
-    assert summary["cost"]["total_usd"] == pytest.approx(usd, rel=1e-9)
+    assert summary.cost.total_usd == pytest.approx(usd, rel=1e-9)
 
 
 def test_each_pool_counts_its_own_model_bytes_and_flops() -> None:
@@ -223,7 +223,9 @@ def test_each_pool_counts_its_own_model_bytes_and_flops() -> None:
 def test_compare_sets_pools_per_strategy(tmp_path: Any) -> None:
     import yaml
 
-    from sim.compare.runner import comparison_table, load_experiment, run_experiment
+    from sim.compare.experiment import load_experiment
+    from sim.compare.results import comparison_table
+    from sim.compare.runner import run_experiment
 
     base = {**copy.deepcopy(BASE), "duration_s": 20}
     exp = {"name": "p", "base": base, "strategies": [
@@ -240,8 +242,8 @@ def test_compare_sets_pools_per_strategy(tmp_path: Any) -> None:
     results = run_experiment(runs, workers=1)
     table = comparison_table(runs, results)
     assert list(table["strategy"]) == ["h100-only", "mixed", "plain"]
-    mixed = results[1]["summary"]
-    assert set(mixed["pools"]) == {"h100", "a100"} and mixed["cost"]["total_usd"] > 0
+    mixed = results[1].summaries[0]
+    assert set(mixed.pools) == {"h100", "a100"} and mixed.cost.total_usd > 0
     exp["strategies"][0]["fleet_nodes"] = 3  # pools give their own node counts
     path.write_text(yaml.safe_dump(exp))
     with pytest.raises(ConfigError, match="fleet_nodes or pools"):
@@ -277,11 +279,11 @@ def test_every_field_of_a_pooled_summary_is_a_metric_name() -> None:
             out += leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
         return out
 
-    fixed = [n for n in leaves(summary) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
+    fixed = [n for n in leaves(summary.to_json()) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
     assert [n for n in fixed if n not in METRIC_NAMES] == []
-    assert metric(summary, "pools.b.cost.self_host_usd") == summary["pools"]["b"]["cost"]["self_host_usd"]
+    assert metric(summary, "pools.b.cost.self_host_usd") == summary.pools["b"]["cost"]["self_host_usd"]
     assert metric(summary, "models.Llama-3.1-8B.attainment") is None  # model names hold dots: read the dict
-    assert summary["models"]["Llama-3.1-8B"]["pools"] == ["a", "b"]
+    assert summary.models is not None and summary.models["Llama-3.1-8B"]["pools"] == ["a", "b"]
 
 
 def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
@@ -330,7 +332,8 @@ def test_pools_overflow_before_the_api() -> None:
     raw["api"] = {"input_usd_per_mtok": 0.2, "output_usd_per_mtok": 0.6}
     raw["spill"] = {"policy": "queue_length", "max_waiting": 1}  # spills at 1 waiting; pools overflow at 4
     s = run_scenario(validate_scenario(raw, "t")).summary
-    a100, spilled = s["pools"]["a100"]["requests"]["sent"], s["requests"]["spilled"]
+    assert s.pools is not None
+    a100, spilled = s.pools["a100"]["requests"]["sent"], s.requests.spilled
     assert a100 > 100 and spilled < a100 / 3
 
 

@@ -43,7 +43,7 @@ def test_one_shard_is_the_unsharded_run():
     sc = _scenario()
     a = run_scenario(sc).summary
     b = run_sharded(sc, 1, IN_PROCESS).summary
-    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert json.dumps(a.to_json(), sort_keys=True) == json.dumps(b.to_json(), sort_keys=True)
 
 
 def test_sharded_summary_is_the_merged_cells():
@@ -51,11 +51,11 @@ def test_sharded_summary_is_the_merged_cells():
     runs = [simulate(cs, arrivals=cell.thin) for cs, cell in cells(sc, 2)]
     out = run_sharded(sc, 2, IN_PROCESS)
     s = out.summary
-    assert s["requests"]["arrived"] == sum(r.counts()["arrived"] for r in runs)
-    assert s["requests"]["completed"] == sum(r.counts()["completed"] for r in runs)
+    assert s.requests.arrived == sum(r.counts()["arrived"] for r in runs)
+    assert s.requests.completed == sum(r.counts()["completed"] for r in runs)
     ttft = np.concatenate([[q.first_token_s - q.arrival_s for q in r.requests] for r in runs])
-    assert s["latency"]["ttft_s"]["p95"] == pytest.approx(float(np.percentile(ttft, 95)), rel=1e-12)
-    assert s["fleet"]["nodes"] == 5 and out.timeseries_nodes["node"].nunique() == 5
+    assert s.latency.ttft_s.p95 == pytest.approx(float(np.percentile(ttft, 95)), rel=1e-12)
+    assert s.fleet.nodes == 5 and out.timeseries_nodes["node"].nunique() == 5
     # node numbers: cell 1's node k is fleet node 3 + k
     assert set(out.requests["node"]) == set(range(5))
     assert list(out.requests["request_id"]) == list(range(len(out.requests)))
@@ -67,10 +67,10 @@ def test_streamed_shards_merge_histograms():
     sc = _scenario()
     exact = run_sharded(sc, 2, IN_PROCESS).summary
     streamed = run_sharded_streaming(sc, 2, IN_PROCESS).summary
-    assert streamed["requests"] == exact["requests"]
+    assert streamed.requests == exact.requests
     for key in ("ttft_s", "tpot_s"):
-        assert streamed["latency"][key]["p95"] == pytest.approx(exact["latency"][key]["p95"], rel=2e-3)
-    assert streamed["slo"]["attainment"] == pytest.approx(exact["slo"]["attainment"], abs=1e-12)
+        assert streamed.latency.value_of(key).p95 == pytest.approx(exact.latency.value_of(key).p95, rel=2e-3)
+    assert streamed.slo.attainment == pytest.approx(exact.slo.attainment, abs=1e-12)
 
 
 def test_collector_merge_equals_one_collector():
@@ -114,7 +114,7 @@ def test_cli_shards_on_a_process_pool_match_in_process(tmp_path):
     assert res.exit_code == 0, res.output
     pooled = json.loads(res.output[res.output.index("{"):])
     local = run_sharded(load_scenario(scenario_path(None), sets), 2, IN_PROCESS).summary
-    assert json.dumps(pooled, sort_keys=True) == json.dumps(local, sort_keys=True, default=str)
+    assert json.dumps(pooled, sort_keys=True) == json.dumps(local.to_json(), sort_keys=True, default=str)
 
 
 def test_a_conversation_stays_in_one_cell():

@@ -14,16 +14,9 @@ import yaml
 from scenarios import make_scenario
 
 from sim.core.errors import ConfigError
-from sim.sizing.search import (
-    RULES,
-    SizingRule,
-    node_goodput,
-    nodes_for_rate,
-    select_rules,
-    size_fleet,
-    traffic_rate_stats,
-    with_slo,
-)
+from sim.sizing.rules import RULES, SizingRule, nodes_for_rate, select_rules, traffic_rate_stats
+from sim.sizing.search import node_goodput, size_fleet
+from sim.sizing.variants import with_slo
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [1, 2]

@@ -13,7 +13,9 @@ from scenarios import make_scenario
 import sim.sizing.search as sizing
 from sim.cli.size import size as size_cmd
 from sim.core.errors import ConfigError
-from sim.sizing.search import select_rules, size_across_gpus
+from sim.sizing.report import format_gpu_report
+from sim.sizing.rules import select_rules
+from sim.sizing.search import size_across_gpus
 
 #: the keys `capsim size --json` had before GPU types were added (they must all stay)
 OLD_KEYS = {"scenario", "source", "duration_s", "seeds", "slo", "traffic", "node_goodput_rps", "goodput",
@@ -47,7 +49,7 @@ def test_each_gpu_type_is_sized_and_the_cheapest_named(multi):
             assert not r.points[r.min_nodes - 1].all_met
         # every simulated fleet of this type ran on this type, billed at its profile's price
         summ = r.points[r.min_nodes].summaries[0]
-        assert summ["fleet"]["gpu"] == e.gpu and e.usd_per_gpu_hour == PRICE[e.gpu]
+        assert summ.fleet.gpu == e.gpu and e.usd_per_gpu_hour == PRICE[e.gpu]
         assert e.min_fleet_usd == pytest.approx(r.min_nodes * PRICE[e.gpu] * 60 / 3600)
     # more memory (KV cache) and bandwidth: one H200 sustains more than one H100
     assert h200.result.goodput.rate_rps > h100.result.goodput.rate_rps
@@ -61,7 +63,7 @@ def test_each_gpu_type_is_sized_and_the_cheapest_named(multi):
     assert out["min_nodes"] == best.result.min_nodes  # the top level describes the cheapest type
     assert [b["gpu"] for b in out["by_gpu"]] == ["H100-SXM", "H200-SXM", "L40S"]
     assert {b["gpu"]: b["node_goodput_rps"] for b in out["by_gpu"]}["H100-SXM"] == h100.result.goodput.rate_rps
-    text = sizing.format_gpu_report(multi)
+    text = format_gpu_report(multi)
     assert f"cheapest meeting the SLO: {best.gpu}" in text and "L40S" in text and "does not fit" in text
 
 

@@ -7,7 +7,8 @@ import pytest
 from scenarios import make_scenario
 
 from sim.sizing import search as sizing
-from sim.sizing.search import Infeasible, format_report, size_across_gpus, size_fleet
+from sim.sizing.report import format_report
+from sim.sizing.search import Infeasible, size_across_gpus, size_fleet
 
 
 def _small(**overrides):

@@ -13,9 +13,9 @@ HOT = {"traffic.rate_rps": 40.0, "fleet.nodes": 1, "duration_s": 40}  # ~2x one 
 
 
 def _conserved(out) -> None:
-    r = out.summary["requests"]
-    assert r["arrived"] == len(out.requests) > 0
-    assert r["completed"] + r["spilled"] + r["rejected"] + r["failed"] + r["in_flight"] == r["arrived"]
+    r = out.summary.requests
+    assert r.arrived == len(out.requests) > 0
+    assert r.completed + r.spilled + r.rejected + r.failed + r.in_flight == r.arrived
 
 
 def test_never_matches_the_default_path_and_costs_nothing_extra(run_once):
@@ -24,10 +24,10 @@ def test_never_matches_the_default_path_and_costs_nothing_extra(run_once):
     cols = ["request_id", "node", "status", "ttft_s", "e2e_s", "queue_wait_s"]
     pd.testing.assert_frame_equal(plain.requests[cols], never.requests[cols])
     s = never.summary
-    assert s["cost"]["api_usd"] == 0 and s["api"]["calls"] == 0 and s["requests"]["spilled"] == 0
-    assert s["spill"]["request_share"] == 0 and s["spill"]["token_share"] == 0
+    assert s.cost.api_usd == 0 and s.api.calls == 0 and s.requests.spilled == 0
+    assert s.spill.request_share == 0 and s.spill.token_share == 0
     assert (never.requests["served_by"] == "fleet").all()
-    assert s["cost"]["total_usd"] == plain.summary["cost"]["total_usd"]
+    assert s.cost.total_usd == plain.summary.cost.total_usd
 
 
 @pytest.mark.parametrize("spill", [
@@ -43,14 +43,14 @@ def test_policies_spill_under_overload_and_conserve_requests(spill, run_once):
     out = run_scenario(make_scenario(**HOT, spill=spill, api=API))
     _conserved(out)
     s, df = out.summary, out.requests
-    assert 0 < s["spill"]["requests"] < s["requests"]["arrived"]
-    assert s["requests"]["spilled"] + s["requests"]["failed"] == s["spill"]["requests"]
+    assert 0 < s.spill.requests < s.requests.arrived
+    assert s.requests.spilled + s.requests.failed == s.spill.requests
     assert (df.loc[df["served_by"] == "api", "node"] == -1).all()
-    assert s["cost"]["api_usd"] > 0
+    assert s.cost.api_usd > 0
     # spilling relieves the queue: P95 TTFT beats never-spill on the same arrivals
-    assert s["latency"]["ttft_s"]["p95"] < base.summary["latency"]["ttft_s"]["p95"]
+    assert s.latency.ttft_s.p95 < base.summary.latency.ttft_s.p95
     if spill.get("late"):
-        assert s["spill"]["late"] == s["spill"]["requests"] and s["spill"]["at_arrival"] == 0
+        assert s.spill.late == s.spill.requests and s.spill.at_arrival == 0
         late = df[df["served_by"] == "api"]
         assert (late["spilled_at_s"] - late["arrival_s"] >= 1.0 - 1e-9).all()
         assert late["queue_wait_s"].isna().all()  # never scheduled on the fleet
@@ -99,9 +99,9 @@ def test_withdraw_keeps_engine_accounting(impl):
                                      spill={"policy": "never", "late": {"after_s": 0.5, "check_every_s": 0.1}},
                                      api=API))
     _conserved(out)
-    r = out.summary["requests"]
-    assert r["in_flight"] == 0 and out.summary["spill"]["late"] > 0
-    assert r["completed"] + r["spilled"] == r["arrived"]
+    r = out.summary.requests
+    assert r.in_flight == 0 and out.summary.spill.late > 0
+    assert r.completed + r.spilled == r.arrived
     late = out.requests[out.requests["served_by"] == "api"]
     assert late["queue_wait_s"].isna().all()  # late spill never takes a request the fleet had scheduled
 

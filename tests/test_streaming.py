@@ -77,7 +77,7 @@ def test_summary_matches_summarize(which, request, tmp_path):
     sc = request.getfixturevalue(which)
     exact = run_scenario(sc)
     st_out = run_streaming(sc, tmp_path / "req.parquet", chunk_rows=97)  # many partial chunks
-    a, b = flat(exact.summary), flat(st_out.summary)
+    a, b = flat(exact.summary.to_json()), flat(st_out.summary.to_json())
     assert a.keys() == b.keys()
     assert a["requests.rejected"] > 0 and a["requests.completed"] > 1000
     if which == "spilling":

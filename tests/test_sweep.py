@@ -287,7 +287,7 @@ def test_map_summaries_same_in_process_and_pool():
     scs = [make_scenario(**{"duration_s": 20, "seed": s, "fleet.nodes": 1}) for s in (1, 2, 3)]
     a = map_summaries(scs, 1)
     b = map_summaries(scs, 2)
-    assert a == b and [s["seed"] for s in a] == [1, 2, 3]
+    assert a == b and [s.seed for s in a] == [1, 2, 3]
     with pytest.raises(ConfigError):
         map_summaries([scs[0], make_scenario(**{"fleet.gpu": "NoSuchGPU"})], 2)
 

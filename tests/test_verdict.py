@@ -25,43 +25,43 @@ def test_huge_prompts_rejected_mean_slo_missed():
     """200k-token chat prompts are rejected (60 % of requests): the P95s of the rest are fine, but the verdict
     must not be "met" (it was, before attainment counted rejections)."""
     s = run_scenario(default("traffic.classes.0.input_tokens={dist: fixed, value: 200000}")).summary
-    assert s["requests"]["rejected"] > 0.5 * s["requests"]["arrived"]
-    assert s["slo"]["percentile_targets_met"]
-    assert s["slo"]["attainment"] < 0.5
-    assert s["slo"]["met"] is False
-    assert s["slo"]["by_class"]["chat"]["completed"] == 0 and s["slo"]["by_class"]["chat"]["met"] is False
+    assert s.requests.rejected > 0.5 * s.requests.arrived
+    assert s.slo.percentile_targets_met
+    assert s.slo.attainment < 0.5
+    assert s.slo.met is False
+    assert s.slo.by_class["chat"].completed == 0 and s.slo.by_class["chat"].met is False
 
 
 def test_load_factor_over_provisioned_and_saturated():
     """40 nodes at 24 req/s are ~10x over-provisioned; 2 nodes are saturated (busy 100 % in both cases)."""
-    big = run_scenario(default("fleet.nodes=40", duration_s=60)).summary["utilisation"]
-    small = run_scenario(default("fleet.nodes=2", duration_s=60)).summary["utilisation"]
-    assert big["busy_fraction"] > 0.9  # the old headline: "busy" says nothing about headroom
-    assert 0.02 < big["load_factor"] < 0.1
-    assert big["bottleneck"] == "none"
-    assert 0.8 < small["load_factor"] < 1.3
-    assert small["bottleneck"] in ("compute", "memory_bandwidth", "kv_cache", "batch_limit")
-    assert 0 < big["mfu_mean"] < small["mfu_mean"] < 1
-    assert 0 < big["mbu_mean"] < 1 and 0 < small["mbu_mean"] < 1
+    big = run_scenario(default("fleet.nodes=40", duration_s=60)).summary.utilisation
+    small = run_scenario(default("fleet.nodes=2", duration_s=60)).summary.utilisation
+    assert big.busy_fraction > 0.9  # the old headline: "busy" says nothing about headroom
+    assert 0.02 < big.load_factor < 0.1
+    assert big.bottleneck == "none"
+    assert 0.8 < small.load_factor < 1.3
+    assert small.bottleneck in ("compute", "memory_bandwidth", "kv_cache", "batch_limit")
+    assert 0 < big.mfu_mean < small.mfu_mean < 1
+    assert 0 < big.mbu_mean < 1 and 0 < small.mbu_mean < 1
 
 
 def test_overloaded_node_serves_less_than_offered():
     """16 req/s into one node: served throughput is what the node sustains, not the offered load, and the
     run says it is overloaded (queue growing)."""
     s = run_scenario(default("fleet.nodes=1", "traffic.rate_rps=16")).summary
-    thr, o = s["throughput"], s["overload"]
-    assert thr["served_requests_per_s"] < 0.85 * thr["offered_requests_per_s"]
-    assert thr["served_output_tokens_per_s"] < 0.85 * thr["offered_output_tokens_per_s"]
-    assert thr["output_tokens_per_s"] == thr["served_output_tokens_per_s"]  # no API: served = the fleet's
-    assert o["overloaded"] and o["queue_growing"]
-    assert o["since_s"] is not None and o["since_s"] < 60 and o["peak_queue"] > 100
-    assert s["utilisation"]["load_factor"] > 1
+    thr, o = s.throughput, s.overload
+    assert thr.served_requests_per_s < 0.85 * thr.offered_requests_per_s
+    assert thr.served_output_tokens_per_s < 0.85 * thr.offered_output_tokens_per_s
+    assert thr.output_tokens_per_s == thr.served_output_tokens_per_s  # no API: served = the fleet's
+    assert o.overloaded and o.queue_growing
+    assert o.since_s is not None and o.since_s < 60 and o.peak_queue > 100
+    assert s.utilisation.load_factor > 1
 
 
 def test_light_load_not_overloaded():
     s = run_scenario(default(duration_s=60)).summary
-    assert not s["overload"]["overloaded"]
-    assert s["throughput"]["served_requests_per_s"] > 0.97 * s["throughput"]["offered_requests_per_s"]
+    assert not s.overload.overloaded
+    assert s.throughput.served_requests_per_s > 0.97 * s.throughput.offered_requests_per_s
 
 
 def test_unfinished_requests_miss_and_streaming_agrees(tmp_path):
@@ -70,30 +70,30 @@ def test_unfinished_requests_miss_and_streaming_agrees(tmp_path):
     sc = default("fleet.nodes=1", "traffic.rate_rps=16", "max_drain_s=0", "warmup_s=0", duration_s=60)
     s = run_scenario(sc).summary
     st_s = run_streaming(sc, tmp_path / "r.parquet").summary
-    r = s["requests"]
-    assert r["in_flight"] > 50
-    assert s["slo"]["attainment"] <= r["completed"] / r["arrived"] + 1e-12
-    assert st_s["slo"]["attainment"] == pytest.approx(s["slo"]["attainment"], rel=1e-12)
-    assert s["slo"]["met"] is False and st_s["slo"]["met"] is False
+    r = s.requests
+    assert r.in_flight > 50
+    assert s.slo.attainment <= r.completed / r.arrived + 1e-12
+    assert st_s.slo.attainment == pytest.approx(s.slo.attainment, rel=1e-12)
+    assert s.slo.met is False and st_s.slo.met is False
 
 
 def test_attainment_target_and_worst_window_decide():
     base = ["fleet.nodes=3", "traffic.rate_rps=30", "slo.window_s=20"]
-    s = run_scenario(default(*base, duration_s=90)).summary["slo"]
-    windows = s["windows"]
-    assert len(windows) == 5 and windows[0]["start_s"] == 10.0 and windows[-1]["end_s"] == 90.0  # after warm-up
-    assert sum(w["arrived"] for w in windows) == sum(r["arrived"] for r in s["by_class"].values())
-    worst = s["worst_window"]
-    assert worst["attainment"] == min(w["attainment"] for w in windows) < s["attainment"]
-    assert s["percentile_targets_met"]
+    s = run_scenario(default(*base, duration_s=90)).summary.slo
+    windows = s.windows
+    assert len(windows) == 5 and windows[0].start_s == 10.0 and windows[-1].end_s == 90.0  # after warm-up
+    assert sum(w.arrived for w in windows) == sum(r.arrived for r in s.by_class.values())
+    worst = s.worst_window
+    assert worst.attainment == min(w.attainment for w in windows) < s.attainment
+    assert s.percentile_targets_met
     # a target between the worst window and the whole run: met on the run, missed on the worst window
-    target = f"slo.attainment_target={(worst['attainment'] + s['attainment']) / 2}"
-    assert run_scenario(default(*base, target, duration_s=90)).summary["slo"]["met"] is True
-    strict = run_scenario(default(*base, target, "slo.require_worst_window=true", duration_s=90)).summary["slo"]
-    assert strict["met"] is False
+    target = f"slo.attainment_target={(worst.attainment + s.attainment) / 2}"
+    assert run_scenario(default(*base, target, duration_s=90)).summary.slo.met is True
+    strict = run_scenario(default(*base, target, "slo.require_worst_window=true", duration_s=90)).summary.slo
+    assert strict.met is False
     # and a target above the run's attainment fails it even though every P95 target holds
-    above = f"slo.attainment_target={min(1.0, s['attainment'] + 0.001)}"
-    assert run_scenario(default(*base, above, duration_s=90)).summary["slo"]["met"] is False
+    above = f"slo.attainment_target={min(1.0, s.attainment + 0.001)}"
+    assert run_scenario(default(*base, above, duration_s=90)).summary.slo.met is False
 
 
 def test_windows_table_and_worst():
@@ -120,17 +120,17 @@ def test_attainment_never_exceeds_completed_share(rate, nodes, max_len, drain, w
     out = run_scenario(sc)
     df = out.requests
     window = df[df["arrival_s"] >= warmup]
-    att = out.summary["slo"]["attainment"]
+    att = out.summary.slo.attainment
     if len(window) == 0:
         assert att is None
         return
     served_share = window["status"].isin(["completed", "spilled"]).mean()
     assert att <= served_share + 1e-12
-    for name, row in out.summary["slo"]["by_class"].items():
+    for name, row in out.summary.slo.by_class.items():
         mine = window[window["class"] == name]
         if len(mine):
-            assert row["attainment"] <= (mine["status"] == "completed").mean() + 1e-12
-    if out.summary["slo"]["met"]:
+            assert row.attainment <= (mine["status"] == "completed").mean() + 1e-12
+    if out.summary.slo.met:
         assert att >= sc.slo.attainment_target
 
 
@@ -139,6 +139,6 @@ def test_capacity_bounds_what_an_overloaded_node_serves(stack: str) -> None:
     """The load factor's capacity is an upper bound on what a saturated node serves, on every stack (it read
     11.0 req/s for TensorRT-LLM, whose node served 15: the mean step's tokens were padded to a CUDA-graph size)."""
     out = run_scenario(default("fleet.nodes=1", "traffic.rate_rps=30", f"fleet.stack={stack}"))
-    u, t = out.summary["utilisation"], out.summary["throughput"]
-    assert u["load_factor"] > 1.2
-    assert t["served_requests_per_s"] <= 1.02 * u["capacity_per_node_requests_per_s"]
+    u, t = out.summary.utilisation, out.summary.throughput
+    assert u.load_factor > 1.2
+    assert t.served_requests_per_s <= 1.02 * u.capacity_per_node_requests_per_s

@@ -78,7 +78,10 @@ def compare(experiment: Path, out_dir: Path | None, as_json: bool, seed: int | N
     OUT is replaced all or nothing; a second command writing the same OUT at the same time fails."""
     from contextlib import nullcontext
 
-    from sim.compare.runner import comparison_table, json_records, load_experiment, run_experiment, write_outputs
+    from sim.compare.experiment import load_experiment
+    from sim.compare.report import write_outputs
+    from sim.compare.results import comparison_table, json_records
+    from sim.compare.runner import run_experiment
     from sim.core.outdir import result_folder
     from sim.core.progress import Progress
     from sim.runner.estimate import estimate_many

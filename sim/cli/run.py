@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,91 +13,96 @@ from sim.core.paths import scenario_path
 from sim.metrics.headline import load_line, overload_line, slo_line
 from sim.metrics.headline import pct as _pct
 
+if TYPE_CHECKING:
+    from sim.metrics.summary import Percentiles, Summary
 
-def _print_summary(summary: dict, out_dir: Path | None) -> None:
-    r, lat, thr, u, slo, c = (summary[k] for k in ("requests", "latency", "throughput", "utilisation", "slo", "cost"))
-    f = summary["fleet"]
+
+def _print_summary(summary: Summary, out_dir: Path | None) -> None:
+    r, lat, thr, u, slo, c = (summary.requests, summary.latency, summary.throughput, summary.utilisation,
+                              summary.slo, summary.cost)
+    f = summary.fleet
 
     def ms(v: float | None) -> str:
         return "–" if v is None else f"{1000 * v:,.0f} ms"
 
-    head = f"{f['nodes']} node(s) × {f['gpus_per_node']}× {f['gpu']} · {f['model']}"
-    if "pools" in summary:  # fleet.pools: one line per pool and per model below
-        head = f"{len(summary['pools'])} pool(s), {f['nodes']} reserved node(s) · {f['model']}"
+    def p50_95_99(p: Percentiles) -> str:
+        return f"P50 {ms(p.p50)}  P95 {ms(p.p95)}  P99 {ms(p.p99)}"
+
+    head = f"{f.nodes} node(s) × {f.gpus_per_node}× {f.gpu} · {f.model}"
+    if summary.pools is not None:  # fleet.pools: one line per pool and per model below
+        head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
-        f"capsim · {summary['scenario']} · {head}",
-        f"  load       {load_line(u, bool((summary.get('overload') or {}).get('overloaded')))}",
-        f"  requests   {r['arrived']:,} arrived, {r['completed']:,} completed, {r['rejected']:,} rejected, "
-        f"{r['spilled']:,} spilled, {r['in_flight']:,} in flight"
-        + (f", {r.get('timed_out', 0):,} timed out ({r.get('retries', 0):,} client retries)"
-           if r.get("timed_out") or r.get("retries") else ""),
-        f"  TTFT       P50 {ms(lat['ttft_s']['p50'])}  P95 {ms(lat['ttft_s']['p95'])}  P99 {ms(lat['ttft_s']['p99'])}",
-        f"  TPOT       P50 {ms(lat['tpot_s']['p50'])}  P95 {ms(lat['tpot_s']['p95'])}  P99 {ms(lat['tpot_s']['p99'])}",
-        f"  E2E        P50 {ms(lat['e2e_s']['p50'])}  P95 {ms(lat['e2e_s']['p95'])}  P99 {ms(lat['e2e_s']['p99'])}",
-        f"  throughput {thr['offered_requests_per_s']:.2f} req/s offered, {thr['served_requests_per_s']:.2f} served "
-        f"({thr['served_output_tokens_per_s']:,.0f} output tok/s)",
+        f"capsim · {summary.scenario} · {head}",
+        f"  load       {load_line(u, summary.overload.overloaded)}",
+        f"  requests   {r.arrived:,} arrived, {r.completed:,} completed, {r.rejected:,} rejected, "
+        f"{r.spilled:,} spilled, {r.in_flight:,} in flight"
+        + (f", {r.timed_out:,} timed out ({r.retries:,} client retries)" if r.timed_out or r.retries else ""),
+        f"  TTFT       {p50_95_99(lat.ttft_s)}",
+        f"  TPOT       {p50_95_99(lat.tpot_s)}",
+        f"  E2E        {p50_95_99(lat.e2e_s)}",
+        f"  throughput {thr.offered_requests_per_s:.2f} req/s offered, {thr.served_requests_per_s:.2f} served "
+        f"({thr.served_output_tokens_per_s:,.0f} output tok/s)",
         f"  overload   {overload_line(summary)}",
-        f"  GPUs       MFU {_pct(u.get('mfu_mean'))} (P95 {_pct(u.get('mfu_p95'))}), MBU {_pct(u.get('mbu_mean'))} "
-        f"(P95 {_pct(u.get('mbu_p95'))}), KV cache {_pct(u['kv_fraction_mean'])} (P95 {_pct(u['kv_fraction_p95'])}), "
-        f"mean batch {(u.get('running_seqs_mean') or 0) / max(u.get('nodes_up_mean') or f['nodes'], 1):.0f}/node, "
-        f"steps running {_pct(u['busy_fraction'])} of the time",
+        f"  GPUs       MFU {_pct(u.mfu_mean)} (P95 {_pct(u.mfu_p95)}), MBU {_pct(u.mbu_mean)} "
+        f"(P95 {_pct(u.mbu_p95)}), KV cache {_pct(u.kv_fraction_mean)} (P95 {_pct(u.kv_fraction_p95)}), "
+        f"mean batch {(u.running_seqs_mean or 0) / max(u.nodes_up_mean or f.nodes, 1):.0f}/node, "
+        f"steps running {_pct(u.busy_fraction)} of the time",
         f"  SLO        {slo_line(slo)}",
-        f"  cost       ${c['total_usd']:,.2f} for {summary['duration_s']:,.0f} s "
-        f"(${c['usd_per_gpu_hour']:.2f}/GPU-h, {c['pricing_mode']}) → "
-        + ("–" if c["usd_per_mtok_output"] is None else f"${c['usd_per_mtok_output']:.2f} per M output tokens, ")
-        + ("" if c["usd_per_mtok_total"] is None else f"${c['usd_per_mtok_total']:.3f} per M tokens"),
+        f"  cost       ${c.total_usd:,.2f} for {summary.duration_s:,.0f} s "
+        f"(${c.usd_per_gpu_hour or 0:.2f}/GPU-h, {c.pricing_mode}) → "
+        + ("–" if c.usd_per_mtok_output is None else f"${c.usd_per_mtok_output:.2f} per M output tokens, ")
+        + ("" if c.usd_per_mtok_total is None else f"${c.usd_per_mtok_total:.3f} per M tokens"),
     ]
-    if "energy" in summary:  # sim/metrics/energy.py
-        e = summary["energy"]
-        lines.append(f"  energy     {e['kwh']:,.2f} kWh ({e['avg_power_kw']:,.1f} kW mean incl. PUE {e['pue']:g}), "
-                     f"{e['co2_kg']:,.2f} kg CO2, ${e['usd']:,.2f} of electricity (inside the {e['paid_in']})")
-    if "spill" in summary and "api" in summary:
-        sp, api = summary["spill"], summary["api"]
+    e = summary.energy  # sim/metrics/energy.py
+    lines.append(f"  energy     {e.kwh:,.2f} kWh ({e.avg_power_kw:,.1f} kW mean incl. PUE {e.pue:g}), "
+                 f"{e.co2_kg:,.2f} kg CO2, ${e.usd:,.2f} of electricity (inside the {e.paid_in})")
+    sp, api = summary.spill, summary.api
+    if sp is not None and api is not None:
         lines.append(
-            f"  spill      {sp['policy']}: {sp['requests']:,} requests ({100 * (sp['request_share'] or 0):.1f}%, "
-            f"{100 * (sp['token_share'] or 0):.1f}% of tokens) to {api['provider']}; {api['rate_limited']:,} "
-            f"rate-limited (429), {api['retries']:,} retries, {api['failed']:,} failed; API ${api['usd']:,.2f}"
+            f"  spill      {sp.policy}: {sp.requests:,} requests ({100 * (sp.request_share or 0):.1f}%, "
+            f"{100 * (sp.token_share or 0):.1f}% of tokens) to {api.provider}; {api.rate_limited:,} "
+            f"rate-limited (429), {api.retries:,} retries, {api.failed:,} failed; API ${api.usd:,.2f}"
         )
-    pc, rt = summary.get("prefix_cache") or {}, summary.get("routing") or {}
-    if pc.get("enabled"):  # docs/prefix-cache.md
+    pc, rt = summary.prefix_cache, summary.routing
+    if pc.enabled:  # docs/prefix-cache.md
         lines.append(
-            f"  prefix     cache hits {_pct(pc.get('hit_token_ratio'))} of prompt tokens "
-            f"({_pct(pc.get('requests_with_hit'))} of requests hit); router {rt.get('policy')}"
-            + (f" (state {rt['staleness_s']:g} s stale)" if rt.get("staleness_s") else "")
-            + ("" if rt.get("node_work_max_over_mean") is None
-               else f", busiest node {rt['node_work_max_over_mean']:.2f}× the mean work")
+            f"  prefix     cache hits {_pct(pc.hit_token_ratio)} of prompt tokens "
+            f"({_pct(pc.requests_with_hit)} of requests hit); router {rt.policy}"
+            + (f" (state {rt.staleness_s:g} s stale)" if rt.staleness_s else "")
+            + ("" if rt.node_work_max_over_mean is None
+               else f", busiest node {rt.node_work_max_over_mean:.2f}× the mean work")
         )
-    if "disaggregation" in summary:  # sim/fleet/disagg.py
-        d = summary["disaggregation"]
+    d = summary.disaggregation
+    if d is not None:  # sim/fleet/disagg.py
         lines.append(
             f"  disagg     {d['prefill_nodes']} prefill + {d['decode_nodes']} decode nodes; {d['transfers']:,} KV "
             f"transfers ({d['kv_gb_sent']:,.1f} GB), after prefill mean {ms(d['transfer_mean_s'])} "
             f"(P95 {ms(d['transfer_p95_s'])}), links busy {_pct(d['link_busy_mean'])}"
         )
-    gh = c.get("gpu_hours_by_kind") or {}
+    gh = c.gpu_hours_by_kind
     if gh.get("on_demand") or gh.get("spot"):
         lines.append(
             "  fleet      GPU-hours " + ", ".join(f"{k.replace('_', '-')} {v:,.1f}" for k, v in gh.items() if v)
-            + f"; mean nodes up {u.get('nodes_up_mean') or 0:.1f}"
+            + f"; mean nodes up {u.nodes_up_mean or 0:.1f}"
         )
     lines += pool_lines(summary)
-    if "batch" in summary:
-        b = summary["batch"]
+    b = summary.batch
+    if b is not None:
         lines.append(
-            f"  batch      {b['arrived']:,} deferrable requests, {b['deadline_met']:,} met their deadline, "
-            f"{b['deadline_missed']:,} missed"
+            f"  batch      {b.arrived:,} deferrable requests, {b.deadline_met:,} met their deadline, "
+            f"{b.deadline_missed:,} missed"
         )
-    if not slo["met"]:
+    if not slo.met:
         lines.append("  hint       " + _overload_hint(summary))
     if out_dir is not None:
         lines.append(f"  report     {out_dir / 'report.html'}")
     click.echo("\n".join(lines))
 
 
-def pool_lines(summary: dict) -> list[str]:
+def pool_lines(summary: Summary) -> list[str]:
     """One console line per pool and per model of a ``fleet.pools`` run (none otherwise)."""
     out = []
-    for name, p in (summary.get("pools") or {}).items():
+    for name, p in (summary.pools or {}).items():
         lat, u, c = p["latency"], p["utilisation"], p["cost"]
         lf = u.get("load_factor")
         per_m = c.get("usd_per_mtok_output")
@@ -105,7 +111,7 @@ def pool_lines(summary: dict) -> list[str]:
             f"{p['requests']['completed']:,} completed · load factor {'–' if lf is None else f'{lf:.2f}'} · "
             f"TTFT P95 {_ms(lat['ttft_s']['p95'])} · TPOT P95 {_ms(lat['tpot_s']['p95'])} · "
             f"${c['self_host_usd']:,.2f}" + ("" if per_m is None else f" (${per_m:.2f}/M output tokens)"))
-    for name, m in (summary.get("models") or {}).items():
+    for name, m in (summary.models or {}).items():
         att, per_m = m.get("attainment"), m.get("usd_per_mtok_output")
         out.append(
             f"  model      {name}: {m['arrived']:,} arrived · SLO attainment "
@@ -119,14 +125,14 @@ def _ms(v: float | None) -> str:
     return "–" if v is None else f"{1000 * v:,.0f} ms"
 
 
-def _overload_hint(summary: dict) -> str:
+def _overload_hint(summary: Summary) -> str:
     """One line on why the SLO was missed and what to try."""
-    u, r = summary["utilisation"], summary["requests"]
-    kv_p95, queue = u.get("kv_fraction_p95") or 0.0, u.get("queue_len_mean") or 0.0
-    if r["rejected"]:
-        return (f"{r['rejected']:,} requests can never fit a node (context or KV cache too small): "
+    u, r = summary.utilisation, summary.requests
+    kv_p95, queue = u.kv_fraction_p95 or 0.0, u.queue_len_mean or 0.0
+    if r.rejected:
+        return (f"{r.rejected:,} requests can never fit a node (context or KV cache too small): "
                 "raise fleet.engine.max_model_len, gpus_per_node or use FP8 KV")
-    if (summary.get("overload") or {}).get("overloaded") or kv_p95 > 0.95 or queue > 1.0:
+    if summary.overload.overloaded or kv_p95 > 0.95 or queue > 1.0:
         return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
                 "average): `capsim size` finds the node count that meets the SLO")
     return "latency misses its targets without saturation: check the SLO, max_num_batched_tokens (long " \
@@ -198,7 +204,7 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     if shards is not None:
         summary = _run_sharded(sc, shards, workers, scheduler, stream, no_report, out_dir)
         if as_json:
-            click.echo(json.dumps(summary, indent=2))
+            click.echo(json.dumps(summary.to_json(), indent=2))
         else:
             _print_summary(summary, None if no_report else out_dir)
         return
@@ -223,13 +229,13 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     finally:
         stop()
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.to_json(), indent=2))
     else:
         _print_summary(summary, None if no_report else out_dir)
 
 
 def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str | None, stream: bool, no_report: bool,
-                 out_dir: Path) -> dict:
+                 out_dir: Path) -> Summary:
     """``--shards``: the cells on a local pool (or Dask), merged; the report written from the merged fleet."""
     from sim.core.outdir import result_folder
     from sim.runner.executor import ExecutorSpec, default_workers

@@ -163,15 +163,10 @@ def size(scenario: Path | None, slos: tuple[str, ...], attainment: float | None,
     count that meets the SLO (every P95 target and the attainment target, every miss counted) over the whole
     traffic shape, beside the node counts the guide's rules give;
     with several --gpu, per GPU type and the cheapest type that meets the SLO."""
-    from sim.sizing.search import (
-        format_gpu_report,
-        format_report,
-        plot_gpu_costs,
-        plot_sizing,
-        select_rules,
-        size_across_gpus,
-        with_slo,
-    )
+    from sim.sizing.report import format_gpu_report, format_report, plot_gpu_costs, plot_sizing
+    from sim.sizing.rules import select_rules
+    from sim.sizing.search import size_across_gpus
+    from sim.sizing.variants import with_slo
 
     if seeds < 1:
         raise ConfigError("--seeds", "", f"need at least one seed (got {seeds})")

@@ -1334,16 +1334,6 @@ def validate_mapping(model_cls: type[M], raw: Any, source: str) -> M:
         raise ConfigError(source, field, msg) from None
 
 
-def read_experiment(path: Path, command: str) -> dict[str, Any]:
-    """Read an experiment file (for ``capsim compare`` / ``sweep``); a scenario given by mistake is named as such."""
-    raw = read_yaml(path)
-    if isinstance(raw, dict) and "fleet" in raw and "traffic" in raw:
-        raise ConfigError(str(path), "", f"this is a scenario, not a `capsim {command}` experiment file "
-                          f"(see docs/{'spillover' if command == 'compare' else 'sweeps'}.md; to simulate it: "
-                          "capsim run)")
-    return raw
-
-
 def validate_scenario(raw: dict[str, Any], source: str = "scenario", base_dir: Path | None = None) -> Scenario:
     """Validate a raw mapping; raise ConfigError(source, field, problem) on the first problem. With
     ``base_dir`` (the folder relative data paths resolve against) the scenario also keeps ``source`` for

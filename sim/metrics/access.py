@@ -1,6 +1,7 @@
 """One accessor for the dotted metric names of a run's summary (``summary.json``).
 
-``metric(summary, "latency.ttft_s.p95")`` walks the nested summary. The names are a closed list
+``metric(summary, "latency.ttft_s.p95")`` walks a :class:`~sim.metrics.summary.Summary` (by attribute) or its JSON
+form (``summary.json``, a cached result, compare's mean over seeds; by key). The names are a closed list
 (:data:`METRIC_NAMES`, plus the per-class ``slo.by_class.<class>.*`` and per-target ``slo.targets.<target>.*``
 entries): an unknown name raises :class:`UnknownMetricError` naming close matches, so a renamed summary key
 fails loudly (and in ``tests/test_metrics_access.py``) instead of reading as ``None``. A known name that a
@@ -13,6 +14,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from typing import Any
+
+from sim.metrics.summary import Record, Summary
 
 #: every fixed dotted name of a summary, in summary order (sections: run, requests, throughput, latency,
 #: utilisation, overload, slo, cost, energy, prefix_cache, routing, batch, api, spill, fleet)
@@ -97,12 +100,18 @@ def check_metric_name(name: str) -> str:
     return name
 
 
-def metric(summary: Mapping[str, Any], name: str) -> Any:
-    """The value of the dotted metric ``name`` in ``summary``; None when this run does not report it."""
+def metric(summary: Summary | Mapping[str, Any], name: str) -> Any:
+    """The value of the dotted metric ``name`` in ``summary`` (a record or its JSON); None when this run does not
+    report it."""
     check_metric_name(name)
     node: Any = summary
     for part in name.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if isinstance(node, Record):
+            node = node.value_of(part)
+        elif isinstance(node, Mapping):
+            node = node.get(part)
+        else:
             return None
-        node = node[part]
+        if node is None:
+            return None
     return node

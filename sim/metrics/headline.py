@@ -3,25 +3,30 @@ terminal summary (``capsim run``) and ``report.html``."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sim.metrics.summary import SloVerdict, Summary, Utilisation
+
 
 def pct(v: float | None, digits: int = 0) -> str:
     return "–" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def load_line(u: dict, overloaded: bool = False) -> str:
+def load_line(u: Utilisation, overloaded: bool = False) -> str:
     """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary."""
-    lf = u.get("load_factor")
+    lf = u.load_factor
     if lf is None:
         return "no traffic"
-    cap = u.get("capacity_per_node_requests_per_s")
+    cap = u.capacity_per_node_requests_per_s
     head = f"load factor {lf:.2f} of what this fleet sustains for this mix"
-    by_pool = {k: v for k, v in (u.get("load_factor_by_pool") or {}).items() if v is not None}
+    by_pool = {k: v for k, v in (u.load_factor_by_pool or {}).items() if v is not None}
     if by_pool:  # fleet.pools: nodes differ, so name the busiest pool instead of a per-node rate
         busiest = max(by_pool, key=by_pool.__getitem__)
         head += f" (busiest pool {busiest}: {by_pool[busiest]:.2f})"
     elif cap:
         head += f" ({cap:.1f} req/s per node)"
-    peak = u.get("load_factor_peak")
+    peak = u.load_factor_peak
     if peak is not None and peak > 1.1 * lf:
         head += f", {peak:.2f} in the busiest 10 minutes"
         lf = peak
@@ -31,34 +36,33 @@ def load_line(u: dict, overloaded: bool = False) -> str:
         head += ", yet the queue builds up: no headroom left"
     elif lf > 0:
         head += f", headroom ×{1 / lf:.1f}"
-    bn = u.get("bottleneck") or "none"
-    limit = u.get("limit_at_saturation")
+    bn = u.bottleneck or "none"
+    limit = u.limit_at_saturation
     tail = f"bottleneck {bn.replace('_', ' ')}" + (f" (at saturation: {limit.replace('_', ' ')})"
                                                     if bn == "none" and limit else "")
     return f"{head}; {tail}"
 
 
-def overload_line(summary: dict) -> str:
+def overload_line(summary: Summary) -> str:
     """One line: is the queue growing, since when, peak queue, served vs offered."""
-    o, thr = summary.get("overload") or {}, summary["throughput"]
-    served, offered = thr.get("served_requests_per_s", 0.0), thr.get("offered_requests_per_s", 0.0)
-    if not o.get("overloaded"):
-        return f"none (peak queue {o.get('peak_queue', 0):,})"
-    what = "queue growing" if o.get("queue_growing") else "queue built up"
-    since = o.get("since_s")
-    when = f" since {since:,.0f} s" if since is not None else ""
-    at = o.get("peak_queue_at_s") or 0
-    return (f"OVERLOADED: {what}{when}, peak {o.get('peak_queue', 0):,} queued at {at:,.0f} s; "
+    o, thr = summary.overload, summary.throughput
+    served, offered = thr.served_requests_per_s, thr.offered_requests_per_s
+    if not o.overloaded:
+        return f"none (peak queue {o.peak_queue:,})"
+    what = "queue growing" if o.queue_growing else "queue built up"
+    when = f" since {o.since_s:,.0f} s" if o.since_s is not None else ""
+    at = o.peak_queue_at_s or 0
+    return (f"OVERLOADED: {what}{when}, peak {o.peak_queue:,} queued at {at:,.0f} s; "
             f"served {served:.2f} of {offered:.2f} req/s offered")
 
 
-def slo_line(slo: dict) -> str:
+def slo_line(slo: SloVerdict) -> str:
     """Attainment vs target, worst window, P95 targets, verdict."""
-    parts = [f"attainment {pct(slo['attainment'], 1)} (target {pct(slo.get('attainment_target'), 0)})"]
-    w = slo.get("worst_window")
-    if w is not None and len(slo.get("windows") or []) > 1:
-        ws = slo.get("window_s", 3600)
+    parts = [f"attainment {pct(slo.attainment, 1)} (target {pct(slo.attainment_target, 0)})"]
+    w = slo.worst_window
+    if w is not None and len(slo.windows) > 1:
+        ws = slo.window_s
         size = f"{ws / 3600:g}-h" if ws >= 3600 else f"{ws / 60:g}-min" if ws >= 60 else f"{ws:g}-s"
-        parts.append(f"worst {size} window {pct(w['attainment'], 1)} ({w['start_s']:,.0f}–{w['end_s']:,.0f} s)")
-    parts.append("P95 targets " + ("met" if slo.get("percentile_targets_met", slo["met"]) else "MISSED"))
-    return ", ".join(parts) + (" → SLO met" if slo["met"] else " → SLO MISSED")
+        parts.append(f"worst {size} window {pct(w.attainment, 1)} ({w.start_s:,.0f}–{w.end_s:,.0f} s)")
+    parts.append("P95 targets " + ("met" if slo.percentile_targets_met else "MISSED"))
+    return ", ".join(parts) + (" → SLO met" if slo.met else " → SLO MISSED")

@@ -6,11 +6,11 @@ percentiles from mergeable log-spaced histograms.
 and, if asked, appended to a Parquet file as one row group. Memory therefore does not grow with the number of
 requests (the fleet time series, one sample per ``output.sample_interval_s``, still does).
 
-The summary has exactly the keys of :func:`sim.metrics.tables.summarize` (it is ``summarize`` of the empty request
-table, with the request-derived parts replaced). Counts, throughput, means, SLO attainment, utilisation and
-cost are exact; percentiles come from the histograms: with the default 1000 bins per decade a
-reported percentile is within a relative error of :data:`DEFAULT_REL_ERROR` (±0.12 %) of the exact
-(numpy ``linear``) value; values under 1 µs are reported as 0 (absolute error < 1 µs).
+The summary is the same :class:`~sim.metrics.summary.Summary` as :func:`sim.metrics.tables.summarize` gives
+(built from ``summary_sections`` of the empty request table, with the request-derived parts replaced). Counts,
+throughput, means, SLO attainment, utilisation and cost are exact; percentiles come from the histograms: with the
+default 1000 bins per decade a reported percentile is within a relative error of :data:`DEFAULT_REL_ERROR`
+(±0.12 %) of the exact (numpy ``linear``) value; values under 1 µs are reported as 0 (absolute error < 1 µs).
 
 The streamed ``requests.parquet`` has the columns of :func:`sim.metrics.tables.requests_table`, in finishing order.
 Requests still in flight when the run stops never finish and are not in it: they are counted in
@@ -36,6 +36,7 @@ from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.metrics.overload import overload_section
 from sim.metrics.slo import meets_targets
+from sim.metrics.summary import Summary
 from sim.metrics.tables import (
     PCTS,
     _class_targets,
@@ -50,7 +51,7 @@ from sim.metrics.tables import (
     requests_table,
     routing_from_work,
     slo_section,
-    summarize,
+    summary_sections,
     throughput_from_counts,
     timeseries_tables,
     utilisation_section,
@@ -408,18 +409,19 @@ class StreamingCollector:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
 
-    def summary(self, result: SimResult, fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
-        """``summary.json`` with the keys of :func:`sim.metrics.tables.summarize` (see the module docstring).
+    def summary(self, result: SimResult, fleet_ts: pd.DataFrame | None = None) -> Summary:
+        """The run's :class:`~sim.metrics.summary.Summary`, as :func:`sim.metrics.tables.summarize` (see the module
+        docstring).
 
         Everything not derived from per-request records (counts, utilisation, fleet, GPU and API spend, API
-        counters) comes from ``summarize`` itself, run on the empty request table of a streamed run; the
+        counters) comes from ``summary_sections``, run on the empty request table of a streamed run; the
         request-derived parts are replaced by the streamed values."""
         self.flush()
         sc, n, h = result.scenario, self.n, self.hist
         duration = sc.duration_s
         if fleet_ts is None:
             fleet_ts, _ = timeseries_tables(result)
-        base = summarize(result, requests_table(result), fleet_ts)
+        base = summary_sections(result, requests_table(result), fleet_ts)
         lat = {k: h[f"latency.{k}"].stats() for k in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")}
         base["latency"] = lat
         arrived = base["requests"]["arrived"]
@@ -482,7 +484,7 @@ class StreamingCollector:
             base["spill"]["requests"] = n["api_rows"]
             base["spill"]["request_share"] = n["api_rows"] / arrived if arrived else None
             base["spill"]["token_share"] = n["api_tokens"] / n["all_tokens"] if n["all_tokens"] else None
-        return _clean(base)
+        return Summary.from_json(_clean(base))
 
 
 @dataclass
@@ -491,7 +493,7 @@ class StreamingOutput:
     path of the streamed per-request Parquet file (None when not written)."""
 
     result: SimResult
-    summary: dict[str, Any]
+    summary: Summary
     histograms: dict[str, LogHistogram]
     timeseries: pd.DataFrame
     timeseries_nodes: pd.DataFrame

@@ -48,6 +48,7 @@ from sim.metrics.cost import cost_breakdown
 from sim.metrics.energy import energy_section
 from sim.metrics.overload import overload_section
 from sim.metrics.slo import class_targets, meets_targets, verdict, windows_table, worst_window
+from sim.metrics.summary import Summary
 from sim.perf.capacity import load_section
 from sim.runner.simulation import SimResult
 from sim.traffic.request import Status
@@ -481,8 +482,16 @@ def routing_from_work(sc: Scenario, per_node: np.ndarray) -> dict[str, Any]:
 
 
 def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
-              fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The ``summary.json`` dictionary (keys documented in the module docstring and README)."""
+              fleet_ts: pd.DataFrame | None = None) -> Summary:
+    """The run's :class:`~sim.metrics.summary.Summary` (``summary.json``; keys documented in the module docstring
+    and README)."""
+    return Summary.from_json(summary_sections(result, req_df, fleet_ts))
+
+
+def summary_sections(result: SimResult, req_df: pd.DataFrame | None = None,
+                     fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The summary's sections as JSON-ready dicts (NaN → None), the shape :meth:`Summary.from_json` reads; the
+    streamed summary (:mod:`sim.metrics.streaming`) replaces its request-derived parts before that."""
     sc = result.scenario
     df = req_df if req_df is not None else requests_table(result)
     if fleet_ts is None:

@@ -122,8 +122,9 @@ def load_section(node_model: Any, offered_rps: float, nodes_up_mean: float, mean
     """``utilisation.load_factor``, ``bottleneck`` and the capacity they come from (summary keys); ``role``: see
     :func:`node_capacity`."""
     if offered_rps <= 0 or nodes_up_mean <= 0:
-        return {"load_factor": None, "bottleneck": "none", "capacity_requests_per_s": None,
-                "capacity_per_node_requests_per_s": None, "limit_at_saturation": None}
+        return {"load_factor": None, "bottleneck": "none", "limit_at_saturation": None,
+                "capacity_requests_per_s": None, "capacity_per_node_requests_per_s": None,
+                "capacity_output_tokens_per_s": None, "saturation_batch_per_node": None}
     cap = node_capacity(node_model, mean_input, mean_output, mean_cached, held_per_seq, role)
     fleet_rps = cap.requests_per_s * nodes_up_mean
     load = offered_rps / fleet_rps

@@ -19,9 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from sim.core.config import Engine, read_yaml, validate_mapping
+from sim.core.config import Engine, Strict, read_yaml, validate_mapping
 from sim.core.errors import ConfigError
 from sim.core.paths import data_dirs
 
@@ -43,11 +43,8 @@ _PRECISION_ORDER = ["fp4", "int4", "fp8", "int8", "bf16", "fp16", "fp32"]
 _SAME = {"bf16": ("bf16", "fp16"), "fp16": ("fp16", "bf16")}  # same tensor-core rate
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-
-class Calibration(_Strict):
+class Calibration(Strict):
     """Efficiency factors of the roofline step-time model (see ``sim.perf.model``).
 
     ``mfu``: achieved fraction of the GPU's *achievable* matmul rate (datasheet peak × ``matmul_ceiling``);
@@ -70,7 +67,7 @@ class Calibration(_Strict):
     allreduce_small_efficiency: float = Field(0.1, gt=0, le=1)
 
 
-class StackSpec(_Strict):
+class StackSpec(Strict):
     """A serving software stack on one vendor's hardware: its fitted factors, its scheduler and engine defaults.
 
     ``scheduler``: how the stack admits requests. ``preempt`` (vLLM v1; TensorRT-LLM MAX_UTILIZATION): KV blocks
@@ -83,7 +80,7 @@ class StackSpec(_Strict):
     """
 
     name: str
-    aliases: list[str] = []
+    aliases: list[str] = Field(default_factory=list)
     vendor: str
     description: str = ""
     scheduler: Literal["preempt", "reserve_kv", "sglang"] = "preempt"
@@ -99,7 +96,7 @@ class StackSpec(_Strict):
                                    "generation-only graphs, SGLang's decode batches) or 'all' (vLLM v1's piecewise "
                                    "graphs: mixed prefill+decode steps of up to the largest size too)")
     fitted_to: list[str] = Field([], description="measurement sets the factors were fitted to")
-    sources: list[str] = []
+    sources: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_defaults(self) -> StackSpec:
@@ -134,11 +131,11 @@ class StackSpec(_Strict):
                               f"{exc.problem} (with {self.name}'s engine defaults)") from None
 
 
-class GpuSpec(_Strict):
+class GpuSpec(Strict):
     """One accelerator, from its datasheet, plus its default software stack and prices."""
 
     name: str
-    aliases: list[str] = []
+    aliases: list[str] = Field(default_factory=list)
     vendor: str = "nvidia"
     memory_gb: float = Field(gt=0)
     hbm_bw_gb_s: float = Field(gt=0)
@@ -161,7 +158,7 @@ class GpuSpec(_Strict):
     purchase_usd_per_gpu: float = Field(30000.0, ge=0)
     stack: str | None = Field(None, description="default software stack (default: '<vendor>-vllm')")
     calibration: Calibration | None = Field(None, description="overrides the stack's factors when given")
-    sources: list[str] = []
+    sources: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> GpuSpec:
@@ -212,7 +209,7 @@ class GpuSpec(_Strict):
         return self.stack or f"{self.vendor}-vllm"
 
 
-class MlaSpec(_Strict):
+class MlaSpec(Strict):
     """Multi-head latent attention (DeepSeek-V3): a compressed KV latent per token and layer."""
 
     kv_lora_rank: int = Field(gt=0)
@@ -222,7 +219,7 @@ class MlaSpec(_Strict):
     v_head_dim: int | None = Field(None, gt=0)
 
 
-class MoeSpec(_Strict):
+class MoeSpec(Strict):
     """Mixture of experts: all experts' weights are held (and read), only ``experts_per_token`` compute."""
 
     experts: int = Field(gt=0)
@@ -232,7 +229,7 @@ class MoeSpec(_Strict):
     moe_layers: int | None = Field(None, gt=0, description="layers with experts (default: all)")
 
 
-class SlidingWindowSpec(_Strict):
+class SlidingWindowSpec(Strict):
     """Layers whose attention sees only the last ``tokens`` tokens (gpt-oss alternates them with full layers): their
     KV stops growing at ``tokens`` per sequence, so per-token KV and attention count only the other layers."""
 
@@ -240,11 +237,11 @@ class SlidingWindowSpec(_Strict):
     tokens: int = Field(gt=0)
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """Architecture facts needed for memory, FLOPs and KV sizing."""
 
     name: str
-    aliases: list[str] = []
+    aliases: list[str] = Field(default_factory=list)
     layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
     intermediate_size: int | None = Field(None, gt=0)
@@ -259,7 +256,7 @@ class ModelSpec(_Strict):
     moe: MoeSpec | None = None
     sliding_window: SlidingWindowSpec | None = None
     kv_bytes_per_token_bf16: int | None = Field(None, description="published figure, checked against the formula")
-    sources: list[str] = []
+    sources: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

@@ -20,11 +20,9 @@ Hosted-API spend of spilled requests (``cost.api_usd``) is added to every option
 
 from __future__ import annotations
 
-from typing import Any
-
 from sim.core.config import Scenario
-from sim.metrics.access import metric
 from sim.metrics.cost import owned_fixed_usd_per_gpu_hour
+from sim.metrics.summary import Summary
 from sim.perf.catalog import GpuSpec
 from sim.plan.spec import PlanSpec
 
@@ -63,24 +61,25 @@ def fixed_usd_per_gpu_hour(option: str, scenario: Scenario, gpu: GpuSpec, spec: 
     raise ValueError(option)
 
 
-def price_summary(option: str, summary: dict[str, Any], scenario: Scenario, gpu: GpuSpec,
+def price_summary(option: str, summary: Summary, scenario: Scenario, gpu: GpuSpec,
                   spec: PlanSpec) -> dict[str, float | None]:
-    """Cost of one simulated run (a ``summary.json``) under ``option``: run total, per month, per M output tokens."""
-    gpu_hours = float(metric(summary, "cost.gpu_hours"))
-    spot_h = float(metric(summary, "cost.gpu_hours_by_kind.spot") or 0.0)
-    od_h = float(metric(summary, "cost.gpu_hours_by_kind.on_demand") or 0.0)
+    """Cost of one simulated run (its summary) under ``option``: run total, per month, per M output tokens."""
+    cost = summary.cost
+    gpu_hours = cost.gpu_hours
+    spot_h = cost.gpu_hours_by_kind.get("spot", 0.0)
+    od_h = cost.gpu_hours_by_kind.get("on_demand", 0.0)
     rental = rental_usd_per_gpu_hour(scenario, gpu)
     spot_rate = rental * (1.0 - scenario.fleet.spot.discount)
     od_rate = rental * scenario.fleet.on_demand.price_multiplier
     usd = ((gpu_hours - spot_h - od_h) * fixed_usd_per_gpu_hour(option, scenario, gpu, spec) + spot_h * spot_rate
-           + od_h * od_rate + float(metric(summary, "cost.api_usd") or 0.0))
+           + od_h * od_rate + cost.api_usd)
     if option == "owned":
         share = (gpu_hours - spot_h - od_h) / gpu_hours if gpu_hours > 0 else 1.0
-        usd += float(metric(summary, "energy.usd")) * share
+        usd += summary.energy.usd * share
     hours = scenario.duration_s / 3600.0
-    per_mtok = metric(summary, "cost.usd_per_mtok_output")
+    per_mtok = cost.usd_per_mtok_output
     # tokens served (fleet + API), in millions
-    out_mtok = metric(summary, "cost.total_usd") / per_mtok if per_mtok else None
+    out_mtok = cost.total_usd / per_mtok if per_mtok else None
     return {"usd_run": usd, "usd_per_month": usd / hours * HOURS_PER_MONTH,
             "usd_per_mtok_output": usd / out_mtok if out_mtok else None}
 

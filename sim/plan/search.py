@@ -38,14 +38,17 @@ from typing import Any
 
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
-from sim.metrics.access import metric
+from sim.metrics.summary import Summary
 from sim.perf.catalog import get_gpu
 from sim.plan.bounds import MixSample, sample_mix
 from sim.plan.candidates import Candidate, enumerate_candidates
 from sim.plan.pricing import price_summary, pricing_label, spot_usd_per_hour, usd_per_hour_idle
 from sim.plan.spec import PlanSpec
 from sim.runner.executor import map_summaries
-from sim.sizing.search import GoodputResult, Replicates, SizingResult, derive, size_fleet, traffic_rate_stats
+from sim.sizing.results import GoodputResult, Replicates, SizingResult
+from sim.sizing.rules import traffic_rate_stats
+from sim.sizing.search import size_fleet
+from sim.sizing.variants import derive
 
 Progress = Callable[[str], None]
 
@@ -76,17 +79,17 @@ class CachedRunner:
     computed: int = 0
     reused: int = 0
 
-    def __call__(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    def __call__(self, scenarios: list[Scenario]) -> list[Summary]:
         from sim.sweep.store import PointStore
 
         store = PointStore(self.cache_dir) if self.cache_dir is not None else None
         keys = [scenario_key(s) for s in scenarios]
-        out: list[dict[str, Any] | None] = [None] * len(scenarios)
+        out: list[Summary | None] = [None] * len(scenarios)
         todo: list[int] = []
         for i, k in enumerate(keys):
             rec = store.load(k) if store is not None else None
             if rec is not None and rec["status"] == "ok":
-                out[i] = rec["summary"]
+                out[i] = Summary.from_json(rec["summary"])
                 self.reused += 1
             else:
                 todo.append(i)
@@ -95,7 +98,7 @@ class CachedRunner:
             for i, summ in zip(todo, got):
                 out[i] = summ
                 if store is not None:
-                    store.save({"key": keys[i], "status": "ok", "summary": summ})
+                    store.save({"key": keys[i], "status": "ok", "summary": summ.to_json()})
             self.computed += len(todo)
         return out  # type: ignore[return-value]
 
@@ -228,17 +231,17 @@ def _unloaded_miss(scenario: Scenario, c: Candidate, seeds: list[int], runner: C
     :data:`UNLOADED_LOAD` of its capacity bound, constant rate, with the plan's seeds. A fleet of any size
     loads its nodes at least this lightly only when it is wastefully large, so a miss here means no fleet
     can meet the SLO (prefill of the long prompts, not queueing, is what misses)."""
-    from sim.sizing.search import goodput_scenario
+    from sim.sizing.variants import goodput_scenario
 
     assert c.bounds is not None
     rate = UNLOADED_LOAD * c.bounds.capacity_rps
     base = goodput_scenario(scenario, rate, UNLOADED_REQUESTS / rate)
     summaries = runner([derive(base, {"seed": s}) for s in seeds])
-    if all(bool(metric(s, "slo.met")) for s in summaries):
+    if all(s.slo.met for s in summaries):
         return None
-    worst = max(summaries, key=lambda s: metric(s, "latency.ttft_s.p95") or 0.0)
-    ttft_s = metric(worst, "latency.ttft_s.p95") or 0.0
-    tpot_s = metric(worst, "latency.tpot_s.p95") or 0.0
+    worst = max(summaries, key=lambda s: s.latency.ttft_s.p95 or 0.0)
+    ttft_s = worst.latency.ttft_s.p95 or 0.0
+    tpot_s = worst.latency.tpot_s.p95 or 0.0
     return (f"misses the SLO even unloaded (one node at {rate:.3g} req/s: P95 TTFT "
             f"{1000 * ttft_s:,.0f} ms, TPOT {1000 * tpot_s:,.1f} ms)")
 

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sim.core.atomic_io import atomic_write, write_json, write_parquet, write_text
+from sim.metrics.summary import SloVerdict, Summary
 from sim.report.htmldoc import data_uri
 
 CDF_PCTS = np.linspace(0.1, 99.9, 400)
@@ -35,12 +36,12 @@ def latency_curves(req: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]
     return out
 
 
-def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: dict[str, Any] | None = None,
+def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: SloVerdict | None = None,
                       n_requests: int | None = None) -> Figure:
     """CDFs of TTFT, TPOT and E2E (from :func:`latency_curves`, or quantile curves of a streamed run), with
     the P95 and the SLO targets as vertical lines."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
-    targets = (slo or {}).get("targets", {})
+    targets = slo.targets if slo is not None else {}
     for ax, col, title, key in (
         (axes[0], "ttft_s", "Time to first token", "ttft_p95_s"),
         (axes[1], "tpot_s", "Time per output token", "tpot_p95_s"),
@@ -52,7 +53,7 @@ def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: dic
             p95 = float(np.interp(0.95, frac, x))
             ax.axvline(p95, color="C1", lw=1, label=f"P95 = {p95:.3g} s")
         if key in targets:
-            ax.axvline(targets[key]["target"], color="C3", ls="--", lw=1, label=f"SLO {targets[key]['target']:g} s")
+            ax.axvline(targets[key].target, color="C3", ls="--", lw=1, label=f"SLO {targets[key].target:g} s")
         ax.axhline(0.95, color="grey", lw=0.5, ls=":")
         ax.set_xscale("log" if len(x) and x.min() > 0 and x.max() / max(x.min(), 1e-9) > 50 else "linear")
         ax.set_xlabel(f"{title} (s)")
@@ -232,15 +233,15 @@ def window_label(window_s: float) -> str:
     return f"{window_s:g}-s"
 
 
-def plot_latency_over_time(bins: pd.DataFrame, slo: dict[str, Any], duration_s: float) -> Figure:
+def plot_latency_over_time(bins: pd.DataFrame, slo: SloVerdict, duration_s: float) -> Figure:
     """P95 TTFT, P95 TPOT and the share of requests within the targets over arrival time, each with its SLO
     line; the worst ``slo.window_s`` window (lowest attainment) is shaded."""
     fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True, constrained_layout=True)
     hours = duration_s > 3 * 3600
     scale = 3600.0 if hours else 60.0
-    targets = slo.get("targets", {})
-    worst = slo.get("worst_window")
-    many = len(slo.get("windows") or []) > 1
+    targets = slo.targets
+    worst = slo.worst_window
+    many = len(slo.windows) > 1
     panels = (("ttft_p95_s", "P95 time to first token (s)", "ttft_p95_s", "C0"),
               ("tpot_p95_s", "P95 time per output token (s)", "tpot_p95_s", "C1"),
               ("within_targets", "requests within targets (%)", None, "C2"))
@@ -251,20 +252,21 @@ def plot_latency_over_time(bins: pd.DataFrame, slo: dict[str, Any], duration_s: 
             ax.stairs(y, x, color=color, lw=1.6, baseline=None,
                       label=label.replace(" (s)", "").replace(" (%)", ""))
         if key is not None and key in targets:
-            ax.axhline(targets[key]["target"], color="C3", ls="--", lw=1.2, label=f"SLO {targets[key]['target']:g} s")
-            top = np.nanmax([bins[col].max() if len(bins) else 0.0, targets[key]["target"]])
-            if len(bins) and bins[col].max() > 20 * targets[key]["target"]:
+            target = targets[key].target
+            ax.axhline(target, color="C3", ls="--", lw=1.2, label=f"SLO {target:g} s")
+            top = np.nanmax([bins[col].max() if len(bins) else 0.0, target])
+            if len(bins) and bins[col].max() > 20 * target:
                 ax.set_yscale("log")
             else:
                 ax.set_ylim(0, 1.15 * top)
         if col == "within_targets":
-            goal = 100 * slo.get("attainment_target", 0.95)
+            goal = 100 * slo.attainment_target
             ax.axhline(goal, color="C3", ls="--", lw=1.2, label=f"attainment target {goal:g} %")
             ax.set_ylim(0, 105)
         if worst is not None and many:
-            ax.axvspan(worst["start_s"] / scale, worst["end_s"] / scale, color="C3", alpha=0.12,
-                       label=f"worst {window_label(slo.get('window_s', 3600))} window "
-                             f"({100 * worst['attainment']:.1f} % within targets)")
+            ax.axvspan(worst.start_s / scale, worst.end_s / scale, color="C3", alpha=0.12,
+                       label=f"worst {window_label(slo.window_s)} window "
+                             f"({100 * worst.attainment:.1f} % within targets)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         _legend_above(ax)
@@ -273,17 +275,17 @@ def plot_latency_over_time(bins: pd.DataFrame, slo: dict[str, Any], duration_s: 
     return fig
 
 
-def plot_cost_breakdown(summary: dict[str, Any]) -> Figure:
+def plot_cost_breakdown(summary: Summary) -> Figure:
     """Where the money goes: self-hosted GPUs by kind (reserved / on-demand / spot) and the hosted API, in USD
     and per million output tokens, the share of GPU spend that buys unused capacity (1 − load factor) marked."""
-    cost = summary["cost"]
-    parts = {f"GPUs, {k.replace('_', '-')}": v for k, v in (cost.get("self_host_usd_by_kind") or {}).items() if v}
-    if not parts and cost.get("self_host_usd"):
-        parts["GPUs"] = cost["self_host_usd"]
-    if cost.get("api_usd"):
-        parts["hosted API"] = cost["api_usd"]
+    cost = summary.cost
+    parts = {f"GPUs, {k.replace('_', '-')}": v for k, v in cost.self_host_usd_by_kind.items() if v}
+    if not parts and cost.self_host_usd:
+        parts["GPUs"] = cost.self_host_usd
+    if cost.api_usd:
+        parts["hosted API"] = cost.api_usd
     total = sum(parts.values()) or 1.0
-    per_m = cost.get("usd_per_mtok_output")
+    per_m = cost.usd_per_mtok_output
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * max(len(parts), 1) + 2.2), constrained_layout=True)
     names = list(parts) or ["(nothing billed)"]
     vals = np.array(list(parts.values()) or [0.0])
@@ -301,7 +303,7 @@ def plot_cost_breakdown(summary: dict[str, Any]) -> Figure:
         ax.set_xlim(0, max(float(v.max()) * 1.45, 1e-9))
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    lf = (summary.get("utilisation") or {}).get("load_factor")
+    lf = summary.utilisation.load_factor
     gpu_usd = sum(v for k, v in parts.items() if k.startswith("GPUs"))
     if lf is not None and gpu_usd > 0 and lf < 1:
         idle = gpu_usd * (1 - lf)
@@ -330,42 +332,42 @@ def _fmt(v: Any, unit: str = "") -> str:
     return f"{v:,}{unit}" if isinstance(v, int) else f"{v}{unit}"
 
 
-def _headline_html(summary: dict[str, Any]) -> str:
+def _headline_html(summary: Summary) -> str:
     """The lines a planner reads first: load / headroom / bottleneck, overload, SLO verdict."""
     from sim.metrics.headline import load_line, overload_line, slo_line
 
-    slo = summary["slo"]
-    over = (summary.get("overload") or {}).get("overloaded")
-    lines = [("Capacity", load_line(summary["utilisation"], bool(over)),
-              "warn" if over or (summary["utilisation"].get("load_factor") or 0) >= 1 else ""),
+    slo = summary.slo
+    over = summary.overload.overloaded
+    lines = [("Capacity", load_line(summary.utilisation, over),
+              "warn" if over or (summary.utilisation.load_factor or 0) >= 1 else ""),
              ("Overload", overload_line(summary), "bad" if over else ""),
-             ("SLO", slo_line(slo), "good" if slo["met"] else "bad")]
+             ("SLO", slo_line(slo), "good" if slo.met else "bad")]
     return "<div class='headline'>" + "".join(
         f"<p class='{cls}'><b>{html.escape(k)}</b> {html.escape(v)}</p>" for k, v, cls in lines) + "</div>"
 
 
-def _class_table_html(slo: dict[str, Any]) -> str:
+def _class_table_html(slo: SloVerdict) -> str:
     """Per-class SLO table: arrivals, completed, attainment, P50/P95 TTFT, TPOT, E2E, verdict."""
-    by = slo.get("by_class") or {}
+    by = slo.by_class
     if not by:
         return ""
     head = ("<tr><th>class</th><th>arrived</th><th>completed</th><th>attainment</th><th>P50 TTFT (s)</th>"
             "<th>P95 TTFT (s)</th><th>P50 TPOT (s)</th><th>P95 TPOT (s)</th><th>P95 E2E (s)</th><th>SLO</th></tr>")
     rows = []
     for name, r in by.items():
-        att = r.get("attainment")
+        att = r.attainment
         rows.append(
-            f"<tr><th>{html.escape(name)}</th><td>{_fmt(r.get('arrived'))}</td><td>{_fmt(r.get('completed'))}</td>"
-            f"<td>{'–' if att is None else f'{100 * att:.1f} %'}</td><td>{_fmt(r['ttft_s']['p50'])}</td>"
-            f"<td>{_fmt(r['ttft_s']['p95'])}</td><td>{_fmt(r['tpot_s']['p50'])}</td><td>{_fmt(r['tpot_s']['p95'])}</td>"
-            f"<td>{_fmt(r['e2e_s']['p95'])}</td><td class='{'good' if r['met'] else 'bad'}'>"
-            f"{'met' if r['met'] else 'MISSED'}</td></tr>")
+            f"<tr><th>{html.escape(name)}</th><td>{_fmt(r.arrived)}</td><td>{_fmt(r.completed)}</td>"
+            f"<td>{'–' if att is None else f'{100 * att:.1f} %'}</td><td>{_fmt(r.ttft_s.p50)}</td>"
+            f"<td>{_fmt(r.ttft_s.p95)}</td><td>{_fmt(r.tpot_s.p50)}</td><td>{_fmt(r.tpot_s.p95)}</td>"
+            f"<td>{_fmt(r.e2e_s.p95)}</td><td class='{'good' if r.met else 'bad'}'>"
+            f"{'met' if r.met else 'MISSED'}</td></tr>")
     return f"<h2>SLO by class</h2><table class='lat'>{head}{''.join(rows)}</table>"
 
 
-def _pools_html(summary: dict[str, Any]) -> str:
+def _pools_html(summary: Summary) -> str:
     """Per-pool and per-model tables of a ``fleet.pools`` run (empty otherwise)."""
-    pools, models = summary.get("pools") or {}, summary.get("models") or {}
+    pools, models = summary.pools or {}, summary.models or {}
     if not pools:
         return ""
 
@@ -400,48 +402,42 @@ def _pools_html(summary: dict[str, Any]) -> str:
     return out + f"<h2>Models</h2><table class='lat'>{mhead}{mrows}</table>"
 
 
-def _summary_html(summary: dict[str, Any]) -> str:
-    req, lat, thr, util, slo, cost = (
-        summary["requests"],
-        summary["latency"],
-        summary["throughput"],
-        summary["utilisation"],
-        summary["slo"],
-        summary["cost"],
-    )
-    w = slo.get("worst_window")
+def _summary_html(summary: Summary) -> str:
+    req, lat, thr, util, slo, cost = (summary.requests, summary.latency, summary.throughput, summary.utilisation,
+                                      summary.slo, summary.cost)
+    w = slo.worst_window
     rows = [
-        ("Requests", f"{req['arrived']:,} arrived · {req['completed']:,} completed · {req['rejected']:,} rejected · "
-         f"{req['spilled']:,} spilled · {req['in_flight']:,} in flight"
-         + (f" · {req.get('timed_out', 0):,} timed out ({req.get('retries', 0):,} client retries)"
-            if req.get("timed_out") or req.get("retries") else "")),
-        ("Throughput", f"{_fmt(thr['offered_requests_per_s'])} req/s offered · {_fmt(thr['served_requests_per_s'])} "
-         f"served · {_fmt(thr['served_output_tokens_per_s'])} output tok/s served"),
-        ("Utilisation", f"MFU {_fmt(100 * (util.get('mfu_mean') or 0))}% "
-         f"(P95 {_fmt(100 * (util.get('mfu_p95') or 0))}%)"
-         f" · MBU {_fmt(100 * (util.get('mbu_mean') or 0))}% (P95 {_fmt(100 * (util.get('mbu_p95') or 0))}%) · KV mean "
-         f"{_fmt(100 * (util['kv_fraction_mean'] or 0))}% / P95 {_fmt(100 * (util['kv_fraction_p95'] or 0))}% · "
-         f"steps running {_fmt(100 * (util['busy_fraction'] or 0))}% of the time"),
-        ("SLO", f"attainment {_fmt(100 * (slo['attainment'] or 0))}% of all arrivals (target "
-         f"{_fmt(100 * slo.get('attainment_target', 0.95))}%)"
-         + ("" if w is None else f" · worst window {w['start_s']:,.0f}–{w['end_s']:,.0f} s: "
-                                 f"{_fmt(100 * w['attainment'])}%")
-         + " · P95 targets " + ("met" if slo.get("percentile_targets_met", slo["met"]) else "MISSED")),
-        ("Cost", f"${_fmt(cost['total_usd'])} total (self-host ${_fmt(cost['self_host_usd'])}, API "
-         f"${_fmt(cost['api_usd'])}) · ${_fmt(cost['usd_per_mtok_output'])} per M output tokens · "
-         f"${_fmt(cost['usd_per_mtok_total'])} per M tokens (input + output)"),
+        ("Requests", f"{req.arrived:,} arrived · {req.completed:,} completed · {req.rejected:,} rejected · "
+         f"{req.spilled:,} spilled · {req.in_flight:,} in flight"
+         + (f" · {req.timed_out:,} timed out ({req.retries:,} client retries)"
+            if req.timed_out or req.retries else "")),
+        ("Throughput", f"{_fmt(thr.offered_requests_per_s)} req/s offered · {_fmt(thr.served_requests_per_s)} "
+         f"served · {_fmt(thr.served_output_tokens_per_s)} output tok/s served"),
+        ("Utilisation", f"MFU {_fmt(100 * (util.mfu_mean or 0))}% "
+         f"(P95 {_fmt(100 * (util.mfu_p95 or 0))}%)"
+         f" · MBU {_fmt(100 * (util.mbu_mean or 0))}% (P95 {_fmt(100 * (util.mbu_p95 or 0))}%) · KV mean "
+         f"{_fmt(100 * (util.kv_fraction_mean or 0))}% / P95 {_fmt(100 * (util.kv_fraction_p95 or 0))}% · "
+         f"steps running {_fmt(100 * (util.busy_fraction or 0))}% of the time"),
+        ("SLO", f"attainment {_fmt(100 * (slo.attainment or 0))}% of all arrivals (target "
+         f"{_fmt(100 * slo.attainment_target)}%)"
+         + ("" if w is None else f" · worst window {w.start_s:,.0f}–{w.end_s:,.0f} s: "
+                                 f"{_fmt(100 * w.attainment)}%")
+         + " · P95 targets " + ("met" if slo.percentile_targets_met else "MISSED")),
+        ("Cost", f"${_fmt(cost.total_usd)} total (self-host ${_fmt(cost.self_host_usd)}, API "
+         f"${_fmt(cost.api_usd)}) · ${_fmt(cost.usd_per_mtok_output)} per M output tokens · "
+         f"${_fmt(cost.usd_per_mtok_total)} per M tokens (input + output)"),
     ]
-    if "energy" in summary:  # sim/metrics/energy.py
-        e = summary["energy"]
-        rows.append(("Energy", f"{_fmt(e['kwh'])} kWh · {_fmt(e['avg_power_kw'])} kW mean (PUE {_fmt(e['pue'])}) · "
-                               f"{_fmt(e['co2_kg'])} kg CO2 · ${_fmt(e['usd'])} of electricity "
-                               f"(inside the {e['paid_in']})"))
+    e = summary.energy  # sim/metrics/energy.py
+    rows.append(("Energy", f"{_fmt(e.kwh)} kWh · {_fmt(e.avg_power_kw)} kW mean (PUE {_fmt(e.pue)}) · "
+                           f"{_fmt(e.co2_kg)} kg CO2 · ${_fmt(e.usd)} of electricity "
+                           f"(inside the {e.paid_in})"))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     lat_rows = "".join(
-        f"<tr><th>{name}</th>" + "".join(f"<td>{_fmt(lat[key][p])}</td>" for p in ("mean", "p50", "p90", "p95", "p99"))
+        f"<tr><th>{name}</th>" + "".join(f"<td>{_fmt(v)}</td>"
+                                         for v in (stats.mean, stats.p50, stats.p90, stats.p95, stats.p99))
         + "</tr>"
-        for name, key in (("TTFT (s)", "ttft_s"), ("TPOT (s)", "tpot_s"), ("E2E (s)", "e2e_s"),
-                          ("queue wait (s)", "queue_wait_s"))
+        for name, stats in (("TTFT (s)", lat.ttft_s), ("TPOT (s)", lat.tpot_s), ("E2E (s)", lat.e2e_s),
+                            ("queue wait (s)", lat.queue_wait_s))
     )
     return (
         f"{_headline_html(summary)}<table class='kv'>{body}</table>{_pools_html(summary)}{_class_table_html(slo)}"
@@ -453,7 +449,7 @@ def _summary_html(summary: dict[str, Any]) -> str:
 
 def write_report(
     out_dir: Path,
-    summary: dict[str, Any],
+    summary: Summary,
     req: pd.DataFrame | None,
     fleet_ts: pd.DataFrame,
     node_ts: pd.DataFrame,
@@ -473,42 +469,41 @@ def write_report(
     paths |= {
         "timeseries": write_parquet(out_dir / "timeseries.parquet", fleet_ts),
         "timeseries_nodes": write_parquet(out_dir / "timeseries_nodes.parquet", node_ts),
-        "summary": write_json(out_dir / "summary.json", summary),
+        "summary": write_json(out_dir / "summary.json", summary.to_json()),
     }
     images: list[tuple[str, bytes]] = []
-    slo = summary.get("slo") or {}
-    warmup_s = float(summary.get("warmup_s") or 0.0)
+    slo = summary.slo
     if req is not None:
-        tg = slo.get("targets", {})
-        bins = latency_over_time(req, warmup_s, duration_s, float(slo.get("window_s") or 3600.0),
-                                 (tg.get("ttft_p95_s") or {}).get("target"), (tg.get("tpot_p95_s") or {}).get("target"))
+        tg = slo.targets
+        bins = latency_over_time(req, summary.warmup_s, duration_s, float(slo.window_s or 3600.0),
+                                 tg["ttft_p95_s"].target if "ttft_p95_s" in tg else None,
+                                 tg["tpot_p95_s"].target if "tpot_p95_s" in tg else None)
     else:  # streamed: the summary's windows
-        bins = pd.DataFrame([{"start_s": w["start_s"], "end_s": w["end_s"], "ttft_p95_s": w["ttft_p95_s"],
-                              "tpot_p95_s": w["tpot_p95_s"], "within_targets": w["attainment"]}
-                             for w in slo.get("windows") or []], columns=["start_s", "end_s", "ttft_p95_s",
-                                                                            "tpot_p95_s", "within_targets"])
+        bins = pd.DataFrame([{"start_s": w.start_s, "end_s": w.end_s, "ttft_p95_s": w.ttft_p95_s,
+                              "tpot_p95_s": w.tpot_p95_s, "within_targets": w.attainment}
+                             for w in slo.windows], columns=["start_s", "end_s", "ttft_p95_s",
+                                                              "tpot_p95_s", "within_targets"])
         bins = bins.astype(float)
     for name, fig in (
         ("latency_over_time.png", plot_latency_over_time(bins, slo, duration_s)),
         ("cost_breakdown.png", plot_cost_breakdown(summary)),
-        ("latency_cdf.png", plot_latency_cdfs(curves or {}, summary.get("slo"),
-                                              summary.get("requests", {}).get("completed"))),
+        ("latency_cdf.png", plot_latency_cdfs(curves or {}, slo, summary.requests.completed)),
         ("load_over_time.png", plot_load(fleet_ts)),
         ("node_utilisation.png", plot_node_utilisation(node_ts, duration_s)),
-        *((("pool_load.png", plot_pools(node_ts)),) if "pools" in summary and "pool" in node_ts else ()),
+        *((("pool_load.png", plot_pools(node_ts)),) if summary.pools is not None and "pool" in node_ts else ()),
     ):
         images.append((name, _save_png(out_dir / name, fig)))
         paths[name] = out_dir / name
     imgs = "".join(f"<figure><img alt='{n}' src='{data_uri(b)}'/></figure>" for n, b in images)
-    fleet = summary.get("fleet", {})
+    fleet = summary.fleet
     subtitle = (
-        f"{fleet.get('nodes')} × {fleet.get('gpus_per_node')}× {fleet.get('gpu')} · {fleet.get('model')} "
-        f"({fleet.get('weights')} weights, {fleet.get('kv_cache')} KV) · seed {summary.get('seed')}"
+        f"{fleet.nodes} × {fleet.gpus_per_node}× {fleet.gpu} · {fleet.model} "
+        f"({fleet.weights} weights, {fleet.kv_cache} KV) · seed {summary.seed}"
     )
-    if "pools" in summary:
+    if summary.pools is not None:
         subtitle = "pools: " + " · ".join(
             f"{n}: {p['nodes']} × {p['gpus_per_node']}× {p['gpu']}, {p['model']} ({p['weights']} weights)"
-            for n, p in summary["pools"].items()) + f" · seed {summary.get('seed')}"
+            for n, p in summary.pools.items()) + f" · seed {summary.seed}"
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>capsim · {html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}th,td{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}

@@ -26,10 +26,13 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sim.metrics.summary import Summary
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,8 +42,8 @@ MAX_POOL_RESTARTS = 3  # pools rebuilt after a worker died, per iter_outcomes ca
 DASK_CONNECT_TIMEOUT_S = 10.0
 
 
-def run_summary(scenario: Scenario) -> dict[str, Any]:
-    """Simulate one scenario and return its ``summary.json`` dictionary."""
+def run_summary(scenario: Scenario) -> Summary:
+    """Simulate one scenario and return its summary (:class:`~sim.metrics.summary.Summary`)."""
     from sim.runner.pipeline import run_scenario
 
     return run_scenario(scenario).summary
@@ -218,12 +221,12 @@ def iter_outcomes(fn: Callable[[T], R], items: Sequence[T], spec: ExecutorSpec,
 
 
 def map_summaries(scenarios: Iterable[Scenario], workers: int | None = None, *,
-                  scheduler: str | None = None) -> list[dict[str, Any]]:
+                  scheduler: str | None = None) -> list[Summary]:
     """Summaries of ``scenarios`` in input order, computed on ``workers`` processes (default: all cores;
     1 = in-process) or on the Dask cluster at ``scheduler``. The first failing scenario's error is raised."""
     items = list(scenarios)
     spec = ExecutorSpec(workers=1 if len(items) <= 1 else workers, scheduler=scheduler)
-    out: list[dict[str, Any] | None] = [None] * len(items)
+    out: list[Summary | None] = [None] * len(items)
     for oc in iter_outcomes(run_summary, items, spec):
         if oc.error is not None:
             raise oc.error
@@ -254,7 +257,7 @@ class SummaryPool:
             cm, self._cm, self._ex = self._cm, None, None
             cm.__exit__(*exc)
 
-    def map(self, scenarios: Iterable[Scenario]) -> list[dict[str, Any]]:
+    def map(self, scenarios: Iterable[Scenario]) -> list[Summary]:
         """Summaries of ``scenarios`` in input order (the first error is raised)."""
         items = list(scenarios)
         self.batches += 1

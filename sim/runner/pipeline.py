@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sim.core.config import Scenario
+from sim.metrics.summary import Summary
 from sim.metrics.tables import requests_table, summarize, timeseries_tables
 from sim.runner.simulation import ProgressFn, SimResult, simulate
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 @dataclass
 class RunOutput:
     result: SimResult
-    summary: dict[str, Any]
+    summary: Summary
     requests: pd.DataFrame
     timeseries: pd.DataFrame
     timeseries_nodes: pd.DataFrame
@@ -35,7 +36,7 @@ def run_scenario(scenario: Scenario, progress: ProgressFn | None = None) -> RunO
 
 
 def run_streamed(scenario: Scenario, out_dir: Path, progress: ProgressFn | None = None,
-                 requests_file: bool = True) -> dict[str, Any]:
+                 requests_file: bool = True) -> Summary:
     """Long-run path: per-request records streamed to ``out_dir/requests.parquet`` in chunks (none with
     ``requests_file=False``), percentiles from mergeable histograms (see :mod:`sim.metrics.streaming`), then the same
     summary, tables, plots and report. Memory stays flat in the number of requests. Returns the summary."""

@@ -29,6 +29,7 @@ from typing import Any
 from sim.core.config import Scenario, set_dotted, validate_scenario
 from sim.core.errors import ConfigError
 from sim.metrics.stats import replication_seeds
+from sim.metrics.summary import Summary
 from sim.runner.executor import map_summaries
 
 
@@ -114,7 +115,7 @@ def _search(scenario: Scenario, growth: dict[str, int], seeds: list[int], max_no
     results: dict[str, PoolSizing] = {}
     fail: dict[str, int] = {}  # largest count known to miss (floor − 1 before any miss)
     ok: dict[str, int | None] = {}  # smallest count known to meet
-    summaries: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    summaries: dict[tuple[str, int], list[Summary]] = {}
     probe: dict[str, int] = {}
     for model, p in growth.items():
         others = {pools[q].name: pools[q].nodes for q in layout.group_pools(key_of[model]) if q != p}
@@ -132,7 +133,7 @@ def _search(scenario: Scenario, growth: dict[str, int], seeds: list[int], max_no
         nxt: dict[str, int] = {}
         for model, n in probe.items():
             name = results[model].model
-            met = all(r["models"][name]["met"] for r in runs)
+            met = all(_model(r, name)["met"] for r in runs)
             res = results[model]
             res.tried[n] = met
             summaries[(model, n)] = runs
@@ -157,16 +158,23 @@ def _search(scenario: Scenario, growth: dict[str, int], seeds: list[int], max_no
         res.min_nodes = h
         runs = summaries[(model, h)]
         name = res.model
-        res.attainment = min(r["models"][name]["attainment"] or 0.0 for r in runs)
+        res.attainment = min(_model(r, name)["attainment"] or 0.0 for r in runs)
         hours = scenario.duration_s / 3600.0
-        res.usd_per_hour = sum(r["models"][name]["self_host_usd"] for r in runs) / len(runs) / hours
-        vals = [r["models"][name]["usd_per_mtok_output"] for r in runs if r["models"][name]["usd_per_mtok_output"]]
+        res.usd_per_hour = sum(_model(r, name)["self_host_usd"] for r in runs) / len(runs) / hours
+        vals = [_model(r, name)["usd_per_mtok_output"] for r in runs if _model(r, name)["usd_per_mtok_output"]]
         res.usd_per_mtok_output = sum(vals) / len(vals) if vals else None
     return list(results.values())
 
 
+def _model(summary: Summary, name: str) -> dict[str, Any]:
+    """The ``models.<name>`` section of a pooled run's summary."""
+    if summary.models is None or name not in summary.models:
+        raise KeyError(f"the summary has no models.{name} section")
+    return summary.models[name]
+
+
 def _model_name(layout: Any, group: int, scenario: Scenario) -> str:
-    """The key of model group ``group`` in ``summary["models"]`` (the catalogue's spelling of its name)."""
+    """The key of model group ``group`` in ``summary.models`` (the catalogue's spelling of its name)."""
     from sim.perf.catalog import get_model
 
     return get_model(layout.group_models[group], scenario.source).name

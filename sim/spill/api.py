@@ -35,9 +35,9 @@ from statistics import NormalDist
 from typing import Any, Literal
 
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from sim.core.config import Api, ApiLatency, ApiLimits, ApiOutage, ApiRetry, _format_error, read_yaml
+from sim.core.config import Api, ApiLatency, ApiLimits, ApiOutage, ApiRetry, Strict, _format_error, read_yaml
 from sim.core.errors import ConfigError
 from sim.core.paths import api_catalogue_path
 from sim.core.rng import stream
@@ -49,16 +49,13 @@ _MASK64 = (1 << 64) - 1
 
 
 # --- catalogue -------------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-
-class ApiModelEntry(_Strict):
+class ApiModelEntry(Strict):
     """One provider's model in the catalogue (prices in USD per million tokens)."""
 
     provider: str
     model: str
-    aliases: list[str] = []
+    aliases: list[str] = Field(default_factory=list)
     compatible_with: list[str] = Field([], description="self-hosted models it can stand in for")
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
@@ -68,7 +65,7 @@ class ApiModelEntry(_Strict):
     limits: ApiLimits = ApiLimits()
     failure_rate: float = Field(0.0, ge=0, le=1)
     notes: str = ""
-    sources: list[str] = []
+    sources: list[str] = Field(default_factory=list)
 
 
 def catalogue_path() -> Path:

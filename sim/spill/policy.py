@@ -21,7 +21,7 @@ time, so its TTFT and E2E include the time it queued on the fleet and the API's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ import simpy
 from sim.core.config import (
     AllApi,
     ClassBasedSpill,
+    Engine,
     KvPressureSpill,
     NeverSpill,
     PredictedTtftSpill,
@@ -43,7 +44,7 @@ from sim.core.errors import ConfigError
 from sim.engine.common import NodeSnapshot
 from sim.engine.kv import cdiv
 from sim.engine.protocol import NodeEngine
-from sim.perf.model import attention_pairs
+from sim.perf.model import StepTimeModel, attention_pairs
 from sim.spill.api import ApiStats, HostedApi, resolve_api
 from sim.traffic.request import Request
 
@@ -304,11 +305,34 @@ def make_policy(scenario: Scenario) -> SpillPolicy:
 
 
 # --- dispatcher ------------------------------------------------------------------------------------------
-class FleetLike(Protocol):
-    """What the dispatcher needs of :class:`sim.fleet.fleet.FleetManager`."""
+class SlotLike(Protocol):
+    """What the spill dispatcher reads of a fleet slot (:class:`sim.fleet.fleet.Slot`)."""
 
-    slots: list[Any]  # every slot; ``slot.node`` is its node or None, ``slot.pool`` its pool
-    pending: Any  # requests held while no node accepts
+    @property
+    def node(self) -> NodeEngine | None:
+        """The node running in this slot, None while it has none (down, starting, evicted)."""
+        ...
+
+    @property
+    def pool(self) -> int:
+        """Index of the slot's pool in ``fleet.pools`` (0 without pools)."""
+        ...
+
+
+class FleetLike(Protocol):
+    """What the spill dispatcher reads and calls of the fleet (:class:`sim.fleet.fleet.FleetManager`): whether a
+    node accepts a request, the node the router would pick (a policy looks at it before deciding), submitting to
+    that node or dispatching (route, or hold while no node accepts), every slot (late spill withdraws stale
+    waiting requests from their nodes; a slot's pool picks its wait-estimate parameters) and the held requests
+    (late spill takes stale ones from there too)."""
+
+    @property
+    def slots(self) -> Sequence[SlotLike]: ...
+
+    @property
+    def pending(self) -> MutableSequence[Request]:
+        """Requests held (FIFO) while no node accepts."""
+        ...
 
     def dispatch(self, req: Request) -> None: ...
 
@@ -330,10 +354,10 @@ class NodeParams:
     max_seqs: int
     prefill_tokens_per_s: float
     step_floor_s: float
-    perf: Any
+    perf: StepTimeModel | None
 
     @classmethod
-    def of(cls, engine: Any, perf: Any) -> NodeParams:
+    def of(cls, engine: Engine, perf: StepTimeModel | None) -> NodeParams:
         if perf is None:
             return cls(engine.block_size, engine.max_num_seqs, math.inf, 0.0, None)
         b = engine.max_num_batched_tokens
@@ -350,8 +374,8 @@ class SpillDispatcher:
         scenario: Scenario,
         fleet: FleetLike,
         on_done: Callable[[Request], None],
-        perf: Any = None,
-        pool_nodes: Sequence[tuple[Any, Any]] | None = None,
+        perf: StepTimeModel | None = None,
+        pool_nodes: Sequence[tuple[Engine, StepTimeModel | None]] | None = None,
     ) -> None:
         """``perf``: the single fleet's step-time model; ``pool_nodes``: (engine, perf) per pool instead."""
         if scenario.api is None and not isinstance(scenario.spill, (NeverSpill, type(None))):
@@ -367,7 +391,7 @@ class SpillDispatcher:
         if pool_nodes is None:
             pool_nodes = [(scenario.fleet.engine, perf)]
         self._params = [NodeParams.of(eng, pf) for eng, pf in pool_nodes]
-        self._slot_pool = [getattr(slot, "pool", 0) for slot in fleet.slots]
+        self._slot_pool = [slot.pool for slot in fleet.slots]
         late = scenario.spill.late if scenario.spill is not None else None
         if late is not None and fleet.slots:
             env.process(self._late_spill(late.after_s, late.check_every_s))

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field, field_validator
 
 from sim import __version__
-from sim.core.config import Scenario, apply_overrides, read_experiment, read_yaml, validate_mapping, validate_scenario
+from sim.core.config import Scenario, Strict, apply_overrides, validate_scenario
 from sim.core.errors import ConfigError
-from sim.core.paths import default_scenario_path
+from sim.core.experiment_file import load_experiment_file, read_base_scenario
 
 KEY_SCHEMA = 1  # bump when the meaning of a stored point result changes
 KEY_CHARS = 20
@@ -45,16 +45,14 @@ Metrics = Literal["exact", "streaming"]
 AxisValues = list[Any]
 
 
-class ExperimentFile(BaseModel):
+class ExperimentFile(Strict):
     """Schema of an experiment YAML file (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str | None = None
     description: str = ""
     base: str | dict[str, Any] | None = None
-    set: list[str] = []
-    axes: dict[str, AxisValues] = {}
+    set: list[str] = Field(default_factory=list)
+    axes: dict[str, AxisValues] = Field(default_factory=dict)
     seeds: int | list[int] | None = None
     metrics: Metrics = "exact"
     save_requests: bool = False
@@ -162,19 +160,6 @@ def _axis_settings(name: str, value: Any) -> dict[str, Any]:
     return {name: value}
 
 
-def _base_raw(spec: ExperimentFile, exp_path: Path) -> tuple[dict[str, Any], Path, str]:
-    """The base scenario mapping, the folder its relative paths resolve against and its name for errors."""
-    if isinstance(spec.base, dict):
-        return spec.base, exp_path.parent.resolve(), f"{exp_path} (base)"
-    if spec.base is None:
-        path = default_scenario_path()
-    else:
-        path = Path(spec.base)
-        if not path.is_absolute():
-            path = exp_path.parent / path
-    return read_yaml(path), path.parent.resolve(), str(path)
-
-
 def load_experiment(path: Path | str, overrides: list[str] | None = None,
                     metrics: Metrics | None = None) -> Experiment:
     """Read and validate an experiment file and resolve every point × seed to a validated scenario.
@@ -183,12 +168,10 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None,
     Any invalid point raises :class:`~sim.core.errors.ConfigError` naming the point, before anything runs.
     """
     path = Path(path)
-    spec = validate_mapping(ExperimentFile, read_experiment(path, "sweep"), str(path))
+    spec = load_experiment_file(path, ExperimentFile, "sweep")
     if metrics is not None:
         spec = spec.model_copy(update={"metrics": metrics})
-    base_raw, base_dir, base_src = _base_raw(spec, path)
-    if not isinstance(base_raw, dict):
-        raise ConfigError(base_src, "", "expected a YAML mapping at the top level")
+    base_raw, base_dir, base_src = read_base_scenario(spec.base, path)
     common = list(spec.set) + list(overrides or [])
     base = apply_overrides(base_raw, common)
     base_scenario = validate_scenario(base, base_src)

@@ -53,7 +53,7 @@ def run_point(task: PointTask) -> dict[str, Any]:
                 from sim.core.atomic_io import write_parquet
 
                 write_parquet(Path(task.requests_path), out.requests)
-        return {"status": "ok", "summary": summary, "error": None, "traceback": None,
+        return {"status": "ok", "summary": summary.to_json(), "error": None, "traceback": None,
                 "wall_s": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - a failing point is a result, not a crash of the sweep
         return {"status": "failed", "summary": None, "error": f"{type(exc).__name__}: {exc}",
