@@ -142,3 +142,19 @@ def test_capacity_bounds_what_an_overloaded_node_serves(stack: str) -> None:
     u, t = out.summary.utilisation, out.summary.throughput
     assert u.load_factor > 1.2
     assert t.served_requests_per_s <= 1.02 * u.capacity_per_node_requests_per_s
+
+
+def test_headline_names_a_class_that_misses_while_the_fleet_meets():
+    """A class far off its own target cannot hide behind a fleet-wide 'SLO met' (the mixed-pools example showed
+    'SLO met' in green with one model at 58 % attainment)."""
+    from sim.metrics.headline import classes_missed, slo_line
+
+    sc = make_scenario(**{"fleet.nodes": 2, "traffic.rate_rps": 4.0, "duration_s": 300, "slo.attainment_target": 0.5,
+                          "slo.ttft_p95_s": 0.25, "traffic.classes": [
+                              {"name": "chat", "share": 0.97, "input_tokens": {"dist": "fixed", "value": 200},
+                               "output_tokens": {"dist": "fixed", "value": 50}},
+                              {"name": "long", "share": 0.03, "input_tokens": {"dist": "fixed", "value": 16000},
+                               "output_tokens": {"dist": "fixed", "value": 50}}]})
+    slo = run_scenario(sc).summary.slo
+    assert slo.met and [name for name, _ in classes_missed(slo)] == ["long"]
+    assert "SLO met overall, but MISSED for class long" in slo_line(slo)

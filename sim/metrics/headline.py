@@ -65,4 +65,14 @@ def slo_line(slo: SloVerdict) -> str:
         size = f"{ws / 3600:g}-h" if ws >= 3600 else f"{ws / 60:g}-min" if ws >= 60 else f"{ws:g}-s"
         parts.append(f"worst {size} window {pct(w.attainment, 1)} ({w.start_s:,.0f}–{w.end_s:,.0f} s)")
     parts.append("P95 targets " + ("met" if slo.percentile_targets_met else "MISSED"))
-    return ", ".join(parts) + (" → SLO met" if slo.met else " → SLO MISSED")
+    verdict = " → SLO met" if slo.met else " → SLO MISSED"
+    missed = classes_missed(slo)
+    if slo.met and missed:  # the fleet-wide verdict hides a class (or a model's classes) that misses its targets
+        verdict += " overall, but MISSED for class " + ", ".join(
+            f"{name} (attainment {pct(att, 1)})" for name, att in missed)
+    return ", ".join(parts) + verdict
+
+
+def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:
+    """The interactive classes whose own targets or attainment miss: ``(name, attainment)``."""
+    return [(name, c.attainment) for name, c in slo.by_class.items() if not c.met]

@@ -334,14 +334,14 @@ def _fmt(v: Any, unit: str = "") -> str:
 
 def _headline_html(summary: Summary) -> str:
     """The lines a planner reads first: load / headroom / bottleneck, overload, SLO verdict."""
-    from sim.metrics.headline import load_line, overload_line, slo_line
+    from sim.metrics.headline import classes_missed, load_line, overload_line, slo_line
 
     slo = summary.slo
     over = summary.overload.overloaded
     lines = [("Capacity", load_line(summary.utilisation, over),
               "warn" if over or (summary.utilisation.load_factor or 0) >= 1 else ""),
              ("Overload", overload_line(summary), "bad" if over else ""),
-             ("SLO", slo_line(slo), "good" if slo.met else "bad")]
+             ("SLO", slo_line(slo), "good" if slo.met and not classes_missed(slo) else "bad")]
     return "<div class='headline'>" + "".join(
         f"<p class='{cls}'><b>{html.escape(k)}</b> {html.escape(v)}</p>" for k, v, cls in lines) + "</div>"
 
