@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.metrics.tables import fleet_frame
 from sim.runner.simulation import SimResult, pool_scenario
 
 
@@ -119,25 +120,8 @@ def pooled_timeseries(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
         return np.sum([f[col].to_numpy(dtype=float) * f["nodes_up"].to_numpy(dtype=float) for f, _ in parts],
                       axis=0)
 
-    deferred = s.fleet("deferred").astype(np.int64)
-    interval = s.interval_s
-    fleet = pd.DataFrame({
-        "time_s": t,
-        "arrival_rate_rps": s.fleet("arrivals") / interval,
-        "completion_rate_rps": s.fleet("completions") / interval,
-        "queue_len": waiting.sum(axis=1),
-        "running_seqs": running.sum(axis=1),
-        "deferred": deferred,
-        "in_system": waiting.sum(axis=1) + running.sum(axis=1) + deferred,
-        "kv_used_blocks": kv.sum(axis=1),
-        "kv_fraction": kv.sum(axis=1) / cap_up,
-        "busy_fraction": np.clip(pool_sum("busy_fraction") / up_safe, 0.0, 1.0),
-        "mfu": pool_sum("mfu") / up_safe,
-        "mbu": pool_sum("mbu") / up_safe,
-        "batch_fill": running.sum(axis=1) / seq_up,
-        "nodes_up": s.fleet("nodes_up").astype(np.int64),
-        "nodes_billed": s.fleet("nodes_billed").astype(np.int64),
-    })
+    fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap_up, busy_sum=pool_sum("busy_fraction"),
+                        mfu_sum=pool_sum("mfu"), mbu_sum=pool_sum("mbu"), seq_capacity=seq_up, up_safe=up_safe)
     return fleet, per_node
 
 

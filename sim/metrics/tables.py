@@ -115,6 +115,35 @@ def requests_table(result: SimResult) -> pd.DataFrame:
     return frame
 
 
+
+def fleet_frame(s: Any, waiting: np.ndarray, running: np.ndarray, kv: np.ndarray, *, kv_capacity_blocks: Any,
+                busy_sum: np.ndarray, mfu_sum: np.ndarray, mbu_sum: np.ndarray, seq_capacity: Any,
+                up_safe: np.ndarray) -> pd.DataFrame:
+    """The fleet time series, one row per sample, from per-node arrays (samples × nodes) and the sample's
+    capacities over the nodes up (KV blocks, sequences; ``up_safe``: nodes up, at least 1): shared by the single
+    fleet and :func:`sim.metrics.pools.pooled_timeseries`."""
+    interval = s.interval_s
+    deferred = s.fleet("deferred").astype(np.int64)
+    return pd.DataFrame(
+        {
+            "time_s": s.fleet("time_s"),
+            "arrival_rate_rps": s.fleet("arrivals") / interval,
+            "completion_rate_rps": s.fleet("completions") / interval,
+            "queue_len": waiting.sum(axis=1),
+            "running_seqs": running.sum(axis=1),
+            "deferred": deferred,
+            "in_system": waiting.sum(axis=1) + running.sum(axis=1) + deferred,
+            "kv_used_blocks": kv.sum(axis=1),
+            "kv_fraction": kv.sum(axis=1) / kv_capacity_blocks,
+            "busy_fraction": np.clip(busy_sum / up_safe, 0.0, 1.0),
+            "mfu": mfu_sum / up_safe,
+            "mbu": mbu_sum / up_safe,
+            "batch_fill": running.sum(axis=1) / seq_capacity,
+            "nodes_up": s.fleet("nodes_up").astype(np.int64),
+            "nodes_billed": s.fleet("nodes_billed").astype(np.int64),
+        }
+    )
+
 def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval."""
     if result.scenario.fleet.pooled and result.layout is not None:  # several pools: sim.metrics.pools
@@ -137,27 +166,10 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     mfu, mbu = _mfu_mbu(result, s)
     nodes = waiting.shape[1]
     up = s.fleet("nodes_up").astype(np.int64)
-    deferred = s.fleet("deferred").astype(np.int64)
     up_safe = np.maximum(up, 1)
-    fleet = pd.DataFrame(
-        {
-            "time_s": t,
-            "arrival_rate_rps": s.fleet("arrivals") / interval,
-            "completion_rate_rps": s.fleet("completions") / interval,
-            "queue_len": waiting.sum(axis=1),
-            "running_seqs": running.sum(axis=1),
-            "deferred": deferred,
-            "in_system": waiting.sum(axis=1) + running.sum(axis=1) + deferred,
-            "kv_used_blocks": kv.sum(axis=1),
-            "kv_fraction": kv.sum(axis=1) / (cap * up_safe),
-            "busy_fraction": np.clip(busy.sum(axis=1) / up_safe, 0.0, 1.0),
-            "mfu": mfu.sum(axis=1) / up_safe,
-            "mbu": mbu.sum(axis=1) / up_safe,
-            "batch_fill": running.sum(axis=1) / (result.node_model.engine.max_num_seqs * up_safe),
-            "nodes_up": up,
-            "nodes_billed": s.fleet("nodes_billed").astype(np.int64),
-        }
-    )
+    fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap * up_safe, busy_sum=busy.sum(axis=1),
+                        mfu_sum=mfu.sum(axis=1), mbu_sum=mbu.sum(axis=1),
+                        seq_capacity=result.node_model.engine.max_num_seqs * up_safe, up_safe=up_safe)
     per_node = pd.DataFrame(
         {
             "time_s": np.repeat(t, nodes),
