@@ -62,36 +62,17 @@ def _write_html(out_dir: Path, report: dict, text: str, several: bool) -> None:
 def _size_pools(sc: object, pool_names: tuple[str, ...], gpus: tuple[str, ...], seeds: int, max_nodes: int,
                 workers: int | None, progress: object, out_dir: Path, no_report: bool, as_json: bool) -> None:
     """``capsim size`` of a ``fleet.pools`` scenario: pools.json / pools.csv / pools.txt (sim/sizing/pools.py)."""
-    import pandas as pd
-
     from sim.sizing.pools import format_pool_sizing, size_pools
 
     rows = size_pools(sc, pool_names, gpus, seeds, max_nodes, workers, progress)  # type: ignore[arg-type]
     report = {"pools": [r.record() for r in rows], "seeds": seeds, "max_nodes": max_nodes}
-    text = format_pool_sizing(rows, max_nodes)
-    if not no_report:
-        from sim.core.atomic_io import write_csv, write_json, write_text
-        from sim.core.outdir import result_folder
-
-        with result_folder(out_dir) as tmp:
-            write_json(tmp / "pools.json", report)
-            write_csv(tmp / "pools.csv", pd.DataFrame([{k: v for k, v in r.record().items() if k != "tried"}
-                                                       for r in rows]))
-            write_text(tmp / "pools.txt", text + "\n")
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(text)
-        if not no_report:
-            click.echo(f"  files      {out_dir}/pools.{{json,csv,txt}}")
-    sys.stdout.flush()
+    table = [{k: v for k, v in r.record().items() if k != "tried"} for r in rows]
+    _emit("pools", report, table, format_pool_sizing(rows, max_nodes), out_dir, no_report, as_json)
 
 
 def _size_split(sc: object, counts: str, seeds: int, max_nodes: int, workers: int | None, progress: object,
                 out_dir: Path, no_report: bool, as_json: bool) -> None:
     """``capsim size --prefill-nodes``: split.json / split.csv / split.txt (sim/sizing/disagg.py)."""
-    import pandas as pd
-
     from sim.sizing.disagg import best_split, format_split, parse_counts, size_split
 
     rows = size_split(sc, parse_counts(counts), seeds, max_nodes, workers, progress)  # type: ignore[arg-type]
@@ -99,21 +80,29 @@ def _size_split(sc: object, counts: str, seeds: int, max_nodes: int, workers: in
     splits = [r.record() for r in rows]
     report = {"splits": splits, "best": best.record() if best else None, "seeds": seeds,
               "max_nodes": max_nodes}
-    text = format_split(rows, max_nodes)
+    _emit("split", report, splits, format_split(rows, max_nodes), out_dir, no_report, as_json)
+
+
+def _emit(stem: str, report: dict, table: list[dict], text: str, out_dir: Path, no_report: bool,
+          as_json: bool) -> None:
+    """Write ``<stem>.json`` / ``.csv`` / ``.txt`` into ``out_dir`` as one result set (unless ``no_report``) and
+    print the JSON report or the text."""
     if not no_report:
+        import pandas as pd
+
         from sim.core.atomic_io import write_csv, write_json, write_text
         from sim.core.outdir import result_folder
 
         with result_folder(out_dir) as tmp:
-            write_json(tmp / "split.json", report)
-            write_csv(tmp / "split.csv", pd.DataFrame(splits))
-            write_text(tmp / "split.txt", text + "\n")
+            write_json(tmp / f"{stem}.json", report)
+            write_csv(tmp / f"{stem}.csv", pd.DataFrame(table))
+            write_text(tmp / f"{stem}.txt", text + "\n")
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(text)
         if not no_report:
-            click.echo(f"  files      {out_dir}/split.{{json,csv,txt}}")
+            click.echo(f"  files      {out_dir}/{stem}.{{json,csv,txt}}")
     sys.stdout.flush()
 
 
