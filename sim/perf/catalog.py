@@ -52,7 +52,8 @@ class Calibration(Strict):
     ``overhead_s``: fixed per-iteration cost (scheduling, sampling; kernel boundaries are the GPU's
     ``kernel_launch_s`` per kernel, added by the step model); ``overhead_s_per_token``: per-token host cost of each
     scheduled token (sampling, detokenisation, bookkeeping); ``allreduce_latency_s``: fixed latency of one
-    tensor-parallel all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth (NCCL/RCCL ring).
+    tensor-parallel all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth
+    (NCCL/RCCL ring).
     ``allreduce_small_latency_s`` / ``allreduce_small_efficiency``: the stack's own one-shot all-reduce kernel for
     small messages over a GPU fabric (vLLM's custom all-reduce, TensorRT-LLM's AllReduce); each all-reduce takes the
     faster of the two (the stacks dispatch by message size). None: NCCL only.
