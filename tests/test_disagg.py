@@ -67,10 +67,24 @@ def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, ba
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     _assert_same(a, b)
+    _assert_same_handoffs(fast, ref)
     assert fast.counts() == ref.counts()
     assert fast.disagg == ref.disagg
     done = [r for r in fast.requests if r.first_token_s >= 0]
     assert all(r.node >= prefill for r in done)  # every token comes from a decode node
+
+
+def _assert_same_handoffs(fast, ref, tol=1e-6):
+    """Both engines hand every request to the same decode node, with the same KV transfer (the table's columns)."""
+    assert len(fast.requests) == len(ref.requests)
+    for x, y in zip(fast.requests, ref.requests):
+        hx, hy = x.handoff, y.handoff
+        assert (hx is None) == (hy is None), x.rid
+        if hx is None:
+            continue
+        assert (hx.prefill_node, hx.decode_node, hx.kv_bytes) == (hy.prefill_node, hy.decode_node, hy.kv_bytes), x.rid
+        for u, v in zip(hx[2:5], hy[2:5]):
+            assert (math.isnan(u) and math.isnan(v)) or abs(u - v) <= tol * max(1.0, abs(v)), (x.rid, hx, hy)
 
 
 def test_disaggregated_equivalence_under_decode_preemption():
@@ -79,9 +93,10 @@ def test_disaggregated_equivalence_under_decode_preemption():
     kw = {"duration_s": 40, "seed": 3, "traffic.rate_rps": 12.0, **_pools(1, 1, "infiniband"),
           "fleet.engine": {"max_num_seqs": 64, "max_num_batched_tokens": 2048, "num_gpu_blocks_override": 500}}
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
-    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     assert sum(r.preemptions for r in fast.requests) > 10
     _assert_same(a, b)
+    _assert_same_handoffs(fast, ref)
     assert fast.series.per_node("kv_used_blocks")[-1, 0] == 0
     c = fast.counts()
     assert c["in_flight"] == 0 and c["completed"] + c["rejected"] == c["arrived"]
@@ -260,3 +275,30 @@ def test_decode_ingress_serialises_transfers_from_several_prefill_nodes():
     assert b.send(0.0, 1e9, 0.0, 32, False, ingress) == pytest.approx(2.0)  # its own egress idle, the ingress not
     assert Link(4e9, 0.0).send(5.0, 1e9, 0.0, 32, False, Link(1e9, 1e-3)) == pytest.approx(6.001)  # slower end
     assert ingress.busy_s == pytest.approx(2.0) and ingress.transfers == 2
+
+
+def test_request_table_has_the_hand_off_columns():
+    """A disaggregated run's table names each request's prefill and decode node and pool and its KV transfer; the
+    transfer columns agree with the link model and the ``disaggregation`` section; other runs' tables are unchanged."""
+    from sim.metrics.tables import requests_table
+
+    sc = make_scenario(**{"duration_s": 30, "seed": 4, "traffic.rate_rps": 6.0, **_pools(1, 2, "ethernet", False)})
+    result = simulate(sc)
+    df = requests_table(result)
+    cols = ["prefill_node", "prefill_pool", "decode_node", "decode_pool"]
+    assert list(df.columns[5:9]) == cols
+    assert {"kv_start_s", "kv_end_s", "kv_transfer_s", "kv_bytes"} <= set(df.columns)
+    done = df[df["status"] == "completed"]
+    assert len(done) > 50
+    assert (done["prefill_node"] == 0).all() and set(done["prefill_pool"].astype(str)) == {"prefill"}
+    assert (done["decode_node"] == done["node"]).all() and set(done["decode_node"]) == {1, 2}
+    assert set(done["decode_pool"].astype(str)) == {"decode"}
+    kv_per_token = build_node_model(sc).memory.kv_bytes_per_token
+    np.testing.assert_allclose(done["kv_bytes"], done["input_tokens"] * kv_per_token)
+    wire = done["kv_bytes"].to_numpy() / 12.5e9  # ethernet, no overlap: the wire time after the prefill ends
+    np.testing.assert_allclose(done["kv_end_s"] - done["kv_start_s"], wire + 50e-6, rtol=1e-9)
+    assert (done["kv_transfer_s"] >= wire + 50e-6 - 1e-9).all()
+    first_token = done["arrival_s"] + done["ttft_s"]
+    assert (first_token > done["kv_end_s"]).all()  # the first token comes after the KV arrived
+    assert done["kv_transfer_s"].mean() == pytest.approx(result.disagg["transfer_mean_s"], rel=0.05)
+    assert "prefill_node" not in requests_table(simulate(make_scenario(duration_s=5))).columns

@@ -40,7 +40,7 @@ from sim.core.errors import ConfigError
 from sim.engine.protocol import NodeEngine
 from sim.fleet.link import Link
 from sim.fleet.pools import PoolLayout
-from sim.traffic.request import Request, Status
+from sim.traffic.request import Handoff, Request, Status
 
 
 class HandoffNode(NodeEngine, Protocol):
@@ -149,7 +149,9 @@ class DisaggDispatcher:
         if not self.prefill[g]:
             self.fleet.dispatch(req)
             return
-        self.fleet.submit(self._least(self.prefill[g]), req)
+        node = self._least(self.prefill[g])
+        req.handoff = Handoff(node.node_id)
+        self.fleet.submit(node, req)
 
     # -- hand-off -----------------------------------------------------------------------------------------
     def _prefilled(self, g: int, src: HandoffNode, req: Request) -> None:
@@ -162,9 +164,10 @@ class DisaggDispatcher:
         self.in_transfer += 1
         prefill_s = now - req.first_scheduled_s if req.first_scheduled_s >= 0 else 0.0
         sid = src.node_id
-        arrive = self.links[sid].send(now, req.prompt_tokens * self.kv_bytes_per_token[sid], prefill_s,
-                                      self.layers[sid], self.overlap[sid], self.ingress[dst.node_id])
+        link, kv_bytes = self.links[sid], req.prompt_tokens * self.kv_bytes_per_token[sid]
+        arrive = link.send(now, kv_bytes, prefill_s, self.layers[sid], self.overlap[sid], self.ingress[dst.node_id])
         self.transfer_s.append(arrive - now)
+        req.handoff = Handoff(sid, dst.node_id, link.last_start_s, arrive, arrive - now, kv_bytes)
         group = self._arrivals.get(arrive)
         if group is None:  # one event per instant: hand-offs of one step arrive together on a fast link
             group = self._arrivals[arrive] = []
