@@ -184,6 +184,7 @@ def test_role_aware_capacity_and_pool_load_factors():
     """A prefill node sustains prompts alone (about its token budget per step), a decode node decodes alone:
     each more requests/s than a mixed node; the pools' load factors follow, and the fleet's is the busier
     stage's (the two pools serve in series)."""
+    from sim.metrics.access import metric
     from sim.perf.capacity import node_capacity
     from sim.runner.pipeline import run_scenario
 
@@ -196,7 +197,9 @@ def test_role_aware_capacity_and_pool_load_factors():
                           **_pools(1, 1, "infiniband")})
     s = run_scenario(sc).summary
     assert s.pools is not None
-    lf = {name: p["utilisation"]["load_factor"] for name, p in s.pools.items()}
+    lf = {name: p.utilisation.load_factor for name, p in s.pools.items()}
+    assert s.disaggregation is not None and s.disaggregation.transfers > 0  # a typed record, read by attribute
+    assert metric(s, "disaggregation.transfers") == s.disaggregation.transfers
     assert lf["prefill"] > 2 * lf["decode"] > 0
     assert s.utilisation.load_factor == pytest.approx(max(lf.values()), rel=0.05)
 

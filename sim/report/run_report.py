@@ -379,26 +379,26 @@ def _pools_html(summary: Summary) -> str:
             "<th>GPU-hours</th><th>self-host $</th><th>$ / M output tokens</th></tr>")
     rows = []
     for name, p in pools.items():
-        u, c, lat = p["utilisation"], p["cost"], p["latency"]
+        u, c, lat = p.utilisation, p.cost, p.latency
         rows.append(
-            f"<tr><th>{html.escape(name)}</th><td>{html.escape(p['role'])}</td>"
-            f"<td>{p['nodes']} × {p['gpus_per_node']}× {html.escape(p['gpu'])}"
-            + (f" + {p['spot_nodes']} spot" if p.get("spot_nodes") else "")
-            + (f" + ≤ {p['on_demand_max_nodes']} on-demand" if p.get("on_demand_max_nodes") else "")
-            + f"</td><td>{html.escape(p['model'])}</td><td>{_fmt(p['requests']['sent'])}</td>"
-            f"<td>{_fmt(p['requests']['completed'])}</td><td>{_fmt(lat['ttft_s']['p95'])}</td>"
-            f"<td>{_fmt(lat['tpot_s']['p95'])}</td><td>{_fmt(u.get('load_factor'))}</td>"
-            f"<td>{pct(u.get('kv_fraction_mean'))}</td><td>{pct(u.get('mfu_mean'))}</td><td>{_fmt(c['gpu_hours'])}</td>"
-            f"<td>{_fmt(c['self_host_usd'])}</td><td>{_fmt(c['usd_per_mtok_output'])}</td></tr>")
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(p.role)}</td>"
+            f"<td>{p.nodes} × {p.gpus_per_node}× {html.escape(p.gpu)}"
+            + (f" + {p.spot_nodes} spot" if p.spot_nodes else "")
+            + (f" + ≤ {p.on_demand_max_nodes} on-demand" if p.on_demand_max_nodes else "")
+            + f"</td><td>{html.escape(p.model)}</td><td>{_fmt(p.requests.sent)}</td>"
+            f"<td>{_fmt(p.requests.completed)}</td><td>{_fmt(lat.ttft_s.p95)}</td>"
+            f"<td>{_fmt(lat.tpot_s.p95)}</td><td>{_fmt(u.load_factor)}</td>"
+            f"<td>{pct(u.kv_fraction_mean)}</td><td>{pct(u.mfu_mean)}</td><td>{_fmt(c.gpu_hours)}</td>"
+            f"<td>{_fmt(c.self_host_usd)}</td><td>{_fmt(c.usd_per_mtok_output)}</td></tr>")
     out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>"
     mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived</th><th>SLO attainment</th><th>SLO</th>"
              "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th><th>$ / M output tokens</th></tr>")
     mrows = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(', '.join(m['classes']))}</td>"
-        f"<td>{html.escape(', '.join(m['pools']))}</td><td>{_fmt(m['arrived'])}</td><td>{pct(m['attainment'])}</td>"
-        f"<td class='{'good' if m.get('met') else 'bad'}'>{'met' if m.get('met') else 'MISSED'}</td>"
-        f"<td>{_fmt(m['ttft_s']['p95'])}</td><td>{_fmt(m['tpot_s']['p95'])}</td><td>{_fmt(m['cost_usd'])}</td>"
-        f"<td>{_fmt(m['usd_per_mtok_output'])}</td></tr>" for name, m in models.items())
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(', '.join(m.classes))}</td>"
+        f"<td>{html.escape(', '.join(m.pools))}</td><td>{_fmt(m.arrived)}</td><td>{pct(m.attainment)}</td>"
+        f"<td class='{'good' if m.met else 'bad'}'>{'met' if m.met else 'MISSED'}</td>"
+        f"<td>{_fmt(m.ttft_s.p95)}</td><td>{_fmt(m.tpot_s.p95)}</td><td>{_fmt(m.cost_usd)}</td>"
+        f"<td>{_fmt(m.usd_per_mtok_output)}</td></tr>" for name, m in models.items())
     return out + f"<h2>Models</h2><table class='lat'>{mhead}{mrows}</table>"
 
 
@@ -502,7 +502,7 @@ def write_report(
     )
     if summary.pools is not None:
         subtitle = "pools: " + " · ".join(
-            f"{n}: {p['nodes']} × {p['gpus_per_node']}× {p['gpu']}, {p['model']} ({p['weights']} weights)"
+            f"{n}: {p.nodes} × {p.gpus_per_node}× {p.gpu}, {p.model} ({p.weights} weights)"
             for n, p in summary.pools.items()) + f" · seed {summary.seed}"
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>capsim · {html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
