@@ -113,7 +113,7 @@ def pool_lines(summary: Summary) -> list[str]:
     for name, m in (summary.models or {}).items():
         att, per_m = m.attainment, m.usd_per_mtok_output
         out.append(
-            f"  model      {name}: {m.arrived:,} arrived · SLO attainment "
+            f"  model      {name}: {m.arrived:,} arrived after warm-up · SLO attainment "
             f"{'–' if att is None else f'{100 * att:.1f}%'} ({'met' if m.met else 'MISSED'}) · "
             f"TTFT P95 {_ms(m.ttft_s.p95)} · "
             f"${m.cost_usd:,.2f}" + ("" if per_m is None else f" → ${per_m:.2f} per M output tokens"))
