@@ -316,15 +316,15 @@ def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
                              "--pricing", "reserved_3y", "--seeds", "1", "--max-nodes", "4", "--workers", "1",
                              "--json", "-q", "--no-report"])
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)["rows"]
-    assert {(x["gpu"], x["pricing"]) for x in rows} == {(g, p) for g in ("H100-SXM", "A100-SXM-80GB")
-                                                       for p in ("rented on-demand", "rented, 3-year reserved")}
-    usd = [x["usd_per_month"] for x in rows]
-    assert usd == sorted(usd) and [x["rank"] for x in rows] == [1, 2, 3, 4]
-    # the growth pool "new" at the 3-year price, plus the fixed A100 pool at its rented price (1 GPU each)
-    h100 = next(x for x in rows if x["gpu"] == "H100-SXM" and x["pricing"] == "rented, 3-year reserved")
-    assert h100["usd_per_month"] == pytest.approx((h100["nodes"] * 2.5 * 0.5 + 1.2) * 730)
-    r = runner.invoke(main, ["plan", str(path), "--tp", "2"])
+    rows = [x for x in json.loads(r.output)["rows"] if x["kind"] == "grow"]
+    assert {(x["pools"][1]["gpu"], x["pricing_label"]) for x in rows} == {
+        (g, p) for g in ("H100-SXM", "A100-SXM-80GB") for p in ("rented on-demand", "rented, 3-year reserved")}
+    # the growth pool "new" at the 3-year price, plus the kept A100 pool at its rented price (1 GPU each)
+    h100 = next(x for x in rows if x["pools"][1]["gpu"] == "H100-SXM" and x["pricing"] == "reserved_3y")
+    assert h100["pools"][0] == {"pool": "old", "role": "mixed", "gpu": "A100-SXM-80GB", "gpus_per_node": 1,
+                                "weights": "bf16", "kv_cache": "bf16", "nodes": 1, "sized": False}
+    assert h100["usd_per_month"] == pytest.approx((h100["pools"][1]["nodes"] * 2.5 * 0.5 + 1.2) * 730)
+    r = runner.invoke(main, ["plan", str(path), "--spot-share", "0.5"])
     assert r.exit_code == 2 and "single-fleet options" in r.output
 
 
