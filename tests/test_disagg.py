@@ -206,6 +206,7 @@ def test_role_aware_capacity_and_pool_load_factors():
     """A prefill node sustains prompts alone (about its token budget per step), a decode node decodes alone:
     each more requests/s than a mixed node; the pools' load factors follow, and the fleet's is the busier
     stage's (the two pools serve in series)."""
+    from sim.metrics.access import metric
     from sim.perf.capacity import node_capacity
     from sim.runner.pipeline import run_scenario
 
@@ -218,7 +219,9 @@ def test_role_aware_capacity_and_pool_load_factors():
                           **_pools(1, 1, "infiniband")})
     s = run_scenario(sc).summary
     assert s.pools is not None
-    lf = {name: p["utilisation"]["load_factor"] for name, p in s.pools.items()}
+    lf = {name: p.utilisation.load_factor for name, p in s.pools.items()}
+    assert s.disaggregation is not None and s.disaggregation.transfers > 0  # a typed record, read by attribute
+    assert metric(s, "disaggregation.transfers") == s.disaggregation.transfers
     assert lf["prefill"] > 2 * lf["decode"] > 0
     assert s.utilisation.load_factor == pytest.approx(max(lf.values()), rel=0.05)
 
@@ -239,6 +242,24 @@ def test_size_searches_the_prefill_decode_split():
     assert best is not None and best.sizing.min_nodes is not None and best.sizing.min_nodes >= 1
     assert all(r.sizing.min_nodes is None or r.sizing.tried[r.sizing.min_nodes] for r in rows)
     assert f"best       {best.prefill_nodes} prefill" in format_split(rows, 4)
+
+
+def test_size_split_stops_when_the_prefill_side_cannot_meet_ttft():
+    """A prefill pool too small for the TTFT target: one idle-decode check names the constraint, and the decode pool
+    is not doubled up to max_nodes (it was, before: 1, 2, 4, … 64 decode nodes simulated for nothing)."""
+    from sim.sizing.disagg import format_split, size_split
+
+    # 4,000-token prompts at 6 req/s: one H100 prefills ~4 of them a second, so its queue grows without bound
+    sc = make_scenario(**{"duration_s": 30, "traffic.rate_rps": 6.0, "traffic.classes": _fixed(4000, 60),
+                          "slo": {"ttft_p95_s": 1.0, "tpot_p95_s": 0.05}, **_pools(1, 1, "infiniband")})
+    (row,) = size_split(sc, [1], n_seeds=1, max_nodes=64, workers=1)
+    assert row.infeasible is not None and "TTFT" in row.infeasible and "1 prefill node(s)" in row.infeasible
+    assert row.sizing.min_nodes is None and len(row.sizing.tried) == 1  # the idle-decode check only
+    (idle_n,) = row.sizing.tried
+    assert idle_n < 64
+    text = format_split([row], 64)
+    assert "no split meets the SLO" in text and "infeasible 1 prefill: P95 TTFT" in text
+    assert row.record()["infeasible"] == row.infeasible
 
 
 @pytest.mark.parametrize("blocks", [None, 600])

@@ -530,16 +530,17 @@ class Node:
         if not preempted and (ms is None or ms.can_admit()):
             now = self.env.now
             future = self._future_decode_tokens() if adm is not None else 0
+            admitted = 0  # decode tokens to come of the requests admitted in this step (SGLang: in full)
             while self.waiting:
                 req = self.waiting[0]
                 hit = self.kv.lookup(req)
                 fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
-                                 self.kv.free_blocks, adm, self.S, future, hit)
+                                 self.kv.free_blocks, adm, self.S, future, hit, admitted)
                 if fit is None:
                     break
                 n_new, need = fit
                 if adm is not None:
-                    future += req.output_tokens - req.num_generated
+                    admitted += req.output_tokens - req.num_generated
                 cached = hit[0]
                 self.waiting.popleft()
                 self.kv.admit(req, need, hit)
