@@ -244,12 +244,12 @@ def _size_split(ctx: _Ctx, demand: ModelDemand, lay: Layout, ceiling: int, limit
     best_usd = limit_usd
     steps_after_feasible = 0
     pool_names = sized_pool_names(ctx.scenario, demand, lay)
+    base = layout_scenario(ctx.scenario, demand, lay, [p_lo, 1])
+    dec = next(i for i, q in enumerate(base.fleet.pool_list()) if q.name == pool_names[1])
+    n_idle, load = idle_decode_nodes(base, dec, ceiling, demand.peak_rps)  # the same for every prefill count
     for p in range(p_lo, ceiling + 1):
         if lay.lower_usd_per_month([p, lay.nodes_lower(demand.mean_rps)[1]]) >= best_usd:
             break
-        base = layout_scenario(ctx.scenario, demand, lay, [p, 1])
-        dec = next(i for i, q in enumerate(base.fleet.pool_list()) if q.name == pool_names[1])
-        n_idle, load = idle_decode_nodes(base, dec, ceiling)
         sc_idle = layout_scenario(ctx.scenario, demand, lay, [p, n_idle])
         runs_idle = ctx.runs(sc_idle)
         why = infeasible_reason(runs_idle, demand.model, sc_idle, pool_names[0], p, n_idle, load)
@@ -401,7 +401,7 @@ def plan_pools(scenario: Scenario, gpus: Sequence[str] = (), pricing: Sequence[s
         left_out += out
         viable = sorted((lay for lay in layouts if lay.excluded is None),
                         key=lambda lay: (lay.lower_bound_usd_per_month, lay.label))
-        say(f"{demand.model}: {len(layouts)} layout(s) ({', '.join(ks)}), {len(viable)} viable; "
+        say(f"{demand.model}: {len(layouts) + len(out)} layout(s) ({', '.join(ks)}), {len(viable)} viable; "
             f"{demand.mean_rps:.2f} req/s mean, {demand.peak_rps:.2f} peak")
         found: list[float] = []  # cheapest $/month of each layout of this model meeting the SLO
         ratios: list[float] = []
