@@ -284,15 +284,17 @@ def winner_yaml(res: PoolPlanResult) -> str | None:
 # --- plot -----------------------------------------------------------------------------------------------------
 def plot_layouts(res: PoolPlanResult) -> Figure:
     """Per model, $/month (cheapest way to pay) of each simulated layout meeting the SLO against its model's P95 TTFT
-    and TPOT, by kind, the SLO targets as vertical lines and the winner ringed."""
+    and TPOT, by kind, the SLO targets as vertical lines and the winner ringed. Points carry their rank (1: the
+    winner); the ranks are spelled out in a legend beside each model's panels, so no label covers a point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     models = [d.model for d in res.demands]
-    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.8 * len(models) + 0.6), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(len(models), 3, figsize=(15, 3.8 * len(models) + 0.6), squeeze=False,
+                             constrained_layout=True, gridspec_kw={"width_ratios": [1, 1, 0.62]})
     colors = {"grow": "C0", "single": "C1", "disaggregated": "C2"}
     wins = res.winners()
     for row_axes, model in zip(axes, models):
@@ -300,32 +302,30 @@ def plot_layouts(res: PoolPlanResult) -> Figure:
         for r in res.ranked(model):
             if r["meets_slo"]:
                 best.setdefault(r["layout"], r)
-        rows = list(best.values())
+        rows = sorted(best.values(), key=lambda r: r["usd_per_month"])
         for ax, key, target, name in ((row_axes[0], "ttft_p95_s", res.scenario.slo.ttft_p95_s, "P95 TTFT"),
                                       (row_axes[1], "tpot_p95_s", res.scenario.slo.tpot_p95_s, "P95 TPOT")):
-            stack: dict[int, int] = {}  # labels of points at about the same cost are stacked, not overlapped
+            stack: dict[int, int] = {}  # ranks of points at about the same place are stacked, not overlapped
             y_top = max([r["usd_per_month"] for r in rows] + [1.0]) * 1.3
             xs = [1000 * r[key] for r in rows if r[key] is not None] + [1000 * (target or 0)]
-            x_top = max(xs) * 1.6 if max(xs) > 0 else 1.0
+            x_top = max(xs) * 1.3 if max(xs) > 0 else 1.0
             for kind in colors:
                 pts = [r for r in rows if r["kind"] == kind and r[key] is not None]
                 if pts:
                     ax.scatter([1000 * r[key] for r in pts], [r["usd_per_month"] for r in pts], s=40,
                                color=colors[kind], label=KIND_LABELS[kind], zorder=3)
-            for r in sorted(rows, key=lambda r: r["usd_per_month"]):
+            w = wins[model]
+            for i, r in enumerate(rows):
                 if r[key] is None:
                     continue
-                w = wins[model]
                 if w is not None and r["layout"] == w["layout"]:
                     ax.scatter([1000 * r[key]], [r["usd_per_month"]], s=160, facecolors="none", edgecolors="k",
                                linewidths=1.5, zorder=4, label="winner")
-                bucket = round(r["usd_per_month"] / (0.06 * y_top))
-                k = stack.get(bucket, 0)
-                stack[bucket] = k + 1
-                right = 1000 * r[key] > 0.45 * x_top  # labels of points on the right go to their left
-                ax.annotate(plot_label(r), (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
-                            xytext=(-7 if right else 7, 3 + 12 * k), fontsize=7, ha="right" if right else "left",
-                            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if k else None)
+                cell = (round(1000 * r[key] / (0.05 * x_top)), round(r["usd_per_month"] / (0.06 * y_top)))
+                k = stack.get(hash(cell), 0)
+                stack[hash(cell)] = k + 1
+                ax.annotate(str(i + 1), (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
+                            xytext=(7 + 9 * k, 4), fontsize=8, fontweight="bold" if i == 0 else "normal")
             if target is not None:
                 ax.axvline(1000 * target, color="C3", ls="--", lw=1.2, label=f"SLO {name} ≤ {1000 * target:g} ms")
             ax.set_xlim(0, x_top)
@@ -333,8 +333,14 @@ def plot_layouts(res: PoolPlanResult) -> Figure:
             ax.set_xlabel(f"{model}: {name} (ms, mean over seeds)")
             ax.set_ylabel("USD per month (cheapest way to pay)")
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper right", fontsize=7)
-    fig.suptitle("Layouts meeting the SLO: cost against latency, per model (ringed: the winner)")
+            ax.legend(loc="lower right", fontsize=7)
+        keys = [Line2D([], [], ls="none", marker=f"${i + 1}$", color=colors[r["kind"]], markersize=7 + 2 * (i > 8))
+                for i, r in enumerate(rows)]
+        row_axes[2].axis("off")  # the ranks spelled out: pools and $/month at the cheapest way to pay
+        row_axes[2].legend(keys, [f"{plot_label(r)}: ${r['usd_per_month']:,.0f}/month" for r in rows],
+                           loc="center left", fontsize=7, title=f"{model}: rank, pools", title_fontsize=8,
+                           frameon=False)
+    fig.suptitle("Layouts meeting the SLO: cost against latency, per model (ringed and 1: the winner)")
     return fig
 
 
