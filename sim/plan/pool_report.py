@@ -9,7 +9,6 @@ report), ``winner.yaml`` (every model's winning layout at its way to pay: ``caps
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from sim.perf.catalog import get_gpu
 from sim.plan.pool_space import ModelDemand
-from sim.plan.pools import PoolPlanResult, layout_pools, sized_pool_names
-from sim.plan.pricing import fixed_usd_per_gpu_hour
+from sim.plan.pools import PoolPlanResult, combined_scenario
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -176,6 +173,11 @@ def format_text(res: PoolPlanResult) -> str:
         total = sum(w["usd_per_month"] for w in wins.values() if w is not None)
         lines.append(f"  fleet      ${total:,.0f}/month for every model's pools at the winners' ways to pay "
                      f"(winner.yaml)")
+    if res.combined:
+        ok = all(c["seeds_met"] == c["seeds"] for c in res.combined.values())
+        lines.append("  check      the winners together, one fleet: " + "; ".join(
+            f"{m} SLO met in {c['seeds_met']}/{c['seeds']} seed(s), attainment {100 * c['attainment']:.2f} %"
+            for m, c in res.combined.items()) + ("" if ok else " — a model misses beside the others' new pools"))
     lines.append(f"  runs       {res.runs_computed} simulated, {res.runs_reused} cached; {len(res.seeds)} seed(s); "
                  f"{res.elapsed_s:,.0f} s wall")
     return "\n".join(lines)
@@ -205,7 +207,7 @@ def to_json(res: PoolPlanResult) -> dict[str, Any]:
                     "peak_rps": d.peak_rps, "mean_input_tokens": d.mix.mean_prompt,
                     "mean_output_tokens": d.mix.mean_output, "layouts": res.kinds[d.model],
                     "why_won": why_won(res, d.model)} for d in res.demands],
-        "winners": res.winners(), "rows": res.ranked(), "why_not": why_not(res),
+        "winners": res.winners(), "combined_check": res.combined, "rows": res.ranked(), "why_not": why_not(res),
         "runs_computed": res.runs_computed, "runs_cached": res.runs_reused, "elapsed_s": res.elapsed_s,
     })
 
@@ -221,28 +223,10 @@ def rows_table(res: PoolPlanResult) -> pd.DataFrame:
 def winner_scenario(res: PoolPlanResult) -> dict[str, Any] | None:
     """The planned scenario with every model's winning layout at its node counts and way to pay (reserved rentals
     as their discounted hourly price), or None when a model has no winner."""
-    from sim.sizing.pools import derive_pools
-
-    wins = res.winners()
-    if any(w is None for w in wins.values()):
+    sc = combined_scenario(res)
+    if sc is None:
         return None
-    sc = res.scenario
-    orig = sc.fleet.pool_list()
-    for d in res.demands:
-        win = wins[d.model]
-        assert win is not None
-        sz = res.sized_for(win)
-        assert sz.nodes is not None
-        names = [p.name for p in sc.fleet.pool_list()]
-        cur = dataclasses.replace(d, pools=[names.index(orig[q].name) for q in d.pools],
-                                  growth=names.index(orig[d.growth].name))
-        pools = layout_pools(sc, cur, sz.layout, sz.nodes)
-        sized = set(sized_pool_names(sc, cur, sz.layout))
-        for p in pools:
-            if p["name"] in sized:
-                p["pricing"] = _pricing(res, sc, p, win["pricing"])
-        sc = derive_pools(sc, {"fleet.pools": pools})
-        orig = [next((q for q in sc.fleet.pool_list() if q.name == o.name), o) for o in orig]
+    wins = res.winners()
     raw = sc.model_dump(mode="json", exclude={"plan"})
     raw["name"] = f"{res.scenario.name}-plan"
     raw["description"] = "capsim plan winner for " + res.scenario.name + ": " + "; ".join(
@@ -258,26 +242,13 @@ def winner_scenario(res: PoolPlanResult) -> dict[str, Any] | None:
     return raw
 
 
-def _pricing(res: PoolPlanResult, sc: Any, pool: dict[str, Any], option: str) -> dict[str, Any]:
-    base = pool.get("pricing") or sc.pricing.model_dump(mode="json")
-    base = dict(base)
-    if option == "owned":
-        base["mode"] = "owned"
-        return base
-    from sim.core.config import Pricing
-
-    rate = fixed_usd_per_gpu_hour(option, sc.model_copy(update={"pricing": Pricing.model_validate(base)}),
-                                  get_gpu(pool["gpu"]), res.spec)
-    base.update({"mode": "rented", "usd_per_gpu_hour": rate})
-    return base
-
-
 def winner_yaml(res: PoolPlanResult) -> str | None:
     raw = winner_scenario(res)
     if raw is None:
         return None
     head = (f"# Written by `capsim plan` ({res.scenario.source}): every model's cheapest layout of pools meeting the "
-            "SLO.\n# `capsim run` on this file reproduces the plan's first-seed run of the winning layouts.\n")
+            "SLO.\n# `capsim run` on this file reproduces the plan's first-seed run of the winning layouts together "
+            "(the plan's\n# 'check' line); each model was sized beside the other models' pools as given.\n")
     return head + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 

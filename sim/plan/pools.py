@@ -33,6 +33,7 @@ Not searched for pools: ``max_num_seqs``, spot shares, forecast autoscaling, spi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -90,6 +91,7 @@ class PoolPlanResult:
     skipped: list[tuple[Layout, float, float]]  # (layout, its bound, the threshold it was not below)
     left_out: list[tuple[Layout, str]]
     rows: list[dict[str, Any]]
+    combined: dict[str, dict[str, Any]] = field(default_factory=dict)  # the winners together: per model, its verdict
     elapsed_s: float = 0.0
     runs_computed: int = 0
     runs_reused: int = 0
@@ -187,6 +189,45 @@ def sized_pool_names(scenario: Scenario, demand: ModelDemand, layout: Layout) ->
     names = [p["name"] for p in pools]
     first = min(demand.pools) - sum(1 for i in range(min(demand.pools)) if i in demand.pools)
     return names[first:first + len(layout.sized)]
+
+
+def combined_scenario(res: PoolPlanResult) -> Scenario | None:
+    """The planned scenario with every model's winning layout at its node counts, its sized pools priced at the
+    winner's way to pay (reserved rentals at their discounted $/GPU-hour, so a run bills what the plan priced); None
+    when a model has no winner."""
+    wins = res.winners()
+    if any(w is None for w in wins.values()):
+        return None
+    sc = res.scenario
+    orig = [p.name for p in sc.fleet.pool_list()]
+    for d in res.demands:
+        win = wins[d.model]
+        assert win is not None
+        sz = res.sized_for(win)
+        assert sz.nodes is not None
+        names = [p.name for p in sc.fleet.pool_list()]  # the model's own pools keep their names and order
+        cur = dataclasses.replace(d, pools=[names.index(orig[q]) for q in d.pools], growth=names.index(orig[d.growth]))
+        pools = layout_pools(sc, cur, sz.layout, sz.nodes)
+        sized = set(sized_pool_names(sc, cur, sz.layout))
+        for p in pools:
+            if p["name"] in sized:
+                p["pricing"] = _pricing(res.spec, sc, p, win["pricing"])
+        sc = derive_pools(sc, {"fleet.pools": pools})
+    return sc
+
+
+def _pricing(spec: PlanSpec, sc: Scenario, pool: dict[str, Any], option: str) -> dict[str, Any]:
+    """A sized pool's ``pricing`` section for a way to pay: owned, or rented at the option's $/GPU-hour."""
+    from sim.core.config import Pricing
+
+    base = dict(pool.get("pricing") or sc.pricing.model_dump(mode="json"))
+    if option == "owned":
+        base["mode"] = "owned"
+        return base
+    rate = fixed_usd_per_gpu_hour(option, sc.model_copy(update={"pricing": Pricing.model_validate(base)}),
+                                  get_gpu(pool["gpu"]), spec)
+    base.update({"mode": "rented", "usd_per_gpu_hour": rate})
+    return base
 
 
 # --- the search -------------------------------------------------------------------------------------------------
@@ -436,5 +477,14 @@ def plan_pools(scenario: Scenario, gpus: Sequence[str] = (), pricing: Sequence[s
                 say(f"    {lay.label}: meets the SLO from ${min(costs):,.0f}/month (best so far ${min(found):,.0f})")
             else:
                 say(f"    {lay.label}: {sz.why}")
-    return PoolPlanResult(scenario, spec, demands, seeds, kinds_used, all_layouts, sized, skipped, left_out, rows,
-                          time.perf_counter() - t0, runner.computed, runner.reused)
+    res = PoolPlanResult(scenario, spec, demands, seeds, kinds_used, all_layouts, sized, skipped, left_out, rows)
+    combined = combined_scenario(res)
+    if combined is not None and len(demands) > 1:  # each model was sized beside the others' pools as given
+        say("checking the winners together")
+        runs = ctx.runs(combined)
+        for d in demands:
+            ms = [model_summary(r, d.model) for r in runs]
+            res.combined[d.model] = {"seeds_met": sum(m.met for m in ms), "seeds": len(ms),
+                                     "attainment": sum(m.attainment or 0.0 for m in ms) / len(ms)}
+    res.elapsed_s, res.runs_computed, res.runs_reused = time.perf_counter() - t0, runner.computed, runner.reused
+    return res
