@@ -160,3 +160,14 @@ def test_branch_and_bound_skips_layouts_that_cannot_win(mixed_plan: Any) -> None
         assert bound >= thr and lay.excluded is None
         assert not any(s.layout is lay for s in res.sized)
     assert any(x["stage"] == "cost bound" for x in why_not(res))
+
+
+def test_pool_options_are_refused_without_pools(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from sim.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**copy.deepcopy(BASE), "duration_s": 10}))
+    r = CliRunner().invoke(main, ["plan", str(path), "--layout", "single", "--no-report"])
+    assert r.exit_code == 2 and "--layout: single: the scenario has no fleet.pools" in r.output
