@@ -328,6 +328,11 @@ def html_report(res: PoolPlanResult, figures: dict[str, bytes]) -> str:
              "slo_attainment": "SLO att. (misses)", "seeds": "seeds met", "ttft_p95_s": "P95 TTFT",
              "tpot_p95_s": "P95 TPOT"}
     body = []
+    if res.combined:
+        body.append("<p><b>The winners together</b> (each model was sized beside the others' pools as given; one fleet "
+                    "of every winning layout, the plan's seeds): " + esc("; ".join(
+                        f"{m}: SLO met in {c['seeds_met']}/{c['seeds']} seed(s), attainment "
+                        f"{100 * c['attainment']:.2f} %" for m, c in res.combined.items())) + "</p>")
     for d in res.demands:
         rows = [r for r in res.ranked(d.model) if r["meets_slo"]][:res.spec.top_n]
         df = pd.DataFrame([{"#": i + 1, "pools": f"{KIND_LABELS[r['kind']]}: {pools_text(r)}",
