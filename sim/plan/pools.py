@@ -380,7 +380,8 @@ def _mean(vals: Sequence[float | None]) -> float | None:
 
 def _usd_run(ctx: _Ctx, sc: Scenario, sized: list[str], option: str, run: Summary, model: str) -> float:
     """One run's cost of the model under ``option``: its sized pools' reserved GPU-hours at the option's price
-    (owned: plus their simulated energy), its other pools as billed in the run, its API spend."""
+    (owned: plus their simulated energy; their spot and autoscaled on-demand nodes as billed in the run), its other
+    pools as billed in the run, its API spend."""
     assert run.pools is not None
     m = model_summary(run, model)
     hours = sc.duration_s / 3600.0
@@ -394,8 +395,12 @@ def _usd_run(ctx: _Ctx, sc: Scenario, sized: list[str], option: str, run: Summar
         pricing = sc.pricing if p.pricing is None else p.pricing
         rate = fixed_usd_per_gpu_hour(option, sc.model_copy(update={"pricing": pricing}), get_gpu(p.gpu), ctx.spec)
         usd += p.nodes * p.gpus_per_node * rate * hours
-        if option == "owned":
-            usd += run.pools[p.name].energy.usd
+        by_kind = run.pools[p.name].cost.self_host_usd_by_kind  # its spot / autoscaled nodes, as billed in the run
+        usd += by_kind.get("spot", 0.0) + by_kind.get("on_demand", 0.0)
+        if option == "owned":  # the energy of the reserved (owned) share of its GPU-hours
+            cost = run.pools[p.name].cost
+            share = cost.gpu_hours_by_kind.get("reserved", 0.0) / cost.gpu_hours if cost.gpu_hours > 0 else 1.0
+            usd += run.pools[p.name].energy.usd * share
     return usd
 
 
