@@ -249,6 +249,11 @@ class Node:
         Returns its requests, reset for recompute elsewhere (generated tokens are kept, as after a
         preemption) in admission order, queued ones last. The node does nothing afterwards."""
         self._cancel_timer()
+        if self._mode is Mode.JUMP:  # the decode steps of the run finished by now count (the reference's do)
+            n = self._steps_done_in_jump()
+            w = decode_run_work(self.done_work.totals(), self._plan.batch, self._plan.ctx0, n)
+            self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
+            self.S += n
         if self._mode is not None:
             self.busy_s += self.env.now - self._plan.t0_s
         self._mode = Mode.DEAD
@@ -656,7 +661,7 @@ class Node:
             if req.num_computed == req.num_tokens and not req.cancelled:
                 if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
                     self.prefilling.remove(req)
-                    self.work -= req.output_tokens
+                    self.work -= req.output_tokens - req.num_generated  # its rest (generated: recomputed here)
                     self._parked[req.rid] = self._held(req)
                     self.handoff(req)
                     continue
