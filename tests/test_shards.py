@@ -169,16 +169,16 @@ def test_pooled_sharded_run_merges_pools_at_the_fleets_node_numbers():
     slots = {"h100": {0, 1}, "a100": {2, 3, 4}, "moe": {5, 6}}  # the unsharded fleet's numbering
     for name, nodes in slots.items():
         assert set(done.loc[done["pool"] == name, "node"]) == nodes, name
-        assert s.pools[name]["requests"]["completed"] == int((done["pool"] == name).sum())
-    assert sum(p["requests"]["completed"] for p in s.pools.values()) == s.requests.completed
-    assert s.models["Qwen3-30B-A3B"]["served"] == int((done["class"] == "one").sum())
+        assert s.pools[name].requests.completed == int((done["pool"] == name).sum())
+    assert sum(p.requests.completed for p in s.pools.values()) == s.requests.completed
+    assert s.models["Qwen3-30B-A3B"].served == int((done["class"] == "one").sum())
     nts = out.timeseries_nodes
     assert nts["node"].nunique() == 7 and set(nts.loc[nts["pool"] == "a100", "node"]) == {2, 3, 4}
-    assert s.cost.self_host_usd == pytest.approx(sum(p["cost"]["self_host_usd"] for p in s.pools.values()))
+    assert s.cost.self_host_usd == pytest.approx(sum(p.cost.self_host_usd for p in s.pools.values()))
     streamed = run_sharded_streaming(sc, 2, IN_PROCESS).summary
     assert streamed.requests == s.requests
     for name in slots:
-        assert streamed.pools[name]["requests"] == s.pools[name]["requests"]
+        assert streamed.pools[name].requests == s.pools[name].requests
     assert streamed.routing.node_work_cv == pytest.approx(s.routing.node_work_cv, rel=1e-9)  # every cell's nodes
 
 
@@ -192,9 +192,9 @@ def test_sharded_disaggregated_run_maps_prefill_and_decode_nodes():
     assert set(done["prefill_node"]) == {0, 1} and set(done["decode_node"]) == {2, 3}
     assert (done["node"] == done["decode_node"]).all()
     d = out.summary.disaggregation
-    assert d["transfers"] == sum(r.disagg["transfers"] for r in runs) == len(done)
-    assert d["transfer_p95_s"] == pytest.approx(float(np.percentile(done["kv_transfer_s"], 95)))
-    assert d["kv_gb_sent"] == pytest.approx(done["kv_bytes"].sum() / 1e9)
+    assert d.transfers == sum(r.disagg["transfers"] for r in runs) == len(done)
+    assert d.transfer_p95_s == pytest.approx(float(np.percentile(done["kv_transfer_s"], 95)))
+    assert d.kv_gb_sent == pytest.approx(done["kv_bytes"].sum() / 1e9)
 
 
 def test_a_pool_smaller_than_the_cells_is_one_line_exit_2():

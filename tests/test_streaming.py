@@ -113,7 +113,7 @@ def test_summary_matches_summarize(which, request, tmp_path):
         assert a["requests.timed_out"] > 0 and a["requests.retries"] > 0
     if which in ("pooled", "disaggregated"):  # every pool and model section streamed too (none left empty)
         assert a["requests.in_flight"] == 0
-        assert all(p["requests"]["completed"] > 0 for name, p in exact.summary.pools.items() if name != "p")
+        assert all(p.requests.completed > 0 for name, p in exact.summary.pools.items() if name != "p")
         assert len(exact.summary.models) == (2 if which == "pooled" else 1)
     assert st_out.result.requests == []  # nothing kept per request
     for k in a:
