@@ -48,13 +48,18 @@ def _fixed(prompt: int, output: int) -> list[dict]:
     link=st.sampled_from(["infinite", "infiniband", "ethernet"]),
     overlap=st.booleans(),
     jitter=st.sampled_from([0.0, 0.3]),
+    dynamics=st.sampled_from(["none", "none", "spot", "clients"]),
     seed=st.integers(0, 10_000),
 )
 def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, batched_extra, block_size, blocks,
-                                             chunked, scheduler, link, overlap, jitter, seed):
+                                             chunked, scheduler, link, overlap, jitter, dynamics, seed):
+    pools = _pools(prefill, decode, link, overlap)
+    if dynamics == "spot":  # a spot node in each pool, evicted about every 20 s and replaced
+        spot = {"nodes": 1, "evictions_per_node_hour": 180, "notice_s": 1, "replace": True}
+        pools["fleet.pools"] = [{**p, "spot": spot} for p in pools["fleet.pools"]]
+    client = {"timeout_s": 2.0, "stream": True, "retries": 1, "backoff_s": 0.5} if dynamics == "clients" else None
     kw = {
-        "duration_s": 20, "seed": seed, "max_drain_s": 600, "traffic.rate_rps": rate,
-        **_pools(prefill, decode, link, overlap),
+        "duration_s": 20, "seed": seed, "max_drain_s": 600, "traffic.rate_rps": rate, **pools,
         "fleet.engine": {
             "max_num_seqs": max_seqs, "max_num_batched_tokens": max_seqs + batched_extra, "block_size": block_size,
             "chunked_prefill": chunked, "scheduler": scheduler, "step_jitter": {"cv": jitter},
@@ -62,7 +67,8 @@ def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, ba
         },
         "traffic.classes": [{"name": "chat", "share": 1.0, "prefix_tokens": 200, "prefix_hit_rate": 0.3,
                              "input_tokens": {"dist": "lognormal", "median": 600, "p95": 3000, "max": 4000},
-                             "output_tokens": {"dist": "lognormal", "median": 60, "p95": 300, "max": 800}}],
+                             "output_tokens": {"dist": "lognormal", "median": 60, "p95": 300, "max": 800},
+                             "client": client}],
     }
     fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     ref, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
@@ -71,7 +77,10 @@ def test_disaggregated_fast_equals_reference(prefill, decode, rate, max_seqs, ba
     assert fast.counts() == ref.counts()
     assert fast.disagg == ref.disagg
     done = [r for r in fast.requests if r.first_token_s >= 0]
-    assert all(r.node >= prefill for r in done)  # every token comes from a decode node
+    decode_slots = set(fast.layout.pool_slots(1))
+    assert all(r.node in decode_slots for r in done)  # every token comes from a decode node
+    c = fast.counts()
+    assert c["arrived"] == sum(v for k, v in c.items() if k not in ("arrived", "retries"))
 
 
 def _assert_same_handoffs(fast, ref, tol=1e-6):

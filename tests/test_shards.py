@@ -192,7 +192,7 @@ def test_sharded_disaggregated_run_maps_prefill_and_decode_nodes():
     assert set(done["prefill_node"]) == {0, 1} and set(done["decode_node"]) == {2, 3}
     assert (done["node"] == done["decode_node"]).all()
     d = out.summary.disaggregation
-    assert d.transfers == sum(r.disagg["transfers"] for r in runs) == len(done)
+    assert d is not None and d.transfers == sum(r.disagg["transfers"] for r in runs) == len(done)
     assert d.transfer_p95_s == pytest.approx(float(np.percentile(done["kv_transfer_s"], 95)))
     assert d.kv_gb_sent == pytest.approx(done["kv_bytes"].sum() / 1e9)
 

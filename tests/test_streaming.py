@@ -115,6 +115,8 @@ def test_summary_matches_summarize(which, request, tmp_path):
         assert a["requests.in_flight"] == 0
         assert all(p.requests.completed > 0 for name, p in exact.summary.pools.items() if name != "p")
         assert len(exact.summary.models) == (2 if which == "pooled" else 1)
+        pd.testing.assert_frame_equal(st_out.timeseries, exact.timeseries)  # per-pool series: the same code
+        pd.testing.assert_frame_equal(st_out.timeseries_nodes, exact.timeseries_nodes)
     assert st_out.result.requests == []  # nothing kept per request
     for k in a:
         pct = (k.split(".")[-1] in ("p50", "p90", "p95", "p99")) or k.endswith(".actual")

@@ -116,10 +116,12 @@ class DisaggDispatcher:
         self._prefix: dict[int, tuple[int, ...] | None] = {}  # rid -> its prefix hash chain, restored when done
         self._arrivals: dict[float, list[tuple[HandoffNode, HandoffNode, int, Request]]] = {}  # due time -> transfers
         self._transit: dict[int, HandoffNode] = {}  # id() of a request whose KV is on a link -> its prefill node
-        self._parked_on: dict[int, int] = {}  # prefill slot -> transfers still reading its KV
+        self._parked_on: dict[Any, int] = {}  # prefill node -> transfers still reading its KV
         self._no_decode: list[tuple[int, HandoffNode, Request]] = []  # (group, prefill node, request): no decode up
-        self._killed: set[int] = set()  # id() of evicted nodes (their KV is gone)
-        self._again: set[int] = set()  # id() of requests re-queued after an eviction (their prefill starts afresh)
+        # evicted nodes (their KV is gone) and requests re-queued after an eviction (their prefill starts afresh):
+        # the objects themselves, so that a new object can never be mistaken for one of them
+        self._killed: set[Any] = set()
+        self._again: set[Request] = set()
         self.transfer_s = array("d")  # per hand-off: prefill end → KV arrived (queueing on the link included)
         for slot in fleet.slots:
             if slot.node is not None:
@@ -146,13 +148,13 @@ class DisaggDispatcher:
         """Fleet hook: a node came up (attach it; parked hand-offs of its model go out to a new decode node) or was
         evicted (its KV is gone)."""
         if what == "killed":
-            self._killed.add(id(node))
+            self._killed.add(node)
             lost = [t for t in self._no_decode if t[1] is node]
             if lost:  # prompts parked on it for want of a decode node: their KV is gone
                 self._no_decode = [t for t in self._no_decode if t[1] is not node]
                 for _, src, req in lost:
                     self.in_transfer -= 1
-                    self._parked_on[src.node_id] -= 1
+                    self._parked_on[src] -= 1
                     self.fleet.evicted_sink(req)
             return
         self._attach(node)
@@ -174,7 +176,7 @@ class DisaggDispatcher:
 
         def evicted(req: Request) -> None:
             self._restore(req)
-            self._again.add(id(req))
+            self._again.add(req)
             target(req)
 
         self.fleet.evicted_sink = evicted
@@ -268,7 +270,7 @@ class DisaggDispatcher:
         sid = src.node_id
         if not resend:
             self._cached[req.rid] = req.cached_tokens  # its prefix-cache hit on the prefill node
-            self._parked_on[sid] = self._parked_on.get(sid, 0) + 1
+            self._parked_on[src] = self._parked_on.get(src, 0) + 1
         self.in_transfer += 1
         decode = self._accepting(g, "decode")
         if not decode:  # no decode node up: the KV stays parked until one comes up
@@ -277,7 +279,7 @@ class DisaggDispatcher:
         dst = self._least(decode, self.inbound_tokens)
         tokens = req.output_tokens + 1
         self.inbound_tokens[dst.node_id] += tokens
-        again = resend or id(req) in self._again  # no overlap with a prefill whose start is not first_scheduled_s
+        again = resend or req in self._again  # no overlap with a prefill whose start is not first_scheduled_s
         prefill_s = now - req.first_scheduled_s if req.first_scheduled_s >= 0 and not again else 0.0
         nm = self.pool_models[self.layout.slot_pool[sid]]
         overlap = not resend and self._overlap(sid)
@@ -299,14 +301,14 @@ class DisaggDispatcher:
     def _release(self, src: HandoffNode, req: Request) -> None:
         """The KV of ``req`` has left ``src`` (or will never be read): freed there, unless the node is gone; a
         draining prefill node with nothing left terminates."""
-        sid = src.node_id
-        self._parked_on[sid] -= 1
+        left = self._parked_on[src] = self._parked_on[src] - 1
         if not self._alive(src):
+            if not left:
+                del self._parked_on[src]
             return
         src.release_kv(req)
-        slot = self.fleet.slots[sid]
-        if self._parked_on[sid] == 0:
-            self.fleet.withdrawn(slot)  # terminates a draining node that has nothing left
+        if not left:
+            self.fleet.withdrawn(self.fleet.slots[src.node_id])  # terminates a draining node with nothing left
 
     def _arrived(self, at_s: float, _ev: simpy.Event) -> None:
         """KV of every transfer due now has arrived: the prefill nodes free it, the decode nodes queue the
@@ -318,7 +320,7 @@ class DisaggDispatcher:
             src, dst, tokens, req = t
             self._transit.pop(id(req), None)
             self.inbound_tokens[dst.node_id] -= tokens
-            if id(src) in self._killed:
+            if src in self._killed:
                 lost.append(t)
             elif req.cancelled or self._alive(dst):
                 deliver.append(t)
@@ -351,7 +353,7 @@ class DisaggDispatcher:
         for src, _, _, req in lost:
             if not req.cancelled:  # (a withdrawn one was counted off when its client gave up)
                 self.in_transfer -= 1
-                self._parked_on[src.node_id] -= 1
+                self._parked_on[src] -= 1
                 req.num_computed = 0
                 req.status = Status.WAITING
                 self.fleet.evicted_sink(req)
@@ -367,6 +369,7 @@ class DisaggDispatcher:
         """A request reached a terminal status: its own ``cached_tokens`` (its prefix-cache hit on the prefill node)
         and hash chain are restored for the request table."""
         self._restore(req)
+        self._again.discard(req)
 
     def withdrawn(self, req: Request) -> None:
         """A client gave up on ``req`` (the attempt is retried afresh): its own prompt view back."""
