@@ -162,24 +162,28 @@ class Node:
             return self.work - self._plan.batch * self._steps_done_in_jump()
         return self.work
 
-    def work_bound(self) -> tuple[int, float, int, float, int]:
-        """For the least-work index: ``(work, until_s, step_tokens, rate, floor)``. :meth:`outstanding_tokens`
-        is ``work`` now and until ``until_s`` (inf when idle or stepping: nothing changes before ``work_changed``
-        is next called); after that, in a decode run, it is at least ``max(floor, work − step_tokens −
-        rate·(t − until_s))``: decode steps never get shorter within a run (the context only grows), so steps
-        after the one in progress finish at most ``rate / step_tokens`` per second; ``floor`` is the work left
-        at the end of the run."""
+    def work_level(self, level: int) -> tuple[int, float]:
+        """For the least-work index: ``(work, t_s)``, ``work`` = :meth:`outstanding_tokens` now. Unless the node
+        reports a change (``work_changed``) first, its work stays ``work`` until ``t_s`` if ``work <= level``, and
+        stays above ``level`` until ``t_s`` otherwise (inf: for ever). Idle or stepping, the work is constant; in a
+        decode run it falls by ``batch`` at each step end, known in advance (the run's step times)."""
         if self._mode is not Mode.JUMP:
-            return self.work, _INF, 0, 0.0, self.work
+            return self.work, _INF
         plan = self._plan
         b, n_run = plan.batch, plan.n
         m = self._steps_done_in_jump()
-        floor = self.work - b * n_run
-        if m >= n_run:
-            return floor, _INF, 0, 0.0, floor
-        # 1 µs short of the next step's end: float rounding in the engine's own step count stays inside it
-        until = plan.t0_s + plan.run_s(m + 1) - 1e-6
-        return self.work - b * m, until, b, plan.first_step_rate(), floor
+        w = self.work - b * m
+        # steps from the run's start until the work is at the level: the next step end if it is there already
+        j = m + 1 if w <= level else -((level - self.work) // b)
+        # 1 µs short of that step's end: float rounding in the engine's own step count stays inside it
+        return w, _INF if j > n_run else plan.t0_s + plan.run_s(j) - 1e-6
+
+    def work_floor(self) -> int:
+        """The least :meth:`outstanding_tokens` reaches before this node next reports a change (``work_changed``):
+        the work left at the end of the decode run in progress, or the work now."""
+        if self._mode is Mode.JUMP:
+            return self.work - self._plan.batch * self._plan.n
+        return self.work
 
     def prefix_match_tokens(self, req: Request) -> int:
         """Prompt tokens of ``req`` held by this node's prefix cache now (inside a decode run, cached units the
