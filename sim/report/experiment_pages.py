@@ -74,7 +74,8 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
                         f"({tr.get('window_s', 600) / 60:g}-min window), {report.get('duration_s', 0):,.0f} s",
              "GPU types": ", ".join(g["gpu"] for g in report.get("by_gpu") or []) or str(report.get("gpu")),
              "seeds": ", ".join(str(s) for s in report.get("seeds") or [])}
-    fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "load_factor": lambda v: f"{v:.2f}", "usd_per_hour": _usd,
+    fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "usd_per_hour": _usd,
+           "load_factor": lambda v: f"{v:.2f}",
            "usd_per_mtok_output": lambda v: _usd(v, 3),
            "total_usd": _usd, "ttft_p95_s": _ms, "tpot_p95_s": _ms, "e2e_p95_s": _ms}
     body = htmldoc.asked(asked)
