@@ -29,6 +29,10 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         return f"P50 {ms(p.p50)}  P95 {ms(p.p95)}  P99 {ms(p.p99)}"
 
     head = f"{f.nodes} node(s) × {f.gpus_per_node}× {f.gpu} · {f.model}"
+    gh = c.gpu_hours_by_kind
+    if gh.get("on_demand") or gh.get("spot"):  # autoscaled: fleet.nodes are the reserved ones only
+        head = (f"{f.nodes} reserved node(s) + autoscaled (mean {u.nodes_up_mean or 0:.1f} up) × {f.gpus_per_node}× "
+                f"{f.gpu} · {f.model}")
     if summary.pools is not None:  # fleet.pools: one line per pool and per model below
         head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
@@ -79,7 +83,6 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
             f"transfers ({d.kv_gb_sent:,.1f} GB), after prefill mean {ms(d.transfer_mean_s)} "
             f"(P95 {ms(d.transfer_p95_s)}), links busy {_pct(d.link_busy_mean)}"
         )
-    gh = c.gpu_hours_by_kind
     if gh.get("on_demand") or gh.get("spot"):
         lines.append(
             "  fleet      GPU-hours " + ", ".join(f"{k.replace('_', '-')} {v:,.1f}" for k, v in gh.items() if v)
