@@ -539,6 +539,10 @@ def write_report(
         f"{fleet.nodes} × {fleet.gpus_per_node}× {fleet.gpu} · {fleet.model} "
         f"({fleet.weights} weights, {fleet.kv_cache} KV) · seed {summary.seed}"
     )
+    gh = summary.cost.gpu_hours_by_kind
+    if gh.get("on_demand") or gh.get("spot"):  # autoscaled: fleet.nodes are the reserved ones only
+        subtitle = (f"{fleet.nodes} reserved + autoscaled (mean {summary.utilisation.nodes_up_mean or 0:.1f} up) "
+                    + subtitle.split(" ", 1)[1])
     if summary.pools is not None:
         subtitle = "pools: " + " · ".join(
             f"{n}: {p.nodes} × {p.gpus_per_node}× {p.gpu}, {p.model} ({p.weights} weights)"
