@@ -157,3 +157,22 @@ def test_config_errors():
         make_scenario(spill={"policy": "all_api"}, api={"output_usd_per_mtok": 1})
     with pytest.raises(ConfigError, match="unknown request class"):
         make_scenario(spill={"policy": "class_based", "classes": ["nope"]}, api=API)
+
+
+def test_a_class_served_by_the_api_is_judged_on_its_api_latencies():
+    """Per-class latencies count spilled requests (as the fleet-wide ones do): a class served wholly by the API
+    within its targets meets the SLO instead of failing for want of fleet completions (exact and streamed)."""
+    sc = _all_api(**{"slo.ttft_p95_s": 30.0, "slo.tpot_p95_s": 1.0})
+    out = run_scenario(sc)
+    s = out.summary
+    assert s.requests.spilled > 0 and s.requests.completed == 0
+    for name, row in s.slo.by_class.items():
+        assert row.completed == row.arrived > 0, name
+        assert row.ttft_s.p95 is not None and row.met, name
+    assert s.slo.met
+    from sim.metrics.streaming import run_streaming
+
+    streamed = run_streaming(sc).summary
+    assert {k: v.completed for k, v in streamed.slo.by_class.items()} == {
+        k: v.completed for k, v in s.slo.by_class.items()}
+    assert streamed.slo.met

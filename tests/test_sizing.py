@@ -127,6 +127,7 @@ def test_cli_size_json_and_files(tmp_path):
     for name in ("sizing.json", "sizing.png", "sizing.txt", "min_nodes_summary.json", "sizing_rules.csv"):
         assert (out / name).stat().st_size > 0
     assert "simulated" in (out / "sizing.txt").read_text()
+    assert "load_factor" in (out / "sizing_points.csv").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("args, needle", [

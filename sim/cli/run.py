@@ -29,6 +29,10 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         return f"P50 {ms(p.p50)}  P95 {ms(p.p95)}  P99 {ms(p.p99)}"
 
     head = f"{f.nodes} node(s) × {f.gpus_per_node}× {f.gpu} · {f.model}"
+    gh = c.gpu_hours_by_kind
+    if gh.get("on_demand") or gh.get("spot"):  # autoscaled: fleet.nodes are the reserved ones only
+        head = (f"{f.nodes} reserved node(s) + autoscaled (mean {u.nodes_up_mean or 0:.1f} up) × {f.gpus_per_node}× "
+                f"{f.gpu} · {f.model}")
     if summary.pools is not None:  # fleet.pools: one line per pool and per model below
         head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
@@ -79,7 +83,6 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
             f"transfers ({d.kv_gb_sent:,.1f} GB), after prefill mean {ms(d.transfer_mean_s)} "
             f"(P95 {ms(d.transfer_p95_s)}), links busy {_pct(d.link_busy_mean)}"
         )
-    gh = c.gpu_hours_by_kind
     if gh.get("on_demand") or gh.get("spot"):
         lines.append(
             "  fleet      GPU-hours " + ", ".join(f"{k.replace('_', '-')} {v:,.1f}" for k, v in gh.items() if v)
@@ -124,6 +127,22 @@ def _ms(v: float | None) -> str:
     return "–" if v is None else f"{1000 * v:,.0f} ms"
 
 
+def _pool_hint(summary: Summary) -> str | None:
+    """With pools, where only some models miss: name them and their busiest pool (the fleet-wide queue and KV
+    figures average the missing pool with pools that have room to spare)."""
+    models = summary.models or {}
+    missed = [m for m, ms in models.items() if not ms.met]
+    if summary.pools is None or not missed or len(missed) == len(models):
+        return None
+    load = summary.utilisation.load_factor_by_pool or {}
+    pools = [p for m in missed for p in models[m].pools]
+    busiest = max(pools, key=lambda p: load.get(p) or 0.0)
+    lf = load.get(busiest)
+    at = f" (load factor {lf:.2f})" if lf is not None else ""
+    return (f"{', '.join(missed)} misses its SLO, the other model(s) meet theirs: its busiest pool is {busiest}{at}; "
+            f"`capsim plan --pool {busiest}` finds what to add to it")
+
+
 def _overload_hint(summary: Summary) -> str:
     """One line on why the SLO was missed and what to try."""
     u, r = summary.utilisation, summary.requests
@@ -131,6 +150,9 @@ def _overload_hint(summary: Summary) -> str:
     if r.rejected:
         return (f"{r.rejected:,} requests can never fit a node (context or KV cache too small): "
                 "raise fleet.engine.max_model_len, gpus_per_node or use FP8 KV")
+    pooled = _pool_hint(summary)
+    if pooled:
+        return pooled
     if summary.overload.overloaded or kv_p95 > 0.95 or queue > 1.0:
         return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
                 "average): `capsim size` finds the node count that meets the SLO")

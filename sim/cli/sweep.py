@@ -92,7 +92,7 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a base-scenario field for every point (repeatable).")
 @click.option("--metrics", type=click.Choice(["exact", "streaming"]), default=None,
-              help="exact percentiles, or streaming histograms (constant memory; ±0.12%%). Default: the file's.")
+              help="exact percentiles, or streaming histograms (constant memory; ±0.12%). Default: the file's.")
 @click.option("--retry-failed/--skip-failed", default=True, show_default=True,
               help="Re-run points whose stored result is a failure.")
 @click.option("--fresh", is_flag=True, help="Ignore stored results and recompute every point.")

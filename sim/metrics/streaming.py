@@ -284,9 +284,8 @@ class StreamingCollector:
         n["slo_window_rows"] += int(window.sum())
         n["slo_ok"] += int(ok.sum())
         win_cls = classes[window]
-        fleet_done = window & completed
         for name in self._interactive:
-            mine = fleet_done & (classes == name)
+            mine = done & (classes == name)  # served (fleet or API), as the fleet-wide latencies
             n[f"class.{name}.completed"] += int(mine.sum())
             for c in ("ttft_s", "tpot_s", "e2e_s"):
                 h[f"class.{name}.{c}"].add(col[c][mine])

@@ -186,8 +186,9 @@ class P50P95(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class ClassSlo(Record):
-    """One interactive class: counts, P50/P95 latencies, attainment over its arrivals, whether its targets
-    hold."""
+    """One interactive class after warm-up: arrivals, ``completed`` = served (by the fleet, or spilled to the API:
+    the same requests as the fleet-wide latencies), their P50/P95 latencies, attainment over its arrivals, whether
+    its targets hold."""
 
     arrived: int
     completed: int

@@ -297,7 +297,7 @@ def _by_class(sc: Any, window: pd.DataFrame, ok: np.ndarray) -> dict[str, Any]:
         if getattr(c, "deferrable", None) is not None:
             continue
         mask = cls == c.name
-        d = window[mask & (status == "completed")]
+        d = window[mask & np.isin(status, ["completed", "spilled"])]  # served: by the fleet or the API
         row: dict[str, Any] = {"arrived": int(mask.sum()), "completed": len(d)}
         for col in ("ttft_s", "tpot_s", "e2e_s"):
             x = d[col].dropna().to_numpy()

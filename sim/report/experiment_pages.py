@@ -57,6 +57,10 @@ def size_verdict(report: Mapping[str, Any]) -> tuple[str, bool]:
             f"{report['node_goodput_rps']:.2f} req/s within the SLO){'; ' + conf if conf else ''}.", True)
 
 
+#: sizing tables' headings: the busy share of time is not load (a node with one running sequence is "busy")
+SIZE_HEADS = {"load_factor": "load factor", "busy_fraction": "steps running (busy, not capacity)"}
+
+
 def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], images: Mapping[str, bytes],
               text: str) -> str:
     """``sizing.html``: ``report`` is ``sizing.json``; ``tables`` the CSV tables by file name; ``images`` the
@@ -71,11 +75,12 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
              "GPU types": ", ".join(g["gpu"] for g in report.get("by_gpu") or []) or str(report.get("gpu")),
              "seeds": ", ".join(str(s) for s in report.get("seeds") or [])}
     fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "usd_per_hour": _usd,
+           "load_factor": lambda v: f"{v:.2f}",
            "usd_per_mtok_output": lambda v: _usd(v, 3),
            "total_usd": _usd, "ttft_p95_s": _ms, "tpot_p95_s": _ms, "e2e_p95_s": _ms}
     body = htmldoc.asked(asked)
     for name, df in tables.items():
-        body += f"<h2>{esc(name)}</h2>{htmldoc.table(df, fmt)}"
+        body += f"<h2>{esc(name)}</h2>{htmldoc.table(df, fmt, SIZE_HEADS)}"
     body += f"<h2>Plots</h2>{htmldoc.figures(images)}<h2>Console report</h2><pre>{esc(text)}</pre>"
     body += ('<p class="note">The SLO is met when every P95 target holds and the attainment target is reached; '
              "rejected, failed, timed-out and unfinished requests count as misses. Method: docs/sizing.md.</p>")

@@ -26,9 +26,15 @@ from sim.report.htmldoc import data_uri
 CDF_PCTS = np.linspace(0.1, 99.9, 400)
 
 
-def latency_curves(req: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(sorted values, cumulative fraction) of TTFT, TPOT and E2E over completed requests."""
-    done = req[req["status"] == "completed"]
+def latency_curves(req: pd.DataFrame, warmup_s: float = 0.0,
+                   classes: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(sorted values, cumulative fraction) of TTFT, TPOT and E2E over the requests the summary's latencies
+    describe: served (completed by the fleet or spilled to the API), arrived at or after ``warmup_s``, of
+    ``classes`` (the interactive ones; None: every class)."""
+    keep = req["status"].isin(["completed", "spilled"]).to_numpy() & (req["arrival_s"] >= warmup_s).to_numpy()
+    if classes is not None:
+        keep &= req["class"].astype(str).isin(classes).to_numpy()
+    done = req[keep]
     out = {}
     for col in ("ttft_s", "tpot_s", "e2e_s"):
         x = np.sort(done[col].dropna().to_numpy())
@@ -37,9 +43,13 @@ def latency_curves(req: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]
 
 
 def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: SloVerdict | None = None,
-                      n_requests: int | None = None) -> Figure:
+                      n_requests: int | None = None, p95_s: dict[str, float | None] | None = None,
+                      population: str = "completed requests") -> Figure:
     """CDFs of TTFT, TPOT and E2E (from :func:`latency_curves`, or quantile curves of a streamed run), with
-    the P95 and the SLO targets as vertical lines."""
+    the P95 (``p95_s`` by column: the summary's, so the plot and the tables agree; else read off the curve)
+    and the SLO targets as vertical lines."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     targets = slo.targets if slo is not None else {}
     for ax, col, title, key in (
@@ -50,19 +60,25 @@ def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: Slo
         x, frac = curves[col]
         if len(x):
             ax.plot(x, frac, color="C0", lw=1.6)
-            p95 = float(np.interp(0.95, frac, x))
+            given = (p95_s or {}).get(col)
+            p95 = float(given) if given is not None else float(np.interp(0.95, frac, x))
             ax.axvline(p95, color="C1", lw=1, label=f"P95 = {p95:.3g} s")
         if key in targets:
             ax.axvline(targets[key].target, color="C3", ls="--", lw=1, label=f"SLO {targets[key].target:g} s")
         ax.axhline(0.95, color="grey", lw=0.5, ls=":")
         ax.set_xscale("log" if len(x) and x.min() > 0 and x.max() / max(x.min(), 1e-9) > 50 else "linear")
+        if ax.get_xscale() == "log":  # plain numbers at 1-2-5 (1 only over 3+ decades); minor ticks unlabelled
+            decades = float(np.log10(x.max() / x.min()))
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{title} (s)")
         ax.set_ylabel("fraction of requests")
         ax.set_title(title)
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    label = f" ({n_requests:,} completed requests)" if n_requests is not None else ""
+    label = f" ({n_requests:,} {population})" if n_requests is not None else f" ({population})"
     fig.suptitle(f"Latency distributions{label}")
     return fig
 
@@ -484,7 +500,7 @@ def write_report(
     paths: dict[str, Path] = {}
     if req is not None:
         paths["requests"] = write_parquet(out_dir / "requests.parquet", req)
-        curves = latency_curves(req)
+        curves = latency_curves(req, summary.warmup_s, list(summary.slo.by_class) or None)
     paths |= {
         "timeseries": write_parquet(out_dir / "timeseries.parquet", fleet_ts),
         "timeseries_nodes": write_parquet(out_dir / "timeseries_nodes.parquet", node_ts),
@@ -506,7 +522,11 @@ def write_report(
     for name, fig in (
         ("latency_over_time.png", plot_latency_over_time(bins, slo, duration_s)),
         ("cost_breakdown.png", plot_cost_breakdown(summary)),
-        ("latency_cdf.png", plot_latency_cdfs(curves or {}, slo, summary.requests.completed)),
+        ("latency_cdf.png", plot_latency_cdfs(
+            curves or {}, slo, len(curves["e2e_s"][0]) if req is not None and curves else None,
+            {c: getattr(summary.latency, c).p95 for c in ("ttft_s", "tpot_s", "e2e_s")},
+            "served interactive requests" + (f" that arrived after the {summary.warmup_s:g}-s warm-up"
+                                             if summary.warmup_s > 0 else ""))),
         ("load_over_time.png", plot_load(fleet_ts)),
         ("node_utilisation.png", plot_node_utilisation(node_ts, duration_s)),
         *((("pool_load.png", plot_pools(node_ts)),) if summary.pools is not None and "pool" in node_ts else ()),
@@ -519,6 +539,10 @@ def write_report(
         f"{fleet.nodes} × {fleet.gpus_per_node}× {fleet.gpu} · {fleet.model} "
         f"({fleet.weights} weights, {fleet.kv_cache} KV) · seed {summary.seed}"
     )
+    gh = summary.cost.gpu_hours_by_kind
+    if gh.get("on_demand") or gh.get("spot"):  # autoscaled: fleet.nodes are the reserved ones only
+        subtitle = (f"{fleet.nodes} reserved + autoscaled (mean {summary.utilisation.nodes_up_mean or 0:.1f} up) "
+                    + subtitle.split(" ", 1)[1])
     if summary.pools is not None:
         subtitle = "pools: " + " · ".join(
             f"{n}: {p.nodes} × {p.gpus_per_node}× {p.gpu}, {p.model} ({p.weights} weights)"

@@ -139,7 +139,8 @@ class SizingResult:
                 "nodes": n, "seeds_met": rep.n_met, "seeds": rep.n, "meets_slo": rep.all_met,
                 "slo_attainment": rep.mean("slo.attainment"),
                 "ttft_p95_s": rep.mean("latency.ttft_s.p95"), "tpot_p95_s": rep.mean("latency.tpot_s.p95"),
-                "e2e_p95_s": rep.mean("latency.e2e_s.p95"), "busy_fraction": rep.mean("utilisation.busy_fraction"),
+                "e2e_p95_s": rep.mean("latency.e2e_s.p95"), "load_factor": rep.mean("utilisation.load_factor"),
+                "busy_fraction": rep.mean("utilisation.busy_fraction"),
                 "total_usd": rep.mean("cost.total_usd"),
                 "usd_per_mtok_output": rep.mean("cost.usd_per_mtok_output"),
             })

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sim.core.atomic_io import atomic_write, write_text
@@ -16,6 +17,26 @@ from sim.sweep.experiment import Experiment
 def _label(row: pd.Series, axes: list[str]) -> str:
     """``nodes=3, policy=never``: the point's axis values (missing ones left out)."""
     return ", ".join(f"{c.split('.')[-1]}={row[c]}" for c in axes if not pd.isna(row[c]))
+
+
+def _annotate_without_overlap(ax: Any, labels: list[str], x: np.ndarray, y: np.ndarray,
+                              fontsize: float = 7.0) -> None:
+    """Label each point just above-right of it; a label whose line would cross an earlier one (its text box
+    estimated from its length, in points on the figure) moves up one line until it is clear."""
+    to_pt = 72.0 / ax.figure.dpi
+    line_pt = 1.4 * fontsize
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) in figure points
+    for text, xi, yi in zip(labels, x, y, strict=True):
+        if not (np.isfinite(xi) and np.isfinite(yi)):
+            continue
+        px, py = (v * to_pt for v in ax.transData.transform((xi, yi)))
+        left, right = px + 6, px + 6 + 0.6 * fontsize * len(text)
+        k = 0
+        while any(abs(py + 4 + line_pt * k - b) < 0.99 * line_pt and left < r and lo < right
+                  for lo, r, b in placed):
+            k += 1
+        placed.append((left, right, py + 4 + line_pt * k))
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(6, 4 + line_pt * k), fontsize=fontsize)
 
 
 def plot_overview(overview: pd.DataFrame, axes: list[str], slo_ttft_s: float | None) -> Any:
@@ -31,29 +52,24 @@ def plot_overview(overview: pd.DataFrame, axes: list[str], slo_ttft_s: float | N
     y = overview["cost.usd_per_mtok_total"]
     ax.scatter(x[ok], y[ok], color="C2", s=45, label="meets the SLO in every seed", zorder=3)
     ax.scatter(x[~ok], y[~ok], color="C3", marker="x", s=45, label="misses the SLO (in some seed)", zorder=3)
-    if len(overview) <= 30:  # labels of points at the same place are stacked, not overlapped
-        stacked: dict[tuple[float, float], int] = {}
-        for i, row in zip(range(len(overview)), (r for _, r in overview.iterrows())):
-            xi, yi = float(x.iloc[i]), float(y.iloc[i])
-            at = (round(xi, -1), round(yi, 3))
-            k = stacked.get(at, 0)
-            stacked[at] = k + 1
-            ax.annotate(_label(row, axes), (xi, yi), textcoords="offset points", xytext=(6, 4 + 10 * k),
-                        fontsize=7)
     if slo_ttft_s is not None:
         ax.axvline(1000 * slo_ttft_s, color="C3", ls="--", lw=1.1, label=f"SLO: P95 TTFT ≤ {1000 * slo_ttft_s:g} ms")
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_xscale("log")
+    ax.set_ylim(bottom=0, top=max(float(y.max()) * 1.2, 1e-6) if y.notna().any() else 1)
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set_xlabel("P95 time to first token (ms, mean across seeds, log scale)")
     ax.set_ylabel("USD per million tokens (input + output)")
-    ax.set_ylim(bottom=0, top=max(float(y.max()) * 1.2, 1e-6) if y.notna().any() else 1)
     ax.set_title("Sweep: cost against latency per grid point")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if len(overview) <= 30:
+        fig.canvas.draw()  # lay the figure out first: the overlap test works in its final coordinates
+        _annotate_without_overlap(ax, [_label(r, axes) for _, r in overview.iterrows()], x.to_numpy(float),
+                                  y.to_numpy(float))
     return fig
 
 

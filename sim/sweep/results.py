@@ -44,7 +44,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _tidy_column(values: list[Any]) -> list[Any]:
-    """Make an axis column storable: non-scalars become JSON text; mixed scalar types become text."""
+    """Make an axis column storable: non-scalars become JSON text; mixed scalar types become text; a missing
+    value (None, or the NaN a pandas text column reads it back as) stays None, never the text "nan"."""
+    values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
     if any(isinstance(v, (dict, list, tuple)) for v in values):
         return [None if v is None else json.dumps(v, sort_keys=True) for v in values]
     kinds = {type(v) for v in values if v is not None}
