@@ -40,6 +40,15 @@ class WorkDone:
         self.ctx += ctx
         self.steps += 1
 
+    def add_run(self, batch: int, ctx0: float, n: int) -> None:
+        """``n`` decode steps of ``batch`` sequences holding ``ctx0`` context tokens at the start (the same sums as
+        :func:`decode_run_work`)."""
+        s = n * ctx0 + batch * n * (n + 1) / 2.0
+        self.tokens += batch * n
+        self.pairs += s
+        self.ctx += s
+        self.steps += n
+
     def totals(self) -> tuple[int, float, float, int]:
         return self.tokens, self.pairs, self.ctx, self.steps
 

@@ -12,6 +12,8 @@ import numpy as np
 from sim.perf.model import DecodeLines, dominant_line, run_on_lines
 from sim.traffic.request import Request
 
+_INF = float("inf")
+
 
 class StepPlan:
     """The step or decode run in progress on one node (meaningful while the node's mode is STEP or JUMP).
@@ -25,7 +27,8 @@ class StepPlan:
     """
 
     __slots__ = ("t0_s", "dt_s", "chunks", "tokens", "pairs", "ctx", "n", "batch", "ctx0", "lines", "line",
-                 "cum_s", "_rate")
+                 "cum_s", "_rate",
+                 "done_steps", "done_until_s")
 
     def __init__(self) -> None:
         self.t0_s = 0.0
@@ -41,6 +44,8 @@ class StepPlan:
         self.line: tuple[float, float] | None = None
         self.cum_s: np.ndarray | None = None
         self._rate = -1.0
+        self.done_steps = 0  # a decode run's steps finished as of a recent read, valid before done_until_s
+        self.done_until_s = -_INF
 
     def step(self, t0_s: float, chunks: list[tuple[Request, int]], tokens: int, pairs: int, ctx: int,
              dt_s: float) -> None:
@@ -57,6 +62,7 @@ class StepPlan:
         self.lines = lines
         self.cum_s = cum_s
         self._rate = -1.0
+        self.done_until_s = -_INF
         if cum_s is None:
             self.dt_s = run_on_lines(lines, n)
             self.line = dominant_line(lines, n)
