@@ -637,20 +637,38 @@ class Node:
         comparison)."""
         plan = self._plan
         now = self.env.now
-        if now < plan.done_until_s:
+        until = plan.done_until_s
+        if now < until:
             return plan.done_steps
+        line = plan.line
+        if line is not None and until > -_INF:
+            # usually one step ended since the last read: step c + 1 ended at ≈ until + 1 µs; when ``now`` is
+            # clear of that end and before the next one, the count is c + 1 (no root to solve)
+            k = plan.done_steps + 1
+            if k < plan.n and now >= until + 2e-6:
+                nxt = plan.t0_s + (line[0] * (k + 1) + line[1] * (k + 1) * (k + 2) / 2.0) - 1e-6
+                if now < nxt:
+                    plan.done_steps = k
+                    plan.done_until_s = nxt
+                    return k
         elapsed = now - plan.t0_s
         if elapsed <= 0:
             return 0
         if plan.cum_s is not None:  # jitter on: the run's cumulative step times
             n = min(plan.n, int(np.searchsorted(plan.cum_s, elapsed, side="right")))
         else:
-            line = plan.line
             m = steps_on_line(line[0], line[1], elapsed, plan.n) if line is not None else None
             n = m if m is not None else self.perf.decode_steps_within(plan.batch, plan.ctx0, elapsed, plan.n)
         plan.done_steps = n
-        # 1 µs short of the next step's end: float rounding of the count near a step end stays outside the cache
-        plan.done_until_s = plan.t0_s + plan.run_s(n + 1) - 1e-6 if n < plan.n else _INF
+        # kept until 1 µs short of the next step's end (float rounding of the count near a step end, or of the
+        # sum below, stays outside the cache)
+        if n >= plan.n:
+            plan.done_until_s = _INF
+        elif line is not None:  # step j takes a + b·j
+            k = n + 1
+            plan.done_until_s = plan.t0_s + (line[0] * k + line[1] * k * (k + 1) / 2.0) - 1e-6
+        else:
+            plan.done_until_s = plan.t0_s + plan.run_s(n + 1) - 1e-6
         return n
 
     def _shorten_jump(self) -> None:
