@@ -56,6 +56,7 @@ def _assert_same_work(fast, ref):
     scheduler=st.sampled_from(["preempt", "reserve_kv", "sglang"]),
     policy=st.sampled_from(["fcfs", "priority"]),
     jitter=st.sampled_from([0.0, 0.0, 0.3]),
+    multistep=st.sampled_from([1, 1, 4]),
     seed=st.integers(0, 10_000),
     stack=st.sampled_from(["nvidia-vllm", "nvidia-trtllm", "nvidia-sglang"]),
     client=st.one_of(st.none(), st.fixed_dictionaries({
@@ -65,7 +66,7 @@ def _assert_same_work(fast, ref):
                                  {"method": "ngram", "num_tokens": 5, "acceptance_rate": 0.2}]),
 )
 def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size, blocks, chunked, router,
-                               prefix_hit, scheduler, policy, jitter, seed, stack, client, speculative):
+                               prefix_hit, scheduler, policy, jitter, multistep, seed, stack, client, speculative):
     kw = {
         "fleet.stack": stack,  # its CUDA-graph padding rule (every step ≤ 512 tokens, or decode-only steps)
         "duration_s": 30,
@@ -81,6 +82,7 @@ def test_fast_equals_reference(nodes, rate, max_seqs, batched_extra, block_size,
             "scheduler": scheduler,
             "scheduling_policy": policy,
             "step_jitter": {"cv": jitter},
+            "num_scheduler_steps": multistep,
             "num_gpu_blocks_override": None if blocks is None else max(blocks, 8000 // block_size + 1)
             if block_size == 1 else blocks,
         },
@@ -214,6 +216,25 @@ def test_step_jitter_is_seeded_and_the_same_in_both_engines():
     kw["fleet.engine"] = dict(kw["fleet.engine"], step_jitter={"cv": 0.0})
     _, plain = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
     assert plain != a
+
+
+@pytest.mark.parametrize("scheduler", ["preempt", "sglang"])
+def test_multi_step_runs_match_reference_and_delay_admission(scheduler):
+    """vLLM v0 multi-step scheduling: both engines agree; admitting only between 10-step decode runs raises the
+    median TTFT under load by a sizeable part of a run and leaves decode speed about as it was."""
+    kw = {"duration_s": 60, "seed": 5, "traffic.rate_rps": 6.0, "fleet.nodes": 1,
+          "fleet.engine": {"max_num_seqs": 64, "max_num_batched_tokens": 4096, "num_gpu_blocks_override": 3000,
+                           "scheduler": scheduler, "num_scheduler_steps": 10}}
+    fast, a = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+    _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
+    _assert_same(a, b)
+    kw["fleet.engine"] = dict(kw["fleet.engine"], num_scheduler_steps=1)
+    single, _ = _trace(make_scenario(**kw, **{"fleet.engine_impl": "fast"}))
+
+    def median_ttft(res):
+        return float(np.median([r.first_token_s - r.arrival_s for r in res.requests if r.first_token_s >= 0]))
+
+    assert median_ttft(fast) > 1.5 * median_ttft(single)
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from sim.cli import main
+from sim.core.errors import ConfigError
 from sim.perf import validation
 from sim.perf.calibration import CalPoint, Predictor, Split, fit_calibration, read_measurement_csv
 from sim.perf.catalog import Calibration
@@ -127,3 +128,28 @@ def test_calibrate_warns_when_a_factor_hits_its_bound(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["calibrate", str(f), "--fit", "mbu", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "warning: mbu" in res.output and "lower bound" in res.output
+
+
+def test_point_engine_settings_reach_the_benchmark(tmp_path: Path) -> None:
+    """A point's published engine flags (point_engine_settings.csv) are applied; a bad field or id is one clear
+    error naming the file."""
+    pts = {p.id: p for p in validation.published_points()}
+    vllm = dict(pts["vllm-8b-a100-rps4-ttft"].engine)
+    assert vllm["num_scheduler_steps"] == 10 and vllm["chunked_prefill"] is False
+    assert dict(pts["sgl-8b-a100-rps4-ttft"].engine) == {}
+    # multi-step admission is what moves vLLM 0.6's TTFT: without the flags the prediction is far lower
+    p = replace(pts["vllm-8b-a100-rps4-ttft"], requests=300)
+    cal = validation.shipped_factors([p])["nvidia-vllm"]
+    with_flags = Predictor([p]).predict(p, cal)
+    plain = replace(p, engine=())
+    assert with_flags > 2.0 * Predictor([plain]).predict(plain, cal)
+
+    src = validation.calibration_data_dir() / "published_points.csv"
+    (tmp_path / "published_points.csv").write_text(src.read_text())
+    bad = tmp_path / "point_engine_settings.csv"
+    bad.write_text("id,field,value,source\nvllm-8b-a100-rps4-ttft,num_sched_steps,10,x\n")
+    with pytest.raises(ConfigError, match=r"not a fleet\.engine field"):
+        validation.published_points(tmp_path / "published_points.csv")
+    bad.write_text("id,field,value,source\nno-such-point,num_scheduler_steps,10,x\n")
+    with pytest.raises(ConfigError, match="no-such-point"):
+        validation.published_points(tmp_path / "published_points.csv")

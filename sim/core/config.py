@@ -564,6 +564,11 @@ class Engine(Strict):
     )
     sglang: SglangAdmission = SglangAdmission()
     step_jitter: StepJitterSpec = StepJitterSpec()
+    num_scheduler_steps: int = Field(
+        1, ge=1, description="vLLM v0's multi-step scheduling (--num-scheduler-steps, vLLM 0.6-0.7): a decode-only "
+        "step that starts a run commits the running batch to this many decode steps, and waiting requests are "
+        "admitted only between runs (1 = schedule every step, vLLM v1 and the other stacks)"
+    )
     prefix_caching: bool = Field(
         False, description="shared block-level prefix cache (vLLM's automatic prefix caching): requests whose "
         "traffic carries prefix hashes (a Mooncake trace's hash_ids, classes with a 'prefix' section) hit what is "

@@ -38,6 +38,7 @@ from sim.engine.admission import admit_head, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
+from sim.engine.multistep import make_multistep
 from sim.engine.plan import StepPlan
 from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
 from sim.traffic.request import Request, Status
@@ -88,6 +89,7 @@ class Node:
         self.waiting = make_waiting_queue(engine)
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
+        self.multistep = make_multistep(engine.num_scheduler_steps)  # vLLM v0 multi-step runs, or None
         self.fin_sum = 0  # Σ fin_step over decoders: their decode tokens still to come = fin_sum − len(decoding)·S
         self.decoding: dict[int, Request] = {}  # admission order
         self.prefilling: list[Request] = []  # running, prefill not finished; always after the decoders
@@ -368,7 +370,7 @@ class Node:
     # -- scheduling -----------------------------------------------------------------------------------
     def _head_admissible(self) -> bool:
         """Whether the next step would admit the waiting head, given decoders only are running (one or more)."""
-        if not self.waiting:
+        if not self.waiting or (self.multistep is not None and not self.multistep.can_admit()):
             return False
         dec_n = len(self.decoding)
         free = self.kv.free_blocks
@@ -408,6 +410,9 @@ class Node:
             if waiting and self.kv.cached_free:
                 # an eviction can shorten a blocked head's hit and so its block need: run no step that evicts
                 n = self._max_steps_kv(n, self.kv.unused_blocks)
+            ms = self.multistep
+            if ms is not None and self.waiting and ms.left > 0:
+                n = min(n, ms.left)  # the run ends there: the scheduler may then admit the head
             if n >= 1:
                 self._start_jump(n)
                 if self.work_changed is not None:
@@ -431,6 +436,8 @@ class Node:
             ctx += end
             attn += attention_pairs(n, end)
         dt = self.perf.step_s(tokens, attn, ctx, decode_only=not chunks)  # speculative decoding: decode-only
+        if self.multistep is not None:
+            self.multistep.after_step(not chunks)
         if self.jitter is not None:
             dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP
@@ -485,6 +492,9 @@ class Node:
         preempted = False
         stop = False
         bs = self.bs
+        ms = self.multistep
+        if ms is not None and not self.decoding and not self.prefilling:
+            ms.idle()
         # 1. decoders, in admission order, one token each
         need = 0 if self.reserve else self.phase_cnt[(-self.S) % bs]
         if self.kv.can_allocate(need):
@@ -523,8 +533,8 @@ class Node:
             generated = sum(r.num_generated + (self.S - r.dec_step0) for r in self.decoding.values())
             generated += sum(r.num_generated for r in self.prefilling)
             adm.on_retract(self.S, generated, sum(r.output_tokens for r in running), len(running))
-        # 3. admissions, FCFS, only if nothing was preempted
-        if not preempted:
+        # 3. admissions, FCFS, only if nothing was preempted (and, with multi-step runs, between runs)
+        if not preempted and (ms is None or ms.can_admit()):
             now = self.env.now
             future = self._future_decode_tokens() if adm is not None else 0
             while self.waiting:
@@ -690,6 +700,8 @@ class Node:
         self.S += n
         self.dec_ctx_sum += b * n
         self.work -= b * n
+        if self.multistep is not None:
+            self.multistep.after_decode_steps(n)
         self.busy_s += plan.dt_s
         if self._cancelled:
             self._drop_cancelled()

@@ -15,7 +15,9 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    Without chunked prefill a prompt that does not fit the remaining budget waits. Under ``scheduler: sglang``
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
    tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
-   resets the ratio (:class:`sim.engine.admission.SglangRatio`).
+   resets the ratio (:class:`sim.engine.admission.SglangRatio`). With ``num_scheduler_steps`` n > 1 (vLLM v0
+   multi-step) admissions happen only between runs: a decode-only step commits the batch to n decode steps
+   (:class:`sim.engine.multistep.MultiStep`).
 4. The step takes :meth:`StepTimeModel.step_s` (× the node's jitter factor for that step, when on); a step whose
    requests are all decoding (each sampled a token since it was admitted; no prefill chunk) is ``decode_only``,
    which decides whether the stack's CUDA-graph padding applies, and with speculative decoding such a step is
@@ -42,6 +44,7 @@ from sim.engine.admission import admit_head, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
+from sim.engine.multistep import make_multistep
 from sim.perf.model import StepTimeModel, attention_pairs
 from sim.traffic.request import Request, Status
 
@@ -70,6 +73,7 @@ class ReferenceNode:
         self.waiting = make_waiting_queue(engine)
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
         self.jitter = make_jitter(engine.step_jitter.cv, engine.step_jitter.seed, node_id)
+        self.multistep = make_multistep(engine.num_scheduler_steps)  # vLLM v0 multi-step runs, or None
         self.running: list[Request] = []
         self._decoders: set[int] = set()  # rids of running requests past their prefill (one decode token a step)
         self.kv = make_ledger(engine, capacity_blocks)
@@ -205,6 +209,9 @@ class ReferenceNode:
 
     def _schedule(self) -> list[tuple[Request, int]]:
         eng = self.engine
+        ms = self.multistep
+        if ms is not None and not self.running:
+            ms.idle()
         budget = eng.max_num_batched_tokens
         scheduled: list[tuple[Request, int]] = []
         preempted = False
@@ -240,7 +247,7 @@ class ReferenceNode:
                 sum(r.output_tokens for r in self.running),
                 len(self.running),
             )
-        if not preempted:
+        if not preempted and (ms is None or ms.can_admit()):
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
             while self.waiting:
                 req = self.waiting[0]
@@ -278,6 +285,8 @@ class ReferenceNode:
             attn = sum(attention_pairs(n, r.num_computed + n) for r, n in scheduled)
             ctx = sum(r.num_computed + n for r, n in scheduled)
             decode_only = all(r.rid in self._decoders for r, _ in scheduled)  # speculative decoding applies
+            if self.multistep is not None:
+                self.multistep.after_step(decode_only)
             perf = self.perf
             if decode_only and perf.class_tokens_per_step:  # per-class acceptance: τ over the running decoders
                 per_class = [0] * len(perf.class_tokens_per_step)

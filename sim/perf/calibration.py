@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -51,6 +52,8 @@ class CalPoint:
     ``reserve_kv``: the engine reserves each request's whole KV (prompt + output) at admission and never
     preempts (TensorRT-LLM's GUARANTEED_NO_EVICT, ``Engine.reserve_kv``); ``None`` = the scheduler of the point's
     ``stack`` (else of the GPU's default stack), see :func:`sim.perf.catalog.stack_reserves_kv`.
+    ``engine``: further ``fleet.engine`` fields the benchmark ran with, as (field, value) pairs (e.g. vLLM 0.6's
+    ``num_scheduler_steps`` 10), from ``calibration/data/point_engine_settings.csv``.
     """
 
     id: str
@@ -82,6 +85,7 @@ class CalPoint:
     max_num_batched_tokens: int = 8192
     reserve_kv: bool | None = None
     note: str = ""
+    engine: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -154,8 +158,10 @@ class Predictor:
             return perf.decode_step_s(p.batch, p.context)
         inp, out = self.lengths(p)
         seqs = p.max_num_seqs
-        engine = Engine(max_num_seqs=seqs, max_num_batched_tokens=max(p.max_num_batched_tokens, seqs),
-                        reserve_kv=self.reserve_kv(p))
+        fields: dict[str, Any] = {"max_num_seqs": seqs, "max_num_batched_tokens": max(p.max_num_batched_tokens, seqs),
+                                  "reserve_kv": self.reserve_kv(p)}
+        fields.update(p.engine)  # the benchmark's own engine settings win
+        engine = Engine(**fields)
         setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, stack=p.stack,
                                 source=p.id)
         r = max(1, p.replicas)

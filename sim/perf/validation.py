@@ -21,9 +21,11 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from sim.core.config import Engine
 from sim.core.errors import ConfigError
 from sim.core.paths import find_data_file, project_root
 from sim.perf.calibration import CalPoint, Predictor, Split, evaluate, fit_calibration
@@ -66,9 +68,41 @@ def gpu_family(gpu: str) -> str:
 
 
 # -- the published points -----------------------------------------------------------------------------------
+def _setting_value(text: str) -> bool | int | float | str:
+    """A settings cell: ``true``/``false``, an integer, a number, else the text."""
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(t)
+        except ValueError:
+            pass
+    return t
+
+
+def point_engine_settings(path: Path | None = None) -> dict[str, tuple[tuple[str, Any], ...]]:
+    """``point_engine_settings.csv``: per point id, the ``fleet.engine`` fields its benchmark ran with beyond the
+    columns of ``published_points.csv`` (each row: id, field, value, source). A missing file means none."""
+    path = path or calibration_data_dir() / "point_engine_settings.csv"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for i, row in enumerate(csv.DictReader(text.splitlines()), start=2):
+        name = row["field"].strip()
+        if name not in Engine.model_fields:
+            raise ConfigError(str(path), f"line {i}: field", f"'{name}' is not a fleet.engine field")
+        out.setdefault(row["id"].strip(), []).append((name, _setting_value(row["value"])))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def published_points(path: Path | None = None) -> list[CalPoint]:
-    """Rows of ``published_points.csv`` (one measured number each, with its settings and source)."""
+    """Rows of ``published_points.csv`` (one measured number each, with its settings and source), each with the
+    engine settings ``point_engine_settings.csv`` (next to it) gives for its id."""
     path = path or calibration_data_dir() / "published_points.csv"
+    settings = point_engine_settings(path.parent / "point_engine_settings.csv")
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -95,8 +129,13 @@ def published_points(path: Path | None = None) -> list[CalPoint]:
                 max_num_batched_tokens=i("max_num_batched_tokens") or 8192,
                 reserve_kv=None if not row["reserve_kv"].strip() else row["reserve_kv"].strip() == "1",
                 metric=row["metric"], measured=float(row["measured"]), note=row["note"],
+                engine=settings.get(row["id"], ()),
             )
         )
+    unknown = sorted(set(settings) - {p.id for p in out})
+    if unknown:
+        raise ConfigError(str(path.parent / "point_engine_settings.csv"), "id",
+                          f"no published point with id {', '.join(unknown)}")
     return out
 
 
