@@ -91,7 +91,9 @@ class PriorityWaitingQueue:
     def append(self, req: Request) -> None:
         heapq.heappush(self._heap, (req.priority, req.attempt_s, req.rid, req))
 
-    appendleft = append  # a preempted request keeps its (priority, arrival) place
+    def appendleft(self, req: Request) -> None:
+        """A preempted request keeps its (priority, arrival) place (a method, not an alias: mypyc compiles it)."""
+        self.append(req)
 
     def popleft(self) -> Request:
         return heapq.heappop(self._heap)[3]

@@ -29,6 +29,7 @@ import heapq
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import simpy
@@ -572,8 +573,10 @@ class Node:
         """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
         (its callbacks set to None by SimPy) is left alone."""
         timer = self._timer
-        if timer is not None and timer.callbacks:
-            timer.callbacks.clear()
+        if timer is not None:
+            callbacks: Any = timer.callbacks  # None once fired (SimPy's hints say list: compiled code checks them)
+            if callbacks:
+                callbacks.clear()
 
     def _end_step(self, _timer: simpy.Event | None = None) -> None:
         now = self.env.now

@@ -50,6 +50,12 @@ from typing import Any
 
 import numpy as np
 
+try:  # mypyc (`make native`): these records are pickled (a sharded run's cells return them from worker processes)
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pure Python: the decorator matters only to mypyc
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 from sim.core.errors import ConfigError
 from sim.perf.catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
 from sim.perf.moe import ExpertReads, Layout, layout_kv_bytes_per_token, layout_weight_bytes, moe_terms
@@ -73,6 +79,7 @@ def attention_pairs(new_tokens: int, context_end: int) -> int:
     return new_tokens * context_end - new_tokens * (new_tokens - 1) // 2
 
 
+@mypyc_attr(serializable=True)
 @dataclass(frozen=True, slots=True)
 class NodeMemory:
     """Memory plan of one node, in bytes and tokens."""
@@ -155,6 +162,7 @@ def plan_memory(
     )
 
 
+@mypyc_attr(serializable=True)
 @dataclass(frozen=True, slots=True)
 class StepTimeModel:
     """Coefficients of the step-time model (see module docstring); times in seconds.

@@ -14,6 +14,13 @@ is dropped; one logical request is one row of the per-request table, its last at
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
+
+try:  # mypyc (`make native`): these records are pickled (a sharded run's cells return them from worker processes)
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pure Python: the decorator matters only to mypyc
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
 
 
 class Status(IntEnum):
@@ -28,6 +35,7 @@ class Status(IntEnum):
     TIMED_OUT = 6  # the client gave up (after its last retry) before the answer came
 
 
+@mypyc_attr(serializable=True)
 class Request:
     """A request; engine fields are owned by the node that serves it."""
 
