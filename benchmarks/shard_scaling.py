@@ -6,6 +6,9 @@ cells), then the 4 cells on 1 and 2 local workers (wall and CPU time), and the p
 seconds, peak RSS of the worker) that size a cluster run (docs/scaling.md).
 
     .venv/bin/python benchmarks/shard_scaling.py [--nodes 64] [--shards 4] [--duration-s 600] [--workers 1,2]
+
+``--pools-scale K`` runs ``experiments/mixed_pools.yaml`` instead, every pool's nodes and the rate × K (a fleet
+with pools: each cell takes a share of every pool), and prints each model's figures too.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from sim.core.config import load_scenario  # noqa: E402
 from sim.metrics.tables import requests_table, summarize, timeseries_tables  # noqa: E402
 from sim.runner.executor import ExecutorSpec  # noqa: E402
-from sim.runner.shards import merge_results, merge_tables, node_offsets, run_cells  # noqa: E402
+from sim.runner.shards import merge_results, merge_tables, node_maps, run_cells  # noqa: E402
 from sim.runner.simulation import simulate  # noqa: E402
 
 
@@ -45,16 +48,29 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=600.0)
     ap.add_argument("--seeds", default="1", help="comma-separated seeds (accuracy over several)")
     ap.add_argument("--workers", default="1,2", help="comma-separated local worker counts for the sharded run")
+    ap.add_argument("--pools-scale", type=int, default=0,
+                    help="run experiments/mixed_pools.yaml with every pool's nodes and the rate × this instead")
     args = ap.parse_args()
     for seed in map(int, args.seeds.split(",")):
-        sc = load_scenario(ROOT / "experiments" / "default.yaml", [
-            f"fleet.nodes={args.nodes}", f"traffic.rate_rps={args.nodes * args.rate_per_node}",
-            f"duration_s={args.duration_s}", "warmup_s=60", f"seed={seed}"])
-        print(f"{args.nodes} nodes at {args.rate_per_node:g} req/s per node, {args.duration_s:g} s, seed {seed}; "
-              f"{args.shards} cells of ~{args.nodes // args.shards} nodes", flush=True)
+        if args.pools_scale:
+            k = args.pools_scale
+            base = load_scenario(ROOT / "experiments" / "mixed_pools.yaml")
+            assert base.fleet.pools is not None and base.traffic.rate_rps is not None
+            sets = [f"fleet.pools.{i}.nodes={p.nodes * k}" for i, p in enumerate(base.fleet.pools)]
+            sc = load_scenario(ROOT / "experiments" / "mixed_pools.yaml", [
+                *sets, f"fleet.nodes={base.fleet.nodes * k}", f"traffic.rate_rps={base.traffic.rate_rps * k}",
+                f"duration_s={args.duration_s}", f"seed={seed}"])
+            print(f"mixed_pools × {k}: pools {[p.nodes for p in sc.fleet.pool_list()]} nodes, "
+                  f"{sc.traffic.rate_rps:g} req/s, {args.duration_s:g} s, seed {seed}; {args.shards} cells", flush=True)
+        else:
+            sc = load_scenario(ROOT / "experiments" / "default.yaml", [
+                f"fleet.nodes={args.nodes}", f"traffic.rate_rps={args.nodes * args.rate_per_node}",
+                f"duration_s={args.duration_s}", "warmup_s=60", f"seed={seed}"])
+            print(f"{args.nodes} nodes at {args.rate_per_node:g} req/s per node, {args.duration_s:g} s, seed {seed}; "
+                  f"{args.shards} cells of ~{args.nodes // args.shards} nodes", flush=True)
         c0, t0 = _cpu_s(), time.perf_counter()
         whole = simulate(sc)
-        s_whole = summarize(whole, requests_table(whole), timeseries_tables(whole)[0])
+        s_whole = summarize(whole, requests_table(whole), timeseries_tables(whole)[0]).to_json()
         print(f"  unsharded            {time.perf_counter() - t0:7.1f} s wall {_cpu_s() - c0:7.1f} CPU-s   "
               f"{whole.counts()['arrived']:,} requests", flush=True)
         rows = []
@@ -63,8 +79,8 @@ def main() -> None:
             parts = run_cells(sc, args.shards, ExecutorSpec(workers=w))
             results = [p.result for p in parts]
             merged = merge_results(sc, results)
-            table = merge_tables([p.requests for p in parts], node_offsets(results))
-            s_sh = summarize(merged, table, timeseries_tables(merged)[0])
+            table = merge_tables([p.requests for p in parts], node_maps(sc, results))
+            s_sh = summarize(merged, table, timeseries_tables(merged)[0]).to_json()
             wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
             rows.append((w, wall))
             print(f"  {args.shards} shards, {w} worker(s) {wall:7.1f} s wall {cpu:7.1f} CPU-s   "
@@ -79,6 +95,11 @@ def main() -> None:
         att = (s_whole["slo"]["attainment"], s_sh["slo"]["attainment"])
         print(f"  SLO attainment unsharded {att[0]:.4f}   sharded {att[1]:.4f}",
               flush=True)
+        for model, m in (s_whole.get("models") or {}).items():
+            sm = s_sh["models"][model]
+            print(f"  {model}: P95 TTFT {1000 * m['ttft_s']['p95']:.1f} → {1000 * sm['ttft_s']['p95']:.1f} ms, "
+                  f"P95 TPOT {1000 * m['tpot_s']['p95']:.2f} → {1000 * sm['tpot_s']['p95']:.2f} ms, "
+                  f"attainment {m['attainment']:.4f} → {sm['attainment']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.core.bisection import bisect, walk
+from sim.core.bisection import bisect, drive, smallest_passing, walk
 
 
 @given(threshold=st.integers(1, 500), start=st.integers(1, 500))
@@ -42,3 +42,19 @@ def test_real_threshold_bracketed_within_tolerance(threshold: float, start: floa
     assert lo is not None and hi is not None and passes(lo) and not passes(hi)
     lo, hi = bisect(passes, lo, hi, lambda g, b: 0.5 * (g + b) if b - g > 0.01 * g else None)
     assert lo <= threshold < hi and hi - lo <= 0.01 * lo
+
+
+@given(threshold=st.integers(0, 80), start=st.integers(0, 80), floor=st.integers(0, 2), ceiling=st.integers(2, 64))
+def test_smallest_passing_count(threshold: int, start: int, floor: int, ceiling: int) -> None:
+    """The growth-pool search: the smallest passing count in [floor, ceiling], None when the ceiling fails; never a
+    point outside the range, never one twice."""
+    seen: list[int] = []
+
+    def passes(n: int) -> bool:
+        seen.append(n)
+        return n >= threshold
+
+    got = drive(smallest_passing(start, floor, ceiling), passes)
+    assert got == (max(threshold, floor) if max(threshold, floor) <= ceiling else None)
+    assert all(floor <= n <= ceiling for n in seen) and len(seen) == len(set(seen))
+    assert len(seen) <= 2 * 7 + 1  # doubling then bisection, not a scan

@@ -94,3 +94,21 @@ def test_screenshot_is_not_blank(reports, tmp_path):
     pixels = mpimg.imread(shot)
     assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
     assert pixels[..., :3].std() > 0.05, "the page is blank"
+
+
+def test_run_report_labels_the_warm_up_so_request_counts_reconcile():
+    """The Requests row counts every arrival, the SLO and class tables those after warm-up: both say so, and the
+    after-warm-up figure in the Requests row is the class table's total."""
+    from scenarios import make_scenario
+
+    from sim.report.run_report import _class_table_html, _summary_html
+    from sim.runner.pipeline import run_scenario
+
+    s = run_scenario(make_scenario(**{"duration_s": 30, "warmup_s": 10, "traffic.rate_rps": 4.0})).summary
+    after = sum(c.arrived for c in s.slo.by_class.values())
+    assert 0 < after < s.requests.arrived
+    doc = _summary_html(s)
+    assert f"{s.requests.arrived:,} arrived" in doc and "warm-up included" in doc
+    assert f"{after:,} interactive requests arrived after the 10-s warm-up" in doc
+    assert "of the interactive arrivals after the 10-s warm-up" in doc
+    assert "arrived after warm-up" in _class_table_html(s.slo)

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim.core.config import Engine
-from sim.engine.admission import admit_head
+from sim.engine.admission import SglangRatio, admit_head
 from sim.engine.kv import BlockLedger, cdiv
 from sim.traffic.request import Request
 
@@ -60,3 +60,17 @@ def test_admit_head_rule() -> None:
     assert admit_head(req, whole, 1, 63, 100, None, 0, 0) is None
     reserve = Engine(scheduler="reserve_kv", reserve_kv=True)
     assert admit_head(req, reserve, 0, 8192, 100, None, 0, 0) == (100, 10)  # 149 tokens of final context
+
+
+def test_sglang_admission_reserves_new_requests_in_full() -> None:
+    """SGLang's PrefillAdder: running requests' future decode tokens count × new_token_ratio (0.7 at step 0); the
+    candidate's own, and those of requests admitted earlier in the same step, count in full."""
+    eng = Engine(scheduler="sglang")
+    adm = SglangRatio(eng, eng.block_size)
+    req = Request(0, 0.0, 0, 16, 100)  # one prompt block, 100 decode tokens to come
+    # 7 free blocks, 6 (96 tokens) left after its prompt: 0.7 × 100 would fit, 100 does not
+    assert admit_head(req, eng, 1, 8192, 7, adm, 0, 0) is None
+    assert admit_head(req, eng, 1, 8192, 8, adm, 0, 0) == (16, 1)  # 112 tokens left: fits
+    # 11 blocks (176 tokens) left: 100 running decode tokens cost 70, its own 100; 10 admitted this step tip it over
+    assert admit_head(req, eng, 1, 8192, 12, adm, 0, 100) == (16, 1)  # 176 ≥ 70 + 100
+    assert admit_head(req, eng, 1, 8192, 12, adm, 0, 100, admitted_decode_tokens=10) is None  # 176 < 180

@@ -20,7 +20,7 @@ from sim.metrics.access import (
     is_metric_name,
     metric,
 )
-from sim.metrics.summary import Summary, SummaryFormatError
+from sim.metrics.summary import Disaggregation, ModelSummary, Percentiles, Summary, SummaryFormatError
 from sim.runner.pipeline import run_scenario
 
 SIM = Path(__file__).resolve().parents[1] / "sim"
@@ -69,7 +69,8 @@ def _used_names() -> set[str]:
 
 
 def test_every_known_name_resolves_on_a_real_summary(summary):
-    missing = [n for n in METRIC_NAMES if not _has(summary.to_json(), n)]
+    # the disaggregation section needs prefill/decode pools (tests/test_disagg.py reads it): checked by type below
+    missing = [n for n in METRIC_NAMES if not _has(summary.to_json(), n) and not n.startswith("disaggregation.")]
     assert not missing, f"METRIC_NAMES not in the summary (renamed?): {missing}"
 
 
@@ -132,3 +133,37 @@ def test_unknown_name_is_a_clear_error(name):
 def test_close_matches_are_suggested():
     with pytest.raises(UnknownMetricError, match=r"did you mean latency\.ttft_s\.p99"):
         check_metric_name("latency.ttft_s.p999")
+
+
+def test_disaggregation_names_are_its_record_fields():
+    names = [n.split(".", 1)[1] for n in METRIC_NAMES if n.startswith("disaggregation.")]
+    assert names == [f.name for f in dataclasses.fields(Disaggregation)]
+
+
+def _with_model(summary: Summary, name: str, attainment: float) -> Summary:
+    p = Percentiles(mean=0.1, p50=0.1, p90=0.2, p95=0.25, p99=0.3)
+    m = ModelSummary(classes=["chat"], pools=["a"], arrived=10, served=9, attainment=attainment,
+                     attainment_target=0.95, met=False, ttft_s=p, tpot_s=p, cost_usd=1.0, self_host_usd=1.0,
+                     api_usd=0.0, served_output_tokens=100.0, usd_per_mtok_output=1e4, usd_per_mtok_total=None)
+    return dataclasses.replace(summary, models={name: m})
+
+
+@pytest.mark.parametrize("name", ['models["Llama-3.1-8B"].attainment', "models['Llama-3.1-8B'].attainment",
+                                  "models.Llama-3.1-8B.attainment", 'models["llama-3.1-8b"].attainment'])
+def test_model_names_with_dots(summary, name):
+    s = _with_model(summary, "Llama-3.1-8B", 0.9)
+    assert is_metric_name(name)
+    assert metric(s, name) == 0.9
+    assert metric(json.loads(json.dumps(s.to_json())), name) == 0.9  # the JSON form reads alike
+    assert metric(summary, name) is None  # a run without that model
+    assert metric(s, 'models["Llama-3.1-8B"].ttft_s.p95') == 0.25
+
+
+@pytest.mark.parametrize("name", ['models["Llama-3.1-8B"]', "models.Llama-3.1-8B.attain", 'models["x".met',
+                                  'models[""].met', "models..met", 'models["x"]met', 'latency["ttft_s"].p95',
+                                  "pools.h100.requests.foo", "pools.h100.latency.ttft_s", "slo.by_class.chat.nope"])
+def test_per_name_paths_are_checked_against_their_record(name):
+    """The rest of a per-name metric must be a field path of its section's record, ending at a value."""
+    assert not is_metric_name(name)
+    with pytest.raises(UnknownMetricError):
+        metric({}, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -115,7 +116,7 @@ def test_one_explicit_pool_equals_the_single_fleet() -> None:
     assert b.cost.total_usd == pytest.approx(a.cost.total_usd, rel=1e-12)
     assert b.energy == a.energy
     assert b.utilisation.load_factor == pytest.approx(a.utilisation.load_factor, rel=1e-12)
-    assert b.pools["only"]["requests"]["completed"] == a.requests.completed
+    assert b.pools["only"].requests.completed == a.requests.completed
     assert a.pools is None and a.models is None and "pools" not in a.to_json()
 
 
@@ -150,13 +151,13 @@ def test_pool_overflow_fills_the_first_pool_first() -> None:
     from sim.runner.pipeline import run_scenario
 
     light = run_scenario(validate_scenario(two_gpu_pools(2.0, "least_work", pool_mode="overflow"), "t")).summary
-    assert light.pools["a100"]["requests"]["sent"] == 0  # the first pool is never full at 2 req/s
+    assert light.pools["a100"].requests.sent == 0  # the first pool is never full at 2 req/s
     spread = run_scenario(validate_scenario(two_gpu_pools(2.0, "least_work"), "t")).summary
-    assert spread.pools["a100"]["requests"]["sent"] > 0
+    assert spread.pools["a100"].requests.sent > 0
     heavy = run_scenario(validate_scenario(two_gpu_pools(40.0, "least_work", pool_mode="overflow",
                                                          overflow_max_waiting=2), "t")).summary
-    assert heavy.pools["a100"]["requests"]["sent"] > 0  # full: overflow to the next pool
-    assert heavy.pools["h100"]["requests"]["sent"] > heavy.pools["a100"]["requests"]["sent"]
+    assert heavy.pools["a100"].requests.sent > 0  # full: overflow to the next pool
+    assert heavy.pools["h100"].requests.sent > heavy.pools["a100"].requests.sent
 
 
 def test_pool_costs_sum_to_the_fleet_cost_from_gpu_hours_and_prices() -> None:
@@ -281,14 +282,18 @@ def test_every_field_of_a_pooled_summary_is_a_metric_name() -> None:
 
     fixed = [n for n in leaves(summary.to_json()) if not n.startswith(PER_NAME_SECTIONS) and n != "slo.windows"]
     assert [n for n in fixed if n not in METRIC_NAMES] == []
-    assert metric(summary, "pools.b.cost.self_host_usd") == summary.pools["b"]["cost"]["self_host_usd"]
-    assert metric(summary, "models.Llama-3.1-8B.attainment") is None  # model names hold dots: read the dict
-    assert summary.models is not None and summary.models["Llama-3.1-8B"]["pools"] == ["a", "b"]
+    assert metric(summary, "pools.b.cost.self_host_usd") == summary.pools["b"].cost.self_host_usd
+    assert metric(summary, 'models["Llama-3.1-8B"].attainment') == summary.models["Llama-3.1-8B"].attainment
+    assert summary.models is not None and summary.models["Llama-3.1-8B"].pools == ["a", "b"]
+    # typed sections: records, and an exact round trip through summary.json (cached sweep and plan points)
+    from sim.metrics.summary import ModelSummary, PoolSummary, Summary
+
+    assert isinstance(summary.pools["a"], PoolSummary) and isinstance(summary.models["Llama-3.1-8B"], ModelSummary)
+    data = json.loads(json.dumps(summary.to_json()))
+    assert Summary.from_json(data) == summary and json.dumps(Summary.from_json(data).to_json()) == json.dumps(data)
 
 
 def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
-    import json
-
     import yaml
     from click.testing import CliRunner
 
@@ -311,15 +316,15 @@ def test_cli_size_and_plan_on_pools(tmp_path: Any) -> None:
                              "--pricing", "reserved_3y", "--seeds", "1", "--max-nodes", "4", "--workers", "1",
                              "--json", "-q", "--no-report"])
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)["rows"]
-    assert {(x["gpu"], x["pricing"]) for x in rows} == {(g, p) for g in ("H100-SXM", "A100-SXM-80GB")
-                                                       for p in ("rented on-demand", "rented, 3-year reserved")}
-    usd = [x["usd_per_month"] for x in rows]
-    assert usd == sorted(usd) and [x["rank"] for x in rows] == [1, 2, 3, 4]
-    # the growth pool "new" at the 3-year price, plus the fixed A100 pool at its rented price (1 GPU each)
-    h100 = next(x for x in rows if x["gpu"] == "H100-SXM" and x["pricing"] == "rented, 3-year reserved")
-    assert h100["usd_per_month"] == pytest.approx((h100["nodes"] * 2.5 * 0.5 + 1.2) * 730)
-    r = runner.invoke(main, ["plan", str(path), "--tp", "2"])
+    rows = [x for x in json.loads(r.output)["rows"] if x["kind"] == "grow"]
+    assert {(x["pools"][1]["gpu"], x["pricing_label"]) for x in rows} == {
+        (g, p) for g in ("H100-SXM", "A100-SXM-80GB") for p in ("rented on-demand", "rented, 3-year reserved")}
+    # the growth pool "new" at the 3-year price, plus the kept A100 pool at its rented price (1 GPU each)
+    h100 = next(x for x in rows if x["pools"][1]["gpu"] == "H100-SXM" and x["pricing"] == "reserved_3y")
+    assert h100["pools"][0] == {"pool": "old", "role": "mixed", "gpu": "A100-SXM-80GB", "gpus_per_node": 1,
+                                "weights": "bf16", "kv_cache": "bf16", "nodes": 1, "sized": False}
+    assert h100["usd_per_month"] == pytest.approx((h100["pools"][1]["nodes"] * 2.5 * 0.5 + 1.2) * 730)
+    r = runner.invoke(main, ["plan", str(path), "--spot-share", "0.5"])
     assert r.exit_code == 2 and "single-fleet options" in r.output
 
 
@@ -333,7 +338,7 @@ def test_pools_overflow_before_the_api() -> None:
     raw["spill"] = {"policy": "queue_length", "max_waiting": 1}  # spills at 1 waiting; pools overflow at 4
     s = run_scenario(validate_scenario(raw, "t")).summary
     assert s.pools is not None
-    a100, spilled = s.pools["a100"]["requests"]["sent"], s.requests.spilled
+    a100, spilled = s.pools["a100"].requests.sent, s.requests.spilled
     assert a100 > 100 and spilled < a100 / 3
 
 

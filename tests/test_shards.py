@@ -127,3 +127,80 @@ def test_a_conversation_stays_in_one_cell():
     sessions = [{r.session for r in run.requests if r.session >= 0} for run in runs]
     assert sessions[0] and sessions[1] and not sessions[0] & sessions[1]
     assert sum(r.counts()["arrived"] for r in runs) == simulate(sc).counts()["arrived"]
+
+
+def _pooled(**kw):
+    """Two 8B pools of different GPUs and a Qwen3-30B-A3B pool, 2 nodes each (the ``one`` class asks for the MoE)."""
+    pools = [{"name": "h100", "nodes": 2}, {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 3},
+             {"name": "moe", "model": "Qwen3-30B-A3B", "nodes": 2}]
+    classes = [{"name": "chat", "share": 0.8, "input_tokens": {"dist": "fixed", "value": 500},
+                "output_tokens": {"dist": "fixed", "value": 80}},
+               {"name": "one", "share": 0.2, "model": "Qwen3-30B-A3B", "input_tokens": {"dist": "fixed", "value": 300},
+                "output_tokens": {"dist": "fixed", "value": 40}}]
+    return make_scenario(**{"fleet.nodes": 7, "fleet.pools": pools, "traffic.classes": classes,
+                            "traffic.rate_rps": 30.0, "duration_s": 40, "warmup_s": 0,
+                            "router": {"policy": "weighted_least_work"}, **kw})
+
+
+def test_pooled_cells_take_a_share_of_every_pool_and_of_each_models_arrivals():
+    sc = _pooled(**{"traffic.rate_rps": 300.0})
+    parts = cells(sc, 2)
+    assert [[p.nodes for p in cs.fleet.pools] for cs, _ in parts] == [[1, 2, 1], [1, 1, 1]]
+    assert [cs.fleet.nodes for cs, _ in parts] == [4, 3]
+    chunks = [list(cell.thin(arrival_chunks(cs))) for cs, cell in parts]
+    full = list(arrival_chunks(sc))
+    times = np.concatenate([c.time_s for ch in chunks for c in ch])
+    assert np.array_equal(np.sort(times), np.concatenate([c.time_s for c in full]))  # an exact partition
+    moe = [sum(int((c.class_idx == 1).sum()) for c in ch) for ch in chunks]
+    assert moe[0] / sum(moe) == pytest.approx(0.5, abs=0.03)  # the MoE pool splits 1 + 1: half its traffic each
+    chat = [sum(int((c.class_idx == 0).sum()) for c in ch) for ch in chunks]
+    assert chat[0] / sum(chat) > 0.55  # 1 H100 + 2 A100 against 1 + 1: more of the 8B traffic
+
+
+def test_pooled_sharded_run_merges_pools_at_the_fleets_node_numbers():
+    sc = _pooled()
+    assert json.dumps(run_sharded(sc, 1, IN_PROCESS).summary.to_json(), sort_keys=True) == json.dumps(
+        run_scenario(sc).summary.to_json(), sort_keys=True)
+    runs = [simulate(cs, arrivals=cell.thin) for cs, cell in cells(sc, 2)]
+    out = run_sharded(sc, 2, IN_PROCESS)
+    s, req = out.summary, out.requests
+    assert s.requests.arrived == sum(r.counts()["arrived"] for r in runs) and s.requests.in_flight == 0
+    done = req[req["status"] == "completed"]
+    slots = {"h100": {0, 1}, "a100": {2, 3, 4}, "moe": {5, 6}}  # the unsharded fleet's numbering
+    for name, nodes in slots.items():
+        assert set(done.loc[done["pool"] == name, "node"]) == nodes, name
+        assert s.pools[name].requests.completed == int((done["pool"] == name).sum())
+    assert sum(p.requests.completed for p in s.pools.values()) == s.requests.completed
+    assert s.models["Qwen3-30B-A3B"].served == int((done["class"] == "one").sum())
+    nts = out.timeseries_nodes
+    assert nts["node"].nunique() == 7 and set(nts.loc[nts["pool"] == "a100", "node"]) == {2, 3, 4}
+    assert s.cost.self_host_usd == pytest.approx(sum(p.cost.self_host_usd for p in s.pools.values()))
+    streamed = run_sharded_streaming(sc, 2, IN_PROCESS).summary
+    assert streamed.requests == s.requests
+    for name in slots:
+        assert streamed.pools[name].requests == s.pools[name].requests
+    assert streamed.routing.node_work_cv == pytest.approx(s.routing.node_work_cv, rel=1e-9)  # every cell's nodes
+
+
+def test_sharded_disaggregated_run_maps_prefill_and_decode_nodes():
+    pools = [{"name": "p", "role": "prefill", "nodes": 2, "interconnect": {"kind": "infiniband"}},
+             {"name": "d", "role": "decode", "nodes": 2}]
+    sc = _scenario(**{"fleet.nodes": 4, "fleet.pools": pools, "traffic.rate_rps": 8.0})
+    runs = [simulate(cs, arrivals=cell.thin) for cs, cell in cells(sc, 2)]
+    out = run_sharded(sc, 2, IN_PROCESS)
+    done = out.requests[out.requests["status"] == "completed"]
+    assert set(done["prefill_node"]) == {0, 1} and set(done["decode_node"]) == {2, 3}
+    assert (done["node"] == done["decode_node"]).all()
+    d = out.summary.disaggregation
+    assert d is not None and d.transfers == sum(r.disagg["transfers"] for r in runs) == len(done)
+    assert d.transfer_p95_s == pytest.approx(float(np.percentile(done["kv_transfer_s"], 95)))
+    assert d.kv_gb_sent == pytest.approx(done["kv_bytes"].sum() / 1e9)
+
+
+def test_a_pool_smaller_than_the_cells_is_one_line_exit_2():
+    from sim.core.errors import ConfigError
+    from sim.runner.shards import check_shardable
+
+    with pytest.raises(ConfigError, match=r"fleet.pools.0.nodes: pool 'h100' has 2 reserved node\(s\), fewer than "
+                                          r"the 3 cells"):
+        check_shardable(_pooled(), 3)

@@ -72,7 +72,34 @@ def impatient(busy):
     return validate_scenario(raw, "test")
 
 
-@pytest.mark.parametrize("which", ["busy", "spilling", "impatient"])
+@pytest.fixture(scope="module")
+def pooled(busy):
+    """``busy`` on two pools of different GPUs serving 8B chat and a pool of Qwen3-30B-A3B serving the ``one`` class
+    (per-pool and per-model sections, a pool column)."""
+    raw = busy.model_dump()
+    raw["fleet"]["nodes"] = 3
+    raw["fleet"]["pools"] = [{"name": "h100", "nodes": 1}, {"name": "a100", "gpu": "A100-SXM-80GB", "nodes": 1},
+                             {"name": "moe", "model": "Qwen3-30B-A3B", "nodes": 1}]
+    raw["traffic"]["classes"][1]["model"] = "Qwen3-30B-A3B"
+    raw["router"] = {"policy": "weighted_least_work"}
+    from sim.core.config import validate_scenario
+
+    return validate_scenario(raw, "test")
+
+
+@pytest.fixture(scope="module")
+def disaggregated(busy):
+    """``busy`` on one prefill and two decode nodes over InfiniBand (the hand-off columns of the table)."""
+    raw = busy.model_dump()
+    raw["fleet"]["nodes"] = 3
+    raw["fleet"]["pools"] = [{"name": "p", "role": "prefill", "nodes": 1, "interconnect": {"kind": "infiniband"}},
+                             {"name": "d", "role": "decode", "nodes": 2}]
+    from sim.core.config import validate_scenario
+
+    return validate_scenario(raw, "test")
+
+
+@pytest.mark.parametrize("which", ["busy", "spilling", "impatient", "pooled", "disaggregated"])
 def test_summary_matches_summarize(which, request, tmp_path):
     sc = request.getfixturevalue(which)
     exact = run_scenario(sc)
@@ -84,6 +111,12 @@ def test_summary_matches_summarize(which, request, tmp_path):
         assert a["spill.requests"] > 0 and a["batch.arrived"] > 0 and a["requests.in_flight"] == 0
     if which == "impatient":
         assert a["requests.timed_out"] > 0 and a["requests.retries"] > 0
+    if which in ("pooled", "disaggregated"):  # every pool and model section streamed too (none left empty)
+        assert a["requests.in_flight"] == 0
+        assert all(p.requests.completed > 0 for name, p in exact.summary.pools.items() if name != "p")
+        assert len(exact.summary.models) == (2 if which == "pooled" else 1)
+        pd.testing.assert_frame_equal(st_out.timeseries, exact.timeseries)  # per-pool series: the same code
+        pd.testing.assert_frame_equal(st_out.timeseries_nodes, exact.timeseries_nodes)
     assert st_out.result.requests == []  # nothing kept per request
     for k in a:
         pct = (k.split(".")[-1] in ("p50", "p90", "p95", "p99")) or k.endswith(".actual")
@@ -100,7 +133,7 @@ def test_summary_matches_summarize(which, request, tmp_path):
             assert b[k] == a[k], k
 
 
-@pytest.mark.parametrize("which", ["busy", "impatient"])
+@pytest.mark.parametrize("which", ["busy", "impatient", "pooled", "disaggregated"])
 def test_streamed_parquet_equals_request_table(which, request, tmp_path):
     sc = request.getfixturevalue(which)
     exact = run_scenario(sc).requests

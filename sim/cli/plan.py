@@ -73,35 +73,33 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
         beat.join()
 
 
-def _plan_pools(sc: Any, gpus: tuple[str, ...], pricing: tuple[str, ...], seeds: int | None, max_nodes: int | None,
-                workers: int | None, quiet: bool, out_dir: Path, no_report: bool, as_json: bool,
+def _plan_pools(sc: Any, options: dict[str, Any], pool_names: tuple[str, ...], layouts: tuple[str, ...],
+                workers: int | None, quiet: bool, out_dir: Path, cache: Path | None, no_report: bool, as_json: bool,
                 single_fleet_options: bool) -> None:
-    """``capsim plan`` of a ``fleet.pools`` scenario: plan_pools.{json,csv,txt} (sim/plan/pools.py)."""
-    import pandas as pd
-
-    from sim.core.atomic_io import write_csv, write_json, write_text
+    """``capsim plan`` of a ``fleet.pools`` scenario: per model, the cheapest layout of pools (sim/plan/pools.py)."""
     from sim.core.outdir import result_folder
-    from sim.plan.pools import format_pool_plan, plan_pools
+    from sim.plan.pool_report import format_text, to_json, write_outputs
+    from sim.plan.pools import plan_pools
 
     if single_fleet_options:
-        raise ConfigError(sc.source, "fleet.pools", "with pools, plan searches GPU type (--gpu) and way to pay "
-                          "(--pricing) per growth pool; --tp, --precision, --max-num-seqs, --spot-share, "
-                          "--autoscale and --dry-run are single-fleet options (docs/pools.md)")
-
-    def say(msg: str) -> None:
-        if not quiet:
-            click.echo(f"  {msg}", err=True)
-
-    rows = plan_pools(sc, gpus, pricing, (), seeds, max_nodes, workers, say)
-    text = format_pool_plan(rows)
-    if not no_report:
-        with result_folder(out_dir) as tmp:
-            write_json(tmp / "plan_pools.json", {"rows": rows})
-            write_csv(tmp / "plan_pools.csv", pd.DataFrame(rows))
-            write_text(tmp / "plan_pools.txt", text + "\n")
-    click.echo(json.dumps({"rows": rows}, indent=2) if as_json else text)
-    if not no_report and not as_json:
-        click.echo(f"  files      {out_dir}/plan_pools.{{json,csv,txt}}")
+        raise ConfigError(sc.source, "fleet.pools", "with pools, plan searches layouts per model (--layout), GPU "
+                          "type (--gpu), GPUs per node (--tp), precision (--precision) and way to pay (--pricing); "
+                          "--max-num-seqs, --spot-share, --autoscale and --dry-run are single-fleet options "
+                          "(docs/pools.md)")
+    with (nullcontext(None) if no_report else result_folder(out_dir)) as staging:
+        with progress_reporter(quiet) as say:
+            res = plan_pools(sc, options["gpus"] or (), options["pricing"] or (), pool_names, options["seeds"],
+                             options["max_nodes"], workers, say, options["gpus_per_node"] or (),
+                             options["precisions"] or (), layouts, options["explore"], options["top_n"], cache)
+        files = [] if staging is None else write_outputs(res, staging)
+    if as_json:
+        click.echo(json.dumps(to_json(res), indent=2))
+    else:
+        click.echo(format_text(res))
+        if files:
+            click.echo(f"  files      {out_dir}/: {', '.join(files)}")
+            if cache is not None:
+                click.echo(f"  cache      {cache}/ (simulated points, reused by the next plan)")
     sys.stdout.flush()
 
 
@@ -124,6 +122,12 @@ def _plan_pools(sc: Any, gpus: tuple[str, ...], pricing: tuple[str, ...], seeds:
               help="fixed: the minimum fleet always up (always ranked); forecast: also a reserved base for the mean "
                    "load plus on-demand nodes the forecast autoscaler starts (repeatable; default: plan.autoscale, "
                    "else fixed).")
+@click.option("--layout", "layouts", multiple=True, type=click.Choice(["grow", "single", "disaggregated"]),
+              help="fleet.pools: layouts to search per model (repeatable; default: plan.pool_layouts, else grow and "
+                   "single for a model served mixed, disaggregated and single for one served disaggregated).")
+@click.option("--pool", "pool_names", multiple=True, metavar="NAME",
+              help="fleet.pools: the growth pool of its model for the grow layout (repeatable, one per model; "
+                   "default: each model's last pool).")
 @click.option("--seeds", type=int, default=None, help="Replications per fleet size (default: plan.seeds, 2).")
 @click.option("--max-nodes", type=int, default=None, help="Largest fleet tried per candidate (default 64).")
 @click.option("--top", "top_n", type=int, default=None, help="Rows in the ranked table (default 10).")
@@ -146,7 +150,8 @@ def _plan_pools(sc: Any, gpus: tuple[str, ...], pricing: tuple[str, ...], seeds:
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], precisions: tuple[str, ...],
          max_num_seqs: tuple[int, ...], pricing: tuple[str, ...], spot_shares: tuple[float, ...],
-         autoscale: tuple[str, ...], seeds: int | None, max_nodes: int | None,
+         autoscale: tuple[str, ...], layouts: tuple[str, ...], pool_names: tuple[str, ...], seeds: int | None,
+         max_nodes: int | None,
          top_n: int | None, explore: int | None, workers: int | None, overrides: tuple[str, ...], out_dir: Path,
          cache_dir: Path | None, no_cache: bool, no_report: bool, as_json: bool, quiet: bool, dry_run: bool,
          force: bool) -> None:
@@ -170,15 +175,19 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
                         ("--workers", workers)):
         if value is not None and value < 1:
             raise ConfigError(name, "", f"must be at least 1 (got {value})")
-    if sc.fleet.pooled:  # docs/pools.md: GPU type × way to pay per model's growth pool (sim/plan/pools.py)
-        _plan_pools(sc, gpus, pricing, seeds, max_nodes, workers, quiet, out_dir, no_report, as_json,
-                    bool(tps or precisions or max_num_seqs or spot_shares or autoscale or dry_run))
-        return
     options: dict[str, Any] = {
         "gpus": list(gpus) or None, "gpus_per_node": list(tps) or None, "precisions": list(precisions) or None,
         "max_num_seqs": list(max_num_seqs) or None, "pricing": list(pricing) or None, "seeds": seeds,
         "max_nodes": max_nodes, "top_n": top_n, "explore": explore, "spot_shares": list(spot_shares) or None,
         "autoscale": list(autoscale) or None}
+    cache = None if (no_cache or no_report) else (cache_dir or out_dir.parent / f"{out_dir.name}.cache")
+    if sc.fleet.pooled:  # docs/pools.md: per model, layouts of pools × GPU × TP × precision × way to pay
+        _plan_pools(sc, options, pool_names, layouts, workers, quiet, out_dir, cache, no_report, as_json,
+                    bool(max_num_seqs or spot_shares or autoscale or dry_run))
+        return
+    if layouts or pool_names:
+        raise ConfigError("--layout" if layouts else "--pool", ",".join(layouts or pool_names),
+                          "the scenario has no fleet.pools (docs/pools.md)")
     space = candidate_space(sc, **options)
     est = estimate_plan(sc, space, workers or default_workers())
     n_viable = len(space.viable)
@@ -187,7 +196,6 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
                    f"checks; {est.line()} (an upper bound: the cost bound usually skips most candidates)")
         return
     est.check(force)
-    cache = None if (no_cache or no_report) else (cache_dir or out_dir.parent / f"{out_dir.name}.cache")
     with (nullcontext(None) if no_report else result_folder(out_dir)) as staging:
         with progress_reporter(quiet) as say:
             res = run_plan(sc, **options, workers=workers, cache_dir=cache, progress=say)

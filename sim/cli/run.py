@@ -75,9 +75,9 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
     d = summary.disaggregation
     if d is not None:  # sim/fleet/disagg.py
         lines.append(
-            f"  disagg     {d['prefill_nodes']} prefill + {d['decode_nodes']} decode nodes; {d['transfers']:,} KV "
-            f"transfers ({d['kv_gb_sent']:,.1f} GB), after prefill mean {ms(d['transfer_mean_s'])} "
-            f"(P95 {ms(d['transfer_p95_s'])}), links busy {_pct(d['link_busy_mean'])}"
+            f"  disagg     {d.prefill_nodes} prefill + {d.decode_nodes} decode nodes; {d.transfers:,} KV "
+            f"transfers ({d.kv_gb_sent:,.1f} GB), after prefill mean {ms(d.transfer_mean_s)} "
+            f"(P95 {ms(d.transfer_p95_s)}), links busy {_pct(d.link_busy_mean)}"
         )
     gh = c.gpu_hours_by_kind
     if gh.get("on_demand") or gh.get("spot"):
@@ -103,21 +103,20 @@ def pool_lines(summary: Summary) -> list[str]:
     """One console line per pool and per model of a ``fleet.pools`` run (none otherwise)."""
     out = []
     for name, p in (summary.pools or {}).items():
-        lat, u, c = p["latency"], p["utilisation"], p["cost"]
-        lf = u.get("load_factor")
-        per_m = c.get("usd_per_mtok_output")
+        lf = p.utilisation.load_factor
+        per_m = p.cost.usd_per_mtok_output
         out.append(
-            f"  pool       {name} ({p['role']}): {p['nodes']} × {p['gpus_per_node']}× {p['gpu']} · {p['model']} · "
-            f"{p['requests']['completed']:,} completed · load factor {'–' if lf is None else f'{lf:.2f}'} · "
-            f"TTFT P95 {_ms(lat['ttft_s']['p95'])} · TPOT P95 {_ms(lat['tpot_s']['p95'])} · "
-            f"${c['self_host_usd']:,.2f}" + ("" if per_m is None else f" (${per_m:.2f}/M output tokens)"))
+            f"  pool       {name} ({p.role}): {p.nodes} × {p.gpus_per_node}× {p.gpu} · {p.model} · "
+            f"{p.requests.completed:,} completed · load factor {'–' if lf is None else f'{lf:.2f}'} · "
+            f"TTFT P95 {_ms(p.latency.ttft_s.p95)} · TPOT P95 {_ms(p.latency.tpot_s.p95)} · "
+            f"${p.cost.self_host_usd:,.2f}" + ("" if per_m is None else f" (${per_m:.2f}/M output tokens)"))
     for name, m in (summary.models or {}).items():
-        att, per_m = m.get("attainment"), m.get("usd_per_mtok_output")
+        att, per_m = m.attainment, m.usd_per_mtok_output
         out.append(
-            f"  model      {name}: {m['arrived']:,} arrived · SLO attainment "
-            f"{'–' if att is None else f'{100 * att:.1f}%'} ({'met' if m.get('met') else 'MISSED'}) · "
-            f"TTFT P95 {_ms(m['ttft_s']['p95'])} · "
-            f"${m['cost_usd']:,.2f}" + ("" if per_m is None else f" → ${per_m:.2f} per M output tokens"))
+            f"  model      {name}: {m.arrived:,} arrived after warm-up · SLO attainment "
+            f"{'–' if att is None else f'{100 * att:.1f}%'} ({'met' if m.met else 'MISSED'}) · "
+            f"TTFT P95 {_ms(m.ttft_s.p95)} · "
+            f"${m.cost_usd:,.2f}" + ("" if per_m is None else f" → ${per_m:.2f} per M output tokens"))
     return out
 
 

@@ -16,9 +16,12 @@ class SglangRatio:
     """SGLang's new-token-ratio admission (``PrefillAdder``) and its ratio schedule.
 
     Model: a waiting request is admitted only if, after allocating its prefill chunk's KV blocks, the free KV
-    tokens still hold ``ratio × R``, where ``R`` is the decode tokens still to come of every running request and
-    of itself (output − generated; the engine knows each request's output length, as a benchmark's ``max_tokens``
-    tells SGLang). The ratio is a function of the engine step counter ``S``:
+    tokens still hold ``ratio × R + F``: ``R`` is the decode tokens still to come of the requests running before
+    this step (output − generated; the engine knows each request's output length, as a benchmark's ``max_tokens``
+    tells SGLang), ``F`` the decode tokens still to come, in full, of the requests admitted in this step and of
+    the candidate itself (SGLang's ``PrefillAdder``: running requests count ``min(max_new − generated, 4096) ×
+    new_token_ratio`` in ``rem_total_token_offset``, a request it admits adds its input and its whole
+    ``min(max_new, 4096)``). The ratio is a function of the engine step counter ``S``:
     ``max(min, r0 − (S − S0) · (init − min) / decay_steps)``. When a step has to evict running requests (SGLang's
     retraction; capsim recomputes the newest, as for vLLM), the ratio is reset at that step to
     ``min(1, (decoded + retract_decode_steps · n) / Σ outputs)`` over the requests still running.
@@ -43,10 +46,13 @@ class SglangRatio:
         """The new-token ratio at engine step ``step`` (steps executed so far)."""
         return max(self.min, self.r0 - (step - self.s0) * self.decay)
 
-    def admits(self, step: int, free_blocks_after: int, future_decode_tokens: int) -> bool:
-        """Whether ``ratio × future_decode_tokens`` fits the free KV left after the candidate's prefill blocks.
-        ``future_decode_tokens``: Σ (output − generated) over the running requests and the candidate."""
-        return self.ratio(step) * future_decode_tokens <= free_blocks_after * self.bs
+    def admits(self, step: int, free_blocks_after: int, running_decode_tokens: int,
+               admitted_decode_tokens: int) -> bool:
+        """Whether ``ratio × running_decode_tokens + admitted_decode_tokens`` fits the free KV left after the
+        candidate's prefill blocks. ``running_decode_tokens``: Σ (output − generated) over the requests running
+        before this step; ``admitted_decode_tokens``: the same over the requests admitted in this step and the
+        candidate (reserved in full)."""
+        return self.ratio(step) * running_decode_tokens + admitted_decode_tokens <= free_blocks_after * self.bs
 
     def on_retract(self, step: int, generated: int, outputs: int, running: int) -> None:
         """Requests were evicted while scheduling step ``step``: raise the ratio to the running requests' decoded
@@ -72,6 +78,7 @@ def admit_head(
     step: int,
     future_decode_tokens: int,
     hit: tuple[int, int, int] | None = None,
+    admitted_decode_tokens: int = 0,
 ) -> tuple[int, int] | None:
     """Whether the waiting head ``req`` joins this step (vLLM's ``schedule()`` waiting loop): its prefill chunk
     (tokens) and the KV blocks to allocate for it, or None if it does not fit.
@@ -80,7 +87,9 @@ def admit_head(
     positive, its chunk fits that budget (without chunked prefill the whole uncached prompt must fit, unless it
     could never fit and the budget is untouched: an oversized recompute then runs alone), its blocks fit
     ``free_blocks`` (with ``reserve_kv``: the blocks of its final context), and, under SGLang's admission with
-    requests running, ``ratio × (future_decode_tokens + its own decode tokens)`` fits the blocks left after it.
+    requests running, ``ratio × future_decode_tokens + admitted_decode_tokens + its own decode tokens`` fits the
+    blocks left after it (``future_decode_tokens``: decode tokens to come of the requests running before this
+    step; ``admitted_decode_tokens``: those of the requests admitted earlier in this step, counted in full).
     ``hit``: its prefix-cache hit from :meth:`sim.engine.kv.BlockLedger.lookup` (cached tokens, shared blocks it
     needs not allocate, cached-free blocks it takes back); default: ``req.cached_tokens``, nothing shared.
     Pure: it changes nothing.
@@ -100,6 +109,7 @@ def admit_head(
     if need > free_blocks:
         return None
     if admission is not None and running > 0 and not admission.admits(
-            step, free_blocks - need, future_decode_tokens + req.output_tokens - req.num_generated):
+            step, free_blocks - need, future_decode_tokens,
+            admitted_decode_tokens + req.output_tokens - req.num_generated):
         return None
     return n_new, need

@@ -243,6 +243,11 @@ class Node:
         Returns its requests, reset for recompute elsewhere (generated tokens are kept, as after a
         preemption) in admission order, queued ones last. The node does nothing afterwards."""
         self._cancel_timer()
+        if self._mode is Mode.JUMP:  # the decode steps of the run finished by now count (the reference's do)
+            n = self._steps_done_in_jump()
+            w = decode_run_work(self.done_work.totals(), self._plan.batch, self._plan.ctx0, n)
+            self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
+            self.S += n
         if self._mode is not None:
             self.busy_s += self.env.now - self._plan.t0_s
         self._mode = Mode.DEAD
@@ -538,16 +543,17 @@ class Node:
         if not preempted and (ms is None or ms.can_admit()):
             now = self.env.now
             future = self._future_decode_tokens() if adm is not None else 0
+            admitted = 0  # decode tokens to come of the requests admitted in this step (SGLang: in full)
             while self.waiting:
                 req = self.waiting[0]
                 hit = self.kv.lookup(req)
                 fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
-                                 self.kv.free_blocks, adm, self.S, future, hit)
+                                 self.kv.free_blocks, adm, self.S, future, hit, admitted)
                 if fit is None:
                     break
                 n_new, need = fit
                 if adm is not None:
-                    future += req.output_tokens - req.num_generated
+                    admitted += req.output_tokens - req.num_generated
                 cached = hit[0]
                 self.waiting.popleft()
                 self.kv.admit(req, need, hit)
@@ -595,7 +601,7 @@ class Node:
             if req.num_computed == req.num_tokens and not req.cancelled:
                 if self.handoff is not None:  # prefill role: no token here, the KV leaves (sim.fleet.disagg)
                     self.prefilling.remove(req)
-                    self.work -= req.output_tokens
+                    self.work -= req.output_tokens - req.num_generated  # its rest (generated: recomputed here)
                     self._parked[req.rid] = self._held(req)
                     self.handoff(req)
                     continue

@@ -14,7 +14,8 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
    budget and free blocks allow. A prefix-cache hit starts the request at ``num_computed = cached_tokens``.
    Without chunked prefill a prompt that does not fit the remaining budget waits. Under ``scheduler: sglang``
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
-   tokens still to come of every running request and of itself (unless nothing runs); a step that preempted
+   tokens still to come of the requests running before this step, plus those of the requests admitted in this
+   step and of itself in full (unless nothing runs); a step that preempted
    resets the ratio (:class:`sim.engine.admission.SglangRatio`). With ``num_scheduler_steps`` n > 1 (vLLM v0
    multi-step) admissions happen only between runs: a decode-only step commits the batch to n decode steps
    (:class:`sim.engine.multistep.MultiStep`).
@@ -249,15 +250,16 @@ class ReferenceNode:
             )
         if not preempted and (ms is None or ms.can_admit()):
             future = sum(r.output_tokens - r.num_generated for r in self.running)  # decode tokens still to come
+            admitted = 0  # those of the requests admitted in this step (SGLang reserves them in full)
             while self.waiting:
                 req = self.waiting[0]
                 hit = self.kv.lookup(req)
                 fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future,
-                                 hit)
+                                 hit, admitted)
                 if fit is None:
                     break
                 n_new, need = fit
-                future += req.output_tokens - req.num_generated
+                admitted += req.output_tokens - req.num_generated
                 cached = hit[0]
                 self.waiting.popleft()
                 self.kv.admit(req, need, hit)

@@ -168,6 +168,9 @@ class FleetManager:
         self.last_scale_s = [-float("inf")] * len(self.pools)
         self.events: list[tuple[float, int, str, str]] = []  # (time_s, slot, kind, what)
         self.evicted_sink: Callable[[Request], None] = self.dispatch
+        # where held requests go when a node comes up (disaggregated serving routes its models' requests itself)
+        self.redispatch: Callable[[Request], None] = self.dispatch
+        self.node_hooks: list[Callable[[str, NodeEngine], None]] = []  # ("up" | "killed", node): sim.fleet.disagg
         for slot in self.slots:
             if slot.kind in (RESERVED, SPOT):
                 self._bring_up(slot, billed_from=0.0)
@@ -231,11 +234,13 @@ class FleetManager:
             delay = float(self.rng_spot.exponential(1.0 / rate))
             gen = slot.generation
             self._after(delay, self._eviction_notice, slot, gen)
+        for hook in self.node_hooks:
+            hook("up", slot.node)
         if self.pending:  # held requests go out now, in arrival order (those whose model has no node yet stay)
             held = list(self.pending)
             self.pending.clear()
             for req in held:
-                self.dispatch(req)
+                self.redispatch(req)
 
     def _done_callback(self, slot: Slot) -> Callable[[Request], None]:
         def done(req: Request) -> None:
@@ -312,7 +317,10 @@ class FleetManager:
         if slot.generation != generation or slot.state != SlotState.EVICTING:
             return
         assert slot.node is not None  # an evicting slot runs a node
-        orphans = slot.node.kill()
+        node = slot.node
+        orphans = node.kill()
+        for hook in self.node_hooks:
+            hook("killed", node)
         self._terminate(slot)
         self._log(slot, f"evicted ({len(orphans)} requests re-dispatched)")
         if self.pools[slot.pool].spot.replace:

@@ -41,7 +41,8 @@ def exposed_wire_s(wire: float, prefill_s: float, layers: int, overlap: bool) ->
 class Link:
     """One node's egress (prefill) or ingress (decode): a FCFS server of transfers (see the module docstring)."""
 
-    __slots__ = ("bandwidth_bytes_per_s", "latency_s", "free_at_s", "busy_s", "transfers", "bytes_sent")
+    __slots__ = ("bandwidth_bytes_per_s", "latency_s", "free_at_s", "busy_s", "transfers", "bytes_sent",
+                 "last_start_s")
 
     def __init__(self, bandwidth_bytes_per_s: float, latency_s: float) -> None:
         if not bandwidth_bytes_per_s > 0 or latency_s < 0:
@@ -52,6 +53,7 @@ class Link:
         self.busy_s = 0.0  # Σ wire seconds of every transfer (utilisation)
         self.transfers = 0
         self.bytes_sent = 0.0
+        self.last_start_s = 0.0  # when the latest transfer started on the wire
 
     def send(self, now_s: float, bytes_: float, prefill_s: float, layers: int, overlap: bool,
              to: Link | None = None) -> float:
@@ -61,9 +63,12 @@ class Link:
         wire = wire_s(bytes_, min(e.bandwidth_bytes_per_s for e in ends))
         free = max(e.free_at_s for e in ends)
         if overlap:  # streamed from the prefill's start; the last layer leaves after it ends
-            done = max(max(now_s - prefill_s, free) + wire, now_s + wire / layers)
+            start = max(now_s - prefill_s, free)
+            done = max(start + wire, now_s + wire / layers)
         else:
-            done = max(now_s, free) + wire
+            start = max(now_s, free)
+            done = start + wire
+        self.last_start_s = start
         for e in ends:
             e.free_at_s = done
             e.busy_s += wire

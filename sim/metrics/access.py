@@ -7,11 +7,22 @@ entries): an unknown name raises :class:`UnknownMetricError` naming close matche
 fails loudly (and in ``tests/test_metrics_access.py``) instead of reading as ``None``. A known name that a
 run does not report (the ``api`` and ``spill`` sections without a hosted API, a latency with no served
 request) reads as ``None``. sizing, compare, sweep and plan read summaries only through :func:`metric`.
+
+Names from the scenario (a class, a target, a pool, a model) follow their section: ``pools.h100.cost.self_host_usd``;
+the rest of such a name must be a field of that section's record (``models.<name>.attainment``, not ``.attain``).
+A name that holds dots — model names do: ``Llama-3.1-8B`` — is written in brackets and quotes,
+``models["Llama-3.1-8B"].attainment`` (or ``['…']``); written plainly, ``models.Llama-3.1-8B.attainment`` also
+resolves (the shortest run of dotted parts that is a key of the section, whose rest is a valid path). A model name
+matches the summary's key exactly, else ignoring case (``models["llama-3.1-8b"]``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import re
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +81,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "spill.policy", "spill.requests", "spill.at_arrival", "spill.late", "spill.request_share", "spill.token_share",
     "fleet.nodes", "fleet.gpu", "fleet.gpus_per_node", "fleet.model", "fleet.weights", "fleet.kv_cache",
     "fleet.kv_capacity_tokens_per_node", "fleet.weight_gb_per_node", "fleet.engine_steps",
+    # only with prefill/decode pools (sim.fleet.disagg)
+    "disaggregation.prefill_nodes", "disaggregation.decode_nodes", "disaggregation.transfers",
+    "disaggregation.transfer_mean_s", "disaggregation.transfer_p95_s", "disaggregation.kv_gb_sent",
+    "disaggregation.link_busy_mean", "disaggregation.ingress_busy_mean",
 )
 #: sections whose next key is a name from the scenario (a request class, an SLO target, a pool, a model)
 PER_NAME_SECTIONS: tuple[str, ...] = ("slo.by_class.", "slo.targets.", "pools.", "models.",
@@ -88,9 +103,83 @@ class UnknownMetricError(ValueError):
         self.name = name
 
 
+#: one part of a name: its text, and whether it was written in brackets (a key, never split or joined)
+_Part = tuple[str, bool]
+_TOKEN = re.compile(r"""\[\s*(?:"([^"]*)"|'([^']*)')\s*\]|([^.\[\]"']+)""")
+
+
+def _parts(name: str) -> list[_Part] | None:
+    """``models["Llama-3.1-8B"].attainment`` → [("models", False), ("Llama-3.1-8B", True), ("attainment", False)];
+    None when ``name`` is not well formed (an empty part, an unclosed bracket)."""
+    out: list[_Part] = []
+    pos, need_sep = 0, False
+    while pos < len(name):
+        if need_sep and name[pos] == ".":
+            pos, need_sep = pos + 1, False
+            if pos == len(name):
+                return None
+            continue
+        m = _TOKEN.match(name, pos)
+        if m is None or (need_sep and m.group(3) is not None):
+            return None
+        plain = m.group(3)
+        text = plain if plain is not None else m.group(1) if m.group(1) is not None else m.group(2)
+        if not text.strip():
+            return None
+        out.append((text, plain is None))
+        pos, need_sep = m.end(), True
+    return out or None
+
+
+def _strip_none(tp: Any) -> Any:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
+
+
+def _valid(tp: Any, parts: list[_Part]) -> bool:
+    """Whether ``parts`` leads from type ``tp`` (a record's fields, a per-name mapping's keys) to a value that is
+    not a section (a metric is a number, a label or a list, not a record or a mapping)."""
+    tp = _strip_none(tp)
+    if not parts:
+        return not (isinstance(tp, type) and issubclass(tp, Record)) and typing.get_origin(tp) is not dict
+    if isinstance(tp, type) and issubclass(tp, Record):
+        text, quoted = parts[0]
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        return not quoted and text in names and _valid(hints[text], parts[1:])
+    if typing.get_origin(tp) is dict:
+        _, val = typing.get_args(tp)
+        return any(_valid(val, rest) for _, rest in _key_splits(parts))
+    return False
+
+
+def _key_splits(parts: list[_Part]) -> list[tuple[str, list[_Part]]]:
+    """The ways the leading parts can name one key: a bracketed part alone, or 1, 2, … plain parts joined by dots."""
+    if parts[0][1]:
+        return [(parts[0][0], parts[1:])]
+    out = []
+    for k in range(1, len(parts) + 1):
+        if parts[k - 1][1]:
+            break
+        out.append((".".join(t for t, _ in parts[:k]), parts[k:]))
+    return out
+
+
 def is_metric_name(name: str) -> bool:
-    """Whether ``name`` is a summary metric (a fixed name or one under a per-class/per-target section)."""
-    return name in _KNOWN or any(name.startswith(p) and len(name) > len(p) for p in PER_NAME_SECTIONS)
+    """Whether ``name`` is a summary metric: a fixed name, or a valid path under a per-name section (module
+    docstring)."""
+    if name in _KNOWN:
+        return True
+    parts = _parts(name)
+    if parts is None:
+        return False
+    for prefix in PER_NAME_SECTIONS:
+        head = prefix.rstrip(".").split(".")
+        if len(parts) > len(head) and [t for t, q in parts[:len(head)] if not q] == head:
+            return _valid(Summary, parts)
+    return False
 
 
 def check_metric_name(name: str) -> str:
@@ -101,17 +190,27 @@ def check_metric_name(name: str) -> str:
 
 
 def metric(summary: Summary | Mapping[str, Any], name: str) -> Any:
-    """The value of the dotted metric ``name`` in ``summary`` (a record or its JSON); None when this run does not
-    report it."""
+    """The value of the metric ``name`` in ``summary`` (a record or its JSON); None when this run does not report
+    it."""
     check_metric_name(name)
-    node: Any = summary
-    for part in name.split("."):
-        if isinstance(node, Record):
-            node = node.value_of(part)
-        elif isinstance(node, Mapping):
-            node = node.get(part)
-        else:
-            return None
-        if node is None:
-            return None
-    return node
+    parts = _parts(name)
+    assert parts is not None  # a known name is well formed
+    return _walk(summary, parts)
+
+
+def _walk(node: Any, parts: list[_Part]) -> Any:
+    if not parts or node is None:
+        return node
+    if isinstance(node, Record):
+        return _walk(node.value_of(parts[0][0]), parts[1:])
+    if not isinstance(node, Mapping):
+        return None
+    splits = _key_splits(parts)
+    for key, rest in splits:  # the exact key first, then ignoring case (model names)
+        if key in node:
+            return _walk(node[key], rest)
+    folded = {str(k).casefold(): k for k in node}
+    for key, rest in splits:
+        if key.casefold() in folded:
+            return _walk(node[folded[key.casefold()]], rest)
+    return None

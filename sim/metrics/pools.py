@@ -140,14 +140,40 @@ def _model_rows(df: pd.DataFrame, result: SimResult, pool: int) -> pd.DataFrame:
     return df[df["class"].isin(names).to_numpy() & (df["served_by"] != "api").to_numpy()]
 
 
-def pool_sections(result: SimResult, df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """``pools.<name>``: what each pool is, what it was sent and served, its latency, utilisation, energy and
-    cost (module docstring)."""
-    from sim.metrics.cost import cost_breakdown
-    from sim.metrics.energy import energy_section
-    from sim.metrics.tables import _mix_means, _stats, timeseries_tables, utilisation_section
+def pool_request_stats(result: SimResult, df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per pool, what :func:`pool_sections` reads from the per-request table: completions on its nodes (count,
+    input and output tokens, latency statistics) and the mix it was offered (``sim.metrics.tables._mix_means``;
+    a prefill pool finishes no request, its decode pool does: its mix is its model's arrivals). The streamed
+    summary computes the same from its reductions (:class:`sim.metrics.streaming.StreamingCollector`)."""
+    from sim.metrics.tables import _mix_means, _stats
 
     assert result.layout is not None
+    out = []
+    for p, pool in enumerate(result.layout.pools):
+        rows = df[_pool_rows(df, result, p)]
+        done = rows[rows["status"] == "completed"]
+        mix_rows = _model_rows(df, result, p) if pool.role == "prefill" else rows
+        out.append({
+            "completed": len(done),
+            "input_tokens": float(done["input_tokens"].sum()),
+            "output_tokens": float(done["output_tokens"].sum()),
+            "latency": {col: _stats(done[col].to_numpy()) for col in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")},
+            "mix": _mix_means(mix_rows),
+        })
+    return out
+
+
+def pool_sections(result: SimResult, df: pd.DataFrame,
+                  stats: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``pools.<name>``: what each pool is, what it was sent and served, its latency, utilisation, energy and
+    cost (module docstring); ``stats``: :func:`pool_request_stats` (default: from ``df``)."""
+    from sim.metrics.cost import cost_breakdown
+    from sim.metrics.energy import energy_section
+    from sim.metrics.tables import timeseries_tables, utilisation_section
+
+    assert result.layout is not None
+    if stats is None:
+        stats = pool_request_stats(result, df)
     out: dict[str, dict[str, Any]] = {}
     duration = result.scenario.duration_s
     for p, pool in enumerate(result.layout.pools):
@@ -155,14 +181,11 @@ def pool_sections(result: SimResult, df: pd.DataFrame) -> dict[str, dict[str, An
         sc, nm = view.scenario, view.node_model
         fts, _ = timeseries_tables(view)
         ts = fts[fts["time_s"] <= duration + 1e-9] if len(fts) else fts
-        rows = df[_pool_rows(df, result, p)]
-        done = rows[rows["status"] == "completed"]
+        st = stats[p]
         sent = float(view.series.fleet("arrivals").sum()) if len(view.series) else 0.0
-        # a prefill pool finishes no request (its decode pool does): its mix is its model's arrivals
-        mix_rows = _model_rows(df, result, p) if pool.role == "prefill" else rows
-        util = utilisation_section(ts, view, sent / duration, _mix_means(mix_rows), 1.0, pool.role)
+        util = utilisation_section(ts, view, sent / duration, st["mix"], 1.0, pool.role)
         energy = energy_section(sc, nm.gpu, fts)
-        cost = cost_breakdown(sc, nm.gpu, float(done["input_tokens"].sum()), float(done["output_tokens"].sum()),
+        cost = cost_breakdown(sc, nm.gpu, st["input_tokens"], st["output_tokens"],
                               gpu_hours=view.gpu_hours, energy_usd=energy["usd"])
         out[pool.name] = {
             "role": pool.role,
@@ -178,10 +201,10 @@ def pool_sections(result: SimResult, df: pd.DataFrame) -> dict[str, dict[str, An
             "kv_capacity_tokens_per_node": nm.memory.kv_capacity_tokens,
             "weight_gb_per_node": nm.memory.weight_bytes / 1e9,
             "engine_steps": int(sum(view.node_steps)),
-            "requests": {"sent": int(sent), "completed": len(done)},
-            "latency": {col: _stats(done[col].to_numpy()) for col in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")},
-            "throughput": {"requests_per_s": len(done) / duration,
-                           "output_tokens_per_s": float(done["output_tokens"].sum()) / duration},
+            "requests": {"sent": int(sent), "completed": st["completed"]},
+            "latency": st["latency"],
+            "throughput": {"requests_per_s": st["completed"] / duration,
+                           "output_tokens_per_s": st["output_tokens"] / duration},
             "utilisation": util,
             "energy": energy,
             "cost": cost,
@@ -293,47 +316,76 @@ def combine_utilisation(pools: dict[str, dict[str, Any]], fleet_util: dict[str, 
     return out
 
 
-def model_sections(result: SimResult, df: pd.DataFrame, window: pd.DataFrame, ok: np.ndarray,
-                   pools: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``models.<name>``: per model, its classes and pools, SLO attainment and P95s of its interactive requests,
-    what it was served and what it cost (module docstring)."""
+def model_classes(result: SimResult) -> list[list[str]]:
+    """The class names of each model group (``layout.group_models`` order)."""
+    assert result.layout is not None
+    names = [c.name for c in result.scenario.traffic.classes]
+    return [[n for n, cg in zip(names, result.layout.class_group) if cg == g]
+            for g in range(len(result.layout.group_models))]
+
+
+def model_request_stats(result: SimResult, df: pd.DataFrame, window: pd.DataFrame,
+                        ok: np.ndarray) -> list[dict[str, Any]]:
+    """Per model group, what :func:`model_sections` reads from the per-request table: interactive arrivals after
+    warm-up (``window``), how many were served and met their targets (``ok``), latency statistics of those served,
+    API spend on its classes and the tokens its classes were served (fleet or API, whole run)."""
     from sim.metrics.tables import _stats
 
-    assert result.layout is not None
-    layout, sc = result.layout, result.scenario
-    cls_names = [c.name for c in sc.traffic.classes]
-    pool_names = [p.name for p in layout.pools]
-    out: dict[str, dict[str, Any]] = {}
+    out = []
     wcls = window["class"].astype(str).to_numpy()
     dcls = df["class"].astype(str).to_numpy()
-    for g in range(len(layout.group_models)):
-        model = result.pool_models[layout.group_pools(g)[0]].model.name  # the catalogue's spelling
-        classes = [n for n, cg in zip(cls_names, layout.class_group) if cg == g]
-        mine = [pool_names[p] for p in layout.group_pools(g)]
+    for classes in model_classes(result):
         wmask = np.isin(wcls, classes)
         w = window[wmask]
         served_w = w[w["status"].isin(["completed", "spilled"])]
         rows = df[np.isin(dcls, classes) & df["status"].isin(["completed", "spilled"]).to_numpy()]
-        api_usd = float(df.loc[np.isin(dcls, classes), "api_cost_usd"].sum())
+        out_tok = float(rows["output_tokens"].sum())
+        out.append({
+            "arrived": int(wmask.sum()),
+            "served": len(served_w),
+            "ok": int(ok[wmask].sum()),
+            **{col: _stats(served_w[col].to_numpy()) for col in ("ttft_s", "tpot_s", "e2e_s")},
+            "api_usd": float(df.loc[np.isin(dcls, classes), "api_cost_usd"].sum()),
+            "output_tokens": out_tok,
+            "tokens": out_tok + float(rows["input_tokens"].sum()),
+        })
+    return out
+
+
+def model_sections(result: SimResult, df: pd.DataFrame, window: pd.DataFrame, ok: np.ndarray,
+                   pools: dict[str, dict[str, Any]],
+                   stats: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """``models.<name>``: per model, its classes and pools, SLO attainment and P95s of its interactive requests,
+    what it was served and what it cost (module docstring); ``stats``: :func:`model_request_stats` (default: from
+    the tables)."""
+    assert result.layout is not None
+    layout, sc = result.layout, result.scenario
+    if stats is None:
+        stats = model_request_stats(result, df, window, ok)
+    pool_names = [p.name for p in layout.pools]
+    out: dict[str, dict[str, Any]] = {}
+    for g, classes in enumerate(model_classes(result)):
+        model = result.pool_models[layout.group_pools(g)[0]].model.name  # the catalogue's spelling
+        mine = [pool_names[p] for p in layout.group_pools(g)]
+        st = stats[g]
+        api_usd = st["api_usd"]
         self_host = sum(pools[n]["cost"]["self_host_usd"] for n in mine)
         total = self_host + api_usd
-        out_tok = float(rows["output_tokens"].sum())
-        all_tok = out_tok + float(rows["input_tokens"].sum())
-        att = float(ok[wmask].mean()) if wmask.any() else None
-        p95_ok = all(target is None or (stats["p95"] is not None and stats["p95"] <= target)
-                     for target, stats in ((sc.slo.ttft_p95_s, _stats(served_w["ttft_s"].to_numpy())),
-                                           (sc.slo.tpot_p95_s, _stats(served_w["tpot_s"].to_numpy())),
-                                           (sc.slo.e2e_p95_s, _stats(served_w["e2e_s"].to_numpy()))))
+        out_tok, all_tok = st["output_tokens"], st["tokens"]
+        att = st["ok"] / st["arrived"] if st["arrived"] else None
+        p95_ok = all(target is None or (stats_["p95"] is not None and stats_["p95"] <= target)
+                     for target, stats_ in ((sc.slo.ttft_p95_s, st["ttft_s"]), (sc.slo.tpot_p95_s, st["tpot_s"]),
+                                            (sc.slo.e2e_p95_s, st["e2e_s"])))
         out[model] = {
             "classes": classes,
             "pools": mine,
-            "arrived": int(wmask.sum()),
-            "served": len(served_w),
+            "arrived": st["arrived"],
+            "served": st["served"],
             "attainment": att,
             "attainment_target": sc.slo.attainment_target,
             "met": bool(p95_ok and (att is None or att >= sc.slo.attainment_target)),
-            "ttft_s": _stats(served_w["ttft_s"].to_numpy()),
-            "tpot_s": _stats(served_w["tpot_s"].to_numpy()),
+            "ttft_s": st["ttft_s"],
+            "tpot_s": st["tpot_s"],
             "cost_usd": total,
             "self_host_usd": self_host,
             "api_usd": api_usd,

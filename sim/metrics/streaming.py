@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from sim.core.config import Scenario
-from sim.core.errors import ConfigError
+from sim.fleet.pools import PoolLayout, pool_layout
 from sim.metrics.overload import overload_section
 from sim.metrics.slo import meets_targets
 from sim.metrics.summary import Summary
@@ -170,6 +170,7 @@ class _Chunk:
     scenario: Scenario
     class_names: list[str]
     requests: list[Request]
+    layout: PoolLayout | None = None
 
 
 class StreamingCollector:
@@ -198,7 +199,7 @@ class StreamingCollector:
                             if c.deferrable is not None}
         self.chunk_rows = max(1, chunk_rows)
         self.hist = {k: LogHistogram(bins_per_decade=bins_per_decade) for k in self.HIST_KEYS}
-        self.n = dict.fromkeys(self.COUNTER_KEYS, 0)
+        self.n: dict[str, Any] = dict.fromkeys(self.COUNTER_KEYS, 0)  # ints, and the per-pool floats (mix, $)
         self._interactive = [c.name for c in scenario.traffic.classes if getattr(c, "deferrable", None) is None]
         for name in self._interactive:
             for col in ("ttft_s", "tpot_s", "e2e_s"):
@@ -209,6 +210,19 @@ class StreamingCollector:
         self.held_weighted_sum = 0.0  # Σ O·(I + O/2) over the offered mix (sim.perf.capacity)
         self.node_work = np.zeros(scenario.fleet.nodes)  # routing balance (sim.metrics.tables.node_work)
         self.windows: dict[int, dict[str, Any]] = {}  # window index -> arrived, ok, TTFT / TPOT histograms
+        self.layout = pool_layout(scenario) if scenario.fleet.pooled else None  # per-pool and per-model figures
+        if self.layout is not None:
+            for p in range(len(self.layout.pools)):
+                for k in ("completed", "input", "output", "mix_rows", "mix_input", "mix_output", "mix_cached",
+                          "mix_held"):
+                    self.n[f"pool.{p}.{k}"] = 0
+                for c in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s"):
+                    self.hist[f"pool.{p}.{c}"] = LogHistogram(bins_per_decade=bins_per_decade)
+            for g in range(len(self.layout.group_models)):
+                for k in ("arrived", "served", "ok", "api_usd", "output", "tokens"):
+                    self.n[f"model.{g}.{k}"] = 0
+                for c in ("ttft_s", "tpot_s", "e2e_s"):
+                    self.hist[f"model.{g}.{c}"] = LogHistogram(bins_per_decade=bins_per_decade)
         self.rows_written = 0
         self._buf: list[Request] = []
         self._path = Path(requests_path) if requests_path is not None else None
@@ -229,7 +243,7 @@ class StreamingCollector:
         """Reduce (and write) the buffered requests."""
         reqs, self._buf = self._buf, []
         if reqs:
-            df = requests_table(_Chunk(self.scenario, self.class_names, reqs))  # type: ignore[arg-type]
+            df = requests_table(_Chunk(self.scenario, self.class_names, reqs, self.layout))  # type: ignore[arg-type]
             self._reduce(df)
             self._write(df)
 
@@ -320,6 +334,75 @@ class StreamingCollector:
         n["api_rows"] += int(via.sum())
         n["api_tokens"] += int(tokens[via].sum())
         n["all_tokens"] += int(tokens.sum())
+        if self.layout is not None:
+            self._reduce_pools(df, completed, served, window, ok, col)
+
+    def _reduce_pools(self, df: pd.DataFrame, completed: np.ndarray, served: np.ndarray, window: np.ndarray,
+                      ok: np.ndarray, col: dict[str, np.ndarray]) -> None:
+        """Per pool and per model, what :func:`sim.metrics.pools.pool_request_stats` and
+        :func:`~sim.metrics.pools.model_request_stats` read from the whole table."""
+        assert self.layout is not None
+        n, h, layout = self.n, self.hist, self.layout
+        inp, outp = df["input_tokens"].to_numpy(), df["output_tokens"].to_numpy()
+        cached = df["cached_tokens"].to_numpy()
+        pool = df["pool"].cat.codes.to_numpy()  # −1: the API or no node
+        group = np.asarray(layout.class_group, dtype=np.int64)[df["class"].cat.codes.to_numpy()]
+        not_api = (df["served_by"] != "api").to_numpy()
+        for p, pl in enumerate(layout.pools):
+            rows = pool == p
+            done = rows & completed
+            n[f"pool.{p}.completed"] += int(done.sum())
+            n[f"pool.{p}.input"] += int(inp[done].sum())
+            n[f"pool.{p}.output"] += int(outp[done].sum())
+            for c in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s"):
+                h[f"pool.{p}.{c}"].add(col[c][done])
+            mix = (group == layout.pool_group[p]) & not_api if pl.role == "prefill" else rows
+            i, o = inp[mix].astype(float), outp[mix].astype(float)
+            n[f"pool.{p}.mix_rows"] += int(mix.sum())
+            n[f"pool.{p}.mix_input"] += int(inp[mix].sum())
+            n[f"pool.{p}.mix_output"] += int(outp[mix].sum())
+            n[f"pool.{p}.mix_cached"] += int(cached[mix].sum())
+            n[f"pool.{p}.mix_held"] += float((o * (i + o / 2.0)).sum())
+        api_usd = df["api_cost_usd"].to_numpy(dtype=float)
+        wgroup = group[window]
+        for g in range(len(layout.group_models)):
+            mine = group == g
+            in_win = wgroup == g
+            srv_w = window & served & mine
+            n[f"model.{g}.arrived"] += int(in_win.sum())
+            n[f"model.{g}.served"] += int(srv_w.sum())
+            n[f"model.{g}.ok"] += int(ok[in_win].sum())
+            for c in ("ttft_s", "tpot_s", "e2e_s"):
+                h[f"model.{g}.{c}"].add(col[c][srv_w])
+            n[f"model.{g}.api_usd"] += float(api_usd[mine].sum())
+            srv = served & mine
+            n[f"model.{g}.output"] += int(outp[srv].sum())
+            n[f"model.{g}.tokens"] += int(inp[srv].sum() + outp[srv].sum())
+
+    def pooled_stats(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """(per-pool, per-model) request figures of a pooled run, as :func:`sim.metrics.pools.pool_request_stats`
+        and :func:`~sim.metrics.pools.model_request_stats` compute them from the whole table (None without pools)."""
+        if self.layout is None:
+            return None
+        n, h = self.n, self.hist
+        pools = [{
+            "completed": n[f"pool.{p}.completed"],
+            "input_tokens": float(n[f"pool.{p}.input"]),
+            "output_tokens": float(n[f"pool.{p}.output"]),
+            "latency": {c: h[f"pool.{p}.{c}"].stats() for c in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")},
+            "mix": mix_from_sums(n[f"pool.{p}.mix_rows"], n[f"pool.{p}.mix_input"], n[f"pool.{p}.mix_output"],
+                                 n[f"pool.{p}.mix_cached"], n[f"pool.{p}.mix_held"]),
+        } for p in range(len(self.layout.pools))]
+        models = [{
+            "arrived": n[f"model.{g}.arrived"],
+            "served": n[f"model.{g}.served"],
+            "ok": n[f"model.{g}.ok"],
+            **{c: h[f"model.{g}.{c}"].stats() for c in ("ttft_s", "tpot_s", "e2e_s")},
+            "api_usd": float(n[f"model.{g}.api_usd"]),
+            "output_tokens": float(n[f"model.{g}.output"]),
+            "tokens": float(n[f"model.{g}.tokens"]),
+        } for g in range(len(self.layout.group_models))]
+        return pools, models
 
     def _reduce_windows(self, arrival: np.ndarray, ok: np.ndarray, served: np.ndarray, ttft: np.ndarray,
                         tpot: np.ndarray) -> None:
@@ -394,7 +477,7 @@ class StreamingCollector:
         if self._path is None:
             return None
         if self._writer is None:  # no request finished: an empty table with the right columns
-            self._write(requests_table(_Chunk(self.scenario, self.class_names, [])))  # type: ignore[arg-type]
+            self._write(requests_table(_Chunk(self.scenario, self.class_names, [], self.layout)))  # type: ignore[arg-type]
         assert self._writer is not None and self._tmp is not None
         self._writer.close()
         self._writer = None
@@ -421,7 +504,7 @@ class StreamingCollector:
         duration = sc.duration_s
         if fleet_ts is None:
             fleet_ts, _ = timeseries_tables(result)
-        base = summary_sections(result, requests_table(result), fleet_ts)
+        base = summary_sections(result, requests_table(result), fleet_ts, self.pooled_stats())
         lat = {k: h[f"latency.{k}"].stats() for k in ("ttft_s", "tpot_s", "e2e_s", "queue_wait_s")}
         base["latency"] = lat
         arrived = base["requests"]["arrived"]
@@ -440,6 +523,10 @@ class StreamingCollector:
         retries = int(base["requests"].get("retries", 0) or 0)  # client retries are offered work too
         base["utilisation"] = utilisation_section(ts, result, (n["mix_rows"] + in_flight + retries) / duration, mix,
                                                   not_rejected)
+        if "pools" in base:  # the fleet's load factor and bottleneck from its pools' (sim.metrics.pools)
+            from sim.metrics.pools import combine_utilisation
+
+            base["utilisation"] = combine_utilisation(base["pools"], base["utilisation"])
         admissible = (n["seen_in_window"] - n["rejected_in_window"] + in_flight) / (b - a)
         base["overload"] = overload_section(fleet_ts, sc.warmup_s, duration, admissible,
                                             thr["served_requests_per_s"], base["utilisation"]["nodes_up_mean"])
@@ -505,9 +592,6 @@ def run_streaming(scenario: Scenario, requests_path: Path | str | None = None, p
                   chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   bins_per_decade: int = DEFAULT_BINS_PER_DECADE) -> StreamingOutput:
     """Simulate ``scenario`` without keeping per-request records in memory (see the module docstring)."""
-    if scenario.fleet.pooled:
-        raise ConfigError(scenario.source, "fleet.pools", "--stream does not support several pools yet (the per-pool "
-                          "and per-model sections need per-request records): run without --stream")
     collector = StreamingCollector(scenario, Path(requests_path) if requests_path is not None else None,
                                    chunk_rows, bins_per_decade)
     try:

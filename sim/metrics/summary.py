@@ -338,11 +338,91 @@ class FleetInfo(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Disaggregation(Record):
+    """Prefill/decode disaggregation (:mod:`sim.fleet.disagg`): the prefill and decode nodes, KV transfers and GB
+    sent, the transfer time after the prefill (mean and P95, queueing on the links included; seconds) and the mean
+    busy share of the prefill nodes' egress and the decode nodes' ingress links."""
+
+    prefill_nodes: int
+    decode_nodes: int
+    transfers: int
+    transfer_mean_s: float
+    transfer_p95_s: float
+    kv_gb_sent: float
+    link_busy_mean: float
+    ingress_busy_mean: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolRequests(Record):
+    """Requests routed to a pool's nodes (re-dispatches and client retries included) and completed on them."""
+
+    sent: int
+    completed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolThroughput(Record):
+    """A pool's completions per second and output tokens per second over the run."""
+
+    requests_per_s: float
+    output_tokens_per_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSummary(Record):
+    """One pool of ``fleet.pools`` measured as a fleet of its own (:mod:`sim.metrics.pools`): what it is, what it
+    was sent and completed, the latency of its completions, its utilisation, energy and cost."""
+
+    role: str
+    gpu: str
+    gpus_per_node: int
+    model: str
+    weights: str
+    kv_cache: str
+    stack: str | None
+    nodes: int
+    spot_nodes: int
+    on_demand_max_nodes: int
+    kv_capacity_tokens_per_node: int
+    weight_gb_per_node: float
+    engine_steps: int
+    requests: PoolRequests
+    latency: Latency
+    throughput: PoolThroughput
+    utilisation: Utilisation
+    energy: Energy
+    cost: Cost
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSummary(Record):
+    """One model of a pooled fleet (:mod:`sim.metrics.pools`): its classes and pools, interactive arrivals after
+    warm-up and those served, SLO attainment over every arrival (every miss counts) and ``met`` (the P95 targets over
+    its served requests and the attainment target), its P50–P99 TTFT / TPOT and its cost (pools + API spend)."""
+
+    classes: list[str]
+    pools: list[str]
+    arrived: int
+    served: int
+    attainment: float | None
+    attainment_target: float
+    met: bool
+    ttft_s: Percentiles
+    tpot_s: Percentiles
+    cost_usd: float
+    self_host_usd: float
+    api_usd: float
+    served_output_tokens: float
+    usd_per_mtok_output: float | None
+    usd_per_mtok_total: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Summary(Record):
     """One run's results (``summary.json``). ``batch``, ``api`` and ``spill`` are None when the scenario has no
     deferrable class / no spill policy; ``disaggregation`` without prefill/decode pools; ``pools`` and ``models``
-    without ``fleet.pools``. Those three sections are kept as their JSON mappings (written by
-    :mod:`sim.fleet.disagg` and :mod:`sim.metrics.pools`; records for them are still to come)."""
+    (keyed by pool name and by the catalogue's model name) without ``fleet.pools``."""
 
     scenario: str
     seed: int
@@ -362,10 +442,10 @@ class Summary(Record):
     batch: Batch | None = field(default=None, metadata=OMIT_IF_NONE)
     api: Api | None = field(default=None, metadata=OMIT_IF_NONE)
     spill: Spill | None = field(default=None, metadata=OMIT_IF_NONE)
-    disaggregation: dict[str, Any] | None = field(default=None, metadata=OMIT_IF_NONE)
+    disaggregation: Disaggregation | None = field(default=None, metadata=OMIT_IF_NONE)
     fleet: FleetInfo
-    pools: dict[str, dict[str, Any]] | None = field(default=None, metadata=OMIT_IF_NONE)
-    models: dict[str, dict[str, Any]] | None = field(default=None, metadata=OMIT_IF_NONE)
+    pools: dict[str, PoolSummary] | None = field(default=None, metadata=OMIT_IF_NONE)
+    models: dict[str, ModelSummary] | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 # --- (de)serialisation ------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from sim.metrics.slo import class_targets, meets_targets, verdict, windows_table
 from sim.metrics.summary import Summary
 from sim.perf.capacity import load_section
 from sim.runner.simulation import SimResult
-from sim.traffic.request import Status
+from sim.traffic.request import Handoff, Status
 
 PCTS = (50, 90, 95, 99)
 STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight", "timed_out"]
@@ -113,7 +113,32 @@ def requests_table(result: SimResult) -> pd.DataFrame:
         node = frame["node"].to_numpy()
         code = np.where((node >= 0) & (frame["served_by"] == "fleet").to_numpy(), slot_pool[node], -1)
         frame.insert(4, "pool", pd.Series(pd.Categorical.from_codes(code, categories=pd.Index(names))))
+        if any(pl.role != "mixed" for pl in result.layout.pools):
+            _handoff_columns(frame, reqs, names, slot_pool)
     return frame
+
+
+def _handoff_columns(frame: pd.DataFrame, reqs: list[Any], pool_names: list[str], slot_pool: np.ndarray) -> None:
+    """A disaggregated run's columns (docs/disaggregation.md): ``prefill_node`` / ``prefill_pool`` (where its prompt
+    was sent), ``decode_node`` / ``decode_pool`` (where its KV went; −1 and empty before a hand-off, and for models
+    served mixed), ``kv_start_s`` / ``kv_end_s`` (the KV transfer on the wire and fully arrived), ``kv_transfer_s``
+    (prefill end → KV arrived, queueing on the links included) and ``kv_bytes``. After a hand-off repeated (an
+    evicted decode node's request prefilled again) the latest one."""
+    n = len(reqs)
+    none = Handoff(-1)
+    h = [r.handoff if r.handoff is not None else none for r in reqs]
+    pre = np.fromiter((x.prefill_node for x in h), np.int64, n)
+    dec = np.fromiter((x.decode_node for x in h), np.int64, n)
+    at = list(frame.columns).index("pool") + 1
+    for i, (name, node) in enumerate((("prefill", pre), ("decode", dec))):
+        pool = pd.Series(pd.Categorical.from_codes(slot_pool[node], categories=pd.Index(pool_names)))  # −1: empty
+        frame.insert(at + 2 * i, f"{name}_node", node)
+        frame.insert(at + 2 * i + 1, f"{name}_pool", pool)
+    nan = np.nan
+    frame["kv_start_s"] = np.fromiter((x.kv_start_s if x.kv_start_s >= 0 else nan for x in h), float, n)
+    frame["kv_end_s"] = np.fromiter((x.kv_end_s if x.kv_end_s >= 0 else nan for x in h), float, n)
+    frame["kv_transfer_s"] = np.fromiter((x.kv_transfer_s for x in h), float, n)
+    frame["kv_bytes"] = np.fromiter((x.kv_bytes for x in h), float, n)
 
 
 
@@ -502,9 +527,11 @@ def summarize(result: SimResult, req_df: pd.DataFrame | None = None,
 
 
 def summary_sections(result: SimResult, req_df: pd.DataFrame | None = None,
-                     fleet_ts: pd.DataFrame | None = None) -> dict[str, Any]:
+                     fleet_ts: pd.DataFrame | None = None, pooled_stats: Any = None) -> dict[str, Any]:
     """The summary's sections as JSON-ready dicts (NaN → None), the shape :meth:`Summary.from_json` reads; the
-    streamed summary (:mod:`sim.metrics.streaming`) replaces its request-derived parts before that."""
+    streamed summary (:mod:`sim.metrics.streaming`) replaces its request-derived parts before that, and gives the
+    per-pool and per-model request figures of a pooled run as ``pooled_stats`` (pool stats, model stats: see
+    :func:`sim.metrics.pools.pool_request_stats`)."""
     sc = result.scenario
     df = req_df if req_df is not None else requests_table(result)
     if fleet_ts is None:
@@ -587,13 +614,14 @@ def summary_sections(result: SimResult, req_df: pd.DataFrame | None = None,
             pool_sections,
         )
 
-        pools = pool_sections(result, df)
+        pool_stats, model_stats = pooled_stats if pooled_stats is not None else (None, None)
+        pools = pool_sections(result, df, pool_stats)
         energy = combine_energy(pools)
         cost = combine_cost(pools, float(api_stats.get("usd", 0.0)), float(served_all["input_tokens"].sum()),
                             float(served_all["output_tokens"].sum()))
         util = combine_utilisation(pools, util)
         fleet_info = fleet_labels(result)
-        pooled = {"pools": pools, "models": model_sections(result, df, window, ok, pools)}
+        pooled = {"pools": pools, "models": model_sections(result, df, window, ok, pools, model_stats)}
     else:
         energy = energy_section(sc, nm.gpu, fleet_ts)
         cost = cost_breakdown(sc, nm.gpu, float(served_all["input_tokens"].sum()),

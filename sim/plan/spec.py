@@ -53,6 +53,10 @@ class PlanSpec(BaseModel):
     explore: int = Field(3, ge=1, description="simulate until this many candidates meet the SLO below every "
                          "remaining bound (1: stop at the cheapest; more: exact runners-up)")
     min_kv_requests: float = Field(8.0, gt=0, description="a candidate needs KV room for this many mean requests")
+    pool_layouts: list[Literal["grow", "single", "disaggregated"]] | None = Field(
+        None, description="fleet.pools: the layouts searched per model (grow: the pools as given plus a sized growth "
+        "pool; single: one mixed pool; disaggregated: a prefill and a decode pool, ratio searched); default: grow and "
+        "single for a model served mixed, disaggregated and single for one served disaggregated")
 
     @field_validator("gpus_per_node")
     @classmethod

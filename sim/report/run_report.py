@@ -351,8 +351,9 @@ def _class_table_html(slo: SloVerdict) -> str:
     by = slo.by_class
     if not by:
         return ""
-    head = ("<tr><th>class</th><th>arrived</th><th>completed</th><th>attainment</th><th>P50 TTFT (s)</th>"
-            "<th>P95 TTFT (s)</th><th>P50 TPOT (s)</th><th>P95 TPOT (s)</th><th>P95 E2E (s)</th><th>SLO</th></tr>")
+    head = ("<tr><th>class</th><th>arrived after warm-up</th><th>completed</th><th>attainment</th>"
+            "<th>P50 TTFT (s)</th><th>P95 TTFT (s)</th><th>P50 TPOT (s)</th><th>P95 TPOT (s)</th><th>P95 E2E (s)</th>"
+            "<th>SLO</th></tr>")
     rows = []
     for name, r in by.items():
         att = r.attainment
@@ -374,32 +375,49 @@ def _pools_html(summary: Summary) -> str:
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f} %"
 
-    head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>sent</th><th>completed</th>"
+    head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>sent (whole run)</th>"
+            "<th>completed (whole run)</th>"
             "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>load factor</th><th>KV mean</th><th>MFU mean</th>"
             "<th>GPU-hours</th><th>self-host $</th><th>$ / M output tokens</th></tr>")
     rows = []
     for name, p in pools.items():
-        u, c, lat = p["utilisation"], p["cost"], p["latency"]
+        u, c, lat = p.utilisation, p.cost, p.latency
         rows.append(
-            f"<tr><th>{html.escape(name)}</th><td>{html.escape(p['role'])}</td>"
-            f"<td>{p['nodes']} × {p['gpus_per_node']}× {html.escape(p['gpu'])}"
-            + (f" + {p['spot_nodes']} spot" if p.get("spot_nodes") else "")
-            + (f" + ≤ {p['on_demand_max_nodes']} on-demand" if p.get("on_demand_max_nodes") else "")
-            + f"</td><td>{html.escape(p['model'])}</td><td>{_fmt(p['requests']['sent'])}</td>"
-            f"<td>{_fmt(p['requests']['completed'])}</td><td>{_fmt(lat['ttft_s']['p95'])}</td>"
-            f"<td>{_fmt(lat['tpot_s']['p95'])}</td><td>{_fmt(u.get('load_factor'))}</td>"
-            f"<td>{pct(u.get('kv_fraction_mean'))}</td><td>{pct(u.get('mfu_mean'))}</td><td>{_fmt(c['gpu_hours'])}</td>"
-            f"<td>{_fmt(c['self_host_usd'])}</td><td>{_fmt(c['usd_per_mtok_output'])}</td></tr>")
+            f"<tr><th>{html.escape(name)}</th><td>{html.escape(p.role)}</td>"
+            f"<td>{p.nodes} × {p.gpus_per_node}× {html.escape(p.gpu)}"
+            + (f" + {p.spot_nodes} spot" if p.spot_nodes else "")
+            + (f" + ≤ {p.on_demand_max_nodes} on-demand" if p.on_demand_max_nodes else "")
+            + f"</td><td>{html.escape(p.model)}</td><td>{_fmt(p.requests.sent)}</td>"
+            f"<td>{_fmt(p.requests.completed)}</td><td>{_fmt(lat.ttft_s.p95)}</td>"
+            f"<td>{_fmt(lat.tpot_s.p95)}</td><td>{_fmt(u.load_factor)}</td>"
+            f"<td>{pct(u.kv_fraction_mean)}</td><td>{pct(u.mfu_mean)}</td><td>{_fmt(c.gpu_hours)}</td>"
+            f"<td>{_fmt(c.self_host_usd)}</td><td>{_fmt(c.usd_per_mtok_output)}</td></tr>")
     out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>"
-    mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived</th><th>SLO attainment</th><th>SLO</th>"
-             "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th><th>$ / M output tokens</th></tr>")
+    mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived after warm-up</th><th>SLO attainment</th>"
+             "<th>SLO</th><th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th>"
+             "<th>$ / M output tokens</th></tr>")
     mrows = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{html.escape(', '.join(m['classes']))}</td>"
-        f"<td>{html.escape(', '.join(m['pools']))}</td><td>{_fmt(m['arrived'])}</td><td>{pct(m['attainment'])}</td>"
-        f"<td class='{'good' if m.get('met') else 'bad'}'>{'met' if m.get('met') else 'MISSED'}</td>"
-        f"<td>{_fmt(m['ttft_s']['p95'])}</td><td>{_fmt(m['tpot_s']['p95'])}</td><td>{_fmt(m['cost_usd'])}</td>"
-        f"<td>{_fmt(m['usd_per_mtok_output'])}</td></tr>" for name, m in models.items())
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(', '.join(m.classes))}</td>"
+        f"<td>{html.escape(', '.join(m.pools))}</td><td>{_fmt(m.arrived)}</td><td>{pct(m.attainment)}</td>"
+        f"<td class='{'good' if m.met else 'bad'}'>{'met' if m.met else 'MISSED'}</td>"
+        f"<td>{_fmt(m.ttft_s.p95)}</td><td>{_fmt(m.tpot_s.p95)}</td><td>{_fmt(m.cost_usd)}</td>"
+        f"<td>{_fmt(m.usd_per_mtok_output)}</td></tr>" for name, m in models.items())
     return out + f"<h2>Models</h2><table class='lat'>{mhead}{mrows}</table>"
+
+
+def _after_warmup(summary: Summary) -> str:
+    if summary.warmup_s > 0:
+        return f"the interactive arrivals after the {summary.warmup_s:g}-s warm-up"
+    return "all interactive arrivals"
+
+
+def _warmup_note(summary: Summary) -> str:
+    """Where the Requests row's counts and the SLO tables' (arrivals after warm-up) part ways."""
+    if summary.warmup_s <= 0:
+        return ""
+    after = sum(c.arrived for c in summary.slo.by_class.values())
+    return (f", warm-up included; {after:,} interactive requests arrived after the {summary.warmup_s:g}-s warm-up: "
+            "the SLO, class and model tables count those")
 
 
 def _summary_html(summary: Summary) -> str:
@@ -410,7 +428,8 @@ def _summary_html(summary: Summary) -> str:
         ("Requests", f"{req.arrived:,} arrived · {req.completed:,} completed · {req.rejected:,} rejected · "
          f"{req.spilled:,} spilled · {req.in_flight:,} in flight"
          + (f" · {req.timed_out:,} timed out ({req.retries:,} client retries)"
-            if req.timed_out or req.retries else "")),
+            if req.timed_out or req.retries else "")
+         + f" — over the whole run{_warmup_note(summary)}"),
         ("Throughput", f"{_fmt(thr.offered_requests_per_s)} req/s offered · {_fmt(thr.served_requests_per_s)} "
          f"served · {_fmt(thr.served_output_tokens_per_s)} output tok/s served"),
         ("Utilisation", f"MFU {_fmt(100 * (util.mfu_mean or 0))}% "
@@ -418,7 +437,7 @@ def _summary_html(summary: Summary) -> str:
          f" · MBU {_fmt(100 * (util.mbu_mean or 0))}% (P95 {_fmt(100 * (util.mbu_p95 or 0))}%) · KV mean "
          f"{_fmt(100 * (util.kv_fraction_mean or 0))}% / P95 {_fmt(100 * (util.kv_fraction_p95 or 0))}% · "
          f"steps running {_fmt(100 * (util.busy_fraction or 0))}% of the time"),
-        ("SLO", f"attainment {_fmt(100 * (slo.attainment or 0))}% of all arrivals (target "
+        ("SLO", f"attainment {_fmt(100 * (slo.attainment or 0))}% of {_after_warmup(summary)} (target "
          f"{_fmt(100 * slo.attainment_target)}%)"
          + ("" if w is None else f" · worst window {w.start_s:,.0f}–{w.end_s:,.0f} s: "
                                  f"{_fmt(100 * w.attainment)}%")
@@ -502,7 +521,7 @@ def write_report(
     )
     if summary.pools is not None:
         subtitle = "pools: " + " · ".join(
-            f"{n}: {p['nodes']} × {p['gpus_per_node']}× {p['gpu']}, {p['model']} ({p['weights']} weights)"
+            f"{n}: {p.nodes} × {p.gpus_per_node}× {p.gpu}, {p.model} ({p.weights} weights)"
             for n, p in summary.pools.items()) + f" · seed {summary.seed}"
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>capsim · {html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}

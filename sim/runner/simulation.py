@@ -197,6 +197,12 @@ class TimeSeries:
             self.pools = len(v)
             self._pool_data.setdefault(k, array("i")).extend(v)
 
+    def set_pools(self, values: dict[str, np.ndarray]) -> None:
+        """Every per-pool series at once ([samples, pools] arrays; a sharded run's merged cells)."""
+        for k, v in values.items():
+            self.pools = v.shape[1]
+            self._pool_data[k] = array("i", np.ascontiguousarray(v, dtype=np.dtype("i")).tobytes())
+
     def per_pool(self, name: str) -> np.ndarray:
         """[samples, pools] array of a per-pool series (empty when the run had no ``fleet.pools``)."""
         if name not in self._pool_data or not self.pools:
@@ -281,6 +287,7 @@ class SimResult:
     layout: PoolLayout | None = None  # which slot is in which pool, which class asks for which model
     pool_gpu_hours: list[dict[str, float]] = field(default_factory=list)  # billed GPU-hours per pool, by node kind
     disagg: dict[str, float] | None = None  # KV-transfer counters (sim.fleet.disagg.DisaggDispatcher.stats), if any
+    transfer_s: np.ndarray | None = None  # per KV hand-off: prefill end → KV arrived (sharded runs merge these)
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
@@ -379,22 +386,25 @@ def simulate(
         done_observers.append(count_pool_done)
     series = TimeSeries(scenario.output.sample_interval_s, len(slots))
     dispatcher: Dispatcher = fleet
-    spill = None
-    if scenario.spill is not None or scenario.api is not None:  # hosted API / spill policy (sim.spill.policy)
-        from sim.spill.policy import SpillDispatcher
-
-        spill = dispatcher = SpillDispatcher(env, scenario, fleet, on_done, nm.perf,
-                                             [(m.engine, m.perf) for m in pool_models])
-        done_observers.append(spill.on_fleet_done)
-        if any(p.spot.on_eviction == "spill" for p in layout.pools):  # evictions of every pool go to the API
-            # evicted requests are re-served whole by the API (prompt and every output token, billed again)
-            fleet.evicted_sink = spill.to_api
     disagg = None
     if any(p.role != "mixed" for p in layout.pools):  # prefill and decode pools, KV over links (sim.fleet.disagg)
         from sim.fleet.disagg import DisaggDispatcher
 
         disagg = dispatcher = DisaggDispatcher(env, scenario, fleet, layout, pool_models)
         done_observers.append(disagg.on_done)
+    spill = None
+    if scenario.spill is not None or scenario.api is not None:  # hosted API / spill policy (sim.spill.policy)
+        from sim.spill.policy import SpillDispatcher
+
+        # in front of the prefill pools when they exist: a policy judges the prefill node a request would go to
+        spill = dispatcher = SpillDispatcher(env, scenario, disagg if disagg is not None else fleet, on_done, nm.perf,
+                                             [(m.engine, m.perf) for m in pool_models])
+        done_observers.append(spill.on_fleet_done)
+        if any(p.spot.on_eviction == "spill" for p in layout.pools):  # evictions of every pool go to the API
+            # evicted requests are re-served whole by the API (prompt and every output token, billed again)
+            fleet.evicted_sink = spill.to_api
+    if disagg is not None:
+        disagg.wrap_evictions()
     for i, pool in enumerate(layout.pools):
         if pool.autoscaler.policy != "none":
             rate_at, clock0_h = _forecast(scenario)
@@ -412,7 +422,8 @@ def simulate(
         if keep_requests:
             requests[req.rid] = req
 
-    clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"))
+    clients = Clients(env, scenario, fleet, dispatcher.dispatch, on_done, replace, stream(scenario.seed, "clients"),
+                      disagg)
 
     class ArrivalDriver:
         """Feeds the arrival chunks into the model: one timeout per distinct arrival time, whose callback admits
@@ -537,4 +548,5 @@ def simulate(
         layout=layout,
         pool_gpu_hours=[fleet.billed_gpu_hours(scenario.duration_s, p) for p in range(len(pool_models))],
         disagg=disagg.stats() if disagg is not None else None,
+        transfer_s=np.array(disagg.transfer_s, dtype=np.float64) if disagg is not None else None,
     )

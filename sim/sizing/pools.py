@@ -8,8 +8,9 @@ Scope (what is searched, and what is held fixed):
   autoscaler settings stay as given.
 * The growth pool's reserved node count is the smallest that lets its model meet the SLO in every seed: the
   scenario's P95 targets over that model's served requests and its attainment target over all its interactive
-  arrivals (``models.<model>.met`` in ``summary.json``). Search: from the pool's current count, doubling until the
-  model meets the SLO (or ``max_nodes``), then bisection; the least count is 0 when other pools serve the model.
+  arrivals (``models.<model>.met`` in ``summary.json``). Search (:func:`sim.core.bisection.smallest_passing`): from
+  the pool's current count, doubling until the model meets the SLO (or ``max_nodes``), then bisection; the least
+  count is 0 when other pools serve the model.
 * With ``--gpu`` (several), the growth pools are sized once per GPU type and the cheapest type per model
   (self-hosted $/hour of that model's pools at the minimum) is reported.
 * Models are sized together, one simulation of the whole fleet per step: pools of different models share no
@@ -22,14 +23,14 @@ the guide's rules are not compared here (``capsim size`` on a single-pool scenar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sim.core.config import Scenario, set_dotted, validate_scenario
 from sim.core.errors import ConfigError
 from sim.metrics.stats import replication_seeds
-from sim.metrics.summary import Summary
+from sim.metrics.summary import ModelSummary, Summary
 from sim.runner.executor import map_summaries
 
 
@@ -108,13 +109,15 @@ def size_pools(scenario: Scenario, pool_names: Sequence[str] = (), gpus: Sequenc
 
 def _search(scenario: Scenario, growth: dict[str, int], seeds: list[int], max_nodes: int, workers: int | None,
             progress: Progress | None, pools: list[Any]) -> list[PoolSizing]:
+    """Every model's :func:`sim.core.bisection.smallest_passing` search, driven in lockstep: each step simulates
+    the whole fleet once per seed with every model's next growth-pool count."""
+    from sim.core.bisection import smallest_passing
     from sim.fleet.pools import pool_layout
 
     layout = pool_layout(scenario)
     key_of = {m: layout.group_models.index(m) for m in growth}
     results: dict[str, PoolSizing] = {}
-    fail: dict[str, int] = {}  # largest count known to miss (floor − 1 before any miss)
-    ok: dict[str, int | None] = {}  # smallest count known to meet
+    searches: dict[str, Generator[int, bool, int | None]] = {}
     summaries: dict[tuple[str, int], list[Summary]] = {}
     probe: dict[str, int] = {}
     for model, p in growth.items():
@@ -122,51 +125,40 @@ def _search(scenario: Scenario, growth: dict[str, int], seeds: list[int], max_no
         # with other pools serving the model, none may be needed (a prefill or decode pool: others of its role)
         floor = 0 if any(pools[q].nodes for q in layout.group_pools(key_of[model])
                          if q != p and pools[q].role == pools[p].role) else 1
-        fail[model], ok[model] = floor - 1, None
         results[model] = PoolSizing(_model_name(layout, key_of[model], scenario), pools[p].name,
                                     scenario.fleet.pool_list()[p].gpu, None, others)
-        probe[model] = min(max_nodes, max(scenario.fleet.pool_list()[p].nodes, floor))
+        searches[model] = smallest_passing(scenario.fleet.pool_list()[p].nodes, floor, max(max_nodes, floor))
+        probe[model] = next(searches[model])
     while probe:
         changes = {f"fleet.pools.{growth[m]}.nodes": n for m, n in probe.items()}
         sc = derive_pools(scenario, changes)
         runs = map_summaries([sc.model_copy(update={"seed": s}) for s in seeds], workers)
         nxt: dict[str, int] = {}
         for model, n in probe.items():
-            name = results[model].model
-            met = all(_model(r, name)["met"] for r in runs)
             res = results[model]
+            met = all(model_summary(r, res.model).met for r in runs)
             res.tried[n] = met
             summaries[(model, n)] = runs
             if progress is not None:
                 progress(f"{model}: {res.pool} × {n} node(s) → SLO {'met' if met else 'missed'}")
-            if met:
-                ok[model] = n if ok[model] is None else min(n, ok[model] or 0)
-            else:
-                fail[model] = max(fail[model], n)
-            best = ok[model]
-            if best is None:
-                if n < max_nodes:  # not met yet: double
-                    nxt[model] = min(max_nodes, max(2 * n, n + 1))
-            elif best - fail[model] > 1:  # bisect between the largest miss and the smallest pass
-                nxt[model] = (fail[model] + best) // 2
+            try:
+                nxt[model] = searches[model].send(met)
+            except StopIteration as done:
+                res.min_nodes = done.value
         probe = nxt
-    hi = ok
+    hours = scenario.duration_s / 3600.0
     for model, res in results.items():
-        h = hi[model]
-        if h is None:
+        if res.min_nodes is None:
             continue
-        res.min_nodes = h
-        runs = summaries[(model, h)]
-        name = res.model
-        res.attainment = min(_model(r, name)["attainment"] or 0.0 for r in runs)
-        hours = scenario.duration_s / 3600.0
-        res.usd_per_hour = sum(_model(r, name)["self_host_usd"] for r in runs) / len(runs) / hours
-        vals = [_model(r, name)["usd_per_mtok_output"] for r in runs if _model(r, name)["usd_per_mtok_output"]]
+        ms = [model_summary(r, res.model) for r in summaries[(model, res.min_nodes)]]
+        res.attainment = min(m.attainment or 0.0 for m in ms)
+        res.usd_per_hour = sum(m.self_host_usd for m in ms) / len(ms) / hours
+        vals = [m.usd_per_mtok_output for m in ms if m.usd_per_mtok_output]
         res.usd_per_mtok_output = sum(vals) / len(vals) if vals else None
     return list(results.values())
 
 
-def _model(summary: Summary, name: str) -> dict[str, Any]:
+def model_summary(summary: Summary, name: str) -> ModelSummary:
     """The ``models.<name>`` section of a pooled run's summary."""
     if summary.models is None or name not in summary.models:
         raise KeyError(f"the summary has no models.{name} section")

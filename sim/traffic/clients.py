@@ -8,7 +8,8 @@ Model, per attempt of a request of a class with a ``client.timeout_s``:
   ``api.retry`` (its own timeout and retries) instead.
 * **Withdrawal.** The attempt leaves the fleet: held in the fleet-level queue (no node up) → removed; queued on
   a node → removed from its waiting queue; running → the node cancels it at the end of the engine step in
-  progress and frees its KV blocks (``node.withdraw``, the same in both engines).
+  progress and frees its KV blocks (``node.withdraw``, the same in both engines); with prefill/decode pools, its
+  KV on the way to a decode node → not delivered (the prefill node frees it when the transfer would have ended).
 * **Retry.** With retries left, retry k is sent ``min(max_backoff_s, backoff_s × 2^(k−1)) × (1 − jitter × u)``
   seconds later, u uniform in [0, 1) from the run's ``clients`` random stream (only drawn when ``jitter`` > 0).
   It is a new attempt of the same logical request (:meth:`Request.retry`), dispatched afresh (router, spill
@@ -23,7 +24,7 @@ requests waiting to be re-sent, part of ``in_flight``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -49,11 +50,14 @@ class Clients:
         on_done: Callable[[Request], None],
         replace: Callable[[Request], None],
         rng: np.random.Generator,
+        disagg: Any = None,
     ) -> None:
         """``fleet``: the :class:`~sim.fleet.fleet.FleetManager` (its slots and held queue); ``dispatch``: where an
         attempt is sent; ``on_done``: a request timed out for good; ``replace(new)``: the new attempt now
-        stands for its logical request."""
+        stands for its logical request; ``disagg``: the :class:`~sim.fleet.disagg.DisaggDispatcher` of prefill/decode
+        pools (an attempt whose KV is on a link is withdrawn there)."""
         self.env = env
+        self.disagg = disagg
         self.fleet = fleet
         self.dispatch = dispatch
         self.on_done = on_done
@@ -125,7 +129,9 @@ class Clients:
         held = self.fleet.pending
         if held and req in held:
             held.remove(req)
-            return True
+            return self._withdrawn(req)
+        if self.disagg is not None and self.disagg.withdraw_in_transit(req):  # KV between prefill and decode
+            return self._withdrawn(req)
         if req.node < 0:
             return False
         slot = self.fleet.slots[req.node]
@@ -134,6 +140,11 @@ class Clients:
             return False
         self.cancelled_running += running
         self.fleet.withdrawn(slot)
+        return self._withdrawn(req)
+
+    def _withdrawn(self, req: Request) -> bool:
+        if self.disagg is not None:  # the attempt's own prompt view back (not its decode node's)
+            self.disagg.withdrawn(req)
         return True
 
     def stats(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ is dropped; one logical request is one row of the per-request table, its last at
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 try:  # mypyc (`make native`): these records are pickled (a sharded run's cells return them from worker processes)
     from mypy_extensions import mypyc_attr
@@ -33,6 +33,21 @@ class Status(IntEnum):
     SPILLED = 4
     FAILED = 5
     TIMED_OUT = 6  # the client gave up (after its last retry) before the answer came
+
+
+class Handoff(NamedTuple):
+    """Where a disaggregated request's prompt was computed and how its KV moved (:mod:`sim.fleet.disagg`): the
+    prefill node it was sent to and, once the prompt was computed, the decode node, when the KV transfer started on
+    the wire (before the prefill ended under layer-wise overlap) and when the KV had fully arrived, the time from the
+    prefill's end to that arrival (queueing on the links included) and the bytes moved (−1 / NaN / 0 before the
+    hand-off)."""
+
+    prefill_node: int
+    decode_node: int = -1
+    kv_start_s: float = -1.0
+    kv_end_s: float = -1.0
+    kv_transfer_s: float = float("nan")
+    kv_bytes: float = 0.0
 
 
 @mypyc_attr(serializable=True)
@@ -68,6 +83,8 @@ class Request:
         "api_429s",
         "api_errors",
         "api_cost_usd",
+        # disaggregated serving (sim.fleet.disagg): None, or a :class:`Handoff` of its latest prefill → decode hand-off
+        "handoff",
         # engine state
         "num_computed",
         "num_generated",
@@ -109,6 +126,7 @@ class Request:
         self.api_429s = 0
         self.api_errors = 0  # 5xx, transient failures and timeouts
         self.api_cost_usd = 0.0
+        self.handoff: Handoff | None = None
         self.num_computed = 0
         self.num_generated = 0
         self.dec_step0 = 0
