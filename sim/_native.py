@@ -16,6 +16,7 @@ import sys
 from importlib.abc import MetaPathFinder
 from importlib.machinery import ExtensionFileLoader, ModuleSpec
 from pathlib import Path
+from typing import Any
 
 # the hot path of a run: compiled together (they call each other natively)
 MODULES = ["sim.engine.node", "sim.engine.plan", "sim.engine.kv", "sim.engine.common", "sim.engine.admission",
@@ -43,18 +44,23 @@ class _NativeFinder(MetaPathFinder):
         return ModuleSpec(fullname, ExtensionFileLoader(fullname, str(so)), origin=str(so))
 
 
+def fresh_build(root: Path = _ROOT) -> dict[str, Any] | None:
+    """The manifest of ``root``'s build if it was made by this Python from the sources as they are now, else None."""
+    try:
+        info: dict[str, Any] = json.loads((root / NATIVE_DIR / MANIFEST).read_text())
+        ok = info["python"] == sys.implementation.cache_tag and info["sources"] == source_digest(root)
+    except (OSError, ValueError, KeyError):
+        return None
+    return info if ok else None
+
+
 def install(root: Path = _ROOT) -> bool:
     """Serve the compiled modules if a build matching the sources under ``root`` is present; True if installed."""
     native = root / NATIVE_DIR
-    manifest = native / MANIFEST
-    if os.environ.get("CAPSIM_PURE_PYTHON") or not manifest.is_file():
+    if os.environ.get("CAPSIM_PURE_PYTHON") or not (native / MANIFEST).is_file():
         return False
-    try:
-        info = json.loads(manifest.read_text())
-        fresh = info["python"] == sys.implementation.cache_tag and info["sources"] == source_digest(root)
-    except (OSError, ValueError, KeyError):
-        fresh = False
-    if not fresh:
+    info = fresh_build(root)
+    if info is None:
         print(f"capsim: {native} is out of date with its sources; running pure Python (rebuild: make native)",
               file=sys.stderr)
         return False

@@ -15,7 +15,7 @@ import pytest
 from sim import _native
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILT = (ROOT / _native.NATIVE_DIR / _native.MANIFEST).is_file()
+BUILT = _native.fresh_build(ROOT) is not None
 
 _RUN = """
 import hashlib, json, sys
@@ -46,7 +46,7 @@ def _run(pure: bool) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.skipif(not BUILT, reason="no compiled engine (make native)")
+@pytest.mark.skipif(not BUILT, reason="no up-to-date compiled engine (make native)")
 def test_compiled_engine_is_byte_identical_to_python() -> None:
     native, pure = _run(pure=False), _run(pure=True)
     assert native.pop("compiled") is True and pure.pop("compiled") is False

@@ -578,9 +578,10 @@ class Node:
     def _cancel_timer(self) -> None:
         """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
         (its callbacks set to None by SimPy) is left alone."""
-        timer = self._timer
+        # Any: SimPy's hints call its callbacks a list, None once fired (`make native` turns typed reads into checks)
+        timer: Any = self._timer
         if timer is not None:
-            callbacks: Any = timer.callbacks  # None once fired (SimPy's hints say list: compiled code checks them)
+            callbacks = timer.callbacks
             if callbacks:
                 callbacks.clear()
 

@@ -45,16 +45,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
-
-try:  # mypyc (`make native`): these records are pickled (a sharded run's cells return them from worker processes)
-    from mypy_extensions import mypyc_attr
-except ImportError:  # pure Python: the decorator matters only to mypyc
-    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
-        return lambda cls: cls
 
 from sim.core.errors import ConfigError
 from sim.perf.catalog import BYTES_PER_ELEMENT, Calibration, GpuSpec, ModelSpec, resolve_calibration, resolve_stack
@@ -79,10 +73,15 @@ def attention_pairs(new_tokens: int, context_end: int) -> int:
     return new_tokens * context_end - new_tokens * (new_tokens - 1) // 2
 
 
-@mypyc_attr(serializable=True)
 @dataclass(frozen=True, slots=True)
 class NodeMemory:
     """Memory plan of one node, in bytes and tokens."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields, rebuilt by the constructor (a frozen record compiled by ``make native`` cannot be
+        restored attribute by attribute; a sharded run's cells return it from worker processes)."""
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
+
 
     weight_bytes: float
     kv_bytes_per_token: float
@@ -162,7 +161,6 @@ def plan_memory(
     )
 
 
-@mypyc_attr(serializable=True)
 @dataclass(frozen=True, slots=True)
 class StepTimeModel:
     """Coefficients of the step-time model (see module docstring); times in seconds.
@@ -174,6 +172,12 @@ class StepTimeModel:
     ``sequential``: GEMMs and attention are separate kernels, ``t = roof(GEMM) + roof(attention)`` (what
     :meth:`build` makes); False keeps the single roofline ``max(all FLOPs, all bytes)`` (kept for comparisons).
     """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields, rebuilt by the constructor (a frozen record compiled by ``make native`` cannot be
+        restored attribute by attribute; a sharded run's cells return it from worker processes)."""
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
+
 
     compute_s_per_token: float
     compute_s_per_attn_pair: float

@@ -14,13 +14,7 @@ is dropped; one logical request is one row of the per-request table, its last at
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, NamedTuple
-
-try:  # mypyc (`make native`): these records are pickled (a sharded run's cells return them from worker processes)
-    from mypy_extensions import mypyc_attr
-except ImportError:  # pure Python: the decorator matters only to mypyc
-    def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:  # type: ignore[misc]
-        return lambda cls: cls
+from typing import NamedTuple
 
 
 class Status(IntEnum):
@@ -50,7 +44,6 @@ class Handoff(NamedTuple):
     kv_bytes: float = 0.0
 
 
-@mypyc_attr(serializable=True)
 class Request:
     """A request; engine fields are owned by the node that serves it."""
 
@@ -94,13 +87,15 @@ class Request:
 
     def __init__(
         self,
-        rid: int,
-        arrival_s: float,
-        class_idx: int,
-        prompt_tokens: int,
-        output_tokens: int,
+        rid: int = -1,
+        arrival_s: float = 0.0,
+        class_idx: int = 0,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
         cached_tokens: int = 0,
     ) -> None:
+        # every argument has a default so that a copy compiled by `make native` (mypyc) can be unpickled (a sharded
+        # run's cells return requests from worker processes): it is built empty, then its attributes are restored
         self.rid = rid
         self.arrival_s = arrival_s
         self.class_idx = class_idx
