@@ -83,7 +83,13 @@ def test_the_winner_scenario_reproduces_the_winning_pools(mixed_plan: Any, tmp_p
     assert raw is not None
     sc = validate_scenario(yaml.safe_load(yaml.safe_dump(raw)), "winner")
     s = run_scenario(sc.model_copy(update={"seed": mixed_plan.seeds[0]})).summary
-    assert s.models is not None and all(m.met for m in s.models.values())
+    assert s.models is not None
+    # the plan's check of the winners together is this very run (one seed): the same verdict and attainment
+    assert set(mixed_plan.combined) == set(s.models)
+    for model, m in s.models.items():
+        assert mixed_plan.combined[model]["seeds_met"] == int(m.met)
+        assert mixed_plan.combined[model]["attainment"] == m.attainment
+    assert "check      the winners together" in format_text(mixed_plan)
     for model, win in mixed_plan.winners().items():
         assert [p["pool"] for p in win["pools"]] == s.models[model].pools
         # reserved pools at the winner's way to pay: the run bills what the plan priced
@@ -154,3 +160,14 @@ def test_branch_and_bound_skips_layouts_that_cannot_win(mixed_plan: Any) -> None
         assert bound >= thr and lay.excluded is None
         assert not any(s.layout is lay for s in res.sized)
     assert any(x["stage"] == "cost bound" for x in why_not(res))
+
+
+def test_pool_options_are_refused_without_pools(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from sim.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**copy.deepcopy(BASE), "duration_s": 10}))
+    r = CliRunner().invoke(main, ["plan", str(path), "--layout", "single", "--no-report"])
+    assert r.exit_code == 2 and "--layout: single: the scenario has no fleet.pools" in r.output

@@ -162,6 +162,10 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
     and the minimum fleets are priced on-demand, reserved and owned. Writes a ranked table, the winner as a
     scenario YAML (capsim run reproduces it) and an HTML decision report.
 
+    With fleet.pools: per model, the cheapest layout of pools (--layout grow: the pools you have plus a growth
+    pool; single: one pool; disaggregated: prefill + decode pools, the ratio searched) over GPU × GPUs per node ×
+    precision × way to pay (docs/pools.md).
+
     OUT is replaced all or nothing (written beside it, then swapped in); a second command writing the same
     OUT at the same time fails with one line. Ctrl-C or SIGTERM stops the workers and exits 130 (the points
     simulated so far stay in the cache)."""

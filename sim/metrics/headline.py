@@ -66,10 +66,11 @@ def slo_line(slo: SloVerdict) -> str:
         parts.append(f"worst {size} window {pct(w.attainment, 1)} ({w.start_s:,.0f}–{w.end_s:,.0f} s)")
     parts.append("P95 targets " + ("met" if slo.percentile_targets_met else "MISSED"))
     verdict = " → SLO met" if slo.met else " → SLO MISSED"
-    missed = classes_missed(slo)
-    if slo.met and missed:  # the fleet-wide verdict hides a class (or a model's classes) that misses its targets
-        verdict += " overall, but MISSED for class " + ", ".join(
-            f"{name} (attainment {pct(att, 1)})" for name, att in missed)
+    missed = ", ".join(f"{name} (attainment {pct(att, 1)})" for name, att in classes_missed(slo))
+    if missed and slo.met:  # slo.every_class off: the fleet-wide verdict would hide a class that misses
+        verdict += " overall, but MISSED for class " + missed
+    elif missed:
+        verdict += " for class " + missed
     return ", ".join(parts) + verdict
 
 

@@ -461,9 +461,10 @@ def percentile_checks(slo: Any, lat: dict[str, Any]) -> dict[str, Any]:
 def slo_section(sc: Any, checks: dict[str, Any], attainment: float | None, windows: list[dict[str, Any]],
                 by_class: dict[str, Any]) -> dict[str, Any]:
     """``summary.slo`` (definitions in :mod:`sim.metrics.slo`)."""
-    own_slo = {c.name for c in sc.traffic.classes if getattr(c, "slo", None) is not None}
+    deciding = ({c.name for c in sc.traffic.classes} if sc.slo.every_class
+                else {c.name for c in sc.traffic.classes if getattr(c, "slo", None) is not None})
     worst = worst_window(windows)
-    classes_met = all(by_class[n]["met"] for n in own_slo if n in by_class)
+    classes_met = all(by_class[n]["met"] for n in deciding if n in by_class)
     return {
         "attainment": attainment,
         "attainment_target": sc.slo.attainment_target,

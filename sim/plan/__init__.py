@@ -1,6 +1,8 @@
 """``capsim plan``: the cheapest fleet that meets the SLO, over GPU type × GPUs per node × precision ×
 max_num_seqs × pricing (method in :mod:`sim.plan.search`; candidates in :mod:`sim.plan.candidates`; closed-form
-bounds in :mod:`sim.plan.bounds`; prices in :mod:`sim.plan.pricing`; outputs in :mod:`sim.plan.report`).
+bounds in :mod:`sim.plan.bounds`; prices in :mod:`sim.plan.pricing`; outputs in :mod:`sim.plan.report`). A fleet with
+``fleet.pools`` is planned per model over layouts of pools: :func:`sim.plan.pools.plan_pools` (space in
+:mod:`sim.plan.pool_space`, outputs in :mod:`sim.plan.pool_report`).
 
     from sim.plan import plan
     result = plan(scenario)          # a PlanResult: result.table(), result.winner_scenario_yaml(), ...

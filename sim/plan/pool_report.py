@@ -9,7 +9,6 @@ report), ``winner.yaml`` (every model's winning layout at its way to pay: ``caps
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from sim.perf.catalog import get_gpu
 from sim.plan.pool_space import ModelDemand
-from sim.plan.pools import PoolPlanResult, layout_pools, sized_pool_names
-from sim.plan.pricing import fixed_usd_per_gpu_hour
+from sim.plan.pools import PoolPlanResult, combined_scenario
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -176,6 +173,11 @@ def format_text(res: PoolPlanResult) -> str:
         total = sum(w["usd_per_month"] for w in wins.values() if w is not None)
         lines.append(f"  fleet      ${total:,.0f}/month for every model's pools at the winners' ways to pay "
                      f"(winner.yaml)")
+    if res.combined:
+        ok = all(c["seeds_met"] == c["seeds"] for c in res.combined.values())
+        lines.append("  check      the winners together, one fleet: " + "; ".join(
+            f"{m} SLO met in {c['seeds_met']}/{c['seeds']} seed(s), attainment {100 * c['attainment']:.2f} %"
+            for m, c in res.combined.items()) + ("" if ok else " — a model misses beside the others' new pools"))
     lines.append(f"  runs       {res.runs_computed} simulated, {res.runs_reused} cached; {len(res.seeds)} seed(s); "
                  f"{res.elapsed_s:,.0f} s wall")
     return "\n".join(lines)
@@ -205,7 +207,7 @@ def to_json(res: PoolPlanResult) -> dict[str, Any]:
                     "peak_rps": d.peak_rps, "mean_input_tokens": d.mix.mean_prompt,
                     "mean_output_tokens": d.mix.mean_output, "layouts": res.kinds[d.model],
                     "why_won": why_won(res, d.model)} for d in res.demands],
-        "winners": res.winners(), "rows": res.ranked(), "why_not": why_not(res),
+        "winners": res.winners(), "combined_check": res.combined, "rows": res.ranked(), "why_not": why_not(res),
         "runs_computed": res.runs_computed, "runs_cached": res.runs_reused, "elapsed_s": res.elapsed_s,
     })
 
@@ -221,28 +223,10 @@ def rows_table(res: PoolPlanResult) -> pd.DataFrame:
 def winner_scenario(res: PoolPlanResult) -> dict[str, Any] | None:
     """The planned scenario with every model's winning layout at its node counts and way to pay (reserved rentals
     as their discounted hourly price), or None when a model has no winner."""
-    from sim.sizing.pools import derive_pools
-
-    wins = res.winners()
-    if any(w is None for w in wins.values()):
+    sc = combined_scenario(res)
+    if sc is None:
         return None
-    sc = res.scenario
-    orig = sc.fleet.pool_list()
-    for d in res.demands:
-        win = wins[d.model]
-        assert win is not None
-        sz = res.sized_for(win)
-        assert sz.nodes is not None
-        names = [p.name for p in sc.fleet.pool_list()]
-        cur = dataclasses.replace(d, pools=[names.index(orig[q].name) for q in d.pools],
-                                  growth=names.index(orig[d.growth].name))
-        pools = layout_pools(sc, cur, sz.layout, sz.nodes)
-        sized = set(sized_pool_names(sc, cur, sz.layout))
-        for p in pools:
-            if p["name"] in sized:
-                p["pricing"] = _pricing(res, sc, p, win["pricing"])
-        sc = derive_pools(sc, {"fleet.pools": pools})
-        orig = [next((q for q in sc.fleet.pool_list() if q.name == o.name), o) for o in orig]
+    wins = res.winners()
     raw = sc.model_dump(mode="json", exclude={"plan"})
     raw["name"] = f"{res.scenario.name}-plan"
     raw["description"] = "capsim plan winner for " + res.scenario.name + ": " + "; ".join(
@@ -258,41 +242,30 @@ def winner_scenario(res: PoolPlanResult) -> dict[str, Any] | None:
     return raw
 
 
-def _pricing(res: PoolPlanResult, sc: Any, pool: dict[str, Any], option: str) -> dict[str, Any]:
-    base = pool.get("pricing") or sc.pricing.model_dump(mode="json")
-    base = dict(base)
-    if option == "owned":
-        base["mode"] = "owned"
-        return base
-    from sim.core.config import Pricing
-
-    rate = fixed_usd_per_gpu_hour(option, sc.model_copy(update={"pricing": Pricing.model_validate(base)}),
-                                  get_gpu(pool["gpu"]), res.spec)
-    base.update({"mode": "rented", "usd_per_gpu_hour": rate})
-    return base
-
-
 def winner_yaml(res: PoolPlanResult) -> str | None:
     raw = winner_scenario(res)
     if raw is None:
         return None
     head = (f"# Written by `capsim plan` ({res.scenario.source}): every model's cheapest layout of pools meeting the "
-            "SLO.\n# `capsim run` on this file reproduces the plan's first-seed run of the winning layouts.\n")
+            "SLO.\n# `capsim run` on this file reproduces the plan's first-seed run of the winning layouts together "
+            "(the plan's\n# 'check' line); each model was sized beside the other models' pools as given.\n")
     return head + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
 
 # --- plot -----------------------------------------------------------------------------------------------------
 def plot_layouts(res: PoolPlanResult) -> Figure:
     """Per model, $/month (cheapest way to pay) of each simulated layout meeting the SLO against its model's P95 TTFT
-    and TPOT, by kind, the SLO targets as vertical lines and the winner ringed."""
+    and TPOT, by kind, the SLO targets as vertical lines and the winner ringed. Points carry their rank (1: the
+    winner); the ranks are spelled out in a legend beside each model's panels, so no label covers a point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     models = [d.model for d in res.demands]
-    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.8 * len(models) + 0.6), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(len(models), 3, figsize=(15, 3.8 * len(models) + 0.6), squeeze=False,
+                             constrained_layout=True, gridspec_kw={"width_ratios": [1, 1, 0.62]})
     colors = {"grow": "C0", "single": "C1", "disaggregated": "C2"}
     wins = res.winners()
     for row_axes, model in zip(axes, models):
@@ -300,32 +273,30 @@ def plot_layouts(res: PoolPlanResult) -> Figure:
         for r in res.ranked(model):
             if r["meets_slo"]:
                 best.setdefault(r["layout"], r)
-        rows = list(best.values())
+        rows = sorted(best.values(), key=lambda r: r["usd_per_month"])
         for ax, key, target, name in ((row_axes[0], "ttft_p95_s", res.scenario.slo.ttft_p95_s, "P95 TTFT"),
                                       (row_axes[1], "tpot_p95_s", res.scenario.slo.tpot_p95_s, "P95 TPOT")):
-            stack: dict[int, int] = {}  # labels of points at about the same cost are stacked, not overlapped
+            stack: dict[int, int] = {}  # ranks of points at about the same place are stacked, not overlapped
             y_top = max([r["usd_per_month"] for r in rows] + [1.0]) * 1.3
             xs = [1000 * r[key] for r in rows if r[key] is not None] + [1000 * (target or 0)]
-            x_top = max(xs) * 1.6 if max(xs) > 0 else 1.0
+            x_top = max(xs) * 1.3 if max(xs) > 0 else 1.0
             for kind in colors:
                 pts = [r for r in rows if r["kind"] == kind and r[key] is not None]
                 if pts:
                     ax.scatter([1000 * r[key] for r in pts], [r["usd_per_month"] for r in pts], s=40,
                                color=colors[kind], label=KIND_LABELS[kind], zorder=3)
-            for r in sorted(rows, key=lambda r: r["usd_per_month"]):
+            w = wins[model]
+            for i, r in enumerate(rows):
                 if r[key] is None:
                     continue
-                w = wins[model]
                 if w is not None and r["layout"] == w["layout"]:
                     ax.scatter([1000 * r[key]], [r["usd_per_month"]], s=160, facecolors="none", edgecolors="k",
                                linewidths=1.5, zorder=4, label="winner")
-                bucket = round(r["usd_per_month"] / (0.06 * y_top))
-                k = stack.get(bucket, 0)
-                stack[bucket] = k + 1
-                right = 1000 * r[key] > 0.45 * x_top  # labels of points on the right go to their left
-                ax.annotate(plot_label(r), (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
-                            xytext=(-7 if right else 7, 3 + 12 * k), fontsize=7, ha="right" if right else "left",
-                            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if k else None)
+                cell = (round(1000 * r[key] / (0.05 * x_top)), round(r["usd_per_month"] / (0.06 * y_top)))
+                k = stack.get(hash(cell), 0)
+                stack[hash(cell)] = k + 1
+                ax.annotate(str(i + 1), (1000 * r[key], r["usd_per_month"]), textcoords="offset points",
+                            xytext=(7 + 9 * k, 4), fontsize=8, fontweight="bold" if i == 0 else "normal")
             if target is not None:
                 ax.axvline(1000 * target, color="C3", ls="--", lw=1.2, label=f"SLO {name} ≤ {1000 * target:g} ms")
             ax.set_xlim(0, x_top)
@@ -333,8 +304,14 @@ def plot_layouts(res: PoolPlanResult) -> Figure:
             ax.set_xlabel(f"{model}: {name} (ms, mean over seeds)")
             ax.set_ylabel("USD per month (cheapest way to pay)")
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper right", fontsize=7)
-    fig.suptitle("Layouts meeting the SLO: cost against latency, per model (ringed: the winner)")
+            ax.legend(loc="lower right", fontsize=7)
+        keys = [Line2D([], [], ls="none", marker=f"${i + 1}$", color=colors[r["kind"]], markersize=7 + 2 * (i > 8))
+                for i, r in enumerate(rows)]
+        row_axes[2].axis("off")  # the ranks spelled out: pools and $/month at the cheapest way to pay
+        row_axes[2].legend(keys, [f"{plot_label(r)}: ${r['usd_per_month']:,.0f}/month" for r in rows],
+                           loc="center left", fontsize=7, title=f"{model}: rank, pools", title_fontsize=8,
+                           frameon=False)
+    fig.suptitle("Layouts meeting the SLO: cost against latency, per model (ringed and 1: the winner)")
     return fig
 
 
@@ -351,6 +328,11 @@ def html_report(res: PoolPlanResult, figures: dict[str, bytes]) -> str:
              "slo_attainment": "SLO att. (misses)", "seeds": "seeds met", "ttft_p95_s": "P95 TTFT",
              "tpot_p95_s": "P95 TPOT"}
     body = []
+    if res.combined:
+        body.append("<p><b>The winners together</b> (each model was sized beside the others' pools as given; one fleet "
+                    "of every winning layout, the plan's seeds): " + esc("; ".join(
+                        f"{m}: SLO met in {c['seeds_met']}/{c['seeds']} seed(s), attainment "
+                        f"{100 * c['attainment']:.2f} %" for m, c in res.combined.items())) + "</p>")
     for d in res.demands:
         rows = [r for r in res.ranked(d.model) if r["meets_slo"]][:res.spec.top_n]
         df = pd.DataFrame([{"#": i + 1, "pools": f"{KIND_LABELS[r['kind']]}: {pools_text(r)}",

@@ -33,6 +33,7 @@ Not searched for pools: ``max_num_seqs``, spot shares, forecast autoscaling, spi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -90,6 +91,7 @@ class PoolPlanResult:
     skipped: list[tuple[Layout, float, float]]  # (layout, its bound, the threshold it was not below)
     left_out: list[tuple[Layout, str]]
     rows: list[dict[str, Any]]
+    combined: dict[str, dict[str, Any]] = field(default_factory=dict)  # the winners together: per model, its verdict
     elapsed_s: float = 0.0
     runs_computed: int = 0
     runs_reused: int = 0
@@ -189,6 +191,45 @@ def sized_pool_names(scenario: Scenario, demand: ModelDemand, layout: Layout) ->
     return names[first:first + len(layout.sized)]
 
 
+def combined_scenario(res: PoolPlanResult) -> Scenario | None:
+    """The planned scenario with every model's winning layout at its node counts, its sized pools priced at the
+    winner's way to pay (reserved rentals at their discounted $/GPU-hour, so a run bills what the plan priced); None
+    when a model has no winner."""
+    wins = res.winners()
+    if any(w is None for w in wins.values()):
+        return None
+    sc = res.scenario
+    orig = [p.name for p in sc.fleet.pool_list()]
+    for d in res.demands:
+        win = wins[d.model]
+        assert win is not None
+        sz = res.sized_for(win)
+        assert sz.nodes is not None
+        names = [p.name for p in sc.fleet.pool_list()]  # the model's own pools keep their names and order
+        cur = dataclasses.replace(d, pools=[names.index(orig[q]) for q in d.pools], growth=names.index(orig[d.growth]))
+        pools = layout_pools(sc, cur, sz.layout, sz.nodes)
+        sized = set(sized_pool_names(sc, cur, sz.layout))
+        for p in pools:
+            if p["name"] in sized:
+                p["pricing"] = _pricing(res.spec, sc, p, win["pricing"])
+        sc = derive_pools(sc, {"fleet.pools": pools})
+    return sc
+
+
+def _pricing(spec: PlanSpec, sc: Scenario, pool: dict[str, Any], option: str) -> dict[str, Any]:
+    """A sized pool's ``pricing`` section for a way to pay: owned, or rented at the option's $/GPU-hour."""
+    from sim.core.config import Pricing
+
+    base = dict(pool.get("pricing") or sc.pricing.model_dump(mode="json"))
+    if option == "owned":
+        base["mode"] = "owned"
+        return base
+    rate = fixed_usd_per_gpu_hour(option, sc.model_copy(update={"pricing": Pricing.model_validate(base)}),
+                                  get_gpu(pool["gpu"]), spec)
+    base.update({"mode": "rented", "usd_per_gpu_hour": rate})
+    return base
+
+
 # --- the search -------------------------------------------------------------------------------------------------
 @dataclass
 class _Ctx:
@@ -244,12 +285,12 @@ def _size_split(ctx: _Ctx, demand: ModelDemand, lay: Layout, ceiling: int, limit
     best_usd = limit_usd
     steps_after_feasible = 0
     pool_names = sized_pool_names(ctx.scenario, demand, lay)
+    base = layout_scenario(ctx.scenario, demand, lay, [p_lo, 1])
+    dec = next(i for i, q in enumerate(base.fleet.pool_list()) if q.name == pool_names[1])
+    n_idle, load = idle_decode_nodes(base, dec, ceiling, demand.peak_rps)  # the same for every prefill count
     for p in range(p_lo, ceiling + 1):
         if lay.lower_usd_per_month([p, lay.nodes_lower(demand.mean_rps)[1]]) >= best_usd:
             break
-        base = layout_scenario(ctx.scenario, demand, lay, [p, 1])
-        dec = next(i for i, q in enumerate(base.fleet.pool_list()) if q.name == pool_names[1])
-        n_idle, load = idle_decode_nodes(base, dec, ceiling)
         sc_idle = layout_scenario(ctx.scenario, demand, lay, [p, n_idle])
         runs_idle = ctx.runs(sc_idle)
         why = infeasible_reason(runs_idle, demand.model, sc_idle, pool_names[0], p, n_idle, load)
@@ -339,7 +380,8 @@ def _mean(vals: Sequence[float | None]) -> float | None:
 
 def _usd_run(ctx: _Ctx, sc: Scenario, sized: list[str], option: str, run: Summary, model: str) -> float:
     """One run's cost of the model under ``option``: its sized pools' reserved GPU-hours at the option's price
-    (owned: plus their simulated energy), its other pools as billed in the run, its API spend."""
+    (owned: plus their simulated energy; their spot and autoscaled on-demand nodes as billed in the run), its other
+    pools as billed in the run, its API spend."""
     assert run.pools is not None
     m = model_summary(run, model)
     hours = sc.duration_s / 3600.0
@@ -353,8 +395,12 @@ def _usd_run(ctx: _Ctx, sc: Scenario, sized: list[str], option: str, run: Summar
         pricing = sc.pricing if p.pricing is None else p.pricing
         rate = fixed_usd_per_gpu_hour(option, sc.model_copy(update={"pricing": pricing}), get_gpu(p.gpu), ctx.spec)
         usd += p.nodes * p.gpus_per_node * rate * hours
-        if option == "owned":
-            usd += run.pools[p.name].energy.usd
+        by_kind = run.pools[p.name].cost.self_host_usd_by_kind  # its spot / autoscaled nodes, as billed in the run
+        usd += by_kind.get("spot", 0.0) + by_kind.get("on_demand", 0.0)
+        if option == "owned":  # the energy of the reserved (owned) share of its GPU-hours
+            cost = run.pools[p.name].cost
+            share = cost.gpu_hours_by_kind.get("reserved", 0.0) / cost.gpu_hours if cost.gpu_hours > 0 else 1.0
+            usd += run.pools[p.name].energy.usd * share
     return usd
 
 
@@ -401,7 +447,7 @@ def plan_pools(scenario: Scenario, gpus: Sequence[str] = (), pricing: Sequence[s
         left_out += out
         viable = sorted((lay for lay in layouts if lay.excluded is None),
                         key=lambda lay: (lay.lower_bound_usd_per_month, lay.label))
-        say(f"{demand.model}: {len(layouts)} layout(s) ({', '.join(ks)}), {len(viable)} viable; "
+        say(f"{demand.model}: {len(layouts) + len(out)} layout(s) ({', '.join(ks)}), {len(viable)} viable; "
             f"{demand.mean_rps:.2f} req/s mean, {demand.peak_rps:.2f} peak")
         found: list[float] = []  # cheapest $/month of each layout of this model meeting the SLO
         ratios: list[float] = []
@@ -436,5 +482,14 @@ def plan_pools(scenario: Scenario, gpus: Sequence[str] = (), pricing: Sequence[s
                 say(f"    {lay.label}: meets the SLO from ${min(costs):,.0f}/month (best so far ${min(found):,.0f})")
             else:
                 say(f"    {lay.label}: {sz.why}")
-    return PoolPlanResult(scenario, spec, demands, seeds, kinds_used, all_layouts, sized, skipped, left_out, rows,
-                          time.perf_counter() - t0, runner.computed, runner.reused)
+    res = PoolPlanResult(scenario, spec, demands, seeds, kinds_used, all_layouts, sized, skipped, left_out, rows)
+    combined = combined_scenario(res)
+    if combined is not None and len(demands) > 1:  # each model was sized beside the others' pools as given
+        say("checking the winners together")
+        runs = ctx.runs(combined)
+        for d in demands:
+            ms = [model_summary(r, d.model) for r in runs]
+            res.combined[d.model] = {"seeds_met": sum(m.met for m in ms), "seeds": len(ms),
+                                     "attainment": sum(m.attainment or 0.0 for m in ms) / len(ms)}
+    res.elapsed_s, res.runs_computed, res.runs_reused = time.perf_counter() - t0, runner.computed, runner.reused
+    return res

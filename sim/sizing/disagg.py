@@ -79,9 +79,11 @@ def disaggregated_pools(scenario: Scenario) -> tuple[int, int]:
     return pre[0], dec[0]
 
 
-def idle_decode_nodes(scenario: Scenario, decode: int, max_nodes: int) -> tuple[int, float]:
+def idle_decode_nodes(scenario: Scenario, decode: int, max_nodes: int,
+                      peak_rps: float | None = None) -> tuple[int, float]:
     """Decode nodes that run at :data:`IDLE_DECODE_LOAD` of their capacity at the peak 10-minute rate of the
-    model's classes (at most ``max_nodes``), and the load factor that count gives."""
+    model's classes (``peak_rps`` when the caller knows it; at most ``max_nodes``), and the load factor that count
+    gives."""
     from sim.fleet.pools import pool_layout
     from sim.perf.capacity import node_capacity
     from sim.runner.simulation import build_pool_models
@@ -96,7 +98,7 @@ def idle_decode_nodes(scenario: Scenario, decode: int, max_nodes: int) -> tuple[
     share = sum(c.share for c in mine) / sum(c.share for c in all_classes)
     mean_in, mean_out = ClassMix(mine, scenario.base_dir, nm.engine.block_size).mean_tokens()
     cap = node_capacity(nm, mean_in, mean_out, 0.0, role="decode").requests_per_s
-    peak = traffic_rate_stats(scenario)["peak_rps"] * share
+    peak = traffic_rate_stats(scenario)["peak_rps"] * share if peak_rps is None else peak_rps
     n = min(max_nodes, max(1, math.ceil(peak / (cap * IDLE_DECODE_LOAD))))
     return n, peak / (cap * n)
 
@@ -136,10 +138,10 @@ def size_split(scenario: Scenario, prefill_counts: Sequence[int], n_seeds: int =
     pools = scenario.fleet.pool_list()
     seeds = replication_seeds(scenario.seed, n_seeds)
     model = _model_name(scenario, d)
+    idle_n, idle_load = idle_decode_nodes(scenario, d, max_nodes)  # the decode side does not depend on the split
     out = []
     for k in prefill_counts:
         sc = derive_pools(scenario, {f"fleet.pools.{p}.nodes": k})
-        idle_n, idle_load = idle_decode_nodes(sc, d, max_nodes)
         idle = derive_pools(sc, {f"fleet.pools.{d}.nodes": idle_n})
         runs = map_summaries([idle.model_copy(update={"seed": s}) for s in seeds], workers)
         why = infeasible_reason(runs, model, sc, pools[p].name, k, idle_n, idle_load)
