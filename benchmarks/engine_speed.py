@@ -14,6 +14,9 @@ interpreter start-up and imports included) is quoted instead of wall time, which
     python benchmarks/engine_speed.py --quick         # default scenario only
     python benchmarks/engine_speed.py --scan          # least-work router scanning every node (the old way)
     python benchmarks/engine_speed.py --only 16       # runs whose name contains "16"
+    python benchmarks/engine_speed.py --pure          # pure Python even if the compiled engine is built
+
+The compiled engine (``make native``, optional) is used when built and up to date; the first line says which ran.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def _one(label: str, overrides: list[str]) -> dict:
         import sim.fleet.router
 
         sim.fleet.router.INDEX_MIN_NODES = 10**9
+    from sim import _native
     from sim.core.config import load_scenario
     from sim.metrics.tables import requests_table, summarize, timeseries_tables
     from sim.runner.simulation import simulate
@@ -56,6 +60,7 @@ def _one(label: str, overrides: list[str]) -> dict:
         "tables_cpu_s": round(t2 - t1, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "engine_steps": int(sum(result.node_steps)),
+        "compiled": _native.compiled(),
     }
 
 
@@ -76,16 +81,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only the default scenario")
     ap.add_argument("--only", help="only runs whose name contains this")
     ap.add_argument("--scan", action="store_true", help="least-work router scans every node (no index)")
+    ap.add_argument("--pure", action="store_true", help="pure Python even if `make native` built the engine")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(_one(args.child, RUNS[args.child])))
         return
     names = [n for n in RUNS if (not args.quick or n.startswith("default")) and (not args.only or args.only in n)]
-    env = dict(os.environ, **({"CAPSIM_BENCH_SCAN": "1"} if args.scan else {}))
+    env = dict(os.environ, **({"CAPSIM_BENCH_SCAN": "1"} if args.scan else {}),
+               **({"CAPSIM_PURE_PYTHON": "1"} if args.pure else {}))
     print("simulated requests per CPU-second (user + sys); whole process includes start-up, imports, tables")
-    print(f"{'run':<28}{'requests':>10}{'engine':>10}{'+ tables':>10}{'whole process':>15}{'µs/request':>12}"
-          f"{'peak RSS MB':>13}")
     for name in names:
         cpu0 = _children_cpu_s()
         out = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, check=True,
@@ -94,6 +99,10 @@ def main() -> None:
         r = json.loads(out.stdout)
         n = r["requests"]
         eng, tab = r["engine_cpu_s"], r["engine_cpu_s"] + r["tables_cpu_s"]
+        if name == names[0]:
+            print("engine modules:", "compiled (make native)" if r["compiled"] else "pure Python")
+            print(f"{'run':<28}{'requests':>10}{'engine':>10}{'+ tables':>10}{'whole process':>15}"
+                  f"{'µs/request':>12}{'peak RSS MB':>13}")
         print(f"{r['run']:<28}{n:>10,}{n / eng:>10,.0f}{n / tab:>10,.0f}{n / whole:>15,.0f}{1e6 * eng / n:>12,.1f}"
               f"{r['peak_rss_mb']:>13,.0f}")
 

@@ -40,6 +40,15 @@ class WorkDone:
         self.ctx += ctx
         self.steps += 1
 
+    def add_run(self, batch: int, ctx0: float, n: int) -> None:
+        """``n`` decode steps of ``batch`` sequences holding ``ctx0`` context tokens at the start (the same sums as
+        :func:`decode_run_work`)."""
+        s = n * ctx0 + batch * n * (n + 1) / 2.0
+        self.tokens += batch * n
+        self.pairs += s
+        self.ctx += s
+        self.steps += n
+
     def totals(self) -> tuple[int, float, float, int]:
         return self.tokens, self.pairs, self.ctx, self.steps
 
@@ -82,7 +91,9 @@ class PriorityWaitingQueue:
     def append(self, req: Request) -> None:
         heapq.heappush(self._heap, (req.priority, req.attempt_s, req.rid, req))
 
-    appendleft = append  # a preempted request keeps its (priority, arrival) place
+    def appendleft(self, req: Request) -> None:
+        """A preempted request keeps its (priority, arrival) place (a method, not an alias: mypyc compiles it)."""
+        self.append(req)
 
     def popleft(self) -> Request:
         return heapq.heappop(self._heap)[3]

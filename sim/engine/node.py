@@ -29,6 +29,7 @@ import heapq
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import simpy
@@ -62,6 +63,9 @@ class Mode(Enum):
     DEAD = "dead"
 
 
+_JUMP = Mode.JUMP
+
+
 class Node:
     """A serving replica (continuous batching, paged KV cache) simulated event by event."""
 
@@ -85,6 +89,10 @@ class Node:
         self.on_done = on_done
         self.max_batched = engine.max_num_batched_tokens
         self.reserve = engine.reserve_kv
+        # a request of at most this many tokens always fits (admission_problem is asked only above it, or without
+        # chunked prefill)
+        self._fit_tokens = min(max_model_len, capacity_blocks * self.bs + 1)
+        self._chunked = engine.chunked_prefill
 
         self.waiting = make_waiting_queue(engine)
         self.admission = make_admission(engine, self.bs)  # SGLang's new-token ratio, or None
@@ -117,8 +125,8 @@ class Node:
         self._mode: Mode | None = None  # current activity; None: idle
         self._plan = StepPlan()  # the step or decode run in progress (while the mode is STEP or JUMP)
         self._timer: simpy.Event | None = None  # fires at the end of the planned step or run
-        self._on_step_end = lambda _ev: self._end_step()  # bound once: a timer costs no closure
-        self._on_jump_end = lambda _ev: self._end_jump()
+        self._on_step_end = self._end_step  # bound once: a timer costs no closure
+        self._on_jump_end = self._end_jump
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
         self.handoff: Callable[[Request], None] | None = None  # prefill role: called when a prompt is computed
         self._parked: dict[int, int] = {}  # prefill role: rid -> KV blocks held until release_kv (sim.fleet.disagg)
@@ -136,7 +144,8 @@ class Node:
 
     def submit(self, req: Request) -> None:
         req.node = self.node_id
-        if admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None:
+        if ((req.prompt_tokens + req.output_tokens > self._fit_tokens or not self._chunked)
+                and admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None):
             req.status = Status.REJECTED
             req.finish_s = self.env.now
             self.on_done(req)
@@ -158,8 +167,11 @@ class Node:
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
-        if self._mode is Mode.JUMP:
-            return self.work - self._plan.batch * self._steps_done_in_jump()
+        if self._mode is _JUMP:
+            plan = self._plan
+            if self.env.now < plan.done_until_s:  # the run's step count is cached until its next step ends
+                return self.work - plan.batch * plan.done_steps
+            return self.work - plan.batch * self._steps_done_in_jump()
         return self.work
 
     def work_level(self, level: int) -> tuple[int, float]:
@@ -420,11 +432,12 @@ class Node:
             self.perf = self._base_perf.for_decoders(self._class_cnt)
         # under SGLang's admission a blocked head can become admissible mid-run (the ratio decays), so jump only
         # with an empty queue
-        if (not self.prefilling and self.decoding and not self._head_admissible()
-                and (self.admission is None or not self.waiting)):
+        waiting = self.waiting
+        if (self.decoding and not self.prefilling
+                and (not waiting or (self.admission is None and not self._head_admissible()))):
             limit = self._next_finish_step() - self.S
-            n = self._max_steps_kv(limit)
-            if self.waiting and self.kv.cached_free:
+            n = limit if self.reserve else self._max_steps_kv(limit)
+            if waiting and self.kv.cached_free:
                 # an eviction can shorten a blocked head's hit and so its block need: run no step that evicts
                 n = self._max_steps_kv(n, self.kv.unused_blocks)
             ms = self.multistep
@@ -631,8 +644,8 @@ class Node:
 
     # -- time ------------------------------------------------------------------------------------------
     def _set_timer(self, delay: float, callback: Callable[[simpy.Event], None]) -> None:
-        """Call ``callback`` ``delay`` from now, cancelling the pending timer (if any)."""
-        self._cancel_timer()
+        """Call ``callback`` ``delay`` from now. The previous timer must have fired or been cancelled (a step or
+        run is planned at its end, or on waking an idle node; only :meth:`_shorten_jump` replaces a pending one)."""
         ev = self.env.timeout(delay)
         ev.callbacks.append(callback)
         self._timer = ev
@@ -640,11 +653,14 @@ class Node:
     def _cancel_timer(self) -> None:
         """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
         (its callbacks set to None by SimPy) is left alone."""
-        timer = self._timer
-        if timer is not None and timer.callbacks:
-            timer.callbacks.clear()
+        # Any: SimPy's hints call its callbacks a list, None once fired (`make native` turns typed reads into checks)
+        timer: Any = self._timer
+        if timer is not None:
+            callbacks = timer.callbacks
+            if callbacks:
+                callbacks.clear()
 
-    def _end_step(self) -> None:
+    def _end_step(self, _timer: simpy.Event | None = None) -> None:
         now = self.env.now
         dec_n = len(self.decoding)
         plan = self._plan
@@ -693,7 +709,8 @@ class Node:
 
     def _finish_decoders(self, now: float) -> None:
         heap = self.fin_heap
-        while heap and heap[0][0] <= self.S:
+        S = self.S
+        while heap and heap[0][0] <= S:
             fin, _, req = heapq.heappop(heap)
             if req.fin_step != fin:
                 continue  # stale: the request was preempted after this entry was pushed
@@ -701,30 +718,57 @@ class Node:
             self._finish(req, now)
 
     def _start_jump(self, n: int) -> None:
-        self._mode = Mode.JUMP
+        self._mode = _JUMP
         b, c0 = len(self.decoding), self.dec_ctx_sum
-        lines = self.perf.decode_lines(b, c0)
+        perf = self.perf
         # with jitter, O(n): each step has its own factor
         cum = None if self.jitter is None else np.cumsum(
-            self.perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
+            perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
         plan = self._plan
-        plan.run(self.env.now, n, b, c0, lines, cum)
-        self._set_timer(plan.dt_s, self._on_jump_end)
+        plan.run(self.env.now, n, b, c0, perf.decode_lines(b, c0), cum)
+        ev = self.env.timeout(plan.dt_s)
+        ev.callbacks.append(self._on_jump_end)
+        self._timer = ev
 
     def _steps_done_in_jump(self) -> int:
-        """Steps of the current run finished by now (O(1): the run's step-time line is cached)."""
+        """Steps of the current run finished by now (O(1): the run's step-time line is cached; the answer is kept
+        until 1 µs before the next step ends, so the router's and sampler's reads between step ends cost a
+        comparison)."""
         plan = self._plan
-        elapsed = self.env.now - plan.t0_s
+        now = self.env.now
+        until = plan.done_until_s
+        if now < until:
+            return plan.done_steps
+        line = plan.line
+        if line is not None and until > -_INF:
+            # usually one step ended since the last read: step c + 1 ended at ≈ until + 1 µs; when ``now`` is
+            # clear of that end and before the next one, the count is c + 1 (no root to solve)
+            k = plan.done_steps + 1
+            if k < plan.n and now >= until + 2e-6:
+                nxt = plan.t0_s + (line[0] * (k + 1) + line[1] * (k + 1) * (k + 2) / 2.0) - 1e-6
+                if now < nxt:
+                    plan.done_steps = k
+                    plan.done_until_s = nxt
+                    return k
+        elapsed = now - plan.t0_s
         if elapsed <= 0:
             return 0
         if plan.cum_s is not None:  # jitter on: the run's cumulative step times
-            return min(plan.n, int(np.searchsorted(plan.cum_s, elapsed, side="right")))
-        line = plan.line
-        if line is not None:
-            n = steps_on_line(line[0], line[1], elapsed, plan.n)
-            if n is not None:
-                return n
-        return self.perf.decode_steps_within(plan.batch, plan.ctx0, elapsed, plan.n)
+            n = min(plan.n, int(np.searchsorted(plan.cum_s, elapsed, side="right")))
+        else:
+            m = steps_on_line(line[0], line[1], elapsed, plan.n) if line is not None else None
+            n = m if m is not None else self.perf.decode_steps_within(plan.batch, plan.ctx0, elapsed, plan.n)
+        plan.done_steps = n
+        # kept until 1 µs short of the next step's end (float rounding of the count near a step end, or of the
+        # sum below, stays outside the cache)
+        if n >= plan.n:
+            plan.done_until_s = _INF
+        elif line is not None:  # step j takes a + b·j
+            k = n + 1
+            plan.done_until_s = plan.t0_s + (line[0] * k + line[1] * k * (k + 1) / 2.0) - 1e-6
+        else:
+            plan.done_until_s = plan.t0_s + plan.run_s(n + 1) - 1e-6
+        return n
 
     def _shorten_jump(self) -> None:
         """A request arrived mid-run: stop at the end of the step in progress so the scheduler sees it."""
@@ -733,14 +777,15 @@ class Node:
         if n >= plan.n:
             return
         plan.cut(n)
+        self._cancel_timer()
         self._set_timer(plan.t0_s + plan.dt_s - self.env.now, self._on_jump_end)
 
-    def _end_jump(self) -> None:
+    def _end_jump(self, _timer: simpy.Event | None = None) -> None:
         plan = self._plan
         n, b = plan.n, plan.batch
-        self.kv.allocate(self._blocks_for_steps(self.S, n))
-        w = decode_run_work(self.done_work.totals(), b, plan.ctx0, n)
-        self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
+        if not self.reserve:
+            self.kv.allocate(self._blocks_for_steps(self.S, n))
+        self.done_work.add_run(b, plan.ctx0, n)
         self.S += n
         self.dec_ctx_sum += b * n
         self.work -= b * n

@@ -12,6 +12,8 @@ import numpy as np
 from sim.perf.model import DecodeLines, dominant_line, run_on_lines
 from sim.traffic.request import Request
 
+_INF = float("inf")
+
 
 class StepPlan:
     """The step or decode run in progress on one node (meaningful while the node's mode is STEP or JUMP).
@@ -25,7 +27,7 @@ class StepPlan:
     """
 
     __slots__ = ("t0_s", "dt_s", "chunks", "tokens", "pairs", "ctx", "n", "batch", "ctx0", "lines", "line",
-                 "cum_s")
+                 "cum_s", "done_steps", "done_until_s")
 
     def __init__(self) -> None:
         self.t0_s = 0.0
@@ -40,6 +42,8 @@ class StepPlan:
         self.lines: DecodeLines = (0.0, 0.0, 0.0, 0.0, 0.0)
         self.line: tuple[float, float] | None = None
         self.cum_s: np.ndarray | None = None
+        self.done_steps = 0  # a decode run's steps finished as of a recent read, valid before done_until_s
+        self.done_until_s = -_INF
 
     def step(self, t0_s: float, chunks: list[tuple[Request, int]], tokens: int, pairs: int, ctx: int,
              dt_s: float) -> None:
@@ -55,6 +59,7 @@ class StepPlan:
         self.n, self.batch, self.ctx0 = n, batch, ctx0
         self.lines = lines
         self.cum_s = cum_s
+        self.done_until_s = -_INF
         if cum_s is None:
             self.dt_s = run_on_lines(lines, n)
             self.line = dominant_line(lines, n)

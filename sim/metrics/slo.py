@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 SERVED = ("completed", "spilled")
 TARGET_COLUMNS = (("ttft_p95_s", "ttft_s"), ("tpot_p95_s", "tpot_s"), ("e2e_p95_s", "e2e_s"))
@@ -40,8 +39,9 @@ def meets_targets(sc: Any, classes: np.ndarray, status: np.ndarray, cols: dict[s
         targets = class_targets(sc, key)
         if all(t is None for t in targets.values()):
             continue
-        per_req = pd.Series(classes).map({c: (np.inf if t is None else t) for c, t in targets.items()})
-        limit = per_req.to_numpy(dtype=float)
+        limit = np.full(len(classes), np.nan)  # a class without an entry: NaN, never within
+        for c, t in targets.items():
+            limit[classes == c] = np.inf if t is None else t
         vals = cols[col]
         with np.errstate(invalid="ignore"):
             within = vals <= limit

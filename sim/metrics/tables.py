@@ -46,6 +46,7 @@ import pandas as pd
 from sim.core.config import Scenario
 from sim.metrics.cost import cost_breakdown
 from sim.metrics.energy import energy_section
+from sim.metrics.labels import labels
 from sim.metrics.overload import overload_section
 from sim.metrics.slo import class_targets, meets_targets, verdict, windows_table, worst_window
 from sim.metrics.summary import Summary
@@ -290,8 +291,8 @@ def _by_class(sc: Any, window: pd.DataFrame, ok: np.ndarray) -> dict[str, Any]:
     """Per class: counts, P50/P95 latencies, attainment over its arrivals, whether its targets hold (its P95
     targets and the attainment target)."""
     out: dict[str, Any] = {}
-    cls = window["class"].astype(str).to_numpy()
-    status = window["status"].astype(str).to_numpy()
+    cls = labels(window["class"])
+    status = labels(window["status"])
     targets = {key: _class_targets(sc, key) for key in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s")}
     for c in sc.traffic.classes:
         if getattr(c, "deferrable", None) is not None:
@@ -362,7 +363,7 @@ def throughput_section(df: pd.DataFrame, warmup_s: float, duration_s: float) -> 
     arriving in it, served = requests completed in it (on the fleet or by the API), per second of ``b − a``.
     The unprefixed keys are the fleet's own completions in the window (what it actually sustained)."""
     a, b = measurement_window(warmup_s, duration_s)
-    status = df["status"].astype(str).to_numpy()
+    status = labels(df["status"])
     arrival = df["arrival_s"].to_numpy(dtype=float)
     finish = arrival + df["e2e_s"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
@@ -562,8 +563,8 @@ def summary_sections(result: SimResult, req_df: pd.DataFrame | None = None,
     overload = overload_section(fleet_ts, sc.warmup_s, duration, admissible_rps(df, sc.warmup_s, duration),
                                 thr["served_requests_per_s"], util["nodes_up_mean"])
     # SLO: every arrived interactive request after warm-up counts; only served ones within targets meet it
-    cls = window["class"].astype(str).to_numpy()
-    status = window["status"].astype(str).to_numpy()
+    cls = labels(window["class"])
+    status = labels(window["status"])
     cols = {c: window[c].to_numpy(dtype=float) for c in ("ttft_s", "tpot_s", "e2e_s")}
     ok = meets_targets(sc, cls, status, cols)
     checks = percentile_checks(sc.slo, lat)

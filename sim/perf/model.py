@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,12 @@ def attention_pairs(new_tokens: int, context_end: int) -> int:
 @dataclass(frozen=True, slots=True)
 class NodeMemory:
     """Memory plan of one node, in bytes and tokens."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields, rebuilt by the constructor (a frozen record compiled by ``make native`` cannot be
+        restored attribute by attribute; a sharded run's cells return it from worker processes)."""
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
+
 
     weight_bytes: float
     kv_bytes_per_token: float
@@ -174,6 +180,12 @@ class StepTimeModel:
     ``sequential``: GEMMs and attention are separate kernels, ``t = roof(GEMM) + roof(attention)`` (what
     :meth:`build` makes); False keeps the single roofline ``max(all FLOPs, all bytes)`` (kept for comparisons).
     """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by its fields, rebuilt by the constructor (a frozen record compiled by ``make native`` cannot be
+        restored attribute by attribute; a sharded run's cells return it from worker processes)."""
+        return type(self), tuple(getattr(self, f.name) for f in fields(self))
+
 
     compute_s_per_token: float
     compute_s_per_attn_pair: float

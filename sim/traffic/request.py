@@ -87,13 +87,15 @@ class Request:
 
     def __init__(
         self,
-        rid: int,
-        arrival_s: float,
-        class_idx: int,
-        prompt_tokens: int,
-        output_tokens: int,
+        rid: int = -1,
+        arrival_s: float = 0.0,
+        class_idx: int = 0,
+        prompt_tokens: int = 0,
+        output_tokens: int = 0,
         cached_tokens: int = 0,
     ) -> None:
+        # every argument has a default so that a copy compiled by `make native` (mypyc) can be unpickled (a sharded
+        # run's cells return requests from worker processes): it is built empty, then its attributes are restored
         self.rid = rid
         self.arrival_s = arrival_s
         self.class_idx = class_idx
