@@ -163,3 +163,17 @@ def test_a_class_that_misses_fails_the_verdict_and_is_named():
     # slo.every_class off: only classes with their own slo decide, and the headline still names the miss
     loose = run_scenario(sc.model_copy(update={"slo": sc.slo.model_copy(update={"every_class": False})})).summary.slo
     assert loose.met and "SLO met overall, but MISSED for class long" in slo_line(loose)
+
+
+@pytest.mark.parametrize(("arrived", "attainment", "fails"), [
+    (15, 14 / 15, False),    # one unlucky request of a few: cannot tell it from a 95 % class
+    (10, 0.0, True),         # every one missed: clear even on ten
+    (3000, 0.94, True),      # a point below the target on thousands
+    (3000, 0.949, False),    # within the noise of 3,000 arrivals
+    (3181, 0.58, True),      # mixed_pools' class code before the per-class rule
+    (0, None, False),
+])
+def test_a_class_fails_the_fleet_verdict_only_when_its_shortfall_is_clear(arrived, attainment, fails):
+    from sim.metrics.tables import class_clearly_misses
+
+    assert class_clearly_misses({"arrived": arrived, "attainment": attainment}, 0.95) is fails

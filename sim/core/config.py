@@ -966,9 +966,10 @@ class Slo(Strict):
     """Latency objectives. Each is a P95 target and also the per-request threshold for attainment.
 
     ``slo.met`` needs every P95 target and ``attainment ≥ attainment_target`` (attainment counts every
-    arrived request: rejected, failed, timed-out and unfinished ones miss), and every interactive class meeting
-    its own targets (a class's ``slo`` or these) and the attainment target, so a fleet-wide figure cannot hide a
-    class that misses; with ``require_worst_window`` also the worst ``window_s`` window's attainment (the guide
+    arrived request: rejected, failed, timed-out and unfinished ones miss), and no interactive class clearly below
+    the attainment target on its own targets (a class's ``slo`` or these; one-sided 95 % Wilson bound on its
+    arrivals, :func:`sim.metrics.tables.class_clearly_misses`), so a fleet-wide figure cannot hide a class that
+    misses and a class of a few arrivals cannot fail it on one unlucky request; with ``require_worst_window`` also the worst ``window_s`` window's attainment (the guide
     sizes for the peak hour, not the day's average)."""
 
     ttft_p95_s: float | None = Field(2.0, gt=0)
@@ -977,9 +978,9 @@ class Slo(Strict):
     attainment_target: float = Field(0.95, ge=0, le=1, description="share of requests that must meet every target")
     window_s: float = Field(3600.0, gt=0, description="length of the per-window view (P95s and attainment)")
     require_worst_window: bool = Field(False, description="slo.met also needs the worst window's attainment")
-    every_class: bool = Field(True, description="slo.met also needs every interactive class to meet its targets "
-                                                "and the attainment target (false: only classes with their own "
-                                                "slo decide, the fleet-wide figures the rest)")
+    every_class: bool = Field(True, description="slo.met also needs no interactive class clearly below the "
+                                                "attainment target (one-sided 95 % bound on its arrivals; false: "
+                                                "only classes with their own slo decide)")
 
 
 class Owned(Strict):
