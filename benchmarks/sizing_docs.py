@@ -46,6 +46,7 @@ def run_case(name: str, out_dir: Path, workers: int | None) -> str:
     cmd = [sys.executable, "-m", "sim", "size", *args, "--out", str(out_dir), *extra]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # progress goes to stderr
     text = (out_dir / "sizing.txt").read_text().rstrip("\n")
+    text = text[text.rfind("capsim size ·"):]  # several GPU types: the per-type reports, then the summary shown
     return "```\n$ capsim size " + " ".join(args) + "\n" + text + "\n```"
 
 
