@@ -82,18 +82,20 @@ def main() -> None:
     out = run_streaming(sc, parquet, progress)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    n = out.summary["requests"]["arrived"]
+    n = out.summary.requests.arrived
     rate = n / wall
     cpu_rate = n / cpu
     peak = peak_rss_mb()
-    lat = out.summary["latency"]
-    print(f"requests        {n:,} arrived, {out.summary['requests']['completed']:,} completed, "
+    lat = out.summary.latency
+    print(f"requests        {n:,} arrived, {out.summary.requests.completed:,} completed, "
           f"{out.requests_written:,} streamed to Parquet")
     print(f"wall time       {wall:,.1f} s  →  {rate:,.0f} simulated requests/s "
           f"({cpu_rate:,.0f} per CPU-second; CPU {cpu:,.1f} s, differs from wall on a busy machine)")
     print(f"RSS             start {rss0:,.0f} MB, end {rss_mb():,.0f} MB, peak {peak:,.0f} MB")
-    print(f"TTFT P50/P95/P99 {lat['ttft_s']['p50'] * 1000:,.0f} / {lat['ttft_s']['p95'] * 1000:,.0f} / "
-          f"{lat['ttft_s']['p99'] * 1000:,.0f} ms (histogram, ±0.12 %)")
+    ttft = lat.ttft_s
+    assert ttft.p50 is not None and ttft.p95 is not None and ttft.p99 is not None
+    print(f"TTFT P50/P95/P99 {ttft.p50 * 1000:,.0f} / {ttft.p95 * 1000:,.0f} / {ttft.p99 * 1000:,.0f} ms "
+          f"(histogram, ±0.12 %)")
     if args.days < 7:
         est_s = TARGET_REQUESTS / cpu_rate
         print(f"extrapolated    7 days / {TARGET_REQUESTS / 1e6:.0f} M requests at this speed: "

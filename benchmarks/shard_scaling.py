@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sim.core.config import load_scenario  # noqa: E402
+from sim.metrics.summary import Summary  # noqa: E402
 from sim.metrics.tables import requests_table, summarize, timeseries_tables  # noqa: E402
 from sim.runner.executor import ExecutorSpec  # noqa: E402
 from sim.runner.shards import merge_results, merge_tables, node_maps, run_cells  # noqa: E402
@@ -35,9 +36,10 @@ def _cpu_s() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def _p95(summary: dict) -> tuple[float, float]:
-    lat = summary["latency"]
-    return lat["ttft_s"]["p95"], lat["tpot_s"]["p95"]
+def _p95(summary: Summary) -> tuple[float, float]:
+    lat = summary.latency
+    assert lat.ttft_s.p95 is not None and lat.tpot_s.p95 is not None
+    return lat.ttft_s.p95, lat.tpot_s.p95
 
 
 def main() -> None:
@@ -92,7 +94,7 @@ def main() -> None:
         (t1, p1), (t4, p4) = _p95(s_whole), _p95(s_sh)
         print(f"  P95 TTFT  unsharded {1000 * t1:8.1f} ms   sharded {1000 * t4:8.1f} ms   {100 * (t4 / t1 - 1):+.2f} %")
         print(f"  P95 TPOT  unsharded {1000 * p1:8.2f} ms   sharded {1000 * p4:8.2f} ms   {100 * (p4 / p1 - 1):+.2f} %")
-        att = (s_whole["slo"]["attainment"], s_sh["slo"]["attainment"])
+        att = (s_whole.slo.attainment or 0.0, s_sh.slo.attainment or 0.0)
         print(f"  SLO attainment unsharded {att[0]:.4f}   sharded {att[1]:.4f}",
               flush=True)
         for model, m in (s_whole.get("models") or {}).items():

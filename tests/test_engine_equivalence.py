@@ -296,3 +296,30 @@ def test_same_instant_arrivals_share_the_first_step():
     _, b = _trace(make_scenario(**kw, **{"fleet.engine_impl": "reference"}))
     assert len(a) > 100
     _assert_same(a, b)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_priority_policy_preempts_the_lowest_priority_request(impl):
+    """vLLM v1 under ``--scheduling-policy priority`` evicts ``max(running, key=(priority, arrival))`` when the KV
+    cache is full, not the newest request: a later high-priority request keeps running, the bulk one is recomputed."""
+    import simpy
+
+    from sim.core.config import Engine
+    from sim.engine.node import Node
+    from sim.engine.reference import ReferenceNode
+    from sim.perf.benchmark import NodeSetup
+    from sim.traffic.request import Request
+
+    setup = NodeSetup.build("H100-SXM", "Llama-3.1-8B", 1, "bf16", "bf16",
+                            Engine(max_num_seqs=8, max_num_batched_tokens=2048, scheduling_policy="priority"))
+    env = simpy.Environment()
+    cls = Node if impl == "fast" else ReferenceNode
+    node = cls(env, 0, setup.perf, setup.engine, 40, setup.max_model_len, lambda _r: None)  # 40 blocks, 640 tokens
+    bulk, vip = Request(0, 0.0, 0, 16, 600), Request(1, 0.05, 1, 16, 400)
+    bulk.priority, vip.priority = 5, 0
+    node.submit(bulk)
+    env.run(until=0.05)
+    node.submit(vip)
+    env.run()
+    assert vip.preemptions == 0 and bulk.preemptions >= 1  # the newest-first rule would evict the vip
+    assert vip.finish_s < bulk.finish_s

@@ -23,7 +23,7 @@ class CheckedLeastWork(LeastWork):
     picks = 0
 
     def __init__(self, nodes):
-        super().__init__(nodes, index_min_nodes=1)
+        super().__init__(nodes, index_min_nodes=1, low_nodes=2)  # most nodes above the level: every path taken
 
     def pick(self, req):
         got = super().pick(req)
@@ -107,23 +107,29 @@ class FakeNode:
     def outstanding_tokens(self):
         return self.w0 - self.step * self._done()
 
-    def work_bound(self):
-        m, floor = self._done(), self.w0 - self.step * self.steps
+    def work_floor(self):
+        return self.w0 - self.step * self.steps if self.step else self.outstanding_tokens()
+
+    def work_level(self, level):
+        m = self._done()
         if not self.step or m >= self.steps:
-            return self.outstanding_tokens(), float("inf"), 0, 0.0, floor
-        return self.w0 - self.step * m, self.t0 + (m + 1) * self.dt - 1e-6, self.step, self.step / self.dt, floor
+            return self.outstanding_tokens(), float("inf")
+        w = self.w0 - self.step * m
+        j = m + 1 if w <= level else -((level - self.w0) // self.step)
+        return w, float("inf") if j > self.steps else self.t0 + j * self.dt - 1e-6
 
 
 class FakeEnv:
     now = 0.0
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_index_matches_scan_on_random_sequences(seed):
+@pytest.mark.parametrize("low_nodes", [1, 3, 64])
+@pytest.mark.parametrize("seed", range(6))
+def test_index_matches_scan_on_random_sequences(seed, low_nodes):
     rng = np.random.default_rng(seed)
     env = FakeEnv()
     nodes = [FakeNode(i, env) for i in range(int(rng.integers(2, 40)))]
-    router = LeastWork(nodes, index_min_nodes=1)
+    router = LeastWork(nodes, index_min_nodes=1, low_nodes=low_nodes)
     for _ in range(1500):
         env.now += float(rng.exponential(0.004))  # picks between, at and after step ends
         for node in rng.choice(nodes, size=int(rng.integers(0, 3)), replace=False):

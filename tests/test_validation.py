@@ -137,6 +137,7 @@ def test_point_engine_settings_reach_the_benchmark(tmp_path: Path) -> None:
     vllm = dict(pts["vllm-8b-a100-rps4-ttft"].engine)
     assert vllm["num_scheduler_steps"] == 10 and vllm["chunked_prefill"] is False
     assert dict(pts["sgl-8b-a100-rps4-ttft"].engine) == {}
+    assert dict(pts["trt-h200-8b-128-128"].engine) == {"chunked_prefill": True}  # the row's id pattern "trt*"
     # multi-step admission is what moves vLLM 0.6's TTFT: without the flags the prediction is far lower
     p = replace(pts["vllm-8b-a100-rps4-ttft"], requests=300)
     cal = validation.shipped_factors([p])["nvidia-vllm"]
@@ -150,6 +151,7 @@ def test_point_engine_settings_reach_the_benchmark(tmp_path: Path) -> None:
     bad.write_text("id,field,value,source\nvllm-8b-a100-rps4-ttft,num_sched_steps,10,x\n")
     with pytest.raises(ConfigError, match=r"not a fleet\.engine field"):
         validation.published_points(tmp_path / "published_points.csv")
-    bad.write_text("id,field,value,source\nno-such-point,num_scheduler_steps,10,x\n")
-    with pytest.raises(ConfigError, match="no-such-point"):
-        validation.published_points(tmp_path / "published_points.csv")
+    for pattern in ("no-such-point", "zz*"):
+        bad.write_text(f"id,field,value,source\n{pattern},num_scheduler_steps,10,x\n")
+        with pytest.raises(ConfigError, match="no published point"):
+            validation.published_points(tmp_path / "published_points.csv")

@@ -114,6 +114,15 @@ class PriorityWaitingQueue:
         return (item[3] for item in sorted(self._heap, key=lambda x: x[:3]))
 
 
+def preemption_victim(running: list[Request], policy: str) -> int:
+    """Index in ``running`` (admission order) of the request a full KV cache preempts: vLLM v1 takes the newest
+    (``self.running.pop()``) under FCFS and, under the priority policy, ``max(self.running, key=(priority,
+    arrival_time))`` (``vllm/v1/core/sched/scheduler.py``); ties on arrival go to the larger request id."""
+    if policy != "priority":
+        return len(running) - 1
+    return max(range(len(running)), key=lambda k: (running[k].priority, running[k].attempt_s, running[k].rid))
+
+
 def make_waiting_queue(engine: Engine) -> deque[Request] | PriorityWaitingQueue:
     """FCFS deque, or the priority queue under ``scheduling_policy: priority``."""
     return PriorityWaitingQueue() if engine.scheduling_policy == "priority" else deque()

@@ -35,7 +35,14 @@ import simpy
 
 from sim.core.config import Engine
 from sim.engine.admission import admit_head, make_admission
-from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, decode_run_work, make_waiting_queue
+from sim.engine.common import (
+    NodeSnapshot,
+    WorkDone,
+    admission_problem,
+    decode_run_work,
+    make_waiting_queue,
+    preemption_victim,
+)
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
 from sim.engine.multistep import make_multistep
@@ -92,6 +99,16 @@ class Node:
         self.fin_heap: list[tuple[int, int, Request]] = []
         self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled: list[Request] = []  # running requests withdrawn, dropped at the next step boundary
+        # priority-policy preemption inside one step (vLLM v1 evicts the largest (priority, arrival), which may be a
+        # request already in the step): blocks each decoder / prefill chunk took in this step, token budget given
+        # back, and the decoders that sit the step out because scheduling stopped before them
+        self._dec_step_blocks: set[int] = set()
+        self._chunk_blocks: dict[int, int] = {}
+        self._chunks_now: list[tuple[Request, int]] = []
+        self._budget_back = 0
+        self._phase2 = False
+        self._sitout: list[Request] = []
+        self._preempted = False  # the last scheduling pass preempted something
         self.work = 0  # Σ (prompt + output − computed) over requests on this node, as of step S
         self.busy_s = 0.0
         self.done_work = WorkDone()  # finished steps' T, A, C (committed at step and run ends)
@@ -145,24 +162,28 @@ class Node:
             return self.work - self._plan.batch * self._steps_done_in_jump()
         return self.work
 
-    def work_bound(self) -> tuple[int, float, int, float, int]:
-        """For the least-work index: ``(work, until_s, step_tokens, rate, floor)``. :meth:`outstanding_tokens`
-        is ``work`` now and until ``until_s`` (inf when idle or stepping: nothing changes before ``work_changed``
-        is next called); after that, in a decode run, it is at least ``max(floor, work − step_tokens −
-        rate·(t − until_s))``: decode steps never get shorter within a run (the context only grows), so steps
-        after the one in progress finish at most ``rate / step_tokens`` per second; ``floor`` is the work left
-        at the end of the run."""
+    def work_level(self, level: int) -> tuple[int, float]:
+        """For the least-work index: ``(work, t_s)``, ``work`` = :meth:`outstanding_tokens` now. Unless the node
+        reports a change (``work_changed``) first, its work stays ``work`` until ``t_s`` if ``work <= level``, and
+        stays above ``level`` until ``t_s`` otherwise (inf: for ever). Idle or stepping, the work is constant; in a
+        decode run it falls by ``batch`` at each step end, known in advance (the run's step times)."""
         if self._mode is not Mode.JUMP:
-            return self.work, _INF, 0, 0.0, self.work
+            return self.work, _INF
         plan = self._plan
         b, n_run = plan.batch, plan.n
         m = self._steps_done_in_jump()
-        floor = self.work - b * n_run
-        if m >= n_run:
-            return floor, _INF, 0, 0.0, floor
-        # 1 µs short of the next step's end: float rounding in the engine's own step count stays inside it
-        until = plan.t0_s + plan.run_s(m + 1) - 1e-6
-        return self.work - b * m, until, b, plan.first_step_rate(), floor
+        w = self.work - b * m
+        # steps from the run's start until the work is at the level: the next step end if it is there already
+        j = m + 1 if w <= level else -((level - self.work) // b)
+        # 1 µs short of that step's end: float rounding in the engine's own step count stays inside it
+        return w, _INF if j > n_run else plan.t0_s + plan.run_s(j) - 1e-6
+
+    def work_floor(self) -> int:
+        """The least :meth:`outstanding_tokens` reaches before this node next reports a change (``work_changed``):
+        the work left at the end of the decode run in progress, or the work now."""
+        if self._mode is Mode.JUMP:
+            return self.work - self._plan.batch * self._plan.n
+        return self.work
 
     def prefix_match_tokens(self, req: Request) -> int:
         """Prompt tokens of ``req`` held by this node's prefix cache now (inside a decode run, cached units the
@@ -176,7 +197,7 @@ class Node:
         return self.kv.unit_set(pending)
 
     def snapshot(self) -> NodeSnapshot:
-        running = len(self.decoding) + len(self.prefilling)
+        running = len(self.decoding) + len(self.prefilling) + len(self._sitout)
         if self._mode is Mode.JUMP:
             j = self._steps_done_in_jump()
             used = self.kv.held + self._blocks_for_steps(self.S, j)
@@ -194,7 +215,7 @@ class Node:
 
     def in_flight(self) -> list[Request]:
         """Requests this node still owes an answer (running ones already withdrawn are not)."""
-        running = list(self.decoding.values()) + list(self.prefilling)
+        running = list(self.decoding.values()) + list(self.prefilling) + self._sitout
         return list(self.waiting) + [r for r in running if not r.cancelled]
 
     def withdraw(self, req: Request) -> bool:
@@ -214,7 +235,7 @@ class Node:
                 self.work_changed(self)
             return True
         if req.status == Status.RUNNING and not req.cancelled and (
-                self.decoding.get(req.rid) is req or req in self.prefilling):
+                self.decoding.get(req.rid) is req or req in self.prefilling or req in self._sitout):
             req.cancelled = True
             self._cancelled.append(req)
             if self._mode is Mode.JUMP:
@@ -223,7 +244,8 @@ class Node:
         return False
 
     def in_flight_count(self) -> int:
-        return len(self.waiting) + len(self.decoding) + len(self.prefilling) - len(self._cancelled)
+        return (len(self.waiting) + len(self.decoding) + len(self.prefilling) + len(self._sitout)
+                - len(self._cancelled))
 
     def kill(self) -> list[Request]:
         """The node disappears now (e.g. a spot eviction): its step in progress is lost, its KV freed.
@@ -243,6 +265,7 @@ class Node:
         for req in list(self.decoding.values()):
             self._materialize(req)
             out.append(req)
+        out.extend(self._sitout)
         out.extend(self.prefilling)
         out = [r for r in out if not r.cancelled]
         self._cancelled.clear()
@@ -256,6 +279,7 @@ class Node:
         self.waiting.clear()
         self.decoding.clear()
         self.prefilling.clear()
+        self._sitout = []
         self.fin_heap.clear()
         self.fin_sum = 0
         if self._class_cnt is not None:
@@ -416,6 +440,13 @@ class Node:
             self.perf = self._base_perf.for_decoders(self._class_cnt)
         dec_n = len(self.decoding)
         if not chunks and dec_n == 0:
+            if self._sitout:  # nothing runs: the decoders that sat out are running again, unadvanced
+                for req in self._sitout:
+                    self._add_decoder(req)
+                self._sitout = []
+            if self._preempted:
+                self._tick()  # nothing ran but requests were preempted: schedule again at once (as the reference)
+                return
             self._mode = None
             if self.work_changed is not None:
                 self.work_changed(self)
@@ -447,6 +478,34 @@ class Node:
         self._remove_decoder(req)
         return req
 
+    def _pop_victim(self) -> Request:
+        """Take the request a full cache preempts out of the batch (:func:`sim.engine.common.preemption_victim`:
+        the newest, or under the priority policy the largest (priority, arrival)), giving back the blocks and token
+        budget it already took in this step (``_budget_back``), as the reference does."""
+        if self.engine.scheduling_policy != "priority":
+            return self._pop_newest()  # the newest was never scheduled before the request being scheduled
+        running = list(self.decoding.values()) + self.prefilling
+        victim = running[preemption_victim(running, "priority")]
+        if self.decoding.get(victim.rid) is victim:
+            self._remove_decoder(victim)
+            if not self._phase2:
+                if victim.rid in self._dec_step_blocks:
+                    self._dec_step_blocks.discard(victim.rid)
+                    self.kv.free(1)
+            else:  # every decoder is in the step by now
+                self._budget_back += 1
+                if not self.reserve and victim.num_computed % self.bs == 0:
+                    self.kv.free(1)
+        else:
+            self.prefilling.remove(victim)
+            for k, (r, n) in enumerate(self._chunks_now):
+                if r is victim:
+                    del self._chunks_now[k]
+                    self._budget_back += n
+                    self.kv.free(self._chunk_blocks.pop(victim.rid))
+                    break
+        return victim
+
     def _drop_cancelled(self) -> None:
         """At a step boundary: withdrawn running requests leave, their KV blocks freed."""
         for req in self._cancelled:
@@ -471,7 +530,7 @@ class Node:
         Returns (allocated, preempted anything); not allocated when ``req`` itself had to be preempted."""
         preempted = False
         while not self.kv.can_allocate(need):
-            victim = self._pop_newest()
+            victim = self._pop_victim()
             self._preempt(victim)
             preempted = True
             if victim is req:
@@ -488,43 +547,58 @@ class Node:
         ms = self.multistep
         if ms is not None and not self.decoding and not self.prefilling:
             ms.idle()
+        self._dec_step_blocks.clear()
+        self._chunk_blocks.clear()
+        self._budget_back = 0
+        self._phase2 = False
+        chunks: list[tuple[Request, int]] = []
+        self._chunks_now = chunks
         # 1. decoders, in admission order, one token each
         need = 0 if self.reserve else self.phase_cnt[(-self.S) % bs]
         if self.kv.can_allocate(need):
             self.kv.allocate(need)
         else:
-            for req in list(self.decoding.values()):
-                if req.rid not in self.decoding:
-                    break  # popped as a victim: so were all after it
+            order = list(self.decoding.values())
+            for k, req in enumerate(order):
+                if self.decoding.get(req.rid) is not req:
+                    continue  # preempted as a victim
                 if (req.num_computed + self.S - req.dec_step0) % bs != 0:
                     continue
                 ok, victims = self._allocate_or_preempt(req, 1)
                 preempted = preempted or victims
                 if not ok:
                     stop = True
+                    # scheduling stops here (vLLM): decoders after it (priority policy only) sit this step out
+                    self._sitout = [r for r in order[k + 1:] if self.decoding.get(r.rid) is r]
+                    for r in self._sitout:
+                        self._remove_decoder(r)
                     break
+                self._dec_step_blocks.add(req.rid)
         budget -= len(self.decoding)
         # 2. running requests still in prefill
-        chunks: list[tuple[Request, int]] = []
+        self._phase2 = True
         if not stop:
             for req in list(self.prefilling):
-                if not self.prefilling or req not in self.prefilling:
-                    break
+                if req not in self.prefilling:
+                    continue  # preempted as a victim
                 n_new = min(req.num_tokens - req.num_computed, budget)
                 if n_new <= 0:
                     continue
                 need = 0 if self.reserve else self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
                 ok, victims = self._allocate_or_preempt(req, need)
                 preempted = preempted or victims
+                budget += self._budget_back
+                self._budget_back = 0
                 if not ok:
                     break
                 chunks.append((req, n_new))
+                self._chunk_blocks[req.rid] = need
                 budget -= n_new
         adm = self.admission
         if preempted and adm is not None:
-            running = list(self.decoding.values()) + self.prefilling
+            running = list(self.decoding.values()) + self.prefilling + self._sitout
             generated = sum(r.num_generated + (self.S - r.dec_step0) for r in self.decoding.values())
-            generated += sum(r.num_generated for r in self.prefilling)
+            generated += sum(r.num_generated for r in self.prefilling + self._sitout)
             adm.on_retract(self.S, generated, sum(r.output_tokens for r in running), len(running))
         # 3. admissions, FCFS, only if nothing was preempted (and, with multi-step runs, between runs)
         if not preempted and (ms is None or ms.can_admit()):
@@ -552,6 +626,7 @@ class Node:
                 self.prefilling.append(req)
                 chunks.append((req, n_new))
                 budget -= n_new
+        self._preempted = preempted
         return chunks
 
     # -- time ------------------------------------------------------------------------------------------
@@ -578,6 +653,10 @@ class Node:
         self.busy_s += plan.dt_s
         self.done_work.add_step(plan.tokens, plan.pairs, plan.ctx)
         self.work -= dec_n
+        if self._sitout:  # decoders that sat the step out rejoin, in admission order, unadvanced
+            for req in self._sitout:
+                self._add_decoder(req)
+            self._sitout = []
         for req, n in plan.chunks:
             req.num_computed += n
             self.work -= n

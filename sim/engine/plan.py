@@ -25,7 +25,7 @@ class StepPlan:
     """
 
     __slots__ = ("t0_s", "dt_s", "chunks", "tokens", "pairs", "ctx", "n", "batch", "ctx0", "lines", "line",
-                 "cum_s", "_rate")
+                 "cum_s")
 
     def __init__(self) -> None:
         self.t0_s = 0.0
@@ -40,7 +40,6 @@ class StepPlan:
         self.lines: DecodeLines = (0.0, 0.0, 0.0, 0.0, 0.0)
         self.line: tuple[float, float] | None = None
         self.cum_s: np.ndarray | None = None
-        self._rate = -1.0
 
     def step(self, t0_s: float, chunks: list[tuple[Request, int]], tokens: int, pairs: int, ctx: int,
              dt_s: float) -> None:
@@ -56,7 +55,6 @@ class StepPlan:
         self.n, self.batch, self.ctx0 = n, batch, ctx0
         self.lines = lines
         self.cum_s = cum_s
-        self._rate = -1.0
         if cum_s is None:
             self.dt_s = run_on_lines(lines, n)
             self.line = dominant_line(lines, n)
@@ -75,13 +73,3 @@ class StepPlan:
         """The run now ends after its step ``n`` (a request arrived or left mid-run)."""
         self.n = n
         self.dt_s = self.run_s(n)
-
-    def first_step_rate(self) -> float:
-        """Tokens per second of the run's fastest step (the first one without jitter: later steps are never
-        shorter). Computed once per run, on demand (the least-work index asks for it)."""
-        if self._rate < 0:
-            if self.cum_s is None:
-                self._rate = self.batch / run_on_lines(self.lines, 1)
-            else:  # jittered steps: the shortest one bounds the rate
-                self._rate = self.batch / float(np.min(np.diff(self.cum_s, prepend=0.0)))
-        return self._rate

@@ -73,8 +73,11 @@ class IndexedNodeEngine(NodeEngine, Protocol):
 
     work_changed: Callable[[Any], None] | None  # the router's hook; Any: each engine names its own class
 
-    def work_bound(self) -> tuple[int, float, int, float, int]:
-        """``(work, until_s, step_tokens, rate, floor)``: see :meth:`sim.engine.node.Node.work_bound`."""
+    def work_level(self, level: int) -> tuple[int, float]:
+        """``(work, t_s)``: see :meth:`sim.engine.node.Node.work_level`."""
+
+    def work_floor(self) -> int:
+        """The least work this node reaches before it next reports a change."""
 
 
 NodeFactory = Callable[[int, Callable[[Request], None]], NodeEngine]

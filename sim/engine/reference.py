@@ -8,9 +8,12 @@ Kept for tests: it implements the scheduler semantics below in the plainest way,
 2. KV blocks (``block_size`` tokens each) are allocated for ``num_computed + new`` tokens. If none are free,
    the newest running request is preempted (its blocks freed, ``num_computed = 0``, put back at the head of
    the waiting queue); if the request being scheduled is itself the newest, it is preempted and the loop ends.
+   Under ``scheduling_policy: priority`` the victim is vLLM v1's: the running request with the largest
+   (priority, arrival) (:func:`sim.engine.common.preemption_victim`); one already scheduled in this step leaves the
+   step, and its blocks and token budget are given back.
 3. Only if nothing was preempted this step, waiting requests are admitted in queue order (FCFS, or by class
    priority then arrival under ``scheduling_policy: priority``, where a preempted request returns to its own
-   place instead of the head; preemption still takes the newest running request) while ``max_num_seqs``, the
+   place instead of the head) while ``max_num_seqs``, the
    budget and free blocks allow. A prefix-cache hit starts the request at ``num_computed = cached_tokens``.
    Without chunked prefill a prompt that does not fit the remaining budget waits. Under ``scheduler: sglang``
    a request is admitted only if the KV left after its prefill blocks also holds the new-token ratio × the decode
@@ -42,7 +45,7 @@ import simpy
 
 from sim.core.config import Engine
 from sim.engine.admission import admit_head, make_admission
-from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue
+from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue, preemption_victim
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
 from sim.engine.multistep import make_multistep
@@ -79,6 +82,7 @@ class ReferenceNode:
         self._decoders: set[int] = set()  # rids of running requests past their prefill (one decode token a step)
         self.kv = make_ledger(engine, capacity_blocks)
         self._cancelled = 0  # running requests withdrawn, dropped at the end of the step in progress
+        self._preempted = False  # the last scheduling pass preempted something
         self.busy_s = 0.0
         self.steps = 0
         self.done_work = WorkDone()  # finished steps' T, A, C
@@ -215,6 +219,7 @@ class ReferenceNode:
             ms.idle()
         budget = eng.max_num_batched_tokens
         scheduled: list[tuple[Request, int]] = []
+        step_blocks: dict[int, int] = {}  # rid -> blocks allocated in this step (freed if it is preempted)
         preempted = False
         i = 0
         while i < len(self.running):
@@ -228,8 +233,16 @@ class ReferenceNode:
                 need = 0 if eng.reserve_kv else self._blocks(req.num_computed + n_new) - self._blocks(req.num_computed)
                 if self.kv.can_allocate(need):
                     self.kv.allocate(need)
+                    step_blocks[req.rid] = need
                     break
-                victim = self.running.pop()
+                vi = preemption_victim(self.running, eng.scheduling_policy)
+                victim = self.running.pop(vi)
+                if victim.rid in step_blocks:  # scheduled earlier in this step: out of the step, its budget back
+                    self.kv.free(step_blocks.pop(victim.rid))
+                    budget += next(n for r, n in scheduled if r is victim)
+                    scheduled = [(r, n) for r, n in scheduled if r is not victim]
+                if vi < i:
+                    i -= 1
                 self._preempt(victim)
                 preempted = True
                 if victim is req:
@@ -270,12 +283,15 @@ class ReferenceNode:
                 self.running.append(req)
                 scheduled.append((req, n_new))
                 budget -= n_new
+        self._preempted = preempted
         return scheduled
 
     def _run(self):  # noqa: ANN202 - SimPy process
         env = self.env
         while True:
             scheduled = self._schedule()
+            if not scheduled and self._preempted:
+                continue  # nothing ran but requests were preempted: schedule again at once (vLLM's next iteration)
             if not scheduled:
                 self._wake = env.event()
                 yield self._wake

@@ -55,94 +55,104 @@ class RoundRobin:
 _INF = float("inf")
 # below this many nodes a plain scan is as fast as the index (measured: benchmarks/engine_speed.py)
 INDEX_MIN_NODES = 48
+# nodes the least-work index keeps by exact value (its low set) after a rebuild, at first
+LOW_NODES = 64
 
 
 class LeastWork:
     """The node with the fewest outstanding tokens, ties to the lowest index (the first in the node list).
 
-    Nodes that support it (the fast engine: ``work_bound`` and a ``work_changed`` hook) are kept in an exact
-    incremental index instead of being scanned on every arrival. A node reports when its work changes (a step
-    or decode run starts, a request arrives or leaves); its work is then known exactly until a time it gives
-    (for ever while idle or stepping; until the end of the step in progress inside a jumped-over decode run)
-    and bounded from below after that by a line falling at the run's fastest decode rate. Exact values sit in
-    one heap; expired ones move to a second heap keyed by ``base + R·t_start``, where ``R`` is at least every
-    node's decode rate (raised, and that heap re-keyed, when a faster run appears), so ``key − R·now`` is a
-    lower bound whose order never changes with time. ``pick`` takes the lowest exact value and evaluates (and
-    re-indexes) only nodes whose bound could beat it or tie with a lower index, taking them from the top of the
-    second heap: the same node as a full scan, at O(log n) per reported change
-    plus the few nodes near the minimum (each taken off the second heap and re-indexed), instead of n
-    evaluations per arrival. Nodes without the hooks (the
+    Nodes that support it (the fast engine: ``work_level`` and a ``work_changed`` hook) are kept in an exact
+    incremental index instead of being scanned on every arrival. The index keeps a level ``L`` and splits the
+    nodes in two: the *low* set, whose work is at most ``L``, held by exact value in a heap (a node in a decode
+    run is re-read when its next step ends: its work falls then), and the others, which need no look until the
+    time their work can first fall to ``L`` (known in advance: a decode run's step times are; idle or stepping,
+    never) — a heap of those times. A node that reports a change (a step or decode run starts, a request arrives
+    or leaves) is re-read at the next pick and re-filed. While the low set's best is at most ``L``, it is the
+    fleet's best (every other node is above ``L``), ties included: the same node as a full scan. When the low set
+    runs dry (the least work rose above ``L``), the index is rebuilt in O(n) with ``L`` at the ``k``-th smallest
+    work; ``k`` doubles when rebuilds come sooner than every ``n`` picks (so they cost O(1) per pick) and halves
+    when they come later than every ``16 n``. A node above ``L`` that reports a change is not even re-read unless
+    its work can reach ``L`` before its next report (``work_floor``). A pick costs O(log n) per node re-read: the
+    picked node, the low nodes whose step ended, the nodes reaching ``L`` — not every node near the least work,
+    as an index of lower bounds must (the previous one re-read ~6 nodes per pick at 1,000 nodes, ~5 now:
+    ``benchmarks/engine_speed.py``). Nodes without the hooks (the
     reference engine), and fleets under ``index_min_nodes`` (where a scan costs no more), are scanned. The fleet
     calls :meth:`nodes_changed` when the node list changes.
     """
 
-    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int = INDEX_MIN_NODES) -> None:
+    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int = INDEX_MIN_NODES,
+                 low_nodes: int = LOW_NODES) -> None:
         self.nodes = nodes
         self.index_min_nodes = index_min_nodes
         self._indexed: bool | None = None  # decided when the node list is (re)read
         self._members: list[IndexedNodeEngine] = []
         self._pos: dict[int, int] = {}  # node_id -> index in ``nodes``
-        self._entry: dict[int, tuple] = {}  # node_id -> its live entry (in either heap); others are stale
-        self._exact: list[tuple] = []  # (work, node_id, seq, node, until_s, step_tokens, rate, floor)
-        self._expiry: list[tuple[float, int, tuple]] = []  # (until_s, seq, exact entry) for finite until_s
-        self._falling: list[tuple] = []  # (base + R·t_start, node_id, seq, node, floor, base, t_start)
-        self._floored: list[tuple] = []  # (floor, node_id, seq, node): decode runs whose bound reached its floor
-        self._rate = 0.0  # R
-        self._dirty: dict[int, IndexedNodeEngine] = {}  # nodes that reported a change since the last pick
-        self._seq = 0
+        self._ver: list[int] = []  # per index: entries with another version are stale
+        self._low: list[tuple[int, int, int]] = []  # (work, index, version): exact values now
+        self._due: list[tuple[float, int, int]] = []  # (t_s, index, version): re-read a node at t_s
+        self._level = 0  # L
+        self._k = max(1, low_nodes)  # low-set size aimed at by a rebuild
+        self._picks = 0  # since the last rebuild
+        self._is_low: list[bool] = []  # per index: filed in the low set
+        self._dirty: dict[int, IndexedNodeEngine] = {}  # index -> node: to re-read at the next pick
 
     def nodes_changed(self) -> None:
         """The node list was mutated (a node added or removed): rebuild the index at the next pick."""
         self._indexed = None
 
     def _mark(self, node: IndexedNodeEngine) -> None:
-        self._dirty[node.node_id] = node
+        """A node's work changed: re-read it at the next pick, unless it was above ``L`` and stays there until its
+        next report (an entry it has in the due heap is then early: harmless)."""
+        i = self._pos.get(node.node_id)
+        if i is not None and (self._is_low[i] or node.work_floor() <= self._level):
+            self._dirty[i] = node
 
     def _rebuild(self) -> None:
         for node in self._members:
             node.work_changed = None
         nodes = list(self.nodes)
         self._indexed = len(nodes) >= self.index_min_nodes and all(
-            hasattr(n, "work_bound") and hasattr(n, "work_changed") for n in nodes)
-        self._members = []
-        self._pos, self._entry, self._dirty = {}, {}, {}
-        self._exact, self._expiry, self._falling, self._floored = [], [], [], []
+            hasattr(n, "work_level") and hasattr(n, "work_changed") for n in nodes)
+        self._members, self._pos, self._dirty = [], {}, {}
+        self._low, self._due, self._ver = [], [], []
         if not self._indexed:
             return
         self._members = nodes  # type: ignore[assignment]
-        for i, node in enumerate(self._members):
-            self._pos[node.node_id] = i
+        self._pos = {node.node_id: i for i, node in enumerate(nodes)}
+        self._ver = [0] * len(nodes)
+        self._is_low = [False] * len(nodes)
+        for node in self._members:
             node.work_changed = self._mark
-            self._dirty[node.node_id] = node
+        self._relevel()
 
-    def _put(self, nid: int, node: IndexedNodeEngine, bound: tuple[int, float, int, float, int], now: float) -> None:
-        work, until, step, rate, floor = bound
-        self._seq += 1
-        if rate > self._rate:
-            self._rekey(rate * 1.25)
-        if until > now:
-            e: tuple = (work, nid, self._seq, node, until, step, rate, floor)
-            heapq.heappush(self._exact, e)
-            if until < _INF:
-                heapq.heappush(self._expiry, (until, self._seq, e))
-        else:
-            base = work - step
-            e = (base + self._rate * until, nid, self._seq, node, floor, base, until)
-            heapq.heappush(self._falling, e)
-        self._entry[nid] = e
+    def _relevel(self) -> None:
+        """Set ``L`` to the ``k``-th smallest work now and re-file every node (O(n)): nodes above ``L`` whose work
+        stays there until their next report get no entry."""
+        members, ver, is_low = self._members, self._ver, self._is_low
+        works = [node.outstanding_tokens() for node in members]
+        self._level = level = sorted(works)[min(self._k, len(works)) - 1]
+        self._low, self._due, self._dirty = [], [], {}
+        self._picks = 0
+        for i, node in enumerate(members):
+            if works[i] <= level or node.work_floor() <= level:
+                self._file(i, node)
+            else:
+                ver[i] += 1
+                is_low[i] = False
 
-    def _rekey(self, rate: float) -> None:
-        """Raise R to ``rate`` and re-key the falling heap (dropping its stale entries)."""
-        self._rate = rate
-        entry = self._entry
-        fresh = []
-        for e in self._falling:
-            if entry.get(e[1]) is e:
-                ne = (e[5] + rate * e[6],) + e[1:]
-                entry[e[1]] = ne
-                fresh.append(ne)
-        heapq.heapify(fresh)
-        self._falling = fresh
+    def _file(self, i: int, node: IndexedNodeEngine) -> None:
+        """Read node ``i`` now and file it: in the low set (exact value; re-read when it may change) or due
+        when its work may reach ``L``."""
+        v = self._ver[i] + 1
+        self._ver[i] = v
+        w, t = node.work_level(self._level)
+        low = w <= self._level
+        self._is_low[i] = low
+        if low:
+            heapq.heappush(self._low, (w, i, v))
+        if t < _INF:
+            heapq.heappush(self._due, (t, i, v))
 
     def _scan(self) -> int:
         best, best_work = 0, None
@@ -159,76 +169,38 @@ class LeastWork:
             self._rebuild()
         if not self._indexed:
             return self._scan()
-        now = self._members[0].env.now
-        entry, pos = self._entry, self._pos
-        if len(self._exact) + len(self._falling) + len(self._floored) > 4 * len(pos) + 64:  # compact stale entries
-            for name in ("_exact", "_falling", "_floored"):
-                heap: list[tuple] = [e for e in getattr(self, name) if entry.get(e[1]) is e]  # type: ignore[misc]
-                heapq.heapify(heap)
-                setattr(self, name, heap)
-            self._expiry = [x for x in self._expiry if entry.get(x[2][1]) is x[2]]
-            heapq.heapify(self._expiry)
+        members, ver, low, due = self._members, self._ver, self._low, self._due
+        now = members[0].env.now
+        if len(low) + len(due) > 4 * len(members) + 64:  # compact stale entries
+            low[:] = [e for e in low if ver[e[1]] == e[2]]
+            due[:] = [e for e in due if ver[e[1]] == e[2]]
+            heapq.heapify(low)
+            heapq.heapify(due)
         if self._dirty:
-            for nid, node in self._dirty.items():
-                if nid in pos:
-                    self._put(nid, node, node.work_bound(), now)
+            for i, node in self._dirty.items():
+                self._file(i, node)
             self._dirty.clear()
-        expiry = self._expiry
-        while expiry and expiry[0][0] <= now:  # exact values that may have changed: bounds from now on
-            _, _, e = heapq.heappop(expiry)
-            if entry.get(e[1]) is e:
-                self._seq += 1
-                base = e[0] - e[5]
-                f: tuple = (base + self._rate * e[4], e[1], self._seq, e[3], e[7], base, e[4])
-                heapq.heappush(self._falling, f)
-                entry[e[1]] = f
-        exact = self._exact
-        while exact and entry.get(exact[0][1]) is not exact[0]:
-            heapq.heappop(exact)
-        best_id, best_w = -1, 0
-        if exact:  # every entry here is exact: the top is the lowest work, lowest id among ties
-            best_w, best_id = exact[0][0], exact[0][1]
-        falling = self._falling
-        fresh: list[tuple[int, IndexedNodeEngine, tuple[int, float, int, float, int]]] = []
-        if falling:
-            shift = self._rate * now + 1.0  # bound = key − R·now; 1 token of slack for rounding
-            # best first: every entry taken is stale (dropped) or evaluated (and re-indexed below)
-            while falling:
-                e = falling[0]
-                nid = e[1]
-                if entry.get(nid) is not e:
-                    heapq.heappop(falling)
-                    continue
-                if best_id >= 0 and e[0] - shift > best_w:
-                    break  # no node left here can beat the best, or tie with it at a lower id
-                heapq.heappop(falling)
-                if best_id < 0 or e[4] < best_w or (e[4] == best_w and nid < best_id):
-                    bound = e[3].work_bound()
-                    w = bound[0]
-                    if best_id < 0 or w < best_w or (w == best_w and nid < best_id):
-                        best_id, best_w = nid, w
-                    fresh.append((nid, e[3], bound))
-                else:  # even the work left at the end of its run cannot beat the best: its floor bounds it
-                    self._seq += 1
-                    fl: tuple = (e[4], nid, self._seq, e[3])
-                    heapq.heappush(self._floored, fl)
-                    entry[nid] = fl
-        floored = self._floored
-        while floored:
-            e = floored[0]
-            nid = e[1]
-            if entry.get(nid) is e and best_id >= 0 and (e[0] > best_w or (e[0] == best_w and nid > best_id)):
-                break
-            heapq.heappop(floored)
-            if entry.get(nid) is e:
-                bound = e[3].work_bound()
-                w = bound[0]
-                if best_id < 0 or w < best_w or (w == best_w and nid < best_id):
-                    best_id, best_w = nid, w
-                fresh.append((nid, e[3], bound))
-        for nid, node, bound in fresh:
-            self._put(nid, node, bound, now)
-        return pos[best_id]
+        if due and due[0][0] <= now:  # low nodes whose step ended, other nodes whose work may have reached L
+            todo = []
+            while due and due[0][0] <= now:
+                todo.append(heapq.heappop(due))
+            for _, i, v in todo:
+                if ver[i] == v:
+                    self._file(i, members[i])
+        self._picks += 1
+        while True:
+            while low and ver[low[0][1]] != low[0][2]:
+                heapq.heappop(low)
+            if low and low[0][0] <= self._level:
+                return low[0][1]
+            # the least work is above L: some node outside the low set may hold it
+            if self._picks < len(members):  # rebuilds should cost O(1) per pick: aim at a larger low set
+                self._k = min(2 * self._k, len(members))
+            elif self._picks > 16 * len(members):  # rare: a smaller one costs fewer re-reads at step ends
+                self._k = max(self._k // 2, 1)
+            self._relevel()
+            low = self._low
+            due = self._due
 
 
 class PowerOfTwo:

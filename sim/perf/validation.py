@@ -20,6 +20,7 @@ import csv
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,9 @@ def _setting_value(text: str) -> bool | int | float | str:
 
 
 def point_engine_settings(path: Path | None = None) -> dict[str, tuple[tuple[str, Any], ...]]:
-    """``point_engine_settings.csv``: per point id, the ``fleet.engine`` fields its benchmark ran with beyond the
-    columns of ``published_points.csv`` (each row: id, field, value, source). A missing file means none."""
+    """``point_engine_settings.csv``: per point id (or shell-style id pattern, ``trt*``), the ``fleet.engine``
+    fields its benchmark ran with beyond the columns of ``published_points.csv`` (each row: id, field, value,
+    source). A missing file means none."""
     path = path or calibration_data_dir() / "point_engine_settings.csv"
     try:
         text = path.read_text()
@@ -129,10 +131,11 @@ def published_points(path: Path | None = None) -> list[CalPoint]:
                 max_num_batched_tokens=i("max_num_batched_tokens") or 8192,
                 reserve_kv=None if not row["reserve_kv"].strip() else row["reserve_kv"].strip() == "1",
                 metric=row["metric"], measured=float(row["measured"]), note=row["note"],
-                engine=settings.get(row["id"], ()),
+                engine=tuple(kv for pattern, fields in settings.items() if fnmatchcase(row["id"], pattern)
+                             for kv in fields),
             )
         )
-    unknown = sorted(set(settings) - {p.id for p in out})
+    unknown = sorted(k for k in settings if not any(fnmatchcase(p.id, k) for p in out))
     if unknown:
         raise ConfigError(str(path.parent / "point_engine_settings.csv"), "id",
                           f"no published point with id {', '.join(unknown)}")
