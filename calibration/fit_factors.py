@@ -12,16 +12,16 @@ Steps (each prints what it found):
    simulated with the stack's ``scheduler: reserve_kv`` (GUARANTEED_NO_EVICT: whole KV reserved at admission,
    no preemption, no other concurrency cap). vLLM/SGLang points keep the preempting scheduler. A point's
    ``reserve_kv`` cell in ``published_points.csv`` overrides its stack's scheduler (empty = follow the stack).
-3. ``nvidia-vllm``: mfu, mbu, overhead_s, overhead_s_per_token fitted to the SGLang/vLLM ShareGPT runs and the
-   MLPerf v5.1 vLLM Llama-3.1-8B runs.
+3. ``nvidia-vllm``: mfu, mbu, overhead_s, overhead_s_per_token fitted to the SGLang/vLLM ShareGPT runs, the
+   MLPerf v5.1 vLLM Llama-3.1-8B runs and vLLM CI's batch-8 latency runs on H100 and A100.
 4. ``nvidia-splitwise``: the Splitwise profiling runtime (unnamed in the data), fitted to its prompt and token
    times (A100 and H100 at TP2/4/8), with its own all-reduce efficiency.
 5. ``amd-vllm``: not fitted (every MI300X point is held out). vLLM's software efficiency is ``nvidia-vllm``'s
-   (``mfu`` relative to the best GEMM the GPU's own library reaches, ``overhead_s``), applied to AMD's measured
-   hardware: ``mbu`` scaled by the ratio of measured to datasheet HBM bandwidth on MI300X vs H100 (the same STREAM
-   copy benchmark on both, Azure ND MI300X v5 / ND H100 v5), all-reduce latency and efficiency fitted to RCCL's
-   measured all-reduce on MI300X (:func:`amd_allreduce`). The GEMM ceilings themselves are AMD's Max-Achievable
-   FLOPs (``matmul_ceiling`` in ``hardware_profiles/gpus/MI300X.yaml``).
+   (``mfu`` relative to the best GEMM the GPU's own library reaches, ``mbu`` relative to the GPU's measured memory
+   bandwidth, ``overhead_s``), applied to AMD's measured hardware: all-reduce latency and efficiency fitted to
+   RCCL's measured all-reduce on MI300X (:func:`amd_allreduce`). The GEMM ceilings are AMD's Max-Achievable FLOPs
+   (``matmul_ceiling``) and the memory ceiling BabelStream's measured bandwidth (``hbm_read_ceiling``), both in
+   ``hardware_profiles/gpus/MI300X.yaml``.
 """
 
 from __future__ import annotations
@@ -73,10 +73,6 @@ def splitwise_points() -> list[CalPoint]:
 
 STACK_FITS = validation.STACK_FITS
 
-# Measured HBM bandwidth, STREAM copy (TB/s), and datasheet peaks: samuel-bohman/AI-benchmarking-guide
-# Azure_Results/ND_H100_v5_results.md (2.90 of 3.35) and ND_MI300X_v5_results.md (4.11 of 5.3), the same benchmark
-H100_HBM_COPY_FRACTION = 2.90 / 3.35
-MI300X_HBM_COPY_FRACTION = 4.11 / 5.3
 # RCCL AllReduce bus bandwidth (GB/s) by message size (bytes), 8x MI300X, same file (in-place)
 MI300X_RCCL_BUSBW = {1024: 0.04, 4096: 0.15, 16384: 0.59, 65536: 2.22, 262144: 7.50, 1048576: 22.41,
                      4194304: 82.53, 16777216: 171.46, 67108864: 266.34, 268435456: 302.80, 1073741824: 313.92,
@@ -127,7 +123,6 @@ def amd_vllm(nvidia_vllm: Calibration) -> Calibration:
     hardware (module docstring, step 5). No MI300X serving point is used."""
     lat, busbw = amd_allreduce()
     return nvidia_vllm.model_copy(update={
-        "mbu": nvidia_vllm.mbu * MI300X_HBM_COPY_FRACTION / H100_HBM_COPY_FRACTION,
         "allreduce_latency_s": lat,
         "allreduce_efficiency": min(1.0, busbw / MI300X_LINK_GB_S),
         "allreduce_small_latency_s": None,  # no measured one-shot kernel on MI300X in the sources: RCCL only
@@ -202,8 +197,9 @@ _DESCRIPTIONS = {
     "nvidia-vllm": ("vLLM (v1 scheduler: token budget, running first, recompute preemption of the newest) on NVIDIA "
                     "GPUs (CUDA graphs, FlashAttention/FlashInfer, cuBLAS GEMMs).",
                     ["vllm", "nvidia"],
-                    "SGLang v0.3.0 / vLLM v0.6.0 ShareGPT runs (A100 8B, H100 TP4 70B) and MLPerf v5.1 vLLM "
-                    "Llama-3.1-8B on 1x H100 (fitted together with nvidia-sglang)"),
+                    "SGLang v0.3.0 / vLLM v0.6.0 ShareGPT runs (A100 8B, H100 TP4 70B), MLPerf v5.1 vLLM "
+                    "Llama-3.1-8B on 1x H100 and vLLM CI batch-8 latency (H100, A100; 8B TP1, 70B TP4), fitted "
+                    "together with nvidia-sglang"),
     "nvidia-sglang": ("SGLang on NVIDIA GPUs: its own scheduler (new-token-ratio admission that reserves future decode "
                       "tokens and decays, retraction on OOM) and defaults (chunked prefill 8192, mem_fraction_static "
                       "0.88); kernel factors shared with nvidia-vllm (fitted together).", ["sglang"],
@@ -212,9 +208,10 @@ _DESCRIPTIONS = {
                          "host-bound stack kept to check A100-vs-H100 scaling.", ["splitwise"],
                          "Splitwise perf_model.csv prompt and token times"),
     "amd-vllm": ("vLLM on ROCm (AMD Instinct). Not fitted (every MI300X point is held out): vLLM's software "
-                 "efficiency (nvidia-vllm's mfu and overheads) on AMD's measured hardware: the GPU's matmul_ceiling is "
-                 "AMD's Max-Achievable FLOPs (hipBLASLt), mbu is scaled by MI300X's measured/datasheet HBM bandwidth "
-                 "over H100's, all-reduce latency and efficiency are RCCL's measured all-reduce on MI300X.",
+                 "efficiency (nvidia-vllm's mfu, mbu and overheads) on AMD's measured hardware: the GPU's "
+                 "matmul_ceiling is AMD's Max-Achievable FLOPs (hipBLASLt), its hbm_read_ceiling BabelStream's "
+                 "measured bandwidth, "
+                 "all-reduce latency and efficiency are RCCL's measured all-reduce on MI300X.",
                  ["rocm", "amd", "rocm-vllm"],
                  "none: derived from nvidia-vllm's factors and AMD kernel measurements (calibration/fit_factors.py "
                  "amd_vllm)"),
@@ -288,12 +285,10 @@ EXTRA_SOURCES = {
     "nvidia-vllm": [SMALL_AR_SOURCE.format("vllm', vLLM's custom all-reduce")],
     "nvidia-sglang": [SMALL_AR_SOURCE.format("vllm', vLLM's custom all-reduce, which SGLang v0.3 uses")],
     "amd-vllm": [
-        "mbu: nvidia-vllm's x (4.11/5.3) / (2.90/3.35), STREAM copy on Azure ND MI300X v5 and ND H100 v5 "
-        "(samuel-bohman/AI-benchmarking-guide Azure_Results/ND_MI300X_v5_results.md, ND_H100_v5_results.md)",
         "allreduce: RCCL AllReduce bus bandwidth 1 KB-8 GB on 8x MI300X (same ND_MI300X_v5_results.md), latency + "
         "bandwidth fitted as for NCCL; efficiency = bus bandwidth / 448 GB/s Infinity Fabric",
-        "mfu, overhead_s, overhead_s_per_token: nvidia-vllm's (vLLM's software efficiency; no AMD serving point is "
-        "fitted)",
+        "mfu, mbu, overhead_s, overhead_s_per_token: nvidia-vllm's (vLLM's software efficiency, relative to each "
+        "GPU's measured GEMM and memory ceilings; no AMD serving point is fitted)",
     ],
 }
 

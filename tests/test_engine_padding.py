@@ -16,7 +16,7 @@ from sim.traffic.request import Request
 
 
 def _perf(stack: str) -> StepTimeModel:
-    # A100 BF16 Llama-3.1-8B: GEMMs are compute-bound from ~70 tokens a step, so padding costs time
+    # A100 BF16 Llama-3.1-8B: GEMMs are compute-bound from ~130 tokens a step, so padding above that costs time
     return StepTimeModel.build(get_gpu("A100-SXM-80GB"), get_model("llama-3.1-8b"), 1, "bf16", "bf16", stack=stack)
 
 
@@ -60,16 +60,17 @@ def test_prefill_step_padding(impl: type, stack: str, prompt: int, padded: bool)
 
 
 def test_trtllm_pads_decode_only_steps_in_both_engines() -> None:
-    """100 sequences decoding together: TensorRT-LLM runs the batch as a graph of 128 (compute-bound: slower than
-    unpadded), but its mixed step (one decode + 99 prefills, 1,585 tokens) eagerly (faster than padding it to
-    2,048, what the old every-step rule did). Both engines agree."""
+    """200 sequences decoding together: TensorRT-LLM runs the batch as a graph of 256 (compute-bound: slower than
+    unpadded), but its mixed step (one decode + 199 prefills, 3,185 tokens) eagerly (faster than padding it to
+    4,096, what the old every-step rule did). Both engines agree."""
     trt = _perf("nvidia-trtllm")
-    assert trt.gemm_tokens(100, decode_only=True) == 128 and trt.gemm_tokens(1585) == 1585
+    assert trt.gemm_tokens(200, decode_only=True) == 256 and trt.gemm_tokens(3185) == 3185
+    assert trt.compute_s_per_token * 256 > trt.memory_s_const  # the padded decode step is compute-bound
     finish = {}
     for impl in (Node, ReferenceNode):
         for name, perf in (("trt", trt), ("none", replace(trt, graph_sizes=())),
                            ("all", replace(trt, graph_all_steps=True))):
-            _, reqs = _serve(impl, perf, [16] * 100, 6)
+            _, reqs = _serve(impl, perf, [16] * 200, 6)
             finish[impl.__name__, name] = max(r.finish_s for r in reqs)
     for name in ("trt", "none", "all"):
         assert finish["Node", name] == pytest.approx(finish["ReferenceNode", name], rel=1e-9)

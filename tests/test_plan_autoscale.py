@@ -16,9 +16,10 @@ from sim.plan import plan
 from sim.plan.report import format_text, why_not
 from sim.plan.search import candidate_space
 
-SPACE = {"gpus": ["H100-SXM"], "gpus_per_node": [1], "precisions": ["fp8"], "max_num_seqs": [4], "seeds": 1,
+SPACE = {"gpus": ["H100-SXM"], "gpus_per_node": [1], "precisions": ["fp8"], "max_num_seqs": [3], "seeds": 1,
          "explore": 1, "pricing": ["on_demand", "reserved_3y"], "autoscale": ["fixed", "forecast"]}
-#: 3 req/s, then 4× for a quarter hour (6-minute ramps): four nodes for the peak, three for the mean
+#: 3 req/s, then 4× for a quarter hour (6-minute ramps): four nodes for the peak, three for the mean (3 sequences
+#: a node: the sizes depend on the shipped step times)
 LAUNCH = {"components": [{"type": "launch", "start_h": 0.25, "multiplier": 4.0, "duration_h": 0.25, "ramp_h": 0.1}]}
 
 

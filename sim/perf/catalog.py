@@ -48,10 +48,12 @@ class Calibration(Strict):
     """Efficiency factors of the roofline step-time model (see ``sim.perf.model``).
 
     ``mfu``: achieved fraction of the GPU's *achievable* matmul rate (datasheet peak × ``matmul_ceiling``);
-    ``mbu``: achieved fraction of datasheet memory bandwidth; ``overhead_s``: fixed per-iteration cost
-    (scheduling, kernel launches, sampling); ``overhead_s_per_token``: per-token host cost of each scheduled
-    token (sampling, detokenisation, bookkeeping); ``allreduce_latency_s``: fixed latency of one tensor-parallel
-    all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth (NCCL/RCCL ring).
+    ``mbu``: achieved fraction of the GPU's *measured* memory bandwidth (datasheet × ``hbm_read_ceiling``);
+    ``overhead_s``: fixed per-iteration cost (scheduling, sampling; kernel boundaries are the GPU's
+    ``kernel_launch_s`` per kernel, added by the step model); ``overhead_s_per_token``: per-token host cost of each
+    scheduled token (sampling, detokenisation, bookkeeping); ``allreduce_latency_s``: fixed latency of one
+    tensor-parallel all-reduce; ``allreduce_efficiency``: achieved fraction of the per-direction link bandwidth
+    (NCCL/RCCL ring).
     ``allreduce_small_latency_s`` / ``allreduce_small_efficiency``: the stack's own one-shot all-reduce kernel for
     small messages over a GPU fabric (vLLM's custom all-reduce, TensorRT-LLM's AllReduce); each all-reduce takes the
     faster of the two (the stacks dispatch by message size). None: NCCL only.
@@ -146,6 +148,13 @@ class GpuSpec(Strict):
     attention_ceiling: float | None = Field(
         None, gt=0, le=1, description="measured BF16 attention-kernel (FlashAttention) TFLOPS as a fraction of the "
                                       "BF16 peak (default: the BF16 matmul ceiling)")
+    hbm_read_ceiling: float | None = Field(
+        None, gt=0, le=1, description="measured sustained memory bandwidth as a fraction of hbm_bw_gb_s (the best "
+                                      "of BabelStream's copy/mul/add/triad/dot kernels); the stack's mbu is a "
+                                      "fraction of this (default 1.0: unmeasured, the datasheet figure)")
+    kernel_launch_s: float = Field(
+        1.3e-6, ge=0, description="GPU time lost at each kernel boundary (launch, setup, teardown) even when the "
+                                  "step replays a CUDA graph; paid by every kernel of every layer, each step")
     interconnect_gb_s: float = Field(450.0, gt=0, description="per-GPU, per-direction GPU-to-GPU bandwidth")
     max_gpus_per_node: int = Field(8, gt=0, description="largest tensor-parallel group on the fast interconnect")
     scale_out_gb_s: float = Field(50.0, gt=0, description="per-GPU, per-direction bandwidth between NVLink domains "
@@ -203,6 +212,11 @@ class GpuSpec(Strict):
         if self.attention_ceiling is not None:
             return self.peak_flops("bf16") * self.attention_ceiling
         return self.achievable_flops("bf16")
+
+    def read_bw_bytes_s(self) -> float:
+        """Measured sustained memory bandwidth (bytes/s): datasheet × ``hbm_read_ceiling`` (1.0 where unmeasured).
+        The stack's ``mbu`` is the fraction of it the engine's kernels reach."""
+        return self.hbm_bw_gb_s * 1e9 * (self.hbm_read_ceiling if self.hbm_read_ceiling is not None else 1.0)
 
     @property
     def default_stack(self) -> str:

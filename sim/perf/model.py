@@ -22,14 +22,18 @@ are separate kernels that run one after the other, each under its own roofline::
                                                                       decode-only steps, or every step up to the
                                                                       largest size where the stack says ``all``;
                                                                       T itself otherwise)
-    t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · hbm_bw · mbu))
-    t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · hbm_bw · mbu))
+    B         = hbm_bw · hbm_read_ceiling                              measured sustained bandwidth per GPU
+                                                                      (BabelStream; the datasheet where unmeasured)
+    t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · B · mbu))
+    t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · B · mbu))
                 (MoE: active = shared + top-k experts;
                  attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
     t_comm    = 2·L · (allreduce_latency + 2(G−1)/G · T·hidden·2 B / (interconnect_bw · eff))     (0 when G = 1;
                 the stack's one-shot small-message all-reduce instead where it is faster: same form with
                 allreduce_small_latency / allreduce_small_efficiency, on a GPU fabric ≥ 100 GB/s only)
-    t         = t_gemm + t_attn + overhead + overhead_per_token·T + t_comm
+    t_kernels = L · kernels_per_layer · kernel_launch_s                 (kernel boundaries: ~1.3 µs each on H100
+                                                                      even under CUDA graphs, ~6 kernels a layer)
+    t         = t_gemm + t_attn + t_kernels + overhead + overhead_per_token·T + t_comm
 
 Weights are read once per step whatever the batch: the GEMMs are bandwidth-bound at small batch and become
 compute-bound only at large batch, while decode attention stays bandwidth-bound (it reads every sequence's KV).
@@ -66,6 +70,10 @@ GB = 1e9
 #: one-shot all-reduce kernels need peer-to-peer access between every pair of GPUs (vLLM disables its custom
 #: all-reduce on more than two PCIe-only GPUs)
 FABRIC_GB_S = 100.0
+#: kernels of one transformer layer's forward pass in vLLM/SGLang (RMS norm, QKV GEMM, rotary, attention, O GEMM,
+#: fused norm, gate-up GEMM + activation, down GEMM): "around a hundred separate kernels" for Llama-3.2-1B's 16
+#: layers (Hazy Research, "Look Ma, No Bubbles!", 2025-05-27), i.e. ~6 per layer; all-reduces are counted apart
+KERNELS_PER_LAYER = 6
 
 
 def attention_pairs(new_tokens: int, context_end: int) -> int:
@@ -208,7 +216,7 @@ class StepTimeModel:
         spec = resolve_stack(gpu, stack)
         flops_w = gpus * gpu.achievable_flops(weights) * cal.mfu
         flops_a = gpus * gpu.attention_flops() * cal.mfu
-        bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
+        bw = gpus * gpu.read_bw_bytes_s() * cal.mbu
         weight_bytes = weight_bytes_total(model, weights)
         fast_const = fast_tok = 0.0
         if gpus > 1:
@@ -226,7 +234,7 @@ class StepTimeModel:
             compute_s_per_attn_pair=model.attention_flops_per_pair() / flops_a,
             memory_s_const=weight_bytes / bw,
             memory_s_per_ctx_token=kv_bytes_per_token(model, kv_cache, gpus) / bw,
-            overhead_s=cal.overhead_s,
+            overhead_s=cal.overhead_s + model.layers * KERNELS_PER_LAYER * gpu.kernel_launch_s,
             comm_s_const=comm_const,
             comm_s_per_token=comm_tok + cal.overhead_s_per_token,
             graph_sizes=tuple(sorted(spec.cuda_graph_sizes)) if spec is not None else (),

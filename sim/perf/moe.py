@@ -204,7 +204,7 @@ def moe_terms(gpu: GpuSpec, model: ModelSpec, weights: str, kv_cache: str, cal: 
     g, t, e = layout.gpus, layout.tensor, layout.expert
     b = BYTES_PER_ELEMENT[weights]
     flops_gpu = gpu.achievable_flops(weights) * cal.mfu
-    bw_gpu = gpu.hbm_bw_gb_s * GB * cal.mbu
+    bw_gpu = gpu.read_bw_bytes_s() * cal.mbu
     routed = routed_params(model)
     active_routed = routed_active_params(model)
     dense_active = max(model.params_active - active_routed, 0.0)

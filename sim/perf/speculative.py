@@ -121,7 +121,7 @@ def spec_cost(spec: Any, gpu: GpuSpec, model: ModelSpec, gpus: int, weights: str
               cal: Calibration) -> SpecCost:
     """:class:`SpecCost` of a ``fleet.speculative`` block on ``gpus``× ``gpu`` (the drafter shares its GPUs)."""
     flops = gpus * gpu.achievable_flops(weights) * cal.mfu
-    bw = gpus * gpu.hbm_bw_gb_s * GB * cal.mbu
+    bw = gpus * gpu.read_bw_bytes_s() * cal.mbu
     params = draft_params(spec, model)
     passes = 0 if spec.method == "ngram" else spec.num_tokens
     return SpecCost(
