@@ -73,6 +73,16 @@ def progress_reporter(quiet: bool) -> Iterator[Callable[[str], None]]:
         beat.join()
 
 
+def _echo_result(text: str, as_json: bool, files: list[str], out_dir: Path, cache: Path | None) -> None:
+    """Print a plan's JSON or text, then (text only) the files written and the cache folder."""
+    click.echo(text)
+    if not as_json and files:
+        click.echo(f"  files      {out_dir}/: {', '.join(files)}")
+        if cache is not None:
+            click.echo(f"  cache      {cache}/ (simulated points, reused by the next plan)")
+    sys.stdout.flush()
+
+
 def _plan_pools(sc: Any, options: dict[str, Any], pool_names: tuple[str, ...], layouts: tuple[str, ...],
                 workers: int | None, quiet: bool, out_dir: Path, cache: Path | None, no_report: bool, as_json: bool,
                 single_fleet_options: bool) -> None:
@@ -92,15 +102,7 @@ def _plan_pools(sc: Any, options: dict[str, Any], pool_names: tuple[str, ...], l
                              options["max_nodes"], workers, say, options["gpus_per_node"] or (),
                              options["precisions"] or (), layouts, options["explore"], options["top_n"], cache)
         files = [] if staging is None else write_outputs(res, staging)
-    if as_json:
-        click.echo(json.dumps(to_json(res), indent=2))
-    else:
-        click.echo(format_text(res))
-        if files:
-            click.echo(f"  files      {out_dir}/: {', '.join(files)}")
-            if cache is not None:
-                click.echo(f"  cache      {cache}/ (simulated points, reused by the next plan)")
-    sys.stdout.flush()
+    _echo_result(json.dumps(to_json(res), indent=2) if as_json else format_text(res), as_json, files, out_dir, cache)
 
 
 @click.command()
@@ -204,12 +206,4 @@ def plan(scenario: Path | None, gpus: tuple[str, ...], tps: tuple[int, ...], pre
         with progress_reporter(quiet) as say:
             res = run_plan(sc, **options, workers=workers, cache_dir=cache, progress=say)
         files = [] if staging is None else write_outputs(res, staging)
-    if as_json:
-        click.echo(json.dumps(to_json(res), indent=2))
-    else:
-        click.echo(format_text(res))
-        if files:
-            click.echo(f"  files      {out_dir}/: {', '.join(files)}")
-            if cache is not None:
-                click.echo(f"  cache      {cache}/ (simulated points, reused by the next plan)")
-    sys.stdout.flush()
+    _echo_result(json.dumps(to_json(res), indent=2) if as_json else format_text(res), as_json, files, out_dir, cache)

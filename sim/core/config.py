@@ -969,8 +969,8 @@ class Slo(Strict):
     arrived request: rejected, failed, timed-out and unfinished ones miss), and no interactive class clearly below
     the attainment target on its own targets (a class's ``slo`` or these; one-sided 95 % Wilson bound on its
     arrivals, :func:`sim.metrics.tables.class_clearly_misses`), so a fleet-wide figure cannot hide a class that
-    misses and a class of a few arrivals cannot fail it on one unlucky request; with ``require_worst_window`` also the worst ``window_s`` window's attainment (the guide
-    sizes for the peak hour, not the day's average)."""
+    misses and a class of a few arrivals cannot fail it on one unlucky request; with ``require_worst_window`` also
+    the worst ``window_s`` window's attainment (the guide sizes for the peak hour, not the day's average)."""
 
     ttft_p95_s: float | None = Field(2.0, gt=0)
     tpot_p95_s: float | None = Field(0.1, gt=0)

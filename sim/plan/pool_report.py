@@ -231,14 +231,9 @@ def winner_scenario(res: PoolPlanResult) -> dict[str, Any] | None:
     raw["name"] = f"{res.scenario.name}-plan"
     raw["description"] = "capsim plan winner for " + res.scenario.name + ": " + "; ".join(
         f"{m}: {pools_text(w)}, {w['pricing_label']}" for m, w in wins.items() if w is not None)
-    demand = res.scenario.demand
-    if demand is not None:  # state demand as the planner did (the same rate results)
-        from sim.core.config import DEMAND_KEYS
+    from sim.plan.report import state_demand
 
-        for k in DEMAND_KEYS:
-            raw["traffic"].pop(k, None)
-        key = next(k for k in DEMAND_KEYS[1:] if k in demand)
-        raw["traffic"][key] = demand[key]
+    state_demand(raw, res.scenario.demand)
     return raw
 
 

@@ -138,13 +138,19 @@ def winner_scenario(res: PlanResult) -> dict[str, Any] | None:
         if ev.autoscale == "forecast" and rate > 0:  # on-demand nodes at the plan's on-demand $/GPU-hour
             od_rate = rental_usd_per_gpu_hour(ev.scenario, gpu) * ev.scenario.fleet.on_demand.price_multiplier
             raw["fleet"]["on_demand"]["price_multiplier"] = od_rate / rate
-    demand = res.scenario.demand
-    if demand is not None:  # state demand as the planner did (the same rate results)
-        for k in DEMAND_KEYS:
-            raw["traffic"].pop(k, None)
-        key = next(k for k in DEMAND_KEYS[1:] if k in demand)
-        raw["traffic"][key] = demand[key]
+    state_demand(raw, res.scenario.demand)
     return raw
+
+
+def state_demand(raw: dict[str, Any], demand: dict[str, Any] | None) -> None:
+    """Write the planner's demand (tokens/day or requests/day) into a winner scenario's traffic in place of its rate
+    fields, so the file states demand as the planner did (the same rate results)."""
+    if demand is None:
+        return
+    for k in DEMAND_KEYS:
+        raw["traffic"].pop(k, None)
+    key = next(k for k in DEMAND_KEYS[1:] if k in demand)
+    raw["traffic"][key] = demand[key]
 
 
 def winner_yaml(res: PlanResult) -> str | None:
