@@ -82,8 +82,9 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
     for name, df in tables.items():
         body += f"<h2>{esc(name)}</h2>{htmldoc.table(df, fmt, SIZE_HEADS)}"
     body += f"<h2>Plots</h2>{htmldoc.figures(images)}<h2>Console report</h2><pre>{esc(text)}</pre>"
-    body += ('<p class="note">The SLO is met when every P95 target holds and the attainment target is reached; '
-             "rejected, failed, timed-out and unfinished requests count as misses. Method: docs/sizing.md.</p>")
+    body += ('<p class="note">The SLO is met when every P95 target holds, the attainment target is reached and no '
+             "class is clearly below it (<code>slo.every_class</code>); rejected, failed, timed-out and unfinished "
+             "requests count as misses. Method: docs/sizing.md.</p>")
     return htmldoc.page(f"capsim size · {report.get('scenario')}", esc(verdict), body, good)
 
 

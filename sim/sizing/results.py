@@ -183,7 +183,7 @@ class SizingResult:
             "goodput": {
                 "rate_rps": self.goodput.rate_rps, "upper_rps": self.goodput.upper_rps,
                 "rel_tol": self.goodput.rel_tol, "horizon_s": self.goodput.horizon_s,
-                "criterion": "slo.met (every P95 target and the attainment target, fleet-wide and per class, "
+                "criterion": "slo.met (every P95 target and the attainment target, no class clearly below it, "
                              "rejections and unfinished requests counting as misses) in every seed, one node, "
                              "constant-rate arrivals",
                 "evaluations": self.goodput.table().to_dict(orient="records"),
