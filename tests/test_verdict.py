@@ -160,9 +160,19 @@ def test_a_class_that_misses_fails_the_verdict_and_is_named():
     assert slo.attainment >= 0.5 and slo.percentile_targets_met  # the fleet-wide figures pass ...
     assert not slo.met and [name for name, _ in classes_missed(slo)] == ["long"]  # ... one class does not
     assert "→ SLO MISSED for class long (attainment" in slo_line(slo)
+    # compare's "missed by" column says why, per seed and (without the per-seed figure) over seeds
+    from sim.compare.results import _missed
+    from sim.metrics.headline import slo_miss_reasons
+
+    out = run_scenario(sc).summary
+    reasons = slo_miss_reasons(out.slo)
+    assert len(reasons) == 1 and reasons[0].startswith("class long (")
+    assert _missed([out], False) == reasons[0] and _missed([out, out], False) == "class long"
     # slo.every_class off: only classes with their own slo decide, and the headline still names the miss
     loose = run_scenario(sc.model_copy(update={"slo": sc.slo.model_copy(update={"every_class": False})})).summary.slo
     assert loose.met and "SLO met overall, but MISSED for class long" in slo_line(loose)
+    tight = run_scenario(sc.model_copy(update={"slo": sc.slo.model_copy(update={"attainment_target": 0.999})}))
+    assert any(r.startswith("attainment ") for r in slo_miss_reasons(tight.summary.slo))
 
 
 @pytest.mark.parametrize(("arrived", "attainment", "fails"), [

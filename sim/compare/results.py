@@ -4,6 +4,7 @@ one row per run × seed, the cost–latency Pareto front, and the ``--json`` rec
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,19 @@ def _row_values(summary: Summary) -> dict[str, Any]:
     return out
 
 
+def _missed(summaries: list[Summary], require_worst_window: bool) -> str:
+    """Why the SLO is missed, over the seeds (each reason once, in first-seen order; empty when every seed met)."""
+    from sim.metrics.headline import slo_miss_reasons
+
+    seen: dict[str, None] = {}
+    for s in summaries:
+        if not s.slo.met:
+            for r in slo_miss_reasons(s.slo, require_worst_window):
+                # several seeds: the reason without its per-seed figure ("class code", "attainment")
+                seen.setdefault(re.sub(r" [-–\d.,]+%?$", "", r.split(" (")[0]) if len(summaries) > 1 else r)
+    return "; ".join(seen)
+
+
 def _run_info(run: Run) -> dict[str, Any]:
     return {"strategy": run.label, "policy": run.scenario.spill.policy if run.scenario.spill else "never",
             "fleet_nodes": run.fleet_nodes}
@@ -72,7 +86,8 @@ def seed_table(runs: list[Run], results: list[StrategyResult]) -> pd.DataFrame:
     rows = []
     for run, res in zip(runs, results):
         for seed, s in zip(run.seeds, res.summaries):
-            rows.append({**_run_info(run), "seed": seed, **_row_values(s)})
+            rows.append({**_run_info(run), "seed": seed, **_row_values(s),
+                         "slo_missed": _missed([s], run.scenario.slo.require_worst_window)})
     return pd.DataFrame(rows)
 
 
@@ -96,6 +111,7 @@ def comparison_table(runs: list[Run], results: list[StrategyResult]) -> pd.DataF
                 row[col] = mean_ci95([p[col] for p in per_seed])[0]
             for col in HEADLINE:
                 row[f"{col}_ci95"] = mean_ci95([p[col] for p in per_seed])[1]
+        row["slo_missed"] = _missed(list(res.summaries), run.scenario.slo.require_worst_window)
         rows.append(row)
     df = pd.DataFrame(rows)
     meets = df["slo_met"].to_numpy(float) >= 1.0 - 1e-9  # every seed meets the SLO

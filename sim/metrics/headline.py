@@ -77,3 +77,23 @@ def slo_line(slo: SloVerdict) -> str:
 def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:
     """The interactive classes whose own targets or attainment miss: ``(name, attainment)``."""
     return [(name, c.attainment) for name, c in slo.by_class.items() if not c.met]
+
+
+_TARGET_NAMES = {"ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E"}
+
+
+def slo_miss_reasons(slo: SloVerdict, require_worst_window: bool = False) -> list[str]:
+    """What fails the verdict, in words: each missed P95 target, an attainment below its target, each class clearly
+    below it (the rule of ``slo.met``), and with ``require_worst_window`` the worst window. Empty when met."""
+    from sim.metrics.tables import class_clearly_misses
+
+    out = [_TARGET_NAMES.get(k, k) for k, t in slo.targets.items() if not t.met]
+    target = slo.attainment_target
+    if slo.attainment is None or slo.attainment < target:
+        out.append(f"attainment {pct(slo.attainment, 1)}")
+    out += [f"class {name} ({pct(c.attainment, 1)})" for name, c in slo.by_class.items()
+            if class_clearly_misses({"arrived": c.arrived, "attainment": c.attainment}, target)]
+    w = slo.worst_window
+    if require_worst_window and w is not None and w.attainment < target:
+        out.append(f"worst window {pct(w.attainment, 1)}")
+    return out

@@ -92,7 +92,8 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
 COMPARE_COLUMNS = {"strategy": "strategy", "fleet_nodes": "nodes", "total_usd": "total $",
                    "usd_per_mtok_output": "$/M out tok", "api_usd": "API $", "spill_request_share": "spill req",
                    "ttft_p95_s": "P95 TTFT", "e2e_p95_s": "P95 E2E", "slo_attainment": "SLO attain.",
-                   "slo_met": "SLO met", "load_factor_peak": "peak load", "failed": "failed"}
+                   "slo_met": "SLO met", "slo_missed": "missed by", "load_factor_peak": "peak load",
+                   "failed": "failed"}
 
 
 def compare_verdict(df: pd.DataFrame) -> tuple[str, bool]:
