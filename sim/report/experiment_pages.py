@@ -92,8 +92,8 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
 COMPARE_COLUMNS = {"strategy": "strategy", "fleet_nodes": "nodes", "total_usd": "total $",
                    "usd_per_mtok_output": "$/M out tok", "api_usd": "API $", "spill_request_share": "spill req",
                    "ttft_p95_s": "P95 TTFT", "e2e_p95_s": "P95 E2E", "slo_attainment": "SLO attain.",
-                   "slo_met": "SLO met", "slo_missed": "missed by", "load_factor_peak": "peak load",
-                   "failed": "failed"}
+                   "slo_met": "SLO met", "load_factor_peak": "peak load", "failed": "failed",
+                   "slo_missed": "missed by"}
 
 
 def compare_verdict(df: pd.DataFrame) -> tuple[str, bool]:
@@ -120,7 +120,8 @@ def compare_html(name: str, asked: Mapping[str, str], df: pd.DataFrame, images: 
            "usd_per_mtok_output": lambda v: _usd(v, 3), "spill_request_share": _pct, "ttft_p95_s": _ms,
            "e2e_p95_s": _ms, "slo_attainment": lambda v: _pct(v, 2), "load_factor_peak": "{:.2f}".format}
     body = (htmldoc.asked(asked) + "<h2>Strategies (mean over seeds; every column in compare.csv)</h2>"
-            + htmldoc.table(view, fmt, COMPARE_COLUMNS) + f"<h2>Plots</h2>{htmldoc.figures(images)}"
+            + htmldoc.table(view, fmt, COMPARE_COLUMNS, classes="t lastwrap")
+            + f"<h2>Plots</h2>{htmldoc.figures(images)}"
             + '<p class="note">SLO attainment counts every request that arrived: rejected, failed, timed-out and '
               "unfinished ones are misses. Peak load: the busiest 10 minutes ÷ what the fleet alone sustains.</p>")
     return htmldoc.page(f"capsim compare · {name}", esc(verdict), body, good)

@@ -18,6 +18,7 @@ text-align:right;white-space:nowrap}table.t td:first-child,table.t th:first-chil
 table.t thead th{background:#f3f3f3;position:sticky;top:0}
 pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}img{max-width:100%}.scroll{overflow-x:auto}
 figure{margin:1em 0}figcaption{font-size:12px;color:#555}table.why td{text-align:left;white-space:normal}
+table.lastwrap td:last-child,table.lastwrap th:last-child{text-align:left;white-space:normal;min-width:18em}
 table.wrap td:nth-child(2),table.wrap td:nth-child(3){white-space:normal;text-align:left;min-width:9em}
 .verdict{font-size:1.1em;background:#eef7ee;padding:.8em;border-left:4px solid #1b7f3b}
 .verdict.bad{background:#fbeeee;border-left-color:#b00020}dl.asked{display:grid;grid-template-columns:max-content auto;
