@@ -4,7 +4,6 @@ one row per run × seed, the cost–latency Pareto front, and the ``--json`` rec
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -64,15 +63,15 @@ def _row_values(summary: Summary) -> dict[str, Any]:
 
 
 def _missed(summaries: list[Summary], require_worst_window: bool) -> str:
-    """Why the SLO is missed, over the seeds (each reason once, in first-seen order; empty when every seed met)."""
-    from sim.metrics.headline import slo_miss_reasons
+    """Why the SLO is missed, over the seeds (each reason once, in first-seen order, with its figure only for a single
+    seed; empty when every seed met)."""
+    from sim.metrics.headline import slo_miss_items
 
     seen: dict[str, None] = {}
     for s in summaries:
         if not s.slo.met:
-            for r in slo_miss_reasons(s.slo, require_worst_window):
-                # several seeds: the reason without its per-seed figure ("class code", "attainment")
-                seen.setdefault(re.sub(r" [-–\d.,]+%?$", "", r.split(" (")[0]) if len(summaries) > 1 else r)
+            for reason, figure in slo_miss_items(s.slo, require_worst_window):
+                seen.setdefault(reason + figure if len(summaries) == 1 else reason)
     return "; ".join(seen)
 
 

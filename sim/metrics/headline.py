@@ -79,21 +79,28 @@ def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:
     return [(name, c.attainment) for name, c in slo.by_class.items() if not c.met]
 
 
-_TARGET_NAMES = {"ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E"}
+#: the scenario-wide P95 targets' names in words (reports, sizing, compare)
+TARGET_NAMES = {"ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E"}
 
 
-def slo_miss_reasons(slo: SloVerdict, require_worst_window: bool = False) -> list[str]:
-    """What fails the verdict, in words: each missed P95 target, an attainment below its target, each class clearly
-    below it (the rule of ``slo.met``), and with ``require_worst_window`` the worst window. Empty when met."""
+def slo_miss_items(slo: SloVerdict, require_worst_window: bool = False) -> list[tuple[str, str]]:
+    """What fails the verdict as (reason, this run's figure) pairs: each missed P95 target, an attainment below its
+    target, each class clearly below it (the rule of ``slo.met``), and with ``require_worst_window`` the worst
+    window. Empty when met."""
     from sim.metrics.tables import class_clearly_misses
 
-    out = [_TARGET_NAMES.get(k, k) for k, t in slo.targets.items() if not t.met]
+    out = [(TARGET_NAMES.get(k, k), "") for k, t in slo.targets.items() if not t.met]
     target = slo.attainment_target
     if slo.attainment is None or slo.attainment < target:
-        out.append(f"attainment {pct(slo.attainment, 1)}")
-    out += [f"class {name} ({pct(c.attainment, 1)})" for name, c in slo.by_class.items()
+        out.append(("attainment", f" {pct(slo.attainment, 1)}"))
+    out += [(f"class {name}", f" ({pct(c.attainment, 1)})") for name, c in slo.by_class.items()
             if class_clearly_misses({"arrived": c.arrived, "attainment": c.attainment}, target)]
     w = slo.worst_window
     if require_worst_window and w is not None and w.attainment < target:
-        out.append(f"worst window {pct(w.attainment, 1)}")
+        out.append(("worst window", f" {pct(w.attainment, 1)}"))
     return out
+
+
+def slo_miss_reasons(slo: SloVerdict, require_worst_window: bool = False) -> list[str]:
+    """:func:`slo_miss_items` in words, each reason with its figure."""
+    return [reason + figure for reason, figure in slo_miss_items(slo, require_worst_window)]

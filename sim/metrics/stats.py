@@ -1,5 +1,5 @@
-"""Small statistics shared by the experiments (sizing, compare, sweep): replication seeds and confidence
-intervals of a mean over independent replications."""
+"""Small statistics shared by the experiments (sizing, compare, sweep) and the SLO verdict: replication seeds,
+confidence intervals of a mean over independent replications, and a bound on a proportion."""
 
 from __future__ import annotations
 
@@ -34,3 +34,9 @@ def mean_ci95(values: Sequence[float | None]) -> tuple[float | None, float | Non
     if len(x) == 1:
         return float(x[0]), None
     return float(x.mean()), t_half_width(float(x.std(ddof=1)), len(x))
+
+
+def wilson_upper(share: float, n: int, z: float = 1.645) -> float:
+    """Upper Wilson score bound on a proportion observed as ``share`` of ``n`` trials (z = 1.645: one-sided 95 %)."""
+    z2 = z * z
+    return (share + z2 / (2 * n) + z * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))) / (1 + z2 / n)

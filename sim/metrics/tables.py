@@ -458,9 +458,6 @@ def percentile_checks(slo: Any, lat: dict[str, Any]) -> dict[str, Any]:
     return checks
 
 
-CLASS_VERDICT_Z = 1.645  # one-sided 95 % confidence
-
-
 def class_clearly_misses(row: dict[str, Any], attainment_target: float) -> bool:
     """A class fails the fleet-wide verdict when its attainment (every per-request target, every miss counted) is
     below the target beyond doubt: the one-sided 95 % Wilson upper bound on its ``arrived`` requests is below it.
@@ -468,12 +465,10 @@ def class_clearly_misses(row: dict[str, Any], attainment_target: float) -> bool:
     A class with a handful of arrivals (one node at a low rate sees ~15 of a 10 % class in a run) cannot swing the
     verdict on one unlucky request, while 58 % of thousands fails it; its own ``met`` is still the point estimate
     and the headline names it either way. P95 targets are covered: an attainment ≥ 0.95 implies each P95 holds."""
+    from sim.metrics.stats import wilson_upper
+
     n, att = row["arrived"], row["attainment"]
-    if not n or att is None:
-        return False
-    z2 = CLASS_VERDICT_Z ** 2
-    upper = (att + z2 / (2 * n) + CLASS_VERDICT_Z * math.sqrt(att * (1 - att) / n + z2 / (4 * n * n))) / (1 + z2 / n)
-    return bool(upper < attainment_target)
+    return bool(n and att is not None and wilson_upper(att, n) < attainment_target)
 
 
 def slo_section(sc: Any, checks: dict[str, Any], attainment: float | None, windows: list[dict[str, Any]],

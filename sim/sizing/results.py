@@ -111,6 +111,8 @@ class SizingResult:
             return {"statement": f"no fleet of up to {self.max_nodes} nodes meets the SLO in every seed"}
         from scipy import stats
 
+        from sim.metrics.headline import TARGET_NAMES
+
         rep = self.points[self.min_nodes]
         lower = float(stats.beta.ppf(0.05, rep.n_met, rep.n - rep.n_met + 1)) if rep.n_met else 0.0
         out: dict[str, Any] = {"seeds_met": rep.n_met, "seeds": rep.n, "pass_probability_lower95": lower}
@@ -119,7 +121,7 @@ class SizingResult:
             m, h = rep.ci(f"latency.{_SLO_LATENCY[key]}.p95")
             out[key] = {"target": getattr(self.scenario.slo, key), "mean": m, "ci95": h}
             if m is not None:
-                name = {"ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E"}[key]
+                name = TARGET_NAMES[key]
                 parts.append(f"{name} {fmt_s(m)}" + ("" if h is None else f" ± {fmt_s(h, unit=False)}"))
         below = self.points.get(self.min_nodes - 1)
         if below is not None:
