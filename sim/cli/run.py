@@ -10,7 +10,7 @@ import click
 
 from sim.core.config import Scenario, load_scenario
 from sim.core.paths import scenario_path
-from sim.metrics.headline import load_line, overload_line, slo_line
+from sim.metrics.headline import load_line, overload_line, slo_line, warmup_counts
 from sim.metrics.headline import pct as _pct
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
     lines = [
         f"capsim · {summary.scenario} · {head}",
         f"  load       {load_line(u, summary.overload.overloaded)}",
-        f"  requests   {r.arrived:,} arrived, {r.completed:,} completed, {r.rejected:,} rejected, "
+        f"  requests   {r.arrived:,} arrived{warmup_counts(summary)}, {r.completed:,} completed, {r.rejected:,} rejected, "
         f"{r.spilled:,} spilled, {r.in_flight:,} in flight"
         + (f", {r.timed_out:,} timed out ({r.retries:,} client retries)" if r.timed_out or r.retries else ""),
         f"  TTFT       {p50_95_99(lat.ttft_s)}",

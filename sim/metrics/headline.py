@@ -74,6 +74,21 @@ def slo_line(slo: SloVerdict) -> str:
     return ", ".join(parts) + verdict
 
 
+def arrived_after_warmup(summary: Summary) -> int:
+    """Interactive arrivals after warm-up: what the SLO, class and model tables count."""
+    return sum(c.arrived for c in summary.slo.by_class.values())
+
+
+def warmup_counts(summary: Summary) -> str:
+    """``" (13,690 after the 30-s warm-up)"`` for the requests line: the whole run's arrival count and the SLO,
+    class and model tables' (interactive arrivals after warm-up) part ways there; empty without a warm-up."""
+    if summary.warmup_s <= 0:
+        return ""
+    after = arrived_after_warmup(summary)
+    what = "interactive " if summary.batch is not None else ""
+    return f" ({after:,} {what}after the {summary.warmup_s:g}-s warm-up)"
+
+
 def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:
     """The interactive classes whose own targets or attainment miss: ``(name, attainment)``."""
     return [(name, c.attainment) for name, c in slo.by_class.items() if not c.met]

@@ -431,7 +431,9 @@ def _warmup_note(summary: Summary) -> str:
     """Where the Requests row's counts and the SLO tables' (arrivals after warm-up) part ways."""
     if summary.warmup_s <= 0:
         return ""
-    after = sum(c.arrived for c in summary.slo.by_class.values())
+    from sim.metrics.headline import arrived_after_warmup
+
+    after = arrived_after_warmup(summary)
     return (f", warm-up included; {after:,} interactive requests arrived after the {summary.warmup_s:g}-s warm-up: "
             "the SLO, class and model tables count those")
 
