@@ -89,6 +89,18 @@ def warmup_counts(summary: Summary) -> str:
     return f" ({after:,} {what}after the {summary.warmup_s:g}-s warm-up)"
 
 
+def pool_usd_per_mtok_share(summary: Summary, pool: str) -> float | None:
+    """A pool's part of its model's serving cost per M output tokens: its self-hosted cost ÷ the output tokens its
+    model's classes were served (fleet or API, whole run). The pools' parts plus the API's add up to the model's
+    ``usd_per_mtok_output``; unlike the pool's own ``cost.usd_per_mtok_output`` (÷ the tokens completed on its
+    nodes), it means something for a prefill or decode pool, which serves half of each request's work."""
+    p = (summary.pools or {})[pool]
+    m = (summary.models or {}).get(p.model)
+    if m is None or not m.served_output_tokens:
+        return None
+    return p.cost.self_host_usd / (m.served_output_tokens / 1e6)
+
+
 def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:
     """The interactive classes whose own targets or attainment miss: ``(name, attainment)``."""
     return [(name, c.attainment) for name, c in slo.by_class.items() if not c.met]
