@@ -71,7 +71,7 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
              "question": "the smallest fleet that meets the SLO over the whole traffic shape",
              "SLO": _slo_text(report.get("slo") or {}),
              "traffic": f"{tr.get('mean_rps', 0):.2f} req/s mean, {tr.get('peak_rps', 0):.2f} peak "
-                        f"({tr.get('window_s', 600) / 60:g}-min window), {report.get('duration_s', 0):,.0f} s",
+                        f"({tr.get('basis') or str(report.get('duration_s', 0)) + '-s run'})",
              "GPU types": ", ".join(g["gpu"] for g in report.get("by_gpu") or []) or str(report.get("gpu")),
              "seeds": ", ".join(str(s) for s in report.get("seeds") or [])}
     fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "usd_per_hour": _usd,
