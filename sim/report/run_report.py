@@ -508,11 +508,13 @@ def write_report(
     duration_s: float,
     title: str,
     curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    n_served: int | None = None,
 ) -> dict[str, Path]:
     """Write tables, summary, PNG plots and ``report.html`` into ``out_dir``; return the paths.
 
     With ``req=None`` (a streamed run, whose ``requests.parquet`` is already written) the latency CDFs are
-    drawn from ``curves`` (quantile curves of the streamed histograms)."""
+    drawn from ``curves`` (quantile curves of the streamed histograms) and ``n_served`` (the requests they
+    describe) titles them, as the in-memory run's count does."""
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
     if req is not None:
@@ -540,7 +542,7 @@ def write_report(
         ("latency_over_time.png", plot_latency_over_time(bins, slo, duration_s)),
         ("cost_breakdown.png", plot_cost_breakdown(summary)),
         ("latency_cdf.png", plot_latency_cdfs(
-            curves or {}, slo, len(curves["e2e_s"][0]) if req is not None and curves else None,
+            curves or {}, slo, len(curves["e2e_s"][0]) if req is not None and curves else n_served,
             {c: getattr(summary.latency, c).p95 for c in ("ttft_s", "tpot_s", "e2e_s")},
             "served interactive requests" + (f" that arrived after the {summary.warmup_s:g}-s warm-up"
                                              if summary.warmup_s > 0 else ""))),
