@@ -34,3 +34,23 @@ def test_requests_line_names_the_arrivals_after_warm_up(capsys):
     _print_summary(s, None)
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("requests"))
     assert f"{s.requests.arrived:,} arrived ({after:,} after the 10-s warm-up)," in line
+
+
+def test_load_plot_legend_clears_the_nodes_up_axis():
+    """With autoscaling the load panel has a 'nodes up' axis on the right: the legend sits beyond its tick labels."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from sim.report.run_report import plot_load
+
+    t = np.arange(0.0, 600.0, 1.0)
+    ts = pd.DataFrame({"time_s": t, "arrival_rate_rps": 5.0, "completion_rate_rps": 5.0, "nodes_up": 1 + (t > 300),
+                       "running_seqs": 3, "queue_len": 0, "kv_fraction": 0.1, "busy_fraction": 1.0})
+    fig = plot_load(ts)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    twin = next(a for a in fig.axes if a is not ax and a.bbox.bounds == ax.bbox.bounds)
+    assert ax.get_legend().get_window_extent(r).x0 >= twin.get_tightbbox(r).x1
+    plt.close(fig)

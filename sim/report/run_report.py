@@ -83,16 +83,25 @@ def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: Slo
     return fig
 
 
-def _legend_above(ax: Any, extra_handles: list | None = None) -> None:
+def _legend_above(ax: Any, extra_handles: list | None = None, right_of: Any = None) -> None:
     """The legend outside the axes, on the right (the figure's constrained layout makes room): never over
-    the data."""
+    the data; with ``right_of`` (a twin axis), beyond that axis's tick labels and label."""
     handles, labels = ax.get_legend_handles_labels()
     for h in extra_handles or []:
         handles.append(h)
         labels.append(h.get_label())
-    if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                  borderaxespad=0.0)
+    if not handles:
+        return
+    x0, where = 1.01, ax.transAxes
+    if right_of is not None:  # past the twin axis's ticks and label: an offset in inches, which layout keeps
+        from matplotlib.transforms import ScaledTranslation
+
+        fig = ax.figure
+        fig.canvas.draw()
+        beyond_px = right_of.get_tightbbox(fig.canvas.get_renderer()).x1 - ax.bbox.x1
+        x0, where = 1.0, ax.transAxes + ScaledTranslation(beyond_px / fig.dpi + 0.08, 0, fig.dpi_scale_trans)
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(x0, 1.0), bbox_transform=where, fontsize=8,
+              frameon=False, borderaxespad=0.0)
 
 
 def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = None) -> Figure:
@@ -111,12 +120,13 @@ def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = Non
     ax.set_ylabel("requests / s")
     ax.set_title(f"Load (rolling mean over {win * dt:g} s)")
     extra = []
+    ax2 = None
     if "nodes_up" in fleet_ts and fleet_ts["nodes_up"].nunique() > 1:
         ax2 = ax.twinx()
         extra = ax2.step(t, fleet_ts["nodes_up"], where="post", color="k", lw=1, alpha=0.6, label="nodes up")
         ax2.set_ylabel("nodes up")
         ax2.set_ylim(0, fleet_ts["nodes_up"].max() * 1.15 + 1)
-    _legend_above(ax, extra)
+    _legend_above(ax, extra, right_of=ax2)
     ax.grid(alpha=0.3)
     ax = axes[1]
     ax.plot(t, fleet_ts["running_seqs"], lw=1, color="C1", label="running sequences (batch)")
