@@ -54,3 +54,15 @@ def test_load_plot_legend_clears_the_nodes_up_axis():
     twin = next(a for a in fig.axes if a is not ax and a.bbox.bounds == ax.bbox.bounds)
     assert ax.get_legend().get_window_extent(r).x0 >= twin.get_tightbbox(r).x1
     plt.close(fig)
+
+
+def test_busiest_ten_minutes_are_named_only_in_a_longer_run():
+    """In a run of 10 minutes or less the 'peak' window is the whole run: the load line does not call it the busiest
+    10 minutes."""
+    from sim.metrics.headline import load_line
+
+    s = run_scenario(make_scenario(duration_s=5, **{"traffic.rate_rps": 2.0})).summary
+    u = dataclasses.replace(s.utilisation, load_factor=0.5, load_factor_peak=0.8)
+    assert "0.80 in the busiest 10 minutes" in load_line(u, duration_s=3600.0)
+    short = load_line(u, duration_s=120.0)
+    assert "busiest 10 minutes" not in short and "headroom ×1.2" in short

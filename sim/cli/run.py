@@ -37,7 +37,7 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
         f"capsim · {summary.scenario} · {head}",
-        f"  load       {load_line(u, summary.overload.overloaded)}",
+        f"  load       {load_line(u, summary.overload.overloaded, summary.duration_s)}",
         f"  requests   {r.arrived:,} arrived{warmup_counts(summary)}, {r.completed:,} completed, "
         f"{r.rejected:,} rejected, {r.spilled:,} spilled, {r.in_flight:,} in flight"
         + (f", {r.timed_out:,} timed out ({r.retries:,} client retries)" if r.timed_out or r.retries else ""),

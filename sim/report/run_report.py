@@ -369,7 +369,7 @@ def _headline_html(summary: Summary) -> str:
 
     slo = summary.slo
     over = summary.overload.overloaded
-    lines = [("Capacity", load_line(summary.utilisation, over),
+    lines = [("Capacity", load_line(summary.utilisation, over, summary.duration_s),
               "warn" if over or (summary.utilisation.load_factor or 0) >= 1 else ""),
              ("Overload", overload_line(summary), "bad" if over else ""),
              ("SLO", slo_line(slo), "good" if slo.met and not classes_missed(slo) else "bad")]
