@@ -132,7 +132,7 @@ SWEEP_METRICS = {"latency.ttft_s.p95": ("P95 TTFT", _ms), "latency.tpot_s.p95": 
                  "slo.attainment": ("SLO attain.", lambda v: _pct(v, 2)), "slo.met": ("SLO met (share of seeds)",
                                                                                        _pct),
                  "throughput.requests_per_s": ("req/s", "{:.2f}".format),
-                 "cost.usd_per_mtok_total": ("$/M tok", lambda v: _usd(v, 3))}
+                 "cost.usd_per_mtok_total": ("$/M in+out tok", lambda v: _usd(v, 3))}
 
 
 def sweep_overview(agg: pd.DataFrame, axis_columns: list[str]) -> pd.DataFrame:
@@ -190,7 +190,10 @@ def sweep_html(name: str, asked: Mapping[str, str], overview: pd.DataFrame, imag
     verdict, good = sweep_verdict(overview, n_failed, interrupted)
     heads = {m: h for m, (h, _) in SWEEP_METRICS.items()}
     multi = bool(len(overview)) and int(overview["seeds"].max()) > 1
-    shown = _with_ci(overview) if multi else overview
+    shown = _with_ci(overview) if multi else overview.copy()
+    for c in shown.columns:  # an axis field a point leaves unset (a linked axis): the scenario's default
+        if c not in SWEEP_METRICS and c != "seeds" and not c.endswith(CI_SUFFIX):
+            shown[c] = shown[c].astype(object).where(shown[c].notna(), "(default)")
     fmt = {} if multi else {m: f for m, (_, f) in SWEEP_METRICS.items()}
     body = (htmldoc.asked(asked) + "<h2>Grid points ("
             + ("mean ± 95 % confidence interval across seeds" if multi else "one seed each: --seeds N for intervals")
