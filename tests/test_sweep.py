@@ -336,3 +336,18 @@ def test_cli_seeds_replicates_every_point_with_confidence_intervals(tmp_path):
     assert "(default)" in overview and "(default)" in html
     bad = CliRunner().invoke(main, ["sweep", str(path), "--seeds", "0", "--out", str(out), "--in-process"])
     assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_overview_says_why_a_point_misses_the_slo(tmp_path):
+    """A point whose SLO is missed says why (as compare's 'missed by'): in results.csv per run, in the printed
+    overview and in sweep.html per point."""
+    path = write_experiment(tmp_path, axes={"slo.ttft_p95_s": [100.0, 0.001]}, seeds=[1])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--in-process"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert table["slo_missed"].tolist()[0] == "" and "P95 TTFT" in table["slo_missed"].tolist()[1]
+    assert "missed by" in res.output and "P95 TTFT" in res.output
+    html = (out / "sweep.html").read_text()
+    assert "<th>missed by</th>" in html and "P95 TTFT" in html
+    assert "_ci95" not in html  # one seed: no interval columns

@@ -71,9 +71,13 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
     """Per grid point, means across seeds of the headline metrics (plain text, any width)."""
     import pandas as pd
 
+    from sim.report.experiment_pages import axis_text
+    from sim.sweep.results import missed_by_point
+
     agg = report.aggregates
     if agg is None or not len(agg):
         return
+    missed = missed_by_point(report.table)
     wanted = OVERVIEW_METRICS
     rows = []
     multi = False
@@ -82,12 +86,16 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
                                                                   grp["ci95_high"])}
         first = grp.iloc[0]
         multi |= int(grp["n"].max()) > 1
-        rows.append({**{c: "(default)" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},
+        rows.append({**{c: axis_text(first[c]) for c in exp.axis_columns},
                      "seeds": int(grp["n"].max()),
                      **{name: _fmt(by.get(m, (None, None))[0], sc, d, u) + _fmt_ci(by.get(m, (None, None))[1], sc, u)
-                        for m, (name, sc, d, u) in wanted.items()}})
+                        for m, (name, sc, d, u) in wanted.items()},
+                     "missed by": missed.get(int(first["point"]), "")})
     if not rows:
         return
+    if not any(r["missed by"] for r in rows):
+        for r in rows:
+            del r["missed by"]
     click.echo(f"{exp.name}: " + ("mean ± 95% CI across seeds (every run in results.csv, intervals in "
                                   "aggregates.csv)" if multi else "one seed per grid point (--seeds N for "
                                                                   "replications and confidence intervals)"))
