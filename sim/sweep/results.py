@@ -44,20 +44,21 @@ def _slo_missed(rec: dict[str, Any], require_worst_window: bool) -> tuple[str | 
     return "; ".join(r + f for r, f in items), "; ".join(r for r, _ in items)
 
 
-def missed_by_point(table: pd.DataFrame) -> dict[int, str]:
+def missed_by_point(table: pd.DataFrame | None) -> dict[int, str]:
     """Per grid point, why it misses the SLO over its seeds: each reason once in first-seen order, with its figure
     when the point ran one seed (as ``capsim compare``'s "missed by"); empty when every seed met it."""
     out: dict[int, str] = {}
     if table is None or not len(table) or "slo_missed" not in table:
         return out
-    for point, grp in table[table["status"] == "ok"].groupby("point", sort=True):
+    ok = table[table["status"] == "ok"]
+    for _point, grp in ok.groupby("point", sort=True):
         col = "slo_missed" if len(grp) == 1 else "slo_missed_reasons"
         seen: dict[str, None] = {}
         for text in grp[col].dropna():
             for reason in str(text).split("; "):
                 if reason:
                     seen.setdefault(reason)
-        out[int(point)] = "; ".join(seen)
+        out[int(grp["point"].iloc[0])] = "; ".join(seen)
     return out
 
 
