@@ -58,7 +58,13 @@ def size_verdict(report: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 #: sizing tables' headings: the busy share of time is not load (a node with one running sequence is "busy")
-SIZE_HEADS = {"load_factor": "load factor", "busy_fraction": "steps running (busy, not capacity)"}
+SIZE_HEADS = {"load_factor": "load factor", "busy_fraction": "steps running (busy, not capacity)",
+              "rate_rps": "rate (req/s)", "slo_attainment": "SLO attain.", "total_usd": "cost $ (run)",
+              "usd_per_mtok_output": "$/M out tok", "usd_per_hour": "$/hour", "seeds_met": "seeds met",
+              "meets_slo": "meets SLO", "ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E",
+              "nodes_vs_min": "nodes vs sim", "usd_vs_min": "$ vs sim", "min_nodes": "min nodes",
+              "node_goodput_rps": "goodput (req/s/node)", "usd_per_gpu_hour": "$/GPU-h", "gpus": "GPUs",
+              "cheapest": "cheapest", "error": "error"}
 
 
 def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], images: Mapping[str, bytes],
@@ -77,7 +83,10 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
     fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "usd_per_hour": _usd,
            "load_factor": lambda v: f"{v:.2f}",
            "usd_per_mtok_output": lambda v: _usd(v, 3),
-           "total_usd": _usd, "ttft_p95_s": _ms, "tpot_p95_s": _ms, "e2e_p95_s": _ms}
+           "total_usd": _usd, "ttft_p95_s": _ms, "tpot_p95_s": _ms, "e2e_p95_s": _ms,
+           "usd_vs_min": lambda v: f"{'+' if v >= 0 else '−'}{_usd(abs(v))}",
+           "nodes_vs_min": lambda v: f"{int(v):+d}", "usd_per_gpu_hour": _usd,
+           "node_goodput_rps": lambda v: f"{v:.2f}"}
     body = htmldoc.asked(asked)
     for name, df in tables.items():
         body += f"<h2>{esc(name)}</h2>{htmldoc.table(df, fmt, SIZE_HEADS)}"
