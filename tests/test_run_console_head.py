@@ -66,3 +66,25 @@ def test_busiest_ten_minutes_are_named_only_in_a_longer_run():
     assert "0.80 in the busiest 10 minutes" in load_line(u, duration_s=3600.0)
     short = load_line(u, duration_s=120.0)
     assert "busiest 10 minutes" not in short and "headroom ×1.2" in short
+
+
+def test_cdf_tick_labels_do_not_run_together():
+    """A TPOT axis from 8 to 25 ms: its tick labels stay apart (seven 0.0100-style labels ran together)."""
+    import itertools
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sim.report.run_report import plot_latency_cdfs
+
+    frac = np.linspace(0.001, 1.0, 200)
+    curves = {"ttft_s": (np.linspace(0.05, 1.7, 200), frac), "tpot_s": (np.linspace(0.008, 0.025, 200), frac),
+              "e2e_s": (np.linspace(0.5, 11.0, 200), frac)}
+    fig = plot_latency_cdfs(curves, None, 100)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        boxes = [b for b in boxes if ax.bbox.x0 - 20 <= b.x0 and b.x1 <= ax.bbox.x1 + 20]
+        assert all(a.x1 + 2 < b.x0 for a, b in itertools.pairwise(boxes)), [t.get_text() for t in ax.get_xticklabels()]
+    plt.close(fig)
