@@ -441,9 +441,11 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
              "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
              "api_request_share": "to API", "spot_nodes": "spot nodes", "reserved_nodes": "reserved",
-             "pricing_label": "pricing", "headroom": "spare at mean load"}
+             "pricing_label": "pricing", "headroom": "spare at mean load", "gpus": "GPUs",
+             "seeds_met": "seeds met"}
     why = pd.DataFrame(why_not(res))
-    why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
+    why_html = (htmldoc.table(why, {"usd_per_month": _usd_or_blank}, {"usd_per_month": "$/month"}, classes="t why")
+                if len(why) else "")
     be = break_even(res)
     body = (f"<h2>Ranked: cheapest first, every row meets the SLO</h2>{htmldoc.table(table, fmt, heads)}"
             f"<h2>Cost, latency and break-even</h2>{htmldoc.figures(figures)}"
