@@ -413,7 +413,7 @@ def _pools_html(summary: Summary) -> str:
     head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>sent (whole run)</th>"
             "<th>completed (whole run)</th>"
             "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>load factor</th><th>KV mean</th><th>MFU mean</th>"
-            "<th>GPU-hours</th><th>self-host $</th><th>$ / M output tokens: its part of the model's</th>"
+            "<th>GPU-hours</th><th>paid</th><th>self-host $</th><th>$ / M output tokens: its part of the model's</th>"
             "<th>$ / M output tokens it completed</th></tr>")
     rows = []
     for name, p in pools.items():
@@ -427,7 +427,8 @@ def _pools_html(summary: Summary) -> str:
             f"<td>{_fmt(p.requests.completed)}</td><td>{_fmt(lat.ttft_s.p95)}</td>"
             f"<td>{_fmt(lat.tpot_s.p95)}</td><td>{_fmt(u.load_factor)}</td>"
             f"<td>{pct(u.kv_fraction_mean)}</td><td>{pct(u.mfu_mean)}</td><td>{_fmt(c.gpu_hours)}</td>"
-            f"<td>{_fmt(c.self_host_usd)}</td><td>{_fmt(pool_usd_per_mtok_share(summary, name))}</td>"
+            f"<td>{html.escape(c.pricing_mode)}</td><td>{_fmt(c.self_host_usd)}</td>"
+            f"<td>{_fmt(pool_usd_per_mtok_share(summary, name))}</td>"
             f"<td>{'–' if p.role != 'mixed' else _fmt(c.usd_per_mtok_output)}</td></tr>")
     note = ("<p class='sub'>The serving cost is the fleet's Cost row and each model's $ / M output tokens below. A "
             "pool's part is its self-host $ ÷ its model's output tokens: the parts of a model's pools (and its API "
