@@ -72,11 +72,6 @@ class LadderPoint(BaseModel):
     metric: Literal["ttft_p50", "e2e_p50", "completed_fraction", "throughput"]
     measured: float = Field(gt=0)
 
-    @property
-    def requests(self) -> int:
-        """Requests the stage sends: ``rate × duration``."""
-        return max(1, round(self.rate_rps * self.duration_s))
-
 
 def ladder_path() -> Path:
     """``calibration/data/load_ladder_points.csv`` (next to the other published points)."""
