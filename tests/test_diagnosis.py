@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,9 @@ from sim.perf.diagnosis import TERMS, elasticities, regime
 CAL = {"nvidia-vllm": get_stack("nvidia-vllm", "test", "stack").calibration}
 
 
-def _point(mode: str, **kw) -> CalPoint:
-    base = dict(id=f"t-{mode}", gpu="H100-SXM", gpus=1, model="Llama-3.1-8B", weights="bf16", kv="bf16",
-                stack="nvidia-vllm", measured=0.01)
+def _point(mode: str, **kw: Any) -> CalPoint:
+    base: dict[str, Any] = {"id": f"t-{mode}", "gpu": "H100-SXM", "gpus": 1, "model": "Llama-3.1-8B",
+                            "weights": "bf16", "kv": "bf16", "stack": "nvidia-vllm", "measured": 0.01}
     base.update(kw)
     return CalPoint(mode=mode, **base)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 
 from sim.perf.calibration import CalPoint, Predictor
 from sim.perf.catalog import Calibration
@@ -56,7 +57,7 @@ def elasticities(
                      "error_pct": (v0 - p.measured) / p.measured * 100.0}
         sign = -1.0 if p.metric == "throughput" else 1.0  # elasticity of time, not of rate
         for term in TERMS:
-            scaled = Predictor([p], adjust=lambda perf, t=term: scale_term(perf, t, 1.0 + step))
+            scaled = Predictor([p], adjust=partial(scale_term, term=term, factor=1.0 + step))
             scaled._lengths = base._lengths  # the same drawn lengths (seeded by the id; saves drawing them again)
             v = scaled.predict(p, c)
             ok = v0 > 0 and v > 0 and math.isfinite(v0) and math.isfinite(v)
