@@ -313,4 +313,23 @@ def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1"])
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("capsim sweep:")]
-    assert lines and "2 of 2 points" in lines[-1]
+    assert lines and "2 of 2 runs" in lines[-1]
+
+
+def test_cli_seeds_replicates_every_point_with_confidence_intervals(tmp_path):
+    """``--seeds N`` replaces the file's seeds by the base seed and the next N − 1, the same for every point (as
+    ``capsim compare --seeds``); the overview and sweep.html give mean ± 95 % CI."""
+    path = write_experiment(tmp_path, axes={"fleet.nodes": [1, 2]}, seeds=[1])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--seeds", "3", "--out", str(out), "--in-process"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table["seed"].unique()) == [7, 8, 9]  # BASE's seed 7 and the next two
+    assert table.groupby("point")["seed"].apply(sorted).tolist() == [[7, 8, 9]] * 2
+    assert "mean ± 95% CI across seeds" in res.output
+    overview = res.output.split("mean ± 95% CI across seeds")[1]
+    assert overview.count(" ± ") >= 2 * 4  # every interval of both points
+    html = (out / "sweep.html").read_text()
+    assert "mean ± 95 % confidence interval across seeds" in html and " ± " in html
+    bad = CliRunner().invoke(main, ["sweep", str(path), "--seeds", "0", "--out", str(out), "--in-process"])
+    assert bad.exit_code == 2 and "--seeds" in bad.output

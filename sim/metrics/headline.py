@@ -74,6 +74,33 @@ def slo_line(slo: SloVerdict) -> str:
     return ", ".join(parts) + verdict
 
 
+def arrived_after_warmup(summary: Summary) -> int:
+    """Interactive arrivals after warm-up: what the SLO, class and model tables count."""
+    return sum(c.arrived for c in summary.slo.by_class.values())
+
+
+def warmup_counts(summary: Summary) -> str:
+    """``" (13,690 after the 30-s warm-up)"`` for the requests line: the whole run's arrival count and the SLO,
+    class and model tables' (interactive arrivals after warm-up) part ways there; empty without a warm-up."""
+    if summary.warmup_s <= 0:
+        return ""
+    after = arrived_after_warmup(summary)
+    what = "interactive " if summary.batch is not None else ""
+    return f" ({after:,} {what}after the {summary.warmup_s:g}-s warm-up)"
+
+
+def pool_usd_per_mtok_share(summary: Summary, pool: str) -> float | None:
+    """A pool's part of its model's serving cost per M output tokens: its self-hosted cost ÷ the output tokens its
+    model's classes were served (fleet or API, whole run). The pools' parts plus the API's add up to the model's
+    ``usd_per_mtok_output``; unlike the pool's own ``cost.usd_per_mtok_output`` (÷ the tokens completed on its
+    nodes), it means something for a prefill or decode pool, which serves half of each request's work."""
+    p = (summary.pools or {})[pool]
+    m = (summary.models or {}).get(p.model)
+    if m is None or not m.served_output_tokens:
+        return None
+    return p.cost.self_host_usd / (m.served_output_tokens / 1e6)
+
+
 def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:
     """The interactive classes whose own targets or attainment miss: ``(name, attainment)``."""
     return [(name, c.attainment) for name, c in slo.by_class.items() if not c.met]

@@ -71,7 +71,7 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
              "question": "the smallest fleet that meets the SLO over the whole traffic shape",
              "SLO": _slo_text(report.get("slo") or {}),
              "traffic": f"{tr.get('mean_rps', 0):.2f} req/s mean, {tr.get('peak_rps', 0):.2f} peak "
-                        f"({tr.get('window_s', 600) / 60:g}-min window), {report.get('duration_s', 0):,.0f} s",
+                        f"({tr.get('basis') or str(report.get('duration_s', 0)) + '-s run'})",
              "GPU types": ", ".join(g["gpu"] for g in report.get("by_gpu") or []) or str(report.get("gpu")),
              "seeds": ", ".join(str(s) for s in report.get("seeds") or [])}
     fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "usd_per_hour": _usd,
@@ -136,16 +136,35 @@ SWEEP_METRICS = {"latency.ttft_s.p95": ("P95 TTFT", _ms), "latency.tpot_s.p95": 
 
 
 def sweep_overview(agg: pd.DataFrame, axis_columns: list[str]) -> pd.DataFrame:
-    """One row per grid point: its axis values, seeds and the means of :data:`SWEEP_METRICS`."""
+    """One row per grid point: its axis values, seeds, the means of :data:`SWEEP_METRICS` and the half-widths of
+    their 95 % confidence intervals (``<metric>_ci95``; NaN with one seed)."""
     rows = []
     if agg is None or agg.empty:
         return pd.DataFrame()
     for _, grp in agg[agg["metric"].isin(list(SWEEP_METRICS))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
+        half = dict(zip(grp["metric"], (grp["ci95_high"] - grp["ci95_low"]) / 2))
         first = grp.iloc[0]
         rows.append({**{c: first[c] for c in axis_columns if c in grp.columns}, "seeds": int(grp["n"].max()),
-                     **{m: by.get(m) for m in SWEEP_METRICS}})
+                     **{m: by.get(m) for m in SWEEP_METRICS},
+                     **{f"{m}{CI_SUFFIX}": half.get(m) for m in SWEEP_METRICS if m not in NO_CI}})
     return pd.DataFrame(rows)
+
+
+#: the overview's confidence-interval columns: ``<metric>_ci95`` (not for the share of seeds meeting the SLO)
+CI_SUFFIX = "_ci95"
+NO_CI = ("slo.met",)
+
+
+def _with_ci(overview: pd.DataFrame) -> pd.DataFrame:
+    """The overview for display: each metric as ``mean ± half-width`` where it has an interval."""
+    out = overview[[c for c in overview.columns if not c.endswith(CI_SUFFIX)]].copy()
+    for m, (_, f) in SWEEP_METRICS.items():
+        if m not in out:
+            continue
+        ci = overview.get(f"{m}{CI_SUFFIX}", pd.Series([None] * len(overview), index=overview.index))
+        out[m] = [f(v) + ("" if h is None or h != h else f" ± {f(h)}") for v, h in zip(overview[m], ci)]
+    return out
 
 
 def sweep_verdict(overview: pd.DataFrame, n_failed: int, interrupted: bool) -> tuple[str, bool]:
@@ -157,7 +176,7 @@ def sweep_verdict(overview: pd.DataFrame, n_failed: int, interrupted: bool) -> t
                                                                    interrupted else "")
     if met.empty:
         return f"None of the {len(overview)} grid points meets the SLO in every seed{tail}.", False
-    axes = [c for c in overview.columns if c not in SWEEP_METRICS and c != "seeds"]
+    axes = [c for c in overview.columns if c not in SWEEP_METRICS and c != "seeds" and not c.endswith(CI_SUFFIX)]
     best = met.sort_values("cost.usd_per_mtok_total").iloc[0] if "cost.usd_per_mtok_total" in met else met.iloc[0]
     where = ", ".join(f"{c} = {best[c]}" for c in axes if not pd.isna(best[c]))
     return (f"{len(met)} of {len(overview)} grid points meet the SLO in every seed; the cheapest per token: "
@@ -170,8 +189,11 @@ def sweep_html(name: str, asked: Mapping[str, str], overview: pd.DataFrame, imag
     """``sweep.html``: the per-point overview (means across seeds; CIs in aggregates.csv) and the plots."""
     verdict, good = sweep_verdict(overview, n_failed, interrupted)
     heads = {m: h for m, (h, _) in SWEEP_METRICS.items()}
-    fmt = {m: f for m, (_, f) in SWEEP_METRICS.items()}
-    body = (htmldoc.asked(asked) + "<h2>Grid points (mean across seeds; 95 % CIs in aggregates.csv, every run in "
-            "results.csv)</h2>" + htmldoc.table(overview, fmt, heads)
+    multi = bool(len(overview)) and int(overview["seeds"].max()) > 1
+    shown = _with_ci(overview) if multi else overview
+    fmt = {} if multi else {m: f for m, (_, f) in SWEEP_METRICS.items()}
+    body = (htmldoc.asked(asked) + "<h2>Grid points ("
+            + ("mean ± 95 % confidence interval across seeds" if multi else "one seed each: --seeds N for intervals")
+            + "; every run in results.csv)</h2>" + htmldoc.table(shown, fmt, heads)
             + (f"<h2>Plots</h2>{htmldoc.figures(images)}" if images else ""))
     return htmldoc.page(f"capsim sweep · {name}", esc(verdict), body, good)
