@@ -459,5 +459,5 @@ def test_a_pools_cost_per_mtok_is_its_part_of_the_serving_cost(capsys, tmp_path)
     assert f"${s.pools['decode'].cost.usd_per_mtok_output:.2f}/M output tokens" not in decode
     assert "per M output tokens (serving cost: all pools)" in out
     pools = _pools_html(s)
-    assert "its part of the model's" in pools and "it completed" in pools
+    assert "its part of the model's" in pools and "it completed" in pools and "<th>paid</th>" in pools
     assert "(serving cost: all pools + API)" in _summary_html(s)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.cli import main
 from sim.core.config import Engine
@@ -107,3 +109,19 @@ def test_cli_prints_the_load_ladder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     res = CliRunner().invoke(main, ["validate", "--overload"])
     assert res.exit_code == 0, res.output
     assert "load ladder" in res.output and "a " in res.output and "below knee" in res.output
+
+
+@settings(max_examples=8, deadline=None)
+@given(rate=st.floats(0.5, 60.0), timeout=st.floats(0.5, 30.0), out_tokens=st.integers(1, 300),
+       in_tokens=st.integers(1, 1500))
+def test_every_request_is_answered_in_time_or_timed_out(rate: float, timeout: float, out_tokens: int,
+                                                         in_tokens: int) -> None:
+    """Conservation under any load: each sent request either completes within the time-out or is withdrawn
+    (counted once); no completed request is slower than the time-out; completed throughput is zero exactly when
+    nothing completed."""
+    out = overload.simulate(_setup(), [overload.Stage(rate, 4.0, in_tokens, out_tokens)], timeout_s=timeout)
+    s = out.stages[0]
+    assert s.completed + out.timed_out == s.sent
+    if s.completed:
+        assert s.e2e_p50_s <= timeout and s.ttft_p50_s <= s.e2e_p50_s
+    assert (s.throughput_tok_s > 0) == (s.completed > 0)

@@ -37,7 +37,7 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
         f"capsim · {summary.scenario} · {head}",
-        f"  load       {load_line(u, summary.overload.overloaded)}",
+        f"  load       {load_line(u, summary.overload.overloaded, summary.duration_s)}",
         f"  requests   {r.arrived:,} arrived{warmup_counts(summary)}, {r.completed:,} completed, "
         f"{r.rejected:,} rejected, {r.spilled:,} spilled, {r.in_flight:,} in flight"
         + (f", {r.timed_out:,} timed out ({r.retries:,} client retries)" if r.timed_out or r.retries else ""),
@@ -158,9 +158,14 @@ def _overload_hint(summary: Summary) -> str:
     pooled = _pool_hint(summary)
     if pooled:
         return pooled
-    if summary.overload.overloaded or kv_p95 > 0.95 or queue > 1.0:
+    if summary.overload.overloaded or kv_p95 > 0.95:
         return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
                 "average): `capsim size` finds the node count that meets the SLO")
+    if queue > 1.0:  # a standing queue without a full cache or a growing backlog: close to, not at, saturation
+        lf = getattr(u, "load_factor", None)
+        at = "" if lf is None else f"load factor {lf:.2f}, "
+        return (f"the fleet is near saturation ({at}{queue:,.0f} requests queued on average, KV cache P95 "
+                f"{100 * kv_p95:.0f}%): `capsim size` finds the node count that meets the SLO")
     return "latency misses its targets without saturation: check the SLO, max_num_batched_tokens (long " \
            "prefill chunks stretch decode steps) or a faster GPU/precision"
 

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 #: the overview's columns: summary metric -> (header, scale, decimals, unit); names checked on import
 OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
     check_metric_name(k): v for k, v in {
-        "latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
-        "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
-        "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}.items()}
+        "latency.ttft_s.p95": ("P95 TTFT", 1000, 0, " ms"), "latency.tpot_s.p95": ("P95 TPOT", 1000, 1, " ms"),
+        "slo.attainment": ("SLO attain", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+        "cost.usd_per_mtok_total": ("$/M in+out tok", 1, 3, "")}.items()}
 
 
 def _progress(enabled: bool) -> tuple[ProgressHook | None, Callable[[], None]]:
@@ -71,9 +71,13 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
     """Per grid point, means across seeds of the headline metrics (plain text, any width)."""
     import pandas as pd
 
+    from sim.report.experiment_pages import axis_text
+    from sim.sweep.results import missed_by_point
+
     agg = report.aggregates
     if agg is None or not len(agg):
         return
+    missed = missed_by_point(report.table)
     wanted = OVERVIEW_METRICS
     rows = []
     multi = False
@@ -82,12 +86,16 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
                                                                   grp["ci95_high"])}
         first = grp.iloc[0]
         multi |= int(grp["n"].max()) > 1
-        rows.append({**{c: "–" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},
+        rows.append({**{c: axis_text(first[c]) for c in exp.axis_columns},
                      "seeds": int(grp["n"].max()),
                      **{name: _fmt(by.get(m, (None, None))[0], sc, d, u) + _fmt_ci(by.get(m, (None, None))[1], sc, u)
-                        for m, (name, sc, d, u) in wanted.items()}})
+                        for m, (name, sc, d, u) in wanted.items()},
+                     "missed by": missed.get(int(first["point"]), "")})
     if not rows:
         return
+    if not any(r["missed by"] for r in rows):
+        for r in rows:
+            del r["missed by"]
     click.echo(f"{exp.name}: " + ("mean ± 95% CI across seeds (every run in results.csv, intervals in "
                                   "aggregates.csv)" if multi else "one seed per grid point (--seeds N for "
                                                                   "replications and confidence intervals)"))

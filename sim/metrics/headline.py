@@ -13,8 +13,10 @@ def pct(v: float | None, digits: int = 0) -> str:
     return "–" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def load_line(u: Utilisation, overloaded: bool = False) -> str:
-    """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary."""
+def load_line(u: Utilisation, overloaded: bool = False, duration_s: float | None = None) -> str:
+    """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary. The busiest
+    10 minutes are named only in a run longer than that (``duration_s``): in a shorter one the "peak" window is
+    the whole run, and it differs from the load factor only by how pools are combined (the busiest pool's)."""
     lf = u.load_factor
     if lf is None:
         return "no traffic"
@@ -28,7 +30,10 @@ def load_line(u: Utilisation, overloaded: bool = False) -> str:
         head += f" ({cap:.1f} req/s per node)"
     peak = u.load_factor_peak
     if peak is not None and peak > 1.1 * lf:
-        head += f", {peak:.2f} in the busiest 10 minutes"
+        from sim.metrics.tables import PEAK_WINDOW_S
+
+        if duration_s is None or duration_s > PEAK_WINDOW_S:
+            head += f", {peak:.2f} in the busiest {PEAK_WINDOW_S / 60:g} minutes"
         lf = peak
     if lf >= 1:
         head += ", OVER capacity"

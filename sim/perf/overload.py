@@ -72,11 +72,6 @@ class LadderPoint(BaseModel):
     metric: Literal["ttft_p50", "e2e_p50", "completed_fraction", "throughput"]
     measured: float = Field(gt=0)
 
-    @property
-    def requests(self) -> int:
-        """Requests the stage sends: ``rate × duration``."""
-        return max(1, round(self.rate_rps * self.duration_s))
-
 
 def ladder_path() -> Path:
     """``calibration/data/load_ladder_points.csv`` (next to the other published points)."""
@@ -250,14 +245,15 @@ def run(points: Sequence[LadderPoint], calibrations: dict[str, Calibration] | No
 
 
 def summarise(report: LadderReport) -> list[dict]:
-    """MAPE per (regime, metric): ``past knee`` (the measured stage timed requests out) vs ``below knee``."""
+    """Mean, median and worst absolute % error per (regime, metric): ``past knee`` (the measured stage timed
+    requests out) vs ``below knee`` (one saturated prediction dominates a mean: read the median too)."""
     groups: dict[tuple[str, str], list[float]] = {}
     for r in report.rows:
         regime = "past knee" if r["overloaded"] else "below knee"
         e = abs(r["error_pct"]) if math.isfinite(r["error_pct"]) else 1000.0
         groups.setdefault((regime, r["metric"]), []).append(e)
     return [{"regime": k[0], "metric": k[1], "n": len(v), "mape_pct": float(np.mean(v)),
-             "max_ape_pct": float(np.max(v))} for k, v in sorted(groups.items())]
+             "median_ape_pct": float(np.median(v)), "max_ape_pct": float(np.max(v))} for k, v in sorted(groups.items())]
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -272,9 +268,10 @@ def _fmt(metric: str, v: float) -> str:
 
 def format_report(report: LadderReport) -> str:
     """Plain text: the per-regime summary, then every point and each run's preemptions and time-outs."""
-    lines = [f"{'regime':11} {'metric':19} {'MAPE':>8} {'worst':>8}  n"]
+    lines = [f"{'regime':11} {'metric':19} {'MAPE':>9} {'median':>8} {'worst':>9}  n"]
     for s in summarise(report):
-        lines.append(f"{s['regime']:11} {s['metric']:19} {s['mape_pct']:7.1f}% {s['max_ape_pct']:7.1f}%  {s['n']}")
+        lines.append(f"{s['regime']:11} {s['metric']:19} {s['mape_pct']:8.1f}% {s['median_ape_pct']:7.1f}% "
+                     f"{s['max_ape_pct']:8.1f}%  {s['n']}")
     lines.append("")
     lines.append(f"{'point':44} {'req/s':>6} {'measured':>14} {'predicted':>14} {'error':>8}")
     for r in report.rows:
@@ -288,9 +285,10 @@ def format_report(report: LadderReport) -> str:
 
 def markdown_report(report: LadderReport) -> str:
     """Markdown tables of :func:`summarise` and of every point."""
-    out = ["| regime | metric | MAPE (n) | worst |", "|---|---|---|---|"]
+    out = ["| regime | metric | MAPE (n) | median APE | worst |", "|---|---|---|---|---|"]
     for s in summarise(report):
-        out.append(f"| {s['regime']} | {s['metric']} | {s['mape_pct']:.1f} % ({s['n']}) | {s['max_ape_pct']:.1f} % |")
+        out.append(f"| {s['regime']} | {s['metric']} | {s['mape_pct']:,.1f} % ({s['n']}) | "
+                   f"{s['median_ape_pct']:,.1f} % | {s['max_ape_pct']:,.1f} % |")
     out += ["", "| point | hardware | model | load | metric | measured | predicted | error |",
             "|---|---|---|---|---|---|---|---|"]
     for r in report.rows:
