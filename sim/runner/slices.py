@@ -17,8 +17,8 @@ The approximation is the state at ``b_k``: requests in flight and queued there a
 by a fleet that started empty ``w_k`` earlier instead of the real history, and the requests arriving after
 ``b_{k+1} + tail`` are missing for the slice's last requests. :func:`plan_slices` chooses ``w_k`` from the
 workload: three lifetimes of the longest requests (P99.9 output tokens × the decode step time of a full batch,
-:mod:`sim.perf.capacity`; at least 60 s), plus, where a fluid model of the offered rate against 90 % of the
-fleet's capacity has a backlog at ``b_k``, the time since that backlog was last empty (queue drain). Random
+:mod:`sim.perf.capacity`; at least 60 s), plus, where a fluid model of the offered rate against the fleet's
+capacity has a backlog at ``b_k``, the time since that backlog was last empty (queue drain). Random
 streams other than the arrivals (power-of-two router, step-time jitter) restart from the seed in every slice.
 
 What slicing cannot do exactly is refused (one line, exit 2): state that lives longer than a warm-up or is fleet
@@ -45,8 +45,8 @@ from sim.traffic.request import Status
 
 LIFETIMES = 3.0  # warm-up: this many lifetimes of the longest requests (P99.9 output tokens)
 MIN_WARMUP_S = 60.0
-DRAIN_UTILISATION = 0.9  # the fluid backlog builds where the offered rate exceeds this share of capacity
-FLUID_STEP_S = 60.0
+DRAIN_UTILISATION = 1.0  # the fluid backlog builds where the offered rate exceeds this share of capacity
+FLUID_STEP_S = 60.0  # at most; shorter runs: their step (_align_s)
 
 
 def check_sliceable(scenario: Scenario, slices: int) -> None:
@@ -174,11 +174,12 @@ def fluid_backlog(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
     _, (mean_in, mean_out) = _output_tokens_q999(scenario)
     caps = _capacities(scenario, mean_in, mean_out)
     mu = DRAIN_UTILISATION * sum(p.nodes * c.requests_per_s for p, c in zip(scenario.fleet.pool_list(), caps))
-    t = np.arange(0.0, scenario.duration_s + FLUID_STEP_S, FLUID_STEP_S)
-    lam = np.array([rate_at(float(x) + FLUID_STEP_S / 2) for x in t])
+    dt = min(FLUID_STEP_S, _align_s(scenario))
+    t = np.arange(0.0, scenario.duration_s + dt, dt)
+    lam = np.array([rate_at(float(x) + dt / 2) for x in t])
     backlog = np.zeros(len(t))
     for j in range(1, len(t)):
-        backlog[j] = max(0.0, backlog[j - 1] + (lam[j - 1] - mu) * FLUID_STEP_S)
+        backlog[j] = max(0.0, backlog[j - 1] + (lam[j - 1] - mu) * dt)
     return t, backlog
 
 
