@@ -63,7 +63,8 @@ def main() -> None:
             whole = run_streaming(sc)
             cpu_whole = time.process_time() - c0
             f0 = figures(whole.summary)
-            print(f"{place:8s} seed {seed}: unsliced {whole.summary.requests.arrived:,} requests, {cpu_whole:.1f} CPU-s; "
+            print(f"{place:8s} seed {seed}: unsliced {whole.summary.requests.arrived:,} requests, "
+                  f"{cpu_whole:.1f} CPU-s; "
                   + ", ".join(f"{k} {v * 1000:.2f} ms" if k != "attainment" else f"{k} {v:.4f}"
                               for k, v in f0.items()), flush=True)
             for wu in args.warmups.split(","):

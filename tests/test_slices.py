@@ -3,6 +3,7 @@ horizon reproduces the unsliced run, the merge adds what it must, and what slici
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_slice_bounds_cover_the_horizon_on_the_sampler_grid():
     plan = plan_slices(sc, 3)
     ws = plan.windows
     assert [w.keep_from_s for w in ws] == [0.0, 340.0, 660.0] and ws[-1].keep_to_s == 1000.0
-    assert all(a.keep_to_s == b.keep_from_s for a, b in zip(ws, ws[1:]))
+    assert all(a.keep_to_s == b.keep_from_s for a, b in itertools.pairwise(ws))
     assert [w.last for w in ws] == [False, False, True]
     assert all(w.start_s % 10 == 0 and 0 <= w.start_s <= w.keep_from_s for w in ws)
     assert all(w.stop_arrivals_s >= w.keep_to_s for w in ws) and ws[-1].stop_arrivals_s == 1000.0
@@ -139,7 +140,7 @@ def test_windows_admit_every_arrival_they_keep_and_keep_each_exactly_once(times,
     t = np.sort(np.asarray(times, dtype=float))
     bounds = [0.0, *sorted(set(cuts)), 100.0]
     seen = np.zeros(len(t), dtype=int)
-    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(bounds)):
         w = SimWindow(max(0.0, a - warm), a, b, min(100.0, b + tail), k == len(bounds) - 2)
         admitted = np.concatenate([c.time_s for c in w.admitted(_chunks(t, size))] or [np.empty(0)])
         assert np.array_equal(admitted, t[(t >= w.start_s) & (t < w.stop_arrivals_s)])

@@ -29,6 +29,7 @@ prefill / decode pools. Measured in docs/scaling.md.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +193,7 @@ def plan_slices(scenario: Scenario, slices: int, warmup_s: float | None = None,
     D = scenario.duration_s
     align = _align_s(scenario)
     bounds = [0.0] + [round(k * D / slices / align) * align for k in range(1, slices)] + [D]
-    if any(b <= a for a, b in zip(bounds, bounds[1:])):  # pragma: no cover - check_sliceable keeps slices ≥ align
+    if any(b <= a for a, b in itertools.pairwise(bounds)):  # pragma: no cover - check_sliceable keeps slices ≥ align
         raise ConfigError("--slices", "", "slices too short for the run's step")
     life = request_lifetime_s(scenario)
     base = math.ceil(max(MIN_WARMUP_S, LIFETIMES * life) / align) * align
