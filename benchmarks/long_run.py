@@ -69,6 +69,22 @@ def lpt_wall_s(costs: list[float], cores: int) -> float:
     return max(loads)
 
 
+def some_slices(sc: object, args: argparse.Namespace) -> None:
+    """Only the slices ``args.only`` of the plan, one after the other in this process (per-slice figures, no merge):
+    to measure a configuration whose whole run does not fit the time at hand (e.g. ``CAPSIM_PURE_PYTHON=1``)."""
+    from sim.runner.slices import run_slice
+
+    plan = plan_slices(sc, args.slices, args.slice_warmup_s)  # type: ignore[arg-type]
+    print(f"  {plan.describe()}; only slices {args.only}", flush=True)
+    for k in map(int, args.only.split(",")):
+        w = plan.windows[k]
+        p = run_slice((sc, w, True))  # type: ignore[arg-type]
+        own, m = p.result.tally.arrived, int(p.result.series.fleet("arrivals").sum())
+        print(f"  slice {k}: [{w.keep_from_s / 3600:6.1f} h, {w.keep_to_s / 3600:6.1f} h) {own:,} own requests "
+              f"({m:,} simulated), {p.cpu_s:7.1f} CPU-s ({1e6 * p.cpu_s / max(m, 1):.1f} µs/simulated request), "
+              f"peak RSS {p.peak_rss_mb:,.0f} MB", flush=True)
+
+
 def sliced(sc: object, args: argparse.Namespace) -> None:
     """The horizon as ``args.slices`` time slices on ``args.workers`` local workers (summary only)."""
     t0, c0 = time.perf_counter(), cpu_s()
@@ -117,7 +133,11 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=None, help="run as this many time slices (summary only)")
     ap.add_argument("--slice-warmup-s", type=float, default=None, help="every slice's warm-up (default: chosen)")
     ap.add_argument("--workers", type=int, default=2, help="with --slices: local worker processes")
+    ap.add_argument("--only", default=None, help="with --slices: run only these slices (comma-separated), here")
     args = ap.parse_args()
+    from sim import _native
+
+    print("engine modules:", "compiled (make native)" if _native.compiled() else "pure Python", flush=True)
 
     duration_s = args.days * 86400.0
     sc = load_scenario(ROOT / "experiments" / "default.yaml", [
@@ -128,7 +148,7 @@ def main() -> None:
         print(f"long run: consumer_chat, {args.days:g} day(s) at {args.rate_rps:.1f} req/s mean "
               f"(~{args.rate_rps * duration_s / 1e6:.1f} M requests), {args.nodes}x H100 Llama-3.1-8B, "
               f"{args.slices} slices on {args.workers} worker(s), summary only", flush=True)
-        sliced(sc, args)
+        (some_slices if args.only else sliced)(sc, args)
         return
     tmp = tempfile.TemporaryDirectory()
     parquet = None if args.summary_only else (args.requests_parquet or Path(tmp.name) / "requests.parquet")

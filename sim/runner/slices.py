@@ -240,10 +240,10 @@ def run_slice(task: tuple[Scenario, SimWindow, bool]) -> CellOutput:
 
 def _rows(series: TimeSeries, window: SimWindow) -> np.ndarray:
     """Indices of the slice's own samples: times in (keep_from, keep_to], every later one for the last slice."""
-    t = series.fleet("time_s")
-    own = t > window.keep_from_s + 1e-9
+    t, half = series.fleet("time_s"), series.interval_s / 2  # bounds are on the sample grid (clock drift < half)
+    own = t > window.keep_from_s + half
     if not window.last:
-        own &= t <= window.keep_to_s + 1e-9
+        own &= t <= window.keep_to_s + half
     return np.flatnonzero(own)
 
 
@@ -260,7 +260,7 @@ def merge_series(parts: list[TimeSeries], windows: list[SimWindow]) -> TimeSerie
     for series, w in zip(parts, windows):
         rows = _rows(series, w)
         t = series.fleet("time_s")
-        at = np.flatnonzero(np.abs(t - w.keep_from_s) < 1e-6)  # the sample at the slice's first bound
+        at = np.flatnonzero(np.abs(t - w.keep_from_s) < series.interval_s / 2)  # the sample at its first bound
         for k in TimeSeries._FLEET_FIELDS:
             fleet[k].append(series.fleet(k)[rows])
         for k in TimeSeries._NODE_FIELDS:
