@@ -389,13 +389,13 @@ def simulate(
 
     def on_done(req: Request) -> None:
         done[0] += 1
+        own = window is None or window.keeps(req.arrival_s)
+        if own:
+            own_done[0] += 1
+            tally.count(req)
         for observe in done_observers:
             observe(req)
-        if window is not None and not window.keeps(req.arrival_s):
-            return
-        own_done[0] += 1
-        tally.count(req)
-        if on_request_done is not None:
+        if own and on_request_done is not None:
             on_request_done(req)
 
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
