@@ -1,12 +1,15 @@
-"""Figures that README.md (`make run`), docs/moe.md, docs/speculative.md, docs/pools.md and docs/fleet.md quote:
+"""Figures that README.md (`make run`), docs/moe.md, speculative.md, pools.md, fleet.md and disaggregation.md quote:
 reruns the commands each page shows and prints every block as markdown; ``--write`` puts them into the page
 between the ``<!-- generated: benchmarks/docs_outputs.py NAME -->`` and ``<!-- end generated -->`` markers
 (benchmarks/doc_blocks.py). The prose around a block quotes its figures: reread it after a rewrite. Deterministic
 (fixed seeds); rerun after anything that moves simulated figures (a refit, a new default).
 
-    .venv/bin/python benchmarks/docs_outputs.py [--write] [--only readme|moe|speculative|pools|fleet ...] [--workers N]
+    .venv/bin/python benchmarks/docs_outputs.py [--write] [--only DOC ...] [--workers N]
 
-On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~2 min, fleet ~10 min (two simulated days).
+DOC: readme, moe, speculative, pools, fleet, disaggregation (default: all).
+
+On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~2 min, fleet ~10 min (two simulated days),
+disaggregation ~15 s.
 sizing.md and README's what-ifs have their own scripts (sizing_docs.py, readme_whatifs.py). Not generated (expensive,
 quoted from their own benchmarks): docs/spillover.md's compare table (~10 min), docs/prefix-cache.md's figures
 (benchmarks/prefix_routing.py, ~20 min), docs/pools.md's `capsim size` example and `capsim plan` output (~5 min).
@@ -174,6 +177,20 @@ def pools_big(workers: int) -> str:
     return "\n".join(lines)
 
 
+# ---- docs/disaggregation.md ----------------------------------------------------------------------------------
+
+SPLIT = ["experiments/disaggregated.yaml", "--prefill-nodes", "2-5", "--set", "duration_s=120", "--seeds", "1"]
+
+
+def disagg_split(workers: int) -> str:
+    """``capsim size --prefill-nodes`` on the disaggregated example (its console table, without the files line)."""
+    with tempfile.TemporaryDirectory(prefix="docs_outputs_") as tmp:
+        out = subprocess.run([sys.executable, "-m", "sim", "size", *SPLIT, "--out", tmp, "--workers", str(workers)],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    lines = [line for line in out.rstrip("\n").splitlines() if not line.startswith("  files")]
+    return "```\n$ capsim size " + " ".join(SPLIT) + "\n" + "\n".join(lines) + "\n```"
+
+
 # ---- docs/fleet.md --------------------------------------------------------------------------------------------
 
 AUTOSCALE = "experiments/autoscale_forecast.yaml"
@@ -191,14 +208,15 @@ def gpu_hours(cost: dict[str, Any]) -> str:
 
 
 def fleet_autoscale(workers: int) -> str:
-    lines = ["| fleet | GPU-hours | cost | P95 TTFT | P95 TPOT | SLO attainment | load factor (busiest 10 min) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| fleet | GPU-hours | cost | P95 TTFT | P95 TPOT | SLO attainment | load factor (busiest 10 min) | "
+             "one node sustains |", "|---|---|---|---|---|---|---|---|"]
     for label, sets in FLEETS:
         s = summary(AUTOSCALE, sets)
         u = s["utilisation"]
         lines.append(f"| {label} | {gpu_hours(s['cost'])} | ${s['cost']['total_usd']:,.2f} | "
                      f"{seconds(s['latency']['ttft_s']['p95'])} | {seconds(s['latency']['tpot_s']['p95'])} | "
-                     f"{pct(s['slo']['attainment'])} | {u['load_factor']:.2f} ({u['load_factor_peak']:.2f}) |")
+                     f"{pct(s['slo']['attainment'])} | {u['load_factor']:.2f} ({u['load_factor_peak']:.2f}) | "
+                     f"{u['capacity_per_node_requests_per_s']:.1f} req/s |")
         print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines)
 
@@ -210,6 +228,7 @@ CASES: dict[str, list[tuple[str, Callable[[int], str]]]] = {
     "speculative": [("table", spec_table)],
     "pools": [("routing", pools_routing), ("big-pool", pools_big)],
     "fleet": [("autoscale", fleet_autoscale)],
+    "disaggregation": [("split", disagg_split)],
 }
 
 
