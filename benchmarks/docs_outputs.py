@@ -8,11 +8,11 @@ between the ``<!-- generated: benchmarks/docs_outputs.py NAME -->`` and ``<!-- e
 
 DOC: readme, moe, speculative, pools, fleet, disaggregation (default: all).
 
-On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~2 min, fleet ~10 min (two simulated days),
+On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~4 min, fleet ~10 min (two simulated days),
 disaggregation ~15 s.
 sizing.md and README's what-ifs have their own scripts (sizing_docs.py, readme_whatifs.py). Not generated (expensive,
 quoted from their own benchmarks): docs/spillover.md's compare table (~10 min), docs/prefix-cache.md's figures
-(benchmarks/prefix_routing.py, ~20 min), docs/pools.md's `capsim size` example and `capsim plan` output (~5 min).
+(benchmarks/prefix_routing.py, ~20 min), docs/pools.md's `capsim plan` output (~5 min).
 """
 
 from __future__ import annotations
@@ -191,6 +191,35 @@ def disagg_split(workers: int) -> str:
     return "```\n$ capsim size " + " ".join(SPLIT) + "\n" + "\n".join(lines) + "\n```"
 
 
+SIZES = [[POOLS, "--set", "duration_s=300", "--seeds", "1"],
+         [POOLS, "--set", "duration_s=300", "--seeds", "1", "--pool", "a100", "--gpu", "A100-SXM-80GB", "--gpu",
+          "L40S"]]
+
+
+def pools_size(workers: int) -> str:
+    """The two ``capsim size`` commands of docs/pools.md's sizing example (console tables, without the files line)."""
+    blocks = []
+    for args in SIZES:
+        with tempfile.TemporaryDirectory(prefix="docs_outputs_") as tmp:
+            out = subprocess.run([sys.executable, "-m", "sim", "size", *args, "--out", tmp, "--workers", str(workers)],
+                                 cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        lines = [line for line in out.rstrip("\n").splitlines() if not line.startswith("  files")]
+        blocks.append("$ capsim size " + " ".join(args) + "\n" + "\n".join(lines))
+    return "```\n" + "\n\n".join(blocks) + "\n```"
+
+
+def pools_big_a100(workers: int) -> str:
+    """The 70B pool on 8 four-GPU A100 nodes (300 s): why no A100 count meets its SLO."""
+    sets = ["duration_s=300", "fleet.pools.2.gpu=A100-SXM-80GB", "fleet.pools.2.nodes=8"]
+    s = summary(POOLS, sets)
+    big, pool = s["models"][BIG], s["pools"]["big"]
+    return ("| command | 70B pool load factor | 70B P95 TTFT | 70B P95 TPOT | 70B SLO attainment |\n"
+            "|---|---|---|---|---|\n"
+            f"| `capsim run {POOLS}" + "".join(f" --set {x}" for x in sets) + f"` | "
+            f"{pool['utilisation']['load_factor']:.2f} | {seconds(big['ttft_s']['p95'])} | "
+            f"{seconds(big['tpot_s']['p95'])} | {pct(big['attainment'])} |")
+
+
 # ---- docs/fleet.md --------------------------------------------------------------------------------------------
 
 AUTOSCALE = "experiments/autoscale_forecast.yaml"
@@ -226,7 +255,7 @@ CASES: dict[str, list[tuple[str, Callable[[int], str]]]] = {
     "readme": [("make-run", readme_run)],
     "moe": [("profile", moe_profile), ("layouts", moe_layouts)],
     "speculative": [("table", spec_table)],
-    "pools": [("routing", pools_routing), ("big-pool", pools_big)],
+    "pools": [("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size), ("big-a100", pools_big_a100)],
     "fleet": [("autoscale", fleet_autoscale)],
     "disaggregation": [("split", disagg_split)],
 }
