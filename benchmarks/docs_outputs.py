@@ -191,6 +191,22 @@ def disagg_split(workers: int) -> str:
     return "```\n$ capsim size " + " ".join(SPLIT) + "\n" + "\n".join(lines) + "\n```"
 
 
+def pools_speeds(workers: int) -> str:
+    """tests/test_pools.py's two-pool fleet (one H100 and one A100 node, Llama-3.1-8B, 600 + 150 fixed tokens, 30
+    req/s for 120 s): the H100's share of the pair's speed and of the requests under each node-level router."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_pools import _pool_shares, two_gpu_pools
+
+    lines = ["| router | H100's share of the requests |", "|---|---|"]
+    speed = None
+    for policy in ("weighted_round_robin", "weighted_least_work", "least_work", "round_robin"):
+        got, speed = _pool_shares(two_gpu_pools(30.0, policy, 120))
+        lines.append(f"| `{policy}` | {pct(got)} |")
+    assert speed is not None
+    return "\n".join([lines[0], lines[1], f"| (the speed model: H100's share of the pair's speed) | {pct(speed)} |",
+                      *lines[2:]])
+
+
 SIZES = [[POOLS, "--set", "duration_s=300", "--seeds", "1"],
          [POOLS, "--set", "duration_s=300", "--seeds", "1", "--pool", "a100", "--gpu", "A100-SXM-80GB", "--gpu",
           "L40S"]]
@@ -255,7 +271,8 @@ CASES: dict[str, list[tuple[str, Callable[[int], str]]]] = {
     "readme": [("make-run", readme_run)],
     "moe": [("profile", moe_profile), ("layouts", moe_layouts)],
     "speculative": [("table", spec_table)],
-    "pools": [("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size), ("big-a100", pools_big_a100)],
+    "pools": [("speeds", pools_speeds), ("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size),
+              ("big-a100", pools_big_a100)],
     "fleet": [("autoscale", fleet_autoscale)],
     "disaggregation": [("split", disagg_split)],
 }
