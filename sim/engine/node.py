@@ -46,6 +46,7 @@ from sim.engine.common import (
 )
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
+from sim.engine.loop import call_later
 from sim.engine.multistep import make_multistep
 from sim.engine.plan import StepPlan
 from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
@@ -124,7 +125,8 @@ class Node:
 
         self._mode: Mode | None = None  # current activity; None: idle
         self._plan = StepPlan()  # the step or decode run in progress (while the mode is STEP or JUMP)
-        self._timer: simpy.Event | None = None  # fires at the end of the planned step or run
+        # fires at the end of the planned step or run (a bare timer on sim.engine.loop's environment)
+        self._timer: Any = None
         self._on_step_end = self._end_step  # bound once: a timer costs no closure
         self._on_jump_end = self._end_jump
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
@@ -157,7 +159,7 @@ class Node:
                 # an idle node schedules at the end of this instant, as the reference's process resumes after the
                 # instant's callbacks: requests arriving at the same time (trace replay) share its first step
                 self._holding = True
-                self.env.timeout(0).callbacks.append(self._wake_at_instant_end)
+                call_later(self.env, 0, self._wake_at_instant_end)
         elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
@@ -306,7 +308,7 @@ class Node:
         if self._mode is None and not self._holding:
             self._tick()
 
-    def _wake_at_instant_end(self, _event: simpy.Event) -> None:
+    def _wake_at_instant_end(self, _event: object) -> None:
         self._holding = False
         if self._mode is None:
             self._tick()
@@ -643,12 +645,10 @@ class Node:
         return chunks
 
     # -- time ------------------------------------------------------------------------------------------
-    def _set_timer(self, delay: float, callback: Callable[[simpy.Event], None]) -> None:
+    def _set_timer(self, delay: float, callback: Callable[[Any], None]) -> None:
         """Call ``callback`` ``delay`` from now. The previous timer must have fired or been cancelled (a step or
         run is planned at its end, or on waking an idle node; only :meth:`_shorten_jump` replaces a pending one)."""
-        ev = self.env.timeout(delay)
-        ev.callbacks.append(callback)
-        self._timer = ev
+        self._timer = call_later(self.env, delay, callback)
 
     def _cancel_timer(self) -> None:
         """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
@@ -660,7 +660,7 @@ class Node:
             if callbacks:
                 callbacks.clear()
 
-    def _end_step(self, _timer: simpy.Event | None = None) -> None:
+    def _end_step(self, _timer: object = None) -> None:
         now = self.env.now
         dec_n = len(self.decoding)
         plan = self._plan
@@ -726,9 +726,7 @@ class Node:
             perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
         plan = self._plan
         plan.run(self.env.now, n, b, c0, perf.decode_lines(b, c0), cum)
-        ev = self.env.timeout(plan.dt_s)
-        ev.callbacks.append(self._on_jump_end)
-        self._timer = ev
+        self._timer = call_later(self.env, plan.dt_s, self._on_jump_end)
 
     def _steps_done_in_jump(self) -> int:
         """Steps of the current run finished by now (O(1): the run's step-time line is cached; the answer is kept
@@ -780,7 +778,7 @@ class Node:
         self._cancel_timer()
         self._set_timer(plan.t0_s + plan.dt_s - self.env.now, self._on_jump_end)
 
-    def _end_jump(self, _timer: simpy.Event | None = None) -> None:
+    def _end_jump(self, _timer: object = None) -> None:
         plan = self._plan
         n, b = plan.n, plan.batch
         if not self.reserve:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import simpy
+from mypy_extensions import mypyc_attr
 
 from sim.core.config import Router as RouterSpec
+from sim.engine.node import Node
 from sim.engine.protocol import IndexedNodeEngine, NodeEngine
 from sim.fleet.stale import StaleView
 from sim.traffic.request import Request
@@ -59,6 +61,7 @@ INDEX_MIN_NODES = 48
 LOW_NODES = 64
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests check it through a subclass
 class LeastWork:
     """The node with the fewest outstanding tokens, ties to the lowest index (the first in the node list).
 
@@ -81,11 +84,13 @@ class LeastWork:
     calls :meth:`nodes_changed` when the node list changes.
     """
 
-    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int = INDEX_MIN_NODES,
+    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int | None = None,
                  low_nodes: int = LOW_NODES) -> None:
         self.nodes = nodes
-        self.index_min_nodes = index_min_nodes
+        # the module's INDEX_MIN_NODES when the router is built (a benchmark or test may change it)
+        self.index_min_nodes = INDEX_MIN_NODES if index_min_nodes is None else index_min_nodes
         self._indexed: bool | None = None  # decided when the node list is (re)read
+        self._fast = False  # every node is the fast engine: scanned through its compiled method (`make native`)
         self._members: list[IndexedNodeEngine] = []
         self._pos: dict[int, int] = {}  # node_id -> index in ``nodes``
         self._ver: list[int] = []  # per index: entries with another version are stale
@@ -112,6 +117,7 @@ class LeastWork:
         for node in self._members:
             node.work_changed = None
         nodes = list(self.nodes)
+        self._fast = all(type(n) is Node for n in nodes)
         self._indexed = len(nodes) >= self.index_min_nodes and all(
             hasattr(n, "work_level") and hasattr(n, "work_changed") for n in nodes)
         self._members, self._pos, self._dirty = [], {}, {}
@@ -155,6 +161,8 @@ class LeastWork:
             heapq.heappush(self._due, (t, i, v))
 
     def _scan(self) -> int:
+        if self._fast:
+            return _scan_fast(self.nodes)
         best, best_work = 0, None
         for i, node in enumerate(self.nodes):
             w = node.outstanding_tokens()
@@ -201,6 +209,18 @@ class LeastWork:
             self._relevel()
             low = self._low
             due = self._due
+
+
+def _scan_fast(nodes: Sequence[NodeEngine]) -> int:
+    """:meth:`LeastWork._scan` over fast-engine nodes (compiled by `make native`: a native call per node)."""
+    best, best_work = 0, -1
+    for i in range(len(nodes)):
+        w = cast(Node, nodes[i]).outstanding_tokens()
+        if best_work < 0 or w < best_work:
+            best, best_work = i, w
+            if w == 0:
+                break
+    return best
 
 
 class PowerOfTwo:

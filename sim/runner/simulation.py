@@ -21,6 +21,7 @@ from sim.core.errors import ConfigError
 from sim.core.rng import stream
 from sim.engine import Node, ReferenceNode
 from sim.engine.common import NodeSnapshot
+from sim.engine.loop import call_later, make_environment
 from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
@@ -345,7 +346,9 @@ def simulate(
     layout = pool_layout(scenario)
     pool_models = build_pool_models(scenario)
     nm = pool_models[0]
-    env = simpy.Environment()
+    # the fast engine's runs on the loop with bare timers (same event order: sim.engine.loop); the reference on SimPy's
+    fast = scenario.fleet.engine_impl == "fast"
+    env = make_environment() if fast else simpy.Environment()
     requests: list[Request] = []
     tally = Tally()
     done = [0]
@@ -359,7 +362,7 @@ def simulate(
         if on_request_done is not None:
             on_request_done(req)
 
-    node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
+    node_cls = Node if fast else ReferenceNode
     slot_pool = layout.slot_pool
 
     def make_node(slot: int, done: Callable[[Request], None]) -> NodeEngine:
@@ -444,13 +447,13 @@ def simulate(
                 yield from zip(chunk.time_s.tolist(), chunk.class_idx.tolist(), chunk.prompt_tokens.tolist(),
                                chunk.output_tokens.tolist(), chunk.cached_tokens.tolist(), chains, sessions)
 
-        def fire(self, _event: simpy.Event | None = None) -> None:
+        def fire(self, _event: object = None) -> None:
             rows, row = self.rows, self.next
             while row is not None:
                 t, k, p, o, c, h, sid = row
                 delay = t - env.now
                 if delay > 0:
-                    env.timeout(delay).callbacks.append(self.fire)
+                    call_later(env, delay, self.fire)
                     self.next = row
                     return
                 req = Request(self.rid, t, k, p, o, c)
@@ -513,7 +516,7 @@ def simulate(
             arrivals_since[0] = 0
             last_done = done[0]
 
-    env.timeout(0).callbacks.append(ArrivalDriver().fire)
+    call_later(env, 0, ArrivalDriver().fire)
     env.process(sampler())
 
     duration = scenario.duration_s
