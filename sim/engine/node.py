@@ -29,7 +29,7 @@ import heapq
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import simpy
@@ -46,13 +46,13 @@ from sim.engine.common import (
 )
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
-from sim.engine.loop import call_later
+from sim.engine.loop import Environment, call_later
 from sim.engine.multistep import make_multistep
 from sim.engine.plan import StepPlan
 from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
 from sim.traffic.request import Request, Status
 
-_INF = float("inf")
+_INF: Final = float("inf")
 
 
 class Mode(Enum):
@@ -63,8 +63,6 @@ class Mode(Enum):
     JUMP = "jump"
     DEAD = "dead"
 
-
-_JUMP = Mode.JUMP
 
 
 class Node:
@@ -81,6 +79,9 @@ class Node:
         on_done: Callable[[Request], None],
     ) -> None:
         self.env = env
+        # the loop itself when it is sim.engine.loop's: its clock is then read without an attribute lookup
+        loop: Any = env  # Any: the two loops are unrelated classes (sim.engine.loop)
+        self._loop: Environment | None = loop if isinstance(loop, Environment) else None
         self.node_id = node_id
         self.perf = perf
         self.engine = engine
@@ -138,6 +139,10 @@ class Node:
         n_cls = len(perf.class_tokens_per_step)
         self._class_cnt: list[int] | None = [0] * n_cls if n_cls else None
 
+    def _now(self) -> float:
+        loop = self._loop
+        return loop.now if loop is not None else self.env.now
+
     # -- interface ------------------------------------------------------------------------------------
     @property
     def steps(self) -> int:
@@ -149,7 +154,7 @@ class Node:
         if ((req.prompt_tokens + req.output_tokens > self._fit_tokens or not self._chunked)
                 and admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None):
             req.status = Status.REJECTED
-            req.finish_s = self.env.now
+            req.finish_s = self._now()
             self.on_done(req)
             return
         self.waiting.append(req)
@@ -169,9 +174,9 @@ class Node:
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
-        if self._mode is _JUMP:
+        if self._mode is Mode.JUMP:
             plan = self._plan
-            if self.env.now < plan.done_until_s:  # the run's step count is cached until its next step ends
+            if self._now() < plan.done_until_s:  # the run's step count is cached until its next step ends
                 return self.work - plan.batch * plan.done_steps
             return self.work - plan.batch * self._steps_done_in_jump()
         return self.work
@@ -215,9 +220,9 @@ class Node:
         if self._mode is Mode.JUMP:
             j = self._steps_done_in_jump()
             used = self.kv.held + self._blocks_for_steps(self.S, j)
-            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._plan.t0_s)
+            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self._now() - self._plan.t0_s)
         # idle or dead: frozen
-        busy = self.busy_s + (self.env.now - self._plan.t0_s if self._mode is Mode.STEP else 0.0)
+        busy = self.busy_s + (self._now() - self._plan.t0_s if self._mode is Mode.STEP else 0.0)
         return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
@@ -273,7 +278,7 @@ class Node:
             self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
             self.S += n
         if self._mode is not None:
-            self.busy_s += self.env.now - self._plan.t0_s
+            self.busy_s += self._now() - self._plan.t0_s
         self._mode = Mode.DEAD
         out: list[Request] = []
         for req in list(self.decoding.values()):
@@ -480,7 +485,7 @@ class Node:
         if self.jitter is not None:
             dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP
-        self._plan.step(self.env.now, chunks, tokens, attn, ctx, dt)
+        self._plan.step(self._now(), chunks, tokens, attn, ctx, dt)
         self._set_timer(dt, self._on_step_end)
         if self.work_changed is not None:
             self.work_changed(self)
@@ -617,7 +622,7 @@ class Node:
             adm.on_retract(self.S, generated, sum(r.output_tokens for r in running), len(running))
         # 3. admissions, FCFS, only if nothing was preempted (and, with multi-step runs, between runs)
         if not preempted and (ms is None or ms.can_admit()):
-            now = self.env.now
+            now = self._now()
             future = self._future_decode_tokens() if adm is not None else 0
             admitted = 0  # decode tokens to come of the requests admitted in this step (SGLang: in full)
             while self.waiting:
@@ -661,7 +666,7 @@ class Node:
                 callbacks.clear()
 
     def _end_step(self, _timer: object = None) -> None:
-        now = self.env.now
+        now = self._now()
         dec_n = len(self.decoding)
         plan = self._plan
         self.S += 1
@@ -718,14 +723,14 @@ class Node:
             self._finish(req, now)
 
     def _start_jump(self, n: int) -> None:
-        self._mode = _JUMP
+        self._mode = Mode.JUMP
         b, c0 = len(self.decoding), self.dec_ctx_sum
         perf = self.perf
         # with jitter, O(n): each step has its own factor
         cum = None if self.jitter is None else np.cumsum(
             perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
         plan = self._plan
-        plan.run(self.env.now, n, b, c0, perf.decode_lines(b, c0), cum)
+        plan.run(self._now(), n, b, c0, perf.decode_lines(b, c0), cum)
         self._timer = call_later(self.env, plan.dt_s, self._on_jump_end)
 
     def _steps_done_in_jump(self) -> int:
@@ -733,7 +738,7 @@ class Node:
         until 1 µs before the next step ends, so the router's and sampler's reads between step ends cost a
         comparison)."""
         plan = self._plan
-        now = self.env.now
+        now = self._now()
         until = plan.done_until_s
         if now < until:
             return plan.done_steps
@@ -776,7 +781,7 @@ class Node:
             return
         plan.cut(n)
         self._cancel_timer()
-        self._set_timer(plan.t0_s + plan.dt_s - self.env.now, self._on_jump_end)
+        self._set_timer(plan.t0_s + plan.dt_s - self._now(), self._on_jump_end)
 
     def _end_jump(self, _timer: object = None) -> None:
         plan = self._plan
@@ -792,5 +797,5 @@ class Node:
         self.busy_s += plan.dt_s
         if self._cancelled:
             self._drop_cancelled()
-        self._finish_decoders(self.env.now)
+        self._finish_decoders(self._now())
         self._tick()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import numpy as np
 import simpy
@@ -54,7 +54,7 @@ class RoundRobin:
         return i
 
 
-_INF = float("inf")
+_INF: Final = float("inf")
 # below this many nodes a plain scan is as fast as the index (measured: benchmarks/engine_speed.py)
 INDEX_MIN_NODES = 48
 # nodes the least-work index keeps by exact value (its low set) after a rebuild, at first
@@ -110,7 +110,7 @@ class LeastWork:
         """A node's work changed: re-read it at the next pick, unless it was above ``L`` and stays there until its
         next report (an entry it has in the due heap is then early: harmless)."""
         i = self._pos.get(node.node_id)
-        if i is not None and (self._is_low[i] or node.work_floor() <= self._level):
+        if i is not None and (self._is_low[i] or _floor(node, self._fast) <= self._level):
             self._dirty[i] = node
 
     def _rebuild(self) -> None:
@@ -136,12 +136,13 @@ class LeastWork:
         """Set ``L`` to the ``k``-th smallest work now and re-file every node (O(n)): nodes above ``L`` whose work
         stays there until their next report get no entry."""
         members, ver, is_low = self._members, self._ver, self._is_low
-        works = [node.outstanding_tokens() for node in members]
+        fast = self._fast
+        works = [cast(Node, node).outstanding_tokens() if fast else node.outstanding_tokens() for node in members]
         self._level = level = sorted(works)[min(self._k, len(works)) - 1]
         self._low, self._due, self._dirty = [], [], {}
         self._picks = 0
         for i, node in enumerate(members):
-            if works[i] <= level or node.work_floor() <= level:
+            if works[i] <= level or _floor(node, fast) <= level:
                 self._file(i, node)
             else:
                 ver[i] += 1
@@ -152,7 +153,7 @@ class LeastWork:
         when its work may reach ``L``."""
         v = self._ver[i] + 1
         self._ver[i] = v
-        w, t = node.work_level(self._level)
+        w, t = cast(Node, node).work_level(self._level) if self._fast else node.work_level(self._level)
         low = w <= self._level
         self._is_low[i] = low
         if low:
@@ -209,6 +210,11 @@ class LeastWork:
             self._relevel()
             low = self._low
             due = self._due
+
+
+def _floor(node: IndexedNodeEngine, fast: bool) -> int:
+    """``node.work_floor()`` (a native call on a fast-engine node when compiled)."""
+    return cast(Node, node).work_floor() if fast else node.work_floor()
 
 
 def _scan_fast(nodes: Sequence[NodeEngine]) -> int:
