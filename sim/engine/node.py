@@ -35,7 +35,7 @@ import numpy as np
 import simpy
 
 from sim.core.config import Engine
-from sim.engine.admission import admit_head, make_admission
+from sim.engine.admission import Limits, admit_with, make_admission
 from sim.engine.common import (
     NodeSnapshot,
     WorkDone,
@@ -85,6 +85,7 @@ class Node:
         self.node_id = node_id
         self.perf = perf
         self.engine = engine
+        self._limits = Limits(engine)  # what the admission rule reads, as plain attributes
         self.bs = engine.block_size
         self.capacity_blocks = capacity_blocks
         self.max_model_len = max_model_len
@@ -416,7 +417,7 @@ class Node:
         adm = self.admission
         future = self._future_decode_tokens() if adm is not None else 0
         head = self.waiting[0]
-        return admit_head(head, self.engine, dec_n, self.max_batched - dec_n, free, adm, self.S,
+        return admit_with(head, self._limits, dec_n, self.max_batched - dec_n, free, adm, self.S,
                           future, self.kv.lookup(head)) is not None
 
     def _future_decode_tokens(self) -> int:
@@ -628,7 +629,7 @@ class Node:
             while self.waiting:
                 req = self.waiting[0]
                 hit = self.kv.lookup(req)
-                fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
+                fit = admit_with(req, self._limits, len(self.decoding) + len(self.prefilling), budget,
                                  self.kv.free_blocks, adm, self.S, future, hit, admitted)
                 if fit is None:
                     break
