@@ -43,15 +43,10 @@ class Environment:
     """SimPy's environment (same interface and event order) with :meth:`call_later`; see the module docstring."""
 
     def __init__(self, initial_time: float = 0.0) -> None:
-        self._now = initial_time
+        self.now = initial_time  # the current simulation time (SimPy's is a read-only property)
         self._queue: list[tuple[float, int, int, Any]] = []
         self._eid = 0
         self._active_proc: Any = None
-
-    @property
-    def now(self) -> float:
-        """The current simulation time."""
-        return self._now
 
     @property
     def active_process(self) -> Any:
@@ -61,13 +56,13 @@ class Environment:
     def schedule(self, event: Any, priority: int = _NORMAL, delay: float = 0) -> None:
         """Schedule ``event`` ``delay`` from now (SimPy calls this for its own events)."""
         self._eid += 1
-        heappush(self._queue, (self._now + delay, priority, self._eid, event))
+        heappush(self._queue, (self.now + delay, priority, self._eid, event))
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         """Call ``callback(timer)`` ``delay`` from now; ordered as ``timeout(delay)`` created now would be."""
         timer = Timer(callback)
         self._eid += 1
-        heappush(self._queue, (self._now + delay, _NORMAL, self._eid, timer))
+        heappush(self._queue, (self.now + delay, _NORMAL, self._eid, timer))
         return timer
 
     def timeout(self, delay: float = 0, value: Any = None) -> Timeout:
@@ -94,7 +89,7 @@ class Environment:
         if not self._queue:
             raise EmptySchedule()
         t, _, _, event = heappop(self._queue)
-        self._now = t
+        self.now = t
         self._fire(event)
 
     def _fire(self, event: Any) -> None:
@@ -127,7 +122,7 @@ class Environment:
         if until is None or isinstance(until, Event):
             return self._run_event(until)
         at = float(until)
-        if at <= self._now:
+        if at <= self.now:
             raise ValueError(f"until ({at}) must be greater than the current simulation time")
         stop = Timer(_no_op)  # SimPy's until event: urgent, so it comes before the normal events at ``at``
         self._eid += 1
@@ -135,10 +130,17 @@ class Environment:
         heappush(queue, (at, _URGENT, self._eid, stop))
         while True:  # the stop entry is in the queue: it cannot run dry first
             t, _, _, event = heappop(queue)
-            self._now = t
+            self.now = t
             if event is stop:
                 return None
-            self._fire(event)
+            if isinstance(event, Timer):  # most events: inline
+                callbacks = event.callbacks
+                event.callbacks = None
+                if callbacks:
+                    for callback in callbacks:
+                        callback(event)
+            else:
+                self._fire(event)
 
     def _run_event(self, until: Event | None) -> Any:
         if until is not None:

@@ -654,7 +654,8 @@ class Node:
     def _set_timer(self, delay: float, callback: Callable[[Any], None]) -> None:
         """Call ``callback`` ``delay`` from now. The previous timer must have fired or been cancelled (a step or
         run is planned at its end, or on waking an idle node; only :meth:`_shorten_jump` replaces a pending one)."""
-        self._timer = call_later(self.env, delay, callback)
+        loop = self._loop
+        self._timer = loop.call_later(delay, callback) if loop is not None else call_later(self.env, delay, callback)
 
     def _cancel_timer(self) -> None:
         """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
@@ -732,7 +733,7 @@ class Node:
             perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
         plan = self._plan
         plan.run(self._now(), n, b, c0, perf.decode_lines(b, c0), cum)
-        self._timer = call_later(self.env, plan.dt_s, self._on_jump_end)
+        self._set_timer(plan.dt_s, self._on_jump_end)
 
     def _steps_done_in_jump(self) -> int:
         """Steps of the current run finished by now (O(1): the run's step-time line is cached; the answer is kept
