@@ -14,8 +14,8 @@ without the interpreter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import heapq
+from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 import simpy
