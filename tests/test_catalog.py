@@ -34,6 +34,9 @@ MODELS_MD = {
     "Qwen3-235B-A22B": (192_512, 96_256, 235_093_610_496, 22_190_739_456),
     "Qwen3-30B-A3B": (98_304, 49_152, 30_532_110_336, 3_353_020_416),
     "gpt-oss-120b": (36_864, 18_432, 116_789_048_640, 5_710_443_840),
+    # added with the load-ladder check (issue 12): computed from each model's config.json (see the profile's header)
+    "Llama-2-7B": (524_288, 262_144, 6_738_415_616, 6_738_415_616),
+    "CodeLlama-34B": (196_608, 98_304, 33_743_970_304, 33_743_970_304),
 }
 
 ISSUE_GPUS = ["A100-SXM-80GB", "H100-SXM", "H100-PCIe", "H100-NVL", "H200-SXM", "GH200-96GB", "GH200-144GB", "B200",

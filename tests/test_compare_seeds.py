@@ -128,3 +128,11 @@ def test_cli_seeds_table_json_and_files(tmp_path):
     assert [len(d["per_seed"]) for d in data] == [2, 2] and data[0]["seeds"] == 2
     tl = np.loadtxt(out / "timelines.csv", delimiter=",", skiprows=1, usecols=1)
     assert set(tl) == {1.0, 2.0}  # the seed column
+
+
+def test_interval_half_widths_print_without_a_dangling_point():
+    """Two significant figures, whole units from 10 up: ``89``, not ``89.`` (compare and sweep tables)."""
+    from sim.metrics.stats import half_width_text
+
+    assert [half_width_text(h) for h in (0.0, 0.0029, 1.48, 9.96, 12.07, 89.2, 6252.4)] == [
+        "0.0", "0.0029", "1.5", "10", "12", "89", "6,252"]

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.text import Text
 
 from sim.compare.report import place_labels, plot_cost_breakdown, plot_cost_vs_latency
 from sim.compare.results import pareto_mask
@@ -94,3 +95,22 @@ def test_progress_lines_without_a_terminal():
     now[0] = 100.0
     q.update(1, 2)
     assert quiet.getvalue() == ""
+
+
+def test_crowded_labels_stack_instead_of_piling_up():
+    """Points too close for any ring offset (the E2E panel of hybrid_spill.yaml): the far-out labels stack, one
+    line apart, instead of sharing one spot."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    xs = 1.0 + 0.002 * np.arange(9)
+    ys = 5.0 + 0.002 * np.arange(9)
+    ax.scatter(xs, ys)
+    ax.set_xlim(0.5, 1.6)
+    ax.set_ylim(4, 6)
+    anns = place_labels(ax, xs, ys, [f"hybrid_strategy_{i}" for i in range(len(xs))])
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(a, r) for a in anns]  # the text, not its leader line
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (anns[i].get_text(), anns[j].get_text())
+    plt.close(fig)

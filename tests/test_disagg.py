@@ -437,3 +437,27 @@ def test_client_timeouts_across_the_hand_off():
     assert c["in_flight"] == 0 and c["timed_out"] > 0 and c["retries"] > 0 and c["completed"] > 0
     assert fast.disagg["transfers"] > c["completed"]  # transfers of attempts given up on in transit
     assert all(r.cached_tokens == 0 for r in fast.requests)  # no attempt kept its decode node's view
+
+
+def test_a_pools_cost_per_mtok_is_its_part_of_the_serving_cost(capsys, tmp_path):
+    """A decode pool's own cost ÷ every output token reads like the serving cost: the console and report give each
+    pool's part of its model's $/M output tokens instead (the parts add up to it) and call the fleet's the serving
+    cost."""
+    from sim.cli.run import _print_summary
+    from sim.metrics.headline import pool_usd_per_mtok_share
+    from sim.report.run_report import _pools_html, _summary_html
+    from sim.runner.pipeline import run_scenario
+
+    s = run_scenario(make_scenario(duration_s=20, **{"traffic.rate_rps": 4.0}, **_pools(1, 1))).summary
+    model = next(iter(s.models.values()))
+    parts = {n: pool_usd_per_mtok_share(s, n) for n in s.pools}
+    assert sum(parts.values()) == pytest.approx(model.usd_per_mtok_output)
+    _print_summary(s, None)
+    out = capsys.readouterr().out
+    decode = next(ln for ln in out.splitlines() if ln.strip().startswith("pool") and "(decode)" in ln)
+    assert f"(${parts['decode']:.2f} of the model's ${model.usd_per_mtok_output:.2f} per M output tokens)" in decode
+    assert f"${s.pools['decode'].cost.usd_per_mtok_output:.2f}/M output tokens" not in decode
+    assert "per M output tokens (serving cost: all pools)" in out
+    pools = _pools_html(s)
+    assert "its part of the model's" in pools and "it completed" in pools and "<th>paid</th>" in pools
+    assert "(serving cost: all pools + API)" in _summary_html(s)

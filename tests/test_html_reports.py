@@ -112,3 +112,12 @@ def test_run_report_labels_the_warm_up_so_request_counts_reconcile():
     assert f"{after:,} interactive requests arrived after the 10-s warm-up" in doc
     assert "of the interactive arrivals after the 10-s warm-up" in doc
     assert "arrived after warm-up" in _class_table_html(s.slo)
+
+
+@pytest.mark.parametrize("name", ["sizing.html", "compare.html", "sweep.html", "plan.html"])
+def test_table_headings_are_words_not_field_names(reports, name):
+    """A heading such as usd_per_month or ttft_p95_s is a field name, not a label (a dotted axis field such as
+    traffic.rate_rps names what the sweep varied, and stays)."""
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", reports[name].read_text())
+    raw = [h for h in heads if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", h.strip())]
+    assert not raw, raw

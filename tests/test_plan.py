@@ -141,3 +141,13 @@ def test_spill_variants_when_the_scenario_has_an_api():
     assert spill_options(no_api, resolve_spec(no_api, {})) == ["none"]
     with pytest.raises(ConfigError, match="api"):
         spill_options(no_api, resolve_spec(no_api, {"spill": ["predicted_ttft"]}))
+
+
+def test_text_table_names_spare_capacity_at_the_mean_not_headroom(result):
+    """The ranked table's 1 − mean ÷ capacity is spare capacity at the mean load, not the run's headroom (×, at the
+    peak): the column says so and a line under the table defines it."""
+    from sim.plan.report import format_text
+
+    text = format_text(result)
+    assert "headroom" not in text.split("buy")[0]
+    assert "spare@mean" in text and "spare@mean: 1 − mean rate ÷ the fleet's capacity bound" in text

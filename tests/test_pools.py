@@ -358,3 +358,18 @@ def test_forecast_autoscaler_of_a_pool_follows_its_models_share() -> None:
     started = {slot for _, slot, _, what in result.fleet_events
                if what == "requested" and result.layout.slot_pool[slot] == 1}
     assert len(started) == 2  # ⌈10 req/s × 0.2 / 1⌉, not ⌈10 / 1⌉
+
+
+def test_electricity_of_rented_and_owned_pools_is_paid_in_both() -> None:
+    """A rented pool's electricity is inside its rental price, an owned pool's inside its TCO: a fleet of both does
+    not say 'inside the rental price' alone."""
+    from sim.metrics.pools import combine_energy
+
+    def pool(paid_in: str) -> dict[str, Any]:
+        e = {"kwh": 1.0, "avg_power_kw": 1.0, "co2_kg": 0.5, "usd": 0.1, "usd_per_kwh": 0.1, "pue": 1.4,
+             "gpu_idle_w": 100.0, "gpu_tdp_w": 700.0, "paid_in": paid_in}
+        return {"energy": e, "cost": {"gpu_hours": 1.0}}
+
+    mixed = combine_energy({"a": pool("rental price"), "b": pool("owned TCO")})
+    assert "rental price" in mixed["paid_in"] and "owned TCO" in mixed["paid_in"]
+    assert combine_energy({"a": pool("owned TCO"), "b": pool("owned TCO")})["paid_in"] == "owned TCO"

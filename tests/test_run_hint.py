@@ -21,4 +21,9 @@ def test_hint_names_the_missing_model_and_its_busiest_pool():
 
 
 def test_every_model_missing_keeps_the_fleet_wide_hint():
-    assert "the fleet is saturated" in _overload_hint(_summary(met_8b=False))  # type: ignore[arg-type]
+    """A standing queue of two with the KV cache a quarter full is near saturation, not saturated."""
+    hint = _overload_hint(_summary(met_8b=False))  # type: ignore[arg-type]
+    assert "the fleet is near saturation" in hint and "2 requests queued on average" in hint
+    full = _summary(met_8b=False)
+    full.utilisation.kv_fraction_p95 = 0.97
+    assert "the fleet is saturated" in _overload_hint(full)  # type: ignore[arg-type]

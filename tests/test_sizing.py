@@ -14,7 +14,7 @@ import yaml
 from scenarios import make_scenario
 
 from sim.core.errors import ConfigError
-from sim.sizing.rules import RULES, SizingRule, nodes_for_rate, select_rules, traffic_rate_stats
+from sim.sizing.rules import RULES, SizingRule, nodes_for_rate, rate_basis, select_rules, traffic_rate_stats
 from sim.sizing.search import node_goodput, size_fleet
 from sim.sizing.variants import with_slo
 
@@ -100,6 +100,7 @@ def test_slo_overrides_and_shaped_rate_stats():
     st = traffic_rate_stats(shaped)
     assert st["p50_rps"] < 7 < st["p95_rps"] <= st["peak_rps"]
     assert st["peak_rps"] == pytest.approx(15.0, rel=0.1)
+    assert rate_basis(shaped) == "6 complete 10-min windows of the 3,600-s run"
 
 
 def _write(tmp_path: Path) -> Path:
@@ -126,7 +127,11 @@ def test_cli_size_json_and_files(tmp_path):
     assert [r["rule"] for r in report["rules"]] == ["P95+30%", "P95+30% + spike reserve"]
     for name in ("sizing.json", "sizing.png", "sizing.txt", "min_nodes_summary.json", "sizing_rules.csv"):
         assert (out / name).stat().st_size > 0
-    assert "simulated" in (out / "sizing.txt").read_text()
+    text = (out / "sizing.txt").read_text()
+    assert "simulated" in text
+    assert "(constant rate over the 60-s run)" in text and "10-min windows" not in text  # no window was used
+    assert report["traffic"]["basis"] == "constant rate over the 60-s run" and report["traffic"]["window_s"] is None
+    assert "(constant rate over the 60-s run)" in (out / "sizing.html").read_text()
     assert "load_factor" in (out / "sizing_points.csv").read_text().splitlines()[0]
 
 

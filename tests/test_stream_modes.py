@@ -38,3 +38,24 @@ def test_no_requests_and_summary_only_give_the_full_streamed_summary(tmp_path: P
 def test_no_requests_needs_stream():
     res = CliRunner().invoke(main, ["run", *SETS, "--no-requests", "--no-report"])
     assert res.exit_code == 2 and "--no-requests" in res.output
+
+
+def test_streamed_latency_cdf_title_counts_the_requests_as_in_memory(tmp_path: Path, monkeypatch):
+    """The CDF plot's title names how many requests it describes, streamed or not, and the same number."""
+    import sim.report.run_report as rr
+
+    titles: list[str] = []
+    real = rr.plot_latency_cdfs
+
+    def spy(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        titles.append(fig._suptitle.get_text())
+        return fig
+
+    monkeypatch.setattr(rr, "plot_latency_cdfs", spy)
+    sets = ["--set", "warmup_s=5"]
+    _run(*sets, "--out", str(tmp_path / "mem"))
+    _run(*sets, "--stream", "--out", str(tmp_path / "stream"))
+    mem, streamed = titles
+    assert "served interactive requests that arrived after the 5-s warm-up" in mem
+    assert streamed == mem

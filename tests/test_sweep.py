@@ -313,4 +313,41 @@ def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1"])
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("capsim sweep:")]
-    assert lines and "2 of 2 points" in lines[-1]
+    assert lines and "2 of 2 runs" in lines[-1]
+
+
+def test_cli_seeds_replicates_every_point_with_confidence_intervals(tmp_path):
+    """``--seeds N`` replaces the file's seeds by the base seed and the next N − 1, the same for every point (as
+    ``capsim compare --seeds``); the overview and sweep.html give mean ± 95 % CI, and name a field a linked axis
+    leaves unset '(default)'."""
+    path = write_experiment(tmp_path, axes={"v": [{"fleet.nodes": 1}, {"fleet.nodes": 2, "traffic.rate_rps": 3.0}]},
+                            seeds=[1])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--seeds", "3", "--out", str(out), "--in-process"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(table["seed"].unique()) == [7, 8, 9]  # BASE's seed 7 and the next two
+    assert table.groupby("point")["seed"].apply(sorted).tolist() == [[7, 8, 9]] * 2
+    assert "mean ± 95% CI across seeds" in res.output
+    overview = res.output.split("mean ± 95% CI across seeds")[1]
+    assert overview.count(" ± ") >= 2 * 4  # every interval of both points
+    html = (out / "sweep.html").read_text()
+    assert "mean ± 95 % confidence interval across seeds" in html and " ± " in html
+    assert "(default)" in overview and "(default)" in html
+    bad = CliRunner().invoke(main, ["sweep", str(path), "--seeds", "0", "--out", str(out), "--in-process"])
+    assert bad.exit_code == 2 and "--seeds" in bad.output
+
+
+def test_overview_says_why_a_point_misses_the_slo(tmp_path):
+    """A point whose SLO is missed says why (as compare's 'missed by'): in results.csv per run, in the printed
+    overview and in sweep.html per point."""
+    path = write_experiment(tmp_path, axes={"slo.ttft_p95_s": [100.0, 0.001]}, seeds=[1])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--in-process"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert table["slo_missed"].tolist()[0] == "" and "P95 TTFT" in table["slo_missed"].tolist()[1]
+    assert "missed by" in res.output and "P95 TTFT" in res.output
+    html = (out / "sweep.html").read_text()
+    assert "<th>missed by</th>" in html and "P95 TTFT" in html
+    assert "_ci95" not in html  # one seed: no interval columns

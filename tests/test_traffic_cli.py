@@ -96,3 +96,13 @@ def test_shaped_scenario_runs_through_simulation() -> None:
                                     "output_tokens": {"dist": "fixed", "value": 20}}]}}
     res = simulate(validate_scenario(raw))
     assert 100 < len(res.requests) < 400
+
+
+def test_text_report_names_the_span_and_its_ten_minute_windows() -> None:
+    """A 600-s scenario reads '600 s (1 complete 10-min window)', not '0.00694 days'."""
+    code, out = run(str(ROOT / "experiments/default.yaml"))
+    assert code == 0, out
+    head = out.splitlines()[0]
+    assert "600 s (1 complete 10-min window)" in head and "days" not in head
+    code, out = run("consumer_chat", "--days", "2", "--rate-rps", "1")
+    assert code == 0 and "2 days (288 complete 10-min windows)" in out.splitlines()[0]

@@ -17,9 +17,11 @@ def _plain(v: object) -> Any:
 
 def _fmt_ci(h: float, kind: str) -> str:
     """A confidence-interval half-width, two significant figures (whole units once large)."""
+    from sim.metrics.stats import half_width_text
+
     if kind == "pct":
         h *= 100
-    text = f"{h:,.0f}" if h >= 100 else f"{h:#.2g}"
+    text = half_width_text(h)
     return {"usd": f"${text}", "usdm": f"${text}", "pct": f"{text}%"}.get(kind, text)
 
 

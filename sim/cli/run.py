@@ -10,7 +10,7 @@ import click
 
 from sim.core.config import Scenario, load_scenario
 from sim.core.paths import scenario_path
-from sim.metrics.headline import load_line, overload_line, slo_line
+from sim.metrics.headline import load_line, overload_line, pool_usd_per_mtok_share, slo_line, warmup_counts
 from sim.metrics.headline import pct as _pct
 
 if TYPE_CHECKING:
@@ -37,9 +37,9 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         head = f"{len(summary.pools)} pool(s), {f.nodes} reserved node(s) · {f.model}"
     lines = [
         f"capsim · {summary.scenario} · {head}",
-        f"  load       {load_line(u, summary.overload.overloaded)}",
-        f"  requests   {r.arrived:,} arrived, {r.completed:,} completed, {r.rejected:,} rejected, "
-        f"{r.spilled:,} spilled, {r.in_flight:,} in flight"
+        f"  load       {load_line(u, summary.overload.overloaded, summary.duration_s)}",
+        f"  requests   {r.arrived:,} arrived{warmup_counts(summary)}, {r.completed:,} completed, "
+        f"{r.rejected:,} rejected, {r.spilled:,} spilled, {r.in_flight:,} in flight"
         + (f", {r.timed_out:,} timed out ({r.retries:,} client retries)" if r.timed_out or r.retries else ""),
         f"  TTFT       {p50_95_99(lat.ttft_s)}",
         f"  TPOT       {p50_95_99(lat.tpot_s)}",
@@ -54,7 +54,9 @@ def _print_summary(summary: Summary, out_dir: Path | None) -> None:
         f"  SLO        {slo_line(slo)}",
         f"  cost       ${c.total_usd:,.2f} for {summary.duration_s:,.0f} s "
         f"(${c.usd_per_gpu_hour or 0:.2f}/GPU-h, {c.pricing_mode}) → "
-        + ("–" if c.usd_per_mtok_output is None else f"${c.usd_per_mtok_output:.2f} per M output tokens, ")
+        + ("–" if c.usd_per_mtok_output is None else f"${c.usd_per_mtok_output:.2f} per M output tokens"
+           + (" (serving cost: all pools" + (" + API" if c.api_usd else "") + ")" if summary.pools else "")
+           + ", ")
         + ("" if c.usd_per_mtok_total is None else f"${c.usd_per_mtok_total:.3f} per M tokens"),
     ]
     e = summary.energy  # sim/metrics/energy.py
@@ -107,12 +109,15 @@ def pool_lines(summary: Summary) -> list[str]:
     out = []
     for name, p in (summary.pools or {}).items():
         lf = p.utilisation.load_factor
-        per_m = p.cost.usd_per_mtok_output
+        share, model = pool_usd_per_mtok_share(summary, name), (summary.models or {}).get(p.model)
+        of_model = ("" if share is None or model is None or model.usd_per_mtok_output is None
+                    or len(model.pools) < 2
+                    else f" (${share:.2f} of the model's ${model.usd_per_mtok_output:.2f} per M output tokens)")
         out.append(
             f"  pool       {name} ({p.role}): {p.nodes} × {p.gpus_per_node}× {p.gpu} · {p.model} · "
             f"{p.requests.completed:,} completed · load factor {'–' if lf is None else f'{lf:.2f}'} · "
             f"TTFT P95 {_ms(p.latency.ttft_s.p95)} · TPOT P95 {_ms(p.latency.tpot_s.p95)} · "
-            f"${p.cost.self_host_usd:,.2f}" + ("" if per_m is None else f" (${per_m:.2f}/M output tokens)"))
+            f"${p.cost.self_host_usd:,.2f}{of_model}")
     for name, m in (summary.models or {}).items():
         att, per_m = m.attainment, m.usd_per_mtok_output
         out.append(
@@ -153,9 +158,14 @@ def _overload_hint(summary: Summary) -> str:
     pooled = _pool_hint(summary)
     if pooled:
         return pooled
-    if summary.overload.overloaded or kv_p95 > 0.95 or queue > 1.0:
+    if summary.overload.overloaded or kv_p95 > 0.95:
         return (f"the fleet is saturated (KV cache P95 {100 * kv_p95:.0f}%, {queue:,.0f} requests queued on "
                 "average): `capsim size` finds the node count that meets the SLO")
+    if queue > 1.0:  # a standing queue without a full cache or a growing backlog: close to, not at, saturation
+        lf = getattr(u, "load_factor", None)
+        at = "" if lf is None else f"load factor {lf:.2f}, "
+        return (f"the fleet is near saturation ({at}{queue:,.0f} requests queued on average, KV cache P95 "
+                f"{100 * kv_p95:.0f}%): `capsim size` finds the node count that meets the SLO")
     return "latency misses its targets without saturation: check the SLO, max_num_batched_tokens (long " \
            "prefill chunks stretch decode steps) or a faster GPU/precision"
 

@@ -21,19 +21,19 @@ if TYPE_CHECKING:
 #: the overview's columns: summary metric -> (header, scale, decimals, unit); names checked on import
 OVERVIEW_METRICS: dict[str, tuple[str, float, int, str]] = {
     check_metric_name(k): v for k, v in {
-        "latency.ttft_s.p95": ("TTFT_P95", 1000, 0, " ms"), "latency.tpot_s.p95": ("TPOT_P95", 1000, 1, " ms"),
-        "slo.attainment": ("SLO", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
-        "cost.usd_per_mtok_total": ("$/Mtok", 1, 3, "")}.items()}
+        "latency.ttft_s.p95": ("P95 TTFT", 1000, 0, " ms"), "latency.tpot_s.p95": ("P95 TPOT", 1000, 1, " ms"),
+        "slo.attainment": ("SLO attain", 100, 1, "%"), "throughput.requests_per_s": ("req/s", 1, 2, ""),
+        "cost.usd_per_mtok_total": ("$/M in+out tok", 1, 3, "")}.items()}
 
 
 def _progress(enabled: bool) -> tuple[ProgressHook | None, Callable[[], None]]:
-    """(hook, stop): progress over points (:class:`sim.core.progress.Progress`: a bar with ETA on a terminal, a line on
-    stderr every ~10 s otherwise); a failed point is reported on stderr as it happens."""
+    """(hook, stop): progress over runs (grid points × seeds; :class:`sim.core.progress.Progress`: a bar with ETA
+    on a terminal, a line on stderr every ~10 s otherwise); a failed point is reported on stderr as it happens."""
     if not enabled:
         return None, lambda: None
     from sim.core.progress import Progress
 
-    bar = Progress("capsim sweep", "points")
+    bar = Progress("capsim sweep", "runs")
     state: dict[str, Any] = {"todo": 0, "done": 0, "failed": 0}
 
     def hook(event: str, point: Point | None, record: dict[str, Any] | None) -> None:
@@ -57,24 +57,48 @@ def _fmt(v: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
     return f"{v * scale:,.{digits}f}{suffix}"
 
 
+def _fmt_ci(half: Any, scale: float = 1.0, suffix: str = "") -> str:
+    """`` ± h`` for a confidence-interval half-width, two significant figures as ``capsim compare`` prints them
+    (empty when undefined: one seed)."""
+    from sim.metrics.stats import half_width_text
+
+    if half is None or math.isnan(half):
+        return ""
+    return f" ± {half_width_text(half * scale)}{suffix}"
+
+
 def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) -> None:
     """Per grid point, means across seeds of the headline metrics (plain text, any width)."""
     import pandas as pd
 
+    from sim.report.experiment_pages import axis_text
+    from sim.sweep.results import missed_by_point
+
     agg = report.aggregates
     if agg is None or not len(agg):
         return
+    missed = missed_by_point(report.table)
     wanted = OVERVIEW_METRICS
     rows = []
+    multi = False
     for _point, grp in agg[agg["metric"].isin(list(wanted))].groupby("point", sort=True):
-        by = dict(zip(grp["metric"], grp["mean"]))
+        by = {m: (mean, (hi - lo) / 2) for m, mean, lo, hi in zip(grp["metric"], grp["mean"], grp["ci95_low"],
+                                                                  grp["ci95_high"])}
         first = grp.iloc[0]
-        rows.append({**{c: "–" if pd.isna(first[c]) else first[c] for c in exp.axis_columns},
+        multi |= int(grp["n"].max()) > 1
+        rows.append({**{c: axis_text(first[c]) for c in exp.axis_columns},
                      "seeds": int(grp["n"].max()),
-                     **{name: _fmt(by.get(m), sc, d, u) for m, (name, sc, d, u) in wanted.items()}})
+                     **{name: _fmt(by.get(m, (None, None))[0], sc, d, u) + _fmt_ci(by.get(m, (None, None))[1], sc, u)
+                        for m, (name, sc, d, u) in wanted.items()},
+                     "missed by": missed.get(int(first["point"]), "")})
     if not rows:
         return
-    click.echo(f"{exp.name}: mean across seeds (95% CI in aggregates.csv)")
+    if not any(r["missed by"] for r in rows):
+        for r in rows:
+            del r["missed by"]
+    click.echo(f"{exp.name}: " + ("mean ± 95% CI across seeds (every run in results.csv, intervals in "
+                                  "aggregates.csv)" if multi else "one seed per grid point (--seeds N for "
+                                                                  "replications and confidence intervals)"))
     click.echo(pd.DataFrame(rows[:max_rows]).to_string(index=False))
     if len(rows) > max_rows:
         click.echo(f"… {len(rows) - max_rows} more grid point(s) in results.csv")
@@ -91,6 +115,10 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
               help="Output folder (default: out/sweeps/<experiment name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a base-scenario field for every point (repeatable).")
+@click.option("--seeds", "n_seeds", type=int, default=None,
+              help="Replications per grid point, seeds SEED … SEED+N−1 (SEED: the base scenario's), the same for "
+                   "every point (default: the file's seeds, else 1); the overview gives means and 95 % confidence "
+                   "intervals.")
 @click.option("--metrics", type=click.Choice(["exact", "streaming"]), default=None,
               help="exact percentiles, or streaming histograms (constant memory; ±0.12%). Default: the file's.")
 @click.option("--retry-failed/--skip-failed", default=True, show_default=True,
@@ -100,8 +128,8 @@ def _print_overview(report: SweepReport, exp: Experiment, max_rows: int = 60) ->
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of the text overview.")
 @click.option("--force", is_flag=True, help="Run even if the estimate exceeds this machine's memory or a day.")
 def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_process: bool, out_dir: Path | None,
-          overrides: tuple[str, ...], metrics: str | None, retry_failed: bool, fresh: bool, dry_run: bool,
-          as_json: bool, force: bool) -> None:
+          overrides: tuple[str, ...], n_seeds: int | None, metrics: str | None, retry_failed: bool, fresh: bool,
+          dry_run: bool, as_json: bool, force: bool) -> None:
     """Run every point × seed of EXPERIMENT (a YAML experiment file: base scenario, axes, seeds).
 
     Finished points are saved one file each under OUT/points/ and skipped when the sweep is run again, so an
@@ -119,7 +147,7 @@ def sweep(experiment: Path, workers: int | None, scheduler: str | None, in_proce
         raise ConfigError("--workers", "", f"must be >= 1 (got {workers})")
     if scheduler is not None and in_process:
         raise ConfigError("--scheduler", "", "cannot be combined with --in-process")
-    exp = load_experiment(experiment, list(overrides), metrics)  # type: ignore[arg-type]
+    exp = load_experiment(experiment, list(overrides), metrics, n_seeds)  # type: ignore[arg-type]
     out = out_dir or Path("out") / "sweeps" / exp.name
     spec = ExecutorSpec(workers=workers, scheduler=scheduler, in_process=in_process)
     n_keys = len({p.key for p in exp.points})

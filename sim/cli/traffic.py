@@ -241,8 +241,17 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+def _span(duration_s: float) -> str:
+    """``7 days (1,008 complete 10-min windows)``: the span in a unit that reads, and how many 10-min windows the
+    P-rates below are over (none: the 10-min row is empty)."""
+    d = duration_s
+    span = f"{d / 86400:.3g} days" if d >= 86400 else f"{d / 3600:.3g} hours" if d >= 3600 else f"{d:,.0f} s"
+    n = int(d // 600)
+    return f"{span} ({n:,} complete 10-min window{'s' if n != 1 else ''})"
+
+
 def _print(o: dict) -> None:
-    click.echo(f"{o['source']} ({o['kind']}), {o['days']:.3g} days, {o['requests']:,} requests")
+    click.echo(f"{o['source']} ({o['kind']}), {_span(o['duration_s'])}, {o['requests']:,} requests")
     if "trace" in o:
         t = o["trace"]
         click.echo(f"  trace: {t['format']}, {t['rows']:,} rows over {t['span_s']:.1f} s, "

@@ -22,8 +22,11 @@ from sim.perf.validation import PROTOCOLS, format_points, format_summary, run
               help="Simulator evaluations per refit (leave-one-gpu-out).")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports (rows, summaries, factors) as JSON.")
 @click.option("--out", "out_path", default=None, type=click.Path(path_type=Path), help="Also write the JSON here.")
+@click.option("--overload", "with_overload", is_flag=True,
+              help="Also run the load-ladder check: published runs stepped through a node's knee into overload "
+                   "(TTFT growth, time-outs, completed throughput; calibration/data/load_ladder_points.csv).")
 def validate(protocols: tuple[str, ...], show_points: bool, max_evaluations: int, as_json: bool,
-             out_path: Path | None) -> None:
+             out_path: Path | None, with_overload: bool) -> None:
     """Fitted vs held-out errors of capsim's performance model on the published measurements.
 
     The stack factors are fitted on H100/A100 points only; every other GPU family (H200, GH200, B200, GB200,
@@ -32,8 +35,15 @@ def validate(protocols: tuple[str, ...], show_points: bool, max_evaluations: int
     """
     names = PROTOCOLS if "all" in protocols else tuple(dict.fromkeys(protocols))
     reports = run(names, max_evaluations)
-    doc = [{"protocol": r.protocol, "summary": r.summary(), "rows": r.rows, "factors": r.factors, "notes": r.notes}
-           for r in reports]
+    doc: list[dict] = [{"protocol": r.protocol, "summary": r.summary(), "rows": r.rows, "factors": r.factors,
+                        "notes": r.notes} for r in reports]
+    ladder = None
+    if with_overload:
+        from sim.perf import overload
+
+        ladder = overload.run(overload.read_points(overload.ladder_path()))
+        doc.append({"protocol": "load-ladder", "summary": overload.summarise(ladder), "rows": ladder.rows,
+                    "runs": ladder.runs})
     if out_path is not None:
         write_text(out_path, json.dumps(doc, indent=1, default=float) + "\n")
     if as_json:
@@ -50,3 +60,9 @@ def validate(protocols: tuple[str, ...], show_points: bool, max_evaluations: int
             click.echo("")
             click.echo(format_points(r))
         click.echo("")
+    if ladder is not None:
+        from sim.perf import overload
+
+        click.echo(f"capsim validate · load ladder · {len(ladder.rows)} point(s), all held out "
+                   "(below the knee and past it)")
+        click.echo(overload.format_report(ladder))

@@ -69,12 +69,48 @@ def place_labels(ax: Axes, xs: np.ndarray, ys: np.ndarray, texts: list[str], fon
                 ann.remove()
             if chosen is not None:
                 break
-        if chosen is None:  # very crowded: far out, with a leader line
-            chosen = ax.annotate(text, (x, y), textcoords="offset points", xytext=(60, 60), fontsize=fontsize,
-                                 arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6})
+        if chosen is None:  # very crowded: far out, with a leader line, a line further per label already there
+            chosen = _stacked_label(ax, text, (x, y), taken, frame, fontsize)
         taken.append(chosen.get_window_extent().expanded(1.05, 1.15))
         out.append(chosen)
     return out
+
+
+def _text_box(ann: Any) -> Any:
+    """The display box of an annotation's text alone (its leader line left out), with a little margin."""
+    from matplotlib.text import Text
+
+    renderer = ann.figure.canvas.get_renderer()
+    ann.update_positions(renderer)  # the text's place follows its offset only once positions are updated
+    return Text.get_window_extent(ann, renderer).expanded(1.05, 1.15)
+
+
+def _stacked_label(ax: Axes, text: str, xy: tuple[float, float], taken: list, frame: Any, fontsize: int) -> Any:
+    """A label 60 pt right of (or left of) its point, moved up (or down) one line at a time until it overlaps no
+    label already placed; still inside the axes if it fits there, else the first clear slot (as the sweep plot
+    stacks its labels)."""
+    leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6}
+    line_pt = 1.5 * fontsize
+    fallback = None
+    for dx, sign in ((60, 1), (-60, 1), (60, -1), (-60, -1)):
+        for k in range(40):
+            dy = sign * (60 + k * line_pt)
+            ann = ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                              ha="left" if dx > 0 else "right", va="bottom" if sign > 0 else "top",
+                              arrowprops=leader)
+            bb = _text_box(ann)
+            if not any(bb.overlaps(t) for t in taken):
+                if frame.x0 <= bb.x0 and bb.x1 <= frame.x1 and frame.y0 <= bb.y0 and bb.y1 <= frame.y1:
+                    if fallback is not None:
+                        fallback.remove()
+                    return ann
+                if fallback is None:
+                    fallback = ann
+                    break
+            ann.remove()
+    if fallback is not None:
+        return fallback
+    return ax.annotate(text, xy, textcoords="offset points", xytext=(60, 60), fontsize=fontsize, arrowprops=leader)
 
 
 def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None = None,
@@ -163,6 +199,9 @@ def plot_spill_timeline(runs: list[Run], results: list[StrategyResult]) -> Figur
             continue  # never spills, or spills everything (= the traffic curve)
         ax.plot(hours, sp, lw=1.3, label=f"{run.label}: spilled to API")
     ax.set_yscale("symlog", linthresh=1.0)  # the daily curve stays visible under a 50x spike
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,g}"))  # 1, 10, 100 — not 10⁰ beside 0
     ax.set_xlabel("simulated time (hours)")
     ax.set_ylabel("requests per second (linear below 1, log above)")
     ax.set_title("Spill rate over time against the traffic curve")

@@ -13,8 +13,10 @@ def pct(v: float | None, digits: int = 0) -> str:
     return "–" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def load_line(u: Utilisation, overloaded: bool = False) -> str:
-    """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary."""
+def load_line(u: Utilisation, overloaded: bool = False, duration_s: float | None = None) -> str:
+    """``load 0.45 of capacity (…) · bottleneck none`` — the headroom line that leads the summary. The busiest
+    10 minutes are named only in a run longer than that (``duration_s``): in a shorter one the "peak" window is
+    the whole run, and it differs from the load factor only by how pools are combined (the busiest pool's)."""
     lf = u.load_factor
     if lf is None:
         return "no traffic"
@@ -28,7 +30,10 @@ def load_line(u: Utilisation, overloaded: bool = False) -> str:
         head += f" ({cap:.1f} req/s per node)"
     peak = u.load_factor_peak
     if peak is not None and peak > 1.1 * lf:
-        head += f", {peak:.2f} in the busiest 10 minutes"
+        from sim.metrics.tables import PEAK_WINDOW_S
+
+        if duration_s is None or duration_s > PEAK_WINDOW_S:
+            head += f", {peak:.2f} in the busiest {PEAK_WINDOW_S / 60:g} minutes"
         lf = peak
     if lf >= 1:
         head += ", OVER capacity"
@@ -72,6 +77,33 @@ def slo_line(slo: SloVerdict) -> str:
     elif missed:
         verdict += " for class " + missed
     return ", ".join(parts) + verdict
+
+
+def arrived_after_warmup(summary: Summary) -> int:
+    """Interactive arrivals after warm-up: what the SLO, class and model tables count."""
+    return sum(c.arrived for c in summary.slo.by_class.values())
+
+
+def warmup_counts(summary: Summary) -> str:
+    """``" (13,690 after the 30-s warm-up)"`` for the requests line: the whole run's arrival count and the SLO,
+    class and model tables' (interactive arrivals after warm-up) part ways there; empty without a warm-up."""
+    if summary.warmup_s <= 0:
+        return ""
+    after = arrived_after_warmup(summary)
+    what = "interactive " if summary.batch is not None else ""
+    return f" ({after:,} {what}after the {summary.warmup_s:g}-s warm-up)"
+
+
+def pool_usd_per_mtok_share(summary: Summary, pool: str) -> float | None:
+    """A pool's part of its model's serving cost per M output tokens: its self-hosted cost ÷ the output tokens its
+    model's classes were served (fleet or API, whole run). The pools' parts plus the API's add up to the model's
+    ``usd_per_mtok_output``; unlike the pool's own ``cost.usd_per_mtok_output`` (÷ the tokens completed on its
+    nodes), it means something for a prefill or decode pool, which serves half of each request's work."""
+    p = (summary.pools or {})[pool]
+    m = (summary.models or {}).get(p.model)
+    if m is None or not m.served_output_tokens:
+        return None
+    return p.cost.self_host_usd / (m.served_output_tokens / 1e6)
 
 
 def classes_missed(slo: SloVerdict) -> list[tuple[str, float | None]]:

@@ -270,8 +270,16 @@ def combine_energy(pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "gpu_idle_w": per_gpu("gpu_idle_w"),
         "gpu_tdp_w": per_gpu("gpu_tdp_w"),
         "kg_co2_per_kwh_mean": co2 / kwh if kwh > 0 else None,
-        "paid_in": first["paid_in"],
+        "paid_in": _paid_in([e["paid_in"] for e in es]),
     }
+
+
+def _paid_in(each: list[str]) -> str:
+    """Where the pools' electricity is paid: one place, or (rented and owned pools side by side) both."""
+    kinds = list(dict.fromkeys(each))
+    if len(kinds) == 1:
+        return kinds[0]
+    return "rental price of the rented pools and the owned TCO of the owned ones"
 
 
 def combine_utilisation(pools: dict[str, dict[str, Any]], fleet_util: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,12 @@ def mean_ci95(values: Sequence[float | None]) -> tuple[float | None, float | Non
     return float(x.mean()), t_half_width(float(x.std(ddof=1)), len(x))
 
 
+def half_width_text(half: float) -> str:
+    """A confidence-interval half-width for tables: two significant figures, whole units from 10 up (``89``, not
+    ``89.``; ``6,252``)."""
+    return f"{half:,.0f}" if abs(half) >= 9.95 else f"{half:#.2g}"
+
+
 def wilson_upper(share: float, n: int, z: float = 1.645) -> float:
     """Upper Wilson score bound on a proportion observed as ``share`` of ``n`` trials (z = 1.645: one-sided 95 %)."""
     z2 = z * z

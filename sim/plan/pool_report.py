@@ -342,7 +342,8 @@ def html_report(res: PoolPlanResult, figures: dict[str, bytes]) -> str:
                     f"<p><b>Why this layout:</b> {esc(why_won(res, d.model))}</p>"
                     f"{htmldoc.table(df, fmt, heads, classes='t wrap')}")
     why = pd.DataFrame(why_not(res))
-    why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
+    why_html = (htmldoc.table(why, {"usd_per_month": _usd_or_blank}, {"usd_per_month": "$/month"}, classes="t why")
+                if len(why) else "")
     body.append(f"<h2>Cost against latency</h2>{htmldoc.figures(figures)}"
                 f"<h2>Why the others lost</h2>{why_html}"
                 f"<h2>Console report</h2><pre>{esc(format_text(res))}</pre>"

@@ -292,7 +292,7 @@ def format_text(res: PlanResult) -> str:
     df = ranked_table(res)
     width = max([24] + [len(r["pricing_label"]) + 1 for r in df.to_dict(orient="records")])
     header = (f"  {'#':>2} {'GPU':<14}{'TP':>3} {'prec':<13}{'nodes':>6}{'GPUs':>5}  {'pricing':<{width}}"
-              f"{'$/month':>10}{'$/M out':>9}{'SLO att.':>9}{'TTFT95':>8}{'TPOT95':>8}{'headroom':>9}{'kW':>6}"
+              f"{'$/month':>10}{'$/M out':>9}{'SLO att.':>9}{'TTFT95':>8}{'TPOT95':>8}{'spare@mean':>11}{'kW':>6}"
               f"{'kgCO2/d':>9}")
     lines += [header, "  " + "─" * (len(header) - 2)]
     for r in df.to_dict(orient="records"):
@@ -303,7 +303,9 @@ def format_text(res: PlanResult) -> str:
             f"  {r['rank']:>2} {r['gpu']:<14}{r['gpus_per_node']:>3} {prec:<13}{r['nodes']:>6}{r['gpus']:>5}  "
             f"{r['pricing_label']:<{width}}{r['usd_per_month']:>10,.0f}{r['usd_per_mtok_output']:>9.2f}"
             f"{100 * r['slo_attainment']:>8.2f}%{1000 * r['ttft_p95_s']:>6.0f}ms{1000 * r['tpot_p95_s']:>6.1f}ms"
-            f"{100 * r['headroom']:>8.0f}%{r['avg_power_kw']:>6.1f}{r['co2_kg_per_day']:>9.0f}")
+            f"{100 * r['headroom']:>10.0f}%{r['avg_power_kw']:>6.1f}{r['co2_kg_per_day']:>9.0f}")
+    lines.append("  spare@mean: 1 − mean rate ÷ the fleet's capacity bound, spare capacity at the mean load (an upper "
+                 "bound); each fleet is sized for the peak")
     lines.append("")
     win = res.winner
     if win is None:
@@ -439,9 +441,11 @@ def html_report(res: PlanResult, figures: dict[str, Any]) -> str:
              "tpot_p95_s": "P95 TPOT", "avg_power_kw": "kW", "energy_kwh_per_day": "kWh/day",
              "co2_kg_per_day": "kg CO2/day", "nodes_lower_bound": "nodes ≥ (bound)",
              "api_request_share": "to API", "spot_nodes": "spot nodes", "reserved_nodes": "reserved",
-             "pricing_label": "pricing"}
+             "pricing_label": "pricing", "headroom": "spare at mean load", "gpus": "GPUs",
+             "seeds_met": "seeds met"}
     why = pd.DataFrame(why_not(res))
-    why_html = htmldoc.table(why, {"usd_per_month": _usd_or_blank}, classes="t why") if len(why) else ""
+    why_html = (htmldoc.table(why, {"usd_per_month": _usd_or_blank}, {"usd_per_month": "$/month"}, classes="t why")
+                if len(why) else "")
     be = break_even(res)
     body = (f"<h2>Ranked: cheapest first, every row meets the SLO</h2>{htmldoc.table(table, fmt, heads)}"
             f"<h2>Cost, latency and break-even</h2>{htmldoc.figures(figures)}"

@@ -58,7 +58,13 @@ def size_verdict(report: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 #: sizing tables' headings: the busy share of time is not load (a node with one running sequence is "busy")
-SIZE_HEADS = {"load_factor": "load factor", "busy_fraction": "steps running (busy, not capacity)"}
+SIZE_HEADS = {"load_factor": "load factor", "busy_fraction": "steps running (busy, not capacity)",
+              "rate_rps": "rate (req/s)", "slo_attainment": "SLO attain.", "total_usd": "cost $ (run)",
+              "usd_per_mtok_output": "$/M out tok", "usd_per_hour": "$/hour", "seeds_met": "seeds met",
+              "meets_slo": "meets SLO", "ttft_p95_s": "P95 TTFT", "tpot_p95_s": "P95 TPOT", "e2e_p95_s": "P95 E2E",
+              "nodes_vs_min": "nodes vs sim", "usd_vs_min": "$ vs sim", "min_nodes": "min nodes",
+              "node_goodput_rps": "goodput (req/s/node)", "usd_per_gpu_hour": "$/GPU-h", "gpus": "GPUs",
+              "cheapest": "cheapest", "error": "error"}
 
 
 def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], images: Mapping[str, bytes],
@@ -71,13 +77,16 @@ def size_html(report: Mapping[str, Any], tables: Mapping[str, pd.DataFrame], ima
              "question": "the smallest fleet that meets the SLO over the whole traffic shape",
              "SLO": _slo_text(report.get("slo") or {}),
              "traffic": f"{tr.get('mean_rps', 0):.2f} req/s mean, {tr.get('peak_rps', 0):.2f} peak "
-                        f"({tr.get('window_s', 600) / 60:g}-min window), {report.get('duration_s', 0):,.0f} s",
+                        f"({tr.get('basis') or str(report.get('duration_s', 0)) + '-s run'})",
              "GPU types": ", ".join(g["gpu"] for g in report.get("by_gpu") or []) or str(report.get("gpu")),
              "seeds": ", ".join(str(s) for s in report.get("seeds") or [])}
     fmt = {"slo_attainment": lambda v: _pct(v, 2), "busy_fraction": _pct, "usd_per_hour": _usd,
            "load_factor": lambda v: f"{v:.2f}",
            "usd_per_mtok_output": lambda v: _usd(v, 3),
-           "total_usd": _usd, "ttft_p95_s": _ms, "tpot_p95_s": _ms, "e2e_p95_s": _ms}
+           "total_usd": _usd, "ttft_p95_s": _ms, "tpot_p95_s": _ms, "e2e_p95_s": _ms,
+           "usd_vs_min": lambda v: f"{'+' if v >= 0 else '−'}{_usd(abs(v))}",
+           "nodes_vs_min": lambda v: f"{int(v):+d}", "usd_per_gpu_hour": _usd,
+           "node_goodput_rps": lambda v: f"{v:.2f}"}
     body = htmldoc.asked(asked)
     for name, df in tables.items():
         body += f"<h2>{esc(name)}</h2>{htmldoc.table(df, fmt, SIZE_HEADS)}"
@@ -129,23 +138,68 @@ def compare_html(name: str, asked: Mapping[str, str], df: pd.DataFrame, images: 
 
 # --- capsim sweep ---------------------------------------------------------------------------------------------
 SWEEP_METRICS = {"latency.ttft_s.p95": ("P95 TTFT", _ms), "latency.tpot_s.p95": ("P95 TPOT", _ms),
-                 "slo.attainment": ("SLO attain.", lambda v: _pct(v, 2)), "slo.met": ("SLO met (share of seeds)",
+                 "slo.attainment": ("SLO attain.", lambda v: _pct(v, 2)), "slo.met": ("SLO met (seeds)",
                                                                                        _pct),
                  "throughput.requests_per_s": ("req/s", "{:.2f}".format),
-                 "cost.usd_per_mtok_total": ("$/M tok", lambda v: _usd(v, 3))}
+                 "cost.usd_per_mtok_total": ("$/M in+out tok", lambda v: _usd(v, 3))}
 
 
-def sweep_overview(agg: pd.DataFrame, axis_columns: list[str]) -> pd.DataFrame:
-    """One row per grid point: its axis values, seeds and the means of :data:`SWEEP_METRICS`."""
+def sweep_overview(agg: pd.DataFrame, axis_columns: list[str],
+                   missed: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """One row per grid point: its axis values, seeds, the means of :data:`SWEEP_METRICS`, the half-widths of
+    their 95 % confidence intervals (``<metric>_ci95``; NaN with one seed) and, given ``missed`` (point → why it
+    misses the SLO: :func:`sim.sweep.results.missed_by_point`), a ``missed by`` column."""
     rows = []
     if agg is None or agg.empty:
         return pd.DataFrame()
     for _, grp in agg[agg["metric"].isin(list(SWEEP_METRICS))].groupby("point", sort=True):
         by = dict(zip(grp["metric"], grp["mean"]))
+        half = dict(zip(grp["metric"], (grp["ci95_high"] - grp["ci95_low"]) / 2))
         first = grp.iloc[0]
         rows.append({**{c: first[c] for c in axis_columns if c in grp.columns}, "seeds": int(grp["n"].max()),
-                     **{m: by.get(m) for m in SWEEP_METRICS}})
+                     **{m: by.get(m) for m in SWEEP_METRICS},
+                     **{f"{m}{CI_SUFFIX}": half.get(m) for m in SWEEP_METRICS if m not in NO_CI},
+                     **({MISSED_BY: missed.get(int(first["point"]), "")} if missed is not None else {})})
     return pd.DataFrame(rows)
+
+
+#: the overview's confidence-interval columns: ``<metric>_ci95`` (not for the share of seeds meeting the SLO)
+CI_SUFFIX = "_ci95"
+NO_CI = ("slo.met",)
+#: the overview's column naming why a point misses the SLO (last: it may be long)
+MISSED_BY = "missed by"
+
+
+def axis_text(v: Any) -> str:
+    """An axis value for people: a mapping (stored as JSON text) as ``expert=8, tensor=1``; a field a point leaves
+    unset (a linked axis value that does not name it) as ``(default)``: the base scenario's value."""
+    import json
+
+    if v is None or (isinstance(v, float) and v != v):
+        return "(default)"
+    if isinstance(v, str) and v.startswith("{"):
+        try:
+            d = json.loads(v)
+        except ValueError:
+            return v
+        if isinstance(d, dict):
+            return ", ".join(f"{k}={x}" for k, x in d.items())
+    return str(v)
+
+
+def _not_axis(c: str) -> bool:
+    return c in SWEEP_METRICS or c in ("seeds", MISSED_BY) or c.endswith(CI_SUFFIX)
+
+
+def _with_ci(overview: pd.DataFrame) -> pd.DataFrame:
+    """The overview for display: each metric as ``mean ± half-width`` where it has an interval."""
+    out = overview[[c for c in overview.columns if not c.endswith(CI_SUFFIX)]].copy()
+    for m, (_, f) in SWEEP_METRICS.items():
+        if m not in out:
+            continue
+        ci = overview.get(f"{m}{CI_SUFFIX}", pd.Series([None] * len(overview), index=overview.index))
+        out[m] = [f(v) + ("" if h is None or h != h else f" ± {f(h)}") for v, h in zip(overview[m], ci)]
+    return out
 
 
 def sweep_verdict(overview: pd.DataFrame, n_failed: int, interrupted: bool) -> tuple[str, bool]:
@@ -157,9 +211,9 @@ def sweep_verdict(overview: pd.DataFrame, n_failed: int, interrupted: bool) -> t
                                                                    interrupted else "")
     if met.empty:
         return f"None of the {len(overview)} grid points meets the SLO in every seed{tail}.", False
-    axes = [c for c in overview.columns if c not in SWEEP_METRICS and c != "seeds"]
+    axes = [c for c in overview.columns if not _not_axis(c)]
     best = met.sort_values("cost.usd_per_mtok_total").iloc[0] if "cost.usd_per_mtok_total" in met else met.iloc[0]
-    where = ", ".join(f"{c} = {best[c]}" for c in axes if not pd.isna(best[c]))
+    where = "; ".join(f"{c} = {axis_text(best[c])}" for c in axes if not pd.isna(best[c]))
     return (f"{len(met)} of {len(overview)} grid points meet the SLO in every seed; the cheapest per token: "
             f"{where} ({_usd(best.get('cost.usd_per_mtok_total'), 3)}/M tokens, P95 TTFT "
             f"{_ms(best.get('latency.ttft_s.p95'))}){tail}.", True)
@@ -170,8 +224,20 @@ def sweep_html(name: str, asked: Mapping[str, str], overview: pd.DataFrame, imag
     """``sweep.html``: the per-point overview (means across seeds; CIs in aggregates.csv) and the plots."""
     verdict, good = sweep_verdict(overview, n_failed, interrupted)
     heads = {m: h for m, (h, _) in SWEEP_METRICS.items()}
-    fmt = {m: f for m, (_, f) in SWEEP_METRICS.items()}
-    body = (htmldoc.asked(asked) + "<h2>Grid points (mean across seeds; 95 % CIs in aggregates.csv, every run in "
-            "results.csv)</h2>" + htmldoc.table(overview, fmt, heads)
+    n_axes = sum(1 for c in overview.columns if not _not_axis(c))
+    # the axis columns wrap (a linked axis's values are long), so the 'missed by' column stays in view
+    axes_wrap = (f"<style>table.sweep td:nth-child(-n+{n_axes}){{white-space:normal;min-width:6em}}</style>"
+                 if n_axes else "")
+    multi = bool(len(overview)) and int(overview["seeds"].max()) > 1
+    shown = _with_ci(overview) if multi else overview[[c for c in overview.columns if not c.endswith(CI_SUFFIX)]]
+    shown = shown.copy()
+    for c in shown.columns:
+        if not _not_axis(c):
+            shown[c] = [axis_text(v) for v in shown[c]]
+    fmt = {} if multi else {m: f for m, (_, f) in SWEEP_METRICS.items()}
+    body = (htmldoc.asked(asked) + "<h2>Grid points ("
+            + ("mean ± 95 % confidence interval across seeds" if multi else "one seed each: --seeds N for intervals")
+            + "; every run in results.csv)</h2>" + axes_wrap
+            + htmldoc.table(shown, fmt, heads, classes="t lastwrap sweep")
             + (f"<h2>Plots</h2>{htmldoc.figures(images)}" if images else ""))
     return htmldoc.page(f"capsim sweep · {name}", esc(verdict), body, good)

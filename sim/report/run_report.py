@@ -48,7 +48,7 @@ def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: Slo
     """CDFs of TTFT, TPOT and E2E (from :func:`latency_curves`, or quantile curves of a streamed run), with
     the P95 (``p95_s`` by column: the summary's, so the plot and the tables agree; else read off the curve)
     and the SLO targets as vertical lines."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     targets = slo.targets if slo is not None else {}
@@ -72,6 +72,8 @@ def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: Slo
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
+        else:  # at most 6 ticks: TPOT's 0.0100 … 0.0250 ran together at 7
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_xlabel(f"{title} (s)")
         ax.set_ylabel("fraction of requests")
         ax.set_title(title)
@@ -83,16 +85,25 @@ def plot_latency_cdfs(curves: dict[str, tuple[np.ndarray, np.ndarray]], slo: Slo
     return fig
 
 
-def _legend_above(ax: Any, extra_handles: list | None = None) -> None:
+def _legend_above(ax: Any, extra_handles: list | None = None, right_of: Any = None) -> None:
     """The legend outside the axes, on the right (the figure's constrained layout makes room): never over
-    the data."""
+    the data; with ``right_of`` (a twin axis), beyond that axis's tick labels and label."""
     handles, labels = ax.get_legend_handles_labels()
     for h in extra_handles or []:
         handles.append(h)
         labels.append(h.get_label())
-    if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                  borderaxespad=0.0)
+    if not handles:
+        return
+    x0, where = 1.01, ax.transAxes
+    if right_of is not None:  # past the twin axis's ticks and label: an offset in inches, which layout keeps
+        from matplotlib.transforms import ScaledTranslation
+
+        fig = ax.figure
+        fig.canvas.draw()
+        beyond_px = right_of.get_tightbbox(fig.canvas.get_renderer()).x1 - ax.bbox.x1
+        x0, where = 1.0, ax.transAxes + ScaledTranslation(beyond_px / fig.dpi + 0.08, 0, fig.dpi_scale_trans)
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(x0, 1.0), bbox_transform=where, fontsize=8,
+              frameon=False, borderaxespad=0.0)
 
 
 def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = None) -> Figure:
@@ -111,12 +122,13 @@ def plot_load(fleet_ts: pd.DataFrame, kv_capacity_tokens_total: int | None = Non
     ax.set_ylabel("requests / s")
     ax.set_title(f"Load (rolling mean over {win * dt:g} s)")
     extra = []
+    ax2 = None
     if "nodes_up" in fleet_ts and fleet_ts["nodes_up"].nunique() > 1:
         ax2 = ax.twinx()
         extra = ax2.step(t, fleet_ts["nodes_up"], where="post", color="k", lw=1, alpha=0.6, label="nodes up")
         ax2.set_ylabel("nodes up")
         ax2.set_ylim(0, fleet_ts["nodes_up"].max() * 1.15 + 1)
-    _legend_above(ax, extra)
+    _legend_above(ax, extra, right_of=ax2)
     ax.grid(alpha=0.3)
     ax = axes[1]
     ax.plot(t, fleet_ts["running_seqs"], lw=1, color="C1", label="running sequences (batch)")
@@ -296,6 +308,10 @@ def plot_cost_breakdown(summary: Summary) -> Figure:
     and per million output tokens, the share of GPU spend that buys unused capacity (1 − load factor) marked."""
     cost = summary.cost
     parts = {f"GPUs, {k.replace('_', '-')}": v for k, v in cost.self_host_usd_by_kind.items() if v}
+    if cost.self_host_usd_by_pool and len(cost.self_host_usd_by_pool) > 1:  # fleet.pools: each pool's part
+        roles = {n: p.role for n, p in (summary.pools or {}).items()}
+        parts = {f"GPUs, pool {n}" + (f" ({roles[n]})" if roles.get(n, "mixed") not in ("mixed", n) else ""): v
+                 for n, v in cost.self_host_usd_by_pool.items() if v}
     if not parts and cost.self_host_usd:
         parts["GPUs"] = cost.self_host_usd
     if cost.api_usd:
@@ -327,7 +343,8 @@ def plot_cost_breakdown(summary: Summary) -> Figure:
                           f"(load factor {lf:.2f})", fontsize=10)
     else:
         axes[0].set_title(f"Cost: \\${total:,.2f}", fontsize=10)
-    axes[1].set_title("per M output tokens" + ("" if per_m is None else f": \\${per_m:,.3f}"), fontsize=10)
+    axes[1].set_title("serving cost" + ("" if per_m is None else f": \\${per_m:,.3f}") + " per M output tokens",
+                      fontsize=10)
     return fig
 
 
@@ -354,7 +371,7 @@ def _headline_html(summary: Summary) -> str:
 
     slo = summary.slo
     over = summary.overload.overloaded
-    lines = [("Capacity", load_line(summary.utilisation, over),
+    lines = [("Capacity", load_line(summary.utilisation, over, summary.duration_s),
               "warn" if over or (summary.utilisation.load_factor or 0) >= 1 else ""),
              ("Overload", overload_line(summary), "bad" if over else ""),
              ("SLO", slo_line(slo), "good" if slo.met and not classes_missed(slo) else "bad")]
@@ -384,6 +401,8 @@ def _class_table_html(slo: SloVerdict) -> str:
 
 def _pools_html(summary: Summary) -> str:
     """Per-pool and per-model tables of a ``fleet.pools`` run (empty otherwise)."""
+    from sim.metrics.headline import pool_usd_per_mtok_share
+
     pools, models = summary.pools or {}, summary.models or {}
     if not pools:
         return ""
@@ -394,7 +413,8 @@ def _pools_html(summary: Summary) -> str:
     head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>sent (whole run)</th>"
             "<th>completed (whole run)</th>"
             "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>load factor</th><th>KV mean</th><th>MFU mean</th>"
-            "<th>GPU-hours</th><th>self-host $</th><th>$ / M output tokens</th></tr>")
+            "<th>GPU-hours</th><th>paid</th><th>self-host $</th><th>$ / M output tokens: its part of the model's</th>"
+            "<th>$ / M output tokens it completed</th></tr>")
     rows = []
     for name, p in pools.items():
         u, c, lat = p.utilisation, p.cost, p.latency
@@ -407,8 +427,15 @@ def _pools_html(summary: Summary) -> str:
             f"<td>{_fmt(p.requests.completed)}</td><td>{_fmt(lat.ttft_s.p95)}</td>"
             f"<td>{_fmt(lat.tpot_s.p95)}</td><td>{_fmt(u.load_factor)}</td>"
             f"<td>{pct(u.kv_fraction_mean)}</td><td>{pct(u.mfu_mean)}</td><td>{_fmt(c.gpu_hours)}</td>"
-            f"<td>{_fmt(c.self_host_usd)}</td><td>{_fmt(c.usd_per_mtok_output)}</td></tr>")
-    out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>"
+            f"<td>{html.escape(c.pricing_mode)}</td><td>{_fmt(c.self_host_usd)}</td>"
+            f"<td>{_fmt(pool_usd_per_mtok_share(summary, name))}</td>"
+            f"<td>{'–' if p.role != 'mixed' else _fmt(c.usd_per_mtok_output)}</td></tr>")
+    note = ("<p class='sub'>The serving cost is the fleet's Cost row and each model's $ / M output tokens below. A "
+            "pool's part is its self-host $ ÷ its model's output tokens: the parts of a model's pools (and its API "
+            "spend) add up to the model's figure. The $ / M output tokens it completed divides by the tokens "
+            "completed on its nodes: a way to compare mixed pools' GPUs, left out for prefill and decode pools, "
+            "each of which does half of every request's work.</p>")
+    out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>{note}"
     mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived after warm-up</th><th>SLO attainment</th>"
              "<th>SLO</th><th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th>"
              "<th>$ / M output tokens</th></tr>")
@@ -431,7 +458,9 @@ def _warmup_note(summary: Summary) -> str:
     """Where the Requests row's counts and the SLO tables' (arrivals after warm-up) part ways."""
     if summary.warmup_s <= 0:
         return ""
-    after = sum(c.arrived for c in summary.slo.by_class.values())
+    from sim.metrics.headline import arrived_after_warmup
+
+    after = arrived_after_warmup(summary)
     return (f", warm-up included; {after:,} interactive requests arrived after the {summary.warmup_s:g}-s warm-up: "
             "the SLO, class and model tables count those")
 
@@ -459,7 +488,8 @@ def _summary_html(summary: Summary) -> str:
                                  f"{_fmt(100 * w.attainment)}%")
          + " · P95 targets " + ("met" if slo.percentile_targets_met else "MISSED")),
         ("Cost", f"${_fmt(cost.total_usd)} total (self-host ${_fmt(cost.self_host_usd)}, API "
-         f"${_fmt(cost.api_usd)}) · ${_fmt(cost.usd_per_mtok_output)} per M output tokens · "
+         f"${_fmt(cost.api_usd)}) · ${_fmt(cost.usd_per_mtok_output)} per M output tokens"
+         + (" (serving cost: all pools + API)" if summary.pools else "") + " · "
          f"${_fmt(cost.usd_per_mtok_total)} per M tokens (input + output)"),
     ]
     e = summary.energy  # sim/metrics/energy.py
@@ -491,11 +521,13 @@ def write_report(
     duration_s: float,
     title: str,
     curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    n_served: int | None = None,
 ) -> dict[str, Path]:
     """Write tables, summary, PNG plots and ``report.html`` into ``out_dir``; return the paths.
 
     With ``req=None`` (a streamed run, whose ``requests.parquet`` is already written) the latency CDFs are
-    drawn from ``curves`` (quantile curves of the streamed histograms)."""
+    drawn from ``curves`` (quantile curves of the streamed histograms) and ``n_served`` (the requests they
+    describe) titles them, as the in-memory run's count does."""
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
     if req is not None:
@@ -523,7 +555,7 @@ def write_report(
         ("latency_over_time.png", plot_latency_over_time(bins, slo, duration_s)),
         ("cost_breakdown.png", plot_cost_breakdown(summary)),
         ("latency_cdf.png", plot_latency_cdfs(
-            curves or {}, slo, len(curves["e2e_s"][0]) if req is not None and curves else None,
+            curves or {}, slo, len(curves["e2e_s"][0]) if req is not None and curves else n_served,
             {c: getattr(summary.latency, c).p95 for c in ("ttft_s", "tpot_s", "e2e_s")},
             "served interactive requests" + (f" that arrived after the {summary.warmup_s:g}-s warm-up"
                                              if summary.warmup_s > 0 else ""))),

@@ -62,7 +62,7 @@ def write_streamed_report(out: StreamingOutput, out_dir: Path) -> None:
         else:
             curves[col] = (np.array([]), np.array([]))
     write_report(out_dir, out.summary, None, out.timeseries, out.timeseries_nodes, scenario.duration_s,
-                 scenario.name, curves)
+                 scenario.name, curves, n_served=out.histograms["latency.e2e_s"].total)
 
 
 def write_outputs(out: RunOutput, out_dir: Path) -> dict[str, Path]:

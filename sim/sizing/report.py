@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sim.sizing.results import MultiGpuSizing, SizingResult
+from sim.sizing.rules import rate_basis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,7 +27,7 @@ def format_report(res: SizingResult) -> str:
         f"capsim size · {sc.name} · {f.model} on {f.gpus_per_node}× {f.gpu} per node · SLO {slo or 'none'}",
         f"  traffic    mean {st['mean_rps']:.2f} · P50 {st['p50_rps']:.2f} · P90 {st['p90_rps']:.2f} · "
         f"P95 {st['p95_rps']:.2f} · P99 {st['p99_rps']:.2f} · peak {st['peak_rps']:.2f} req/s "
-        f"(10-min windows, {sc.duration_s:,.0f} s)",
+        f"({rate_basis(sc)})",
         f"  goodput    {gp.rate_rps:.2f} req/s per node (one node meets the SLO in {len(gp.seeds)}/{len(gp.seeds)} "
         f"seeds; fails at {gp.upper_rps:.2f}; bisection to {100 * gp.rel_tol:g} %, {gp.horizon_s:,.0f}-s runs)",
         f"  direct     ⌈peak {st['peak_rps']:.2f} ÷ {gp.rate_rps:.2f}⌉ = {res.peak_nodes} node(s)",

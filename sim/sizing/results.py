@@ -13,7 +13,7 @@ from sim.core.config import Scenario
 from sim.metrics.access import metric
 from sim.metrics.stats import mean_ci95
 from sim.metrics.summary import Summary
-from sim.sizing.rules import RATE_WINDOW_S, SizingRule, nodes_for_rate
+from sim.sizing.rules import RATE_WINDOW_S, SizingRule, is_constant_rate, nodes_for_rate, rate_basis
 from sim.sizing.variants import SLO_KEYS
 
 _SLO_LATENCY = {"ttft_p95_s": "ttft_s", "tpot_p95_s": "tpot_s", "e2e_p95_s": "e2e_s"}
@@ -180,7 +180,8 @@ class SizingResult:
             "duration_s": sc.duration_s,
             "seeds": self.seeds,
             "slo": self.slo_targets(),
-            "traffic": {**self.rate_stats, "window_s": RATE_WINDOW_S},
+            "traffic": {**self.rate_stats, "window_s": None if is_constant_rate(sc) else RATE_WINDOW_S,
+                        "basis": rate_basis(sc)},
             "node_goodput_rps": self.goodput.rate_rps,
             "goodput": {
                 "rate_rps": self.goodput.rate_rps, "upper_rps": self.goodput.upper_rps,

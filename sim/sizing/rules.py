@@ -68,6 +68,16 @@ def is_constant_rate(scenario: Scenario) -> bool:
     return getattr(t, "shape", None) is None and getattr(t, "trace", None) is None
 
 
+def rate_basis(scenario: Scenario) -> str:
+    """What the P-rates of :func:`traffic_rate_stats` were taken over, in words: ``constant rate over the 120-s
+    run`` or ``4 complete 10-min windows of the 2,400-s run``."""
+    if is_constant_rate(scenario) and scenario.traffic.rate_rps is not None:
+        return f"constant rate over the {scenario.duration_s:,.0f}-s run"
+    n = int(scenario.duration_s // RATE_WINDOW_S)
+    windows = f"{n} complete {RATE_WINDOW_S / 60:g}-min window" + ("s" if n != 1 else "")
+    return f"{windows} of the {scenario.duration_s:,.0f}-s run"
+
+
 def traffic_rate_stats(scenario: Scenario) -> dict[str, float]:
     """Mean, P50/P90/P95/P99 and peak offered rate (requests/s) over 10-minute windows of the scenario.
 

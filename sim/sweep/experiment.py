@@ -35,6 +35,7 @@ from sim import __version__
 from sim.core.config import Scenario, Strict, apply_overrides, validate_scenario
 from sim.core.errors import ConfigError
 from sim.core.experiment_file import load_experiment_file, read_base_scenario
+from sim.metrics.stats import replication_seeds
 
 KEY_SCHEMA = 1  # bump when the meaning of a stored point result changes
 KEY_CHARS = 20
@@ -161,10 +162,11 @@ def _axis_settings(name: str, value: Any) -> dict[str, Any]:
 
 
 def load_experiment(path: Path | str, overrides: list[str] | None = None,
-                    metrics: Metrics | None = None) -> Experiment:
+                    metrics: Metrics | None = None, n_seeds: int | None = None) -> Experiment:
     """Read and validate an experiment file and resolve every point × seed to a validated scenario.
 
-    ``overrides`` (``--set``) apply to every point after the file's own ``set`` and before the axes.
+    ``overrides`` (``--set``) apply to every point after the file's own ``set`` and before the axes;
+    ``n_seeds`` (``--seeds``) replaces the file's ``seeds`` by the base seed and the next ``n_seeds − 1``.
     Any invalid point raises :class:`~sim.core.errors.ConfigError` naming the point, before anything runs.
     """
     path = Path(path)
@@ -175,7 +177,9 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None,
     common = list(spec.set) + list(overrides or [])
     base = apply_overrides(base_raw, common)
     base_scenario = validate_scenario(base, base_src)
-    if spec.seeds is None:
+    if n_seeds is not None:
+        seeds = replication_seeds(base_scenario.seed, n_seeds)
+    elif spec.seeds is None:
         seeds = [base_scenario.seed]
     elif isinstance(spec.seeds, int):
         seeds = [base_scenario.seed + i for i in range(spec.seeds)]

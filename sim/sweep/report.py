@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 
 from sim.core.atomic_io import atomic_write, write_text
-from sim.report.experiment_pages import SWEEP_METRICS, sweep_html, sweep_overview
+from sim.report.experiment_pages import SWEEP_METRICS, axis_text, sweep_html, sweep_overview
 from sim.sweep.experiment import Experiment
 
 
 def _label(row: pd.Series, axes: list[str]) -> str:
     """``nodes=3, policy=never``: the point's axis values (missing ones left out)."""
-    return ", ".join(f"{c.split('.')[-1]}={row[c]}" for c in axes if not pd.isna(row[c]))
+    return ", ".join(f"{c.split('.')[-1]}=" + (f"({axis_text(row[c])})" if str(row[c]).startswith("{")
+                                               else axis_text(row[c])) for c in axes if not pd.isna(row[c]))
 
 
 def _annotate_without_overlap(ax: Any, labels: list[str], x: np.ndarray, y: np.ndarray,
@@ -76,8 +77,9 @@ def plot_overview(overview: pd.DataFrame, axes: list[str], slo_ttft_s: float | N
 def write_report(out_dir: Path, exp: Experiment, report: Any) -> dict[str, Path]:
     """Write ``sweep_overview.png`` (when there are finished points) and ``sweep.html``; return their paths."""
     from sim.report.htmldoc import fig_png
+    from sim.sweep.results import missed_by_point
 
-    overview = sweep_overview(report.aggregates, exp.axis_columns)
+    overview = sweep_overview(report.aggregates, exp.axis_columns, missed_by_point(report.table))
     files: dict[str, Path] = {}
     images: dict[str, bytes] = {}
     needed = {"latency.ttft_s.p95", "cost.usd_per_mtok_total"}
@@ -96,7 +98,7 @@ def write_report(out_dir: Path, exp: Experiment, report: Any) -> dict[str, Path]
              "axes": "; ".join(exp.axis_columns) or "none (one point)",
              "grid": f"{exp.n_grid} point(s) × {len(seeds)} seed(s) = {len(exp.points)} run(s)",
              "seeds": ", ".join(str(s) for s in seeds), "metrics": exp.metrics,
-             "shown": ", ".join(h for h, _ in SWEEP_METRICS.values())}
+             "shown": ", ".join(h for h, _ in SWEEP_METRICS.values()) + ", missed by (why a point misses the SLO)"}
     doc = sweep_html(exp.name, asked, overview, images, len(report.failed), report.interrupted)
     files["sweep.html"] = write_text(out_dir / "sweep.html", doc)
     return files

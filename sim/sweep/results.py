@@ -2,8 +2,9 @@
 
 ``results.parquet`` / ``results.csv``: one row per point × seed, in experiment order. Columns: ``point``
 (grid index), ``key``, one column per axis field (named by its dotted field), ``seed``, ``status`` (``ok`` or
-``failed``), ``error``, ``wall_s``, then every ``summary.json`` metric flattened to its dotted path
-(``latency.ttft_s.p95``, ``cost.usd_per_mtok_output``, ...). Where an axis field is also a summary path
+``failed``), ``error``, ``wall_s``, ``slo_missed`` (why the run misses its SLO, with figures; empty when it meets
+it) and ``slo_missed_reasons`` (the same without figures), then every ``summary.json`` metric flattened to its
+dotted path (``latency.ttft_s.p95``, ``cost.usd_per_mtok_output``, ...). Where an axis field is also a summary path
 (``fleet.nodes``) the axis column holds the value as written in the experiment.
 
 ``aggregates.parquet`` / ``aggregates.csv``: long format, one row per grid point × numeric metric, over the
@@ -26,7 +27,39 @@ from sim.core.atomic_io import write_csv, write_parquet
 from sim.metrics.stats import t_half_width
 from sim.sweep.experiment import Experiment
 
-BOOKKEEPING = ["point", "key", "seed", "status", "error", "wall_s"]
+BOOKKEEPING = ["point", "key", "seed", "status", "error", "wall_s", "slo_missed", "slo_missed_reasons"]
+
+
+def _slo_missed(rec: dict[str, Any], require_worst_window: bool) -> tuple[str | None, str | None]:
+    """Why a finished run misses its SLO (:func:`sim.metrics.headline.slo_miss_items`): the reasons with their
+    figures (``class code (90.1%)``) and the reasons alone (``class code``), each ``"; "``-joined; empty when it
+    meets it, None for a failed run."""
+    if rec.get("status") != "ok" or not rec.get("summary"):
+        return None, None
+    from sim.metrics.headline import slo_miss_items
+    from sim.metrics.summary import Summary
+
+    slo = Summary.from_json(rec["summary"]).slo
+    items = [] if slo.met else slo_miss_items(slo, require_worst_window)
+    return "; ".join(r + f for r, f in items), "; ".join(r for r, _ in items)
+
+
+def missed_by_point(table: pd.DataFrame | None) -> dict[int, str]:
+    """Per grid point, why it misses the SLO over its seeds: each reason once in first-seen order, with its figure
+    when the point ran one seed (as ``capsim compare``'s "missed by"); empty when every seed met it."""
+    out: dict[int, str] = {}
+    if table is None or not len(table) or "slo_missed" not in table:
+        return out
+    ok = table[table["status"] == "ok"]
+    for _point, grp in ok.groupby("point", sort=True):
+        col = "slo_missed" if len(grp) == 1 else "slo_missed_reasons"
+        seen: dict[str, None] = {}
+        for text in grp[col].dropna():
+            for reason in str(text).split("; "):
+                if reason:
+                    seen.setdefault(reason)
+        out[int(grp["point"].iloc[0])] = "; ".join(seen)
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -66,7 +99,9 @@ def results_table(exp: Experiment, records: dict[str, dict[str, Any]]) -> pd.Dat
         if rec is None:
             continue
         row: dict[str, Any] = {"point": p.index, "key": p.key, "seed": p.seed, "status": rec["status"],
-                               "error": rec.get("error"), "wall_s": rec.get("wall_s")}
+                               "error": rec.get("error"), "wall_s": rec.get("wall_s"),
+                               **dict(zip(("slo_missed", "slo_missed_reasons"),
+                                          _slo_missed(rec, p.scenario.slo.require_worst_window)))}
         for c in exp.axis_columns:
             axis_values[c].append(p.axes.get(c))
         metrics = flatten(rec.get("summary") or {})
@@ -78,7 +113,8 @@ def results_table(exp: Experiment, records: dict[str, dict[str, Any]]) -> pd.Dat
                 metric_cols.append(k)
         row.update({f"m:{k}": v for k, v in metrics.items()})
         rows.append(row)
-    cols = ["point", "key", *exp.axis_columns, "seed", "status", "error", "wall_s", *metric_cols]
+    cols = ["point", "key", *exp.axis_columns, "seed", "status", "error", "wall_s", "slo_missed", "slo_missed_reasons",
+            *metric_cols]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     df = pd.DataFrame(rows)

@@ -1,0 +1,42 @@
+"""Load ladder and overload: capsim against published runs stepped through a node's knee (TTFT growth,
+time-outs, completed throughput). Prints markdown; ``--write`` puts it into docs/validation.md between the
+``<!-- generated: benchmarks/overload_validation.py -->`` markers. Not a test: the errors are reported, misses
+included.
+
+    .venv/bin/python benchmarks/overload_validation.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sim.perf import overload  # noqa: E402
+
+START, END = "<!-- generated: benchmarks/overload_validation.py -->", "<!-- end generated overload -->"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="rewrite the generated part of docs/validation.md")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    text = overload.markdown_report(overload.run(overload.read_points(overload.ladder_path()))) + "\n"
+    print(text)
+    print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    if args.write:
+        doc = ROOT / "docs" / "validation.md"
+        old = doc.read_text()
+        a, b = old.index(START) + len(START), old.index(END)
+        doc.write_text(old[:a] + "\n\n" + text + "\n" + old[b:])
+        print(f"wrote {doc.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
