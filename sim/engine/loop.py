@@ -173,6 +173,7 @@ def call_later(env: simpy.Environment, delay: float, callback: Callback) -> Any:
     return ev
 
 
-def make_environment() -> simpy.Environment:
-    """A fresh :class:`Environment`, typed as SimPy's (the rest of the simulator knows it by that interface)."""
-    return cast(simpy.Environment, Environment())
+def make_environment(initial_time: float = 0.0) -> simpy.Environment:
+    """A fresh :class:`Environment` starting at ``initial_time``, typed as SimPy's (the rest of the simulator knows it
+    by that interface)."""
+    return cast(simpy.Environment, Environment(initial_time))

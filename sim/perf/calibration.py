@@ -16,8 +16,8 @@ import csv
 import json
 import math
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +127,15 @@ def workload_lengths(p: CalPoint) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Predictor:
-    """Predicts points under varying calibrations, reusing what does not depend on the factors."""
+    """Predicts points under varying calibrations, reusing what does not depend on the factors.
 
-    def __init__(self, points: Sequence[CalPoint]) -> None:
+    ``adjust`` (optional) rewrites each point's step-time model before it runs (e.g. scales one term:
+    :mod:`sim.perf.diagnosis`); None runs the model as built."""
+
+    def __init__(self, points: Sequence[CalPoint],
+                 adjust: Callable[[StepTimeModel], StepTimeModel] | None = None) -> None:
         self.points = list(points)
+        self.adjust = adjust
         self._specs: dict[str, tuple[GpuSpec, ModelSpec]] = {}
         self._lengths: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for p in self.points:
@@ -149,13 +154,14 @@ class Predictor:
 
     def predict(self, p: CalPoint, cal: Calibration) -> float:
         gpu, model = self._specs[p.id]
-        if p.mode == "prefill_step":
+        if p.mode in ("prefill_step", "decode_step"):
             perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal, stack=p.stack)
+            if self.adjust is not None:
+                perf = self.adjust(perf)
+            if p.mode == "decode_step":
+                return perf.decode_step_s(p.batch, p.context)
             n = int(p.input_mean)
             return perf.step_s(n, attention_pairs(n, n), n)
-        if p.mode == "decode_step":
-            perf = StepTimeModel.build(gpu, model, p.gpus, p.weights, p.kv, calibration=cal, stack=p.stack)
-            return perf.decode_step_s(p.batch, p.context)
         inp, out = self.lengths(p)
         seqs = p.max_num_seqs
         fields: dict[str, Any] = {"max_num_seqs": seqs, "max_num_batched_tokens": max(p.max_num_batched_tokens, seqs),
@@ -164,6 +170,8 @@ class Predictor:
         engine = Engine(**fields)
         setup = NodeSetup.build(gpu, model, p.gpus, p.weights, p.kv, engine, calibration=cal, stack=p.stack,
                                 source=p.id)
+        if self.adjust is not None:
+            setup = replace(setup, perf=self.adjust(setup.perf))
         r = max(1, p.replicas)
         share = slice(0, max(1, len(inp) // r))
         if p.mode == "offline":
