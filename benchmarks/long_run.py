@@ -6,6 +6,11 @@ is the issue's target: 7 days, ~30 million requests (49.6 req/s mean on the cons
 On a small machine, run fewer days (``--days 1``) and read the extrapolated line.
 
     .venv/bin/python benchmarks/long_run.py --days 1 [--requests-parquet /tmp/req.parquet]
+
+``--slices K [--workers W]`` runs the horizon as K time slices (``capsim run --stream --no-report --slices K``,
+summary only) on W local worker processes and prints each slice's requests, CPU seconds and worker peak RSS, the
+CPU time of the whole run (this process and its workers) and the wall time the run would take on N free cores,
+estimated from the per-slice figures (the slices in longest-first order on N cores, plus the merge).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from sim.core.config import load_scenario  # noqa: E402
 from sim.metrics.streaming import run_streaming  # noqa: E402
+from sim.runner.executor import ExecutorSpec  # noqa: E402
+from sim.runner.slices import merge_streamed, plan_slices, run_slices  # noqa: E402
 
 TARGET_REQUESTS = 30_000_000
 WEEK_S = 7 * 86400.0
@@ -43,6 +50,74 @@ def peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + sys) of this process and its finished children (pool workers)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def children_peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def lpt_wall_s(costs: list[float], cores: int) -> float:
+    """Makespan of the slices (longest first, each to the least-loaded core) on ``cores`` cores."""
+    loads = [0.0] * cores
+    for c in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += c
+    return max(loads)
+
+
+def some_slices(sc: object, args: argparse.Namespace) -> None:
+    """Only the slices ``args.only`` of the plan, one after the other in this process (per-slice figures, no merge):
+    to measure a configuration whose whole run does not fit the time at hand (e.g. ``CAPSIM_PURE_PYTHON=1``)."""
+    from sim.runner.slices import run_slice
+
+    plan = plan_slices(sc, args.slices, args.slice_warmup_s)  # type: ignore[arg-type]
+    print(f"  {plan.describe()}; only slices {args.only}", flush=True)
+    for k in map(int, args.only.split(",")):
+        w = plan.windows[k]
+        p = run_slice((sc, w, True))  # type: ignore[arg-type]
+        own, m = p.result.tally.arrived, int(p.result.series.fleet("arrivals").sum())
+        print(f"  slice {k}: [{w.keep_from_s / 3600:6.1f} h, {w.keep_to_s / 3600:6.1f} h) {own:,} own requests "
+              f"({m:,} simulated), {p.cpu_s:7.1f} CPU-s ({1e6 * p.cpu_s / max(m, 1):.1f} µs/simulated request), "
+              f"peak RSS {p.peak_rss_mb:,.0f} MB", flush=True)
+
+
+def sliced(sc: object, args: argparse.Namespace) -> None:
+    """The horizon as ``args.slices`` time slices on ``args.workers`` local workers (summary only)."""
+    t0, c0 = time.perf_counter(), cpu_s()
+    plan = plan_slices(sc, args.slices, args.slice_warmup_s)  # type: ignore[arg-type]
+    print(f"  {plan.describe()}", flush=True)
+    parts = run_slices(sc, plan, ExecutorSpec(workers=args.workers), streamed=True)  # type: ignore[arg-type]
+    t1, c1 = time.perf_counter(), cpu_s()
+    out = merge_streamed(sc, plan, parts)
+    merge_wall, merge_cpu = time.perf_counter() - t1, cpu_s() - c1
+    wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+    n = out.summary.requests.arrived
+    simulated = 0
+    for k, (p, w) in enumerate(zip(parts, plan.windows)):
+        own, m = p.result.tally.arrived, int(p.result.series.fleet("arrivals").sum())  # m: warm-up and tail too
+        simulated += m
+        print(f"  slice {k}: [{w.keep_from_s / 3600:6.1f} h, {w.keep_to_s / 3600:6.1f} h) warm-up "
+              f"{w.keep_from_s - w.start_s:5.0f} s, {own:,} own requests ({m:,} simulated), {p.cpu_s:7.1f} CPU-s "
+              f"({1e6 * p.cpu_s / max(m, 1):.1f} µs/simulated request), worker peak RSS {p.peak_rss_mb:,.0f} MB")
+    costs = [p.cpu_s for p in parts]
+    print(f"requests        {n:,} arrived, {out.summary.requests.completed:,} completed; {simulated:,} simulated "
+          f"(+{100 * (simulated / max(n, 1) - 1):.1f} % warm-up and tail)")
+    print(f"wall time       {wall:,.1f} s on {args.workers} worker(s) (merge {merge_wall:.1f} s); CPU {cpu:,.1f} s "
+          f"(slices {sum(costs):,.1f}, merge {merge_cpu:.1f}) → {n / cpu:,.0f} requests per CPU-second")
+    print(f"RSS             this process peak {peak_rss_mb():,.0f} MB, workers peak {children_peak_rss_mb():,.0f} MB")
+    lat = out.summary.latency
+    assert lat.ttft_s.p95 is not None and lat.tpot_s.p95 is not None
+    print(f"P95 TTFT / TPOT {1000 * lat.ttft_s.p95:,.1f} / {1000 * lat.tpot_s.p95:,.2f} ms (histograms)")
+    start = 1.0  # a fresh worker's start-up and imports, CPU-s
+    for cores in sorted({1, 2, 4, 7, 8, 16, args.slices}):
+        est = lpt_wall_s([c + start for c in costs], cores) + merge_wall
+        print(f"  on {cores:2d} free core(s): ~{est:,.0f} s wall (estimated from the per-slice CPU figures)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=float, default=7.0, help="simulated days (default 7)")
@@ -55,13 +130,26 @@ def main() -> None:
     ap.add_argument("--summary-only", action="store_true", help="do not write per-request records at all")
     ap.add_argument("--report-every-h", type=float, default=None,
                     help="print RSS every this many simulated hours (default: 24, or 1 for runs under 2 days)")
+    ap.add_argument("--slices", type=int, default=None, help="run as this many time slices (summary only)")
+    ap.add_argument("--slice-warmup-s", type=float, default=None, help="every slice's warm-up (default: chosen)")
+    ap.add_argument("--workers", type=int, default=2, help="with --slices: local worker processes")
+    ap.add_argument("--only", default=None, help="with --slices: run only these slices (comma-separated), here")
     args = ap.parse_args()
+    from sim import _native
+
+    print("engine modules:", "compiled (make native)" if _native.compiled() else "pure Python", flush=True)
 
     duration_s = args.days * 86400.0
     sc = load_scenario(ROOT / "experiments" / "default.yaml", [
         f"duration_s={duration_s}", "warmup_s=0", f"traffic.rate_rps={args.rate_rps}", "traffic.shape=consumer_chat",
         f"fleet.nodes={args.nodes}", f"output.sample_interval_s={args.sample_interval_s}", "name=long-run",
     ])
+    if args.slices:
+        print(f"long run: consumer_chat, {args.days:g} day(s) at {args.rate_rps:.1f} req/s mean "
+              f"(~{args.rate_rps * duration_s / 1e6:.1f} M requests), {args.nodes}x H100 Llama-3.1-8B, "
+              f"{args.slices} slices on {args.workers} worker(s), summary only", flush=True)
+        (some_slices if args.only else sliced)(sc, args)
+        return
     tmp = tempfile.TemporaryDirectory()
     parquet = None if args.summary_only else (args.requests_parquet or Path(tmp.name) / "requests.parquet")
     print(f"long run: consumer_chat, {args.days:g} day(s) at {args.rate_rps:.1f} req/s mean "

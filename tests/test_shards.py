@@ -92,7 +92,7 @@ def test_collector_merge_equals_one_collector():
     (["--shards", "9"], "at most one shard per node"),
     (["--shards", "2", "--set", "fleet.autoscaler.policy=queue", "--set", "fleet.on_demand.max_nodes=2"],
      "does not support autoscaling"),
-    (["--workers", "2"], "apply to --shards runs"),
+    (["--workers", "2"], "apply to --shards and --slices runs"),
     (["--shards", "2", "--stream", "--out", "never-written"], "add --no-requests"),
 ])
 def test_bad_shard_options_are_one_line_exit_2(args, expect):

@@ -191,13 +191,18 @@ def _overload_hint(summary: Summary) -> str:
 @click.option("--shards", type=int, default=None, metavar="N",
               help="Split the fleet into N cells, each taking a seeded, exact thinned share of the arrivals (no "
                    "routing across cells), run them in parallel and merge (docs/scaling.md).")
+@click.option("--slices", type=int, default=None, metavar="K",
+              help="Long runs: split the horizon into K time slices, each simulated from an empty fleet with a "
+                   "warm-up chosen from the workload, run them in parallel and merge (docs/scaling.md).")
+@click.option("--slice-warmup-s", type=float, default=None, metavar="S",
+              help="With --slices: warm-up of every slice in seconds (default: chosen from the workload).")
 @click.option("--workers", "-j", type=int, default=None,
-              help="With --shards: local worker processes (default: min(N, cores); 1 = in-process).")
+              help="With --shards or --slices: local worker processes (default: min(N, cores); 1 = in-process).")
 @click.option("--scheduler", metavar="ADDRESS", default=None,
-              help="With --shards: run the cells on an existing Dask cluster, e.g. tcp://host:8786.")
+              help="With --shards or --slices: run on an existing Dask cluster, e.g. tcp://host:8786.")
 def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple[str, ...], as_json: bool,
         no_report: bool, stream: bool, no_requests: bool, dry_run: bool, force: bool, shards: int | None,
-        workers: int | None, scheduler: str | None) -> None:
+        slices: int | None, slice_warmup_s: float | None, workers: int | None, scheduler: str | None) -> None:
     """Simulate SCENARIO (default: the embedded experiments/default.yaml) and write its report.
 
     OUT is replaced all or nothing (written beside it, then swapped in); a second run into the same OUT at
@@ -211,8 +216,12 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 
     if no_requests and not stream:
         raise click.UsageError("--no-requests applies to --stream runs")
-    if shards is None and (workers is not None or scheduler is not None):
-        raise click.UsageError("--workers and --scheduler apply to --shards runs")
+    if shards is None and slices is None and (workers is not None or scheduler is not None):
+        raise click.UsageError("--workers and --scheduler apply to --shards and --slices runs")
+    if shards is not None and slices is not None:
+        raise click.UsageError("--shards and --slices cannot be combined")
+    if slice_warmup_s is not None and (slices is None or slice_warmup_s < 0):
+        raise click.UsageError("--slice-warmup-s needs --slices and a value >= 0")
     if workers is not None and workers < 1:
         raise click.UsageError(f"--workers must be >= 1 (got {workers})")
     if shards is not None:
@@ -221,6 +230,12 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
         check_shardable(sc, shards)
         if stream and not (no_requests or no_report):
             raise click.UsageError("--shards with --stream writes no per-request file: add --no-requests")
+    if slices is not None:
+        from sim.runner.slices import check_sliceable
+
+        check_sliceable(sc, slices)
+        if stream and not (no_requests or no_report):
+            raise click.UsageError("--slices with --stream writes no per-request file: add --no-requests")
     from sim.runner.simulation import build_node_model
 
     build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
@@ -232,8 +247,12 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
     from sim.core.outdir import result_folder
     from sim.runner.pipeline import run_scenario, run_streamed, write_outputs
 
-    if shards is not None:
-        summary = _run_sharded(sc, shards, workers, scheduler, stream, no_report, out_dir)
+    if shards is not None or slices is not None:
+        if shards is not None:
+            summary = _run_sharded(sc, shards, workers, scheduler, stream, no_report, out_dir)
+        else:
+            assert slices is not None
+            summary = _run_sliced(sc, slices, slice_warmup_s, workers, scheduler, stream, no_report, out_dir)
         if as_json:
             click.echo(json.dumps(summary.to_json(), indent=2))
         else:
@@ -284,6 +303,32 @@ def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str 
                 write_streamed_report(out, staging)
         return out.summary
     mem = run_sharded(sc, shards, spec)
+    if not no_report:
+        with result_folder(out_dir) as staging:
+            write_outputs(mem, staging)
+    return mem.summary
+
+
+def _run_sliced(sc: Scenario, slices: int, warmup_s: float | None, workers: int | None, scheduler: str | None,
+                stream: bool, no_report: bool, out_dir: Path) -> Summary:
+    """``--slices``: the time slices on a local pool (or Dask), merged; the report written from the whole run."""
+    from sim.core.outdir import result_folder
+    from sim.runner.executor import ExecutorSpec, default_workers
+    from sim.runner.pipeline import write_outputs
+    from sim.runner.slices import plan_slices, run_sliced, run_sliced_streaming
+
+    plan = plan_slices(sc, slices, warmup_s)
+    spec = ExecutorSpec(workers=workers or min(slices, default_workers()), scheduler=scheduler)
+    click.echo(f"capsim run: {plan.describe()} on {spec.describe()}", err=True)
+    if stream:
+        out = run_sliced_streaming(sc, plan, spec)
+        if not no_report:
+            from sim.runner.pipeline import write_streamed_report
+
+            with result_folder(out_dir) as staging:
+                write_streamed_report(out, staging)
+        return out.summary
+    mem = run_sliced(sc, plan, spec)
     if not no_report:
         with result_folder(out_dir) as staging:
             write_outputs(mem, staging)

@@ -288,6 +288,7 @@ class SimResult:
     pool_gpu_hours: list[dict[str, float]] = field(default_factory=list)  # billed GPU-hours per pool, by node kind
     disagg: dict[str, float] | None = None  # KV-transfer counters (sim.fleet.disagg.DisaggDispatcher.stats), if any
     transfer_s: np.ndarray | None = None  # per KV hand-off: prefill end → KV arrived (sharded runs merge these)
+    marks: list[tuple[list[float], list[int]]] = field(default_factory=list)  # per node (busy_s, steps) at window marks
 
     def counts(self) -> dict[str, int]:
         """arrived = completed + spilled + rejected + failed + timed_out + in_flight (logical requests);
@@ -304,6 +305,38 @@ class Dispatcher(Protocol):
     """Decides where an arriving request goes (a node via the router, or elsewhere, e.g. a hosted API)."""
 
     def dispatch(self, req: Request) -> None: ...
+
+
+@dataclass(frozen=True)
+class SimWindow:
+    """A time slice of a run (:mod:`sim.runner.slices`): the clock starts at ``start_s`` with an empty fleet, only
+    arrivals in ``[start_s, stop_arrivals_s)`` are admitted, and the run's own requests are those arriving in
+    ``[keep_from_s, keep_to_s)`` (the others only load the fleet): only they are counted, kept and reported to
+    ``on_request_done``. The run stops once its own requests are finished (not before ``keep_to_s``), or as an
+    unsliced run would (``last``: the final slice drains). Each node's (busy seconds, engine steps) are recorded
+    at ``keep_from_s`` and ``keep_to_s`` (``SimResult.marks``)."""
+
+    start_s: float
+    keep_from_s: float
+    keep_to_s: float
+    stop_arrivals_s: float
+    last: bool
+
+    def keeps(self, arrival_s: float) -> bool:
+        return self.keep_from_s <= arrival_s < self.keep_to_s
+
+    def admitted(self, chunks: Iterator[ArrivalChunk]) -> Iterator[ArrivalChunk]:
+        """The chunks' arrivals in ``[start_s, stop_arrivals_s)`` (the stream is not read past that)."""
+        for chunk in chunks:
+            t = chunk.time_s
+            lo, hi = np.searchsorted(t, [self.start_s, self.stop_arrivals_s], side="left").tolist()
+            if hi > lo:
+                yield chunk if (lo, hi) == (0, len(t)) else ArrivalChunk(
+                    t[lo:hi], chunk.class_idx[lo:hi], chunk.prompt_tokens[lo:hi], chunk.output_tokens[lo:hi],
+                    chunk.cached_tokens[lo:hi], None if chunk.prefix is None else chunk.prefix[lo:hi],
+                    None if chunk.session is None else chunk.session[lo:hi])
+            if hi < len(t):
+                return
 
 
 def _forecast(scenario: Scenario) -> tuple[Callable[[float], float] | None, float]:
@@ -333,6 +366,7 @@ def simulate(
     keep_requests: bool = True,
     on_request_done: DoneFn | None = None,
     arrivals: Callable[[Iterator[ArrivalChunk]], Iterator[ArrivalChunk]] | None = None,
+    window: SimWindow | None = None,
 ) -> SimResult:
     """Run ``scenario`` to the end of its drain.
 
@@ -340,23 +374,28 @@ def simulate(
     logical request when it reaches a terminal status (completed, rejected, spilled, failed, timed out); with
     ``keep_requests=False`` no per-request list is kept (memory stays flat on long runs). ``arrivals``, if
     given, filters the scenario's arrival chunks (a cell of a sharded run keeps its share: :mod:`sim.runner.shards`).
+    ``window``: simulate one time slice of the run (:class:`SimWindow`, :mod:`sim.runner.slices`).
     """
     wall0 = time.perf_counter()
     layout = pool_layout(scenario)
     pool_models = build_pool_models(scenario)
     nm = pool_models[0]
-    env = simpy.Environment()
+    env = simpy.Environment(initial_time=window.start_s if window is not None else 0.0)
     requests: list[Request] = []
     tally = Tally()
     done = [0]
+    own_done = [0]  # requests of this window finished (window runs)
     done_observers: list[DoneFn] = []  # e.g. the spill dispatcher's departure-rate estimates
 
     def on_done(req: Request) -> None:
         done[0] += 1
-        tally.count(req)
+        own = window is None or window.keeps(req.arrival_s)
+        if own:
+            own_done[0] += 1
+            tally.count(req)
         for observe in done_observers:
             observe(req)
-        if on_request_done is not None:
+        if own and on_request_done is not None:
             on_request_done(req)
 
     node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
@@ -415,6 +454,8 @@ def simulate(
     chunks = arrival_chunks(scenario)  # built now: bad data files fail before the run starts
     if arrivals is not None:
         chunks = arrivals(chunks)
+    if window is not None:
+        chunks = window.admitted(chunks)
     priorities = [c.priority for c in scenario.traffic.classes]
     batch = BatchQueue(env, [c.deferrable for c in scenario.traffic.classes], dispatcher.dispatch, slots)
 
@@ -458,7 +499,8 @@ def simulate(
                 req.session = sid
                 req.priority = priorities[k]
                 self.rid += 1
-                tally.arrived += 1
+                if window is None or window.keeps(t):
+                    tally.arrived += 1
                 if keep_requests:
                     requests.append(req)
                 arrivals_since[0] += 1
@@ -515,25 +557,38 @@ def simulate(
 
     env.timeout(0).callbacks.append(ArrivalDriver().fire)
     env.process(sampler())
+    marks: list[tuple[list[float], list[int]]] = []
+    if window is not None:
+        def mark(_event: simpy.Event) -> None:
+            marks.append(([s.busy_s() for s in slots],
+                          [s.steps_prev + (s.node.steps if s.node is not None else 0) for s in slots]))
+
+        for at in (window.keep_from_s, window.keep_to_s):
+            env.timeout(max(0.0, at - env.now)).callbacks.append(mark)
 
     duration = scenario.duration_s
     end_limit = duration + scenario.max_drain_s
     step = max(series.interval_s, min(60.0, duration / 50))
-    t = 0.0
+    t = env.now
+    stop_s = duration if window is None or window.last else window.keep_to_s
     while True:
         t = min(t + step, end_limit)
         env.run(until=t)
         if progress is not None:
             progress(t, duration)
-        if t >= end_limit or (t >= duration and done[0] >= tally.arrived):
+        if window is not None:
+            if t >= end_limit or (t >= stop_s and len(marks) == 2 and own_done[0] >= tally.arrived):
+                break
+        elif t >= end_limit or (t >= duration and done[0] >= tally.arrived):
             break
     tally.retries = clients.retries
-    tally.in_flight = live_in_flight(fleet, batch, spill, clients, disagg)
+    tally.in_flight = (tally.arrived - own_done[0] if window is not None
+                       else live_in_flight(fleet, batch, spill, clients, disagg))
     return SimResult(
         scenario=scenario,
         node_model=nm,
         class_names=[c.name for c in scenario.traffic.classes],
-        requests=requests,
+        requests=requests if window is None else [r for r in requests if window.keeps(r.arrival_s)],
         series=series,
         end_s=env.now,
         node_busy_s=[s.busy_s() for s in slots],
@@ -549,4 +604,5 @@ def simulate(
         pool_gpu_hours=[fleet.billed_gpu_hours(scenario.duration_s, p) for p in range(len(pool_models))],
         disagg=disagg.stats() if disagg is not None else None,
         transfer_s=np.array(disagg.transfer_s, dtype=np.float64) if disagg is not None else None,
+        marks=marks,
     )

@@ -1,0 +1,374 @@
+"""One long run split in time: ``capsim run --slices K``.
+
+The horizon ``[0, duration_s)`` is cut into ``K`` slices at ``b_k ≈ k·duration_s/K`` (aligned to the sampler's
+interval). Slice ``k`` simulates, from an empty fleet, the clock from ``b_k − w_k`` (its warm-up) with exactly
+the unsliced run's arrivals — every slice regenerates the scenario's arrival stream from its seed and admits those
+in ``[b_k − w_k, b_{k+1} + tail)`` — and keeps only the requests that arrive in ``[b_k, b_{k+1})`` (its own); it
+stops once its own requests are finished. The last slice drains as the unsliced run does. Every arrival is
+therefore one slice's own request, exactly once, with its class and token counts.
+
+The merge (:func:`merge_slices`): counts add; per-request tables are concatenated (in memory) or the streamed
+counters and histograms add (``--stream``); the time series are the slices' samples in ``(b_k, b_{k+1}]`` placed end
+to end (cumulative per-node series — busy seconds, FLOPs, HBM bytes — continued from the previous slice: the
+slice's value minus its value at ``b_k``); per-node busy seconds and engine steps are the differences between the
+slice's marks at ``b_k`` and ``b_{k+1}``; GPU-hours are the whole run's (a fleet of reserved nodes only).
+
+The approximation is the state at ``b_k``: requests in flight and queued there are those of the warm-up, served
+by a fleet that started empty ``w_k`` earlier instead of the real history, and the requests arriving after
+``b_{k+1} + tail`` are missing for the slice's last requests. :func:`plan_slices` chooses ``w_k`` from the
+workload: three lifetimes of the longest requests (P99.9 output tokens × the decode step time of a full batch,
+:mod:`sim.perf.capacity`; at least 60 s), plus, where a fluid model of the offered rate against the fleet's
+capacity has a backlog at ``b_k``, the time since that backlog was last empty (queue drain). Random
+streams other than the arrivals (power-of-two router, step-time jitter) restart from the seed in every slice.
+
+What slicing cannot do exactly is refused (one line, exit 2): state that lives longer than a warm-up or is fleet
+history — autoscaling and on-demand nodes, spot evictions, deferrable (batch) backlogs, client timeouts and retries,
+a hosted API or spill policy (rate limits, budgets), prefix caching and session routing (cache contents), and
+prefill / decode pools. Measured in docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.core.config import Scenario
+from sim.core.errors import ConfigError
+from sim.core.rng import stream
+from sim.runner.executor import ExecutorSpec, iter_outcomes
+from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, merge_tables
+from sim.runner.simulation import SimResult, SimWindow, Tally, TimeSeries, simulate
+from sim.traffic.request import Status
+
+LIFETIMES = 3.0  # warm-up: this many lifetimes of the longest requests (P99.9 output tokens)
+MIN_WARMUP_S = 60.0
+DRAIN_UTILISATION = 1.0  # the fluid backlog builds where the offered rate exceeds this share of capacity
+FLUID_STEP_S = 60.0  # at most; shorter runs: their step (_align_s)
+
+
+def check_sliceable(scenario: Scenario, slices: int) -> None:
+    """One :class:`ConfigError` naming what stops ``scenario`` from being split into ``slices`` time slices."""
+    src = scenario.source
+    if slices < 1:
+        raise ConfigError("--slices", "", f"must be at least 1 (got {slices})")
+    if slices == 1:
+        return
+    fl = scenario.fleet
+    prefix = "fleet" if fl.pools is None else "fleet.pools.{}"
+    for i, p in enumerate(fl.pool_list()):
+        where = prefix.format(i)
+        if p.autoscaler.policy != "none" or p.on_demand.max_nodes:
+            raise ConfigError(src, f"{where}.autoscaler", "--slices does not support autoscaling or on-demand "
+                                                          "nodes (the fleet's size at a slice's start is history)")
+        if p.spot.nodes:
+            raise ConfigError(src, f"{where}.spot", "--slices does not support spot nodes (evictions and "
+                                                    "replacements carry across slices)")
+        if p.role != "mixed":
+            raise ConfigError(src, f"{where}.role", "--slices does not support prefill / decode pools")
+    if scenario.api is not None or scenario.spill is not None:
+        raise ConfigError(src, "spill", "--slices does not support a hosted API or spill policy (rate limits and "
+                                        "budgets carry across slices)")
+    for i, c in enumerate(scenario.traffic.classes):
+        where = f"traffic.classes.{i}"
+        if c.deferrable is not None:
+            raise ConfigError(src, f"{where}.deferrable", f"--slices does not support deferrable class '{c.name}' "
+                                                          "(its backlog can cross a slice boundary)")
+        if c.client is not None and c.client.timeout_s is not None:
+            raise ConfigError(src, f"{where}.client", f"--slices does not support client timeouts and retries "
+                                                      f"(class '{c.name}': a retry storm outlives a warm-up)")
+        if c.prefix is not None and c.prefix.conversation is not None:
+            raise ConfigError(src, f"{where}.prefix.conversation", "--slices does not support conversations "
+                                                                   "(a session's turns and cache cross slices)")
+    if any(p.engine.prefix_caching for p in _pool_fleets(scenario)):
+        raise ConfigError(src, "fleet.engine.prefix_caching", "--slices does not support prefix caching (the "
+                                                              "caches' contents at a slice's start are history)")
+    if scenario.router.policy in ("prefix_aware", "session_affinity"):
+        raise ConfigError(src, "router.policy", f"--slices does not support the {scenario.router.policy} router "
+                                                "(it routes by cache contents and sessions)")
+    D = scenario.duration_s
+    if D / slices < _align_s(scenario):
+        raise ConfigError("--slices", "", f"{slices} slices of {D / slices:g} s are shorter than the run's "
+                                          f"{_align_s(scenario):g}-s step (at most --slices "
+                                          f"{max(1, int(D // _align_s(scenario)))})")
+
+
+def _pool_fleets(scenario: Scenario) -> list[Any]:
+    fl = scenario.fleet
+    return [fl] if fl.pools is None else [fl.pool_fleet(i) for i in range(len(fl.pools))]
+
+
+def _align_s(scenario: Scenario) -> float:
+    """Slice bounds fall on the sampler's grid and on the run loop's steps (:func:`simulate`)."""
+    interval = scenario.output.sample_interval_s
+    step = max(interval, min(60.0, scenario.duration_s / 50))
+    ratio = step / interval
+    return step if abs(ratio - round(ratio)) < 1e-9 else interval
+
+
+@dataclass(frozen=True)
+class SlicePlan:
+    """The slices of a run and why their warm-ups are what they are."""
+
+    windows: list[SimWindow]
+    lifetime_s: float  # P99.9 output tokens × the decode step of a full batch
+    tail_s: float
+
+    @property
+    def warmups_s(self) -> list[float]:
+        return [w.keep_from_s - w.start_s for w in self.windows]
+
+    def describe(self) -> str:
+        n = len(self.windows)
+        span = self.windows[0].keep_to_s - self.windows[0].keep_from_s
+        w = self.warmups_s[1:] or [0.0]
+        return (f"{n} slice(s) of {span:,.0f} s, warm-up {min(w):,.0f}–{max(w):,.0f} s "
+                f"(longest requests live ~{self.lifetime_s:,.0f} s), tail {self.tail_s:,.0f} s")
+
+
+def request_lifetime_s(scenario: Scenario) -> float:
+    """How long the longest requests live on a loaded node: P99.9 of the output tokens × the decode step time
+    of a full batch (the binding concurrency limit of :func:`sim.perf.capacity.node_capacity`), the slowest pool."""
+    out_q, (mean_in, mean_out) = _output_tokens_q999(scenario)
+    return max(out_q * cap.batch / max(cap.output_tokens_per_s, 1e-9) for cap in _capacities(scenario, mean_in,
+                                                                                              mean_out))
+
+
+def _output_tokens_q999(scenario: Scenario) -> tuple[float, tuple[float, float]]:
+    from sim.traffic.classes import ClassMix
+
+    tr = scenario.traffic
+    block = scenario.fleet.engine.block_size
+    if tr.trace is not None or any(c.output_tokens is None for c in tr.classes):
+        from sim.traffic.arrivals import load_trace
+
+        if tr.trace is None:  # pragma: no cover - the config requires a trace for classes without tokens
+            raise ConfigError(scenario.source, "traffic.classes", "token distributions or a trace are needed")
+        trace = load_trace(tr, scenario.base_dir)
+        out = trace.output_tokens.astype(float)
+        return float(np.quantile(out, 0.999)), (float(trace.prompt_tokens.mean()), float(out.mean()))
+    mix = ClassMix(tr.classes, scenario.base_dir, block)
+    rng = stream(scenario.seed, "slice-warmup")
+    draws = np.concatenate([s.sample(rng, 20_000) for s in mix.outputs])
+    return float(np.quantile(draws, 0.999)), mix.mean_tokens()
+
+
+def _capacities(scenario: Scenario, mean_in: float, mean_out: float) -> list[Any]:
+    from sim.perf.capacity import node_capacity
+    from sim.runner.simulation import build_pool_models
+
+    return [node_capacity(nm, mean_in, mean_out, 0.0) for nm in build_pool_models(scenario)]
+
+
+def fluid_backlog(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
+    """(grid times, backlog in requests) of a fluid queue fed at the traffic's λ(t) and drained at
+    :data:`DRAIN_UTILISATION` × the fleet's capacity (Σ nodes × :func:`node_capacity` requests/s for the mix).
+    None for a replayed trace (no λ(t))."""
+    from sim.runner.simulation import _forecast
+
+    rate_at, _ = _forecast(scenario)
+    if rate_at is None:
+        return None
+    _, (mean_in, mean_out) = _output_tokens_q999(scenario)
+    caps = _capacities(scenario, mean_in, mean_out)
+    mu = DRAIN_UTILISATION * sum(p.nodes * c.requests_per_s for p, c in zip(scenario.fleet.pool_list(), caps))
+    dt = min(FLUID_STEP_S, _align_s(scenario))
+    t = np.arange(0.0, scenario.duration_s + dt, dt)
+    lam = np.array([rate_at(float(x) + dt / 2) for x in t])
+    backlog = np.zeros(len(t))
+    for j in range(1, len(t)):
+        backlog[j] = max(0.0, backlog[j - 1] + (lam[j - 1] - mu) * dt)
+    return t, backlog
+
+
+def plan_slices(scenario: Scenario, slices: int, warmup_s: float | None = None,
+                tail_s: float | None = None) -> SlicePlan:
+    """The slices' windows: bounds at ``k·duration_s/slices`` on the run's step grid, each slice's warm-up
+    ``warmup_s`` if given, else chosen from the workload (see the module docstring); ``tail_s`` (default: the
+    lifetime warm-up) of arrivals after a slice's end keep loading the fleet while its last requests finish."""
+    check_sliceable(scenario, slices)
+    D = scenario.duration_s
+    align = _align_s(scenario)
+    bounds = [0.0] + [round(k * D / slices / align) * align for k in range(1, slices)] + [D]
+    if any(b <= a for a, b in itertools.pairwise(bounds)):  # pragma: no cover - check_sliceable keeps slices ≥ align
+        raise ConfigError("--slices", "", "slices too short for the run's step")
+    life = request_lifetime_s(scenario)
+    base = math.ceil(max(MIN_WARMUP_S, LIFETIMES * life) / align) * align
+    tail = base if tail_s is None else tail_s
+    fluid = fluid_backlog(scenario) if warmup_s is None else None
+    windows = []
+    for k in range(slices):
+        a, b = bounds[k], bounds[k + 1]
+        w = base if warmup_s is None else warmup_s
+        if fluid is not None and k > 0:
+            t, q = fluid
+            j = int(np.searchsorted(t, a, side="right")) - 1
+            if q[j] > 0:
+                empty = np.flatnonzero(q[: j + 1] <= 0)
+                drain = a - (t[empty[-1]] if len(empty) else 0.0)
+                w = max(w, drain + base)
+        start = max(0.0, math.floor((a - w) / align) * align)
+        last = k == slices - 1
+        windows.append(SimWindow(start, a, b, D if last else min(D, b + tail), last))
+    return SlicePlan(windows, life, tail)
+
+
+def run_slice(task: tuple[Scenario, SimWindow, bool]) -> CellOutput:
+    """Simulate one slice (a top-level function: it is pickled to pool and Dask workers)."""
+    import time
+
+    scenario, window, streamed = task
+    cpu0 = time.process_time()
+    collector = table = None
+    if not streamed:
+        from sim.metrics.tables import requests_table
+
+        result = simulate(scenario, window=window)
+        table = requests_table(result)
+        result.requests = []
+    else:
+        from sim.metrics.streaming import StreamingCollector
+
+        collector = StreamingCollector(scenario)
+        result = simulate(scenario, keep_requests=False, on_request_done=collector, window=window)
+        collector.flush()
+    return CellOutput(result, table, collector, time.process_time() - cpu0, _peak_rss_mb())
+
+
+def _rows(series: TimeSeries, window: SimWindow) -> np.ndarray:
+    """Indices of the slice's own samples: times in (keep_from, keep_to], every later one for the last slice."""
+    t, half = series.fleet("time_s"), series.interval_s / 2  # bounds are on the sample grid (clock drift < half)
+    own = t > window.keep_from_s + half
+    if not window.last:
+        own &= t <= window.keep_to_s + half
+    return np.flatnonzero(own)
+
+
+CUMULATIVE = ("busy_s", "flops", "hbm_bytes")  # per-node series that accumulate over the run
+
+
+def merge_series(parts: list[TimeSeries], windows: list[SimWindow]) -> TimeSeries:
+    """The run's time series from its slices' own samples, end to end; cumulative per-node series continue from
+    the previous slice (each slice's value minus its value at its first bound)."""
+    fleet: dict[str, list[np.ndarray]] = {k: [] for k in TimeSeries._FLEET_FIELDS}
+    per_node: dict[str, list[np.ndarray]] = {k: [] for k in TimeSeries._NODE_FIELDS}
+    pools: dict[str, list[np.ndarray]] = {k: [] for k in ("arrivals", "completions", "nodes_billed")}
+    carried = {k: np.zeros(parts[0].nodes) for k in CUMULATIVE}
+    for series, w in zip(parts, windows):
+        rows = _rows(series, w)
+        t = series.fleet("time_s")
+        at = np.flatnonzero(np.abs(t - w.keep_from_s) < series.interval_s / 2)  # the sample at its first bound
+        for k in TimeSeries._FLEET_FIELDS:
+            fleet[k].append(series.fleet(k)[rows])
+        for k in TimeSeries._NODE_FIELDS:
+            a = series.per_node(k)
+            if k in CUMULATIVE:
+                base = a[at[0]] if len(at) else np.zeros(a.shape[1])
+                own = a[rows] - base + carried[k]
+                if len(own):
+                    carried[k] = own[-1]
+                per_node[k].append(own)
+            else:
+                per_node[k].append(a[rows])
+        if series.pools:
+            for k in pools:
+                pools[k].append(series.per_pool(k)[rows])
+    merged = TimeSeries.from_arrays(parts[0].interval_s, {k: np.concatenate(v) for k, v in fleet.items()},
+                                    {k: np.concatenate(v) for k, v in per_node.items()})
+    if parts[0].pools:
+        merged.set_pools({k: np.concatenate(v) for k, v in pools.items()})
+    return merged
+
+
+def merge_slices(scenario: Scenario, parts: list[SimResult], windows: list[SimWindow]) -> SimResult:
+    """One :class:`SimResult` for the whole horizon from its slices' (see the module docstring)."""
+    n_nodes = len(parts[0].node_busy_s)
+    busy = np.zeros(n_nodes)
+    steps = np.zeros(n_nodes, dtype=np.int64)
+    for p, w in zip(parts, windows):
+        (busy_a, steps_a), (busy_b, steps_b) = p.marks[0], (p.marks[1] if not w.last else
+                                                             (p.node_busy_s, p.node_steps))
+        busy += np.asarray(busy_b) - np.asarray(busy_a)
+        steps += np.asarray(steps_b, dtype=np.int64) - np.asarray(steps_a, dtype=np.int64)
+    tally = Tally()
+    tally.arrived = sum(p.tally.arrived for p in parts)
+    tally.retries = sum(p.tally.retries for p in parts)
+    tally.in_flight = sum(p.tally.in_flight for p in parts)
+    tally.by_status = [sum(p.tally.by_status[s] for p in parts) for s in range(len(Status))]
+    requests = [r for p in parts for r in p.requests]
+    for i, r in enumerate(requests):
+        r.rid = i
+    events = [e for p, w in zip(parts, windows) for e in p.fleet_events
+              if e[0] >= w.keep_from_s and (w.last or e[0] < w.keep_to_s)]
+    last = parts[-1]
+    return SimResult(
+        scenario=scenario,
+        node_model=last.node_model,
+        class_names=last.class_names,
+        requests=requests,
+        series=merge_series([p.series for p in parts], windows),
+        end_s=last.end_s,
+        node_busy_s=busy.tolist(),
+        node_steps=[int(x) for x in steps],
+        wall_s=max(p.wall_s for p in parts),
+        tally=tally,
+        gpu_hours=_add_hours([last.gpu_hours]),  # reserved nodes only: the whole run's, as every slice bills
+        fleet_events=events,
+        spill=None,
+        clients=None,
+        pool_models=last.pool_models,
+        layout=last.layout,
+        pool_gpu_hours=last.pool_gpu_hours,
+    )
+
+
+def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed: bool = False) -> list[CellOutput]:
+    """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised)."""
+    tasks = [(scenario, w, streamed) for w in plan.windows]
+    out: list[CellOutput | None] = [None] * len(tasks)
+    for oc in iter_outcomes(run_slice, tasks, spec, window_per_slot=1):
+        if oc.error is not None:
+            raise oc.error
+        out[oc.index] = oc.value
+    return out  # type: ignore[return-value]
+
+
+def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec) -> Any:
+    """The sliced run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
+    from the merged slices exactly as for an unsliced run."""
+    from sim.metrics.tables import summarize, timeseries_tables
+    from sim.runner.pipeline import RunOutput
+
+    parts = run_slices(scenario, plan, spec)
+    result = merge_slices(scenario, [p.result for p in parts], plan.windows)
+    req = merge_tables([p.requests for p in parts], [0] * len(parts))  # type: ignore[misc]
+    fleet_ts, node_ts = timeseries_tables(result)
+    return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
+
+
+def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec) -> Any:
+    """The sliced run with streamed metrics: the slices' counters and histograms merged, then the streamed summary
+    of the whole horizon. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
+    return merge_streamed(scenario, plan, run_slices(scenario, plan, spec, streamed=True))
+
+
+def merge_streamed(scenario: Scenario, plan: SlicePlan, parts: list[CellOutput]) -> Any:
+    """The streamed slices' :class:`~sim.metrics.streaming.StreamingOutput` (:func:`run_sliced_streaming`)."""
+    from sim.metrics.streaming import StreamingOutput
+    from sim.metrics.tables import timeseries_tables
+
+    result = merge_slices(scenario, [p.result for p in parts], plan.windows)
+    collector = parts[0].collector
+    node_work = np.zeros(len(result.node_busy_s))
+    for p in parts:
+        w = p.collector.node_work
+        node_work[: len(w)] += w[: len(node_work)]
+    for p in parts[1:]:
+        collector.merge(p.collector)
+    collector.node_work = node_work
+    fleet_ts, node_ts = timeseries_tables(result)
+    summary = collector.summary(result, fleet_ts)
+    return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
