@@ -383,7 +383,7 @@ def test_autoscaled_decode_pool_scales_out_and_in():
                              "scale_down_cooldown_s": 10}}
     fast = _both(**{"duration_s": 90, "seed": 2, "traffic.rate_rps": 8.0, "max_drain_s": 900, "fleet.nodes": 3,
                     "fleet.pools": [pools[0], decode], "fleet.engine": {"max_num_seqs": 8},
-                    "traffic.classes": _fixed(800, 400)})
+                    "traffic.classes": _fixed(800, 600)})  # outputs long enough that the tail outlasts the cooldown
     started = {e[1] for e in fast.fleet_events if e[3] == "up" and e[2] == "on_demand"}
     assert started and started <= {3, 4}
     assert {r.handoff.decode_node for r in fast.requests if r.finish_s >= 0} & started
