@@ -9,7 +9,7 @@ between the ``<!-- generated: benchmarks/docs_outputs.py NAME -->`` and ``<!-- e
 DOC: readme, moe, speculative, pools, fleet, disaggregation (default: all).
 
 On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~4 min, fleet ~10 min (two simulated days),
-disaggregation ~15 s.
+disaggregation ~30 s.
 sizing.md and README's what-ifs have their own scripts (sizing_docs.py, readme_whatifs.py). Not generated (expensive,
 quoted from their own benchmarks): docs/spillover.md's compare table (~10 min), docs/prefix-cache.md's figures
 (benchmarks/prefix_routing.py, ~20 min), docs/pools.md's `capsim plan` output (~5 min).
@@ -179,6 +179,20 @@ def pools_big(workers: int) -> str:
 
 # ---- docs/disaggregation.md ----------------------------------------------------------------------------------
 
+DISAGG = "experiments/disaggregated.yaml"
+
+
+def disagg_serving(workers: int) -> str:
+    """The example served disaggregated (4 + 4) and mixed on the same 8 GPUs."""
+    lines = ["| command | P95 TTFT | P95 TPOT | SLO attainment |", "|---|---|---|---|"]
+    for sets in ([], ["fleet.pools=null", "fleet.nodes=8"]):
+        s = summary(DISAGG, sets)
+        command = "`capsim run " + DISAGG + "".join(f" --set {x}" for x in sets) + "`"
+        lines.append(f"| {command} | {seconds(s['latency']['ttft_s']['p95'])} | "
+                     f"{seconds(s['latency']['tpot_s']['p95'])} | {pct(s['slo']['attainment'])} |")
+    return "\n".join(lines)
+
+
 SPLIT = ["experiments/disaggregated.yaml", "--prefill-nodes", "2-5", "--set", "duration_s=120", "--seeds", "1"]
 
 
@@ -274,7 +288,7 @@ CASES: dict[str, list[tuple[str, Callable[[int], str]]]] = {
     "pools": [("speeds", pools_speeds), ("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size),
               ("big-a100", pools_big_a100)],
     "fleet": [("autoscale", fleet_autoscale)],
-    "disaggregation": [("split", disagg_split)],
+    "disaggregation": [("serving", disagg_serving), ("split", disagg_split)],
 }
 
 
