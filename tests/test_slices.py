@@ -207,3 +207,29 @@ def test_pooled_slices_reaching_back_to_zero_reproduce_the_pools_sections():
     a, b = whole.summary.to_json(), sliced.summary.to_json()
     assert _close(a["pools"], b["pools"]) and _close(a["cost"], b["cost"])
     assert np.array_equal(whole.result.series.per_pool("arrivals"), sliced.result.series.per_pool("arrivals"))
+
+
+@pytest.mark.parametrize("split, parts, unit", [(["--slices", "3"], 3, "slices"), (["--shards", "2"], 2, "cells")])
+def test_split_runs_report_progress_as_their_parts_finish(split, parts, unit, monkeypatch):
+    """Sliced and sharded runs show progress (the project's rule for commands that can run long): parts done of
+    the total as they finish, and for slices the simulated time they cover."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, label, unit="", **kw):
+            self.unit = unit
+
+        def update(self, done, total=None, note=""):
+            calls.append((self.unit, done, total, note))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("sim.core.progress.Progress", Recorder)
+    res = CliRunner().invoke(main, ["run", "--no-report", "--stream", "--set", "duration_s=90", "--set",
+                                    "traffic.rate_rps=10", "--set", "fleet.nodes=2", *split, "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    mine = [c for c in calls if c[0] == unit]
+    assert [c[1] for c in mine] == list(range(parts + 1)) and {c[2] for c in mine} == {parts}
+    if unit == "slices":
+        assert mine[-1][3] == "90 of 90 s simulated"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -294,15 +295,21 @@ def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str 
 
     spec = ExecutorSpec(workers=workers or min(shards, default_workers()), scheduler=scheduler)
     click.echo(f"capsim run: {shards} cell(s) on {spec.describe()}", err=True)
+    on_done, stop = parts_progress("cells", shards)
+    try:
+        if stream:
+            out = run_sharded_streaming(sc, shards, spec, on_done)
+        else:
+            mem = run_sharded(sc, shards, spec, on_done)
+    finally:
+        stop()
     if stream:
-        out = run_sharded_streaming(sc, shards, spec)
         if not no_report:
             from sim.runner.pipeline import write_streamed_report
 
             with result_folder(out_dir) as staging:
                 write_streamed_report(out, staging)
         return out.summary
-    mem = run_sharded(sc, shards, spec)
     if not no_report:
         with result_folder(out_dir) as staging:
             write_outputs(mem, staging)
@@ -320,16 +327,46 @@ def _run_sliced(sc: Scenario, slices: int, warmup_s: float | None, workers: int 
     plan = plan_slices(sc, slices, warmup_s)
     spec = ExecutorSpec(workers=workers or min(slices, default_workers()), scheduler=scheduler)
     click.echo(f"capsim run: {plan.describe()} on {spec.describe()}", err=True)
+    on_done, stop = parts_progress("slices", slices, [w.keep_to_s - w.keep_from_s for w in plan.windows])
+    try:
+        if stream:
+            out = run_sliced_streaming(sc, plan, spec, on_done)
+        else:
+            mem = run_sliced(sc, plan, spec, on_done)
+    finally:
+        stop()
     if stream:
-        out = run_sliced_streaming(sc, plan, spec)
         if not no_report:
             from sim.runner.pipeline import write_streamed_report
 
             with result_folder(out_dir) as staging:
                 write_streamed_report(out, staging)
         return out.summary
-    mem = run_sliced(sc, plan, spec)
     if not no_report:
         with result_folder(out_dir) as staging:
             write_outputs(mem, staging)
     return mem.summary
+
+
+def parts_progress(unit: str, total: int, spans_s: list[float] | None = None
+                   ) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(on_done, stop)``: progress of a split run as its parts (slices, cells) finish, on any executor — parts
+    done of ``total`` and, given each slice's span, the simulated time they cover (:class:`sim.core.progress.Progress`:
+    a bar from the start on a terminal, else a line on stderr every ~10 s)."""
+    from sim.core.progress import Progress
+
+    bar = Progress("capsim run", unit, delay_s=0.0)
+    done: list[int] = []
+
+    def on_done(k: int) -> None:
+        done.append(k)
+        if spans_s is None:
+            note = ""
+        else:
+            d = int(sum(spans_s) >= 7200)  # hours (one decimal) for long runs, else seconds
+            div, u = (3600.0, "h") if d else (1.0, "s")
+            note = f"{sum(spans_s[i] for i in done) / div:,.{d}f} of {sum(spans_s) / div:,.{d}f} {u} simulated"
+        bar.update(len(done), total, note)
+
+    bar.update(0, total)
+    return on_done, bar.close

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,34 +326,40 @@ def merge_slices(scenario: Scenario, parts: list[SimResult], windows: list[SimWi
     )
 
 
-def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed: bool = False) -> list[CellOutput]:
-    """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised)."""
+def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed: bool = False,
+               on_done: Callable[[int], None] | None = None) -> list[CellOutput]:
+    """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised).
+    ``on_done(k)`` is called as slice ``k`` finishes (in completion order: progress)."""
     tasks = [(scenario, w, streamed) for w in plan.windows]
     out: list[CellOutput | None] = [None] * len(tasks)
     for oc in iter_outcomes(run_slice, tasks, spec, window_per_slot=1):
         if oc.error is not None:
             raise oc.error
         out[oc.index] = oc.value
+        if on_done is not None:
+            on_done(oc.index)
     return out  # type: ignore[return-value]
 
 
-def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec) -> Any:
+def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
+               on_done: Callable[[int], None] | None = None) -> Any:
     """The sliced run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
     from the merged slices exactly as for an unsliced run."""
     from sim.metrics.tables import summarize, timeseries_tables
     from sim.runner.pipeline import RunOutput
 
-    parts = run_slices(scenario, plan, spec)
+    parts = run_slices(scenario, plan, spec, on_done=on_done)
     result = merge_slices(scenario, [p.result for p in parts], plan.windows)
     req = merge_tables([p.requests for p in parts], [0] * len(parts))  # type: ignore[misc]
     fleet_ts, node_ts = timeseries_tables(result)
     return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
 
 
-def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec) -> Any:
+def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
+                         on_done: Callable[[int], None] | None = None) -> Any:
     """The sliced run with streamed metrics: the slices' counters and histograms merged, then the streamed summary
     of the whole horizon. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
-    return merge_streamed(scenario, plan, run_slices(scenario, plan, spec, streamed=True))
+    return merge_streamed(scenario, plan, run_slices(scenario, plan, spec, streamed=True, on_done=on_done))
 
 
 def merge_streamed(scenario: Scenario, plan: SlicePlan, parts: list[CellOutput]) -> Any:
