@@ -467,3 +467,15 @@ def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec,
     fleet_ts, node_ts = timeseries_tables(result)
     summary = collector.summary(result, fleet_ts)
     return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
+
+
+def estimate_cells(scenario: Scenario, shards: int, stream: bool, workers: int, where: str) -> Any:
+    """The split run's :class:`~sim.runner.estimate.SplitEstimate`: each cell simulates its share of the arrivals
+    (its share of the nodes) and draws the rest only to skip them; its node-samples are its nodes'."""
+    from sim.runner.estimate import scenario_requests, split_estimate
+
+    total = scenario_requests(scenario)
+    sizes = [sum(row) for row in pool_sizes(scenario, shards)]
+    samples = (scenario.duration_s + scenario.max_drain_s) / scenario.output.sample_interval_s
+    parts = [(total * n / sum(sizes), total * (1 - n / sum(sizes)), samples * n) for n in sizes]
+    return split_estimate(scenario, "cells", parts, stream, workers, where)
