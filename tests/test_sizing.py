@@ -130,6 +130,7 @@ def test_cli_size_json_and_files(tmp_path):
     text = (out / "sizing.txt").read_text()
     assert "simulated" in text
     assert "(constant rate over the 60-s run)" in text and "10-min windows" not in text  # no window was used
+    assert "% of arrivals after warm-up (target" in text  # what the attainment counts
     assert report["traffic"]["basis"] == "constant rate over the 60-s run" and report["traffic"]["window_s"] is None
     assert "(constant rate over the 60-s run)" in (out / "sizing.html").read_text()
     assert "load_factor" in (out / "sizing_points.csv").read_text().splitlines()[0]

@@ -173,7 +173,7 @@ def plot_cost_vs_latency(df: pd.DataFrame, slo: dict[str, float | None] | None =
             axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,g}"))
             axis.set_minor_formatter(NullFormatter())
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=8, ncol=2, frameon=False)
-    cb = fig.colorbar(sc, ax=axes, label="SLO attainment (% of all requests)",
+    cb = fig.colorbar(sc, ax=axes, label="SLO attainment (% of all arrivals after warm-up)",
                       shrink=0.8)
     ticks = sorted({0.0, 25.0, 50.0, 75.0, goal, 100.0})
     cb.set_ticks(ticks, labels=[f"{t:g} (target)" if t == goal else f"{t:g}" for t in ticks])

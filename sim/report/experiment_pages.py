@@ -32,7 +32,7 @@ def _slo_text(slo: Mapping[str, Any]) -> str:
     parts = [f"{k.replace('_p95_s', '').upper()} P95 ≤ {1000 * slo[k]:g} ms"
              for k in ("ttft_p95_s", "tpot_p95_s", "e2e_p95_s") if slo.get(k) is not None]
     if slo.get("attainment_target") is not None:
-        parts.append(f"attainment ≥ {100 * slo['attainment_target']:g} % of all requests")
+        parts.append(f"attainment ≥ {100 * slo['attainment_target']:g} % of all requests after warm-up")
     return ", ".join(parts) or "none"
 
 

@@ -43,8 +43,9 @@ def format_report(res: SizingResult) -> str:
         usd_h = "–" if usd is None else f"${usd / hours:,.2f}"
         lines.append(f"             cost {usd_run} for the {sc.duration_s:,.0f}-s run ({usd_h}/h, "
                      + ("–" if per_m is None else f"${per_m:.3f} per M output tokens")
-                     + f"), SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of requests "
-                     f"(target {100 * sc.slo.attainment_target:g} %"
+                     + f"), SLO attainment {100 * (rep.mean('slo.attainment') or 0):.2f} % of arrivals"
+                     + (" after warm-up" if sc.warmup_s > 0 else "")
+                     + f" (target {100 * sc.slo.attainment_target:g} %"
                      + (", worst window too" if sc.slo.require_worst_window else "") + ")")
     lines.append("")
     header = (f"  {'rule':<25}{'workload':<22}{'rate req/s':>11}{'nodes':>7}{'vs sim':>8}{'seeds met':>11}"

@@ -33,13 +33,16 @@ BOOKKEEPING = ["point", "key", "seed", "status", "error", "wall_s", "slo_missed"
 def _slo_missed(rec: dict[str, Any], require_worst_window: bool) -> tuple[str | None, str | None]:
     """Why a finished run misses its SLO (:func:`sim.metrics.headline.slo_miss_items`): the reasons with their
     figures (``class code (90.1%)``) and the reasons alone (``class code``), each ``"; "``-joined; empty when it
-    meets it, None for a failed run."""
+    meets it, None for a failed run (or a summary this version cannot read)."""
     if rec.get("status") != "ok" or not rec.get("summary"):
         return None, None
     from sim.metrics.headline import slo_miss_items
     from sim.metrics.summary import Summary
 
-    slo = Summary.from_json(rec["summary"]).slo
+    try:
+        slo = Summary.from_json(rec["summary"]).slo
+    except (KeyError, TypeError, ValueError):  # a record this version cannot read: no reason rather than no table
+        return None, None
     items = [] if slo.met else slo_miss_items(slo, require_worst_window)
     return "; ".join(r + f for r, f in items), "; ".join(r for r, _ in items)
 
