@@ -9,6 +9,7 @@ from scenarios import make_scenario
 import sim.fleet.fleet
 from sim.fleet.router import LeastWork
 from sim.runner.simulation import simulate
+from sim.traffic.request import Request
 
 
 def full_scan(nodes) -> int:
@@ -138,7 +139,7 @@ def test_index_matches_scan_on_random_sequences(seed, low_nodes):
             else:  # decode runs whose work crosses the others' (many ties)
                 work, step = int(rng.integers(60, 200)), int(rng.integers(1, 6))
                 node.set(work, step, float(rng.uniform(0.005, 0.03)), int(rng.integers(1, work // step + 1)))
-        assert router.pick(None) == full_scan(nodes)
+        assert router.pick(Request()) == full_scan(nodes)
         if rng.random() < 0.01:  # a node leaves or comes back
             if len(nodes) > 2 and rng.random() < 0.5:
                 nodes.pop(int(rng.integers(len(nodes))))

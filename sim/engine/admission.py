@@ -68,9 +68,38 @@ def make_admission(engine: Engine, block_size: int) -> SglangRatio | None:
     return SglangRatio(engine, block_size) if engine.scheduler == "sglang" else None
 
 
+class Limits:
+    """The engine limits :func:`admit_head` reads, copied once per node (reading a pydantic model's fields costs
+    more than the rest of the rule)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.max_num_seqs = engine.max_num_seqs
+        self.max_num_batched_tokens = engine.max_num_batched_tokens
+        self.chunked_prefill = engine.chunked_prefill
+        self.block_size = engine.block_size
+        self.reserve_kv = engine.reserve_kv
+
+
 def admit_head(
     req: Request,
     engine: Engine,
+    running: int,
+    budget_tokens: int,
+    free_blocks: int,
+    admission: SglangRatio | None,
+    step: int,
+    future_decode_tokens: int,
+    hit: tuple[int, int, int] | None = None,
+    admitted_decode_tokens: int = 0,
+) -> tuple[int, int] | None:
+    """:func:`admit_with` under ``engine``'s limits."""
+    return admit_with(req, Limits(engine), running, budget_tokens, free_blocks, admission, step, future_decode_tokens,
+                      hit, admitted_decode_tokens)
+
+
+def admit_with(
+    req: Request,
+    engine: Limits,
     running: int,
     budget_tokens: int,
     free_blocks: int,

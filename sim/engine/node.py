@@ -29,13 +29,13 @@ import heapq
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import simpy
 
 from sim.core.config import Engine
-from sim.engine.admission import admit_head, make_admission
+from sim.engine.admission import Limits, admit_with, make_admission
 from sim.engine.common import (
     NodeSnapshot,
     WorkDone,
@@ -46,12 +46,13 @@ from sim.engine.common import (
 )
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
+from sim.engine.loop import Environment, call_later
 from sim.engine.multistep import make_multistep
 from sim.engine.plan import StepPlan
 from sim.perf.model import StepTimeModel, attention_pairs, steps_on_line
 from sim.traffic.request import Request, Status
 
-_INF = float("inf")
+_INF: Final = float("inf")
 
 
 class Mode(Enum):
@@ -62,8 +63,6 @@ class Mode(Enum):
     JUMP = "jump"
     DEAD = "dead"
 
-
-_JUMP = Mode.JUMP
 
 
 class Node:
@@ -80,9 +79,13 @@ class Node:
         on_done: Callable[[Request], None],
     ) -> None:
         self.env = env
+        # the loop itself when it is sim.engine.loop's: its clock is then read without an attribute lookup
+        loop: Any = env  # Any: the two loops are unrelated classes (sim.engine.loop)
+        self._loop: Environment | None = loop if isinstance(loop, Environment) else None
         self.node_id = node_id
         self.perf = perf
         self.engine = engine
+        self._limits = Limits(engine)  # what the admission rule reads, as plain attributes
         self.bs = engine.block_size
         self.capacity_blocks = capacity_blocks
         self.max_model_len = max_model_len
@@ -124,7 +127,8 @@ class Node:
 
         self._mode: Mode | None = None  # current activity; None: idle
         self._plan = StepPlan()  # the step or decode run in progress (while the mode is STEP or JUMP)
-        self._timer: simpy.Event | None = None  # fires at the end of the planned step or run
+        # fires at the end of the planned step or run (a bare timer on sim.engine.loop's environment)
+        self._timer: Any = None
         self._on_step_end = self._end_step  # bound once: a timer costs no closure
         self._on_jump_end = self._end_jump
         self.work_changed: Callable[[Node], None] | None = None  # set by the least-work router's index
@@ -135,6 +139,10 @@ class Node:
         self._base_perf = perf
         n_cls = len(perf.class_tokens_per_step)
         self._class_cnt: list[int] | None = [0] * n_cls if n_cls else None
+
+    def _now(self) -> float:
+        loop = self._loop
+        return loop.now if loop is not None else self.env.now
 
     # -- interface ------------------------------------------------------------------------------------
     @property
@@ -147,7 +155,7 @@ class Node:
         if ((req.prompt_tokens + req.output_tokens > self._fit_tokens or not self._chunked)
                 and admission_problem(req, self.engine, self.capacity_blocks, self.max_model_len) is not None):
             req.status = Status.REJECTED
-            req.finish_s = self.env.now
+            req.finish_s = self._now()
             self.on_done(req)
             return
         self.waiting.append(req)
@@ -157,7 +165,7 @@ class Node:
                 # an idle node schedules at the end of this instant, as the reference's process resumes after the
                 # instant's callbacks: requests arriving at the same time (trace replay) share its first step
                 self._holding = True
-                self.env.timeout(0).callbacks.append(self._wake_at_instant_end)
+                call_later(self.env, 0, self._wake_at_instant_end)
         elif self._mode is Mode.JUMP and self.waiting[0] is req:
             # a new head of the queue (the queue was empty, or it outranks the blocked head under the priority
             # policy) may be admissible: stop the run at the end of the step in progress
@@ -167,9 +175,9 @@ class Node:
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute or generate on this node at the current time."""
-        if self._mode is _JUMP:
+        if self._mode is Mode.JUMP:
             plan = self._plan
-            if self.env.now < plan.done_until_s:  # the run's step count is cached until its next step ends
+            if self._now() < plan.done_until_s:  # the run's step count is cached until its next step ends
                 return self.work - plan.batch * plan.done_steps
             return self.work - plan.batch * self._steps_done_in_jump()
         return self.work
@@ -213,9 +221,9 @@ class Node:
         if self._mode is Mode.JUMP:
             j = self._steps_done_in_jump()
             used = self.kv.held + self._blocks_for_steps(self.S, j)
-            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self.env.now - self._plan.t0_s)
+            return NodeSnapshot(len(self.waiting), running, used, self.busy_s + self._now() - self._plan.t0_s)
         # idle or dead: frozen
-        busy = self.busy_s + (self.env.now - self._plan.t0_s if self._mode is Mode.STEP else 0.0)
+        busy = self.busy_s + (self._now() - self._plan.t0_s if self._mode is Mode.STEP else 0.0)
         return NodeSnapshot(len(self.waiting), running, self.kv.held, busy)
 
     def work_totals(self) -> tuple[int, float, float, int]:
@@ -271,7 +279,7 @@ class Node:
             self.done_work.tokens, self.done_work.pairs, self.done_work.ctx, self.done_work.steps = w
             self.S += n
         if self._mode is not None:
-            self.busy_s += self.env.now - self._plan.t0_s
+            self.busy_s += self._now() - self._plan.t0_s
         self._mode = Mode.DEAD
         out: list[Request] = []
         for req in list(self.decoding.values()):
@@ -306,7 +314,7 @@ class Node:
         if self._mode is None and not self._holding:
             self._tick()
 
-    def _wake_at_instant_end(self, _event: simpy.Event) -> None:
+    def _wake_at_instant_end(self, _event: object) -> None:
         self._holding = False
         if self._mode is None:
             self._tick()
@@ -409,7 +417,7 @@ class Node:
         adm = self.admission
         future = self._future_decode_tokens() if adm is not None else 0
         head = self.waiting[0]
-        return admit_head(head, self.engine, dec_n, self.max_batched - dec_n, free, adm, self.S,
+        return admit_with(head, self._limits, dec_n, self.max_batched - dec_n, free, adm, self.S,
                           future, self.kv.lookup(head)) is not None
 
     def _future_decode_tokens(self) -> int:
@@ -478,7 +486,7 @@ class Node:
         if self.jitter is not None:
             dt *= self.jitter.factor(self.S)
         self._mode = Mode.STEP
-        self._plan.step(self.env.now, chunks, tokens, attn, ctx, dt)
+        self._plan.step(self._now(), chunks, tokens, attn, ctx, dt)
         self._set_timer(dt, self._on_step_end)
         if self.work_changed is not None:
             self.work_changed(self)
@@ -615,13 +623,13 @@ class Node:
             adm.on_retract(self.S, generated, sum(r.output_tokens for r in running), len(running))
         # 3. admissions, FCFS, only if nothing was preempted (and, with multi-step runs, between runs)
         if not preempted and (ms is None or ms.can_admit()):
-            now = self.env.now
+            now = self._now()
             future = self._future_decode_tokens() if adm is not None else 0
             admitted = 0  # decode tokens to come of the requests admitted in this step (SGLang: in full)
             while self.waiting:
                 req = self.waiting[0]
                 hit = self.kv.lookup(req)
-                fit = admit_head(req, self.engine, len(self.decoding) + len(self.prefilling), budget,
+                fit = admit_with(req, self._limits, len(self.decoding) + len(self.prefilling), budget,
                                  self.kv.free_blocks, adm, self.S, future, hit, admitted)
                 if fit is None:
                     break
@@ -643,12 +651,11 @@ class Node:
         return chunks
 
     # -- time ------------------------------------------------------------------------------------------
-    def _set_timer(self, delay: float, callback: Callable[[simpy.Event], None]) -> None:
+    def _set_timer(self, delay: float, callback: Callable[[Any], None]) -> None:
         """Call ``callback`` ``delay`` from now. The previous timer must have fired or been cancelled (a step or
         run is planned at its end, or on waking an idle node; only :meth:`_shorten_jump` replaces a pending one)."""
-        ev = self.env.timeout(delay)
-        ev.callbacks.append(callback)
-        self._timer = ev
+        loop = self._loop
+        self._timer = loop.call_later(delay, callback) if loop is not None else call_later(self.env, delay, callback)
 
     def _cancel_timer(self) -> None:
         """A pending timer fires with nothing to do (SimPy cannot unschedule an event); a timer that already fired
@@ -660,8 +667,8 @@ class Node:
             if callbacks:
                 callbacks.clear()
 
-    def _end_step(self, _timer: simpy.Event | None = None) -> None:
-        now = self.env.now
+    def _end_step(self, _timer: object = None) -> None:
+        now = self._now()
         dec_n = len(self.decoding)
         plan = self._plan
         self.S += 1
@@ -718,24 +725,22 @@ class Node:
             self._finish(req, now)
 
     def _start_jump(self, n: int) -> None:
-        self._mode = _JUMP
+        self._mode = Mode.JUMP
         b, c0 = len(self.decoding), self.dec_ctx_sum
         perf = self.perf
         # with jitter, O(n): each step has its own factor
         cum = None if self.jitter is None else np.cumsum(
             perf.decode_step_times(b, c0, n) * self.jitter.factors(self.S, n))
         plan = self._plan
-        plan.run(self.env.now, n, b, c0, perf.decode_lines(b, c0), cum)
-        ev = self.env.timeout(plan.dt_s)
-        ev.callbacks.append(self._on_jump_end)
-        self._timer = ev
+        plan.run(self._now(), n, b, c0, perf.decode_lines(b, c0), cum)
+        self._set_timer(plan.dt_s, self._on_jump_end)
 
     def _steps_done_in_jump(self) -> int:
         """Steps of the current run finished by now (O(1): the run's step-time line is cached; the answer is kept
         until 1 µs before the next step ends, so the router's and sampler's reads between step ends cost a
         comparison)."""
         plan = self._plan
-        now = self.env.now
+        now = self._now()
         until = plan.done_until_s
         if now < until:
             return plan.done_steps
@@ -778,9 +783,9 @@ class Node:
             return
         plan.cut(n)
         self._cancel_timer()
-        self._set_timer(plan.t0_s + plan.dt_s - self.env.now, self._on_jump_end)
+        self._set_timer(plan.t0_s + plan.dt_s - self._now(), self._on_jump_end)
 
-    def _end_jump(self, _timer: simpy.Event | None = None) -> None:
+    def _end_jump(self, _timer: object = None) -> None:
         plan = self._plan
         n, b = plan.n, plan.batch
         if not self.reserve:
@@ -794,5 +799,5 @@ class Node:
         self.busy_s += plan.dt_s
         if self._cancelled:
             self._drop_cancelled()
-        self._finish_decoders(self.env.now)
+        self._finish_decoders(self._now())
         self._tick()

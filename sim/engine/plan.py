@@ -7,12 +7,14 @@ the run short). One record per node, overwritten at each start, so starting a st
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 
 from sim.perf.model import DecodeLines, dominant_line, run_on_lines
 from sim.traffic.request import Request
 
-_INF = float("inf")
+_INF: Final = float("inf")
 
 
 class StepPlan:

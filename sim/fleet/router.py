@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Final, Protocol, cast
 
 import numpy as np
 import simpy
+from mypy_extensions import mypyc_attr
 
 from sim.core.config import Router as RouterSpec
+from sim.engine.node import Node
 from sim.engine.protocol import IndexedNodeEngine, NodeEngine
 from sim.fleet.stale import StaleView
 from sim.traffic.request import Request
@@ -52,13 +54,14 @@ class RoundRobin:
         return i
 
 
-_INF = float("inf")
+_INF: Final = float("inf")
 # below this many nodes a plain scan is as fast as the index (measured: benchmarks/engine_speed.py)
 INDEX_MIN_NODES = 48
 # nodes the least-work index keeps by exact value (its low set) after a rebuild, at first
 LOW_NODES = 64
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests check it through a subclass
 class LeastWork:
     """The node with the fewest outstanding tokens, ties to the lowest index (the first in the node list).
 
@@ -81,11 +84,13 @@ class LeastWork:
     calls :meth:`nodes_changed` when the node list changes.
     """
 
-    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int = INDEX_MIN_NODES,
+    def __init__(self, nodes: Sequence[NodeEngine], index_min_nodes: int | None = None,
                  low_nodes: int = LOW_NODES) -> None:
         self.nodes = nodes
-        self.index_min_nodes = index_min_nodes
+        # the module's INDEX_MIN_NODES when the router is built (a benchmark or test may change it)
+        self.index_min_nodes = INDEX_MIN_NODES if index_min_nodes is None else index_min_nodes
         self._indexed: bool | None = None  # decided when the node list is (re)read
+        self._fast = False  # every node is the fast engine: scanned through its compiled method (`make native`)
         self._members: list[IndexedNodeEngine] = []
         self._pos: dict[int, int] = {}  # node_id -> index in ``nodes``
         self._ver: list[int] = []  # per index: entries with another version are stale
@@ -105,13 +110,14 @@ class LeastWork:
         """A node's work changed: re-read it at the next pick, unless it was above ``L`` and stays there until its
         next report (an entry it has in the due heap is then early: harmless)."""
         i = self._pos.get(node.node_id)
-        if i is not None and (self._is_low[i] or node.work_floor() <= self._level):
+        if i is not None and (self._is_low[i] or _floor(node, self._fast) <= self._level):
             self._dirty[i] = node
 
     def _rebuild(self) -> None:
         for node in self._members:
             node.work_changed = None
         nodes = list(self.nodes)
+        self._fast = all(type(n) is Node for n in nodes)
         self._indexed = len(nodes) >= self.index_min_nodes and all(
             hasattr(n, "work_level") and hasattr(n, "work_changed") for n in nodes)
         self._members, self._pos, self._dirty = [], {}, {}
@@ -130,12 +136,13 @@ class LeastWork:
         """Set ``L`` to the ``k``-th smallest work now and re-file every node (O(n)): nodes above ``L`` whose work
         stays there until their next report get no entry."""
         members, ver, is_low = self._members, self._ver, self._is_low
-        works = [node.outstanding_tokens() for node in members]
+        fast = self._fast
+        works = [cast(Node, node).outstanding_tokens() if fast else node.outstanding_tokens() for node in members]
         self._level = level = sorted(works)[min(self._k, len(works)) - 1]
         self._low, self._due, self._dirty = [], [], {}
         self._picks = 0
         for i, node in enumerate(members):
-            if works[i] <= level or node.work_floor() <= level:
+            if works[i] <= level or _floor(node, fast) <= level:
                 self._file(i, node)
             else:
                 ver[i] += 1
@@ -146,7 +153,7 @@ class LeastWork:
         when its work may reach ``L``."""
         v = self._ver[i] + 1
         self._ver[i] = v
-        w, t = node.work_level(self._level)
+        w, t = cast(Node, node).work_level(self._level) if self._fast else node.work_level(self._level)
         low = w <= self._level
         self._is_low[i] = low
         if low:
@@ -155,6 +162,8 @@ class LeastWork:
             heapq.heappush(self._due, (t, i, v))
 
     def _scan(self) -> int:
+        if self._fast:
+            return _scan_fast(self.nodes)
         best, best_work = 0, None
         for i, node in enumerate(self.nodes):
             w = node.outstanding_tokens()
@@ -201,6 +210,23 @@ class LeastWork:
             self._relevel()
             low = self._low
             due = self._due
+
+
+def _floor(node: IndexedNodeEngine, fast: bool) -> int:
+    """``node.work_floor()`` (a native call on a fast-engine node when compiled)."""
+    return cast(Node, node).work_floor() if fast else node.work_floor()
+
+
+def _scan_fast(nodes: Sequence[NodeEngine]) -> int:
+    """:meth:`LeastWork._scan` over fast-engine nodes (compiled by `make native`: a native call per node)."""
+    best, best_work = 0, -1
+    for i in range(len(nodes)):
+        w = cast(Node, nodes[i]).outstanding_tokens()
+        if best_work < 0 or w < best_work:
+            best, best_work = i, w
+            if w == 0:
+                break
+    return best
 
 
 class PowerOfTwo:

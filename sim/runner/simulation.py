@@ -21,6 +21,7 @@ from sim.core.errors import ConfigError
 from sim.core.rng import stream
 from sim.engine import Node, ReferenceNode
 from sim.engine.common import NodeSnapshot
+from sim.engine.loop import call_later, make_environment
 from sim.engine.protocol import NodeEngine
 from sim.fleet.autoscale import autoscaler_process
 from sim.fleet.fleet import FleetManager, SlotState
@@ -380,7 +381,10 @@ def simulate(
     layout = pool_layout(scenario)
     pool_models = build_pool_models(scenario)
     nm = pool_models[0]
-    env = simpy.Environment(initial_time=window.start_s if window is not None else 0.0)
+    # the fast engine's runs on the loop with bare timers (same event order: sim.engine.loop); the reference on SimPy's
+    fast = scenario.fleet.engine_impl == "fast"
+    t0_s = window.start_s if window is not None else 0.0
+    env = make_environment(t0_s) if fast else simpy.Environment(initial_time=t0_s)
     requests: list[Request] = []
     tally = Tally()
     done = [0]
@@ -398,7 +402,7 @@ def simulate(
         if own and on_request_done is not None:
             on_request_done(req)
 
-    node_cls = Node if scenario.fleet.engine_impl == "fast" else ReferenceNode
+    node_cls = Node if fast else ReferenceNode
     slot_pool = layout.slot_pool
 
     def make_node(slot: int, done: Callable[[Request], None]) -> NodeEngine:
@@ -485,13 +489,13 @@ def simulate(
                 yield from zip(chunk.time_s.tolist(), chunk.class_idx.tolist(), chunk.prompt_tokens.tolist(),
                                chunk.output_tokens.tolist(), chunk.cached_tokens.tolist(), chains, sessions)
 
-        def fire(self, _event: simpy.Event | None = None) -> None:
+        def fire(self, _event: object = None) -> None:
             rows, row = self.rows, self.next
             while row is not None:
                 t, k, p, o, c, h, sid = row
                 delay = t - env.now
                 if delay > 0:
-                    env.timeout(delay).callbacks.append(self.fire)
+                    call_later(env, delay, self.fire)
                     self.next = row
                     return
                 req = Request(self.rid, t, k, p, o, c)
@@ -555,7 +559,7 @@ def simulate(
             arrivals_since[0] = 0
             last_done = done[0]
 
-    env.timeout(0).callbacks.append(ArrivalDriver().fire)
+    call_later(env, 0, ArrivalDriver().fire)
     env.process(sampler())
     marks: list[tuple[list[float], list[int]]] = []
     if window is not None:
