@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -298,32 +298,14 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str | None, stream: bool, no_report: bool,
                  out_dir: Path) -> Summary:
     """``--shards``: the cells on a local pool (or Dask), merged; the report written from the merged fleet."""
-    from sim.core.outdir import result_folder
     from sim.runner.executor import ExecutorSpec, default_workers
-    from sim.runner.pipeline import write_outputs
     from sim.runner.shards import run_sharded, run_sharded_streaming
 
     spec = ExecutorSpec(workers=workers or min(shards, default_workers()), scheduler=scheduler)
     click.echo(f"capsim run: {shards} cell(s) on {spec.describe()}", err=True)
     on_done, stop = parts_progress("cells", shards)
-    try:
-        if stream:
-            out = run_sharded_streaming(sc, shards, spec, on_done)
-        else:
-            mem = run_sharded(sc, shards, spec, on_done)
-    finally:
-        stop()
-    if stream:
-        if not no_report:
-            from sim.runner.pipeline import write_streamed_report
-
-            with result_folder(out_dir) as staging:
-                write_streamed_report(out, staging)
-        return out.summary
-    if not no_report:
-        with result_folder(out_dir) as staging:
-            write_outputs(mem, staging)
-    return mem.summary
+    runner = run_sharded_streaming if stream else run_sharded
+    return _run_split(lambda: runner(sc, shards, spec, on_done), stop, stream, no_report, out_dir)
 
 
 def _split_estimate(sc: Scenario, shards: int | None, slices: int | None, warmup_s: float | None,
@@ -351,31 +333,30 @@ def _split_estimate(sc: Scenario, shards: int | None, slices: int | None, warmup
 def _run_sliced(sc: Scenario, plan: SlicePlan, spec: ExecutorSpec, stream: bool, no_report: bool,
                 out_dir: Path) -> Summary:
     """``--slices``: the time slices on a local pool (or Dask), merged; the report written from the whole run."""
-    from sim.core.outdir import result_folder
-    from sim.runner.pipeline import write_outputs
     from sim.runner.slices import run_sliced, run_sliced_streaming
 
     click.echo(f"capsim run: {plan.describe()} on {spec.describe()}", err=True)
     slices = len(plan.windows)
     on_done, stop = parts_progress("slices", slices, [w.keep_to_s - w.keep_from_s for w in plan.windows])
+    runner = run_sliced_streaming if stream else run_sliced
+    return _run_split(lambda: runner(sc, plan, spec, on_done), stop, stream, no_report, out_dir)
+
+
+def _run_split(run: Callable[[], Any], stop: Callable[[], None], stream: bool, no_report: bool,
+               out_dir: Path) -> Summary:
+    """Run a split (sharded or sliced) run with its progress stopped after it, then write its report into
+    ``out_dir`` all or nothing (streamed: summary, time series and report; in memory: every table)."""
+    from sim.core.outdir import result_folder
+    from sim.runner.pipeline import write_outputs, write_streamed_report
+
     try:
-        if stream:
-            out = run_sliced_streaming(sc, plan, spec, on_done)
-        else:
-            mem = run_sliced(sc, plan, spec, on_done)
+        out = run()
     finally:
         stop()
-    if stream:
-        if not no_report:
-            from sim.runner.pipeline import write_streamed_report
-
-            with result_folder(out_dir) as staging:
-                write_streamed_report(out, staging)
-        return out.summary
     if not no_report:
         with result_folder(out_dir) as staging:
-            write_outputs(mem, staging)
-    return mem.summary
+            (write_streamed_report if stream else write_outputs)(out, staging)
+    return cast("Summary", out.summary)
 
 
 def parts_progress(unit: str, total: int, spans_s: list[float] | None = None
