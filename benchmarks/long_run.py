@@ -74,7 +74,7 @@ def some_slices(sc: object, args: argparse.Namespace) -> None:
     to measure a configuration whose whole run does not fit the time at hand (e.g. ``CAPSIM_PURE_PYTHON=1``)."""
     from sim.runner.slices import run_slice
 
-    plan = plan_slices(sc, args.slices, args.slice_warmup_s)  # type: ignore[arg-type]
+    plan = plan_slices(sc, args.slices, args.slice_warmup_s, balance=not args.equal_time_bounds)  # type: ignore[arg-type]
     print(f"  {plan.describe()}; only slices {args.only}", flush=True)
     for k in map(int, args.only.split(",")):
         w = plan.windows[k]
@@ -88,7 +88,7 @@ def some_slices(sc: object, args: argparse.Namespace) -> None:
 def sliced(sc: object, args: argparse.Namespace) -> None:
     """The horizon as ``args.slices`` time slices on ``args.workers`` local workers (summary only)."""
     t0, c0 = time.perf_counter(), cpu_s()
-    plan = plan_slices(sc, args.slices, args.slice_warmup_s)  # type: ignore[arg-type]
+    plan = plan_slices(sc, args.slices, args.slice_warmup_s, balance=not args.equal_time_bounds)  # type: ignore[arg-type]
     print(f"  {plan.describe()}", flush=True)
     parts = run_slices(sc, plan, ExecutorSpec(workers=args.workers), streamed=True)  # type: ignore[arg-type]
     t1, c1 = time.perf_counter(), cpu_s()
@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=None, help="run as this many time slices (summary only)")
     ap.add_argument("--slice-warmup-s", type=float, default=None, help="every slice's warm-up (default: chosen)")
     ap.add_argument("--workers", type=int, default=2, help="with --slices: local worker processes")
+    ap.add_argument("--equal-time-bounds", action="store_true",
+                    help="with --slices: bounds at equal times (default: at equal expected arrivals)")
     ap.add_argument("--only", default=None, help="with --slices: run only these slices (comma-separated), here")
     args = ap.parse_args()
     from sim import _native

@@ -19,7 +19,7 @@ from sim.metrics.streaming import run_streaming
 from sim.runner.executor import ExecutorSpec
 from sim.runner.pipeline import run_scenario
 from sim.runner.simulation import SimWindow
-from sim.runner.slices import check_sliceable, plan_slices, run_sliced, run_sliced_streaming
+from sim.runner.slices import check_sliceable, plan_slices, run_sliced, run_sliced_streaming, slice_bounds
 from sim.traffic.arrivals import ArrivalChunk
 
 IN_PROCESS = ExecutorSpec(workers=1)
@@ -119,11 +119,22 @@ def test_a_backlog_at_a_bound_reaches_the_warm_up_back_to_where_it_began():
              "ramp_h": 1e-6}
     quiet = plan_slices(_scenario(**{"duration_s": 3600, "traffic.rate_rps": 20.0}), 3)
     plan = plan_slices(_scenario(**{"duration_s": 3600, "traffic.rate_rps": 20.0,
-                                    "traffic.shape": {"components": [spike]}}), 3)
+                                    "traffic.shape": {"components": [spike]}}), 3, balance=False)
     assert [w.keep_from_s for w in plan.windows] == [0.0, 1200.0, 2400.0]
     base = quiet.warmups_s[1]
     assert quiet.warmups_s[2] == base and plan.warmups_s[2] == base
     assert plan.windows[1].start_s <= 1000.0 + 60.0 - base  # from where the backlog began (60-s fluid grid)
+
+
+def test_bounds_fall_at_equal_expected_arrivals_on_the_step_grid():
+    """The same spike: 108,000 expected arrivals, a third reached at 1,200 s and two thirds at 1,800 s (20 req/s,
+    ×4 from 1,000 to 1,600 s), not at 1,200 and 2,400 s (equal times carry 36,000, 60,000 and 12,000)."""
+    spike = {"type": "launch", "start_h": 1000 / 3600, "multiplier": 4.0, "duration_h": 600 / 3600,
+             "ramp_h": 1e-6}
+    sc = _scenario(**{"duration_s": 3600, "traffic.rate_rps": 20.0, "traffic.shape": {"components": [spike]}})
+    assert [w.keep_from_s for w in plan_slices(sc, 3).windows] == [0.0, 1200.0, 1800.0]
+    assert slice_bounds(sc, 3, balance=False) == [0.0, 1200.0, 2400.0, 3600.0]
+    assert slice_bounds(sc, 60) == sorted(set(slice_bounds(sc, 60)))  # strictly increasing, even at one step each
 
 
 def _chunks(times: np.ndarray, size: int):
@@ -207,3 +218,58 @@ def test_pooled_slices_reaching_back_to_zero_reproduce_the_pools_sections():
     a, b = whole.summary.to_json(), sliced.summary.to_json()
     assert _close(a["pools"], b["pools"]) and _close(a["cost"], b["cost"])
     assert np.array_equal(whole.result.series.per_pool("arrivals"), sliced.result.series.per_pool("arrivals"))
+
+
+@pytest.mark.parametrize("split, parts, unit", [(["--slices", "3"], 3, "slices"), (["--shards", "2"], 2, "cells")])
+def test_split_runs_report_progress_as_their_parts_finish(split, parts, unit, monkeypatch):
+    """Sliced and sharded runs show progress (the project's rule for commands that can run long): parts done of
+    the total as they finish, and for slices the simulated time they cover."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, label, unit="", **kw):
+            self.unit = unit
+
+        def update(self, done, total=None, note=""):
+            calls.append((self.unit, done, total, note))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("sim.core.progress.Progress", Recorder)
+    res = CliRunner().invoke(main, ["run", "--no-report", "--stream", "--set", "duration_s=90", "--set",
+                                    "traffic.rate_rps=10", "--set", "fleet.nodes=2", *split, "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    mine = [c for c in calls if c[0] == unit]
+    assert [c[1] for c in mine] == list(range(parts + 1)) and {c[2] for c in mine} == {parts}
+    if unit == "slices":
+        assert mine[-1][3] == "90 of 90 s simulated"
+
+
+def test_dry_run_accounts_for_slices_and_cells():
+    """--dry-run prints the split run's estimate beside the unsplit one: parts, requests simulated, CPU, wall on
+    the workers and memory per worker, from the same per-request model."""
+    base = ["run", "--dry-run", "--stream", "--no-report", "--set", "duration_s=3600", "--set", "traffic.rate_rps=20",
+            "--set", "fleet.nodes=4"]
+    sliced = CliRunner().invoke(main, [*base, "--slices", "4", "--workers", "2"])
+    assert sliced.exit_code == 0, sliced.output
+    assert "split into 4 slices: ~" in sliced.output and "% warm-up and tail), largest slice" in sliced.output
+    assert "wall on process pool (2 workers)" in sliced.output and "memory per worker" in sliced.output
+    sharded = CliRunner().invoke(main, [*base, "--shards", "2", "--workers", "1"])
+    assert sharded.exit_code == 0, sharded.output
+    assert "split into 2 cells: ~72.0k requests simulated, largest cell ~36.0k" in sharded.output
+    assert "wall on in-process" in sharded.output
+
+
+def test_split_estimate_spreads_the_slices_over_the_workers():
+    from sim.runner.estimate import makespan_s
+    from sim.runner.slices import estimate_slices
+
+    sc = _scenario(**{"duration_s": 86400, "traffic.shape": "consumer_chat", "output.sample_interval_s": 10.0})
+    plan = plan_slices(sc, 8)
+    one, four = (estimate_slices(sc, plan, True, w, "here") for w in (1, 4))
+    assert one.cpu_s == four.cpu_s and one.wall_s == pytest.approx(one.cpu_s)
+    assert four.wall_s == makespan_s(list(four.part_cpu_s), 4) < one.wall_s / 3
+    own = list(one.part_requests[1:-1])  # equal expected arrivals (+ warm-ups, which differ little here)
+    assert max(own) / min(own) < 1.1
+    assert makespan_s([4, 3, 3, 2], 2) == 6 and makespan_s([1.0], 3) == 1.0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -15,6 +16,9 @@ from sim.metrics.headline import pct as _pct
 
 if TYPE_CHECKING:
     from sim.metrics.summary import Percentiles, Summary
+    from sim.runner.estimate import SplitEstimate
+    from sim.runner.executor import ExecutorSpec
+    from sim.runner.slices import SlicePlan
 
 
 def _print_summary(summary: Summary, out_dir: Path | None) -> None:
@@ -240,10 +244,16 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 
     build_node_model(sc)  # GPU, model, tensor parallelism and memory checks, before any file is touched
     est = estimate_scenario(sc, stream)
+    split, spec, plan = _split_estimate(sc, shards, slices, slice_warmup_s, workers, scheduler, stream)
     if dry_run:
         click.echo(f"{sc.name}: {est.line()}")
+        if split is not None:
+            click.echo(f"{sc.name}: {split.line()}")
         return
-    est.check(force)
+    if split is not None and spec is not None:
+        split.check(force, 0 if spec.kind == "dask" else split.workers)
+    else:
+        est.check(force)
     from sim.core.outdir import result_folder
     from sim.runner.pipeline import run_scenario, run_streamed, write_outputs
 
@@ -252,7 +262,8 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
             summary = _run_sharded(sc, shards, workers, scheduler, stream, no_report, out_dir)
         else:
             assert slices is not None
-            summary = _run_sliced(sc, slices, slice_warmup_s, workers, scheduler, stream, no_report, out_dir)
+            assert plan is not None and spec is not None
+            summary = _run_sliced(sc, plan, spec, stream, no_report, out_dir)
         if as_json:
             click.echo(json.dumps(summary.to_json(), indent=2))
         else:
@@ -287,49 +298,86 @@ def run(scenario: Path | None, out_dir: Path, seed: int | None, overrides: tuple
 def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str | None, stream: bool, no_report: bool,
                  out_dir: Path) -> Summary:
     """``--shards``: the cells on a local pool (or Dask), merged; the report written from the merged fleet."""
-    from sim.core.outdir import result_folder
     from sim.runner.executor import ExecutorSpec, default_workers
-    from sim.runner.pipeline import write_outputs
     from sim.runner.shards import run_sharded, run_sharded_streaming
 
     spec = ExecutorSpec(workers=workers or min(shards, default_workers()), scheduler=scheduler)
     click.echo(f"capsim run: {shards} cell(s) on {spec.describe()}", err=True)
-    if stream:
-        out = run_sharded_streaming(sc, shards, spec)
-        if not no_report:
-            from sim.runner.pipeline import write_streamed_report
-
-            with result_folder(out_dir) as staging:
-                write_streamed_report(out, staging)
-        return out.summary
-    mem = run_sharded(sc, shards, spec)
-    if not no_report:
-        with result_folder(out_dir) as staging:
-            write_outputs(mem, staging)
-    return mem.summary
+    on_done, stop = parts_progress("cells", shards)
+    runner = run_sharded_streaming if stream else run_sharded
+    return _run_split(lambda: runner(sc, shards, spec, on_done), stop, stream, no_report, out_dir)
 
 
-def _run_sliced(sc: Scenario, slices: int, warmup_s: float | None, workers: int | None, scheduler: str | None,
-                stream: bool, no_report: bool, out_dir: Path) -> Summary:
-    """``--slices``: the time slices on a local pool (or Dask), merged; the report written from the whole run."""
-    from sim.core.outdir import result_folder
+def _split_estimate(sc: Scenario, shards: int | None, slices: int | None, warmup_s: float | None,
+                    workers: int | None, scheduler: str | None, stream: bool
+                    ) -> tuple[SplitEstimate | None, ExecutorSpec | None, SlicePlan | None]:
+    """``--shards`` / ``--slices``: (the split run's estimate, its executor, the slices' plan); Nones otherwise."""
     from sim.runner.executor import ExecutorSpec, default_workers
-    from sim.runner.pipeline import write_outputs
-    from sim.runner.slices import plan_slices, run_sliced, run_sliced_streaming
 
-    plan = plan_slices(sc, slices, warmup_s)
-    spec = ExecutorSpec(workers=workers or min(slices, default_workers()), scheduler=scheduler)
+    parts = shards or slices
+    if parts is None:
+        return None, None, None
+    spec = ExecutorSpec(workers=workers or min(parts, default_workers()), scheduler=scheduler)
+    slots = parts if spec.kind == "dask" else (1 if spec.kind == "in_process" else spec.workers or 1)
+    where = (f"{spec.describe()} (if it runs all {parts} at once)" if spec.kind == "dask" else spec.describe())
+    if shards is not None:
+        from sim.runner.shards import estimate_cells
+
+        return estimate_cells(sc, shards, stream, slots, where), spec, None
+    from sim.runner.slices import estimate_slices, plan_slices
+
+    plan = plan_slices(sc, parts, warmup_s)
+    return estimate_slices(sc, plan, stream, slots, where), spec, plan
+
+
+def _run_sliced(sc: Scenario, plan: SlicePlan, spec: ExecutorSpec, stream: bool, no_report: bool,
+                out_dir: Path) -> Summary:
+    """``--slices``: the time slices on a local pool (or Dask), merged; the report written from the whole run."""
+    from sim.runner.slices import run_sliced, run_sliced_streaming
+
     click.echo(f"capsim run: {plan.describe()} on {spec.describe()}", err=True)
-    if stream:
-        out = run_sliced_streaming(sc, plan, spec)
-        if not no_report:
-            from sim.runner.pipeline import write_streamed_report
+    slices = len(plan.windows)
+    on_done, stop = parts_progress("slices", slices, [w.keep_to_s - w.keep_from_s for w in plan.windows])
+    runner = run_sliced_streaming if stream else run_sliced
+    return _run_split(lambda: runner(sc, plan, spec, on_done), stop, stream, no_report, out_dir)
 
-            with result_folder(out_dir) as staging:
-                write_streamed_report(out, staging)
-        return out.summary
-    mem = run_sliced(sc, plan, spec)
+
+def _run_split(run: Callable[[], Any], stop: Callable[[], None], stream: bool, no_report: bool,
+               out_dir: Path) -> Summary:
+    """Run a split (sharded or sliced) run with its progress stopped after it, then write its report into
+    ``out_dir`` all or nothing (streamed: summary, time series and report; in memory: every table)."""
+    from sim.core.outdir import result_folder
+    from sim.runner.pipeline import write_outputs, write_streamed_report
+
+    try:
+        out = run()
+    finally:
+        stop()
     if not no_report:
         with result_folder(out_dir) as staging:
-            write_outputs(mem, staging)
-    return mem.summary
+            (write_streamed_report if stream else write_outputs)(out, staging)
+    return cast("Summary", out.summary)
+
+
+def parts_progress(unit: str, total: int, spans_s: list[float] | None = None
+                   ) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(on_done, stop)``: progress of a split run as its parts (slices, cells) finish, on any executor — parts
+    done of ``total`` and, given each slice's span, the simulated time they cover (:class:`sim.core.progress.Progress`:
+    a bar from the start on a terminal, else a line on stderr every ~10 s)."""
+    from sim.core.progress import Progress
+
+    bar = Progress("capsim run", unit, delay_s=0.0)
+    done: list[int] = []
+
+    def on_done(k: int) -> None:
+        done.append(k)
+        if spans_s is None:
+            note = ""
+        else:
+            d = int(sum(spans_s) >= 7200)  # hours (one decimal) for long runs, else seconds
+            div, u = (3600.0, "h") if d else (1.0, "s")
+            note = f"{sum(spans_s[i] for i in done) / div:,.{d}f} of {sum(spans_s) / div:,.{d}f} {u} simulated"
+        bar.update(len(done), total, note)
+
+    bar.update(0, total)
+    return on_done, bar.close

@@ -11,6 +11,12 @@ Model (fitted to this project's benchmarks, README "Performance"; rough on purpo
 
 A run is refused when its memory exceeds 80 % of this machine's RAM or its wall time exceeds
 :data:`MAX_WALL_S`; ``--force`` runs it anyway.
+
+A run split into parts (``--slices``, ``--shards``: :class:`SplitEstimate`) costs the same per part — each part's
+simulated requests (a slice's own, warm-up and tail; a cell's share) and node-samples — plus
+:data:`ARRIVAL_DRAW_S` for every arrival a part regenerates only to skip it (each part draws the whole stream up to
+its end, to keep the partition exact) and :data:`WORKER_START_S` per part; the wall time is the parts' makespan on
+the workers (longest first, each to the worker that frees first), the memory that of the largest part per worker.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ REQUESTS_PER_S = 30_000.0
 NODE_SAMPLES_PER_S = 500_000.0
 MAX_WALL_S = 24 * 3600.0
 MEMORY_SHARE = 0.8
+ARRIVAL_DRAW_S = 0.3e-6  # regenerating one skipped arrival (0.31 µs measured: docs/scaling.md, the 7-day example)
+WORKER_START_S = 1.0  # a fresh worker's start-up and imports, per part
 
 
 class TooLargeError(CapsimError):
@@ -145,3 +153,57 @@ def estimate_many(scenarios: list[Scenario], slots: int = 1, stream: bool = Fals
     biggest = max(each, key=lambda e: e.memory_bytes)
     wall = sum(e.wall_s for e in each) * repeat / slots
     return Estimate(max(e.requests for e in each), biggest.memory_bytes * slots, wall, len(each) * repeat, slots)
+
+
+def makespan_s(costs_s: list[float], workers: int) -> float:
+    """Wall time of independent tasks on ``workers``: longest first, each to the worker that frees first."""
+    loads = [0.0] * max(1, workers)
+    for c in sorted(costs_s, reverse=True):
+        loads[loads.index(min(loads))] += c
+    return max(loads)
+
+
+@dataclass(frozen=True)
+class SplitEstimate:
+    """Rough cost of one run split into parts (time slices or cells) run ``workers`` at a time."""
+
+    unit: str  # "slices" / "cells"
+    part_requests: tuple[float, ...]  # simulated per part
+    part_cpu_s: tuple[float, ...]
+    part_memory_bytes: float  # the largest part (one worker)
+    run_requests: float  # the unsplit run's arrivals
+    workers: int
+    where: str  # e.g. "process pool (2 workers)"
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.part_cpu_s)
+
+    @property
+    def wall_s(self) -> float:
+        return makespan_s(list(self.part_cpu_s), self.workers)
+
+    def line(self) -> str:
+        sim = sum(self.part_requests)
+        extra = (f" (+{100 * (sim / self.run_requests - 1):.1f} % warm-up and tail)"
+                 if self.unit == "slices" and self.run_requests > 0 else "")
+        return (f"split into {len(self.part_cpu_s)} {self.unit}: ~{_si(sim)} requests simulated{extra}, "
+                f"largest {self.unit[:-1]} ~{_si(max(self.part_requests))}; ~{_duration(self.cpu_s)} CPU, "
+                f"~{_duration(self.wall_s)} wall on {self.where}, ~{_bytes(self.part_memory_bytes)} memory per "
+                "worker (the same per-request model, per part)")
+
+    def check(self, force: bool, local_slots: int) -> None:
+        """:meth:`Estimate.check` for the split run: ``local_slots`` parts in this machine's memory at once
+        (0 on a Dask cluster: only the wall time is checked here)."""
+        mem = self.part_memory_bytes * max(local_slots, 1) if local_slots else 0.0
+        Estimate(max(self.part_requests), mem, self.wall_s, len(self.part_cpu_s), self.workers).check(force)
+
+
+def split_estimate(sc: Scenario, unit: str, parts: list[tuple[float, float, float]], stream: bool, workers: int,
+                   where: str) -> SplitEstimate:
+    """``parts``: per part, (simulated requests, arrivals drawn only to be skipped, node-samples)."""
+    cpu = [r / REQUESTS_PER_S + ns / NODE_SAMPLES_PER_S + d * ARRIVAL_DRAW_S + WORKER_START_S for r, d, ns in parts]
+    mem = max(BASE_BYTES + (0.0 if stream else BYTES_PER_REQUEST * r) + BYTES_PER_NODE_SAMPLE * ns
+              for r, _, ns in parts)
+    return SplitEstimate(unit, tuple(r for r, _, _ in parts), tuple(cpu), mem, scenario_requests(sc),
+                         workers, where)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -411,8 +411,10 @@ def merge_disagg(parts: list[SimResult]) -> dict[str, float] | None:
     }
 
 
-def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: bool = False) -> list[CellOutput]:
-    """Simulate every cell on ``spec``'s executor; outputs in cell order (the first failure is raised)."""
+def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: bool = False,
+              on_done: Callable[[int], None] | None = None) -> list[CellOutput]:
+    """Simulate every cell on ``spec``'s executor; outputs in cell order (the first failure is raised).
+    ``on_done(c)`` is called as cell ``c`` finishes (in completion order: progress)."""
     check_shardable(scenario, shards)
     tasks = [(sc, cell, streamed) for sc, cell in cells(scenario, shards)]
     out: list[CellOutput | None] = [None] * len(tasks)
@@ -420,16 +422,19 @@ def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: boo
         if oc.error is not None:
             raise oc.error
         out[oc.index] = oc.value
+        if on_done is not None:
+            on_done(oc.index)
     return out  # type: ignore[return-value]
 
 
-def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
+def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec,
+                on_done: Callable[[int], None] | None = None) -> Any:
     """The sharded run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
     from the merged cells exactly as for an unsharded run."""
     from sim.metrics.tables import summarize, timeseries_tables
     from sim.runner.pipeline import RunOutput
 
-    parts = run_cells(scenario, shards, spec)
+    parts = run_cells(scenario, shards, spec, on_done=on_done)
     results = [p.result for p in parts]
     maps = node_maps(scenario, results)
     result = merge_results(scenario, results)
@@ -438,13 +443,14 @@ def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
     return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
 
 
-def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec) -> Any:
+def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec,
+                          on_done: Callable[[int], None] | None = None) -> Any:
     """The sharded run with streamed metrics: each cell's counters and histograms merged, then the streamed
     summary of the merged fleet. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
     from sim.metrics.streaming import StreamingOutput
     from sim.metrics.tables import timeseries_tables
 
-    parts = run_cells(scenario, shards, spec, streamed=True)
+    parts = run_cells(scenario, shards, spec, streamed=True, on_done=on_done)
     results = [p.result for p in parts]
     maps = node_maps(scenario, results)
     result = merge_results(scenario, results)
@@ -461,3 +467,15 @@ def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec) -
     fleet_ts, node_ts = timeseries_tables(result)
     summary = collector.summary(result, fleet_ts)
     return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
+
+
+def estimate_cells(scenario: Scenario, shards: int, stream: bool, workers: int, where: str) -> Any:
+    """The split run's :class:`~sim.runner.estimate.SplitEstimate`: each cell simulates its share of the arrivals
+    (its share of the nodes) and draws the rest only to skip them; its node-samples are its nodes'."""
+    from sim.runner.estimate import scenario_requests, split_estimate
+
+    total = scenario_requests(scenario)
+    sizes = [sum(row) for row in pool_sizes(scenario, shards)]
+    samples = (scenario.duration_s + scenario.max_drain_s) / scenario.output.sample_interval_s
+    parts = [(total * n / sum(sizes), total * (1 - n / sum(sizes)), samples * n) for n in sizes]
+    return split_estimate(scenario, "cells", parts, stream, workers, where)

@@ -1,11 +1,13 @@
 """One long run split in time: ``capsim run --slices K``.
 
-The horizon ``[0, duration_s)`` is cut into ``K`` slices at ``b_k ≈ k·duration_s/K`` (aligned to the sampler's
-interval). Slice ``k`` simulates, from an empty fleet, the clock from ``b_k − w_k`` (its warm-up) with exactly
-the unsliced run's arrivals — every slice regenerates the scenario's arrival stream from its seed and admits those
-in ``[b_k − w_k, b_{k+1} + tail)`` — and keeps only the requests that arrive in ``[b_k, b_{k+1})`` (its own); it
-stops once its own requests are finished. The last slice drains as the unsliced run does. Every arrival is
-therefore one slice's own request, exactly once, with its class and token counts.
+The horizon ``[0, duration_s)`` is cut into ``K`` slices at bounds ``b_k`` where the traffic's expected arrivals (∫λ
+dt) reach ``k/K`` of the run's, aligned to the sampler's interval — equal work rather than equal time, so on many
+cores no slice of peak hours sets the wall time (a replayed trace: ``b_k ≈ k·duration_s/K``). Slice ``k`` simulates,
+from an empty fleet, the clock from ``b_k − w_k`` (its warm-up) with exactly the unsliced run's arrivals — every slice
+regenerates the scenario's arrival stream from its seed and admits those in ``[b_k − w_k, b_{k+1} + tail)`` — and
+keeps only the requests that arrive in ``[b_k, b_{k+1})`` (its own); it stops once its own requests are finished. The
+last slice drains as the unsliced run does. Every arrival is therefore one slice's own request, exactly once, with its
+class and token counts.
 
 The merge (:func:`merge_slices`): counts add; per-request tables are concatenated (in memory) or the streamed
 counters and histograms add (``--stream``); the time series are the slices' samples in ``(b_k, b_{k+1}]`` placed end
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +119,7 @@ class SlicePlan:
     windows: list[SimWindow]
     lifetime_s: float  # P99.9 output tokens × the decode step of a full batch
     tail_s: float
+    bounds: str = "equal times"  # or "equal expected arrivals" (:func:`slice_bounds`)
 
     @property
     def warmups_s(self) -> list[float]:
@@ -123,9 +127,10 @@ class SlicePlan:
 
     def describe(self) -> str:
         n = len(self.windows)
-        span = self.windows[0].keep_to_s - self.windows[0].keep_from_s
+        spans = [w.keep_to_s - w.keep_from_s for w in self.windows]
+        span = f"{min(spans):,.0f}" if max(spans) - min(spans) < 0.5 else f"{min(spans):,.0f}–{max(spans):,.0f}"
         w = self.warmups_s[1:] or [0.0]
-        return (f"{n} slice(s) of {span:,.0f} s, warm-up {min(w):,.0f}–{max(w):,.0f} s "
+        return (f"{n} slice(s) of {span} s ({self.bounds}), warm-up {min(w):,.0f}–{max(w):,.0f} s "
                 f"(longest requests live ~{self.lifetime_s:,.0f} s), tail {self.tail_s:,.0f} s")
 
 
@@ -184,15 +189,54 @@ def fluid_backlog(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
     return t, backlog
 
 
+def slice_bounds(scenario: Scenario, slices: int, balance: bool = True) -> list[float]:
+    """``slices + 1`` bounds from 0 to ``duration_s``, inner ones on the run's step grid. ``balance``: at equal
+    expected arrivals — the k-th bound is the grid point where ∫λ dt (the traffic shape's rate integral) comes
+    closest to k/K of the run's — so the slices carry similar work and the longest does not set the wall time;
+    otherwise (and for a replayed trace, which has no λ(t)) at equal times, ``k·duration_s/slices``."""
+    D = scenario.duration_s
+    align = _align_s(scenario)
+    n_steps = max(1, math.ceil(D / align - 1e-9))  # grid points 0, align, …, below D; then D itself
+    grid = np.append(align * np.arange(n_steps), D)
+    curve = _rate_curve(scenario) if _balanced(scenario, balance) else None
+    if curve is None:
+        target = np.array([k * D / slices for k in range(1, slices)])
+        j = np.rint(target / align).astype(int)
+    else:
+        cum = np.concatenate([[0.0], np.cumsum(curve.expected_counts(grid))])
+        j = np.array([int(np.argmin(np.abs(cum - k * cum[-1] / slices))) for k in range(1, slices)])
+    last = len(grid) - 2  # the last grid point below D
+    for i in range(len(j)):  # strictly increasing, leaving a step for every later slice
+        j[i] = min(max(j[i], (j[i - 1] if i else 0) + 1), last - (len(j) - 1 - i))
+    return [0.0] + [float(grid[x]) for x in j] + [D]
+
+
+def _balanced(scenario: Scenario, balance: bool) -> bool:
+    """Whether :func:`slice_bounds` places bounds by expected arrivals (a shaped λ(t)), not by time."""
+    curve = _rate_curve(scenario) if balance else None
+    return curve is not None and not curve.constant
+
+
+def _rate_curve(scenario: Scenario) -> Any:
+    """The traffic's :class:`~sim.traffic.shapes.RateCurve` (None for a replayed trace)."""
+    from sim.traffic.arrivals import rate_curve
+
+    tr = scenario.traffic
+    if tr.trace is not None or tr.rate_rps is None:
+        return None
+    return rate_curve(tr, scenario.base_dir, scenario.source)
+
+
 def plan_slices(scenario: Scenario, slices: int, warmup_s: float | None = None,
-                tail_s: float | None = None) -> SlicePlan:
-    """The slices' windows: bounds at ``k·duration_s/slices`` on the run's step grid, each slice's warm-up
-    ``warmup_s`` if given, else chosen from the workload (see the module docstring); ``tail_s`` (default: the
-    lifetime warm-up) of arrivals after a slice's end keep loading the fleet while its last requests finish."""
+                tail_s: float | None = None, balance: bool = True) -> SlicePlan:
+    """The slices' windows: bounds at equal expected arrivals on the run's step grid (:func:`slice_bounds`;
+    ``balance=False``: equal times), each slice's warm-up ``warmup_s`` if given, else chosen from the workload (see
+    the module docstring); ``tail_s`` (default: the lifetime warm-up) of arrivals after a slice's end keep loading
+    the fleet while its last requests finish."""
     check_sliceable(scenario, slices)
     D = scenario.duration_s
     align = _align_s(scenario)
-    bounds = [0.0] + [round(k * D / slices / align) * align for k in range(1, slices)] + [D]
+    bounds = slice_bounds(scenario, slices, balance)
     if any(b <= a for a, b in itertools.pairwise(bounds)):  # pragma: no cover - check_sliceable keeps slices ≥ align
         raise ConfigError("--slices", "", "slices too short for the run's step")
     life = request_lifetime_s(scenario)
@@ -213,7 +257,7 @@ def plan_slices(scenario: Scenario, slices: int, warmup_s: float | None = None,
         start = max(0.0, math.floor((a - w) / align) * align)
         last = k == slices - 1
         windows.append(SimWindow(start, a, b, D if last else min(D, b + tail), last))
-    return SlicePlan(windows, life, tail)
+    return SlicePlan(windows, life, tail, "equal expected arrivals" if _balanced(scenario, balance) else "equal times")
 
 
 def run_slice(task: tuple[Scenario, SimWindow, bool]) -> CellOutput:
@@ -325,34 +369,40 @@ def merge_slices(scenario: Scenario, parts: list[SimResult], windows: list[SimWi
     )
 
 
-def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed: bool = False) -> list[CellOutput]:
-    """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised)."""
+def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed: bool = False,
+               on_done: Callable[[int], None] | None = None) -> list[CellOutput]:
+    """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised).
+    ``on_done(k)`` is called as slice ``k`` finishes (in completion order: progress)."""
     tasks = [(scenario, w, streamed) for w in plan.windows]
     out: list[CellOutput | None] = [None] * len(tasks)
     for oc in iter_outcomes(run_slice, tasks, spec, window_per_slot=1):
         if oc.error is not None:
             raise oc.error
         out[oc.index] = oc.value
+        if on_done is not None:
+            on_done(oc.index)
     return out  # type: ignore[return-value]
 
 
-def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec) -> Any:
+def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
+               on_done: Callable[[int], None] | None = None) -> Any:
     """The sliced run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
     from the merged slices exactly as for an unsliced run."""
     from sim.metrics.tables import summarize, timeseries_tables
     from sim.runner.pipeline import RunOutput
 
-    parts = run_slices(scenario, plan, spec)
+    parts = run_slices(scenario, plan, spec, on_done=on_done)
     result = merge_slices(scenario, [p.result for p in parts], plan.windows)
     req = merge_tables([p.requests for p in parts], [0] * len(parts))  # type: ignore[misc]
     fleet_ts, node_ts = timeseries_tables(result)
     return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
 
 
-def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec) -> Any:
+def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
+                         on_done: Callable[[int], None] | None = None) -> Any:
     """The sliced run with streamed metrics: the slices' counters and histograms merged, then the streamed summary
     of the whole horizon. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
-    return merge_streamed(scenario, plan, run_slices(scenario, plan, spec, streamed=True))
+    return merge_streamed(scenario, plan, run_slices(scenario, plan, spec, streamed=True, on_done=on_done))
 
 
 def merge_streamed(scenario: Scenario, plan: SlicePlan, parts: list[CellOutput]) -> Any:
@@ -372,3 +422,27 @@ def merge_streamed(scenario: Scenario, plan: SlicePlan, parts: list[CellOutput])
     fleet_ts, node_ts = timeseries_tables(result)
     summary = collector.summary(result, fleet_ts)
     return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
+
+
+def estimate_slices(scenario: Scenario, plan: SlicePlan, stream: bool, workers: int, where: str) -> Any:
+    """The split run's :class:`~sim.runner.estimate.SplitEstimate`: each slice simulates the arrivals from its
+    warm-up's start to about one request lifetime after its end (it stops once its own requests are done) and
+    draws the arrivals before its warm-up only to skip them; expected counts from the rate integral (a trace:
+    in proportion to time)."""
+    from sim.runner.estimate import scenario_requests, split_estimate
+
+    D, curve = scenario.duration_s, _rate_curve(scenario)
+    total = scenario_requests(scenario)
+
+    def arrivals(a: float, b: float) -> float:
+        b = min(b, D)
+        if b <= a:
+            return 0.0
+        return curve.integral(a, b, 60.0) if curve is not None else total * (b - a) / D
+
+    nodes, interval = max(1, scenario.fleet.max_nodes), scenario.output.sample_interval_s
+    parts = []
+    for w in plan.windows:
+        end = D + scenario.max_drain_s if w.last else min(w.stop_arrivals_s, w.keep_to_s + plan.lifetime_s)
+        parts.append((arrivals(w.start_s, end), arrivals(0.0, w.start_s), (end - w.start_s) / interval * nodes))
+    return split_estimate(scenario, "slices", parts, stream, workers, where)
