@@ -118,6 +118,12 @@ def moe_layouts(workers: int) -> str:
 
 # ---- docs/speculative.md --------------------------------------------------------------------------------------
 
+def spec_published(workers: int) -> str:
+    """benchmarks/spec_decoding_validation.py's table: capsim against published speculative speed-ups."""
+    return subprocess.run([sys.executable, "benchmarks/spec_decoding_validation.py"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip("\n")
+
+
 def spec_label(spec: dict[str, Any] | None) -> str:
     if not spec:
         return "none"
@@ -284,7 +290,7 @@ def fleet_autoscale(workers: int) -> str:
 CASES: dict[str, list[tuple[str, Callable[[int], str]]]] = {
     "readme": [("make-run", readme_run)],
     "moe": [("profile", moe_profile), ("layouts", moe_layouts)],
-    "speculative": [("table", spec_table)],
+    "speculative": [("published", spec_published), ("table", spec_table)],
     "pools": [("speeds", pools_speeds), ("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size),
               ("big-a100", pools_big_a100)],
     "fleet": [("autoscale", fleet_autoscale)],
