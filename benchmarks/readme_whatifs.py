@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.doc_blocks import MarkerError, replace_block  # noqa: E402
 from sim.core.atomic_io import write_text  # noqa: E402
 from sim.core.config import load_scenario  # noqa: E402
 from sim.core.paths import default_scenario_path  # noqa: E402
@@ -23,8 +24,6 @@ from sim.metrics.summary import Summary  # noqa: E402
 from sim.runner.pipeline import run_scenario  # noqa: E402
 
 README = ROOT / "README.md"
-START = "<!-- generated: benchmarks/readme_whatifs.py -->"
-END = "<!-- end generated -->"
 
 # (question, --set overrides); the command column is built from the overrides.
 ROWS: list[tuple[str, list[str]]] = [
@@ -76,14 +75,10 @@ def main() -> None:
     text = table()
     print(text)
     if args.write:
-        readme = README.read_text()
-        head, found, rest = readme.partition(START)
-        if not found:
-            sys.exit(f"README.md: no '{START}' marker")
-        _, found_end, tail = rest.partition(END)
-        if not found_end:
-            sys.exit(f"README.md: no '{END}' after '{START}'")
-        write_text(README, f"{head}{START}\n{text}\n{END}{tail}")
+        try:
+            write_text(README, replace_block(README.read_text(), "readme_whatifs.py", None, text))
+        except MarkerError as exc:
+            sys.exit(f"README.md: {exc}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.doc_blocks import replace_block, start_marker  # noqa: E402
 from sim.core.atomic_io import atomic_write, write_text  # noqa: E402
 
 DOC = ROOT / "docs" / "sizing.md"
-END = "<!-- end generated -->"
+SCRIPT = "sizing_docs.py"
 
 # name -> (capsim size arguments, {file in --out: figure in docs/})
 CASES: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -33,10 +34,6 @@ CASES: dict[str, tuple[list[str], dict[str, str]]] = {
     "gpus": (["experiments/default.yaml", "--gpu", "H100-SXM", "--gpu", "H200-SXM", "--gpu", "A100-SXM-80GB",
               "--gpu", "L40S"], {"sizing_gpus.png": "sizing_gpus.png"}),
 }
-
-
-def start_marker(name: str) -> str:
-    return f"<!-- generated: benchmarks/sizing_docs.py {name} -->"
 
 
 def run_case(name: str, out_dir: Path, workers: int | None) -> str:
@@ -50,14 +47,6 @@ def run_case(name: str, out_dir: Path, workers: int | None) -> str:
     return "```\n$ capsim size " + " ".join(args) + "\n" + text + "\n```"
 
 
-def replace_block(doc: str, name: str, block: str) -> str:
-    """``doc`` with the text between ``name``'s start marker and the next end marker replaced by ``block``."""
-    start = start_marker(name)
-    a = doc.index(start) + len(start)
-    b = doc.index(END, a)
-    return doc[:a] + "\n" + block + "\n" + doc[b:]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rewrite the generated blocks of docs/sizing.md and "
@@ -67,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = args.only or list(CASES)
     doc = DOC.read_text()
-    missing = [n for n in names if start_marker(n) not in doc]
+    missing = [n for n in names if start_marker(SCRIPT, n) not in doc]
     if missing:
-        print(f"docs/sizing.md: no marker {start_marker(missing[0])!r}", file=sys.stderr)
+        print(f"docs/sizing.md: no marker {start_marker(SCRIPT, missing[0])!r}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="sizing_docs_") as tmp:
         for name in names:
@@ -77,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             block = run_case(name, out_dir, args.workers)
             print(f"### {name}\n\n{block}\n")
             if args.write:
-                doc = replace_block(doc, name, block)
+                doc = replace_block(doc, SCRIPT, name, block)
                 write_text(DOC, doc)
                 for src, dst in CASES[name][1].items():
                     atomic_write(ROOT / "docs" / dst, lambda p, f=out_dir / src: shutil.copyfile(f, p))

@@ -1,0 +1,54 @@
+"""The generated-block markers of the doc scripts (benchmarks/doc_blocks.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "doc_blocks", Path(__file__).resolve().parent.parent / "benchmarks" / "doc_blocks.py")
+assert _spec and _spec.loader
+doc_blocks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(doc_blocks)
+
+DOC = """# Page
+prose before
+<!-- generated: benchmarks/x.py a -->
+old a
+<!-- end generated -->
+between
+<!-- generated: benchmarks/x.py b -->
+old b
+<!-- end generated -->
+after
+"""
+
+
+def test_replaces_only_the_named_block() -> None:
+    out = doc_blocks.replace_block(DOC, "x.py", "b", "new b\n")
+    assert "old a" in out and "old b" not in out
+    assert out == DOC.replace("old b", "new b")
+    assert doc_blocks.replace_block(out, "x.py", "b", "new b") == out  # idempotent
+
+
+def test_unnamed_block() -> None:
+    doc = "x\n<!-- generated: benchmarks/y.py -->\n| t |\n<!-- end generated -->\ny\n"
+    assert doc_blocks.replace_block(doc, "y.py", None, "| u |") == doc.replace("| t |", "| u |")
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    (DOC, "no marker"),                                                     # name c is not there
+    ("<!-- generated: benchmarks/x.py c -->\nold\n", "no '<!-- end generated -->'"),
+    ("<!-- generated: benchmarks/x.py c -->\n<!-- end generated -->\n" * 2, "twice"),
+])
+def test_missing_or_repeated_markers_are_named(doc: str, problem: str) -> None:
+    with pytest.raises(doc_blocks.MarkerError, match=problem):
+        doc_blocks.replace_block(doc, "x.py", "c", "new")
+
+
+def test_prefix_name_is_not_another_blocks_marker() -> None:
+    doc = "<!-- generated: benchmarks/x.py ab -->\nold\n<!-- end generated -->\n"
+    with pytest.raises(doc_blocks.MarkerError, match="no marker"):
+        doc_blocks.replace_block(doc, "x.py", "a", "new")
