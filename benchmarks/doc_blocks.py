@@ -1,9 +1,11 @@
 """Generated blocks in markdown docs: the text between ``<!-- generated: benchmarks/SCRIPT NAME -->`` (or, for a
 page with one block, ``<!-- generated: benchmarks/SCRIPT -->``) and the next ``<!-- end generated -->`` belongs to
 SCRIPT, which reruns the commands the page shows and rewrites it with ``--write``. Shared by the doc scripts in
-benchmarks/ (sizing_docs.py, readme_whatifs.py, docs_outputs.py)."""
+benchmarks/ (sizing_docs.py, readme_whatifs.py, docs_outputs.py and the validation scripts)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 END = "<!-- end generated -->"
 
@@ -30,3 +32,10 @@ def replace_block(doc: str, script: str, name: str | None, block: str) -> str:
     if not found_end:
         raise MarkerError(f"no {END!r} after {start!r}")
     return f"{head}{start}\n{block.strip(chr(10))}\n{END}{tail}"
+
+
+def write_block(path: Path, script: str, name: str | None, block: str) -> None:
+    """Replace the block in the file at ``path`` (atomically; the file is untouched when a marker is missing)."""
+    from sim.core.atomic_io import write_text
+
+    write_text(path, replace_block(path.read_text(), script, name, block))

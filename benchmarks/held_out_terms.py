@@ -21,10 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.doc_blocks import write_block  # noqa: E402
 from sim.perf import diagnosis, validation  # noqa: E402
 
-START = "<!-- generated: benchmarks/held_out_terms.py -->"
-END = "<!-- end of benchmarks/held_out_terms.py output -->"
 SOURCES = {"trt": "TensorRT-LLM perf-overview", "azure": "Azure guide", "mlperf41": "MLPerf v4.1",
            "vllmci": "vLLM CI", "vllm": "SGLang comparison (vLLM 0.6)", "sgl": "SGLang comparison",
            "mlperf51": "MLPerf v5.1", "splitwise": "Splitwise"}
@@ -85,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if args.write:
         doc = ROOT / "docs" / "validation.md"
-        old = doc.read_text()
-        a, b = old.index(START) + len(START), old.index(END)
-        doc.write_text(old[:a] + "\n\n" + text + "\n" + old[b:])
+        write_block(doc, "held_out_terms.py", None, text)
         print(f"wrote {doc.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

@@ -16,9 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.doc_blocks import write_block  # noqa: E402
 from sim.perf import overload  # noqa: E402
-
-START, END = "<!-- generated: benchmarks/overload_validation.py -->", "<!-- end generated overload -->"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if args.write:
         doc = ROOT / "docs" / "validation.md"
-        old = doc.read_text()
-        a, b = old.index(START) + len(START), old.index(END)
-        doc.write_text(old[:a] + "\n\n" + text + "\n" + old[b:])
+        write_block(doc, "overload_validation.py", None, text)
         print(f"wrote {doc.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

@@ -52,3 +52,14 @@ def test_prefix_name_is_not_another_blocks_marker() -> None:
     doc = "<!-- generated: benchmarks/x.py ab -->\nold\n<!-- end generated -->\n"
     with pytest.raises(doc_blocks.MarkerError, match="no marker"):
         doc_blocks.replace_block(doc, "x.py", "a", "new")
+
+
+def test_write_block_rewrites_the_file_and_leaves_it_whole_on_a_missing_marker(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(DOC)
+    doc_blocks.write_block(page, "x.py", "b", "new b")
+    assert "new b" in page.read_text() and "old a" in page.read_text() and "old b" not in page.read_text()
+    before = page.read_text()
+    with pytest.raises(doc_blocks.MarkerError):
+        doc_blocks.write_block(page, "x.py", "c", "new c")
+    assert page.read_text() == before
