@@ -220,6 +220,21 @@ def iter_outcomes(fn: Callable[[T], R], items: Sequence[T], spec: ExecutorSpec,
                     yield Outcome(pending.popleft(), None, RuntimeError("worker pool kept dying; task not run"))
 
 
+def run_in_order(fn: Callable[[T], R], items: Sequence[T], spec: ExecutorSpec,
+                 on_done: Callable[[int], None] | None = None) -> list[R]:
+    """``[fn(item) for item in items]`` on ``spec``'s executor, one task per slot at a time (the parts of a split
+    run: cells, slices); the first failure is raised; ``on_done(i)`` is called as item ``i`` finishes (in
+    completion order: progress)."""
+    out: list[R | None] = [None] * len(items)
+    for oc in iter_outcomes(fn, items, spec, window_per_slot=1):
+        if oc.error is not None:
+            raise oc.error
+        out[oc.index] = oc.value
+        if on_done is not None:
+            on_done(oc.index)
+    return out  # type: ignore[return-value]
+
+
 def map_summaries(scenarios: Iterable[Scenario], workers: int | None = None, *,
                   scheduler: str | None = None) -> list[Summary]:
     """Summaries of ``scenarios`` in input order, computed on ``workers`` processes (default: all cores;

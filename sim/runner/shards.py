@@ -47,7 +47,7 @@ import pandas as pd
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.core.rng import stream
-from sim.runner.executor import ExecutorSpec, iter_outcomes
+from sim.runner.executor import ExecutorSpec, run_in_order
 from sim.runner.simulation import SimResult, Tally, TimeSeries, simulate
 from sim.traffic.arrivals import ArrivalChunk
 from sim.traffic.request import Status
@@ -417,14 +417,7 @@ def run_cells(scenario: Scenario, shards: int, spec: ExecutorSpec, streamed: boo
     ``on_done(c)`` is called as cell ``c`` finishes (in completion order: progress)."""
     check_shardable(scenario, shards)
     tasks = [(sc, cell, streamed) for sc, cell in cells(scenario, shards)]
-    out: list[CellOutput | None] = [None] * len(tasks)
-    for oc in iter_outcomes(run_cell, tasks, spec, window_per_slot=1):
-        if oc.error is not None:
-            raise oc.error
-        out[oc.index] = oc.value
-        if on_done is not None:
-            on_done(oc.index)
-    return out  # type: ignore[return-value]
+    return run_in_order(run_cell, tasks, spec, on_done)
 
 
 def run_sharded(scenario: Scenario, shards: int, spec: ExecutorSpec,

@@ -42,7 +42,7 @@ import numpy as np
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.core.rng import stream
-from sim.runner.executor import ExecutorSpec, iter_outcomes
+from sim.runner.executor import ExecutorSpec, run_in_order
 from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, merge_tables
 from sim.runner.simulation import SimResult, SimWindow, Tally, TimeSeries, simulate
 from sim.traffic.request import Status
@@ -374,14 +374,7 @@ def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed
     """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised).
     ``on_done(k)`` is called as slice ``k`` finishes (in completion order: progress)."""
     tasks = [(scenario, w, streamed) for w in plan.windows]
-    out: list[CellOutput | None] = [None] * len(tasks)
-    for oc in iter_outcomes(run_slice, tasks, spec, window_per_slot=1):
-        if oc.error is not None:
-            raise oc.error
-        out[oc.index] = oc.value
-        if on_done is not None:
-            on_done(oc.index)
-    return out  # type: ignore[return-value]
+    return run_in_order(run_slice, tasks, spec, on_done)
 
 
 def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
