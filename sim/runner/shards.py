@@ -440,9 +440,6 @@ def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec,
                           on_done: Callable[[int], None] | None = None) -> Any:
     """The sharded run with streamed metrics: each cell's counters and histograms merged, then the streamed
     summary of the merged fleet. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
-    from sim.metrics.streaming import StreamingOutput
-    from sim.metrics.tables import timeseries_tables
-
     parts = run_cells(scenario, shards, spec, streamed=True, on_done=on_done)
     results = [p.result for p in parts]
     maps = node_maps(scenario, results)
@@ -451,9 +448,19 @@ def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec,
     for p, m in zip(parts, maps):
         w = p.collector.node_work
         np.add.at(node_work, m[: len(w)], w[: len(m)])
+    parts[0].collector.scenario = scenario
+    parts[0].collector.layout = result.layout
+    return streamed_output(result, parts, node_work)
+
+
+def streamed_output(result: Any, parts: list[CellOutput], node_work: np.ndarray) -> Any:
+    """The merged parts' (cells', slices') :class:`~sim.metrics.streaming.StreamingOutput`: their collectors merged
+    into the first, ``node_work`` (already merged at the whole fleet's node numbers) set on it, and the streamed
+    summary of the merged ``result``."""
+    from sim.metrics.streaming import StreamingOutput
+    from sim.metrics.tables import timeseries_tables
+
     collector = parts[0].collector
-    collector.scenario = scenario
-    collector.layout = result.layout
     for p in parts[1:]:
         collector.merge(p.collector)
     collector.node_work = node_work

@@ -43,7 +43,7 @@ from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.core.rng import stream
 from sim.runner.executor import ExecutorSpec, run_in_order
-from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, merge_tables
+from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, merge_tables, streamed_output
 from sim.runner.simulation import SimResult, SimWindow, Tally, TimeSeries, simulate
 from sim.traffic.request import Status
 
@@ -400,21 +400,12 @@ def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec
 
 def merge_streamed(scenario: Scenario, plan: SlicePlan, parts: list[CellOutput]) -> Any:
     """The streamed slices' :class:`~sim.metrics.streaming.StreamingOutput` (:func:`run_sliced_streaming`)."""
-    from sim.metrics.streaming import StreamingOutput
-    from sim.metrics.tables import timeseries_tables
-
     result = merge_slices(scenario, [p.result for p in parts], plan.windows)
-    collector = parts[0].collector
     node_work = np.zeros(len(result.node_busy_s))
     for p in parts:
         w = p.collector.node_work
         node_work[: len(w)] += w[: len(node_work)]
-    for p in parts[1:]:
-        collector.merge(p.collector)
-    collector.node_work = node_work
-    fleet_ts, node_ts = timeseries_tables(result)
-    summary = collector.summary(result, fleet_ts)
-    return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
+    return streamed_output(result, parts, node_work)
 
 
 def estimate_slices(scenario: Scenario, plan: SlicePlan, stream: bool, workers: int, where: str) -> Any:
