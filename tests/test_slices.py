@@ -223,7 +223,8 @@ def test_pooled_slices_reaching_back_to_zero_reproduce_the_pools_sections():
 @pytest.mark.parametrize("split, parts, unit", [(["--slices", "3"], 3, "slices"), (["--shards", "2"], 2, "cells")])
 def test_split_runs_report_progress_as_their_parts_finish(split, parts, unit, monkeypatch):
     """Sliced and sharded runs show progress (the project's rule for commands that can run long): parts done of
-    the total as they finish, and for slices the simulated time they cover."""
+    the total as they finish, and for slices the simulated time they cover — in this process, also while a slice
+    runs (fractions of a slice), not only at its end."""
     calls = []
 
     class Recorder:
@@ -241,9 +242,12 @@ def test_split_runs_report_progress_as_their_parts_finish(split, parts, unit, mo
                                     "traffic.rate_rps=10", "--set", "fleet.nodes=2", *split, "--workers", "1"])
     assert res.exit_code == 0, res.output
     mine = [c for c in calls if c[0] == unit]
-    assert [c[1] for c in mine] == list(range(parts + 1)) and {c[2] for c in mine} == {parts}
+    done = [c[1] for c in mine]
+    assert [d for d in done if d == int(d)] == list(range(parts + 1)) and {c[2] for c in mine} == {parts}
+    assert done == sorted(done)
     if unit == "slices":
         assert mine[-1][3] == "90 of 90 s simulated"
+        assert any(0 < d < 1 for d in done) and any(2 < d < 3 for d in done)  # the first and the last slice move
 
 
 def test_dry_run_accounts_for_slices_and_cells():

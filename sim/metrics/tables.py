@@ -170,8 +170,9 @@ def fleet_frame(s: Any, waiting: np.ndarray, running: np.ndarray, kv: np.ndarray
         }
     )
 
-def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval."""
+def timeseries_tables(result: SimResult, per_node: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval.
+    ``per_node=False``: the per-node table is left empty (a summary-only run needs the fleet's alone)."""
     if result.scenario.fleet.pooled and result.layout is not None:  # several pools: sim.metrics.pools
         from sim.metrics.pools import pooled_timeseries
 
@@ -196,7 +197,9 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap * up_safe, busy_sum=busy.sum(axis=1),
                         mfu_sum=mfu.sum(axis=1), mbu_sum=mbu.sum(axis=1),
                         seq_capacity=result.node_model.engine.max_num_seqs * up_safe, up_safe=up_safe)
-    per_node = pd.DataFrame(
+    if not per_node:
+        return fleet, pd.DataFrame(columns=["time_s"])
+    per_node_table = pd.DataFrame(
         {
             "time_s": np.repeat(t, nodes),
             "node": np.tile(np.arange(nodes), len(t)),
@@ -211,7 +214,7 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "mbu": mbu.ravel(),
         }
     )
-    return fleet, per_node
+    return fleet, per_node_table
 
 
 def _mfu_mbu(result: SimResult, s: Any) -> tuple[np.ndarray, np.ndarray]:
