@@ -379,7 +379,8 @@ def parts_progress(unit: str, total: int, spans_s: list[float] | None = None, st
             return ""
         d = int(sum(spans_s) >= 7200)  # hours (one decimal) for long runs, else seconds
         div, u = (3600.0, "h") if d else (1.0, "s")
-        return f"{(sum(spans_s[i] for i in done) + running_s) / div:,.{d}f} of {sum(spans_s) / div:,.{d}f} {u} simulated"
+        covered = sum(spans_s[i] for i in done) + running_s
+        return f"{covered / div:,.{d}f} of {sum(spans_s) / div:,.{d}f} {u} simulated"
 
     def on_done(k: int) -> None:
         done.append(k)

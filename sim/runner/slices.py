@@ -2,14 +2,16 @@
 
 The horizon ``[0, duration_s)`` is cut into ``K`` slices at bounds ``b_k`` where the traffic's expected arrivals (∫λ
 dt) reach ``k/K`` of the run's, aligned to the sampler's interval — equal work rather than equal time, so on many
-cores no slice of peak hours sets the wall time (a replayed trace: ``b_k ≈ k·duration_s/K``). Slice ``k`` simulates,
+cores no slice of peak hours sets the wall time (a replayed trace: where its actual arrivals reach ``k/K``;
+constant-rate traffic: ``b_k ≈ k·duration_s/K``). Slice ``k`` simulates,
 from an empty fleet, the clock from ``b_k − w_k`` (its warm-up) with exactly the unsliced run's arrivals — every slice
 regenerates the scenario's arrival stream from its seed and admits those in ``[b_k − w_k, b_{k+1} + tail)`` — and
 keeps only the requests that arrive in ``[b_k, b_{k+1})`` (its own); it stops once its own requests are finished. The
 last slice drains as the unsliced run does. Every arrival is therefore one slice's own request, exactly once, with its
 class and token counts.
 
-The merge (:func:`merge_slices`): counts add; per-request tables are concatenated (in memory) or the streamed
+The merge (:class:`SliceFold`, as the slices finish, in slice order: the client holds one slice's output at a time):
+counts add; per-request tables are concatenated (in memory) or the streamed
 counters and histograms add (``--stream``); the time series are the slices' samples in ``(b_k, b_{k+1}]`` placed end
 to end (cumulative per-node series — busy seconds, FLOPs, HBM bytes — continued from the previous slice: the
 slice's value minus its value at ``b_k``); per-node busy seconds and engine steps are the differences between the
@@ -45,7 +47,6 @@ from sim.core.rng import stream
 from sim.runner.executor import ExecutorSpec, iter_outcomes
 from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, finish_streamed, merge_tables
 from sim.runner.simulation import ProgressFn, SimResult, SimWindow, Tally, TimeSeries, simulate
-from sim.traffic.request import Status
 
 LIFETIMES = 3.0  # warm-up: this many lifetimes of the longest requests (P99.9 output tokens)
 MIN_WARMUP_S = 60.0
@@ -191,19 +192,19 @@ def fluid_backlog(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
 
 def slice_bounds(scenario: Scenario, slices: int, balance: bool = True) -> list[float]:
     """``slices + 1`` bounds from 0 to ``duration_s``, inner ones on the run's step grid. ``balance``: at equal
-    expected arrivals — the k-th bound is the grid point where ∫λ dt (the traffic shape's rate integral) comes
-    closest to k/K of the run's — so the slices carry similar work and the longest does not set the wall time;
-    otherwise (and for a replayed trace, which has no λ(t)) at equal times, ``k·duration_s/slices``."""
+    arrivals — the k-th bound is the grid point where the arrivals up to it come closest to k/K of the run's: the
+    expected ones (∫λ dt, the traffic shape's rate integral) for generated traffic, the actual ones for a replayed
+    trace (its arrival times, as the run replays them) — so the slices carry similar work and the longest does not
+    set the wall time; otherwise at equal times, ``k·duration_s/slices``."""
     D = scenario.duration_s
     align = _align_s(scenario)
     n_steps = max(1, math.ceil(D / align - 1e-9))  # grid points 0, align, …, below D; then D itself
     grid = np.append(align * np.arange(n_steps), D)
-    curve = _rate_curve(scenario) if _balanced(scenario, balance) else None
-    if curve is None:
+    cum = _arrivals_before(scenario, grid) if _balanced(scenario, balance) else None
+    if cum is None:
         target = np.array([k * D / slices for k in range(1, slices)])
         j = np.rint(target / align).astype(int)
     else:
-        cum = np.concatenate([[0.0], np.cumsum(curve.expected_counts(grid))])
         j = np.array([int(np.argmin(np.abs(cum - k * cum[-1] / slices))) for k in range(1, slices)])
     last = len(grid) - 2  # the last grid point below D
     for i in range(len(j)):  # strictly increasing, leaving a step for every later slice
@@ -211,9 +212,26 @@ def slice_bounds(scenario: Scenario, slices: int, balance: bool = True) -> list[
     return [0.0] + [float(grid[x]) for x in j] + [D]
 
 
+def _arrivals_before(scenario: Scenario, grid: np.ndarray) -> np.ndarray:
+    """Arrivals before each grid point: expected (∫λ dt) for generated traffic, counted for a replayed trace."""
+    if scenario.traffic.trace is not None:
+        from sim.traffic.arrivals import arrival_chunks
+
+        counts = np.zeros(len(grid), dtype=np.int64)
+        for chunk in arrival_chunks(scenario):  # the run's own replay: the same times, seed and scaling
+            counts += np.searchsorted(chunk.time_s, grid, side="left")
+        return counts.astype(float)
+    curve = _rate_curve(scenario)
+    return np.concatenate([[0.0], np.cumsum(curve.expected_counts(grid))])
+
+
 def _balanced(scenario: Scenario, balance: bool) -> bool:
-    """Whether :func:`slice_bounds` places bounds by expected arrivals (a shaped λ(t)), not by time."""
-    curve = _rate_curve(scenario) if balance else None
+    """Whether :func:`slice_bounds` places bounds by arrivals (a shaped λ(t) or a trace), not by time."""
+    if not balance:
+        return False
+    if scenario.traffic.trace is not None:
+        return True
+    curve = _rate_curve(scenario)
     return curve is not None and not curve.constant
 
 
@@ -257,7 +275,10 @@ def plan_slices(scenario: Scenario, slices: int, warmup_s: float | None = None,
         start = max(0.0, math.floor((a - w) / align) * align)
         last = k == slices - 1
         windows.append(SimWindow(start, a, b, D if last else min(D, b + tail), last))
-    return SlicePlan(windows, life, tail, "equal expected arrivals" if _balanced(scenario, balance) else "equal times")
+    how = "equal times"
+    if _balanced(scenario, balance):
+        how = "equal arrivals" if scenario.traffic.trace is not None else "equal expected arrivals"
+    return SlicePlan(windows, life, tail, how)
 
 
 def run_slice(task: tuple[Scenario, SimWindow, bool, ProgressFn | None]) -> CellOutput:
@@ -403,7 +424,7 @@ class SliceFold:
         out = part if isinstance(part, CellOutput) else None
         p = out.result if out is not None else part
         assert isinstance(p, SimResult)
-        if self._busy is None:
+        if self._busy is None or self._steps is None:
             self._busy = np.zeros(len(p.node_busy_s))
             self._steps = np.zeros(len(p.node_busy_s), dtype=np.int64)
         (busy_a, steps_a), (busy_b, steps_b) = p.marks[0], (p.marks[1] if not w.last else
