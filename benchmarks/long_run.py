@@ -10,8 +10,9 @@ On a small machine, run fewer days (``--days 1``) and read the extrapolated line
 For the issue's one-command benchmark (wall, CPU and the whole process tree's memory through ``capsim run``) see
 ``benchmarks/week.py``. ``--slices K [--workers W]`` runs the horizon as K time slices
 (``capsim run --stream --no-report --slices K``, summary only) on W local worker processes and prints each slice's
-requests, CPU seconds and worker peak RSS, the CPU time of the whole run (this process and its workers) and the wall time the run would take on N free cores,
-estimated from the per-slice figures (the slices in longest-first order on N cores, plus the merge).
+requests, CPU seconds and worker peak RSS, the CPU time of the whole run (this process and its workers) and the
+wall time the run would take on N free cores, estimated from the per-slice figures (the slices in longest-first
+order on N cores, plus the merge).
 """
 
 from __future__ import annotations
