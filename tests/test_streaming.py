@@ -214,3 +214,16 @@ def test_histogram_edges():
     q = h.quantiles([0, 100])
     assert q[0] == 0.0 and q[1] == 10.0  # below min → 0, overflow → max_value
     assert math.isclose(h.quantiles([75])[0], 1.0, rel_tol=h.rel_error)
+
+
+@pytest.mark.parametrize("which", ["busy", "spilling"])
+def test_the_lean_table_a_summary_only_run_reduces_is_the_full_table_less_the_unread_columns(which, request):
+    """Without a Parquet file the collector tabulates each chunk without the columns its reduction never reads;
+    the rest is the full table, column for column (rejected and spilled requests, NaNs included)."""
+    from sim.metrics.tables import LEAN_SKIPPED, requests_table
+
+    res = run_scenario(request.getfixturevalue(which)).result
+    full, lean = requests_table(res), requests_table(res, lean=True)
+    assert (full["status"] == "rejected").any() and full["ttft_s"].isna().any()
+    assert list(lean.columns) == [c for c in full.columns if c not in LEAN_SKIPPED]
+    assert lean.equals(full.drop(columns=list(LEAN_SKIPPED)))

@@ -243,7 +243,8 @@ class StreamingCollector:
         """Reduce (and write) the buffered requests."""
         reqs, self._buf = self._buf, []
         if reqs:
-            df = requests_table(_Chunk(self.scenario, self.class_names, reqs, self.layout))  # type: ignore[arg-type]
+            chunk = _Chunk(self.scenario, self.class_names, reqs, self.layout)
+            df = requests_table(chunk, lean=self._path is None)  # type: ignore[arg-type]
             self._reduce(df)
             self._write(df)
 

@@ -38,6 +38,7 @@ Definitions (as in vLLM's ``benchmark_serving``):
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -64,49 +65,66 @@ _STATUS_CODE = np.array(
 )
 
 
-def requests_table(result: SimResult) -> pd.DataFrame:
-    """One row per arrived request, columns with units."""
+# the per-request attributes tabulated, with their column types: read in one pass, a tuple per request (each
+# request's fields are read together while it is in cache; ~3x faster than a pass per attribute on a long run)
+_REQUEST_FIELDS = (("rid", np.int64), ("arrival_s", float), ("class_idx", np.int64), ("node", np.int64),
+                   ("via_api", bool), ("prompt_tokens", np.int64), ("output_tokens", np.int64),
+                   ("cached_tokens", np.int64), ("status", np.int64), ("first_scheduled_s", float),
+                   ("first_token_s", float), ("finish_s", float), ("preemptions", np.int64), ("retries", np.int64),
+                   ("spill_s", float), ("api_attempts", np.int64), ("api_429s", np.int64), ("api_errors", np.int64),
+                   ("api_cost_usd", float))
+#: columns a streamed run's reduction never reads (:class:`sim.metrics.streaming.StreamingCollector`), and the
+#: attributes they come from
+LEAN_SKIPPED = ("request_id", "preemptions", "retries", "spilled_at_s", "api_attempts", "api_429s", "api_errors")
+_LEAN_FIELDS = tuple(f for f in _REQUEST_FIELDS
+                     if f[0] not in ("rid", "preemptions", "retries", "spill_s", "api_attempts", "api_429s",
+                                     "api_errors"))
+
+
+def _request_columns(reqs: list[Any], lean: bool) -> dict[str, np.ndarray]:
+    fields = _LEAN_FIELDS if lean else _REQUEST_FIELDS
+    rows = np.fromiter(map(attrgetter(*(f for f, _ in fields)), reqs), dtype=np.dtype(list(fields)), count=len(reqs))
+    return {f: np.ascontiguousarray(rows[f]) for f, _ in fields}
+
+
+def requests_table(result: SimResult, lean: bool = False) -> pd.DataFrame:
+    """One row per arrived request, columns with units. ``lean``: without the :data:`LEAN_SKIPPED` columns (a
+    streamed run reducing its requests without writing them)."""
     reqs = result.requests
-    n = len(reqs)
-    arrival = np.fromiter((r.arrival_s for r in reqs), float, n)
-    sched = np.fromiter((r.first_scheduled_s for r in reqs), float, n)
-    first = np.fromiter((r.first_token_s for r in reqs), float, n)
-    finish = np.fromiter((r.finish_s for r in reqs), float, n)
-    out = np.fromiter((r.output_tokens for r in reqs), np.int64, n)
-    status = np.fromiter((int(r.status) for r in reqs), np.int64, n)
+    col = _request_columns(reqs, lean)
+    arrival, sched, first, finish = col["arrival_s"], col["first_scheduled_s"], col["first_token_s"], col["finish_s"]
+    out = col["output_tokens"]
+    status = col["status"]
     completed = (status == int(Status.COMPLETED)) | (status == int(Status.SPILLED))  # served: fleet or API
     nan = np.nan
     ttft = np.where(first >= 0, first - arrival, nan)
     e2e = np.where(completed, finish - arrival, nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
-    classes = pd.Categorical.from_codes(
-        np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=pd.Index(result.class_names)
-    )
-    frame = pd.DataFrame(
-        {
-            "request_id": np.fromiter((r.rid for r in reqs), np.int64, n),
-            "arrival_s": arrival,
-            "class": classes,
-            "node": np.fromiter((r.node for r in reqs), np.int64, n),
-            "served_by": np.where(np.fromiter((r.via_api for r in reqs), bool, n), "api", "fleet"),
-            "input_tokens": np.fromiter((r.prompt_tokens for r in reqs), np.int64, n),
-            "output_tokens": out,
-            "cached_tokens": np.fromiter((r.cached_tokens for r in reqs), np.int64, n),
-            "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=pd.Index(STATUS_CATEGORIES)),
-            "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
-            "ttft_s": ttft,
-            "tpot_s": tpot,
-            "e2e_s": e2e,
-            "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
-            "retries": np.fromiter((r.retries for r in reqs), np.int64, n),
-            "spilled_at_s": np.fromiter((r.spill_s if r.spill_s >= 0 else nan for r in reqs), float, n),
-            "api_attempts": np.fromiter((r.api_attempts for r in reqs), np.int64, n),
-            "api_429s": np.fromiter((r.api_429s for r in reqs), np.int64, n),
-            "api_errors": np.fromiter((r.api_errors for r in reqs), np.int64, n),
-            "api_cost_usd": np.fromiter((r.api_cost_usd for r in reqs), float, n),
-        }
-    )
+    classes = pd.Categorical.from_codes(col["class_idx"], categories=pd.Index(result.class_names))
+    columns = {
+        "request_id": col.get("rid"),
+        "arrival_s": arrival,
+        "class": classes,
+        "node": col["node"],
+        "served_by": np.where(col["via_api"], "api", "fleet"),
+        "input_tokens": col["prompt_tokens"],
+        "output_tokens": out,
+        "cached_tokens": col["cached_tokens"],
+        "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=pd.Index(STATUS_CATEGORIES)),
+        "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": e2e,
+        "preemptions": col.get("preemptions"),
+        "retries": col.get("retries"),
+        "spilled_at_s": np.where(col["spill_s"] >= 0, col["spill_s"], nan) if not lean else None,
+        "api_attempts": col.get("api_attempts"),
+        "api_429s": col.get("api_429s"),
+        "api_errors": col.get("api_errors"),
+        "api_cost_usd": col["api_cost_usd"],
+    }
+    frame = pd.DataFrame({k: v for k, v in columns.items() if not (lean and k in LEAN_SKIPPED)})
     if result.scenario.fleet.pooled and result.layout is not None:  # the pool of the node that last had it
         names = [pl.name for pl in result.layout.pools]
         slot_pool = np.array(list(result.layout.slot_pool) + [-1], dtype=np.int64)
