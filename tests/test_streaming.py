@@ -227,3 +227,21 @@ def test_the_lean_table_a_summary_only_run_reduces_is_the_full_table_less_the_un
     assert (full["status"] == "rejected").any() and full["ttft_s"].isna().any()
     assert list(lean.columns) == [c for c in full.columns if c not in LEAN_SKIPPED]
     assert lean.equals(full.drop(columns=list(LEAN_SKIPPED)))
+
+
+@pytest.mark.parametrize("which", ["busy", "pooled"])
+def test_requests_tabulated_early_reduce_to_the_same_summary_and_file(which, request, tmp_path, monkeypatch):
+    """The collector tabulates finished requests every SUB_ROWS (dropping the objects) and reduces every chunk_rows:
+    the chunks, so the summary and the Parquet file, are those of tabulating each chunk at once."""
+    import json
+
+    import sim.metrics.streaming as streaming
+
+    sc = request.getfixturevalue(which)
+    once = run_streaming(sc, tmp_path / "a.parquet", chunk_rows=97)
+    monkeypatch.setattr(streaming, "SUB_ROWS", 7)
+    early = run_streaming(sc, tmp_path / "b.parquet", chunk_rows=97)
+    lean = run_streaming(sc, None, chunk_rows=97)
+    a, b, c = (json.dumps(x.summary.to_json()) for x in (once, early, lean))
+    assert a == b == c
+    assert pd.read_parquet(tmp_path / "a.parquet").equals(pd.read_parquet(tmp_path / "b.parquet"))

@@ -81,17 +81,21 @@ _LEAN_FIELDS = tuple(f for f in _REQUEST_FIELDS
                                      "api_errors"))
 
 
-def _request_columns(reqs: list[Any], lean: bool) -> dict[str, np.ndarray]:
+def request_columns(reqs: list[Any], lean: bool = False) -> dict[str, np.ndarray]:
+    """The requests' attributes :func:`requests_table` tabulates, as arrays (``lean``: those the lean table needs)."""
     fields = _LEAN_FIELDS if lean else _REQUEST_FIELDS
     rows = np.fromiter(map(attrgetter(*(f for f, _ in fields)), reqs), dtype=np.dtype(list(fields)), count=len(reqs))
     return {f: np.ascontiguousarray(rows[f]) for f, _ in fields}
 
 
-def requests_table(result: SimResult, lean: bool = False) -> pd.DataFrame:
+def requests_table(result: SimResult, lean: bool = False,
+                   columns: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per arrived request, columns with units. ``lean``: without the :data:`LEAN_SKIPPED` columns (a
-    streamed run reducing its requests without writing them)."""
+    streamed run reducing its requests without writing them). ``columns``: the requests' attributes, already
+    tabulated (:func:`request_columns`; a streamed run's chunk; not for disaggregated pools, whose hand-off columns
+    are read from ``result.requests``)."""
     reqs = result.requests
-    col = _request_columns(reqs, lean)
+    col = columns if columns is not None else request_columns(reqs, lean)
     arrival, sched, first, finish = col["arrival_s"], col["first_scheduled_s"], col["first_token_s"], col["finish_s"]
     out = col["output_tokens"]
     status = col["status"]
@@ -208,12 +212,16 @@ def timeseries_tables(result: SimResult, per_node: bool = True) -> tuple[pd.Data
     busy_cum = s.per_node("busy_s")
     busy = np.diff(np.vstack([np.zeros((1, busy_cum.shape[1])), busy_cum]), axis=0) / interval
     busy = np.clip(busy, 0.0, 1.0)
+    busy_sum = busy.sum(axis=1)
+    if not per_node:
+        del busy_cum, busy  # a long run's summary: only the sums over the nodes are kept
     mfu, mbu = _mfu_mbu(result, s)
+    mfu_sum, mbu_sum = mfu.sum(axis=1), mbu.sum(axis=1)
     nodes = waiting.shape[1]
     up = s.fleet("nodes_up").astype(np.int64)
     up_safe = np.maximum(up, 1)
-    fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap * up_safe, busy_sum=busy.sum(axis=1),
-                        mfu_sum=mfu.sum(axis=1), mbu_sum=mbu.sum(axis=1),
+    fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap * up_safe, busy_sum=busy_sum,
+                        mfu_sum=mfu_sum, mbu_sum=mbu_sum,
                         seq_capacity=result.node_model.engine.max_num_seqs * up_safe, up_safe=up_safe)
     if not per_node:
         return fleet, pd.DataFrame(columns=["time_s"])

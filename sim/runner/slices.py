@@ -327,12 +327,13 @@ class SeriesFold:
         self.pools: dict[str, list[np.ndarray]] = {k: [] for k in ("arrivals", "completions", "nodes_billed")}
         self.carried: dict[str, np.ndarray] | None = None
         self.interval_s = 0.0
+        self.nodes = 0
         self.with_pools = False
 
     def add(self, series: TimeSeries, w: SimWindow) -> None:
         if self.carried is None:
             self.carried = {k: np.zeros(series.nodes) for k in CUMULATIVE}
-            self.interval_s, self.with_pools = series.interval_s, bool(series.pools)
+            self.interval_s, self.nodes, self.with_pools = series.interval_s, series.nodes, bool(series.pools)
         rows = _rows(series, w)
         t = series.fleet("time_s")
         at = np.flatnonzero(np.abs(t - w.keep_from_s) < series.interval_s / 2)  # the sample at its first bound
@@ -353,16 +354,14 @@ class SeriesFold:
                 self.pools[k].append(series.per_pool(k)[rows])
 
     def series(self) -> TimeSeries:
-        """The merged series (the folded rows are released as it is built)."""
-        def joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-            return {k: np.concatenate(parts[k]) for k in list(parts)}
-
-        fleet, self.fleet = joined(self.fleet), {}
-        per_node, self.per_node = joined(self.per_node), {}
-        merged = TimeSeries.from_arrays(self.interval_s, fleet, per_node)
-        del fleet, per_node
+        """The merged series; the folded rows are released field by field as it is built (the client's peak at the
+        end of a long run is one copy of the series, not two)."""
+        merged = TimeSeries(self.interval_s, self.nodes)
+        for parts in (self.fleet, self.per_node):
+            for k in list(parts):
+                merged.set_field(k, np.concatenate(parts.pop(k)))
         if self.with_pools:
-            merged.set_pools(joined(self.pools))
+            merged.set_pools({k: np.concatenate(v) for k, v in self.pools.items()})
         self.pools = {}
         return merged
 
