@@ -106,7 +106,7 @@ def requests_table(result: SimResult, lean: bool = False,
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
     classes = pd.Categorical.from_codes(col["class_idx"], categories=pd.Index(result.class_names))
-    columns = {
+    table: dict[str, Any] = {
         "request_id": col.get("rid"),
         "arrival_s": arrival,
         "class": classes,
@@ -128,7 +128,7 @@ def requests_table(result: SimResult, lean: bool = False,
         "api_errors": col.get("api_errors"),
         "api_cost_usd": col["api_cost_usd"],
     }
-    frame = pd.DataFrame({k: v for k, v in columns.items() if not (lean and k in LEAN_SKIPPED)})
+    frame = pd.DataFrame({k: v for k, v in table.items() if not (lean and k in LEAN_SKIPPED)})
     if result.scenario.fleet.pooled and result.layout is not None:  # the pool of the node that last had it
         names = [pl.name for pl in result.layout.pools]
         slot_pool = np.array(list(result.layout.slot_pool) + [-1], dtype=np.int64)
