@@ -139,12 +139,20 @@ def test_shipped_ladder_points_parse_with_contiguous_stages_and_both_regimes() -
 def test_cli_prints_the_load_ladder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, [ROW.format(timeout=60, rate=1, out=32, metric="ttft_p50", measured=0.05)])
     monkeypatch.setattr(overload, "ladder_path", lambda: p)
-    from sim.perf import validation
+    from sim.perf import preemption, validation
+
+    pre = tmp_path / "pre.csv"
+    pre.write_text("id,run,source,stack,gpu,gpus,model,weights,kv,max_num_seqs,max_num_batched_tokens,max_model_len,"
+                   "kv_cache_tokens,concurrency,requests,input_min,input_max,output_min,output_max,metric,measured\n"
+                   "p,r,src,nvidia-vllm,H100-SXM,1,Llama-3.1-8B,bf16,bf16,16,2048,4096,2048,8,16,100,200,100,200,"
+                   "preemptions,5\n")
+    monkeypatch.setattr(preemption, "points_path", lambda: pre)
 
     monkeypatch.setattr(validation, "all_points", list)
     res = CliRunner().invoke(main, ["validate", "--overload"])
     assert res.exit_code == 0, res.output
     assert "load ladder" in res.output and "a " in res.output and "below knee" in res.output
+    assert "preemptions under KV pressure" in res.output and "\np " in res.output
 
 
 @settings(max_examples=8, deadline=None)
