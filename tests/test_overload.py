@@ -85,6 +85,22 @@ def test_a_cycled_prompt_set_is_prefilled_once_with_prefix_caching() -> None:
     assert cached.stages[0].ttft_p50_s < 0.1 < cold.stages[0].ttft_p50_s
 
 
+def test_fast_and_reference_engines_agree_on_a_cached_overloaded_ladder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cycled prompts hitting the prefix cache, a backlog and client time-outs withdrawing requests: the fast engine
+    gives the reference engine's results."""
+    from sim.engine.reference import ReferenceNode
+
+    stage = [overload.Stage(20.0, 3.0, 700, 200)]
+    prompts = overload.PromptSet(2, 4, 100)
+    fast = overload.simulate(_cached_setup(True), stage, 4.0, prompts)
+    monkeypatch.setattr(overload, "Node", ReferenceNode)
+    ref = overload.simulate(_cached_setup(True), stage, 4.0, prompts)
+    assert fast.timed_out == ref.timed_out > 0 and fast.cache_hit_ratio == ref.cache_hit_ratio > 0.5
+    assert fast.stages[0].completed == ref.stages[0].completed > 0
+    assert fast.stages[0].ttft_p50_s == pytest.approx(ref.stages[0].ttft_p50_s, rel=1e-9)
+    assert fast.stages[0].e2e_p50_s == pytest.approx(ref.stages[0].e2e_p50_s, rel=1e-9)
+
+
 def test_stages_run_back_to_back() -> None:
     out = overload.simulate(_setup(), [overload.Stage(1.0, 5.0, 128, 8), overload.Stage(4.0, 5.0, 128, 8)], 60.0)
     assert (out.stages[0].sent, out.stages[1].sent) == (5, 20)
