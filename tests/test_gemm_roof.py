@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_gemm_roof_is_smooth_near_the_ridge_only() -> None:
     for tokens in (1, ridge / 100, ridge * 100):
         assert perf.gemm_s(tokens) == pytest.approx(hard.gemm_s(tokens), rel=1e-3)
     times = [perf.gemm_s(t) for t in range(1, 4 * int(ridge))]
-    assert all(b > a for a, b in zip(times, times[1:]))  # rises with M before the ridge, not flat until it
+    assert all(b > a for a, b in itertools.pairwise(times))  # rises with M before the ridge, not flat until it
     assert all(perf.gemm_s(t) >= hard.gemm_s(t) for t in range(1, 4 * int(ridge), 7))
 
 

@@ -45,8 +45,8 @@ take ~1.5× the hard roofline's time at the ridge), so the step time rises with 
 staying flat until it. Attention keeps the hard max (no kernel measurement says otherwise).
 
 During a run of decode-only steps with a fixed batch of ``B`` sequences, ``T = B`` and ``A = C = C0 + B·j`` at step
-``j``: ``t_gemm`` (smooth or not) is constant and ``t_attn`` is linear in ``j``, so the time of ``n`` such steps has a closed form
-(:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine jump over them.
+``j``: ``t_gemm`` (smooth or not) is constant and ``t_attn`` is linear in ``j``, so the time of ``n`` such steps has
+a closed form (:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine jump over them.
 """
 
 from __future__ import annotations
