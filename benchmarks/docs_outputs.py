@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -33,23 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.doc_blocks import MarkerError, replace_block, start_marker  # noqa: E402
+from benchmarks.doc_format import pct, seconds  # noqa: E402
 from sim.core.atomic_io import write_text  # noqa: E402
 from sim.core.config import load_scenario  # noqa: E402
 from sim.runner.pipeline import run_scenario  # noqa: E402
 
 SCRIPT = "docs_outputs.py"
-
-
-def seconds(value_s: float) -> str:
-    """A latency as the docs write it: 311 ms, 56.0 ms, 4.6 ms below a second; 3.3 s, 79 s above."""
-    if value_s < 1:
-        ms = value_s * 1e3
-        return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
-    return f"{value_s:.1f} s" if value_s < 100 else f"{value_s:,.0f} s"
-
-
-def pct(share: float | None) -> str:
-    return "n/a" if share is None or math.isnan(share) else f"{share * 100:.1f} %"
 
 
 def summary(path: str, sets: list[str]) -> dict[str, Any]:
