@@ -249,6 +249,33 @@ def pools_big(workers: int) -> str:
     return "\n".join(lines)
 
 
+# ---- docs/plan.md --------------------------------------------------------------------------------------------
+
+def plan_launch(workers: int) -> str:
+    """tests/test_plan_autoscale.py's 40-minute launch: the fixed fleet against its forecast variant."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_plan_autoscale import LAUNCH, _raw
+
+    from sim.core.config import validate_scenario
+    from sim.plan import plan
+
+    raw = _raw()
+    result = plan(validate_scenario(raw, "docs"), workers=1)
+    rows = {(r["pricing"], r["autoscale"]): r for r in result.rows}
+    fixed, var = rows[("on_demand", "fixed")], rows[("on_demand", "forecast")]
+    fixed3, var3 = rows[("reserved_3y", "fixed")], rows[("reserved_3y", "forecast")]
+    launch = LAUNCH["components"][0]
+    claim(var["gpu_hours"] < fixed["gpu_hours"] and var3["usd_per_month"] < fixed3["usd_per_month"],
+          "docs/plan.md: the launch's forecast variant no longer bills less than the fixed fleet: rewrite")
+    return prose(
+        f"In the tests' {raw['duration_s'] / 60:.0f}-minute launch ({raw['traffic']['rate_rps']:g} req/s, "
+        f"{launch['multiplier']:g}× for {launch['duration_h'] * 60:.0f} minutes) {fixed['nodes']} "
+        f"{fixed['gpu']} nodes (max {fixed['max_num_seqs']} sequences) carry the peak; the variant keeps "
+        f"{var['reserved_nodes']} reserved and bills {var['gpu_hours']:.2f} GPU-hours instead of "
+        f"{fixed['gpu_hours']:.2f}: ${var['usd_per_month']:,.0f} instead of ${fixed['usd_per_month']:,.0f}/month on "
+        f"demand, ${var3['usd_per_month']:,.0f} instead of ${fixed3['usd_per_month']:,.0f} at 3-year reserved.")
+
+
 # ---- docs/disaggregation.md ----------------------------------------------------------------------------------
 
 DISAGG = "experiments/disaggregated.yaml"
@@ -404,6 +431,7 @@ CASES: dict[str, list[tuple[str, Callable[[int], str]]]] = {
                     ("table", spec_table)],
     "pools": [("speeds", pools_speeds), ("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size),
               ("big-a100", pools_big_a100)],
+    "plan": [("launch", plan_launch)],
     "fleet": [("autoscale", fleet_autoscale), ("autoscale-prose", fleet_autoscale_prose)],
     "disaggregation": [("serving", disagg_serving), ("split", disagg_split)],
 }
