@@ -1,18 +1,21 @@
-"""Figures that README.md (`make run`), docs/moe.md, speculative.md, pools.md, fleet.md and disaggregation.md quote:
-reruns the commands each page shows and prints every block as markdown; ``--write`` puts them into the page
-between the ``<!-- generated: benchmarks/docs_outputs.py NAME -->`` and ``<!-- end generated -->`` markers
-(benchmarks/doc_blocks.py). The prose around a block quotes its figures: reread it after a rewrite. Deterministic
-(fixed seeds); rerun after anything that moves simulated figures (a refit, a new default).
+"""Figures that README.md (`make run`), docs/moe.md, speculative.md, pools.md, fleet.md, disaggregation.md,
+spillover.md and plan.md quote: reruns the commands each page shows and prints every block as markdown; ``--write``
+puts them into the page between the ``<!-- generated: benchmarks/docs_outputs.py NAME -->`` and
+``<!-- end generated -->`` markers (benchmarks/doc_blocks.py; figures written as benchmarks/doc_format.py says).
+Some blocks are paragraphs: they check the claims their wording makes (:func:`claim`) and stop when new figures
+contradict them. The prose around a block quotes its figures: reread it after a rewrite. Deterministic (fixed seeds)
+except the wall times a console output prints; rerun after anything that moves simulated figures (a refit, a new
+default).
 
-    .venv/bin/python benchmarks/docs_outputs.py [--write] [--only DOC ...] [--workers N]
+    .venv/bin/python benchmarks/docs_outputs.py [--write] [--only DOC ...] [--block NAME ...] [--workers N]
 
-DOC: readme, moe, speculative, pools, fleet, disaggregation (default: all).
+DOC: readme, moe, speculative, pools, fleet, disaggregation, spillover, plan (default: all).
 
-On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~4 min, fleet ~10 min (two simulated days),
-disaggregation ~30 s.
-sizing.md and README's what-ifs have their own scripts (sizing_docs.py, readme_whatifs.py). Not generated (expensive,
-quoted from their own benchmarks): docs/spillover.md's compare table (~10 min), docs/prefix-cache.md's figures
-(benchmarks/prefix_routing.py, ~20 min), docs/pools.md's `capsim plan` output (~5 min).
+On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~10 min (its `capsim plan` block ~5), fleet
+~10 min (two simulated days), disaggregation ~30 s, spillover ~10-30 min (one `capsim compare` of a simulated day,
+9 strategies), plan ~10 s.
+sizing.md and README's what-ifs have their own scripts (sizing_docs.py, readme_whatifs.py), docs/prefix-cache.md
+its benchmark (prefix_routing.py --write). Not generated: README's `capsim plan` example (6-11 minutes).
 """
 
 from __future__ import annotations
