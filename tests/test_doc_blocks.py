@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,35 @@ def test_the_doc_scripts_share_the_formatter() -> None:
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     for script in root.glob("*.py"):
         assert "def seconds(" not in script.read_text() or script.name == "doc_format.py", script.name
+
+
+def _bench(name: str):  # a benchmarks/ script as a module (it adds the repository root to sys.path itself)
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_generated_block_has_its_markers_in_its_page() -> None:
+    docs_outputs = _bench("docs_outputs")
+    for doc, blocks in docs_outputs.CASES.items():
+        text = docs_outputs.doc_path(doc).read_text()
+        for name, _ in blocks:
+            start = doc_blocks.start_marker("docs_outputs.py", name)
+            assert text.count(start) == 1, (doc, name)
+            assert doc_blocks.END in text[text.index(start):], (doc, name)
+
+
+def test_prefix_tables_come_from_the_shipped_csv_files() -> None:
+    import pandas as pd
+
+    prefix = _bench("prefix_routing")
+    tables = prefix.doc_tables(pd.read_csv(prefix.OUT / "routers.csv"), pd.read_csv(prefix.OUT / "capacity.csv"))
+    page = prefix.DOC.read_text()
+    for name, table in tables.items():
+        start = doc_blocks.start_marker("prefix_routing.py", name)
+        assert start in page, name
+        assert page.split(start, 1)[1].split(doc_blocks.END, 1)[0].strip("\n") == table, f"{name}: rerun --write"
