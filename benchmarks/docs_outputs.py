@@ -11,11 +11,11 @@ default).
 
 DOC: readme, moe, speculative, pools, fleet, disaggregation, spillover, plan (default: all).
 
-On two busy cores: readme ~5 s, moe ~10 s, speculative ~40 s, pools ~10 min (its `capsim plan` block ~5), fleet
-~10 min (two simulated days), disaggregation ~30 s, spillover ~10-30 min (one `capsim compare` of a simulated day,
-9 strategies), plan ~10 s.
+On two busy cores: readme ~10 min (its `capsim plan` block; `make-run` ~5 s), moe ~10 s, speculative ~40 s, pools
+~10 min (its `capsim plan` block ~5), fleet ~10 min (two simulated days), disaggregation ~30 s, spillover ~10-30 min
+(one `capsim compare` of a simulated day, 9 strategies), plan ~10 s.
 sizing.md and README's what-ifs have their own scripts (sizing_docs.py, readme_whatifs.py), docs/prefix-cache.md
-its benchmark (prefix_routing.py --write). Not generated: README's `capsim plan` example (6-11 minutes).
+its benchmark (prefix_routing.py --write).
 """
 
 from __future__ import annotations
@@ -90,6 +90,19 @@ def readme_run(workers: int) -> str:
         out = subprocess.run([sys.executable, "-m", "sim", "run", "--out", tmp], cwd=ROOT, check=True,
                              capture_output=True, text=True).stdout
     return "```\n" + out.rstrip("\n").replace(tmp, "out") + "\n```"
+
+
+PLAN_EXAMPLE = "experiments/plan_example.yaml"
+
+
+def readme_plan(workers: int) -> str:
+    """``capsim plan experiments/plan_example.yaml`` (6-11 minutes: one simulated day per fleet it sizes), with a
+    fresh cache, its folders shown as ``out/``."""
+    with tempfile.TemporaryDirectory(prefix="docs_outputs_") as tmp:
+        out = subprocess.run([sys.executable, "-m", "sim", "plan", PLAN_EXAMPLE, "--out", f"{tmp}/plan", "--cache",
+                              f"{tmp}/plan.cache", "--workers", str(workers)], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout
+    return "```\n$ capsim plan " + PLAN_EXAMPLE + "\n" + out.rstrip("\n").replace(tmp, "out") + "\n```"
 
 
 # ---- docs/moe.md ----------------------------------------------------------------------------------------------
@@ -597,7 +610,7 @@ def fleet_autoscale_prose(workers: int) -> str:
 
 # doc (docs/DOC.md; readme: README.md) -> [(block name, function(workers) -> markdown)]
 CASES: dict[str, list[tuple[str, Callable[[int], str | Block]]]] = {
-    "readme": [("make-run", readme_run)],
+    "readme": [("make-run", readme_run), ("plan", readme_plan)],
     "moe": [("profile", moe_profile), ("layouts", moe_layouts)],
     "speculative": [("published", spec_published), ("batch1", spec_batch1), ("shrink", spec_shrink),
                     ("table", spec_table)],
