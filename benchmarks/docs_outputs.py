@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -573,21 +574,28 @@ def fleet_autoscale(workers: int) -> str:
     return "\n".join(lines)
 
 
-def _nodes_by_hour(ts: pd.DataFrame) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((trough hour, nodes up then), (peak hour, nodes up then)): the hours of the day with the lowest and the
-    highest mean arrival rate, and the most nodes up in each."""
-    hour = (ts["time_s"] // 3600).astype(int) % 24
-    rate = ts.groupby(hour)["arrival_rate_rps"].mean()
-    up = ts.groupby(hour)["nodes_up"].max()
-    low, high = int(rate.idxmin()), int(rate.idxmax())
-    return (low, int(up[low])), (high, int(up[high]))
+def _nodes_by_hour(run: RunOutput) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((trough hour, nodes up then), (peak hour, nodes up then)): the times of day of the lowest and the highest
+    rate of the scenario's traffic curve (its λ(t), to the nearest hour; not the noisy arrivals) and the most nodes up
+    within half an hour of each."""
+    from sim.traffic.arrivals import rate_curve
+
+    sc = run.result.scenario
+    t = np.arange(0.0, sc.duration_s, 60.0)
+    rate = rate_curve(sc.traffic, ROOT).rate_rps(t)
+    ts = run.timeseries
+    out = []
+    for at in (t[int(np.argmin(rate))], t[int(np.argmax(rate))]):
+        near = ts[(ts["time_s"] - at).abs() <= 1800]
+        out.append((round(at / 3600) % 24, int(near["nodes_up"].max())))
+    return out[0], out[1]
 
 
 def fleet_autoscale_prose(workers: int) -> str:
     """The paragraph under the table: the nodes the forecast autoscaler keeps up at the trough and the peak, the
     saving, and the load factors (from the same two days)."""
     fixed, auto = (r.summary.to_json() for r in autoscale_runs())
-    (low_h, low_n), (high_h, high_n) = _nodes_by_hour(autoscale_runs()[1].timeseries)
+    (low_h, low_n), (high_h, high_n) = _nodes_by_hour(autoscale_runs()[1])
     saving = 1 - auto["cost"]["total_usd"] / fixed["cost"]["total_usd"]
     uf, ua = fixed["utilisation"], auto["utilisation"]
     claim(ua["capacity_per_node_requests_per_s"] > 1.5 * 6, "docs/fleet.md: `rps_per_node: 6` is no longer well "
