@@ -453,13 +453,60 @@ def plan_launch(workers: int) -> str:
 POOL_PLAN = ["experiments/plan_pools.yaml", "--top", "3"]
 
 
-def pools_plan(workers: int) -> str:
-    """``capsim plan`` on the pooled example (its console output without the files and cache lines; ~5 minutes)."""
+@functools.cache
+def pool_plan_run(workers: int) -> tuple[list[str], dict[str, Any]]:
+    """``capsim plan`` on the pooled example (~5 minutes): its console lines and plan_pools.json."""
     with tempfile.TemporaryDirectory(prefix="docs_outputs_") as tmp:
         out = subprocess.run([sys.executable, "-m", "sim", "plan", *POOL_PLAN, "--out", f"{tmp}/plan", "--no-cache",
                               "--workers", str(workers)], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    lines = [line for line in out.rstrip("\n").splitlines() if not line.startswith(("  files", "  cache"))]
+        report = json.loads((Path(tmp) / "plan" / "plan_pools.json").read_text())
+    return out.rstrip("\n").splitlines(), report
+
+
+def pools_plan(workers: int) -> str:
+    """``capsim plan`` on the pooled example (its console output without the files and cache lines)."""
+    lines = [line for line in pool_plan_run(workers)[0] if not line.startswith(("  files", "  cache"))]
     return "```\n$ capsim plan " + " ".join(POOL_PLAN) + "\n" + "\n".join(lines) + "\n```"
+
+
+def pools_plan_notes(workers: int) -> str:
+    """The paragraph under the pooled plan: the fleet as configured, then each model's winner against its
+    runner-up (from plan_pools.json, and one `capsim run` of the scenario as it is)."""
+    from sim.plan.pool_report import KIND_LABELS, pools_text
+
+    _, report = pool_plan_run(workers)
+    s = summary(POOL_PLAN[0], [])
+    tpot = s["slo"]["targets"]["tpot_p95_s"]["target"]
+    models = []
+    for m, rec in s["models"].items():
+        pools = "; ".join(f"{n} {seconds(s['pools'][n]['latency']['tpot_s']['p95'])}" for n in rec["pools"])
+        models.append(f"{m} {pct(rec['attainment'])} (P95 TPOT by pool: {pools})")
+    text = [f"The fleet as configured misses (`capsim run {POOL_PLAN[0]}`): SLO attainment " + ", ".join(models)
+            + f", against a P95 TPOT target of {seconds(tpot)}."]
+    fp8 = True
+    for rec in report["models"]:
+        m, win = rec["model"], report["winners"][rec["model"]]
+        claim(win is not None, f"docs/pools.md: no layout meets the SLO for {m}: rewrite the paragraph")
+        fp8 = fp8 and all(d["weights"] == "fp8" for d in win["pools"])
+        ranked = [r for r in report["rows"] if r["model"] == m and r["meets_slo"] and r["layout"] != win["layout"]]
+        runner = min(ranked, key=lambda r: r["usd_per_month"]) if ranked else None
+        part = (f"For {m} the plan buys {pools_text(win)} ({win['pricing_label']}, ${win['usd_per_month']:,.0f}/month, "
+                f"SLO attainment {pct(win['slo_attainment'])})")
+        if runner is not None:
+            more = (runner["usd_per_month"] - win["usd_per_month"]) / win["usd_per_month"]
+            part += (f"; the runner-up, {KIND_LABELS[runner['kind']]} {pools_text(runner)}, costs {more * 100:.0f} % "
+                     f"more (${runner['usd_per_month']:,.0f})")
+        if win["kind"] == "disaggregated":
+            decode = sum(d["nodes"] for d in win["pools"] if d["role"] == "decode")
+            part += (f"; split from the prefill, {decode} decode node{' holds' if decode == 1 else 's hold'} TPOT for "
+                     "the whole model, as the long prompts no longer stretch its decode steps")
+        if "grow" in rec["layouts"] and "no grow layout met" in rec["why_won"]:
+            part += ("; keeping the pools it has (`grow`) never came below the cost of what was found (the owned "
+                     "A100s' TCO is charged as in the run)")
+        text.append(part + ".")
+    if fp8:
+        text.append("Every winner runs FP8 weights and KV.")
+    return prose(" ".join(text))
 
 
 # ---- docs/disaggregation.md ----------------------------------------------------------------------------------
@@ -623,7 +670,7 @@ CASES: dict[str, list[tuple[str, Callable[[int], str | Block]]]] = {
     "speculative": [("published", spec_published), ("batch1", spec_batch1), ("shrink", spec_shrink),
                     ("table", spec_table)],
     "pools": [("speeds", pools_speeds), ("routing", pools_routing), ("big-pool", pools_big), ("size", pools_size),
-              ("big-a100", pools_big_a100), ("plan", pools_plan)],
+              ("big-a100", pools_big_a100), ("plan", pools_plan), ("plan-notes", pools_plan_notes)],
     "plan": [("launch", plan_launch)],
     "spillover": [("compare", spill_table), ("notes", spill_notes), ("verdict", spill_verdict),
                   ("policies", spill_policies)],
