@@ -318,7 +318,7 @@ def spill_table(workers: int) -> Block:
         peak = "–" if pd.isna(r["load_factor_peak"]) else f"{r['load_factor_peak']:.2f}"
         lines.append(
             f"| {label} | {r['fleet_nodes']} | {_count(r['total_usd'])} | {r['usd_per_mtok_output']:.2f} | "
-            f"{r['usd_per_mtok']:.3g} | {_count(r['self_host_usd'])} | {_count(r['api_usd'])} | {spill} | "
+            f"{r['usd_per_mtok']:#.3g} | {_count(r['self_host_usd'])} | {_count(r['api_usd'])} | {spill} | "
             f"{seconds(r['ttft_p95_s'])} | {seconds(r['e2e_p95_s'])} | {pct(r['slo_attainment'])} | "
             f"{'yes' if r['slo_met'] else 'no'} | {peak} | {_count(r['api_rate_limited'])} | {_count(r['failed'])} | "
             f"{timed} |")
