@@ -1,8 +1,13 @@
 """Routers on the Mooncake conversation trace (and a synthetic multi-turn chat): prefix-cache hit ratio, TTFT and
-load balance, with and without stale node state. Writes docs/figures/prefix_cache/{routers.csv,*.png}.
+load balance, with and without stale node state. Writes docs/figures/prefix_cache/{routers,capacity}.csv and the
+figures; ``--write`` also rewrites docs/prefix-cache.md's tables (the ``<!-- generated: benchmarks/prefix_routing.py
+NAME -->`` blocks, benchmarks/doc_blocks.py) from those CSV files. The prose around the tables quotes them: reread it
+after a rewrite.
 
-    .venv/bin/python benchmarks/prefix_routing.py            # ~2-4 min on 2 cores
-    .venv/bin/python benchmarks/prefix_routing.py --quick    # 10 simulated minutes instead of the hour
+    .venv/bin/python benchmarks/prefix_routing.py [--write] [--workers N]   # 58 one-hour runs: ~10 min on 2 idle
+                                                                            # cores, ~30 on busy ones
+    .venv/bin/python benchmarks/prefix_routing.py --replot [--write]        # figures (and tables) from the CSV files
+    .venv/bin/python benchmarks/prefix_routing.py --quick    # 10 simulated minutes instead of the hour (quick/)
 
 Setup (docs/prefix-cache.md): Llama-3.1-8B, BF16, one H100-SXM per node, vLLM-style engine with prefix caching
 (256-token units), the trace replayed at its own timestamps (3.4 req/s, 12k-token prompts on average).
@@ -11,7 +16,9 @@ Setup (docs/prefix-cache.md): Llama-3.1-8B, BF16, one H100-SXM per node, vLLM-st
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +28,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from sim.core.config import validate_scenario
-from sim.metrics.access import metric
-from sim.metrics.tables import summarize
-from sim.runner.simulation import simulate
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.doc_blocks import replace_block  # noqa: E402
+from benchmarks.doc_format import pct, seconds  # noqa: E402
+from sim.core.atomic_io import write_text  # noqa: E402
+from sim.core.config import validate_scenario  # noqa: E402
+from sim.metrics.access import metric  # noqa: E402
+from sim.metrics.tables import summarize  # noqa: E402
+from sim.runner.simulation import simulate  # noqa: E402
+
 OUT = ROOT / "docs" / "figures" / "prefix_cache"
+DOC = ROOT / "docs" / "prefix-cache.md"
+SCRIPT = "prefix_routing.py"
 INFINITE_CACHE_HIT = 0.374  # data/traces/README.md: the whole trace through one infinite cache
 ROUTERS = ["round_robin", "power_of_two", "least_work", "session_affinity", "prefix_aware"]
 STALENESS_S = [0.0, 2.0, 10.0, 30.0]
@@ -83,47 +97,81 @@ def run(raw: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--replot", action="store_true", help="only redraw the figures from the CSV files")
-    args = ap.parse_args()
-    if args.replot:
-        df, cap = pd.read_csv(OUT / "routers.csv"), pd.read_csv(OUT / "capacity.csv")
-        plot(df, OUT)
-        plot_capacity(cap, OUT, hbm_tokens(df))
-        return
-    dur = 600.0 if args.quick else 3600.0
-    rows = []
-    for workload, make, nodes in (("mooncake", mooncake, 6), ("synthetic", synthetic, 6)):
+def _job(job: tuple[str, float, int, bool, dict[str, Any], float | None]) -> dict[str, Any]:
+    """One run of the grid (a top-level function: worker processes pickle it)."""
+    workload, dur, nodes, caching, router, mtok = job
+    raw = (mooncake(dur, nodes, caching, router, mtok) if workload == "mooncake"
+           else synthetic(dur, nodes, caching, router))
+    return run(raw)
+
+
+def grid(dur: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs of the routers table and of the capacity table, as (job, labels) records."""
+    routers, capacity = [], []
+    for workload, nodes in (("mooncake", 6), ("synthetic", 6)):
         for caching in (False, True):
             for policy in ROUTERS:
                 for stale in (STALENESS_S if caching else [0.0]):
                     if policy == "round_robin" and stale > 0:
                         continue  # reads no state
-                    row = run(make(dur, nodes, caching, {"policy": policy, "staleness_s": stale}))
-                    row.update(workload=workload, nodes=nodes, prefix_caching=caching, router=policy,
-                               staleness_s=stale)
-                    rows.append(row)
-                    print(f"{workload:9s} cache={caching!s:5s} {policy:16s} stale={stale:4.0f}s "
-                          f"hit={row['prefix_cache.hit_token_ratio'] or 0:.3f} "
-                          f"ttft p50={row['latency.ttft_s.p50']:.2f} p95={row['latency.ttft_s.p95']:.2f} "
-                          f"imb={row['routing.node_work_max_over_mean']:.2f} ({row['wall_s']:.1f}s)", flush=True)
-    cap_rows = []
+                    routers.append({"job": (workload, dur, nodes, caching, {"policy": policy, "staleness_s": stale},
+                                            None),
+                                    "labels": {"workload": workload, "nodes": nodes, "prefix_caching": caching,
+                                               "router": policy, "staleness_s": stale}})
     for policy in ("least_work", "prefix_aware"):
         for mtok in CAPACITY_MTOK:
-            row = run(mooncake(dur, 6, True, {"policy": policy}, mtok))
-            row.update(router=policy, capacity_mtok=mtok)
-            cap_rows.append(row)
-            print(f"capacity {mtok:5.2f} M tokens/node {policy:13s} hit={row['prefix_cache.hit_token_ratio']:.3f} "
-                  f"ttft p95={row['latency.ttft_s.p95']:.2f}", flush=True)
-    df, cap = pd.DataFrame(rows), pd.DataFrame(cap_rows)
+            capacity.append({"job": ("mooncake", dur, 6, True, {"policy": policy}, mtok),
+                             "labels": {"router": policy, "capacity_mtok": mtok}})
+    return routers, capacity
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="only redraw the figures from the CSV files")
+    ap.add_argument("--write", action="store_true", help="rewrite docs/prefix-cache.md's tables from the CSV files")
+    ap.add_argument("--workers", type=int, default=1, help="runs in parallel (default 1)")
+    args = ap.parse_args()
     out = OUT if not args.quick else OUT / "quick"
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "routers.csv", index=False, float_format="%.4g")
-    cap.to_csv(out / "capacity.csv", index=False, float_format="%.4g")
+    if not args.replot:
+        routers, capacity = grid(600.0 if args.quick else 3600.0)
+        todo = routers + capacity
+        with ProcessPoolExecutor(args.workers) if args.workers > 1 else _Serial() as pool:
+            results = list(pool.map(_job, [t["job"] for t in todo]))
+        for t, row in zip(todo, results):
+            row.update(t["labels"])
+            print(" ".join(f"{k}={v}" for k, v in t["labels"].items()),
+                  f"hit={row['prefix_cache.hit_token_ratio'] or 0:.3f} ttft p50={row['latency.ttft_s.p50']:.2f} "
+                  f"p95={row['latency.ttft_s.p95']:.2f} imb={row['routing.node_work_max_over_mean']:.2f} "
+                  f"({row['wall_s']:.1f}s)", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(results[:len(routers)]).to_csv(out / "routers.csv", index=False, float_format="%.4g")
+        pd.DataFrame(results[len(routers):]).to_csv(out / "capacity.csv", index=False, float_format="%.4g")
+    df, cap = pd.read_csv(out / "routers.csv"), pd.read_csv(out / "capacity.csv")
     plot(df, out)
     plot_capacity(cap, out, hbm_tokens(df))
+    blocks = doc_tables(df, cap)
+    for name, block in blocks.items():
+        print(f"### {name}\n\n{block}\n")
+    if args.write:
+        doc = DOC.read_text()
+        for name, block in blocks.items():
+            doc = replace_block(doc, SCRIPT, name, block)
+        write_text(DOC, doc)
+        print(f"wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
+
+
+class _Serial:
+    """``map`` in this process (one worker: no pool, plain tracebacks)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, items: list[Any]) -> Any:
+        return map(fn, items)
 
 
 def hbm_tokens(df: pd.DataFrame) -> float:
@@ -149,6 +197,86 @@ def plot_capacity(cap: pd.DataFrame, out: Path, hbm_tok: float) -> None:
     fig.tight_layout()
     fig.savefig(out / "mooncake_capacity.png", dpi=110)
     plt.close(fig)
+
+
+def ttft(value_s: float) -> str:
+    """A TTFT with two decimals between 1 and 10 s (the routers differ by tenths there), else as the docs write it."""
+    return f"{value_s:.2f} s" if 1 <= round(value_s, 2) < 10 else seconds(value_s)
+
+
+def attain(share: float) -> str:
+    """SLO attainment with two decimals (99.95 % is not 100 %)."""
+    return f"{share * 100:.2f} %"
+
+
+def _on_off(on: pd.Series, off: pd.Series | None, col: str, fmt: Any) -> str:
+    """``on / off`` of one column for one router (caching on, caching off)."""
+    a = fmt(float(on[col]))
+    return a if off is None else f"{a} / {fmt(float(off[col]))}"
+
+
+def _row(frame: pd.DataFrame, router: str, stale: float = 0.0) -> pd.Series | None:
+    got = frame[(frame["router"] == router) & (frame["staleness_s"] == stale)]
+    return None if got.empty else got.iloc[0]
+
+
+def routers_table(df: pd.DataFrame, workload: str) -> str:
+    """One workload's routers at exact state, prefix caching on / off."""
+    d = df[df["workload"] == workload]
+    on, off = d[d["prefix_caching"]], d[~d["prefix_caching"]]
+    lines = ["| router | prompt tokens from the cache | P50 TTFT, caching on / off | P95 TTFT, on / off | "
+             "SLO attainment, on / off | busiest node's work ÷ mean, on | load factor, on / off |",
+             "|---|---|---|---|---|---|---|"]
+    for r in ROUTERS:
+        a, b = _row(on, r), _row(off, r)
+        assert a is not None
+        lines.append(f"| {LABEL[r]} | {pct(a['prefix_cache.hit_token_ratio'])} | "
+                     f"{_on_off(a, b, 'latency.ttft_s.p50', ttft)} | "
+                     f"{_on_off(a, b, 'latency.ttft_s.p95', ttft)} | {_on_off(a, b, 'slo.attainment', attain)} | "
+                     f"{a['routing.node_work_max_over_mean']:.2f} | "
+                     f"{_on_off(a, b, 'utilisation.load_factor', lambda v: f'{v:.2f}')} |")
+    return "\n".join(lines)
+
+
+def staleness_table(df: pd.DataFrame, workload: str) -> str:
+    """One workload's state-reading routers (caching on) as node state gets older: hit ratio · P50 · P95 TTFT."""
+    d = df[(df["workload"] == workload) & df["prefix_caching"]]
+    readers = ROUTERS[1:]
+    lines = ["| node state sampled every | " + " | ".join(LABEL[r] for r in readers) + " |",
+             "|---|" + "---|" * len(readers)]
+    for stale in STALENESS_S:
+        cells = []
+        for r in readers:
+            x = _row(d, r, stale)
+            cells.append("–" if x is None else f"{pct(x['prefix_cache.hit_token_ratio'])} · "
+                         f"{ttft(x['latency.ttft_s.p50'])} · {ttft(x['latency.ttft_s.p95'])}")
+        lines.append(f"| {'exact (0 s)' if stale == 0 else f'{stale:g} s'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def capacity_table(cap: pd.DataFrame, hbm_tok: float) -> str:
+    """Hit ratio, P95 TTFT and SLO attainment against the per-node cache size (Mooncake, 6 nodes)."""
+    routers = ["least_work", "prefix_aware"]
+    lines = ["| prefix cache per node | " + " | ".join(f"{LABEL[r]}: hit ratio · P95 TTFT · SLO attainment"
+                                                       for r in routers) + " |", "|---|---|---|"]
+    for mtok in CAPACITY_MTOK:
+        cells = []
+        for r in routers:
+            x = cap[(cap["router"] == r) & (cap["capacity_mtok"] == mtok)].iloc[0]
+            cells.append(f"{pct(x['prefix_cache.hit_token_ratio'])} · {ttft(x['latency.ttft_s.p95'])} · "
+                         f"{attain(x['slo.attainment'])}")
+        lines.append(f"| {mtok:g} M tokens | " + " | ".join(cells) + " |")
+    lines.append(f"| (one infinite cache: the trace's bound; one H100's HBM holds {hbm_tok / 1e6:.2f} M tokens) | "
+                 f"{pct(INFINITE_CACHE_HIT)} | {pct(INFINITE_CACHE_HIT)} |")
+    return "\n".join(lines)
+
+
+def doc_tables(df: pd.DataFrame, cap: pd.DataFrame) -> dict[str, str]:
+    """docs/prefix-cache.md's generated blocks, by name."""
+    return {"mooncake-routers": routers_table(df, "mooncake"), "mooncake-staleness": staleness_table(df, "mooncake"),
+            "mooncake-capacity": capacity_table(cap, hbm_tokens(df)),
+            "synthetic-routers": routers_table(df, "synthetic"),
+            "synthetic-staleness": staleness_table(df, "synthetic")}
 
 
 LABEL = {"round_robin": "round robin", "power_of_two": "power of two", "least_work": "least work",

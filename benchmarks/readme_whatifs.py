@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.doc_blocks import MarkerError, replace_block  # noqa: E402
+from benchmarks.doc_format import seconds  # noqa: E402
 from sim.core.atomic_io import write_text  # noqa: E402
 from sim.core.config import load_scenario  # noqa: E402
 from sim.core.paths import default_scenario_path  # noqa: E402
@@ -38,11 +39,6 @@ ROWS: list[tuple[str, list[str]]] = [
 ]
 HEADER = ("| question | command | load factor | P95 TTFT | P95 TPOT | SLO attainment | $ per M output tokens |\n"
           "|---|---|---|---|---|---|---|")
-
-
-def seconds(value_s: float) -> str:
-    """218 ms / 22.5 ms below a second (three figures), 32.8 s above (as a planner reads a P95)."""
-    return f"{value_s * 1e3:.3g} ms" if value_s < 1 else f"{value_s:.3g} s"
 
 
 def row(question: str, sets: list[str], s: Summary) -> str:

@@ -3,7 +3,8 @@ matches the sources.
 
 A meta-path finder serves the modules in :data:`MODULES` from their mypyc-compiled extensions instead of their
 ``.py`` files, but only if ``.native/manifest.json`` was built by this Python and every listed source is unchanged
-since (SHA-256); otherwise nothing is installed and the modules run as Python (a stale build warns once on stderr).
+since (SHA-256); otherwise nothing is installed and the modules run as Python (a stale build warns once on stderr,
+when an engine is first imported: after input validation, so a bad-input error stays one line).
 ``CAPSIM_PURE_PYTHON=1`` turns it off. A wheel or a checkout without ``.native/`` is pure Python.
 """
 
@@ -22,6 +23,8 @@ from typing import Any
 MODULES = ["sim.engine.node", "sim.engine.plan", "sim.engine.kv", "sim.engine.common", "sim.engine.admission",
            "sim.traffic.request", "sim.perf.model", "sim.fleet.router",
            "sim.engine.loop"]
+# importing one of these means a simulation is about to run: where a stale build says so
+ENGINE_ENTRY = frozenset({"sim.engine.node", "sim.engine.loop"})
 NATIVE_DIR = ".native"
 MANIFEST = "manifest.json"
 _ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +48,21 @@ class _NativeFinder(MetaPathFinder):
         return ModuleSpec(fullname, ExtensionFileLoader(fullname, str(so)), origin=str(so))
 
 
+class _StaleNotice(MetaPathFinder):
+    """Finds nothing; says once on stderr that the build is out of date, when an engine module is first imported."""
+
+    def __init__(self, native: Path) -> None:
+        self.native = native
+        self.said = False
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if fullname in ENGINE_ENTRY and not self.said:
+            self.said = True
+            print(f"capsim: {self.native} is out of date with its sources; running pure Python (rebuild: make native)",
+                  file=sys.stderr)
+        return None
+
+
 def fresh_build(root: Path = _ROOT) -> dict[str, Any] | None:
     """The manifest of ``root``'s build if it was made by this Python from the sources as they are now, else None."""
     try:
@@ -62,8 +80,7 @@ def install(root: Path = _ROOT) -> bool:
         return False
     info = fresh_build(root)
     if info is None:
-        print(f"capsim: {native} is out of date with its sources; running pure Python (rebuild: make native)",
-              file=sys.stderr)
+        sys.meta_path.insert(0, _StaleNotice(native))  # first: it must see the import, then finds nothing
         return False
     files = {}
     for rel in info["files"]:

@@ -121,3 +121,21 @@ def test_table_headings_are_words_not_field_names(reports, name):
     heads = re.findall(r"<th[^>]*>([^<]*)</th>", reports[name].read_text())
     raw = [h for h in heads if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", h.strip())]
     assert not raw, raw
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
+def test_run_report_tables_stay_inside_the_page_at_1400_px(tmp_path):
+    """A pools run's report (the Pools table has 15 columns) at 1400 px: no table reaches past the page's box."""
+    out, scenario = tmp_path / "run", Path(__file__).resolve().parents[1] / "experiments" / "mixed_pools.yaml"
+    res = CliRunner().invoke(main, ["run", str(scenario), "--set", "duration_s=20", "--set", "warmup_s=0",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", (
+        "<script>window.addEventListener('load', () => {document.body.setAttribute('data-over', "
+        "[...document.querySelectorAll('table')].map(t => Math.round(t.getBoundingClientRect().right - "
+        "document.body.getBoundingClientRect().right)).join(','));});</script></body>")))
+    dom = _chromium("--window-size=1400,1200", "--dump-dom", probe.as_uri()).stdout
+    over = re.search(r'data-over="([^"]*)"', dom)
+    assert over and "Pools</h2>" in dom, dom[:500]
+    assert max(int(x) for x in over.group(1).split(",")) <= 0, f"px past the page's right edge: {over.group(1)}"

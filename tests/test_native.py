@@ -76,8 +76,14 @@ def test_a_stale_build_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     digest = _native.source_digest(ROOT)
     stale = dict(digest, **{_native.MODULES[0]: "0" * 64})  # one source edited since the build
     _fake_build(tmp_path, stale)
-    assert not _native.install(tmp_path) and not installed
-    assert "out of date" in capsys.readouterr().err
+    assert not _native.install(tmp_path)
+    assert [type(f).__name__ for f in installed] == ["_StaleNotice"]  # serves nothing
+    assert capsys.readouterr().err == ""  # silent until an engine is imported (after input validation)
+    notice = installed.pop()
+    assert notice.find_spec("sim.core.config") is None and capsys.readouterr().err == ""  # type: ignore[attr-defined]
+    assert notice.find_spec("sim.engine.node") is None  # type: ignore[attr-defined]
+    assert notice.find_spec("sim.engine.loop") is None  # type: ignore[attr-defined]
+    assert capsys.readouterr().err.count("out of date") == 1  # once
     (tmp_path / _native.NATIVE_DIR / _native.MANIFEST).unlink()
     shutil.rmtree(tmp_path / _native.NATIVE_DIR)
     _fake_build(tmp_path, digest)  # matching sources: the finder is installed
@@ -86,3 +92,29 @@ def test_a_stale_build_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert spec is not None and spec.origin.endswith("node.fake.so")
     monkeypatch.setenv("CAPSIM_PURE_PYTHON", "1")
     assert not _native.install(tmp_path)
+
+
+def _stale_checkout(tmp_path: Path) -> dict[str, str]:
+    """A copy of the package beside a ``.native/`` built from other sources; the environment that runs it."""
+    shutil.copytree(ROOT / "sim", tmp_path / "sim", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / _native.NATIVE_DIR).mkdir()
+    (tmp_path / _native.NATIVE_DIR / _native.MANIFEST).write_text(json.dumps({
+        "python": sys.implementation.cache_tag, "modules": _native.MODULES, "files": [],
+        "sources": dict(_native.source_digest(ROOT), **{_native.MODULES[0]: "0" * 64})}))
+    env = {k: v for k, v in os.environ.items() if k != "CAPSIM_PURE_PYTHON"}
+    return dict(env, PYTHONPATH=str(tmp_path), CAPSIM_HOME=str(ROOT))  # profiles from the checkout
+
+
+def test_a_stale_build_leaves_a_bad_input_error_one_line(tmp_path: Path) -> None:
+    env = _stale_checkout(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("duration_s: -5\n")
+    done = subprocess.run([sys.executable, "-m", "sim", "run", str(bad)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("capsim: error: ") and "duration_s" in done.stderr
+    ok = subprocess.run([sys.executable, "-m", "sim", "run", "--set", "duration_s=5", "--set", "warmup_s=0",
+                         "--set", "traffic.rate_rps=1", "--set", "fleet.nodes=1", "--out", str(tmp_path / "out"),
+                         "--no-report"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr.count("out of date") == 1  # a run that does simulate still says so, once

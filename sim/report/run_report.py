@@ -408,10 +408,9 @@ def _pools_html(summary: Summary) -> str:
         return ""
 
     def pct(v: float | None) -> str:
-        return "–" if v is None else f"{100 * v:.1f} %"
+        return "–" if v is None else f"{100 * v:.1f}&nbsp;%"  # kept on one line in a narrow column
 
-    head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>sent (whole run)</th>"
-            "<th>completed (whole run)</th>"
+    head = ("<tr><th>pool</th><th>role</th><th>nodes × GPUs</th><th>model</th><th>completed / sent (whole run)</th>"
             "<th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>load factor</th><th>KV mean</th><th>MFU mean</th>"
             "<th>GPU-hours</th><th>paid</th><th>self-host $</th><th>$ / M output tokens: its part of the model's</th>"
             "<th>$ / M output tokens it completed</th></tr>")
@@ -423,8 +422,8 @@ def _pools_html(summary: Summary) -> str:
             f"<td>{p.nodes} × {p.gpus_per_node}× {html.escape(p.gpu)}"
             + (f" + {p.spot_nodes} spot" if p.spot_nodes else "")
             + (f" + ≤ {p.on_demand_max_nodes} on-demand" if p.on_demand_max_nodes else "")
-            + f"</td><td>{html.escape(p.model)}</td><td>{_fmt(p.requests.sent)}</td>"
-            f"<td>{_fmt(p.requests.completed)}</td><td>{_fmt(lat.ttft_s.p95)}</td>"
+            + f"</td><td>{html.escape(p.model)}</td><td>{_fmt(p.requests.completed)} / {_fmt(p.requests.sent)}</td>"
+            f"<td>{_fmt(lat.ttft_s.p95)}</td>"
             f"<td>{_fmt(lat.tpot_s.p95)}</td><td>{_fmt(u.load_factor)}</td>"
             f"<td>{pct(u.kv_fraction_mean)}</td><td>{pct(u.mfu_mean)}</td><td>{_fmt(c.gpu_hours)}</td>"
             f"<td>{html.escape(c.pricing_mode)}</td><td>{_fmt(c.self_host_usd)}</td>"
@@ -435,7 +434,8 @@ def _pools_html(summary: Summary) -> str:
             "spend) add up to the model's figure. The $ / M output tokens it completed divides by the tokens "
             "completed on its nodes: a way to compare mixed pools' GPUs, left out for prefill and decode pools, "
             "each of which does half of every request's work.</p>")
-    out = f"<h2>Pools</h2><table class='lat'>{head}{''.join(rows)}</table>{note}"
+    # 15 columns: compact cells, and a box that scrolls rather than spills past the page at any width
+    out = f"<h2>Pools</h2><div class='scroll'><table class='lat pools'>{head}{''.join(rows)}</table></div>{note}"
     mhead = ("<tr><th>model</th><th>classes</th><th>pools</th><th>arrived after warm-up</th><th>SLO attainment</th>"
              "<th>SLO</th><th>P95 TTFT (s)</th><th>P95 TPOT (s)</th><th>cost $ (pools + API)</th>"
              "<th>$ / M output tokens</th></tr>")
@@ -582,7 +582,8 @@ def write_report(
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>capsim · {html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}th,td{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}
-table.lat td{{text-align:right;font-variant-numeric:tabular-nums}}img{{max-width:100%}}figure{{margin:1.5em 0}}
+table.lat td{{text-align:right;font-variant-numeric:tabular-nums}}.scroll{{overflow-x:auto}}
+table.pools th,table.pools td{{padding:4px 6px}}img{{max-width:100%}}figure{{margin:1.5em 0}}
 .sub{{color:#666}}.headline{{border:1px solid #ccc;border-radius:6px;padding:.4em 1em;margin:1em 0;font-size:1.05em}}
 .headline p{{margin:.4em 0}}.bad{{color:#b00020}}.good{{color:#1b7f3b}}.warn{{color:#a65e00}}</style></head>
 <body><h1>capsim report · {html.escape(title)}</h1>
