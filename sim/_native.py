@@ -21,7 +21,7 @@ from typing import Any
 # the hot path of a run: compiled together (they call each other natively)
 MODULES = ["sim.engine.node", "sim.engine.plan", "sim.engine.kv", "sim.engine.common", "sim.engine.admission",
            "sim.traffic.request", "sim.perf.model", "sim.fleet.router",
-           "sim.engine.loop"]
+           "sim.engine.loop", "sim.fleet.fleet"]
 NATIVE_DIR = ".native"
 MANIFEST = "manifest.json"
 _ROOT = Path(__file__).resolve().parent.parent
