@@ -38,7 +38,9 @@ _COMPILED: Final = not __file__.endswith(".py")
 _COMPACT_MIN: Final = 32
 
 
-Entry = tuple[float, int, int, Any]  # (time, priority, event id, event): unique keys, popped in that order
+# (time, priority, event id, event): unique keys, popped in that order. Typed as a tuple of any length so that
+# compiled code moves the tuple objects as they are (a fixed-length tuple type would be unpacked and rebuilt)
+Entry = tuple[Any, ...]
 
 
 def _before(a: Entry, b: Entry) -> bool:
@@ -242,7 +244,9 @@ class Environment:
         queue = self._queue
         _push(queue, (at, _URGENT, self._eid, stop))
         while True:  # the stop entry is in the queue: it cannot run dry first
-            t, _, _, event = _pop(queue)
+            entry = _pop(queue)
+            t: float = entry[0]
+            event = entry[3]
             self.now = t
             if event is stop:
                 return None
