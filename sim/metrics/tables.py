@@ -62,18 +62,23 @@ _STATUS_CODE = np.array(
      else STATUS_CATEGORIES.index("in_flight") for s in Status],
     dtype=np.int64,
 )
+_CHUNK_ROWS = 16384  # records read into Python lists at a time (the lists of every row would hold ~0.5 KB a row)
 
 
 def requests_table(result: SimResult) -> pd.DataFrame:
     """One row per arrived request, columns with units."""
     reqs = result.requests
     n = len(reqs)
-    fl, il = record_columns(reqs)  # one pass over the records (compiled by `make native`)
-    fcol = np.array(fl, dtype=float).reshape(n, len(FLOAT_COLUMNS)).T
-    icol = np.array(il, dtype=np.int64).reshape(n, len(INT_COLUMNS)).T
-    arrival, sched, first, finish, spill, api_cost = (np.ascontiguousarray(c) for c in fcol)
+    fcol = np.empty((len(FLOAT_COLUMNS), n), dtype=float)
+    icol = np.empty((len(INT_COLUMNS), n), dtype=np.int64)
+    for lo in range(0, n, _CHUNK_ROWS):  # one pass over the records (compiled by `make native`), chunk by chunk
+        hi = min(n, lo + _CHUNK_ROWS)
+        fl, il = record_columns(reqs, lo, hi)
+        fcol[:, lo:hi] = np.array(fl, dtype=float).reshape(hi - lo, len(FLOAT_COLUMNS)).T
+        icol[:, lo:hi] = np.array(il, dtype=np.int64).reshape(hi - lo, len(INT_COLUMNS)).T
+    arrival, sched, first, finish, spill, api_cost = fcol
     (rid, class_idx, node, status, prompt, out, cached, preemptions, retries, via_api, api_attempts, api_429s,
-     api_errors) = (np.ascontiguousarray(c) for c in icol)
+     api_errors) = icol
     completed = (status == int(Status.COMPLETED)) | (status == int(Status.SPILLED))  # served: fleet or API
     nan = np.nan
     ttft = np.where(first >= 0, first - arrival, nan)

@@ -159,12 +159,13 @@ INT_COLUMNS = ("rid", "class_idx", "node", "status", "prompt_tokens", "output_to
                "retries", "via_api", "api_attempts", "api_429s", "api_errors")
 
 
-def record_columns(reqs: list[Request]) -> tuple[list[float], list[int]]:
-    """The values of :data:`FLOAT_COLUMNS` and :data:`INT_COLUMNS` of every request, row after row, in two flat lists
-    (one pass over the records; compiled by ``make native``, where it reads the records natively)."""
+def record_columns(reqs: list[Request], start: int, stop: int) -> tuple[list[float], list[int]]:
+    """The values of :data:`FLOAT_COLUMNS` and :data:`INT_COLUMNS` of ``reqs[start:stop]``, row after row, in two flat
+    lists (one pass over the records; compiled by ``make native``, where it reads the records natively)."""
     fl: list[float] = []
     il: list[int] = []
-    for r in reqs:
+    for i in range(start, stop):
+        r = reqs[i]
         fl.append(r.arrival_s)
         fl.append(r.first_scheduled_s)
         fl.append(r.first_token_s)
