@@ -1,6 +1,7 @@
 """Load ladder and overload: capsim against published runs stepped through a node's knee (TTFT growth,
-time-outs, completed throughput). Prints markdown; ``--write`` puts it into docs/validation.md between the
-``<!-- generated: benchmarks/overload_validation.py -->`` markers. Not a test: the errors are reported, misses
+time-outs, completed throughput), and closed-loop runs that publish the engine's preemption count. Prints markdown;
+``--write`` puts it into docs/validation.md between the ``<!-- generated: benchmarks/overload_validation.py -->``
+markers. Not a test: the errors are reported, misses
 included.
 
     .venv/bin/python benchmarks/overload_validation.py [--write]
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.doc_blocks import write_block  # noqa: E402
-from sim.perf import overload  # noqa: E402
+from sim.perf import overload, preemption  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     text = overload.markdown_report(overload.run(overload.read_points(overload.ladder_path()))) + "\n"
+    text += ("\nPreemptions under KV pressure (`sim/perf/preemption.py`, `calibration/data/preemption_points.csv`):\n\n"
+             + preemption.markdown_report(preemption.run(preemption.read_points(preemption.points_path()))) + "\n")
     print(text)
     print(f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if args.write:

@@ -37,6 +37,8 @@ MODELS_MD = {
     # added with the load-ladder check (issue 12): computed from each model's config.json (see the profile's header)
     "Llama-2-7B": (524_288, 262_144, 6_738_415_616, 6_738_415_616),
     "CodeLlama-34B": (196_608, 98_304, 33_743_970_304, 33_743_970_304),
+    # added with the preemption check (issue 12): config.json; the KV size matches vLLM PR #44594's 16 GiB -> 299,584
+    "Qwen2.5-7B": (57_344, 28_672, 7_615_616_512, 7_615_616_512),
 }
 
 ISSUE_GPUS = ["A100-SXM-80GB", "H100-SXM", "H100-PCIe", "H100-NVL", "H200-SXM", "GH200-96GB", "GH200-144GB", "B200",

@@ -17,7 +17,8 @@ from sim.perf import overload
 from sim.perf.benchmark import NodeSetup
 
 HEADER = ("id,run,stage,source,stack,gpu,gpus,model,weights,kv,max_num_seqs,max_num_batched_tokens,max_model_len,"
-          "arrivals,timeout_s,rate_rps,duration_s,input_tokens,output_tokens,metric,measured\n")
+          "arrivals,timeout_s,rate_rps,duration_s,input_tokens,output_tokens,prompt_groups,prompts_per_group,"
+          "system_prompt_tokens,prefix_caching,metric,measured\n")
 
 
 def _setup() -> NodeSetup:
@@ -49,6 +50,57 @@ def test_past_capacity_the_queue_grows_and_the_client_times_requests_out() -> No
     assert patient.stages[0].throughput_tok_s > 2 * s.throughput_tok_s
 
 
+def test_prompt_set_is_the_generators_groups_shuffled() -> None:
+    """10 × 10 prompts: the members of a group share their system prompt's whole units and nothing after; every
+    prompt is distinct; the order is a seeded shuffle."""
+    ps = overload.PromptSet(10, 10, 100)
+    chains = ps.chains(575, 16)
+    assert len(chains) == ps.prompts == 100 and len(set(chains)) == 100
+    assert all(len(c) == 575 // 16 for c in chains)
+    heads: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for c in chains:
+        heads.setdefault(c[:6], []).append(c)
+    assert len(heads) == 10 and all(len(v) == 10 for v in heads.values())
+    assert all(len({c[6] for c in v}) == 10 for v in heads.values())  # the questions differ from the first unit
+    assert chains == overload.PromptSet(10, 10, 100).chains(575, 16)
+    assert chains != overload.PromptSet(10, 10, 100, order_seed=1).chains(575, 16)
+
+
+def _cached_setup(prefix_caching: bool) -> NodeSetup:
+    engine = Engine(max_num_seqs=16, max_num_batched_tokens=2048, prefix_caching=prefix_caching,
+                    prefix_unit_tokens=16)
+    return NodeSetup.build("H100-SXM", "Llama-3.1-8B", 1, "bf16", "bf16", engine, stack="nvidia-vllm")
+
+
+def test_a_cycled_prompt_set_is_prefilled_once_with_prefix_caching() -> None:
+    """The harness the published runs used sends 10 prompts over and over: with vLLM's prefix cache each is prefilled
+    once and later requests compute only their last block, so 3,000-token prompts at 15 req/s (45,000 prompt tokens/s,
+    past one H100's prefill rate for an 8B model) keep TTFT at a step; without the cache the queue grows."""
+    stage = [overload.Stage(15.0, 6.0, 3000, 4)]
+    prompts = overload.PromptSet(2, 5, 200)
+    cached = overload.simulate(_cached_setup(True), stage, 300.0, prompts)
+    cold = overload.simulate(_cached_setup(False), stage, 300.0, prompts)
+    assert cached.cache_hit_ratio > 0.85 and cold.cache_hit_ratio == 0.0
+    assert cached.stages[0].completed == cached.stages[0].sent == 90
+    assert cached.stages[0].ttft_p50_s < 0.1 < cold.stages[0].ttft_p50_s
+
+
+def test_fast_and_reference_engines_agree_on_a_cached_overloaded_ladder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cycled prompts hitting the prefix cache, a backlog and client time-outs withdrawing requests: the fast engine
+    gives the reference engine's results."""
+    from sim.engine.reference import ReferenceNode
+
+    stage = [overload.Stage(20.0, 3.0, 700, 200)]
+    prompts = overload.PromptSet(2, 4, 100)
+    fast = overload.simulate(_cached_setup(True), stage, 4.0, prompts)
+    monkeypatch.setattr(overload, "Node", ReferenceNode)
+    ref = overload.simulate(_cached_setup(True), stage, 4.0, prompts)
+    assert fast.timed_out == ref.timed_out > 0 and fast.cache_hit_ratio == ref.cache_hit_ratio > 0.5
+    assert fast.stages[0].completed == ref.stages[0].completed > 0
+    assert fast.stages[0].ttft_p50_s == pytest.approx(ref.stages[0].ttft_p50_s, rel=1e-9)
+    assert fast.stages[0].e2e_p50_s == pytest.approx(ref.stages[0].e2e_p50_s, rel=1e-9)
+
+
 def test_stages_run_back_to_back() -> None:
     out = overload.simulate(_setup(), [overload.Stage(1.0, 5.0, 128, 8), overload.Stage(4.0, 5.0, 128, 8)], 60.0)
     assert (out.stages[0].sent, out.stages[1].sent) == (5, 20)
@@ -61,7 +113,7 @@ def _write(tmp_path: Path, rows: list[str]) -> Path:
 
 
 ROW = ("a,r,0,src,nvidia-vllm,H100-SXM,1,Llama-3.1-8B,bf16,bf16,16,2048,4096,constant,{timeout},{rate},10,256,"
-       "{out},{metric},{measured}")
+       "{out},10,10,100,true,{metric},{measured}")
 
 
 def test_bad_cell_names_line_and_field(tmp_path: Path) -> None:
@@ -103,12 +155,20 @@ def test_shipped_ladder_points_parse_with_contiguous_stages_and_both_regimes() -
 def test_cli_prints_the_load_ladder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, [ROW.format(timeout=60, rate=1, out=32, metric="ttft_p50", measured=0.05)])
     monkeypatch.setattr(overload, "ladder_path", lambda: p)
-    from sim.perf import validation
+    from sim.perf import preemption, validation
+
+    pre = tmp_path / "pre.csv"
+    pre.write_text("id,run,source,stack,gpu,gpus,model,weights,kv,max_num_seqs,max_num_batched_tokens,max_model_len,"
+                   "kv_cache_tokens,concurrency,requests,input_min,input_max,output_min,output_max,metric,measured\n"
+                   "p,r,src,nvidia-vllm,H100-SXM,1,Llama-3.1-8B,bf16,bf16,16,2048,4096,2048,8,16,100,200,100,200,"
+                   "preemptions,5\n")
+    monkeypatch.setattr(preemption, "points_path", lambda: pre)
 
     monkeypatch.setattr(validation, "all_points", list)
     res = CliRunner().invoke(main, ["validate", "--overload"])
     assert res.exit_code == 0, res.output
     assert "load ladder" in res.output and "a " in res.output and "below knee" in res.output
+    assert "preemptions under KV pressure" in res.output and "\np " in res.output
 
 
 @settings(max_examples=8, deadline=None)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sim.core.errors import ConfigError
 from sim.perf.catalog import Calibration, get_gpu, get_model
-from sim.perf.model import StepTimeModel, attention_pairs, plan_memory
+from sim.perf.model import GEMM_ROOF_P, StepTimeModel, attention_pairs, plan_memory
 
 CAL = Calibration(mfu=0.6, mbu=0.7, overhead_s=0.002, overhead_s_per_token=0.0, allreduce_latency_s=2e-5,
                   allreduce_efficiency=0.7)
@@ -46,10 +46,14 @@ def test_decode_batch1_is_bandwidth_bound() -> None:
     weights_s = model.params_total * 2 / (measured_bw * CAL.mbu)
     kv_s = 131_072 * ctx / (measured_bw * CAL.mbu)
     fixed_s = CAL.overhead_s + model.layers * 6 * gpu.kernel_launch_s  # stack overhead + kernel boundaries
-    assert perf.decode_step_s(1, 1000) == pytest.approx(weights_s + kv_s + fixed_s, rel=1e-9)
-    # higher bandwidth, same FLOPs: H200 is faster at batch 1 by the ratio of the *measured* bandwidths
+    p = GEMM_ROOF_P  # the smooth GEMM roof adds (1 + (t_c/t_m)^p)^(1/p) − 1 ≈ 3e-5 of the weight read at batch 1
+    gemm_s = (weights_s ** p + perf.compute_s_per_token ** p) ** (1.0 / p)
+    assert gemm_s / weights_s - 1.0 < 1e-4
+    assert perf.decode_step_s(1, 1000) == pytest.approx(gemm_s + kv_s + fixed_s, rel=1e-9)
+    # higher bandwidth, same FLOPs: H200 is faster at batch 1 by the ratio of the *measured* bandwidths (hard roof)
     h200 = StepTimeModel.build(get_gpu("H200-SXM"), model, 1, "bf16", "bf16", calibration=CAL)
-    ratio = (perf.decode_step_s(1, 1000) - fixed_s) / (h200.decode_step_s(1, 1000) - fixed_s)
+    hard, h200 = replace(perf, gemm_roof_p=math.inf), replace(h200, gemm_roof_p=math.inf)
+    ratio = (hard.decode_step_s(1, 1000) - fixed_s) / (h200.decode_step_s(1, 1000) - fixed_s)
     assert ratio == pytest.approx(4800 * 0.933 / (3350 * 0.949), rel=1e-9)
 
 
@@ -87,8 +91,10 @@ def test_gemms_and_attention_do_not_overlap() -> None:
     """At a large FP4 decode batch the GEMMs are compute-bound and attention bandwidth-bound: the step is their sum
     (the single-roofline max hid the KV reads under GEMM compute and over-predicted FP4 throughput)."""
     gpu, model = get_gpu("B200"), get_model("llama-3.1-70b")
-    seq = StepTimeModel.build(gpu, model, 1, "fp4", "fp8", calibration=CAL)
+    smooth = StepTimeModel.build(gpu, model, 1, "fp4", "fp8", calibration=CAL)
+    seq = replace(smooth, gemm_roof_p=math.inf)  # the hard GEMM roof, so each roof is one term of the sum
     b, ctx = 512, 512 * 1500
+    assert smooth.step_s(b, ctx, ctx) > seq.step_s(b, ctx, ctx)  # the smooth roof only adds time
     gemm = seq.compute_s_per_token * seq.gemm_tokens(b)
     kv = seq.memory_s_per_ctx_token * ctx
     assert gemm > seq.memory_s_const and kv > seq.compute_s_per_attn_pair * ctx

@@ -24,7 +24,8 @@ from sim.perf.validation import PROTOCOLS, format_points, format_summary, run
 @click.option("--out", "out_path", default=None, type=click.Path(path_type=Path), help="Also write the JSON here.")
 @click.option("--overload", "with_overload", is_flag=True,
               help="Also run the load-ladder check: published runs stepped through a node's knee into overload "
-                   "(TTFT growth, time-outs, completed throughput; calibration/data/load_ladder_points.csv).")
+                   "(TTFT growth, time-outs, completed throughput; calibration/data/load_ladder_points.csv), and "
+                   "the preemption check (closed-loop runs under KV pressure; preemption_points.csv).")
 def validate(protocols: tuple[str, ...], show_points: bool, max_evaluations: int, as_json: bool,
              out_path: Path | None, with_overload: bool) -> None:
     """Fitted vs held-out errors of capsim's performance model on the published measurements.
@@ -37,13 +38,15 @@ def validate(protocols: tuple[str, ...], show_points: bool, max_evaluations: int
     reports = run(names, max_evaluations)
     doc: list[dict] = [{"protocol": r.protocol, "summary": r.summary(), "rows": r.rows, "factors": r.factors,
                         "notes": r.notes} for r in reports]
-    ladder = None
+    ladder = preempt = None
     if with_overload:
-        from sim.perf import overload
+        from sim.perf import overload, preemption
 
         ladder = overload.run(overload.read_points(overload.ladder_path()))
         doc.append({"protocol": "load-ladder", "summary": overload.summarise(ladder), "rows": ladder.rows,
                     "runs": ladder.runs})
+        preempt = preemption.run(preemption.read_points(preemption.points_path()))
+        doc.append({"protocol": "preemption", "rows": preempt.rows})
     if out_path is not None:
         write_text(out_path, json.dumps(doc, indent=1, default=float) + "\n")
     if as_json:
@@ -66,3 +69,9 @@ def validate(protocols: tuple[str, ...], show_points: bool, max_evaluations: int
         click.echo(f"capsim validate · load ladder · {len(ladder.rows)} point(s), all held out "
                    "(below the knee and past it)")
         click.echo(overload.format_report(ladder))
+    if preempt is not None:
+        from sim.perf import preemption
+
+        click.echo("")
+        click.echo(f"capsim validate · preemptions under KV pressure · {len(preempt.rows)} point(s), all held out")
+        click.echo(preemption.format_report(preempt))

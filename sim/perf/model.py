@@ -24,7 +24,8 @@ are separate kernels that run one after the other, each under its own roofline::
                                                                       T itself otherwise)
     B         = hbm_bw · hbm_read_ceiling                              measured sustained bandwidth per GPU
                                                                       (BabelStream; the datasheet where unmeasured)
-    t_gemm    = max(2·active_params·T_g / F_w,  weight_bytes / (G · B · mbu))
+    t_gemm    = (t_c^p + t_m^p)^(1/p):  t_c = 2·active_params·T_g / F_w,  t_m = weight_bytes / (G · B · mbu),
+                p = GEMM_ROOF_P (1.8, fitted to kernel times by calibration/gemm_roof.py; p → ∞ is max(t_c, t_m))
     t_attn    = max(attn_flops_per_pair·A / F_a,  kv_bytes_per_token·C / (G · B · mbu))
                 (MoE: active = shared + top-k experts;
                  attention per pair 4·L·heads·head_dim, MLA 2·L·heads·(2·rank+rope))
@@ -38,11 +39,14 @@ are separate kernels that run one after the other, each under its own roofline::
 Weights are read once per step whatever the batch: the GEMMs are bandwidth-bound at small batch and become
 compute-bound only at large batch, while decode attention stays bandwidth-bound (it reads every sequence's KV).
 Summing the two kernels' roofs (rather than one max over all FLOPs and bytes) is what keeps a large decode batch
-from hiding its KV reads under GEMM compute — the error that grew with FP4's doubled GEMM rate.
+from hiding its KV reads under GEMM compute — the error that grew with FP4's doubled GEMM rate. The GEMM roof is
+smooth: near the ridge a real kernel reaches neither its peak rate nor its peak bandwidth (DeepGEMM's FP8 kernels
+take ~1.5× the hard roofline's time at the ridge), so the step time rises with ``T`` before the ridge instead of
+staying flat until it. Attention keeps the hard max (no kernel measurement says otherwise).
 
 During a run of decode-only steps with a fixed batch of ``B`` sequences, ``T = B`` and ``A = C = C0 + B·j`` at step
-``j``: ``t_gemm`` is constant and ``t_attn`` is linear in ``j``, so the time of ``n`` such steps has a closed form
-(:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine jump over them.
+``j``: ``t_gemm`` (smooth or not) is constant and ``t_attn`` is linear in ``j``, so the time of ``n`` such steps has
+a closed form (:meth:`StepTimeModel.decode_run_s`), which is what lets the fast engine jump over them.
 """
 
 from __future__ import annotations
@@ -74,6 +78,11 @@ FABRIC_GB_S = 100.0
 #: fused norm, gate-up GEMM + activation, down GEMM): "around a hundred separate kernels" for Llama-3.2-1B's 16
 #: layers (Hazy Research, "Look Ma, No Bubbles!", 2025-05-27), i.e. ~6 per layer; all-reduces are counted apart
 KERNELS_PER_LAYER = 6
+#: shape of the GEMM roof near the ridge: ``t = (t_c^p + t_m^p)^(1/p)`` of the compute and weight-read times, fitted
+#: (p = 1.79, rounded) by ``calibration/gemm_roof.py`` to DeepGEMM's FP8 kernel times at M = 64 … 8,192 on H800
+#: (L2 flushed; ``calibration/data/gemm_m_sweep_deepgemm_h800.csv``): at the ridge a GEMM takes 2^(1/p) ≈ 1.47×
+#: the hard roofline's time, at half or twice the ridge ~1.12×, at a tenth or ten times ≤ 1.3 % more
+GEMM_ROOF_P = 1.8
 
 
 def attention_pairs(new_tokens: int, context_end: int) -> int:
@@ -203,6 +212,7 @@ class StepTimeModel:
     ar_fast_s_const: float = 0.0
     ar_fast_s_per_token: float = 0.0
     ar_ring_s_per_token: float = 0.0
+    gemm_roof_p: float = math.inf  # GEMM roof (t_c^p + t_m^p)^(1/p); inf: the hard max(t_c, t_m)
 
     @classmethod
     def build(
@@ -255,6 +265,7 @@ class StepTimeModel:
             ar_fast_s_const=fast_const,
             ar_fast_s_per_token=fast_tok,
             ar_ring_s_per_token=comm_tok,
+            gemm_roof_p=GEMM_ROOF_P,
         )
         if model.moe is not None:
             terms = moe_terms(gpu, model, weights, kv_cache, cal, layout or Layout(gpus, gpus, 1))
@@ -285,6 +296,17 @@ class StepTimeModel:
         if self.expert_reads is None:
             return self.memory_s_const
         return self.memory_s_const + self.expert_reads.read_s(gemm_tokens)
+
+    def gemm_s(self, gemm_tokens: float) -> float:
+        """GEMM time of a step computing ``gemm_tokens`` tokens: the smooth roof ``(t_c^p + t_m^p)^(1/p)`` of the
+        compute time and the weight read (:data:`GEMM_ROOF_P`; the hard ``max`` when ``gemm_roof_p`` is inf)."""
+        compute = self.compute_s_per_token * gemm_tokens
+        weights = self.weights_s(gemm_tokens)
+        hi = max(compute, weights)
+        p = self.gemm_roof_p
+        if p == math.inf or hi <= 0.0:
+            return hi
+        return hi * (1.0 + (min(compute, weights) / hi) ** p) ** (1.0 / p)
 
     def fixed_s(self, tokens: float) -> float:
         """Per-step time outside the two rooflines: overheads and all-reduces (each all-reduce by the faster of
@@ -349,7 +371,7 @@ class StepTimeModel:
         tg = self.gemm_tokens(tokens, decode_only)
         fixed = self.fixed_s(tokens)
         if self.sequential:
-            gemm = max(self.compute_s_per_token * tg, self.weights_s(tg))
+            gemm = self.gemm_s(tg)
             attn = max(self.compute_s_per_attn_pair * attn_pairs, self.memory_s_per_ctx_token * ctx_tokens)
             return gemm + attn + fixed
         compute = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * attn_pairs
@@ -364,7 +386,7 @@ class StepTimeModel:
         assert spec is not None
         tv = batch * spec.verify_tokens
         tg = self.gemm_tokens(tv, decode_only=True)  # verification replays the decode graphs
-        gemm = max(self.compute_s_per_token * tg, self.weights_s(tg))
+        gemm = self.gemm_s(tg)
         slope = (max(self.compute_s_per_attn_pair * spec.verify_tokens, self.memory_s_per_ctx_token)
                  + spec.draft_s_per_ctx_token)
         fixed = self.fixed_s(tv)
@@ -382,7 +404,7 @@ class StepTimeModel:
         if self.sequential:
             # A = C: the attention roof is max(cpa, mpc)·C, one line; the GEMM roof is a constant
             slope = max(self.compute_s_per_attn_pair, self.memory_s_per_ctx_token)
-            gemm = max(self.compute_s_per_token * tg, self.weights_s(tg))
+            gemm = self.gemm_s(tg)
             a, b = gemm + slope * ctx0, slope * batch
             return a, b, a, b, k
         a1 = self.compute_s_per_token * tg + self.compute_s_per_attn_pair * ctx0

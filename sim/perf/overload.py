@@ -12,9 +12,17 @@ spaced at ``1 / rate``; every request is sent; the client gives up on a request 
 request whose client disconnected: queued → off the queue, running → freed after the step in progress, via
 :meth:`sim.engine.Node.withdraw`). Per stage (requests by send time), over the requests that finished in time:
 ``ttft_p50``, ``e2e_p50``; ``completed_fraction`` = finished in time / sent; ``throughput`` = their output tokens /
-(last answer or give-up of the stage − its first send). Simplifications: the 100–150-token system prompts the
-runs share are not prefix-cached; API-server time is not modelled; output lengths are the requested ones
-(``ignore_eos``).
+(last answer or give-up of the stage − its first send).
+
+Prompts (:class:`PromptSet`): the runs' ``shared_prefix`` data generator builds a *finite* set of prompts (groups ×
+prompts per group; each group shares a system prompt) and cycles through it for the whole run, so with vLLM V1's
+automatic prefix caching (on by default) every prompt after the first cycle is cached but for its last block: the
+node computes 1–16 prompt tokens per request, not the whole prompt. The harness sends each request with its prompt's
+block hashes and the node's prefix cache (:mod:`sim.engine.kv`, vLLM's 16-token grain) decides the hits, evictions
+included (past the knee the running requests' KV can push prompts out). Simplifications: API-server time (HTTP,
+tokenisation, streaming) is not modelled; every prompt has the run's mean length; output lengths are the requested
+ones (``ignore_eos``: vLLM generates ``max_tokens``; the client's own output count re-tokenises the text and reads
+lower).
 
 Every point is held out: no factor is fitted to them (``calibration/fit_factors.py`` reads
 ``published_points.csv`` only).
@@ -41,6 +49,9 @@ from sim.perf.benchmark import NodeSetup
 from sim.perf.catalog import Calibration, get_stack
 from sim.traffic.request import Request, Status
 
+BLOCK_TOKENS = 16
+"""vLLM's KV block size (``CacheConfig.DEFAULT_BLOCK_SIZE``), also its prefix-cache grain: the prefix cache is hashed
+per block here as in vLLM (a hit leaves 1-16 prompt tokens to compute)."""
 LADDER_FILE = "load_ladder_points.csv"
 METRICS = ("ttft_p50", "e2e_p50", "completed_fraction", "throughput")
 
@@ -69,6 +80,10 @@ class LadderPoint(BaseModel):
     duration_s: float = Field(gt=0)
     input_tokens: int = Field(ge=1)
     output_tokens: int = Field(ge=1)
+    prompt_groups: int = Field(ge=1)
+    prompts_per_group: int = Field(ge=1)
+    system_prompt_tokens: int = Field(ge=0)
+    prefix_caching: bool
     metric: Literal["ttft_p50", "e2e_p50", "completed_fraction", "throughput"]
     measured: float = Field(gt=0)
 
@@ -126,11 +141,13 @@ class StageResult:
 
 @dataclass
 class RunOutcome:
-    """Per-stage results of one simulated run and the node's preemption count."""
+    """Per-stage results of one simulated run, the node's preemption count and its prefix-cache hit ratio
+    (prompt tokens served from the cache ÷ prompt tokens, over the requests it admitted)."""
 
     stages: dict[int, StageResult]
     preemptions: int
     timed_out: int
+    cache_hit_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,12 +164,49 @@ class Stage:
         return max(1, round(self.rate_rps * self.duration_s))
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """The finite prompt set ``inference-perf``'s ``shared_prefix`` data generator sends, cycled for the whole run.
+
+    It builds ``groups`` × ``per_group`` prompts once (a system prompt of ``system_tokens`` random tokens per group,
+    then a random question per prompt), shuffles them, and request ``n`` (counted over the whole run) sends prompt
+    ``n mod (groups × per_group)`` of that order. With a prefix cache a prompt sent before is cached but for its
+    last unit: after the first cycle a request's prefill is its last few tokens. ``order_seed`` fixes the shuffle
+    (the source's is unseeded; it only decides which group's system prompt the first cycle shares first).
+    """
+
+    groups: int
+    per_group: int
+    system_tokens: int
+    order_seed: int = 0
+
+    @property
+    def prompts(self) -> int:
+        return self.groups * self.per_group
+
+    def chains(self, prompt_tokens: int, unit_tokens: int) -> list[tuple[int, ...]]:
+        """Each prompt's chained unit hashes (:mod:`sim.engine.kv`), in the order the client sends them: the first
+        ``system_tokens // unit_tokens`` units are its group's, the rest its own (whole units only)."""
+        units = prompt_tokens // unit_tokens
+        shared = min(units, self.system_tokens // unit_tokens)
+        out = []
+        for g in range(self.groups):
+            head = tuple(((g + 1) << 20) | i for i in range(shared))
+            for q in range(self.per_group):
+                out.append(head + tuple(((g + 1) << 40) | ((q + 1) << 20) | i for i in range(shared, units)))
+        order = np.random.default_rng(self.order_seed).permutation(len(out))
+        return [out[i] for i in order]
+
+
 def _fire(fn: Callable[[Request], None], req: Request, _event: simpy.Event) -> None:
     fn(req)
 
 
-def simulate(setup: NodeSetup, stages: Sequence[Stage], timeout_s: float) -> RunOutcome:
-    """Drive one node through ``stages`` back to back with a client that gives up after ``timeout_s``."""
+def simulate(setup: NodeSetup, stages: Sequence[Stage], timeout_s: float,
+             prompts: PromptSet | None = None) -> RunOutcome:
+    """Drive one node through ``stages`` back to back with a client that gives up after ``timeout_s``;
+    ``prompts``: the client's finite prompt set (each request carries its prompt's hashes, which a node with
+    ``engine.prefix_caching`` hits), or None (every prompt new)."""
     env = simpy.Environment()
     node = Node(env, 0, setup.perf, setup.engine, setup.memory.kv_capacity_blocks, setup.max_model_len,
                 lambda _r: None)
@@ -163,6 +217,8 @@ def simulate(setup: NodeSetup, stages: Sequence[Stage], timeout_s: float) -> Run
         t0 += st.duration_s
     reqs: list[tuple[int, Request]] = []
     timed_out = [0]
+    unit = setup.engine.prefix_unit_tokens
+    chains: dict[int, list[tuple[int, ...]]] = {}  # by prompt length (stages of a run share their prompts)
 
     def give_up(req: Request) -> None:
         if req.status in (Status.WAITING, Status.RUNNING) and node.withdraw(req):
@@ -175,6 +231,10 @@ def simulate(setup: NodeSetup, stages: Sequence[Stage], timeout_s: float) -> Run
             if t > env.now:
                 yield env.timeout(t - env.now)
             r = Request(i, t, 0, st.input_tokens, st.output_tokens)
+            if prompts is not None:
+                if st.input_tokens not in chains:
+                    chains[st.input_tokens] = prompts.chains(st.input_tokens, unit)
+                r.prefix = chains[st.input_tokens][i % prompts.prompts]
             reqs.append((k, r))
             node.submit(r)
             env.timeout(timeout_s).callbacks.append(partial(_fire, give_up, r))
@@ -196,12 +256,17 @@ def simulate(setup: NodeSetup, stages: Sequence[Stage], timeout_s: float) -> Run
             throughput_tok_s=sum(r.output_tokens for r in done) / max(end - start, 1e-12),
         )
     preemptions = sum(r.preemptions for _, r in reqs)
-    return RunOutcome(results, preemptions, timed_out[0])
+    admitted = [r for _, r in reqs if r.first_scheduled_s >= 0]
+    prompt = sum(r.prompt_tokens for r in admitted)
+    hit = sum(r.cached_tokens for r in admitted) / prompt if prompt else 0.0
+    return RunOutcome(results, preemptions, timed_out[0], hit)
 
 
 def _run_setup(p: LadderPoint, cal: Calibration) -> NodeSetup:
+    # vLLM V1: chunked prefill always on; automatic prefix caching on by default, at its 16-token block grain
     engine = Engine(max_num_seqs=p.max_num_seqs, max_num_batched_tokens=p.max_num_batched_tokens,
-                    max_model_len=p.max_model_len, chunked_prefill=True)
+                    max_model_len=p.max_model_len, chunked_prefill=True, prefix_caching=p.prefix_caching,
+                    prefix_unit_tokens=BLOCK_TOKENS, block_size=BLOCK_TOKENS)
     return NodeSetup.build(p.gpu, p.model, p.gpus, p.weights, p.kv, engine, calibration=cal, stack=p.stack,
                            source=p.id)
 
@@ -230,9 +295,10 @@ def run(points: Sequence[LadderPoint], calibrations: dict[str, Calibration] | No
         order = sorted(stage_of)
         if order != list(range(len(order))):
             raise ConfigError(first.id, "stage", f"run {name} needs stages 0..{len(order) - 1} (got {order})")
-        out = simulate(_run_setup(first, cal), [stage_of[k] for k in order], first.timeout_s)
+        prompts = PromptSet(first.prompt_groups, first.prompts_per_group, first.system_prompt_tokens)
+        out = simulate(_run_setup(first, cal), [stage_of[k] for k in order], first.timeout_s, prompts)
         report.runs[name] = {"preemptions": out.preemptions, "timed_out": out.timed_out,
-                             "sent": sum(s.sent for s in out.stages.values())}
+                             "sent": sum(s.sent for s in out.stages.values()), "cache_hit": out.cache_hit_ratio}
         for p in pts:
             value = out.stages[p.stage].metric(p.metric)
             err = (value - p.measured) / p.measured * 100.0 if math.isfinite(value) else float("nan")
@@ -278,8 +344,8 @@ def format_report(report: LadderReport) -> str:
         lines.append(f"{r['id'][:44]:44} {r['rate_rps']:6g} {_fmt(r['metric'], r['measured']):>14} "
                      f"{_fmt(r['metric'], r['predicted']):>14} {r['error_pct']:+7.1f}%")
     for name, d in report.runs.items():
-        lines.append(f"run {name}: {d['sent']} sent, {d['timed_out']} timed out, {d['preemptions']} preemptions "
-                     "(simulated)")
+        lines.append(f"run {name}: {d['sent']} sent, {d['timed_out']} timed out, {d['preemptions']} preemptions, "
+                     f"{d['cache_hit']:.0%} of prompt tokens from the prefix cache (simulated)")
     return "\n".join(lines)
 
 
@@ -298,5 +364,6 @@ def markdown_report(report: LadderReport) -> str:
     out.append("")
     for name, d in report.runs.items():
         out.append(f"* `{name}`: {d['sent']} requests sent, {d['timed_out']} timed out, {d['preemptions']} "
-                   "preemptions (simulated; the source does not publish its preemption count)")
+                   f"preemptions, {d['cache_hit']:.1%} of prompt tokens from the prefix cache (simulated; the source "
+                   "publishes neither)")
     return "\n".join(out)
