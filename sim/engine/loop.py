@@ -58,17 +58,6 @@ def _before(a: Entry, b: Entry) -> bool:
     return ea < eb
 
 
-def _push(queue: list[Entry], entry: Entry) -> None:
-    if _COMPILED:
-        sift_push(queue, entry)
-    else:
-        heappush(queue, entry)
-
-
-def _pop(queue: list[Entry]) -> Entry:
-    return sift_pop(queue) if _COMPILED else heappop(queue)
-
-
 def sift_push(queue: list[Entry], entry: Entry) -> None:
     """heapq.heappush(queue, entry) written out, so that compiled it compares the keys natively."""
     pos = len(queue)
@@ -138,13 +127,19 @@ class Environment:
     def schedule(self, event: Any, priority: int = _NORMAL, delay: float = 0) -> None:
         """Schedule ``event`` ``delay`` from now (SimPy calls this for its own events)."""
         self._eid += 1
-        _push(self._queue, (self.now + delay, priority, self._eid, event))
+        if _COMPILED:  # (written out at each use: a helper would cost pure Python a call per event)
+            sift_push(self._queue, (self.now + delay, priority, self._eid, event))
+        else:
+            heappush(self._queue, (self.now + delay, priority, self._eid, event))
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         """Call ``callback(timer)`` ``delay`` from now; ordered as ``timeout(delay)`` created now would be."""
         timer = Timer(callback)
         self._eid += 1
-        _push(self._queue, (self.now + delay, _NORMAL, self._eid, timer))
+        if _COMPILED:
+            sift_push(self._queue, (self.now + delay, _NORMAL, self._eid, timer))
+        else:
+            heappush(self._queue, (self.now + delay, _NORMAL, self._eid, timer))
         return timer
 
     def cancel(self, timer: Timer) -> None:
@@ -186,7 +181,7 @@ class Environment:
         """Process the next event (:class:`simpy.core.EmptySchedule` if there is none)."""
         if not self._queue:
             raise EmptySchedule()
-        t, _, _, event = _pop(self._queue)
+        t, _, _, event = sift_pop(self._queue) if _COMPILED else heappop(self._queue)
         self.now = t
         self._fire(event)
 
@@ -242,9 +237,12 @@ class Environment:
         stop = Timer(_no_op)  # SimPy's until event: urgent, so it comes before the normal events at ``at``
         self._eid += 1
         queue = self._queue
-        _push(queue, (at, _URGENT, self._eid, stop))
+        if _COMPILED:
+            sift_push(queue, (at, _URGENT, self._eid, stop))
+        else:
+            heappush(queue, (at, _URGENT, self._eid, stop))
         while True:  # the stop entry is in the queue: it cannot run dry first
-            entry = _pop(queue)
+            entry = sift_pop(queue) if _COMPILED else heappop(queue)
             t: float = entry[0]
             event = entry[3]
             self.now = t
