@@ -17,8 +17,8 @@ from sim.perf import overload
 from sim.perf.benchmark import NodeSetup
 
 HEADER = ("id,run,stage,source,stack,gpu,gpus,model,weights,kv,max_num_seqs,max_num_batched_tokens,max_model_len,"
-          "arrivals,timeout_s,rate_rps,duration_s,input_tokens,output_tokens,prompt_groups,prompts_per_group,"
-          "system_prompt_tokens,prefix_caching,metric,measured\n")
+          "arrivals,timeout_s,rate_rps,duration_s,input_tokens,output_tokens,client_output_tokens,prompt_groups,"
+          "prompts_per_group,system_prompt_tokens,prefix_caching,metric,measured\n")
 
 
 def _setup() -> NodeSetup:
@@ -101,6 +101,16 @@ def test_fast_and_reference_engines_agree_on_a_cached_overloaded_ladder(monkeypa
     assert fast.stages[0].e2e_p50_s == pytest.approx(ref.stages[0].e2e_p50_s, rel=1e-9)
 
 
+def test_throughput_is_counted_in_the_clients_tokens() -> None:
+    """The node generates ``output_tokens`` per answer; the published throughput counts what the client re-tokenises
+    (fewer on random text): the same run, counted by a client that reads half, has half the throughput and
+    nothing else changes."""
+    node = overload.simulate(_setup(), [overload.Stage(2.0, 20.0, 256, 32)], timeout_s=60.0).stages[0]
+    client = overload.simulate(_setup(), [overload.Stage(2.0, 20.0, 256, 32, 16.0)], timeout_s=60.0).stages[0]
+    assert client.throughput_tok_s == pytest.approx(node.throughput_tok_s / 2)
+    assert (client.completed, client.ttft_p50_s, client.e2e_p50_s) == (node.completed, node.ttft_p50_s, node.e2e_p50_s)
+
+
 def test_stages_run_back_to_back() -> None:
     out = overload.simulate(_setup(), [overload.Stage(1.0, 5.0, 128, 8), overload.Stage(4.0, 5.0, 128, 8)], 60.0)
     assert (out.stages[0].sent, out.stages[1].sent) == (5, 20)
@@ -113,7 +123,7 @@ def _write(tmp_path: Path, rows: list[str]) -> Path:
 
 
 ROW = ("a,r,0,src,nvidia-vllm,H100-SXM,1,Llama-3.1-8B,bf16,bf16,16,2048,4096,constant,{timeout},{rate},10,256,"
-       "{out},10,10,100,true,{metric},{measured}")
+       "{out},{out},10,10,100,true,{metric},{measured}")
 
 
 def test_bad_cell_names_line_and_field(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ spaced at ``1 / rate``; every request is sent; the client gives up on a request 
 request whose client disconnected: queued → off the queue, running → freed after the step in progress, via
 :meth:`sim.engine.Node.withdraw`). Per stage (requests by send time), over the requests that finished in time:
 ``ttft_p50``, ``e2e_p50``; ``completed_fraction`` = finished in time / sent; ``throughput`` = their output tokens /
-(last answer or give-up of the stage − its first send).
+(last answer or give-up of the stage − its first send), in the client's count (``client_output_tokens`` per answer:
+inference-perf re-tokenises the streamed text, 1,101 tokens per 1,448-token answer on Llama-2-7B).
 
 Prompts (:class:`PromptSet`): the runs' ``shared_prefix`` data generator builds a *finite* set of prompts (groups ×
 prompts per group; each group shares a system prompt) and cycles through it for the whole run, so with vLLM V1's
@@ -21,8 +22,7 @@ node computes 1–16 prompt tokens per request, not the whole prompt. The harnes
 block hashes and the node's prefix cache (:mod:`sim.engine.kv`, vLLM's 16-token grain) decides the hits, evictions
 included (past the knee the running requests' KV can push prompts out). Simplifications: API-server time (HTTP,
 tokenisation, streaming) is not modelled; every prompt has the run's mean length; output lengths are the requested
-ones (``ignore_eos``: vLLM generates ``max_tokens``; the client's own output count re-tokenises the text and reads
-lower).
+ones (``ignore_eos``: vLLM generates ``max_tokens``; only the throughput is converted to the client's count).
 
 Every point is held out: no factor is fitted to them (``calibration/fit_factors.py`` reads
 ``published_points.csv`` only).
@@ -80,6 +80,7 @@ class LadderPoint(BaseModel):
     duration_s: float = Field(gt=0)
     input_tokens: int = Field(ge=1)
     output_tokens: int = Field(ge=1)
+    client_output_tokens: float = Field(gt=0)
     prompt_groups: int = Field(ge=1)
     prompts_per_group: int = Field(ge=1)
     system_prompt_tokens: int = Field(ge=0)
@@ -113,8 +114,8 @@ def read_points(path: Path) -> list[LadderPoint]:
     seen: dict[tuple[str, int], LadderPoint] = {}
     for p in out:
         first = seen.setdefault((p.run, p.stage), p)
-        if (first.rate_rps, first.duration_s, first.input_tokens, first.output_tokens) != (
-                p.rate_rps, p.duration_s, p.input_tokens, p.output_tokens):
+        if (first.rate_rps, first.duration_s, first.input_tokens, first.output_tokens, first.client_output_tokens) != (
+                p.rate_rps, p.duration_s, p.input_tokens, p.output_tokens, p.client_output_tokens):
             raise ConfigError(str(path), f"id {p.id}", f"stage {p.stage} of run {p.run} has other settings than row "
                               f"{first.id}")
     return out
@@ -152,12 +153,15 @@ class RunOutcome:
 
 @dataclass(frozen=True)
 class Stage:
-    """One load stage: ``requests`` evenly spaced over ``duration_s``, of fixed lengths."""
+    """One load stage: ``requests`` evenly spaced over ``duration_s``, of fixed lengths. ``client_output_tokens``:
+    what the client counts per answer (inference-perf re-tokenises the streamed text, which reads other than the
+    ``output_tokens`` the node generates); the stage's throughput is in the client's tokens (None: the node's)."""
 
     rate_rps: float
     duration_s: float
     input_tokens: int
     output_tokens: int
+    client_output_tokens: float | None = None
 
     @property
     def requests(self) -> int:
@@ -249,11 +253,13 @@ def simulate(setup: NodeSetup, stages: Sequence[Stage], timeout_s: float,
         end = max(r.finish_s if r.finish_s >= 0 else r.arrival_s + timeout_s for r in mine)
         ttft = np.array([r.first_token_s - r.arrival_s for r in done])
         e2e = np.array([r.finish_s - r.arrival_s for r in done])
+        st = stages[k]
+        counted = st.client_output_tokens if st.client_output_tokens is not None else st.output_tokens
         results[k] = StageResult(
             sent=len(mine), completed=len(done),
             ttft_p50_s=float(np.median(ttft)) if done else float("nan"),
             e2e_p50_s=float(np.median(e2e)) if done else float("nan"),
-            throughput_tok_s=sum(r.output_tokens for r in done) / max(end - start, 1e-12),
+            throughput_tok_s=len(done) * counted / max(end - start, 1e-12) if done else 0.0,
         )
     preemptions = sum(r.preemptions for _, r in reqs)
     admitted = [r for _, r in reqs if r.first_scheduled_s >= 0]
@@ -291,7 +297,8 @@ def run(points: Sequence[LadderPoint], calibrations: dict[str, Calibration] | No
     for name, pts in by_run.items():
         first = pts[0]
         cal = (calibrations or {}).get(first.stack) or get_stack(first.stack, first.id, "stack").calibration
-        stage_of = {p.stage: Stage(p.rate_rps, p.duration_s, p.input_tokens, p.output_tokens) for p in pts}
+        stage_of = {p.stage: Stage(p.rate_rps, p.duration_s, p.input_tokens, p.output_tokens, p.client_output_tokens)
+                    for p in pts}
         order = sorted(stage_of)
         if order != list(range(len(order))):
             raise ConfigError(first.id, "stage", f"run {name} needs stages 0..{len(order) - 1} (got {order})")
