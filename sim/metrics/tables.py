@@ -52,7 +52,7 @@ from sim.metrics.slo import class_targets, meets_targets, verdict, windows_table
 from sim.metrics.summary import Summary
 from sim.perf.capacity import load_section
 from sim.runner.simulation import SimResult
-from sim.traffic.request import Handoff, Status
+from sim.traffic.request import FLOAT_COLUMNS, INT_COLUMNS, Handoff, Status, record_columns
 
 PCTS = (50, 90, 95, 99)
 STATUS_CATEGORIES = ["completed", "rejected", "spilled", "failed", "in_flight", "timed_out"]
@@ -62,49 +62,52 @@ _STATUS_CODE = np.array(
      else STATUS_CATEGORIES.index("in_flight") for s in Status],
     dtype=np.int64,
 )
+_CHUNK_ROWS = 16384  # records read into Python lists at a time (the lists of every row would hold ~0.5 KB a row)
 
 
 def requests_table(result: SimResult) -> pd.DataFrame:
     """One row per arrived request, columns with units."""
     reqs = result.requests
     n = len(reqs)
-    arrival = np.fromiter((r.arrival_s for r in reqs), float, n)
-    sched = np.fromiter((r.first_scheduled_s for r in reqs), float, n)
-    first = np.fromiter((r.first_token_s for r in reqs), float, n)
-    finish = np.fromiter((r.finish_s for r in reqs), float, n)
-    out = np.fromiter((r.output_tokens for r in reqs), np.int64, n)
-    status = np.fromiter((int(r.status) for r in reqs), np.int64, n)
+    fcol = np.empty((len(FLOAT_COLUMNS), n), dtype=float)
+    icol = np.empty((len(INT_COLUMNS), n), dtype=np.int64)
+    for lo in range(0, n, _CHUNK_ROWS):  # one pass over the records (compiled by `make native`), chunk by chunk
+        hi = min(n, lo + _CHUNK_ROWS)
+        fl, il = record_columns(reqs, lo, hi)
+        fcol[:, lo:hi] = np.array(fl, dtype=float).reshape(hi - lo, len(FLOAT_COLUMNS)).T
+        icol[:, lo:hi] = np.array(il, dtype=np.int64).reshape(hi - lo, len(INT_COLUMNS)).T
+    arrival, sched, first, finish, spill, api_cost = fcol
+    (rid, class_idx, node, status, prompt, out, cached, preemptions, retries, via_api, api_attempts, api_429s,
+     api_errors) = icol
     completed = (status == int(Status.COMPLETED)) | (status == int(Status.SPILLED))  # served: fleet or API
     nan = np.nan
     ttft = np.where(first >= 0, first - arrival, nan)
     e2e = np.where(completed, finish - arrival, nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
-    classes = pd.Categorical.from_codes(
-        np.fromiter((r.class_idx for r in reqs), np.int64, n), categories=pd.Index(result.class_names)
-    )
+    classes = pd.Categorical.from_codes(class_idx, categories=pd.Index(result.class_names))
     frame = pd.DataFrame(
         {
-            "request_id": np.fromiter((r.rid for r in reqs), np.int64, n),
+            "request_id": rid,
             "arrival_s": arrival,
             "class": classes,
-            "node": np.fromiter((r.node for r in reqs), np.int64, n),
-            "served_by": np.where(np.fromiter((r.via_api for r in reqs), bool, n), "api", "fleet"),
-            "input_tokens": np.fromiter((r.prompt_tokens for r in reqs), np.int64, n),
+            "node": node,
+            "served_by": np.where(via_api != 0, "api", "fleet"),
+            "input_tokens": prompt,
             "output_tokens": out,
-            "cached_tokens": np.fromiter((r.cached_tokens for r in reqs), np.int64, n),
+            "cached_tokens": cached,
             "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=pd.Index(STATUS_CATEGORIES)),
             "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
             "ttft_s": ttft,
             "tpot_s": tpot,
             "e2e_s": e2e,
-            "preemptions": np.fromiter((r.preemptions for r in reqs), np.int64, n),
-            "retries": np.fromiter((r.retries for r in reqs), np.int64, n),
-            "spilled_at_s": np.fromiter((r.spill_s if r.spill_s >= 0 else nan for r in reqs), float, n),
-            "api_attempts": np.fromiter((r.api_attempts for r in reqs), np.int64, n),
-            "api_429s": np.fromiter((r.api_429s for r in reqs), np.int64, n),
-            "api_errors": np.fromiter((r.api_errors for r in reqs), np.int64, n),
-            "api_cost_usd": np.fromiter((r.api_cost_usd for r in reqs), float, n),
+            "preemptions": preemptions,
+            "retries": retries,
+            "spilled_at_s": np.where(spill >= 0, spill, nan),
+            "api_attempts": api_attempts,
+            "api_429s": api_429s,
+            "api_errors": api_errors,
+            "api_cost_usd": api_cost,
         }
     )
     if result.scenario.fleet.pooled and result.layout is not None:  # the pool of the node that last had it
