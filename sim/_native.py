@@ -22,7 +22,7 @@ from typing import Any
 # the hot path of a run: compiled together (they call each other natively)
 MODULES = ["sim.engine.node", "sim.engine.plan", "sim.engine.kv", "sim.engine.common", "sim.engine.admission",
            "sim.traffic.request", "sim.perf.model", "sim.fleet.router",
-           "sim.engine.loop"]
+           "sim.engine.loop", "sim.fleet.fleet"]
 # importing one of these means a simulation is about to run: where a stale build says so
 ENGINE_ENTRY = frozenset({"sim.engine.node", "sim.engine.loop"})
 NATIVE_DIR = ".native"

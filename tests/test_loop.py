@@ -77,3 +77,38 @@ def test_a_failing_process_raises_as_in_simpy():
         env.run()
     with pytest.raises(ValueError, match="must be greater"):
         env.run(until=0.5)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.sampled_from([0.0, 0.5, 1.0, 2.5]), st.integers(0, 1)),
+                    max_size=60))
+def test_own_heap_pops_in_heapq_order(ops):
+    """The loop's sift functions (used when compiled) pop the same entries in the same order as heapq."""
+    import heapq
+
+    from sim.engine.loop import sift_pop, sift_push
+
+    ours: list = []
+    ref: list = []
+    for eid, (push, t, prio) in enumerate(ops):
+        if push or not ref:
+            entry = (t, prio, eid, None)
+            sift_push(ours, entry)
+            heapq.heappush(ref, entry)
+        else:
+            assert sift_pop(ours) == heapq.heappop(ref)
+    while ref:
+        assert sift_pop(ours) == heapq.heappop(ref)
+    assert ours == []
+
+
+def test_cancelled_timers_are_dropped_when_they_pile_up():
+    """Cancelled timers leave the queue once they are most of it; the live ones still fire, in order."""
+    env = Environment()
+    fired: list[float] = []
+    timers = [env.call_later(float(k), lambda _e: fired.append(env.now)) for k in range(1, 201)]
+    for t in timers[::2] + timers[1:100:2]:
+        env.cancel(t)
+    assert len(env._queue) < 120  # compacted (150 cancelled of 200)
+    env.run()
+    assert fired == [float(k) for k in range(102, 201, 2)]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from scenarios import make_scenario
 
-import sim.fleet.fleet
-from sim.fleet.router import LeastWork
+import sim.runner.simulation
+from sim.fleet.fleet import FleetManager
+from sim.fleet.router import LeastWork, make_router
 from sim.runner.simulation import simulate
 from sim.traffic.request import Request
 
@@ -38,12 +41,12 @@ class CheckedLeastWork(LeastWork):
 
 @pytest.fixture
 def checked(monkeypatch):
-    real = sim.fleet.fleet.make_router
-
     def make(policy, nodes, rng, spec=None, env=None, speed=None):
-        return CheckedLeastWork(nodes) if policy == "least_work" else real(policy, nodes, rng, spec, env, speed)
+        return CheckedLeastWork(nodes) if policy == "least_work" else make_router(policy, nodes, rng, spec, env, speed)
 
-    monkeypatch.setattr(sim.fleet.fleet, "make_router", make)
+    # the fleet takes its router factory as an argument (sim.fleet.fleet is compiled by `make native`: a patched
+    # module attribute would not be seen)
+    monkeypatch.setattr(sim.runner.simulation, "FleetManager", functools.partial(FleetManager, router_factory=make))
     CheckedLeastWork.picks = 0
     return CheckedLeastWork
 

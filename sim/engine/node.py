@@ -662,7 +662,9 @@ class Node:
         (its callbacks set to None by SimPy) is left alone."""
         # Any: SimPy's hints call its callbacks a list, None once fired (`make native` turns typed reads into checks)
         timer: Any = self._timer
-        if timer is not None:
+        if self._loop is not None and timer is not None:
+            self._loop.cancel(timer)  # the loop drops cancelled timers from its queue when they pile up
+        elif timer is not None:
             callbacks = timer.callbacks
             if callbacks:
                 callbacks.clear()

@@ -22,12 +22,13 @@ waits in the fleet-level queue.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 
 import numpy as np
 import simpy
 
+from sim.core.config import Router as RouterSpec
 from sim.core.config import Scenario
 from sim.engine.protocol import NodeEngine, NodeFactory
 from sim.fleet.pools import ON_DEMAND, RESERVED, SPOT, PoolLayout, pool_layout
@@ -37,6 +38,8 @@ from sim.traffic.request import Request
 __all__ = ["ON_DEMAND", "RESERVED", "SPOT", "FleetManager", "Slot", "SlotState"]
 
 SpeedFn = Callable[[NodeEngine], float]
+RouterFactory = Callable[[str, Sequence[NodeEngine], np.random.Generator, RouterSpec | None, simpy.Environment | None,
+                          SpeedFn | None], Router]
 
 
 class SlotState(StrEnum):
@@ -137,8 +140,11 @@ class FleetManager:
         rng_spot: np.random.Generator,
         layout: PoolLayout | None = None,
         speed: SpeedFn | None = None,
+        router_factory: RouterFactory = make_router,
     ) -> None:
-        """``speed(node)``: the node's speed for the weighted routers (tokens/s of its pool for the traffic mix)."""
+        """``speed(node)``: the node's speed for the weighted routers (tokens/s of its pool for the traffic mix);
+        ``router_factory``: builds each router (:func:`sim.fleet.router.make_router`'s signature; tests pass their
+        own, since the compiled module calls ``make_router`` directly)."""
         self.env = env
         self.sc = scenario
         self.make_node = make_node
@@ -151,7 +157,7 @@ class FleetManager:
         policy = scenario.router.policy
 
         def make(nodes: list[NodeEngine]) -> Router:
-            return make_router(policy, nodes, rng_router, scenario.router, env, speed)
+            return router_factory(policy, nodes, rng_router, scenario.router, env, speed)
 
         overflow = scenario.router.overflow_max_waiting if scenario.router.pool_mode == "overflow" else None
         n_groups = len(self.layout.group_models)

@@ -151,3 +151,38 @@ class Request:
             f"Request({self.rid}, t={self.arrival_s:.3f}, P={self.prompt_tokens}, O={self.output_tokens}, "
             f"status={self.status.name})"
         )
+
+
+# the per-request table's columns read from the records (sim.metrics.tables.requests_table), in this order
+FLOAT_COLUMNS = ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s", "spill_s", "api_cost_usd")
+INT_COLUMNS = ("rid", "class_idx", "node", "status", "prompt_tokens", "output_tokens", "cached_tokens", "preemptions",
+               "retries", "via_api", "api_attempts", "api_429s", "api_errors")
+
+
+def record_columns(reqs: list[Request], start: int, stop: int) -> tuple[list[float], list[int]]:
+    """The values of :data:`FLOAT_COLUMNS` and :data:`INT_COLUMNS` of ``reqs[start:stop]``, row after row, in two flat
+    lists (one pass over the records; compiled by ``make native``, where it reads the records natively)."""
+    fl: list[float] = []
+    il: list[int] = []
+    for i in range(start, stop):
+        r = reqs[i]
+        fl.append(r.arrival_s)
+        fl.append(r.first_scheduled_s)
+        fl.append(r.first_token_s)
+        fl.append(r.finish_s)
+        fl.append(r.spill_s)
+        fl.append(r.api_cost_usd)
+        il.append(r.rid)
+        il.append(r.class_idx)
+        il.append(r.node)
+        il.append(int(r.status))
+        il.append(r.prompt_tokens)
+        il.append(r.output_tokens)
+        il.append(r.cached_tokens)
+        il.append(r.preemptions)
+        il.append(r.retries)
+        il.append(1 if r.via_api else 0)
+        il.append(r.api_attempts)
+        il.append(r.api_429s)
+        il.append(r.api_errors)
+    return fl, il
