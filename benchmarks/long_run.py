@@ -7,10 +7,12 @@ On a small machine, run fewer days (``--days 1``) and read the extrapolated line
 
     .venv/bin/python benchmarks/long_run.py --days 1 [--requests-parquet /tmp/req.parquet]
 
-``--slices K [--workers W]`` runs the horizon as K time slices (``capsim run --stream --no-report --slices K``,
-summary only) on W local worker processes and prints each slice's requests, CPU seconds and worker peak RSS, the
-CPU time of the whole run (this process and its workers) and the wall time the run would take on N free cores,
-estimated from the per-slice figures (the slices in longest-first order on N cores, plus the merge).
+For the issue's one-command benchmark (wall, CPU and the whole process tree's memory through ``capsim run``) see
+``benchmarks/week.py``. ``--slices K [--workers W]`` runs the horizon as K time slices
+(``capsim run --stream --no-report --slices K``, summary only) on W local worker processes and prints each slice's
+requests, CPU seconds and worker peak RSS, the CPU time of the whole run (this process and its workers) and the
+wall time the run would take on N free cores, estimated from the per-slice figures (the slices in longest-first
+order on N cores, plus the merge).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from sim.core.config import load_scenario  # noqa: E402
 from sim.metrics.streaming import run_streaming  # noqa: E402
 from sim.runner.executor import ExecutorSpec  # noqa: E402
-from sim.runner.slices import merge_streamed, plan_slices, run_slices  # noqa: E402
+from sim.runner.slices import plan_slices, run_slices, streamed_fold  # noqa: E402
 
 TARGET_REQUESTS = 30_000_000
 WEEK_S = 7 * 86400.0
@@ -78,7 +80,7 @@ def some_slices(sc: object, args: argparse.Namespace) -> None:
     print(f"  {plan.describe()}; only slices {args.only}", flush=True)
     for k in map(int, args.only.split(",")):
         w = plan.windows[k]
-        p = run_slice((sc, w, True))  # type: ignore[arg-type]
+        p = run_slice((sc, w, True, None))  # type: ignore[arg-type]
         own, m = p.result.tally.arrived, int(p.result.series.fleet("arrivals").sum())
         print(f"  slice {k}: [{w.keep_from_s / 3600:6.1f} h, {w.keep_to_s / 3600:6.1f} h) {own:,} own requests "
               f"({m:,} simulated), {p.cpu_s:7.1f} CPU-s ({1e6 * p.cpu_s / max(m, 1):.1f} µs/simulated request), "
@@ -90,24 +92,26 @@ def sliced(sc: object, args: argparse.Namespace) -> None:
     t0, c0 = time.perf_counter(), cpu_s()
     plan = plan_slices(sc, args.slices, args.slice_warmup_s, balance=not args.equal_time_bounds)  # type: ignore[arg-type]
     print(f"  {plan.describe()}", flush=True)
-    parts = run_slices(sc, plan, ExecutorSpec(workers=args.workers), streamed=True)  # type: ignore[arg-type]
+    fold = run_slices(sc, plan, ExecutorSpec(workers=args.workers), streamed=True)  # type: ignore[arg-type]
     t1, c1 = time.perf_counter(), cpu_s()
-    out = merge_streamed(sc, plan, parts)
+    out = streamed_fold(fold, node_table=False)  # summary only, as `capsim run --stream --no-report`
     merge_wall, merge_cpu = time.perf_counter() - t1, cpu_s() - c1
     wall, cpu = time.perf_counter() - t0, cpu_s() - c0
     n = out.summary.requests.arrived
+    figs = [f for f in fold.figures if f is not None]
     simulated = 0
-    for k, (p, w) in enumerate(zip(parts, plan.windows)):
-        own, m = p.result.tally.arrived, int(p.result.series.fleet("arrivals").sum())  # m: warm-up and tail too
-        simulated += m
+    for k, (f, w) in enumerate(zip(figs, plan.windows)):
+        simulated += f.simulated  # warm-up and tail too
         print(f"  slice {k}: [{w.keep_from_s / 3600:6.1f} h, {w.keep_to_s / 3600:6.1f} h) warm-up "
-              f"{w.keep_from_s - w.start_s:5.0f} s, {own:,} own requests ({m:,} simulated), {p.cpu_s:7.1f} CPU-s "
-              f"({1e6 * p.cpu_s / max(m, 1):.1f} µs/simulated request), worker peak RSS {p.peak_rss_mb:,.0f} MB")
-    costs = [p.cpu_s for p in parts]
+              f"{w.keep_from_s - w.start_s:5.0f} s, {f.own:,} own requests ({f.simulated:,} simulated), "
+              f"{f.cpu_s:7.1f} CPU-s ({1e6 * f.cpu_s / max(f.simulated, 1):.1f} µs/simulated request), worker peak "
+              f"RSS {f.peak_rss_mb:,.0f} MB")
+    costs = [f.cpu_s for f in figs]
     print(f"requests        {n:,} arrived, {out.summary.requests.completed:,} completed; {simulated:,} simulated "
           f"(+{100 * (simulated / max(n, 1) - 1):.1f} % warm-up and tail)")
-    print(f"wall time       {wall:,.1f} s on {args.workers} worker(s) (merge {merge_wall:.1f} s); CPU {cpu:,.1f} s "
-          f"(slices {sum(costs):,.1f}, merge {merge_cpu:.1f}) → {n / cpu:,.0f} requests per CPU-second")
+    print(f"wall time       {wall:,.1f} s on {args.workers} worker(s) (final merge {merge_wall:.1f} s); "
+          f"CPU {cpu:,.1f} s "
+          f"(slices {sum(costs):,.1f}, final merge {merge_cpu:.1f}) → {n / cpu:,.0f} requests per CPU-second")
     print(f"RSS             this process peak {peak_rss_mb():,.0f} MB, workers peak {children_peak_rss_mb():,.0f} MB")
     lat = out.summary.latency
     assert lat.ttft_s.p95 is not None and lat.tpot_s.p95 is not None

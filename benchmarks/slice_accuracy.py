@@ -28,7 +28,7 @@ from sim.core.config import load_scenario  # noqa: E402
 from sim.metrics.streaming import run_streaming  # noqa: E402
 from sim.metrics.summary import Summary  # noqa: E402
 from sim.runner.executor import ExecutorSpec  # noqa: E402
-from sim.runner.slices import merge_streamed, plan_slices, run_slices  # noqa: E402
+from sim.runner.slices import plan_slices, run_slices, streamed_fold  # noqa: E402
 
 RATE_PER_NODE = 4.96  # the week's 49.6 req/s mean on 10 nodes
 PLACEMENTS = {"inside": 0, "boundary": 2}  # traffic.start_hour: peak at 20 h or at 18 h into the day
@@ -73,8 +73,7 @@ def main() -> None:
                 plan = plan_slices(sc, args.slices, None if wu == "auto" else float(wu),
                                    balance=not args.equal_time_bounds)
                 c0 = time.process_time()
-                parts = run_slices(sc, plan, ExecutorSpec(workers=1), streamed=True)
-                out = merge_streamed(sc, plan, parts)
+                out = streamed_fold(run_slices(sc, plan, ExecutorSpec(workers=1), streamed=True))
                 cpu = time.process_time() - c0
                 f1 = figures(out.summary)
                 assert out.summary.requests.arrived == whole.summary.requests.arrived

@@ -78,6 +78,24 @@ def test_streamed_slices_reaching_back_to_zero_merge_to_the_streamed_run():
         assert _close(a[key], b[key]), key  # means summed in another order: equal to the last bits
 
 
+def test_summary_only_slices_skip_the_node_table_and_fold_in_any_order():
+    """A summary-only run (``--stream --no-report``) does not build the per-node table, and the summary is the same
+    byte for byte; slices folded in the order they finish give the run folded in slice order."""
+    from sim.runner.slices import SliceFold, run_slice, streamed_fold
+
+    sc = _scenario()
+    plan = plan_slices(sc, 3)
+    full = run_sliced_streaming(sc, plan, IN_PROCESS)
+    lean = run_sliced_streaming(sc, plan, IN_PROCESS, node_table=False)
+    assert lean.timeseries_nodes.empty and not full.timeseries_nodes.empty
+    assert json.dumps(lean.summary.to_json()) == json.dumps(full.summary.to_json())
+    fold = SliceFold(sc, plan.windows, release=True)
+    for k in (2, 0, 1):
+        fold.add(k, run_slice((sc, plan.windows[k], True, None)))
+    assert json.dumps(streamed_fold(fold).summary.to_json()) == json.dumps(full.summary.to_json())
+    assert fold.figures[0] is not None and fold.figures[0].own > 0
+
+
 def _close(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
@@ -135,6 +153,23 @@ def test_bounds_fall_at_equal_expected_arrivals_on_the_step_grid():
     assert [w.keep_from_s for w in plan_slices(sc, 3).windows] == [0.0, 1200.0, 1800.0]
     assert slice_bounds(sc, 3, balance=False) == [0.0, 1200.0, 2400.0, 3600.0]
     assert slice_bounds(sc, 60) == sorted(set(slice_bounds(sc, 60)))  # strictly increasing, even at one step each
+
+
+def test_a_replayed_traces_bounds_fall_at_equal_actual_arrivals(tmp_path):
+    """A trace has no λ(t): its bounds come from its arrivals as the run replays them. 600 requests in the first
+    300 s and 200 over the next 900: four slices of exactly 200 own arrivals each (bounds at 100, 200 and 300 s),
+    where equal times would give 600, 67, 67 and 66."""
+    times = np.concatenate([np.arange(600) * 0.5, 300.0 + np.arange(200) * 4.5])
+    trace = tmp_path / "burst.csv"
+    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                     + "".join(f"{t},200,20\n" for t in times))
+    sc = make_scenario(**{"duration_s": 1200, "warmup_s": 0, "output.sample_interval_s": 10.0,
+                          "traffic": {"trace": {"file": str(trace)}, "classes": [{"name": "chat", "share": 1.0}]}})
+    plan = plan_slices(sc, 4)
+    assert [w.keep_from_s for w in plan.windows] == [0.0, 100.0, 200.0, 300.0] and plan.bounds == "equal arrivals"
+    own = [sum(int(w.keeps(t)) for t in times) for w in plan.windows]
+    assert own == [200, 200, 200, 200]
+    assert slice_bounds(sc, 4, balance=False) == [0.0, 300.0, 600.0, 900.0, 1200.0]
 
 
 def _chunks(times: np.ndarray, size: int):
@@ -223,7 +258,8 @@ def test_pooled_slices_reaching_back_to_zero_reproduce_the_pools_sections():
 @pytest.mark.parametrize("split, parts, unit", [(["--slices", "3"], 3, "slices"), (["--shards", "2"], 2, "cells")])
 def test_split_runs_report_progress_as_their_parts_finish(split, parts, unit, monkeypatch):
     """Sliced and sharded runs show progress (the project's rule for commands that can run long): parts done of
-    the total as they finish, and for slices the simulated time they cover."""
+    the total as they finish, and for slices the simulated time they cover — in this process, also while a slice
+    runs (fractions of a slice), not only at its end."""
     calls = []
 
     class Recorder:
@@ -241,9 +277,12 @@ def test_split_runs_report_progress_as_their_parts_finish(split, parts, unit, mo
                                     "traffic.rate_rps=10", "--set", "fleet.nodes=2", *split, "--workers", "1"])
     assert res.exit_code == 0, res.output
     mine = [c for c in calls if c[0] == unit]
-    assert [c[1] for c in mine] == list(range(parts + 1)) and {c[2] for c in mine} == {parts}
+    done = [c[1] for c in mine]
+    assert [d for d in done if d == int(d)] == list(range(parts + 1)) and {c[2] for c in mine} == {parts}
+    assert done == sorted(done)
     if unit == "slices":
         assert mine[-1][3] == "90 of 90 s simulated"
+        assert any(0 < d < 1 for d in done) and any(2 < d < 3 for d in done)  # the first and the last slice move
 
 
 def test_dry_run_accounts_for_slices_and_cells():

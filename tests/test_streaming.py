@@ -214,3 +214,34 @@ def test_histogram_edges():
     q = h.quantiles([0, 100])
     assert q[0] == 0.0 and q[1] == 10.0  # below min → 0, overflow → max_value
     assert math.isclose(h.quantiles([75])[0], 1.0, rel_tol=h.rel_error)
+
+
+@pytest.mark.parametrize("which", ["busy", "spilling"])
+def test_the_lean_table_a_summary_only_run_reduces_is_the_full_table_less_the_unread_columns(which, request):
+    """Without a Parquet file the collector tabulates each chunk without the columns its reduction never reads;
+    the rest is the full table, column for column (rejected and spilled requests, NaNs included)."""
+    from sim.metrics.tables import LEAN_SKIPPED, requests_table
+
+    res = run_scenario(request.getfixturevalue(which)).result
+    full, lean = requests_table(res), requests_table(res, lean=True)
+    assert (full["status"] == "rejected").any() and full["ttft_s"].isna().any()
+    assert list(lean.columns) == [c for c in full.columns if c not in LEAN_SKIPPED]
+    assert lean.equals(full.drop(columns=list(LEAN_SKIPPED)))
+
+
+@pytest.mark.parametrize("which", ["busy", "pooled"])
+def test_requests_tabulated_early_reduce_to_the_same_summary_and_file(which, request, tmp_path, monkeypatch):
+    """The collector tabulates finished requests every SUB_ROWS (dropping the objects) and reduces every chunk_rows:
+    the chunks, so the summary and the Parquet file, are those of tabulating each chunk at once."""
+    import json
+
+    import sim.metrics.streaming as streaming
+
+    sc = request.getfixturevalue(which)
+    once = run_streaming(sc, tmp_path / "a.parquet", chunk_rows=97)
+    monkeypatch.setattr(streaming, "SUB_ROWS", 7)
+    early = run_streaming(sc, tmp_path / "b.parquet", chunk_rows=97)
+    lean = run_streaming(sc, None, chunk_rows=97)
+    a, b, c = (json.dumps(x.summary.to_json()) for x in (once, early, lean))
+    assert a == b == c
+    assert pd.read_parquet(tmp_path / "a.parquet").equals(pd.read_parquet(tmp_path / "b.parquet"))

@@ -303,7 +303,7 @@ def _run_sharded(sc: Scenario, shards: int, workers: int | None, scheduler: str 
 
     spec = ExecutorSpec(workers=workers or min(shards, default_workers()), scheduler=scheduler)
     click.echo(f"capsim run: {shards} cell(s) on {spec.describe()}", err=True)
-    on_done, stop = parts_progress("cells", shards)
+    on_done, stop, _ = parts_progress("cells", shards)
     runner = run_sharded_streaming if stream else run_sharded
     return _run_split(lambda: runner(sc, shards, spec, on_done), stop, stream, no_report, out_dir)
 
@@ -337,9 +337,12 @@ def _run_sliced(sc: Scenario, plan: SlicePlan, spec: ExecutorSpec, stream: bool,
 
     click.echo(f"capsim run: {plan.describe()} on {spec.describe()}", err=True)
     slices = len(plan.windows)
-    on_done, stop = parts_progress("slices", slices, [w.keep_to_s - w.keep_from_s for w in plan.windows])
-    runner = run_sliced_streaming if stream else run_sliced
-    return _run_split(lambda: runner(sc, plan, spec, on_done), stop, stream, no_report, out_dir)
+    on_done, stop, on_clock = parts_progress("slices", slices, [w.keep_to_s - w.keep_from_s for w in plan.windows],
+                                             [w.keep_from_s for w in plan.windows])
+    if stream:
+        return _run_split(lambda: run_sliced_streaming(sc, plan, spec, on_done, on_clock, node_table=not no_report),
+                          stop, stream, no_report, out_dir)
+    return _run_split(lambda: run_sliced(sc, plan, spec, on_done, on_clock), stop, stream, no_report, out_dir)
 
 
 def _run_split(run: Callable[[], Any], stop: Callable[[], None], stream: bool, no_report: bool,
@@ -359,25 +362,36 @@ def _run_split(run: Callable[[], Any], stop: Callable[[], None], stream: bool, n
     return cast("Summary", out.summary)
 
 
-def parts_progress(unit: str, total: int, spans_s: list[float] | None = None
-                   ) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """``(on_done, stop)``: progress of a split run as its parts (slices, cells) finish, on any executor — parts
-    done of ``total`` and, given each slice's span, the simulated time they cover (:class:`sim.core.progress.Progress`:
-    a bar from the start on a terminal, else a line on stderr every ~10 s)."""
+def parts_progress(unit: str, total: int, spans_s: list[float] | None = None, starts_s: list[float] | None = None
+                   ) -> tuple[Callable[[int], None], Callable[[], None], Callable[[int, float], None]]:
+    """``(on_done, stop, on_clock)``: progress of a split run as its parts (slices, cells) finish, on any executor —
+    parts done of ``total`` and, given each slice's span, the simulated time they cover (:class:`sim.core.progress.
+    Progress`: a bar from the start on a terminal, else a line on stderr every ~10 s). ``on_clock(k, t_s)``: slice
+    ``k`` (starting at ``starts_s[k]``) has simulated up to ``t_s`` — a slice running in this process moves the bar
+    as an unsplit run does, not only at its end."""
     from sim.core.progress import Progress
 
     bar = Progress("capsim run", unit, delay_s=0.0)
     done: list[int] = []
 
+    def note(running_s: float = 0.0) -> str:
+        if spans_s is None:
+            return ""
+        d = int(sum(spans_s) >= 7200)  # hours (one decimal) for long runs, else seconds
+        div, u = (3600.0, "h") if d else (1.0, "s")
+        covered = sum(spans_s[i] for i in done) + running_s
+        return f"{covered / div:,.{d}f} of {sum(spans_s) / div:,.{d}f} {u} simulated"
+
     def on_done(k: int) -> None:
         done.append(k)
-        if spans_s is None:
-            note = ""
-        else:
-            d = int(sum(spans_s) >= 7200)  # hours (one decimal) for long runs, else seconds
-            div, u = (3600.0, "h") if d else (1.0, "s")
-            note = f"{sum(spans_s[i] for i in done) / div:,.{d}f} of {sum(spans_s) / div:,.{d}f} {u} simulated"
-        bar.update(len(done), total, note)
+        bar.update(len(done), total, note())
+
+    def on_clock(k: int, t_s: float) -> None:
+        if spans_s is None or starts_s is None or k in done:
+            return
+        covered = t_s - starts_s[k]
+        if 0.0 < covered < spans_s[k]:  # its own stretch (not the warm-up before it, nor the drain after it)
+            bar.update(len(done) + covered / spans_s[k], total, note(covered))
 
     bar.update(0, total)
-    return on_done, bar.close
+    return on_done, bar.close, on_clock

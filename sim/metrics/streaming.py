@@ -48,6 +48,7 @@ from sim.metrics.tables import (
     node_work,
     percentile_checks,
     prefix_cache_from_sums,
+    request_columns,
     requests_table,
     routing_from_work,
     slo_section,
@@ -62,6 +63,7 @@ from sim.traffic.request import Request
 DEFAULT_BINS_PER_DECADE = 1000
 DEFAULT_REL_ERROR = 10 ** (0.5 / DEFAULT_BINS_PER_DECADE) - 1  # half a bin in log space ≈ 0.115 %
 DEFAULT_CHUNK_ROWS = 65_536
+SUB_ROWS = 8_192  # finished requests held as objects before their attributes are tabulated
 
 
 class LogHistogram:
@@ -225,6 +227,11 @@ class StreamingCollector:
                     self.hist[f"model.{g}.{c}"] = LogHistogram(bins_per_decade=bins_per_decade)
         self.rows_written = 0
         self._buf: list[Request] = []
+        # finished requests are tabulated every SUB_ROWS (their attributes, ~100 B each, instead of the objects,
+        # ~280 B) and reduced every chunk_rows, as before; not for disaggregated pools (their hand-off columns)
+        self._cols: list[dict[str, np.ndarray]] = []
+        self._rows = 0  # requests tabulated in self._cols
+        self._early = self.layout is None or all(pl.role == "mixed" for pl in self.layout.pools)
         self._path = Path(requests_path) if requests_path is not None else None
         self._tmp: Path | None = None
         self._writer: Any = None  # a pyarrow ParquetWriter once the first rows arrive
@@ -236,16 +243,29 @@ class StreamingCollector:
 
     def __call__(self, req: Request) -> None:
         self._buf.append(req)
-        if len(self._buf) >= self.chunk_rows:
+        if self._rows + len(self._buf) >= self.chunk_rows:
             self.flush()
+        elif self._early and len(self._buf) >= SUB_ROWS:
+            self._cols.append(request_columns(self._buf, self._path is None))
+            self._rows += len(self._buf)
+            self._buf = []
 
     def flush(self) -> None:
         """Reduce (and write) the buffered requests."""
         reqs, self._buf = self._buf, []
-        if reqs:
-            df = requests_table(_Chunk(self.scenario, self.class_names, reqs, self.layout))  # type: ignore[arg-type]
-            self._reduce(df)
-            self._write(df)
+        parts, self._cols, self._rows = self._cols, [], 0
+        if not (reqs or parts):
+            return
+        lean = self._path is None
+        cols = None
+        if parts:
+            parts.append(request_columns(reqs, lean))
+            cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            del parts
+        chunk = _Chunk(self.scenario, self.class_names, reqs, self.layout)
+        df = requests_table(chunk, lean=lean, columns=cols)  # type: ignore[arg-type]
+        self._reduce(df)
+        self._write(df)
 
     def _reduce(self, df: pd.DataFrame) -> None:
         sc, n, h = self.scenario, self.n, self.hist
@@ -424,7 +444,7 @@ class StreamingCollector:
         """Add ``other``'s reduced requests (counters, histograms, windows) into this collector: the collector of
         both request sets together (a sharded run merges its cells'). Both must have flushed and not be writing
         a file; returns self."""
-        if self._buf or other._buf or self._path is not None or other._path is not None:
+        if self._buf or other._buf or self._cols or other._cols or self._path is not None or other._path is not None:
             raise ValueError("merge needs flushed collectors that write no file")
         for k, v in other.n.items():
             self.n[k] = self.n.get(k, 0) + v

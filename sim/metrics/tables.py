@@ -65,51 +65,69 @@ _STATUS_CODE = np.array(
 _CHUNK_ROWS = 16384  # records read into Python lists at a time (the lists of every row would hold ~0.5 KB a row)
 
 
-def requests_table(result: SimResult) -> pd.DataFrame:
-    """One row per arrived request, columns with units."""
-    reqs = result.requests
+#: columns a streamed run's reduction never reads (:class:`sim.metrics.streaming.StreamingCollector`), and the
+#: record attributes they come from
+LEAN_SKIPPED = ("request_id", "preemptions", "retries", "spilled_at_s", "api_attempts", "api_429s", "api_errors")
+_LEAN_SKIPPED_FIELDS = ("rid", "preemptions", "retries", "spill_s", "api_attempts", "api_429s", "api_errors")
+
+
+def request_columns(reqs: list[Any], lean: bool = False) -> dict[str, np.ndarray]:
+    """The records' :data:`~sim.traffic.request.FLOAT_COLUMNS` and :data:`~sim.traffic.request.INT_COLUMNS`, one
+    array each, read in one pass (:func:`~sim.traffic.request.record_columns`, compiled by ``make native``), chunk by
+    chunk; ``lean``: without those only :data:`LEAN_SKIPPED` columns need."""
     n = len(reqs)
     fcol = np.empty((len(FLOAT_COLUMNS), n), dtype=float)
     icol = np.empty((len(INT_COLUMNS), n), dtype=np.int64)
-    for lo in range(0, n, _CHUNK_ROWS):  # one pass over the records (compiled by `make native`), chunk by chunk
+    for lo in range(0, n, _CHUNK_ROWS):
         hi = min(n, lo + _CHUNK_ROWS)
         fl, il = record_columns(reqs, lo, hi)
         fcol[:, lo:hi] = np.array(fl, dtype=float).reshape(hi - lo, len(FLOAT_COLUMNS)).T
         icol[:, lo:hi] = np.array(il, dtype=np.int64).reshape(hi - lo, len(INT_COLUMNS)).T
-    arrival, sched, first, finish, spill, api_cost = fcol
-    (rid, class_idx, node, status, prompt, out, cached, preemptions, retries, via_api, api_attempts, api_429s,
-     api_errors) = icol
+    cols = {**dict(zip(FLOAT_COLUMNS, fcol)), **dict(zip(INT_COLUMNS, icol))}
+    return {k: v for k, v in cols.items() if not (lean and k in _LEAN_SKIPPED_FIELDS)}
+
+
+def requests_table(result: SimResult, lean: bool = False,
+                   columns: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per arrived request, columns with units. ``lean``: without the :data:`LEAN_SKIPPED` columns (a
+    streamed run reducing its requests without writing them). ``columns``: the requests' attributes, already
+    tabulated (:func:`request_columns`; a streamed run's chunk; not for disaggregated pools, whose hand-off columns
+    are read from ``result.requests``)."""
+    reqs = result.requests
+    col = columns if columns is not None else request_columns(reqs, lean)
+    arrival, sched, first, finish = col["arrival_s"], col["first_scheduled_s"], col["first_token_s"], col["finish_s"]
+    out = col["output_tokens"]
+    status = col["status"]
     completed = (status == int(Status.COMPLETED)) | (status == int(Status.SPILLED))  # served: fleet or API
     nan = np.nan
     ttft = np.where(first >= 0, first - arrival, nan)
     e2e = np.where(completed, finish - arrival, nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(completed & (out > 1), (finish - first) / np.maximum(out - 1, 1), nan)
-    classes = pd.Categorical.from_codes(class_idx, categories=pd.Index(result.class_names))
-    frame = pd.DataFrame(
-        {
-            "request_id": rid,
-            "arrival_s": arrival,
-            "class": classes,
-            "node": node,
-            "served_by": np.where(via_api != 0, "api", "fleet"),
-            "input_tokens": prompt,
-            "output_tokens": out,
-            "cached_tokens": cached,
-            "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=pd.Index(STATUS_CATEGORIES)),
-            "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
-            "ttft_s": ttft,
-            "tpot_s": tpot,
-            "e2e_s": e2e,
-            "preemptions": preemptions,
-            "retries": retries,
-            "spilled_at_s": np.where(spill >= 0, spill, nan),
-            "api_attempts": api_attempts,
-            "api_429s": api_429s,
-            "api_errors": api_errors,
-            "api_cost_usd": api_cost,
-        }
-    )
+    classes = pd.Categorical.from_codes(col["class_idx"], categories=pd.Index(result.class_names))
+    table: dict[str, Any] = {
+        "request_id": col.get("rid"),
+        "arrival_s": arrival,
+        "class": classes,
+        "node": col["node"],
+        "served_by": np.where(col["via_api"] != 0, "api", "fleet"),
+        "input_tokens": col["prompt_tokens"],
+        "output_tokens": out,
+        "cached_tokens": col["cached_tokens"],
+        "status": pd.Categorical.from_codes(_STATUS_CODE[status], categories=pd.Index(STATUS_CATEGORIES)),
+        "queue_wait_s": np.where(sched >= 0, sched - arrival, nan),
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "e2e_s": e2e,
+        "preemptions": col.get("preemptions"),
+        "retries": col.get("retries"),
+        "spilled_at_s": np.where(col["spill_s"] >= 0, col["spill_s"], nan) if not lean else None,
+        "api_attempts": col.get("api_attempts"),
+        "api_429s": col.get("api_429s"),
+        "api_errors": col.get("api_errors"),
+        "api_cost_usd": col["api_cost_usd"],
+    }
+    frame = pd.DataFrame({k: v for k, v in table.items() if not (lean and k in LEAN_SKIPPED)})
     if result.scenario.fleet.pooled and result.layout is not None:  # the pool of the node that last had it
         names = [pl.name for pl in result.layout.pools]
         slot_pool = np.array(list(result.layout.slot_pool) + [-1], dtype=np.int64)
@@ -173,8 +191,9 @@ def fleet_frame(s: Any, waiting: np.ndarray, running: np.ndarray, kv: np.ndarray
         }
     )
 
-def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval."""
+def timeseries_tables(result: SimResult, per_node: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fleet, per-node) time series; one row per sample (per node). Rates are per second of the interval.
+    ``per_node=False``: the per-node table is left empty (a summary-only run needs the fleet's alone)."""
     if result.scenario.fleet.pooled and result.layout is not None:  # several pools: sim.metrics.pools
         from sim.metrics.pools import pooled_timeseries
 
@@ -192,14 +211,20 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     busy_cum = s.per_node("busy_s")
     busy = np.diff(np.vstack([np.zeros((1, busy_cum.shape[1])), busy_cum]), axis=0) / interval
     busy = np.clip(busy, 0.0, 1.0)
+    busy_sum = busy.sum(axis=1)
+    if not per_node:
+        del busy_cum, busy  # a long run's summary: only the sums over the nodes are kept
     mfu, mbu = _mfu_mbu(result, s)
+    mfu_sum, mbu_sum = mfu.sum(axis=1), mbu.sum(axis=1)
     nodes = waiting.shape[1]
     up = s.fleet("nodes_up").astype(np.int64)
     up_safe = np.maximum(up, 1)
-    fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap * up_safe, busy_sum=busy.sum(axis=1),
-                        mfu_sum=mfu.sum(axis=1), mbu_sum=mbu.sum(axis=1),
+    fleet = fleet_frame(s, waiting, running, kv, kv_capacity_blocks=cap * up_safe, busy_sum=busy_sum,
+                        mfu_sum=mfu_sum, mbu_sum=mbu_sum,
                         seq_capacity=result.node_model.engine.max_num_seqs * up_safe, up_safe=up_safe)
-    per_node = pd.DataFrame(
+    if not per_node:
+        return fleet, pd.DataFrame(columns=["time_s"])
+    per_node_table = pd.DataFrame(
         {
             "time_s": np.repeat(t, nodes),
             "node": np.tile(np.arange(nodes), len(t)),
@@ -214,7 +239,7 @@ def timeseries_tables(result: SimResult) -> tuple[pd.DataFrame, pd.DataFrame]:
             "mbu": mbu.ravel(),
         }
     )
-    return fleet, per_node
+    return fleet, per_node_table
 
 
 def _mfu_mbu(result: SimResult, s: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -39,10 +39,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
@@ -51,6 +50,9 @@ from sim.runner.executor import ExecutorSpec, run_in_order
 from sim.runner.simulation import SimResult, Tally, TimeSeries, simulate
 from sim.traffic.arrivals import ArrivalChunk
 from sim.traffic.request import Status
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def split_nodes(nodes: int, shards: int) -> list[int]:
@@ -298,6 +300,8 @@ NODE_COLUMNS = ("node", "prefill_node", "decode_node")  # per-request columns ho
 def merge_tables(tables: list[pd.DataFrame], maps: list[np.ndarray] | list[int]) -> pd.DataFrame:
     """The fleet's per-request table from its cells' (arrival order, ``request_id`` renumbered, node numbers
     mapped by ``maps``, :func:`node_maps`; or offset by ``maps[c]`` when given cell offsets)."""
+    import pandas as pd
+
     shifted = []
     for t, m in zip(tables, maps):
         t = t.copy()
@@ -454,17 +458,24 @@ def run_sharded_streaming(scenario: Scenario, shards: int, spec: ExecutorSpec,
 
 
 def streamed_output(result: Any, parts: list[CellOutput], node_work: np.ndarray) -> Any:
-    """The merged parts' (cells', slices') :class:`~sim.metrics.streaming.StreamingOutput`: their collectors merged
-    into the first, ``node_work`` (already merged at the whole fleet's node numbers) set on it, and the streamed
-    summary of the merged ``result``."""
-    from sim.metrics.streaming import StreamingOutput
-    from sim.metrics.tables import timeseries_tables
-
+    """The merged parts' (cells') :class:`~sim.metrics.streaming.StreamingOutput`: their collectors merged into the
+    first, then :func:`finish_streamed`."""
     collector = parts[0].collector
     for p in parts[1:]:
         collector.merge(p.collector)
+    return finish_streamed(result, collector, node_work)
+
+
+def finish_streamed(result: Any, collector: Any, node_work: np.ndarray, node_table: bool = True) -> Any:
+    """The :class:`~sim.metrics.streaming.StreamingOutput` of a split run (cells, slices) from its merged
+    ``collector``, with ``node_work`` (already merged at the whole fleet's node numbers) set on it: the streamed
+    summary of the merged ``result``. ``node_table=False`` skips the per-node time-series table (a summary-only
+    run: on a week of 10 nodes it is the client's largest object)."""
+    from sim.metrics.streaming import StreamingOutput
+    from sim.metrics.tables import timeseries_tables
+
     collector.node_work = node_work
-    fleet_ts, node_ts = timeseries_tables(result)
+    fleet_ts, node_ts = timeseries_tables(result, per_node=node_table)
     summary = collector.summary(result, fleet_ts)
     return StreamingOutput(result, summary, collector.hist, fleet_ts, node_ts, None, 0)
 

@@ -181,9 +181,13 @@ class TimeSeries:
         nodes = next(iter(per_node.values())).shape[1]
         out = cls(interval_s, nodes)
         for k, v in {**fleet, **per_node}.items():
-            code = out._data[k].typecode
-            out._data[k] = array(code, np.ascontiguousarray(v, dtype=np.dtype(code)).tobytes())
+            out.set_field(k, v)
         return out
+
+    def set_field(self, name: str, values: np.ndarray) -> None:
+        """Replace one fleet or per-node series (per-node: [samples, nodes]) with ``values``."""
+        code = self._data[name].typecode
+        self._data[name] = array(code, np.ascontiguousarray(values, dtype=np.dtype(code)).tobytes())
 
     def append(self, fleet: dict[str, float], per_node: dict[str, list]) -> None:
         for k, v in fleet.items():

@@ -2,14 +2,16 @@
 
 The horizon ``[0, duration_s)`` is cut into ``K`` slices at bounds ``b_k`` where the traffic's expected arrivals (∫λ
 dt) reach ``k/K`` of the run's, aligned to the sampler's interval — equal work rather than equal time, so on many
-cores no slice of peak hours sets the wall time (a replayed trace: ``b_k ≈ k·duration_s/K``). Slice ``k`` simulates,
+cores no slice of peak hours sets the wall time (a replayed trace: where its actual arrivals reach ``k/K``;
+constant-rate traffic: ``b_k ≈ k·duration_s/K``). Slice ``k`` simulates,
 from an empty fleet, the clock from ``b_k − w_k`` (its warm-up) with exactly the unsliced run's arrivals — every slice
 regenerates the scenario's arrival stream from its seed and admits those in ``[b_k − w_k, b_{k+1} + tail)`` — and
 keeps only the requests that arrive in ``[b_k, b_{k+1})`` (its own); it stops once its own requests are finished. The
 last slice drains as the unsliced run does. Every arrival is therefore one slice's own request, exactly once, with its
 class and token counts.
 
-The merge (:func:`merge_slices`): counts add; per-request tables are concatenated (in memory) or the streamed
+The merge (:class:`SliceFold`, as the slices finish, in slice order: the client holds one slice's output at a time):
+counts add; per-request tables are concatenated (in memory) or the streamed
 counters and histograms add (``--stream``); the time series are the slices' samples in ``(b_k, b_{k+1}]`` placed end
 to end (cumulative per-node series — busy seconds, FLOPs, HBM bytes — continued from the previous slice: the
 slice's value minus its value at ``b_k``); per-node busy seconds and engine steps are the differences between the
@@ -42,10 +44,9 @@ import numpy as np
 from sim.core.config import Scenario
 from sim.core.errors import ConfigError
 from sim.core.rng import stream
-from sim.runner.executor import ExecutorSpec, run_in_order
-from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, merge_tables, streamed_output
-from sim.runner.simulation import SimResult, SimWindow, Tally, TimeSeries, simulate
-from sim.traffic.request import Status
+from sim.runner.executor import ExecutorSpec, iter_outcomes
+from sim.runner.shards import CellOutput, _add_hours, _peak_rss_mb, finish_streamed, merge_tables
+from sim.runner.simulation import ProgressFn, SimResult, SimWindow, Tally, TimeSeries, simulate
 
 LIFETIMES = 3.0  # warm-up: this many lifetimes of the longest requests (P99.9 output tokens)
 MIN_WARMUP_S = 60.0
@@ -191,19 +192,19 @@ def fluid_backlog(scenario: Scenario) -> tuple[np.ndarray, np.ndarray] | None:
 
 def slice_bounds(scenario: Scenario, slices: int, balance: bool = True) -> list[float]:
     """``slices + 1`` bounds from 0 to ``duration_s``, inner ones on the run's step grid. ``balance``: at equal
-    expected arrivals — the k-th bound is the grid point where ∫λ dt (the traffic shape's rate integral) comes
-    closest to k/K of the run's — so the slices carry similar work and the longest does not set the wall time;
-    otherwise (and for a replayed trace, which has no λ(t)) at equal times, ``k·duration_s/slices``."""
+    arrivals — the k-th bound is the grid point where the arrivals up to it come closest to k/K of the run's: the
+    expected ones (∫λ dt, the traffic shape's rate integral) for generated traffic, the actual ones for a replayed
+    trace (its arrival times, as the run replays them) — so the slices carry similar work and the longest does not
+    set the wall time; otherwise at equal times, ``k·duration_s/slices``."""
     D = scenario.duration_s
     align = _align_s(scenario)
     n_steps = max(1, math.ceil(D / align - 1e-9))  # grid points 0, align, …, below D; then D itself
     grid = np.append(align * np.arange(n_steps), D)
-    curve = _rate_curve(scenario) if _balanced(scenario, balance) else None
-    if curve is None:
+    cum = _arrivals_before(scenario, grid) if _balanced(scenario, balance) else None
+    if cum is None:
         target = np.array([k * D / slices for k in range(1, slices)])
         j = np.rint(target / align).astype(int)
     else:
-        cum = np.concatenate([[0.0], np.cumsum(curve.expected_counts(grid))])
         j = np.array([int(np.argmin(np.abs(cum - k * cum[-1] / slices))) for k in range(1, slices)])
     last = len(grid) - 2  # the last grid point below D
     for i in range(len(j)):  # strictly increasing, leaving a step for every later slice
@@ -211,9 +212,26 @@ def slice_bounds(scenario: Scenario, slices: int, balance: bool = True) -> list[
     return [0.0] + [float(grid[x]) for x in j] + [D]
 
 
+def _arrivals_before(scenario: Scenario, grid: np.ndarray) -> np.ndarray:
+    """Arrivals before each grid point: expected (∫λ dt) for generated traffic, counted for a replayed trace."""
+    if scenario.traffic.trace is not None:
+        from sim.traffic.arrivals import arrival_chunks
+
+        counts = np.zeros(len(grid), dtype=np.int64)
+        for chunk in arrival_chunks(scenario):  # the run's own replay: the same times, seed and scaling
+            counts += np.searchsorted(chunk.time_s, grid, side="left")
+        return counts.astype(float)
+    curve = _rate_curve(scenario)
+    return np.concatenate([[0.0], np.cumsum(curve.expected_counts(grid))])
+
+
 def _balanced(scenario: Scenario, balance: bool) -> bool:
-    """Whether :func:`slice_bounds` places bounds by expected arrivals (a shaped λ(t)), not by time."""
-    curve = _rate_curve(scenario) if balance else None
+    """Whether :func:`slice_bounds` places bounds by arrivals (a shaped λ(t) or a trace), not by time."""
+    if not balance:
+        return False
+    if scenario.traffic.trace is not None:
+        return True
+    curve = _rate_curve(scenario)
     return curve is not None and not curve.constant
 
 
@@ -257,27 +275,31 @@ def plan_slices(scenario: Scenario, slices: int, warmup_s: float | None = None,
         start = max(0.0, math.floor((a - w) / align) * align)
         last = k == slices - 1
         windows.append(SimWindow(start, a, b, D if last else min(D, b + tail), last))
-    return SlicePlan(windows, life, tail, "equal expected arrivals" if _balanced(scenario, balance) else "equal times")
+    how = "equal times"
+    if _balanced(scenario, balance):
+        how = "equal arrivals" if scenario.traffic.trace is not None else "equal expected arrivals"
+    return SlicePlan(windows, life, tail, how)
 
 
-def run_slice(task: tuple[Scenario, SimWindow, bool]) -> CellOutput:
-    """Simulate one slice (a top-level function: it is pickled to pool and Dask workers)."""
+def run_slice(task: tuple[Scenario, SimWindow, bool, ProgressFn | None]) -> CellOutput:
+    """Simulate one slice (a top-level function: it is pickled to pool and Dask workers). The task's progress
+    function (in-process runs only: None on workers) is :func:`simulate`'s ``progress`` hook."""
     import time
 
-    scenario, window, streamed = task
+    scenario, window, streamed, progress = task
     cpu0 = time.process_time()
     collector = table = None
     if not streamed:
         from sim.metrics.tables import requests_table
 
-        result = simulate(scenario, window=window)
+        result = simulate(scenario, progress, window=window)
         table = requests_table(result)
         result.requests = []
     else:
         from sim.metrics.streaming import StreamingCollector
 
         collector = StreamingCollector(scenario)
-        result = simulate(scenario, keep_requests=False, on_request_done=collector, window=window)
+        result = simulate(scenario, progress, keep_requests=False, on_request_done=collector, window=window)
         collector.flush()
     return CellOutput(result, table, collector, time.process_time() - cpu0, _peak_rss_mb())
 
@@ -294,118 +316,246 @@ def _rows(series: TimeSeries, window: SimWindow) -> np.ndarray:
 CUMULATIVE = ("busy_s", "flops", "hbm_bytes")  # per-node series that accumulate over the run
 
 
-def merge_series(parts: list[TimeSeries], windows: list[SimWindow]) -> TimeSeries:
-    """The run's time series from its slices' own samples, end to end; cumulative per-node series continue from
-    the previous slice (each slice's value minus its value at its first bound)."""
-    fleet: dict[str, list[np.ndarray]] = {k: [] for k in TimeSeries._FLEET_FIELDS}
-    per_node: dict[str, list[np.ndarray]] = {k: [] for k in TimeSeries._NODE_FIELDS}
-    pools: dict[str, list[np.ndarray]] = {k: [] for k in ("arrivals", "completions", "nodes_billed")}
-    carried = {k: np.zeros(parts[0].nodes) for k in CUMULATIVE}
-    for series, w in zip(parts, windows):
+class SeriesFold:
+    """The run's time series from its slices' own samples, end to end, folded in slice order (:meth:`add`) so a
+    slice's whole series can be dropped once its own rows are taken; cumulative per-node series continue from the
+    previous slice (each slice's value minus its value at its first bound)."""
+
+    def __init__(self) -> None:
+        self.fleet: dict[str, list[np.ndarray]] = {k: [] for k in TimeSeries._FLEET_FIELDS}
+        self.per_node: dict[str, list[np.ndarray]] = {k: [] for k in TimeSeries._NODE_FIELDS}
+        self.pools: dict[str, list[np.ndarray]] = {k: [] for k in ("arrivals", "completions", "nodes_billed")}
+        self.carried: dict[str, np.ndarray] | None = None
+        self.interval_s = 0.0
+        self.nodes = 0
+        self.with_pools = False
+
+    def add(self, series: TimeSeries, w: SimWindow) -> None:
+        if self.carried is None:
+            self.carried = {k: np.zeros(series.nodes) for k in CUMULATIVE}
+            self.interval_s, self.nodes, self.with_pools = series.interval_s, series.nodes, bool(series.pools)
         rows = _rows(series, w)
         t = series.fleet("time_s")
         at = np.flatnonzero(np.abs(t - w.keep_from_s) < series.interval_s / 2)  # the sample at its first bound
         for k in TimeSeries._FLEET_FIELDS:
-            fleet[k].append(series.fleet(k)[rows])
+            self.fleet[k].append(series.fleet(k)[rows])
         for k in TimeSeries._NODE_FIELDS:
             a = series.per_node(k)
             if k in CUMULATIVE:
                 base = a[at[0]] if len(at) else np.zeros(a.shape[1])
-                own = a[rows] - base + carried[k]
+                own = a[rows] - base + self.carried[k]
                 if len(own):
-                    carried[k] = own[-1]
-                per_node[k].append(own)
+                    self.carried[k] = own[-1]
+                self.per_node[k].append(own)
             else:
-                per_node[k].append(a[rows])
-        if series.pools:
-            for k in pools:
-                pools[k].append(series.per_pool(k)[rows])
-    merged = TimeSeries.from_arrays(parts[0].interval_s, {k: np.concatenate(v) for k, v in fleet.items()},
-                                    {k: np.concatenate(v) for k, v in per_node.items()})
-    if parts[0].pools:
-        merged.set_pools({k: np.concatenate(v) for k, v in pools.items()})
-    return merged
+                self.per_node[k].append(a[rows])
+        if self.with_pools:
+            for k in self.pools:
+                self.pools[k].append(series.per_pool(k)[rows])
+
+    def series(self) -> TimeSeries:
+        """The merged series; the folded rows are released field by field as it is built (the client's peak at the
+        end of a long run is one copy of the series, not two)."""
+        merged = TimeSeries(self.interval_s, self.nodes)
+        for parts in (self.fleet, self.per_node):
+            for k in list(parts):
+                merged.set_field(k, np.concatenate(parts.pop(k)))
+        if self.with_pools:
+            merged.set_pools({k: np.concatenate(v) for k, v in self.pools.items()})
+        self.pools = {}
+        return merged
+
+
+def merge_series(parts: list[TimeSeries], windows: list[SimWindow]) -> TimeSeries:
+    """The run's time series from its slices' own samples, end to end (:class:`SeriesFold`)."""
+    fold = SeriesFold()
+    for series, w in zip(parts, windows):
+        fold.add(series, w)
+    return fold.series()
+
+
+@dataclass(frozen=True)
+class SliceFigures:
+    """What one slice cost (benchmarks, ``--dry-run`` checks): its own requests, the requests it simulated (warm-up
+    and tail included), CPU seconds and its worker's peak RSS so far."""
+
+    own: int
+    simulated: int
+    cpu_s: float
+    peak_rss_mb: float
+
+
+class SliceFold:
+    """The whole run folded from its slices as they finish (:meth:`add`, in any order): a slice is folded as soon as
+    every earlier one has been — counts, busy seconds and steps, fleet events, its own time-series rows, its
+    per-request table (in memory) or its streamed counters and histograms (merged into the first slice's
+    collector) — and then dropped, so the client holds one slice's output at a time rather than all of them
+    (a slice that finishes early waits for its predecessors; ``release``: a folded slice's time series is emptied
+    too, for a caller that keeps its outputs). Everything is added in slice order, as
+    :func:`merge_slices` does at once: the same figures, bit for bit."""
+
+    def __init__(self, scenario: Scenario, windows: list[SimWindow], release: bool = False) -> None:
+        self.scenario, self.windows, self.release = scenario, windows, release
+        self.figures: list[SliceFigures | None] = [None] * len(windows)
+        self._waiting: dict[int, CellOutput | SimResult] = {}
+        self._next = 0
+        self._series = SeriesFold()
+        self._busy: np.ndarray | None = None
+        self._steps: np.ndarray | None = None
+        self._tally = Tally()
+        self._requests: list[Any] = []
+        self._events: list[Any] = []
+        self._wall_s = 0.0
+        self._last: SimResult | None = None
+        self.tables: list[Any] = []  # per-request tables (in memory)
+        self.collector: Any = None  # the merged StreamingCollector (streamed)
+        self.node_work: np.ndarray | None = None  # routing balance (streamed)
+
+    def add(self, k: int, part: CellOutput | SimResult) -> None:
+        """Slice ``k``'s output (a :class:`CellOutput`, or a bare :class:`SimResult`)."""
+        self._waiting[k] = part
+        while self._next in self._waiting:
+            self._fold(self._waiting.pop(self._next), self.windows[self._next])
+            self._next += 1
+
+    def _fold(self, part: CellOutput | SimResult, w: SimWindow) -> None:
+        k = self._next
+        out = part if isinstance(part, CellOutput) else None
+        p = out.result if out is not None else part
+        assert isinstance(p, SimResult)
+        if self._busy is None or self._steps is None:
+            self._busy = np.zeros(len(p.node_busy_s))
+            self._steps = np.zeros(len(p.node_busy_s), dtype=np.int64)
+        (busy_a, steps_a), (busy_b, steps_b) = p.marks[0], (p.marks[1] if not w.last else
+                                                             (p.node_busy_s, p.node_steps))
+        self._busy += np.asarray(busy_b) - np.asarray(busy_a)
+        self._steps += np.asarray(steps_b, dtype=np.int64) - np.asarray(steps_a, dtype=np.int64)
+        tally = self._tally
+        tally.arrived += p.tally.arrived
+        tally.retries += p.tally.retries
+        tally.in_flight += p.tally.in_flight
+        tally.by_status = [a + b for a, b in zip(tally.by_status, p.tally.by_status)]
+        self._requests.extend(p.requests)
+        self._events.extend(e for e in p.fleet_events if e[0] >= w.keep_from_s and (w.last or e[0] < w.keep_to_s))
+        self._wall_s = max(self._wall_s, p.wall_s)
+        simulated = int(p.series.fleet("arrivals").sum())
+        self._series.add(p.series, w)
+        if self.release:  # its own rows are folded: release the rest
+            p.series = TimeSeries(p.series.interval_s, 0)
+        self._last = p
+        if out is None:
+            return
+        self.figures[k] = SliceFigures(p.tally.arrived, simulated, out.cpu_s, out.peak_rss_mb)
+        if out.requests is not None:
+            self.tables.append(out.requests)
+        if out.collector is not None:
+            w_ = out.collector.node_work
+            if self.collector is None:
+                self.collector = out.collector
+                self.node_work = np.zeros(len(p.node_busy_s))
+            else:
+                self.collector.merge(out.collector)
+            assert self.node_work is not None
+            self.node_work[: len(w_)] += w_[: len(self.node_work)]
+
+    def result(self) -> SimResult:
+        """One :class:`SimResult` for the whole horizon (every slice must have been added)."""
+        if self._next != len(self.windows) or self._last is None or self._busy is None or self._steps is None:
+            raise ValueError(f"{self._next} of {len(self.windows)} slices folded")
+        requests = self._requests
+        for i, r in enumerate(requests):
+            r.rid = i
+        last = self._last
+        return SimResult(
+            scenario=self.scenario,
+            node_model=last.node_model,
+            class_names=last.class_names,
+            requests=requests,
+            series=self._series.series(),
+            end_s=last.end_s,
+            node_busy_s=self._busy.tolist(),
+            node_steps=[int(x) for x in self._steps],
+            wall_s=self._wall_s,
+            tally=self._tally,
+            gpu_hours=_add_hours([last.gpu_hours]),  # reserved nodes only: the whole run's, as every slice bills
+            fleet_events=self._events,
+            spill=None,
+            clients=None,
+            pool_models=last.pool_models,
+            layout=last.layout,
+            pool_gpu_hours=last.pool_gpu_hours,
+        )
 
 
 def merge_slices(scenario: Scenario, parts: list[SimResult], windows: list[SimWindow]) -> SimResult:
-    """One :class:`SimResult` for the whole horizon from its slices' (see the module docstring)."""
-    n_nodes = len(parts[0].node_busy_s)
-    busy = np.zeros(n_nodes)
-    steps = np.zeros(n_nodes, dtype=np.int64)
-    for p, w in zip(parts, windows):
-        (busy_a, steps_a), (busy_b, steps_b) = p.marks[0], (p.marks[1] if not w.last else
-                                                             (p.node_busy_s, p.node_steps))
-        busy += np.asarray(busy_b) - np.asarray(busy_a)
-        steps += np.asarray(steps_b, dtype=np.int64) - np.asarray(steps_a, dtype=np.int64)
-    tally = Tally()
-    tally.arrived = sum(p.tally.arrived for p in parts)
-    tally.retries = sum(p.tally.retries for p in parts)
-    tally.in_flight = sum(p.tally.in_flight for p in parts)
-    tally.by_status = [sum(p.tally.by_status[s] for p in parts) for s in range(len(Status))]
-    requests = [r for p in parts for r in p.requests]
-    for i, r in enumerate(requests):
-        r.rid = i
-    events = [e for p, w in zip(parts, windows) for e in p.fleet_events
-              if e[0] >= w.keep_from_s and (w.last or e[0] < w.keep_to_s)]
-    last = parts[-1]
-    return SimResult(
-        scenario=scenario,
-        node_model=last.node_model,
-        class_names=last.class_names,
-        requests=requests,
-        series=merge_series([p.series for p in parts], windows),
-        end_s=last.end_s,
-        node_busy_s=busy.tolist(),
-        node_steps=[int(x) for x in steps],
-        wall_s=max(p.wall_s for p in parts),
-        tally=tally,
-        gpu_hours=_add_hours([last.gpu_hours]),  # reserved nodes only: the whole run's, as every slice bills
-        fleet_events=events,
-        spill=None,
-        clients=None,
-        pool_models=last.pool_models,
-        layout=last.layout,
-        pool_gpu_hours=last.pool_gpu_hours,
-    )
+    """One :class:`SimResult` for the whole horizon from its slices' (see the module docstring; :class:`SliceFold`)."""
+    fold = SliceFold(scenario, windows)
+    for k, p in enumerate(parts):
+        fold.add(k, p)
+    return fold.result()
 
 
 def run_slices(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec, streamed: bool = False,
-               on_done: Callable[[int], None] | None = None) -> list[CellOutput]:
-    """Simulate every slice on ``spec``'s executor; outputs in slice order (the first failure is raised).
-    ``on_done(k)`` is called as slice ``k`` finishes (in completion order: progress)."""
-    tasks = [(scenario, w, streamed) for w in plan.windows]
-    return run_in_order(run_slice, tasks, spec, on_done)
+               on_done: Callable[[int], None] | None = None,
+               on_progress: Callable[[int, float], None] | None = None) -> SliceFold:
+    """Simulate every slice on ``spec``'s executor and fold each into a :class:`SliceFold` as it finishes (the
+    first failure is raised). ``on_done(k)`` is called as slice ``k`` finishes (in completion order: progress);
+    ``on_progress(k, t_s)`` with the simulated clock of a slice running in this process (in-process executor)."""
+    fold = SliceFold(scenario, plan.windows, release=True)
+    in_process = spec.kind == "in_process" and on_progress is not None
+    tasks = [(scenario, w, streamed, _clock(on_progress, k) if in_process else None)
+             for k, w in enumerate(plan.windows)]
+    for oc in iter_outcomes(run_slice, tasks, spec, window_per_slot=1):
+        if oc.error is not None:
+            raise oc.error
+        fold.add(oc.index, oc.value)
+        if on_done is not None:
+            on_done(oc.index)
+    return fold
+
+
+def _clock(on_progress: Any, k: int) -> Callable[[float, float], None]:
+    return lambda t_s, _duration_s: on_progress(k, t_s)
 
 
 def run_sliced(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
-               on_done: Callable[[int], None] | None = None) -> Any:
+               on_done: Callable[[int], None] | None = None,
+               on_progress: Callable[[int, float], None] | None = None) -> Any:
     """The sliced run in memory: a :class:`sim.runner.pipeline.RunOutput` whose tables and summary are computed
     from the merged slices exactly as for an unsliced run."""
     from sim.metrics.tables import summarize, timeseries_tables
     from sim.runner.pipeline import RunOutput
 
-    parts = run_slices(scenario, plan, spec, on_done=on_done)
-    result = merge_slices(scenario, [p.result for p in parts], plan.windows)
-    req = merge_tables([p.requests for p in parts], [0] * len(parts))  # type: ignore[misc]
+    fold = run_slices(scenario, plan, spec, on_done=on_done, on_progress=on_progress)
+    result = fold.result()
+    req = merge_tables(fold.tables, [0] * len(fold.tables))
     fleet_ts, node_ts = timeseries_tables(result)
     return RunOutput(result, summarize(result, req, fleet_ts), req, fleet_ts, node_ts)
 
 
 def run_sliced_streaming(scenario: Scenario, plan: SlicePlan, spec: ExecutorSpec,
-                         on_done: Callable[[int], None] | None = None) -> Any:
+                         on_done: Callable[[int], None] | None = None,
+                         on_progress: Callable[[int, float], None] | None = None, node_table: bool = True) -> Any:
     """The sliced run with streamed metrics: the slices' counters and histograms merged, then the streamed summary
-    of the whole horizon. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file)."""
-    return merge_streamed(scenario, plan, run_slices(scenario, plan, spec, streamed=True, on_done=on_done))
+    of the whole horizon. Returns a :class:`sim.metrics.streaming.StreamingOutput` (no per-request file;
+    ``node_table=False``: no per-node time-series table either, for a summary-only run)."""
+    fold = run_slices(scenario, plan, spec, streamed=True, on_done=on_done, on_progress=on_progress)
+    return streamed_fold(fold, node_table)
+
+
+def streamed_fold(fold: SliceFold, node_table: bool = True) -> Any:
+    """The streamed slices' :class:`~sim.metrics.streaming.StreamingOutput` from their :class:`SliceFold`."""
+    result = fold.result()
+    assert fold.node_work is not None
+    return finish_streamed(result, fold.collector, fold.node_work, node_table)
 
 
 def merge_streamed(scenario: Scenario, plan: SlicePlan, parts: list[CellOutput]) -> Any:
     """The streamed slices' :class:`~sim.metrics.streaming.StreamingOutput` (:func:`run_sliced_streaming`)."""
-    result = merge_slices(scenario, [p.result for p in parts], plan.windows)
-    node_work = np.zeros(len(result.node_busy_s))
-    for p in parts:
-        w = p.collector.node_work
-        node_work[: len(w)] += w[: len(node_work)]
-    return streamed_output(result, parts, node_work)
+    fold = SliceFold(scenario, plan.windows)
+    for k, p in enumerate(parts):
+        fold.add(k, p)
+    return streamed_fold(fold)
 
 
 def estimate_slices(scenario: Scenario, plan: SlicePlan, stream: bool, workers: int, where: str) -> Any:
