@@ -30,7 +30,6 @@ Every point is held out: no factor is fitted to them (``calibration/fit_factors.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -40,13 +39,14 @@ from typing import Literal
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim.core.config import Engine
 from sim.core.errors import ConfigError
 from sim.engine import Node
 from sim.perf.benchmark import NodeSetup
 from sim.perf.catalog import Calibration, get_stack
+from sim.perf.points_csv import read_rows
 from sim.traffic.request import Request, Status
 
 BLOCK_TOKENS = 16
@@ -98,19 +98,7 @@ def ladder_path() -> Path:
 
 def read_points(path: Path) -> list[LadderPoint]:
     """The rows of a load-ladder CSV; a bad cell raises :class:`ConfigError` naming the line and field."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found (capsim validate needs a checkout with calibration/data)") \
-            from None
-    out: list[LadderPoint] = []
-    for i, row in enumerate(csv.DictReader(text.splitlines()), start=2):
-        try:
-            out.append(LadderPoint.model_validate({k: (v or "").strip() for k, v in row.items() if k is not None}))
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"]) or "row"
-            raise ConfigError(str(path), f"line {i}: {where}", err["msg"]) from None
+    out = [p for _, p in read_rows(path, LadderPoint)]
     seen: dict[tuple[str, int], LadderPoint] = {}
     for p in out:
         first = seen.setdefault((p.run, p.stage), p)

@@ -15,7 +15,6 @@ run's, the individual requests are not. Every point is held out (``calibration/f
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,13 +23,14 @@ from typing import Literal
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim.core.config import Engine
 from sim.core.errors import ConfigError
 from sim.engine import Node
 from sim.perf.benchmark import NodeSetup
 from sim.perf.catalog import Calibration, get_stack
+from sim.perf.points_csv import read_rows
 from sim.traffic.request import Request, Status
 
 POINTS_FILE = "preemption_points.csv"
@@ -79,19 +79,8 @@ def points_path() -> Path:
 
 def read_points(path: Path) -> list[PreemptionPoint]:
     """The rows of a preemption-points CSV; a bad cell raises :class:`ConfigError` naming the line and field."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found (capsim validate needs a checkout with calibration/data)") \
-            from None
     out: list[PreemptionPoint] = []
-    for i, row in enumerate(csv.DictReader(text.splitlines()), start=2):
-        try:
-            p = PreemptionPoint.model_validate({k: (v or "").strip() for k, v in row.items() if k is not None})
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise ConfigError(str(path), f"line {i}: {'.'.join(str(x) for x in err['loc']) or 'row'}",
-                              err["msg"]) from None
+    for i, p in read_rows(path, PreemptionPoint):
         if p.input_min > p.input_max or p.output_min > p.output_max:
             raise ConfigError(str(path), f"line {i}: input_min/output_min", "a minimum above its maximum")
         out.append(p)
