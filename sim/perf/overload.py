@@ -39,14 +39,14 @@ from typing import Literal
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim.core.config import Engine
 from sim.core.errors import ConfigError
 from sim.engine import Node
 from sim.perf.benchmark import NodeSetup
 from sim.perf.catalog import Calibration, get_stack
-from sim.perf.points_csv import read_rows
+from sim.perf.points_csv import PublishedRun, read_rows
 from sim.traffic.request import Request, Status
 
 BLOCK_TOKENS = 16
@@ -56,24 +56,10 @@ LADDER_FILE = "load_ladder_points.csv"
 METRICS = ("ttft_p50", "e2e_p50", "completed_fraction", "throughput")
 
 
-class LadderPoint(BaseModel):
+class LadderPoint(PublishedRun):
     """One measured number of one stage of a load-ladder run, with the run's settings (repeated on every row)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1)
-    run: str = Field(min_length=1)
     stage: int = Field(ge=0)
-    source: str
-    stack: str
-    gpu: str
-    gpus: int = Field(ge=1)
-    model: str
-    weights: str
-    kv: str
-    max_num_seqs: int = Field(ge=1)
-    max_num_batched_tokens: int = Field(ge=1)
-    max_model_len: int = Field(ge=1)
     arrivals: Literal["constant"]
     timeout_s: float = Field(gt=0)
     rate_rps: float = Field(gt=0)

@@ -6,11 +6,31 @@ import csv
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim.core.errors import ConfigError
 
 RowT = TypeVar("RowT", bound=BaseModel)
+
+
+class PublishedRun(BaseModel):
+    """The columns every published-run CSV shares: the row, its run, where it comes from, and the node that ran it
+    (GPU, model, precisions, the engine's batch limits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    run: str = Field(min_length=1)
+    source: str
+    stack: str
+    gpu: str
+    gpus: int = Field(ge=1)
+    model: str
+    weights: str
+    kv: str
+    max_num_seqs: int = Field(ge=1)
+    max_num_batched_tokens: int = Field(ge=1)
+    max_model_len: int = Field(ge=1)
 
 
 def read_rows(path: Path, row_model: type[RowT]) -> list[tuple[int, RowT]]:

@@ -23,14 +23,14 @@ from typing import Literal
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sim.core.config import Engine
 from sim.core.errors import ConfigError
 from sim.engine import Node
 from sim.perf.benchmark import NodeSetup
 from sim.perf.catalog import Calibration, get_stack
-from sim.perf.points_csv import read_rows
+from sim.perf.points_csv import PublishedRun, read_rows
 from sim.traffic.request import Request, Status
 
 POINTS_FILE = "preemption_points.csv"
@@ -38,23 +38,9 @@ METRICS = ("preemptions", "throughput", "requests_per_s", "ttft_p50", "ttft_p99"
 BLOCK_TOKENS = 16  # vLLM's default KV block size
 
 
-class PreemptionPoint(BaseModel):
+class PreemptionPoint(PublishedRun):
     """One measured number of one closed-loop run, with the run's settings (repeated on every row)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1)
-    run: str = Field(min_length=1)
-    source: str
-    stack: str
-    gpu: str
-    gpus: int = Field(ge=1)
-    model: str
-    weights: str
-    kv: str
-    max_num_seqs: int = Field(ge=1)
-    max_num_batched_tokens: int = Field(ge=1)
-    max_model_len: int = Field(ge=1)
     kv_cache_tokens: int = Field(ge=BLOCK_TOKENS)
     concurrency: int = Field(ge=1)
     requests: int = Field(ge=1)
