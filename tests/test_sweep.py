@@ -269,6 +269,23 @@ def test_dead_worker_fails_only_its_task():
     assert all(outs[i].error is None and outs[i].value == i * i for i in (0, 1, 2, 4, 5))
 
 
+def _die_fast_or_sleep(x: int) -> int:
+    if x == 3:
+        time.sleep(0.2)
+        os._exit(1)  # dies while the slow bystanders are still running
+    time.sleep(1.0)
+    return x
+
+
+def test_a_slow_bystander_of_a_dying_task_is_not_reported_failed():
+    """Retried together, the culprit killed the retry pool too and its bystanders counted a second death;
+    suspects now re-run one at a time, so only the culprit fails."""
+    outs = {o.index: o for o in iter_outcomes(_die_fast_or_sleep, [3, 0, 1], ExecutorSpec(workers=2))}
+    assert sorted(outs) == [0, 1, 2]
+    assert outs[0].error is not None and "died" in str(outs[0].error)
+    assert [outs[i].error for i in (1, 2)] == [None, None] and [outs[i].value for i in (1, 2)] == [0, 1]
+
+
 def _fail_on_two(x: int) -> int:
     if x == 2:
         raise ValueError("two")

@@ -10,7 +10,8 @@ here. Pick the executor with an :class:`ExecutorSpec`:
 
 :func:`iter_outcomes` keeps at most a small window of tasks in flight (so an interrupted run loses only those)
 and yields each outcome as it finishes. If a worker process dies (killed, out of memory) the pool is rebuilt
-and the tasks that were in flight are retried once; a task that kills a second pool is reported as failed.
+and the tasks that were in flight are retried one at a time; a task that kills a pool while running alone is
+reported as failed.
 :func:`map_summaries` is the simple, ordered interface: same scenarios and seeds → same list, whatever the
 executor.
 """
@@ -181,43 +182,59 @@ def iter_outcomes(fn: Callable[[T], R], items: Sequence[T], spec: ExecutorSpec,
                   window_per_slot: int = 2) -> Iterator[Outcome]:
     """Run ``fn(item)`` for every item on ``spec``'s executor, yielding :class:`Outcome` s as they finish
     (not in input order). At most ``window_per_slot × slots`` tasks are submitted at a time. Closing the
-    iterator early (or an exception in the consumer) cancels what is still queued."""
+    iterator early (or an exception in the consumer) cancels what is still queued.
+
+    A dead worker breaks the whole pool and every task in flight fails with it; which one killed it is not
+    known. Those tasks become *suspects*: they run again in a fresh pool **one at a time**, after the other
+    tasks, so a suspect that breaks a pool while running alone is the culprit (reported as failed) and the
+    bystanders finish. (Retried together, a culprit that dies quickly would take a slow bystander down again.)"""
     pending: deque[int] = deque(range(len(items)))
-    broken_attempts: dict[int, int] = {}
-    restarts = 0
-    while pending:
-        broken = False
-        with spec.open(len(pending)) as (ex, slots):
+    suspects: deque[int] = deque()
+    unexplained = 0  # pools that broke with no task known to have broken them
+    while pending or suspects:
+        broken = culprit_found = False
+        with spec.open(len(pending) + len(suspects)) as (ex, slots):
             window = max(1, slots * window_per_slot) if spec.kind != "in_process" else 1
             in_flight: dict[Future, int] = {}
-            while (pending and not broken) or in_flight:
-                while pending and not broken and len(in_flight) < window:
-                    i = pending.popleft()
+            alone: Future | None = None  # a suspect running by itself
+            while ((pending or suspects) and not broken) or in_flight:
+                while not broken and alone is None:
+                    from_suspects = not (pending and len(in_flight) < window)
+                    if from_suspects and not (suspects and not in_flight):
+                        break
+                    queue = suspects if from_suspects else pending
+                    i = queue.popleft()
                     try:
-                        in_flight[ex.submit(fn, items[i])] = i
+                        fut = ex.submit(fn, items[i])
                     except (BrokenProcessPool, RuntimeError):
-                        pending.appendleft(i)
+                        queue.appendleft(i)
                         broken = True
+                        break
+                    in_flight[fut] = i
+                    if from_suspects:
+                        alone = fut
                 if not in_flight:
                     break
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 for fut in done:
                     i = in_flight.pop(fut)
                     err = fut.exception()
+                    was_alone, alone = fut is alone, (None if fut is alone else alone)
                     if isinstance(err, BrokenProcessPool):
                         broken = True
-                        broken_attempts[i] = broken_attempts.get(i, 0) + 1
-                        if broken_attempts[i] < 2 and restarts < MAX_POOL_RESTARTS:
-                            pending.append(i)  # probably an innocent bystander: retry in a fresh pool
+                        culprit_found = culprit_found or was_alone
+                        if not was_alone and unexplained < MAX_POOL_RESTARTS:
+                            suspects.append(i)  # perhaps an innocent bystander: retried alone
                             continue
                         err = RuntimeError("a worker process died while running this task (killed or out of "
                                            "memory?)")
                     yield Outcome(i, None if err is not None else fut.result(), err)
-        if broken:
-            restarts += 1
-            if restarts > MAX_POOL_RESTARTS:
-                while pending:
-                    yield Outcome(pending.popleft(), None, RuntimeError("worker pool kept dying; task not run"))
+        if broken and not culprit_found:
+            unexplained += 1
+        if broken and unexplained > MAX_POOL_RESTARTS:
+            for queue in (pending, suspects):
+                while queue:
+                    yield Outcome(queue.popleft(), None, RuntimeError("worker pool kept dying; task not run"))
 
 
 def run_in_order(fn: Callable[[T], R], items: Sequence[T], spec: ExecutorSpec,
