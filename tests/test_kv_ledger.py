@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim.core.config import Engine
-from sim.engine.admission import SglangRatio, admit_head
+from sim.engine.admission import Limits, SglangRatio, admit_with
 from sim.engine.kv import BlockLedger, cdiv
 from sim.traffic.request import Request
 
@@ -51,15 +51,15 @@ def test_admit_head_rule() -> None:
     an oversized one alone in an untouched budget), free blocks, reserved blocks."""
     req = Request(0, 0.0, 0, 100, 50)  # 100 prompt tokens: 7 blocks of 16
     chunked = Engine(max_num_seqs=2, max_num_batched_tokens=64)
-    assert admit_head(req, chunked, 0, 64, 4, None, 0, 0) == (64, 4)  # a 64-token chunk, 4 blocks
-    assert admit_head(req, chunked, 0, 64, 3, None, 0, 0) is None  # blocks short
-    assert admit_head(req, chunked, 2, 64, 100, None, 0, 0) is None  # no seat
-    assert admit_head(req, chunked, 0, 0, 100, None, 0, 0) is None  # no budget
+    assert admit_with(req, Limits(chunked), 0, 64, 4, None, 0, 0) == (64, 4)  # a 64-token chunk, 4 blocks
+    assert admit_with(req, Limits(chunked), 0, 64, 3, None, 0, 0) is None  # blocks short
+    assert admit_with(req, Limits(chunked), 2, 64, 100, None, 0, 0) is None  # no seat
+    assert admit_with(req, Limits(chunked), 0, 0, 100, None, 0, 0) is None  # no budget
     whole = Engine(max_num_seqs=2, max_num_batched_tokens=64, chunked_prefill=False)
-    assert admit_head(req, whole, 0, 64, 100, None, 0, 0) == (100, 7)  # oversized: alone in a full budget
-    assert admit_head(req, whole, 1, 63, 100, None, 0, 0) is None
+    assert admit_with(req, Limits(whole), 0, 64, 100, None, 0, 0) == (100, 7)  # oversized: alone in a full budget
+    assert admit_with(req, Limits(whole), 1, 63, 100, None, 0, 0) is None
     reserve = Engine(scheduler="reserve_kv", reserve_kv=True)
-    assert admit_head(req, reserve, 0, 8192, 100, None, 0, 0) == (100, 10)  # 149 tokens of final context
+    assert admit_with(req, Limits(reserve), 0, 8192, 100, None, 0, 0) == (100, 10)  # 149 tokens of final context
 
 
 def test_sglang_admission_reserves_new_requests_in_full() -> None:
@@ -69,8 +69,8 @@ def test_sglang_admission_reserves_new_requests_in_full() -> None:
     adm = SglangRatio(eng, eng.block_size)
     req = Request(0, 0.0, 0, 16, 100)  # one prompt block, 100 decode tokens to come
     # 7 free blocks, 6 (96 tokens) left after its prompt: 0.7 × 100 would fit, 100 does not
-    assert admit_head(req, eng, 1, 8192, 7, adm, 0, 0) is None
-    assert admit_head(req, eng, 1, 8192, 8, adm, 0, 0) == (16, 1)  # 112 tokens left: fits
+    assert admit_with(req, Limits(eng), 1, 8192, 7, adm, 0, 0) is None
+    assert admit_with(req, Limits(eng), 1, 8192, 8, adm, 0, 0) == (16, 1)  # 112 tokens left: fits
     # 11 blocks (176 tokens) left: 100 running decode tokens cost 70, its own 100; 10 admitted this step tip it over
-    assert admit_head(req, eng, 1, 8192, 12, adm, 0, 100) == (16, 1)  # 176 ≥ 70 + 100
-    assert admit_head(req, eng, 1, 8192, 12, adm, 0, 100, admitted_decode_tokens=10) is None  # 176 < 180
+    assert admit_with(req, Limits(eng), 1, 8192, 12, adm, 0, 100) == (16, 1)  # 176 ≥ 70 + 100
+    assert admit_with(req, Limits(eng), 1, 8192, 12, adm, 0, 100, admitted_decode_tokens=10) is None  # 176 < 180

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scenarios import make_scenario
 
 from sim.core.config import Engine
-from sim.engine.admission import admit_head
+from sim.engine.admission import Limits, admit_with
 from sim.engine.kv import BlockLedger, cdiv
 from sim.runner.simulation import simulate
 from sim.traffic.prefixes import regroup_chain, unit_chain
@@ -146,7 +146,7 @@ def test_admission_needs_only_the_uncached_blocks() -> None:
     second = _req(1, chain, 3 * UNIT * BS + 10)
     hit = kv.lookup(second)
     assert hit == (3 * UNIT * BS, 3 * UNIT, 0)  # units in use by the first: nothing to take back
-    assert admit_head(second, eng, 1, 8192, kv.free_blocks, None, 0, 0, hit) == (10, 1)
+    assert admit_with(second, Limits(eng), 1, 8192, kv.free_blocks, None, 0, 0, hit) == (10, 1)
     # the last prompt token is always computed: a prompt of exactly 3 units hits 2
     exact = _req(2, chain, 3 * UNIT * BS)
     assert kv.lookup(exact)[0] == 2 * UNIT * BS

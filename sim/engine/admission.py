@@ -1,6 +1,6 @@
 """Admission policies shared by both node engines (one object per node, the same arithmetic in both).
 
-:func:`admit_head` is the one rule both engines apply to the head of the waiting queue. vLLM v1 (``scheduler:
+:func:`admit_with` is the one rule both engines apply to the head of the waiting queue. vLLM v1 (``scheduler:
 preempt``) and TensorRT-LLM (``reserve_kv``) need no state beyond the KV block count the engines keep. SGLang's
 (``scheduler: sglang``) does: :class:`SglangRatio`.
 """
@@ -69,7 +69,7 @@ def make_admission(engine: Engine, block_size: int) -> SglangRatio | None:
 
 
 class Limits:
-    """The engine limits :func:`admit_head` reads, copied once per node (reading a pydantic model's fields costs
+    """The engine limits :func:`admit_with` reads, copied once per node (reading a pydantic model's fields costs
     more than the rest of the rule)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -78,23 +78,6 @@ class Limits:
         self.chunked_prefill = engine.chunked_prefill
         self.block_size = engine.block_size
         self.reserve_kv = engine.reserve_kv
-
-
-def admit_head(
-    req: Request,
-    engine: Engine,
-    running: int,
-    budget_tokens: int,
-    free_blocks: int,
-    admission: SglangRatio | None,
-    step: int,
-    future_decode_tokens: int,
-    hit: tuple[int, int, int] | None = None,
-    admitted_decode_tokens: int = 0,
-) -> tuple[int, int] | None:
-    """:func:`admit_with` under ``engine``'s limits."""
-    return admit_with(req, Limits(engine), running, budget_tokens, free_blocks, admission, step, future_decode_tokens,
-                      hit, admitted_decode_tokens)
 
 
 def admit_with(

@@ -60,8 +60,12 @@ def _before(a: Entry, b: Entry) -> bool:
 
 def sift_push(queue: list[Entry], entry: Entry) -> None:
     """heapq.heappush(queue, entry) written out, so that compiled it compares the keys natively."""
-    pos = len(queue)
     queue.append(entry)
+    _sift_up(queue, len(queue) - 1, entry)
+
+
+def _sift_up(queue: list[Entry], pos: int, entry: Entry) -> None:
+    """Put ``entry`` into the hole at ``pos``, moving it up past every parent it comes before."""
     while pos > 0:
         parent = (pos - 1) >> 1
         above = queue[parent]
@@ -89,14 +93,7 @@ def sift_pop(queue: list[Entry]) -> Entry:
         queue[pos] = queue[child]
         pos = child
         child = 2 * pos + 1
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        above = queue[parent]
-        if not _before(last, above):
-            break
-        queue[pos] = above
-        pos = parent
-    queue[pos] = last
+    _sift_up(queue, pos, last)
     return top
 
 

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 import simpy
 
 from sim.core.config import Engine
-from sim.engine.admission import admit_head, make_admission
+from sim.engine.admission import Limits, admit_with, make_admission
 from sim.engine.common import NodeSnapshot, WorkDone, admission_problem, make_waiting_queue, preemption_victim
 from sim.engine.jitter import make_jitter
 from sim.engine.kv import cdiv, make_ledger
@@ -70,6 +70,7 @@ class ReferenceNode:
         self.node_id = node_id
         self.perf = perf
         self.engine = engine
+        self.limits = Limits(engine)  # what the admission rule reads
         self.bs = engine.block_size
         self.capacity_blocks = capacity_blocks
         self.max_model_len = max_model_len
@@ -267,8 +268,8 @@ class ReferenceNode:
             while self.waiting:
                 req = self.waiting[0]
                 hit = self.kv.lookup(req)
-                fit = admit_head(req, eng, len(self.running), budget, self.kv.free_blocks, adm, self.steps, future,
-                                 hit, admitted)
+                fit = admit_with(req, self.limits, len(self.running), budget, self.kv.free_blocks, adm, self.steps,
+                                 future, hit, admitted)
                 if fit is None:
                     break
                 n_new, need = fit
